@@ -1,0 +1,1 @@
+"""Conversion stages: source -> ONNX export -> precision -> (TensorRT engine) -> artifact."""

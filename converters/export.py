@@ -1,0 +1,96 @@
+"""PyTorch -> ONNX, one graph at a time, with `torch.onnx.export(dynamo=True)` and named Dims.
+
+Why dynamo: it is the exporter PyTorch maintains, and named `torch.export.Dim`s give the ONNX
+graph readable dynamic dims ("batch", "sequence") that the manifest and TensorRT profiles reuse.
+Why opset 18: newer opsets emit fused Attention/RMSNorm ops that onnxruntime's quantizer cannot
+handle yet (shared/docs/export-notes.md).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import ExportError
+from edgekit.manifest import GraphSpec, TensorSpec
+
+DEFAULT_OPSET = 18
+
+_ONNX_TO_NUMPY = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+
+
+@dataclass
+class GraphExport:
+    """What one ONNX graph is made from: a module taking positional tensors, returning a tuple.
+
+    `dynamic_shapes` follows torch.export: one entry per positional argument, each a dict
+    {axis: Dim} (or a nested tuple for varargs). `quant_exclude_ops` names op types the int8
+    stage must leave in float (per family: the attention-mask path, Softmax...).
+    """
+
+    name: str
+    module: Any  # torch.nn.Module or torch.export.ExportedProgram
+    args: tuple[Any, ...]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_shapes: Any = None
+    quant_exclude_ops: list[str] = field(default_factory=list)
+    opset: int = DEFAULT_OPSET
+
+
+def export_graph(g: GraphExport, path: Path) -> GraphSpec:
+    """Export `g` to `path` (weights in `path.data` beside it) and describe its IO."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                g.module,
+                g.args,
+                dynamo=True,
+                input_names=g.input_names,
+                output_names=g.output_names,
+                dynamic_shapes=g.dynamic_shapes,
+                opset_version=g.opset,
+                external_data=True,
+                optimize=True,
+                verbose=False,
+            )
+            program.save(str(path), external_data=True)
+    except Exception as e:  # torch raises many types; the user needs the operator and layer
+        raise ExportError(
+            f"PyTorch -> ONNX export of graph '{g.name}' failed: {_explain(e)}",
+            fix="replace the unsupported operation in the model, or export it yourself with "
+            "torch.export and pass the .pt2 file",
+        ) from e
+    return describe_onnx(path)
+
+
+def _explain(e: Exception) -> str:
+    text = str(e)
+    # The dynamo exporter names the missing op as e.g. "aten::foo" or "aten.foo.default"; show that first.
+    ops = sorted(set(re.findall(r"aten[.:]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", text)))
+    first = next((line for line in text.splitlines() if line.strip()), type(e).__name__)
+    if ops:
+        return f"unsupported operator(s) {ops}: {first[:300]}"
+    return f"{type(e).__name__}: {first[:400]}"
+
+
+def describe_onnx(path: Path) -> GraphSpec:
+    """Read input/output names, dtypes and (named) dims from an ONNX file without loading weights."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def spec(v: Any) -> TensorSpec:
+        t = v.type.tensor_type
+        dims: list[int | str] = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
+        return TensorSpec(v.name, _ONNX_TO_NUMPY.get(t.elem_type, f"onnx-{t.elem_type}"), dims)
+
+    inits = {i.name for i in model.graph.initializer}
+    return GraphSpec(
+        file=path.name,
+        inputs=[spec(v) for v in model.graph.input if v.name not in inits],
+        outputs=[spec(v) for v in model.graph.output],
+    )

@@ -1,0 +1,71 @@
+"""Numbers that say whether a converted graph answers like PyTorch.
+
+Tolerances are per precision and per measure. `max_rel` is the max abs diff divided by the
+largest reference magnitude (logit scales differ between models); `cosine` is per sample,
+minimum over samples; `top1` is the share of samples whose argmax agrees.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from edgekit.runtimes.base import Runner
+
+TOLERANCES: dict[str, dict[str, float]] = {
+    "fp32": {"max_rel": 1e-3, "cosine": 0.99999, "top1": 1.0},
+    "fp16": {"max_rel": 3e-2, "cosine": 0.999, "top1": 0.98},
+    "int8": {"max_rel": 1.0, "cosine": 0.98, "top1": 0.9},
+    "int4": {"max_rel": 1.0, "cosine": 0.95, "top1": 0.8},
+}
+
+
+def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    ref = np.asarray(ref, dtype=np.float64).reshape(ref.shape[0], -1) if ref.ndim > 1 else ref[None].astype(np.float64)
+    got = np.asarray(got, dtype=np.float64).reshape(ref.shape)
+    diff = np.abs(ref - got)
+    num = (ref * got).sum(axis=1)
+    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
+    cos = np.where(den > 0, num / np.maximum(den, 1e-300), 1.0)
+    return {
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "max_rel": float(diff.max() / max(np.abs(ref).max(), 1e-12)),
+        "cosine": float(cos.min()),
+    }
+
+
+def graph_parity(
+    reference: Runner, candidate: Runner, feeds: Iterable[dict[str, np.ndarray]], precision: str,
+    argmax_output: str | None = None,
+) -> dict[str, Any]:
+    """Run both runners on the same feeds; report per output and pass/fail against tolerances."""
+    refs: dict[str, list[np.ndarray]] = {}
+    gots: dict[str, list[np.ndarray]] = {}
+    n = 0
+    for f in feeds:
+        r = reference.run(f)
+        g = candidate.run(f, outputs=list(r))
+        for k in r:
+            refs.setdefault(k, []).append(r[k].reshape(r[k].shape[0], -1))
+            gots.setdefault(k, []).append(g[k].astype(np.float32).reshape(r[k].shape[0], -1))
+        n += 1
+    tol = TOLERANCES[precision]
+    report: dict[str, Any] = {"precision": precision, "samples": n, "tolerances": tol, "outputs": {}}
+    failures = []
+    for k in refs:
+        ref, got = np.concatenate(refs[k]), np.concatenate(gots[k])
+        stats = compare_outputs(ref, got)
+        if k == argmax_output:
+            stats["top1"] = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
+        report["outputs"][k] = stats
+        for measure, limit in tol.items():
+            if measure not in stats:
+                continue
+            bad = stats[measure] > limit if measure == "max_rel" else stats[measure] < limit
+            if bad:
+                failures.append(f"{k}.{measure}={stats[measure]:.4g} (limit {limit})")
+    report["passed"] = not failures
+    report["summary"] = "; ".join(failures) if failures else "all outputs within tolerance"
+    return report

@@ -1,0 +1,176 @@
+"""Precision stage: rewrite each exported fp32 graph as fp16, int8 or int4, in place.
+
+The precision lives in the graph itself (Cast and Q/DQ nodes), which is what TensorRT's strongly
+typed networks and onnxruntime both read. What was produced is returned for the manifest; a
+precision that cannot be produced raises, it never degrades silently to fp32.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import ConfigError, UnsupportedError
+
+if TYPE_CHECKING:
+    from edgekit.converters.pipeline import ConvertOptions, Plan
+
+log = logging.getLogger("edgekit")
+
+# Ops whose fp16 rounding hurts accuracy most: normalization statistics, softmax, reductions and
+# the pieces of decomposed LayerNorm/RMSNorm (Pow, Sqrt, Reciprocal).
+FP16_KEEP_FP32 = [
+    "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization", "Softmax", "LogSoftmax",
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Pow", "Sqrt", "Reciprocal", "Exp", "Log",
+    "Range", "CumSum", "TopK",
+]
+# Always excluded from int8 Q/DQ: they collapse accuracy (the attention-mask path calibrates to a
+# scale near 1e36, see shared/docs/export-notes.md) or TensorRT runs them in float anyway.
+INT8_ALWAYS_EXCLUDE = ["Softmax", "Where", "Pow", "LayerNormalization", "ReduceMean", "Sqrt", "Div", "Erf", "Tanh"]
+INT8_METHODS = ("static", "dynamic")
+
+
+def apply_precision(folder: Path, plan: Plan, opts: ConvertOptions) -> dict[str, Any]:
+    p = opts.precision
+    info: dict[str, Any] = {"requested": p, "produced": p}
+    if p == "fp32":
+        return info
+    if p == "fp16":
+        for g in plan.graphs:
+            _to_fp16(folder / f"{g.name}.onnx")
+        info.update(method="casts", kept_fp32=FP16_KEEP_FP32, io_dtype="unchanged")
+        return info
+    if p == "int8":
+        method = opts.int8_method or plan.default_int8
+        if method not in INT8_METHODS:
+            raise ConfigError(f"unknown int8 method '{method}'", found=f"methods {list(INT8_METHODS)}")
+        if method == "static":
+            samples = plan.calibration_feeds(opts.calibration)
+            for g in plan.graphs:
+                exclude = sorted(set(INT8_ALWAYS_EXCLUDE) | set(g.quant_exclude_ops))
+                _int8_static(folder / f"{g.name}.onnx", [s[g.name] for s in samples if g.name in s], exclude)
+            info.update(method="static-qdq", symmetric=True, per_channel=True, calibration_samples=_count(samples),
+                        excluded_ops=sorted(set(INT8_ALWAYS_EXCLUDE)), tensorrt_compatible=True)
+        else:
+            for g in plan.graphs:
+                _int8_dynamic(folder / f"{g.name}.onnx")
+            info.update(method="dynamic", per_channel=True, tensorrt_compatible=False)
+        return info
+    if p == "int4":
+        block = int(opts.extra.get("int4_block_size", 32))
+        for g in plan.graphs:
+            _int4_weights(folder / f"{g.name}.onnx", block)
+        info.update(method="weight-only-matmulnbits", block_size=block, symmetric=True)
+        return info
+    raise UnsupportedError(f"precision '{p}' has no converter")  # pragma: no cover - checked earlier
+
+
+def _count(samples: list[dict[str, dict[str, Any]]]) -> int:
+    """Number of calibration samples (each feed holds a batch)."""
+    return sum(next(iter(next(iter(s.values())).values())).shape[0] for s in samples if s)
+
+
+def _save(model: Any, path: Path) -> None:
+    """Save with weights in `<name>.data` beside the graph (no 2 GB protobuf limit)."""
+    import onnx
+
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=1024)
+
+
+def _to_fp16(path: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+    model = onnx.load(str(path))
+    fp16 = convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_FP32))
+    )
+    _save(fp16, path)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, Any]]) -> None:
+        self._it: Iterator[dict[str, Any]] = iter(feeds)
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._it, None)
+
+
+def _int8_static(path: Path, feeds: list[dict[str, Any]], exclude_ops: list[str]) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not feeds:
+        raise ConfigError(
+            "int8 (static Q/DQ) needs calibration data",
+            found="no calibration samples",
+            fix="pass calibration=[...] samples (CLI: --calibration PATH), or int8_method='dynamic' for CPU",
+        )
+    pre = path.with_name(path.stem + ".pre.onnx")
+    quant_pre_process(str(path), str(pre), skip_symbolic_shape=True, save_as_external_data=True,
+                      all_tensors_to_one_file=True, external_data_location=pre.name + ".data")
+    graph = onnx.load(str(pre), load_external_data=False).graph
+    excluded = [n.name for n in graph.node if n.op_type in exclude_ops]
+    out = path.with_name(path.stem + ".q.onnx")
+    quantize_static(
+        str(pre), str(out), _Reader(feeds),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=excluded,
+        calibrate_method=CalibrationMethod.MinMax,
+        use_external_data_format=True,
+        extra_options={
+            "ActivationSymmetric": True,  # TensorRT accepts zero point 0 only
+            "WeightSymmetric": True,
+            "QuantizeBias": False,  # TensorRT has no int32 DequantizeLinear for biases
+        },
+    )
+    _replace(out, path)
+    _remove_with_data(pre)
+
+
+def _int8_dynamic(path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = path.with_name(path.stem + ".q.onnx")
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     op_types_to_quantize=["MatMul", "Gemm", "Conv"], use_external_data_format=True,
+                     extra_options={"MatMulConstBOnly": True})
+    _replace(out, path)
+
+
+def _int4_weights(path: Path, block_size: int) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = onnx.load(str(path))
+    q = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True, accuracy_level=4)
+    q.process()
+    _save(q.model.model, path)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Move a quantizer's output (graph + its external data) over the original, renaming the data."""
+    import onnx
+
+    model = onnx.load(str(src))
+    _save(model, dst)
+    _remove_with_data(src)
+
+
+def _remove_with_data(path: Path) -> None:
+    for p in path.parent.glob(path.name + "*"):
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()

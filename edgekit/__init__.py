@@ -1,0 +1,56 @@
+"""edgekit: PyTorch models to NVIDIA GPUs, Jetson and the CPU, with parity you can check.
+
+>>> import edgekit
+>>> # art = edgekit.convert(model, "models/cnn", example_inputs=x, labels=names, precision="int8",
+>>> #                       calibration=images)
+>>> # clf = edgekit.load("models/cnn"); clf.classify("cat.png", top_k=3)
+
+`import edgekit` loads numpy-free metadata only; torch is imported by `convert` alone, and
+onnxruntime/TensorRT when a model is loaded.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import (
+    ArtifactError,
+    ArtifactVersionError,
+    BackendUnavailableError,
+    ChecksumError,
+    ConfigError,
+    EdgekitError,
+    EngineError,
+    ExportError,
+    InputError,
+    OutputExistsError,
+    ParityError,
+    SourceError,
+    UnsupportedError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "convert", "load", "parity", "Prediction", "Transcript", "__version__",
+    "EdgekitError", "InputError", "ConfigError", "SourceError", "ExportError", "UnsupportedError",
+    "ArtifactError", "ChecksumError", "ArtifactVersionError", "OutputExistsError",
+    "BackendUnavailableError", "EngineError", "ParityError",
+]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgekit.api import convert, load, parity
+    from edgekit.results import Prediction, Transcript
+
+_LAZY = {
+    "convert": "edgekit.api", "load": "edgekit.api", "parity": "edgekit.api",
+    "Prediction": "edgekit.results", "Transcript": "edgekit.results",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `import edgekit` stays light on a device (no numpy/onnxruntime until used).
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgekit' has no attribute '{name}'")

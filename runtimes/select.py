@@ -1,0 +1,109 @@
+"""Device selection: "auto" tries TensorRT, then onnxruntime CUDA, then CPU, and says which.
+
+Each backend has a `probe()` that answers (usable, reason) without side effects, and an `open()`
+that returns one Runner per graph. A backend the user names explicitly is never replaced by
+another: if it is not usable, the error says why and how to install it.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edgekit.artifact import Artifact
+from edgekit.errors import BackendUnavailableError, ConfigError
+from edgekit.runtimes.base import Runner
+
+log = logging.getLogger("edgekit")
+
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+
+
+def _ort_probe(device: str) -> tuple[bool, str]:
+    try:
+        from edgekit.runtimes.ort import available_providers
+    except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
+        return False, f"onnxruntime is not importable ({e})"
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[device]
+    providers = available_providers()
+    if provider not in providers:
+        return False, f"onnxruntime offers {providers}, not {provider}"
+    return True, ""
+
+
+def _ort_open(device: str) -> Callable[[Artifact], dict[str, Runner]]:
+    def open_(art: Artifact) -> dict[str, Runner]:
+        from edgekit.runtimes.ort import OrtRunner
+
+        return {name: OrtRunner(art.file(g.file), g, device=device) for name, g in art.manifest.graphs.items()}
+
+    return open_
+
+
+@dataclass(frozen=True)
+class Backend:
+    device: str
+    probe: Callable[[], tuple[bool, str]]
+    open: Callable[[Artifact], dict[str, Runner]]
+    install_hint: str
+
+
+def _lazy(module: str, attr: str) -> Callable[..., object]:
+    # TensorRT code is imported only when asked for: `import edgekit` must not touch it.
+    def call(*args: object) -> object:
+        return getattr(importlib.import_module(module), attr)(*args)
+
+    return call
+
+
+BACKENDS: dict[str, Backend] = {
+    "cpu": Backend("cpu", lambda: _ort_probe("cpu"), _ort_open("cpu"), "pip install onnxruntime"),
+    "cuda": Backend(
+        "cuda", lambda: _ort_probe("cuda"), _ort_open("cuda"),
+        "pip install 'edgekit[tensorrt]' (onnxruntime-gpu) on a machine with an NVIDIA GPU and driver",
+    ),
+    "tensorrt": Backend(
+        "tensorrt",
+        _lazy("edgekit.runtimes.trt", "probe"),  # type: ignore[arg-type]
+        _lazy("edgekit.runtimes.trt", "open_artifact_runners"),  # type: ignore[arg-type]
+        "pip install 'edgekit[tensorrt]' on a machine with an NVIDIA GPU (JetPack ships TensorRT on Jetson)",
+    ),
+}
+
+
+def resolve_device(device: str) -> str:
+    """Return the concrete device for `device` ("auto" resolved), or raise with the reason."""
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device '{device}'", found=f"devices {list(DEVICES)}")
+    if device != "auto":
+        ok, reason = _probe(device)
+        if not ok:
+            raise BackendUnavailableError(
+                f"device '{device}' was asked for but is not available",
+                found=reason,
+                fix=BACKENDS[device].install_hint + ", or pass device='cpu'",
+            )
+        return device
+    for candidate in AUTO_ORDER:
+        ok, reason = _probe(candidate)
+        if ok:
+            return candidate
+        log.debug("device auto: skipping %s (%s)", candidate, reason)
+    raise BackendUnavailableError("no backend is usable", fix="pip install onnxruntime")  # pragma: no cover
+
+
+def _probe(device: str) -> tuple[bool, str]:
+    try:
+        return BACKENDS[device].probe()
+    except ImportError as e:
+        return False, f"not importable ({e})"
+
+
+def open_runners(art: Artifact, device: str = "auto") -> dict[str, Runner]:
+    concrete = resolve_device(device)
+    runners = BACKENDS[concrete].open(art)
+    first = next(iter(runners.values()))
+    log.info("edgekit: running %s on %s", art.path.name, first.name)
+    return runners
