@@ -296,11 +296,12 @@ def _plan(family: str, graph: GraphExport, pre: dict[str, Any], labels: list[str
         state["calibration"] = feeds
         return [{"model": f} for f in feeds]
 
-    def check_parity(plan_: Plan, model: Any, precision: str) -> dict[str, Any]:
+    def check_parity(plan_: Plan, model: Any, precision: str, samples: int | None = None) -> dict[str, Any]:
         from edgekit.runtimes.torch_ref import TorchRunner
 
         # Calibration data is the user's real distribution: prefer it over random inputs.
-        feeds = state.get("calibration") or sample(_PARITY_SAMPLES, 0)
+        feeds = state.get("calibration") if samples is None else None
+        feeds = feeds or sample(samples or _PARITY_SAMPLES, 0)
         ref = TorchRunner(graph.module, model.manifest.graph(), graph.input_names, graph.output_names)
         return graph_parity(ref, model.runners["model"], feeds, precision, argmax_output="logits")
 

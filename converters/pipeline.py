@@ -46,7 +46,8 @@ class Plan:
     """What a task module hands the pipeline.
 
     calibration_feeds(calibration) -> list of {graph name: feeds}; used by int8 static.
-    check_parity(plan, model) -> report dict with at least {"passed": bool}.
+    check_parity(plan, model, precision, samples=None) -> report dict with at least {"passed": bool,
+    "summary": str}; `samples` overrides the task's default number of parity inputs.
     """
 
     family: str
@@ -55,7 +56,7 @@ class Plan:
     postprocess: dict[str, Any]
     files: dict[str, bytes]
     calibration_feeds: Callable[[Any], list[dict[str, Feeds]]]
-    check_parity: Callable[[Plan, Any, str], dict[str, Any]]
+    check_parity: Callable[..., dict[str, Any]]
     default_int8: str = "static"
     supported_precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
 

@@ -48,7 +48,9 @@ def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True
     return task_class(art, open_runners(art, device))
 
 
-def parity(artifact: str | os.PathLike[str], against: Any, device: str = "cpu", **source_kwargs: Any) -> dict[str, Any]:
+def parity(
+    artifact: str | os.PathLike[str], against: Any, device: str = "cpu", samples: int | None = None, **source_kwargs: Any
+) -> dict[str, Any]:
     """Compare an artifact with its PyTorch source on the same inputs; returns the report.
 
     The report has per-output max/mean abs diff and cosine similarity, the task agreement
@@ -58,4 +60,4 @@ def parity(artifact: str | os.PathLike[str], against: Any, device: str = "cpu", 
 
     model = load(artifact, device=device)
     _, plan = reference_source(against, model.artifact, **source_kwargs)
-    return plan.check_parity(plan, model, model.manifest.produced_precision)
+    return plan.check_parity(plan, model, model.manifest.produced_precision, samples)

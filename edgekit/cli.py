@@ -1,0 +1,184 @@
+"""The `edgekit` command line. Exit codes: 0 ok, 1 check failed (parity), 2 usage or input error.
+
+`--json` prints exactly one JSON document on stdout; logs and progress go to stderr.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgekit.errors import EdgekitError
+
+log = logging.getLogger("edgekit")
+
+PRECISIONS = ["fp32", "fp16", "int8", "int4"]
+DEVICES = ["auto", "cpu", "cuda", "tensorrt"]
+
+
+def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        click.echo(text(data))
+
+
+def _fail(e: EdgekitError) -> None:
+    click.echo(f"edgekit: error: {e}", err=True)
+    sys.exit(e.exit_code)
+
+
+class _Group(click.Group):
+    """Turn every EdgekitError into one line on stderr and its exit code (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgekitError as e:
+            _fail(e)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgekit")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def cli(verbose: int, quiet: bool) -> None:
+    """edgekit: convert PyTorch models, run them on CPU, CUDA, TensorRT or Jetson, and prove parity.
+
+    \b
+    Typical flow:
+      edgekit convert model_dir -o models/m --precision int8 --calibration images/
+      edgekit run models/m cat.jpg
+      edgekit parity models/m --against model_dir
+    """
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("edgekit").setLevel(level)
+
+
+@cli.command()
+@click.argument("source")
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Artifact folder to write.")
+@click.option("--task", type=click.Choice(["classify", "generate", "recognize"]), help="Inferred from HF configs.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
+@click.option("--int8-method", type=click.Choice(["static", "dynamic"]), help="static Q/DQ (TensorRT) or dynamic (CPU).")
+@click.option("--calibration", type=click.Path(exists=True, path_type=Path), help="int8: folder of images, .npy, or .txt of texts.")
+@click.option("--target", type=click.Choice(["cpu", "cuda", "tensorrt", "jetson"]), default="cpu", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing artifact folder (atomically).")
+@click.option("--no-strict", is_flag=True, help="Keep the artifact even if parity is outside tolerance.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
+def convert(source: str, out: Path, task: str | None, precision: str, int8_method: str | None,
+            calibration: Path | None, target: str, overwrite: bool, no_strict: bool, as_json: bool) -> None:
+    """Convert SOURCE (HF model folder, .pt2 file, or package.module:factory) into an artifact."""
+    import edgekit
+
+    art = edgekit.convert(source, out, task=task, precision=precision, calibration=calibration, target=target,
+                          overwrite=overwrite, int8_method=int8_method, strict=not no_strict)
+    m = art.manifest
+    summary = {"artifact": str(art.path), "task": m.task, "family": m.family, "precision": m.precision,
+               "parity": m.parity}
+    _emit(summary, as_json, lambda s: f"wrote {s['artifact']} ({s['task']}, {s['family']}, "
+                                      f"{s['precision']['produced']}); parity: {m.parity.get('summary')}")
+
+
+# task -> function(model, inputs, options) -> (json-able result, text). Each task module adds its own.
+def _run_classify(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
+    if not inputs:
+        raise click.UsageError("classify needs INPUT files (images) or texts")
+    items: list[Any] = [p if model.kind == "image" else p for p in inputs]
+    results = model.classify(items, top_k=opts["top_k"])
+    data = [{"input": i, "predictions": [{"label": p.label, "score": p.score} for p in r]} for i, r in zip(inputs, results)]
+    text = "\n".join(f"{d['input']}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in d["predictions"]) for d in data)
+    return data, text
+
+
+RUNNERS: dict[str, Callable[[Any, tuple[str, ...], dict[str, Any]], tuple[Any, str]]] = {
+    "classify": _run_classify,
+}
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1)
+@click.option("--prompt", help="generate: the prompt text.")
+@click.option("--max-new-tokens", type=int, default=32, show_default=True, help="generate: tokens to add.")
+@click.option("--top-k", type=int, default=5, show_default=True, help="classify: labels to show; generate: sampling top-k.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
+def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int, top_k: int,
+        device: str, as_json: bool) -> None:
+    """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
+    import edgekit
+
+    model = edgekit.load(artifact, device=device)
+    task_run = RUNNERS.get(model.manifest.task)
+    if task_run is None:
+        raise click.UsageError(f"`edgekit run` does not support task '{model.manifest.task}' yet")
+    data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k})
+    _emit({"device": model.device, "results": data}, as_json, lambda _: text)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--against", required=True, help="The PyTorch source: HF folder, .pt2, or package.module:factory.")
+@click.option("--samples", type=int, default=None, help="Number of inputs to compare (task default if unset).")
+@click.option("--json", "as_json", is_flag=True)
+def parity(artifact: Path, against: str, samples: int | None, as_json: bool) -> None:
+    """Compare ARTIFACT with its PyTorch source on the same inputs; exit 1 if outside tolerance."""
+    import edgekit
+
+    report = edgekit.parity(artifact, against, samples=samples)
+    _emit(report, as_json, _parity_text)
+    if not report.get("passed", False):
+        sys.exit(1)
+
+
+def _parity_text(r: dict[str, Any]) -> str:
+    lines = [f"precision {r.get('precision')}, {r.get('samples')} samples: {'PASS' if r.get('passed') else 'FAIL'}"]
+    for name, s in r.get("outputs", {}).items():
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in s.items() if isinstance(v, float)))
+    for k, v in r.items():
+        if k not in ("outputs", "tolerances", "passed", "precision", "samples", "summary") and not isinstance(v, dict):
+            lines.append(f"  {k}: {v}")
+    lines.append(f"  {r.get('summary', '')}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def info(artifact: Path, as_json: bool) -> None:
+    """Show what an artifact holds: task, family, precision, inputs/outputs, parity, engines."""
+    from dataclasses import asdict
+
+    from edgekit.artifact import open_artifact
+
+    m = open_artifact(artifact).manifest
+    _emit(asdict(m), as_json, lambda d: _info_text(m))
+
+
+def _info_text(m: Any) -> str:
+    lines = [f"task: {m.task}", f"family: {m.family}", f"precision: {m.precision.get('produced')}"
+             f" ({m.precision.get('method', 'exported')})", f"source: {m.source.get('description')}"]
+    for name, g in m.graphs.items():
+        lines.append(f"graph {name} ({g.file}):")
+        lines += [f"  in  {t.name}: {t.dtype} {t.shape}" for t in g.inputs]
+        lines += [f"  out {t.name}: {t.dtype} {t.shape}" for t in g.outputs]
+    if m.parity:
+        lines.append(f"parity at convert: {'PASS' if m.parity.get('passed') else 'FAIL'} - {m.parity.get('summary')}")
+    lines.append(f"engines: {', '.join(m.engines) or 'none (run `edgekit build` on the target)'}")
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli(prog_name="edgekit")
+
+
+if __name__ == "__main__":
+    main()
