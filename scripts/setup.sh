@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv and install edgekit with its export and test dependencies (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# torch is pinned to the CPU build (2.13.0) by the [export] extra; an unpinned torch pulls CUDA wheels.
+.venv/bin/python -m pip install -q -e ".[dev]"
