@@ -2,8 +2,9 @@
 
 Writing: `staging(out, overwrite)` hands out a temporary folder beside `out` (same filesystem,
 so the final rename is atomic). Only when the body of the `with` finishes is the folder moved into
-place; on any error, or a kill, the user's old artifact is untouched and the temporary folder is
-left under a `.edgekit-tmp-*` name that the next convert into the same parent cleans up.
+place; on any error the temporary folder is removed, and after a kill the user's old artifact is
+untouched (or, killed between the two final renames, put back) by the next convert into the same
+parent, which also removes the dead convert's `.edgekit-tmp-*` folder.
 
 Reading: `open_artifact(path)` checks the manifest's format and the sha256 of every listed file,
 and that every path stays inside the folder. Nothing in an artifact is ever executed.
@@ -15,7 +16,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +45,36 @@ def hash_files(folder: Path) -> dict[str, str]:
     return out
 
 
-def _clean_stale(parent: Path) -> None:
-    # Leftovers of a convert that was killed: never the user's data, always ours.
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_dead(p: Path, prefix: str) -> bool:
+    # Staging folders are named <prefix><pid>-<name>-<random>: only a dead owner's are stale.
+    pid = p.name[len(prefix):].split("-", 1)[0]
+    return pid.isdigit() and not _pid_alive(int(pid))
+
+
+def _recover(parent: Path, out: Path) -> None:
+    """Clean up after a convert that was killed; never touch another live convert's folders."""
     for p in parent.glob(_TMP_PREFIX + "*"):
-        if p.is_dir() and time.time() - p.stat().st_mtime > 60:
+        if p.is_dir() and _owner_dead(p, _TMP_PREFIX):
             shutil.rmtree(p, ignore_errors=True)
+    for p in parent.glob(_OLD_PREFIX + "*"):
+        if not (p.is_dir() and _owner_dead(p, _OLD_PREFIX)):
+            continue
+        name = p.name[len(_OLD_PREFIX):].split("-", 1)[1].rsplit("-", 1)[0]
+        target = parent / name
+        if target.exists():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            os.replace(p, target)  # killed between the two renames: put the old artifact back
 
 
 @contextlib.contextmanager
@@ -64,8 +89,8 @@ def staging(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Pa
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"the output '{out}' exists and is a file", fix="choose a folder path")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale(out.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX + out.name + "-", dir=out.parent))
+    _recover(out.parent, out)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-{out.name}-", dir=out.parent))
     try:
         yield tmp
     except BaseException:
@@ -73,7 +98,7 @@ def staging(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Pa
         raise
     if out.exists():
         # Two renames: the old artifact is set aside, never deleted before the new one is in place.
-        old = Path(tempfile.mkdtemp(prefix=_OLD_PREFIX + out.name + "-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f"{_OLD_PREFIX}{os.getpid()}-{out.name}-", dir=out.parent))
         old.rmdir()
         os.replace(out, old)
         os.replace(tmp, out)
