@@ -153,4 +153,9 @@ def open_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
                 found="the file was altered or truncated after convert",
                 fix="copy the artifact again from its source, or convert the model again",
             )
+    # Weights named by path inside the ONNX file must be checksummed files of this folder.
+    from edgekit.external_data import check_external_data
+
+    for graph in manifest.graphs.values():
+        check_external_data(folder, graph.file, set(manifest.files))
     return Artifact(folder, manifest)

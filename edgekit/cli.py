@@ -55,6 +55,11 @@ def cli(verbose: int, quiet: bool) -> None:
       edgekit convert model_dir -o models/m --precision int8 --calibration images/
       edgekit run models/m cat.jpg
       edgekit parity models/m --against model_dir
+      edgekit bench models/m --against model_dir
+
+    \b
+    Shell completion (bash; zsh and fish: zsh_source, fish_source):
+      eval "$(_EDGEKIT_COMPLETE=bash_source edgekit)"
     """
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
@@ -174,6 +179,53 @@ def _info_text(m: Any) -> str:
     lines.append(f"engines: {', '.join(m.engines) or 'none (run `edgekit build` on the target)'}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
     return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--against", help="Also time the PyTorch source (HF folder, .pt2, package.module:factory) in this run.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--runs", type=click.IntRange(min=1), help="Timed calls [classify 50, generate 5, recognize 5].")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed calls first.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for edgekit and PyTorch [all cores].")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="classify: inputs per call.")
+@click.option("--prompt-tokens", type=click.IntRange(min=1), default=32, show_default=True, help="generate: prompt length.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True, help="generate: tokens per call.")
+@click.option("--audio-seconds", type=click.FloatRange(min=0.1, max=600), default=5.0, show_default=True,
+              help="recognize: clip length.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the latency distribution (and ratios) as a PNG (needs matplotlib).")
+def bench(artifact: Path, against: str | None, device: str, runs: int | None, warmup: int,
+          threads: int | None, batch: int, prompt_tokens: int, max_new_tokens: int, audio_seconds: float,
+          as_json: bool, plot_file: Path | None) -> None:
+    """Time ARTIFACT on this machine: latency p50/p90/p99, throughput, peak memory, ratio vs PyTorch."""
+    from edgekit import bench as B
+
+    if plot_file is not None:
+        B.pyplot()  # fail before a long run, not after it
+    quiet = logging.getLogger("edgekit").level >= logging.ERROR
+    report = B.bench(artifact, against=against, device=device, runs=runs, warmup=warmup, threads=threads,
+                     batch=batch, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
+                     audio_seconds=audio_seconds, progress=None if quiet else _progress_bar())
+    if plot_file is not None:
+        B.plot(report, plot_file)
+    _emit(report, as_json, B.format_report)
+
+
+def _progress_bar() -> Callable[[str, int, int], None]:
+    """Progress on stderr: a live bar on a terminal, one line per finished phase otherwise."""
+    tty = sys.stderr.isatty()
+
+    def show(phase: str, done: int, total: int) -> None:
+        if tty:
+            filled = int(30 * done / total)
+            click.echo(f"\r{phase:>20} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}", err=True,
+                       nl=done == total)
+        elif done == total:
+            click.echo(f"{phase}: {total} calls done", err=True)
+
+    return show
 
 
 def main() -> None:

@@ -1,0 +1,403 @@
+"""`edgekit bench`: how fast and how big an artifact is on this machine, and against PyTorch.
+
+One run: load, warm up, time `runs` task calls (classify a batch, generate a reply, recognize a
+clip), and report latency percentiles, throughput, peak resident memory and the task's own
+figures (prompt latency and decode tokens/s for generate, real-time factor for recognize).
+
+With `against`, the PyTorch source is timed in the same process with the same thread count on
+exactly the same work: every graph call the task made (same feeds, same order, KV-cache steps
+included) is recorded once and replayed through onnxruntime and through the PyTorch module.
+Pre/post-processing is left out of that ratio on purpose: it is the same numpy code either way.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ConfigError, EdgekitError, SourceError, UnsupportedError
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+Call = Callable[[], dict[str, float]]  # one unit of work -> figures measured inside it
+
+
+@dataclass
+class Workload:
+    """What one task times: `call` does one unit of work; `summarize` turns runs into figures."""
+
+    call: Call
+    items: float  # items per call, for throughput (images, new tokens, audio seconds)
+    unit: str  # throughput unit
+    describe: dict[str, Any]
+    summarize: Callable[[list[dict[str, float]]], dict[str, Any]]
+
+
+# ------------------------------------------------------------------ per-task workloads
+
+
+def _classify(model: Any, opts: dict[str, Any]) -> Workload:
+    batch = int(opts["batch"])
+    rng = np.random.default_rng(0)
+    if model.kind == "image":
+        h, w = (int(v) for v in model.manifest.preprocess.get("size", [224, 224]))
+        items: list[Any] = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(batch)]
+        what = f"{batch} random {h}x{w} RGB image(s)"
+    elif model.kind == "text":
+        items = [_TEXT] * batch
+        what = f"{batch} text(s) of {len(_TEXT)} characters"
+    else:
+        spec = model.runners["model"].inputs[0]
+        shape = [d if isinstance(d, int) else 1 for d in spec.shape[1:]]
+        items = [rng.standard_normal(shape).astype(spec.dtype) for _ in range(batch)]
+        what = f"{batch} tensor(s) of shape {shape}"
+
+    def call() -> dict[str, float]:
+        model.classify(items, top_k=1)
+        return {}
+
+    return Workload(call, batch, "items/s", {"batch": batch, "inputs": what}, lambda runs: {})
+
+
+def _generate(model: Any, opts: dict[str, Any]) -> Workload:
+    ids = _prompt_ids(model, int(opts["prompt_tokens"]))
+    new = int(opts["max_new_tokens"])
+
+    def call() -> dict[str, float]:
+        t0 = time.perf_counter()
+        model.generate(input_ids=ids, max_new_tokens=1)  # prompt (prefill) and the first token
+        t1 = time.perf_counter()
+        out = model.generate(input_ids=ids, max_new_tokens=new)
+        t2 = time.perf_counter()
+        made = int(np.asarray(out).shape[1] - ids.shape[1])
+        return {"prompt_s": t1 - t0, "full_s": t2 - t1, "new_tokens": made}
+
+    def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
+        decode = [(r["new_tokens"] - 1) / max(r["full_s"] - r["prompt_s"], 1e-9) for r in runs if r["new_tokens"] > 1]
+        return {
+            "prompt_latency_ms": _percentiles([r["prompt_s"] for r in runs]),
+            "decode_tokens_per_s": float(np.median(decode)) if decode else None,
+            "new_tokens_per_call": float(np.mean([r["new_tokens"] for r in runs])),
+        }
+
+    return Workload(call, new, "new tokens/s (end to end)",
+                    {"prompt_tokens": int(ids.shape[1]), "max_new_tokens": new, "decoding": "greedy"}, summarize)
+
+
+def _recognize(model: Any, opts: dict[str, Any]) -> Workload:
+    seconds = float(opts["audio_seconds"])
+    rate = int(model.manifest.preprocess.get("sample_rate", 16000))
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    rng = np.random.default_rng(0)
+    # Speech-like: a few gliding tones and noise; the transcript does not matter, the work does.
+    wave = (0.3 * np.sin(2 * np.pi * (220 + 80 * np.sin(2 * np.pi * 0.5 * t)) * t)
+            + 0.05 * rng.standard_normal(t.shape)).astype(np.float32)
+
+    def call() -> dict[str, float]:
+        model.recognize(wave, sample_rate=rate)
+        return {}
+
+    def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
+        return {}  # the real-time factor needs the latencies: added in `bench`
+
+    return Workload(call, seconds, "audio seconds/s", {"audio_seconds": seconds, "sample_rate": rate}, summarize)
+
+
+WORKLOADS: dict[str, Callable[[Any, dict[str, Any]], Workload]] = {
+    "classify": _classify,
+    "generate": _generate,
+    "recognize": _recognize,
+}
+DEFAULT_RUNS = {"classify": 50, "generate": 5, "recognize": 5}
+_TEXT = "The quick brown fox jumps over the lazy dog while the cat watches from the window sill."
+
+
+def _prompt_ids(model: Any, n: int) -> np.ndarray:
+    """`n` prompt ids from the artifact's tokenizer on English text (ids a real prompt would have)."""
+    from tokenizers import Tokenizer
+
+    path = Path(model.artifact.path) / str(model.manifest.preprocess.get("tokenizer", "tokenizer.json"))
+    if not path.is_file():
+        raise UnsupportedError(f"bench needs the artifact's tokenizer to build a prompt", found=f"no '{path.name}'")
+    ids = Tokenizer.from_file(str(path)).encode(_TEXT * (1 + n // 8), add_special_tokens=False).ids[:n]
+    return np.asarray([ids], dtype=np.int64)
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(ms.mean()),
+            "min": float(ms.min()), "max": float(ms.max())}
+
+
+class _RssSampler:
+    """Peak resident memory of this process, sampled every few ms on a daemon thread."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        try:
+            import psutil
+        except ImportError:
+            raise ConfigError(
+                "edgekit bench measures peak memory with psutil, which is not installed",
+                fix="pip install psutil (or pip install 'edgekit[dev]')",
+            ) from None
+        self._proc = psutil.Process()
+        self.peak = self.now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
+
+    def now(self) -> int:
+        return int(self._proc.memory_info().rss)
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.peak = max(self.peak, self.now())
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+def _timed(call: Call, warmup: int, runs: int, phase: str, progress: Progress | None) -> list[dict[str, float]]:
+    for i in range(warmup):
+        call()
+        if progress:
+            progress(f"{phase} warm-up", i + 1, warmup)
+    out = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        figures = call()
+        figures["latency_s"] = time.perf_counter() - t0
+        out.append(figures)
+        if progress:
+            progress(phase, i + 1, runs)
+    return out
+
+
+@contextmanager
+def _threads_env(threads: int) -> Iterator[None]:
+    # onnxruntime sessions read EDGEKIT_THREADS when they are created (runtimes/ort.py).
+    old = os.environ.get("EDGEKIT_THREADS")
+    os.environ["EDGEKIT_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["EDGEKIT_THREADS"]
+        else:
+            os.environ["EDGEKIT_THREADS"] = old
+
+
+# ------------------------------------------------------------------ the public call
+
+
+def bench(
+    artifact: str | os.PathLike[str],
+    against: Any = None,
+    device: str = "auto",
+    runs: int | None = None,
+    warmup: int = 3,
+    threads: int | None = None,
+    batch: int = 1,
+    prompt_tokens: int = 32,
+    max_new_tokens: int = 32,
+    audio_seconds: float = 5.0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Benchmark an artifact; returns a JSON-able report (see module doc).
+
+    >>> # report = bench("models/cnn", against="pkg.models:cnn", runs=50)
+    >>> # report["latency_ms"]["p50"], report["against"]["speedup_p50"]
+    """
+    import edgekit
+
+    for name, value in (("runs", runs), ("warmup", warmup), ("batch", batch), ("prompt_tokens", prompt_tokens),
+                        ("max_new_tokens", max_new_tokens), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1)):
+            raise ConfigError(f"bench option {name} must be a positive integer", found=repr(value))
+    if not (isinstance(audio_seconds, (int, float)) and 0 < audio_seconds <= 600):
+        raise ConfigError("bench option audio_seconds must be in (0, 600]", found=repr(audio_seconds))
+    threads = threads or os.cpu_count() or 1
+    with _RssSampler() as rss:
+        before = rss.now()
+        with _threads_env(threads):
+            model = edgekit.load(artifact, device=device)
+        task = model.manifest.task
+        runs = runs or DEFAULT_RUNS[task]
+        work = WORKLOADS[task](model, {"batch": batch, "prompt_tokens": prompt_tokens,
+                                       "max_new_tokens": max_new_tokens, "audio_seconds": audio_seconds})
+        measured = _timed(work.call, warmup, runs, "edgekit", progress)
+    latencies = [r["latency_s"] for r in measured]
+    m = model.manifest
+    report: dict[str, Any] = {
+        "artifact": str(artifact), "task": task, "family": m.family, "precision": m.produced_precision,
+        "device": model.device, "threads": threads, "warmup": warmup, "runs": runs, **work.describe,
+        "latency_ms": _percentiles(latencies),
+        "throughput": {"value": work.items * len(latencies) / sum(latencies), "unit": work.unit},
+        "memory_mb": {"rss_before_load": before / 2**20, "peak_rss": rss.peak / 2**20},
+        "parity_at_convert": {"passed": m.parity.get("passed"), "summary": m.parity.get("summary")},
+        "latencies_ms": [s * 1000.0 for s in latencies],
+    }
+    report.update(work.summarize(measured))
+    if task == "recognize":
+        report["real_time_factor"] = report["latency_ms"]["p50"] / 1000.0 / work.items
+    if against is not None:
+        report["against"] = _against(model, work, against, threads, max(warmup, 1), runs, progress)
+    return report
+
+
+# ------------------------------------------------------------------ --against: replay on PyTorch
+
+
+def _record(model: Any, call: Call) -> list[tuple[str, dict[str, np.ndarray], list[str] | None]]:
+    """Every `Runner.run` the task makes during one call: (graph, feeds, outputs), in order."""
+    calls: list[tuple[str, dict[str, np.ndarray], list[str] | None]] = []
+    for name, runner in model.runners.items():
+        original = runner.run
+
+        def recording(feeds: Any, outputs: Any = None, _name: str = name, _run: Any = original) -> Any:
+            calls.append((_name, {k: np.array(v, copy=True) for k, v in feeds.items()}, outputs))
+            return _run(feeds, outputs)
+
+        runner.run = recording  # an instance attribute: found however the task holds the runner
+    try:
+        call()
+    finally:
+        for runner in model.runners.values():
+            del runner.run
+    if not calls:
+        raise UnsupportedError(
+            f"bench --against could not see the graph calls of {model.manifest.task}",
+            found="the task ran its graphs without Runner.run",
+            fix="report this as a bug in edgekit",
+        )
+    return calls
+
+
+def _check_same_graphs(model: Any, plan: Any, description: str) -> None:
+    made = {g.name: (list(g.input_names), list(g.output_names)) for g in plan.graphs}
+    for name, runner in model.runners.items():
+        want = ([t.name for t in runner.inputs], [t.name for t in runner.outputs])
+        if made.get(name) != want:
+            raise SourceError(
+                f"the source '{description}' does not make graph '{name}' of this artifact",
+                found=f"graph inputs/outputs {made.get(name)}, the artifact has {want}",
+                fix="pass the source this artifact was converted from",
+            )
+
+
+def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int, runs: int,
+             progress: Progress | None) -> dict[str, Any]:
+    import torch
+
+    from edgekit.converters.pipeline import reference_source
+    from edgekit.runtimes.torch_ref import TorchRunner
+
+    torch.set_num_threads(threads)
+    src, plan = reference_source(source, model.artifact)
+    refs = {g.name: TorchRunner(g.module, model.manifest.graph(g.name), g.input_names, g.output_names)
+            for g in plan.graphs}
+    _check_same_graphs(model, plan, src.description)
+    calls = _record(model, work.call)
+    try:  # the user's module on the artifact's inputs: its own exceptions mean "not this model"
+        for graph, feeds, outputs in calls:
+            refs[graph].run(feeds, outputs)
+    except EdgekitError:
+        raise
+    except Exception as e:
+        raise SourceError(f"the source '{src.description}' cannot run this artifact's inputs ({type(e).__name__}: {e})",
+                          fix="pass the source this artifact was converted from") from None
+    timings: dict[str, list[float]] = {"edgekit": [], "pytorch": []}
+    sides = {"edgekit": model.runners, "pytorch": refs}
+    # One side after the other, not interleaved: onnxruntime's pool threads spin for a while after
+    # each run and would steal the cores PyTorch is timed on.
+    for side, runners in sides.items():
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            for graph, feeds, outputs in calls:
+                runners[graph].run(feeds, outputs)
+            if i >= warmup:
+                timings[side].append(time.perf_counter() - t0)
+            if progress:
+                progress(f"replay on {side}", i + 1, warmup + runs)
+    ours, theirs = _percentiles(timings["edgekit"]), _percentiles(timings["pytorch"])
+    return {
+        "source": src.description, "pytorch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "graph_calls_per_run": len(calls), "what": "the same graph calls on the same inputs, pre/post-processing excluded",
+        "edgekit_ms": ours, "pytorch_ms": theirs,
+        "speedup_p50": theirs["p50"] / ours["p50"], "speedup_mean": theirs["mean"] / ours["mean"],
+        "pytorch_latencies_ms": [s * 1000.0 for s in timings["pytorch"]],
+        "edgekit_latencies_ms": [s * 1000.0 for s in timings["edgekit"]],
+    }
+
+
+# ------------------------------------------------------------------ people: text and plot
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    lines = [
+        f"{r['task']} {r['family']} {r['precision']} on {r['device']}, {r['threads']} threads, "
+        f"{r['runs']} runs after {r['warmup']} warm-up",
+        f"  latency     p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  p99 {lat['p99']:.2f} ms",
+        f"  throughput  {r['throughput']['value']:.1f} {r['throughput']['unit']}",
+    ]
+    if "prompt_latency_ms" in r:
+        lines.append(f"  prompt      p50 {r['prompt_latency_ms']['p50']:.2f} ms ({r['prompt_tokens']} tokens)")
+        tps = r["decode_tokens_per_s"]
+        lines.append(f"  decode      {tps:.1f} tokens/s" if tps is not None else "  decode      n/a (stopped at 1 token)")
+    if "real_time_factor" in r:
+        lines.append(f"  real-time factor {r['real_time_factor']:.4f} ({r['audio_seconds']:g} s of audio)")
+    lines.append(f"  peak RSS    {r['memory_mb']['peak_rss']:.1f} MB")
+    if "against" in r:
+        a = r["against"]
+        lines.append(f"  vs PyTorch {a['pytorch']} ({a['graph_calls_per_run']} graph calls, same inputs, "
+                     f"{a['torch_threads']} threads): edgekit {a['edgekit_ms']['p50']:.2f} ms, "
+                     f"pytorch {a['pytorch_ms']['p50']:.2f} ms p50 -> {a['speedup_p50']:.2f}x")
+    return "\n".join(lines)
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot (headless), or an error naming the install; call it before a long run."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib, which is not installed", fix="pip install matplotlib") from None
+    return plt
+
+
+def plot(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Latency distribution (and PyTorch's, with --against) as a PNG for people."""
+    plt = pyplot()
+    panels = 2 if "against" in report else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    ax = axes[0][0]
+    ax.hist(report["latencies_ms"], bins=30, color="tab:blue", alpha=0.8, label="edgekit (end to end)")
+    for q in ("p50", "p90", "p99"):
+        ax.axvline(report["latency_ms"][q], linestyle="--", color="gray")
+    ax.set(xlabel="latency per call (ms)", ylabel="calls", title=f"{report['task']} {report['precision']} on {report['device']}")
+    ax.legend()
+    if "against" in report:
+        a, ax2 = report["against"], axes[0][1]
+        ax2.bar(["edgekit", "pytorch"], [a["edgekit_ms"]["p50"], a["pytorch_ms"]["p50"]], color=["tab:blue", "tab:orange"])
+        ax2.set(ylabel="p50 ms, same graph calls", title=f"{a['speedup_p50']:.2f}x vs PyTorch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,72 @@
+"""Tiny seeded models shared by the reliability tests (threads, soak, fuzz, artifact safety, bench).
+
+Each artifact is converted once per pytest session: the first test that asks converts it into the
+session's base temp folder, later ones (in any module) reuse the folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WORDS = ("the a cat dog owl sat ran on mat log tree fast slow red blue green big small happy sad "
+         "über naïve 東京 ☃ 🙂").split()
+TEXT_LABELS = ["animal", "place", "mood"]
+IMAGE_LABELS = ["cat", "dog", "owl"]
+
+
+def image_net() -> dict[str, Any]:
+    """A small CNN on 24x24 RGB; factory form so bench --against can rebuild it."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 8, 3, stride=2), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 3),
+    ).eval()
+    return {"model": net, "example_inputs": torch.rand(1, 3, 24, 24), "labels": IMAGE_LABELS}
+
+
+def word_tokenizer() -> Any:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok
+
+
+def text_net() -> dict[str, Any]:
+    """Bag-of-embeddings text classifier with a word-level tokenizer (unicode words included)."""
+    import torch
+
+    class BagOfWords(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.Embedding(len(WORDS) + 2, 16)
+            self.fc = torch.nn.Linear(16, 3)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.emb(ids).mean(dim=1))
+
+    torch.manual_seed(0)
+    return {"model": BagOfWords().eval(), "example_inputs": torch.randint(0, len(WORDS) + 2, (1, 8)),
+            "tokenizer": word_tokenizer(), "labels": TEXT_LABELS, "preprocess": {"max_length": 64}}
+
+
+FACTORIES = {"image": image_net, "text": text_net}
+
+
+def converted(factory: pytest.TempPathFactory, kind: str, precision: str = "fp32") -> Path:
+    """The artifact for `kind`, converted at most once per session."""
+    import edgekit
+
+    out = factory.getbasetemp() / "reliability-models" / f"{kind}-{precision}"
+    if not (out / "edgekit.json").is_file():
+        spec = FACTORIES[kind]()
+        model = spec.pop("model")
+        edgekit.convert(model, out, precision=precision, **spec)
+    return out
