@@ -1,0 +1,111 @@
+"""Engine fingerprints: what a TensorRT plan was built for, and whether this machine can run it.
+
+A plan is only valid for the GPU (compute capability), the TensorRT version, the ONNX graph,
+the precision and the shape profiles it was built with. The fingerprint records all of them;
+its id (`engines/<id>.plan`) is readable and ends in a hash of the full record. The runtime
+compares the fields one by one *before* deserializing, so a plan built elsewhere is refused with
+the differing fields named, never handed to TensorRT to crash on.
+
+Pure Python: imported by the builder and by the device runtime (no torch, no tensorrt here).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Hardware-compatible plans (AMPERE_PLUS) run on any GPU of compute capability 8.0 or newer.
+HW_COMPAT_GPU = "ampere+"
+HW_COMPAT_MIN_CC = (8, 0)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The GPU and TensorRT a plan is built on or run on."""
+
+    gpu: str  # e.g. "NVIDIA H100 80GB HBM3", "Orin"
+    cc: str  # compute capability "9.0"
+    trt: str  # TensorRT version "10.3.0"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    graph: str
+    onnx_sha256: str
+    gpu: str  # GPU name, or "ampere+" for a hardware-compatible plan
+    cc: str  # compute capability, or "8.0+" for a hardware-compatible plan
+    trt: str  # full TensorRT version, or "10" (major) for a version-compatible plan
+    precision: str
+    dla_core: int | None
+    profiles: tuple[tuple[str, tuple[tuple[str, tuple[int, int, int]], ...]], ...]
+
+    @property
+    def id(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        dla = f"-dla{self.dla_core}" if self.dla_core is not None else ""
+        return f"{self.graph}-{_slug(self.gpu)}-sm{self.cc.replace('.', '')}-trt{self.trt}-{self.precision}{dla}-{digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["profiles"] = [{"name": n, "dims": {k: list(v) for k, v in dims}} for n, dims in self.profiles]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fingerprint:
+        profiles = tuple(
+            (str(p["name"]), tuple((str(k), tuple(int(x) for x in v)) for k, v in p["dims"].items()))
+            for p in d["profiles"]
+        )
+        dla = d.get("dla_core")
+        return cls(str(d["graph"]), str(d["onnx_sha256"]), str(d["gpu"]), str(d["cc"]), str(d["trt"]),
+                   str(d["precision"]), None if dla is None else int(dla), profiles)  # type: ignore[arg-type]
+
+
+def make_fingerprint(
+    graph: str, onnx_sha256: str, machine: Machine, precision: str, profiles: list[Any],
+    dla_core: int | None = None, hardware_compatible: bool = False, version_compatible: bool = False,
+) -> Fingerprint:
+    """The fingerprint of a plan built on `machine` with these options.
+
+    `profiles`: [(name, {dim: (min, opt, max)})], as chosen by `converters.tensorrt.choose_profiles`.
+    """
+    gpu, cc = (HW_COMPAT_GPU, "{}.{}+".format(*HW_COMPAT_MIN_CC)) if hardware_compatible else (machine.gpu, machine.cc)
+    trt = machine.trt.split(".")[0] if version_compatible else machine.trt
+    frozen = tuple((name, tuple(sorted((k, tuple(v)) for k, v in dims.items()))) for name, dims in profiles)
+    return Fingerprint(graph, onnx_sha256, gpu, cc, trt, precision, dla_core, frozen)  # type: ignore[arg-type]
+
+
+def mismatches(fp: Fingerprint, machine: Machine, onnx_sha256: str, precision: str) -> list[str]:
+    """Why a plan with fingerprint `fp` cannot run here; empty when it can.
+
+    Profiles are not compared: any profile set is valid on the machine it was built for; shapes
+    outside them are reported at run time with the profile's range.
+    """
+    out = []
+    if fp.onnx_sha256 != onnx_sha256:
+        out.append(f"ONNX graph {fp.onnx_sha256[:12]} (built) vs {onnx_sha256[:12]} (artifact now)")
+    if fp.precision != precision:
+        out.append(f"precision {fp.precision} (built) vs {precision} (artifact)")
+    if fp.gpu == HW_COMPAT_GPU:
+        if _cc_tuple(machine.cc) < HW_COMPAT_MIN_CC:
+            out.append(f"hardware-compatible plan needs compute capability 8.0+, this GPU is {machine.cc}")
+    elif (fp.gpu, fp.cc) != (machine.gpu, machine.cc):
+        out.append(f"GPU {fp.gpu} sm{fp.cc} (built) vs {machine.gpu} sm{machine.cc} (here)")
+    if "." not in fp.trt:  # version-compatible: same major, same or newer runtime
+        if machine.trt.split(".")[0] != fp.trt:
+            out.append(f"TensorRT {fp.trt}.x (built, version-compatible) vs {machine.trt} (here)")
+    elif fp.trt != machine.trt:
+        out.append(f"TensorRT {fp.trt} (built) vs {machine.trt} (here)")
+    return out
+
+
+def _cc_tuple(cc: str) -> tuple[int, int]:
+    major, _, minor = cc.rstrip("+").partition(".")
+    return int(major), int(minor or 0)
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s.removeprefix("nvidia-")[:32] or "gpu"

@@ -1,0 +1,362 @@
+"""Build TensorRT engines from an artifact's ONNX graphs (TensorRT 10.x and 11.x, names-based API).
+
+- Strongly typed networks only: precision comes from the ONNX itself (fp16 casts, int8 Q/DQ made
+  by the precision stage). TensorRT 11 removed the weakly typed builder flags, and a strongly
+  typed plan is what parity was measured on.
+- `OnnxParser.parse_from_file` (external data resolved beside the file); every parser error is
+  reported with its node, not only the first.
+- Optimization profiles come from the manifest's named dynamic dims; `DIM_RULES` says how each
+  named dim is ranged per task and phase (data, not if-chains).
+- Generation: two profiles, "prompt" (sequence 1..max, past 0..max-1) and "decode" (sequence 1,
+  past 1..max-1). Why not a static max-size cache: the exported decoder concatenates past and new
+  keys (its past length is a dynamic input), so a static cache would need a different graph
+  (scatter into a fixed buffer) and would make every step pay for the full context. Two profiles
+  keep the graph that parity was measured on and let TensorRT pick GEMM tactics for the prompt
+  and GEMV tactics for decode.
+- A timing cache is kept beside the engines (`engines/timing.cache`), loaded before and written
+  after every build, so rebuilds (new profile, new precision) take seconds, not minutes.
+- Plans are written as plain TensorRT plans (readable by trtexec), `engines/<fingerprint>.plan`,
+  with the record (fingerprint fields, sha256, options, build time) in `manifest.engines`.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgekit.errors import EngineError
+from edgekit.manifest import GraphSpec, Manifest
+from edgekit.converters.fingerprint import Fingerprint, Machine, make_fingerprint
+
+log = logging.getLogger("edgekit")
+
+ENGINE_DIR = "engines"
+TIMING_CACHE = "timing.cache"
+Range = tuple[int, int, int]
+Profile = tuple[str, dict[str, Range]]
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    workspace_mb: int = 4096
+    dla_core: int | None = None  # Jetson: run on this DLA core, layers DLA cannot run fall back to the GPU
+    rebuild: bool = False  # build even when a plan with the same fingerprint exists
+    hardware_compatible: bool = False  # AMPERE_PLUS: one plan for every GPU of compute capability >= 8.0
+    version_compatible: bool = False  # runs on later TensorRT releases of the same major version
+    optimization_level: int | None = None  # TensorRT builder_optimization_level (0..5); None: its default
+    max_batch: int | None = None
+    shapes: dict[str, Range] = field(default_factory=dict)  # overrides: dim name -> (min, opt, max)
+    progress: Progress | None = None
+
+
+# ---------------------------------------------------------------- optimization profiles (pure Python)
+
+@dataclass(frozen=True)
+class Limits:
+    """The task's sizes that named dims are ranged from."""
+
+    min_batch: int
+    opt_batch: int
+    max_batch: int
+    opt_sequence: int
+    max_context: int
+    max_frames: int
+
+
+# Batch ranges per task: classify is throughput work (opt 8), generate/recognize are latency work.
+TASK_BATCH: dict[str, Range] = {"classify": (1, 8, 32), "generate": (1, 1, 4), "recognize": (1, 1, 4)}
+
+# named dim -> (limits, phase) -> (min, opt, max). Phases: "all" (one profile), "prompt", "decode".
+DIM_RULES: dict[str, Callable[[Limits, str], Range]] = {
+    "batch": lambda L, ph: (L.min_batch, L.opt_batch, L.max_batch),
+    "sequence": lambda L, ph: (1, 1, 1) if ph == "decode" else (1, min(L.opt_sequence, L.max_context), L.max_context),
+    "past_sequence": lambda L, ph: (1, L.max_context // 2, L.max_context - 1) if ph == "decode" else (0, 0, L.max_context - 1),
+    "frames": lambda L, ph: (1, L.max_frames, L.max_frames),
+    # Whisper-style encoders halve the frames with a stride-2 conv.
+    "encoder_sequence": lambda L, ph: (1, L.max_frames // 2, L.max_frames // 2),
+}
+DIM_ALIASES = {"past": "past_sequence", "past_length": "past_sequence", "audio_frames": "frames",
+               "encoder_length": "encoder_sequence", "seq": "sequence"}
+GENERATION_PHASES = ("prompt", "decode")
+
+# Where the manifest states the context / audio sizes (first key found wins).
+CONTEXT_KEYS = ("max_context", "max_length", "max_position_embeddings", "n_positions")
+FRAME_KEYS = ("max_frames", "n_frames", "frames")
+DEFAULT_CONTEXT = 1024
+DEFAULT_FRAMES = 3000  # 30 s of 10 ms hops, Whisper's fixed window
+
+
+def task_limits(manifest: Manifest, opts: BuildOptions) -> Limits:
+    lo, opt, hi = TASK_BATCH.get(manifest.task, (1, 1, 4))
+    if opts.max_batch is not None:
+        hi, opt = opts.max_batch, min(opt, opts.max_batch)
+    sections = (manifest.postprocess, manifest.preprocess)
+    context = next((int(s[k]) for k in CONTEXT_KEYS for s in sections if isinstance(s.get(k), int)), None)
+    if context is None:
+        log.info("edgekit: the manifest states no max context; TensorRT profiles use %d tokens", DEFAULT_CONTEXT)
+        context = DEFAULT_CONTEXT
+    frames = next((int(s[k]) for k in FRAME_KEYS for s in sections if isinstance(s.get(k), int)), DEFAULT_FRAMES)
+    return Limits(lo, opt, hi, min(128, context), context, frames)
+
+
+def choose_profiles(manifest: Manifest, graph: GraphSpec, opts: BuildOptions) -> list[Profile]:
+    """One profile per phase: [("all", dims)] or, for a graph with a past length, prompt + decode."""
+    names = {d for t in graph.inputs for d in t.shape if isinstance(d, str)}
+    if not names:
+        return []  # fully static graph: TensorRT needs no profile
+    limits = task_limits(manifest, opts)
+    has_past = any(_canonical(part) == "past_sequence" for n in names for part in n.split("+"))
+    phases = GENERATION_PHASES if has_past else ("all",)
+    return [(phase, {n: _dim_range(n, limits, phase, opts) for n in sorted(names)}) for phase in phases]
+
+
+def _canonical(name: str) -> str:
+    name = name.strip()
+    return DIM_ALIASES.get(name, name)
+
+
+def _dim_range(name: str, limits: Limits, phase: str, opts: BuildOptions) -> Range:
+    if name in opts.shapes:
+        return tuple(opts.shapes[name])  # type: ignore[return-value]
+    if "+" in name:  # a derived dim such as "past_sequence + sequence" (attention mask length)
+        parts = [_dim_range(p.strip(), limits, phase, opts) for p in name.split("+")]
+        return (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
+    rule = DIM_RULES.get(_canonical(name))
+    if rule is None:
+        raise EngineError(
+            f"no TensorRT profile rule for the dynamic dimension '{name}'",
+            found=f"rules for {sorted(DIM_RULES)} (aliases {sorted(DIM_ALIASES)})",
+            fix=f"give its range: `edgekit build ... --shape {name}=MIN,OPT,MAX` or BuildOptions(shapes=...)",
+        )
+    return rule(limits, phase)
+
+
+def input_shapes(graph: GraphSpec, dims: dict[str, Range]) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """Per dynamic input: its (min, opt, max) shapes under one profile."""
+    out = {}
+    for t in graph.inputs:
+        if all(isinstance(d, int) for d in t.shape):
+            continue
+        out[t.name] = tuple([d if isinstance(d, int) else dims[d][i] for d in t.shape] for i in range(3))
+    return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- progress with ETA (pure Python)
+
+class Eta:
+    """Progress of the builder's phases, with an ETA for the top-level phase from its step rate."""
+
+    def __init__(self, report: Progress | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.report = report
+        self.clock = clock
+        self.phases: dict[str, tuple[float, int, str | None]] = {}  # name -> (start, steps, parent)
+
+    def start(self, phase: str, parent: str | None, steps: int) -> None:
+        self.phases[phase] = (self.clock(), steps, parent)
+
+    def step(self, phase: str, step: int) -> float | None:
+        """Record that `step` (0-based) finished; returns the ETA in seconds, if it can be told."""
+        now = self.clock()
+        start, steps, parent = self.phases.get(phase, (now, 0, None))
+        done = step + 1
+        eta = (now - start) / done * (steps - done) if steps else None
+        if self.report is not None:
+            self.report(phase, done, steps)
+        if parent is None and eta is not None:
+            log.info("edgekit: TensorRT %s %d/%d, about %.0f s left", phase, done, steps, eta)
+        return eta
+
+    def finish(self, phase: str) -> None:
+        self.phases.pop(phase, None)
+
+
+def _progress_monitor(trt: Any, eta: Eta) -> Any:
+    """An IProgressMonitor feeding `eta` (TensorRT calls it from the build thread)."""
+
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            eta.start(phase_name, parent_phase, num_steps)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            eta.step(phase_name, step)
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name: str) -> None:
+            eta.finish(phase_name)
+
+    return _Monitor()
+
+
+# ---------------------------------------------------------------- the build
+
+def import_trt() -> Any:
+    from edgekit.errors import BackendUnavailableError
+
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise BackendUnavailableError(
+            "TensorRT engines were asked for but TensorRT is not installed",
+            found=f"import tensorrt failed ({e})",
+            fix="pip install 'edgekit[tensorrt]' on a machine with an NVIDIA GPU (JetPack ships TensorRT on Jetson)",
+        ) from None
+    return trt
+
+
+def _logger(trt: Any) -> Any:
+    """A TensorRT logger that forwards to `logging` and keeps errors for the exception message."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.ERROR, trt.ILogger.INTERNAL_ERROR):
+                self.errors.append(msg)
+                log.error("TensorRT: %s", msg)
+            elif severity == trt.ILogger.WARNING:
+                log.warning("TensorRT: %s", msg)
+            else:
+                log.debug("TensorRT: %s", msg)
+
+    return _Logger()
+
+
+def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None = None) -> dict[str, Any]:
+    """Build (or reuse) one plan per graph of the artifact in `folder`; update and save the manifest."""
+    from edgekit.runtimes.trt import current_machine
+
+    opts = options or BuildOptions()
+    trt = import_trt()
+    machine = current_machine(trt)
+    records = {name: build_engine(folder, manifest, name, machine, opts, trt) for name in manifest.graphs}
+    manifest.save(folder)
+    return records
+
+
+def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, opts: BuildOptions, trt: Any) -> dict[str, Any]:
+    graph = manifest.graph(name)
+    onnx_path = folder / graph.file
+    profiles = choose_profiles(manifest, graph, opts)
+    fp = make_fingerprint(name, _sha256(onnx_path), machine, manifest.produced_precision, profiles,
+                          opts.dla_core, opts.hardware_compatible, opts.version_compatible)
+    plan_path = folder / ENGINE_DIR / f"{fp.id}.plan"
+    old = manifest.engines.get(fp.id)
+    if not opts.rebuild and old is not None and plan_path.is_file() and _sha256(plan_path) == old.get("sha256"):
+        log.info("edgekit: reusing TensorRT engine %s", plan_path.name)
+        return old
+    plan_path.parent.mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    data = _build_plan(onnx_path, graph, profiles, opts, trt, folder / ENGINE_DIR / TIMING_CACHE)
+    _write_atomic(plan_path, data)
+    record = {
+        "graph": name, "file": f"{ENGINE_DIR}/{plan_path.name}", "sha256": hashlib.sha256(data).hexdigest(),
+        "fingerprint": fp.to_dict(), "built_for": {"gpu": machine.gpu, "cc": machine.cc, "trt": machine.trt},
+        "options": {"workspace_mb": opts.workspace_mb, "dla_core": opts.dla_core,
+                    "hardware_compatible": opts.hardware_compatible, "version_compatible": opts.version_compatible,
+                    "optimization_level": opts.optimization_level, "strongly_typed": True},
+        "build_seconds": round(time.monotonic() - t0, 2),
+    }
+    manifest.engines[fp.id] = record
+    log.info("edgekit: built TensorRT engine %s in %.1f s", plan_path.name, record["build_seconds"])
+    return record
+
+
+def _build_plan(onnx_path: Path, graph: GraphSpec, profiles: list[Profile], opts: BuildOptions, trt: Any,
+                cache_path: Path) -> bytes:
+    logger = _logger(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise EngineError(
+            f"TensorRT cannot parse '{onnx_path.name}' ({len(errors)} errors)",
+            found="; ".join(errors) or "no parser errors reported",
+            fix="check the listed operators against TensorRT's ONNX support, or use device='cuda'/'cpu' for this model",
+        )
+    _check_inputs(network, graph, onnx_path)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mb << 20)
+    for phase, dims in profiles:
+        profile = builder.create_optimization_profile()
+        for tensor, (lo, opt, hi) in input_shapes(graph, dims).items():
+            profile.set_shape(tensor, lo, opt, hi)
+        config.add_optimization_profile(profile)
+    _apply_options(builder, config, opts, trt)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, False)
+    if hasattr(trt, "IProgressMonitor"):
+        config.progress_monitor = _progress_monitor(trt, Eta(opts.progress))
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineError(
+            f"TensorRT could not build an engine for '{onnx_path.name}'",
+            found="; ".join(logger.errors) or "the builder returned no plan",
+            fix="raise --workspace, or run with -vv for TensorRT's full log",
+        )
+    _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    return bytes(plan)
+
+
+def _apply_options(builder: Any, config: Any, opts: BuildOptions, trt: Any) -> None:
+    if opts.hardware_compatible:
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if opts.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    if opts.optimization_level is not None:
+        config.builder_optimization_level = opts.optimization_level
+    if opts.dla_core is not None:
+        cores = builder.num_DLA_cores
+        if not 0 <= opts.dla_core < cores:
+            raise EngineError(
+                f"DLA core {opts.dla_core} was asked for",
+                found=f"this device has {cores} DLA cores",
+                fix="pick a core below that (Jetson AGX Orin has 2), or leave --dla-core out to use the GPU",
+            )
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = opts.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers the DLA cannot run go to the GPU
+
+
+def _check_inputs(network: Any, graph: GraphSpec, onnx_path: Path) -> None:
+    found = [network.get_input(i).name for i in range(network.num_inputs)]
+    wanted = [t.name for t in graph.inputs]
+    if sorted(found) != sorted(wanted):
+        raise EngineError(
+            f"'{onnx_path.name}' does not match the manifest",
+            found=f"ONNX inputs {found}, manifest inputs {wanted}",
+            fix="convert the model again",
+        )
+
+
+def _parser_error(err: Any) -> str:
+    where = err.node_name() or (f"node {err.node()}" if err.node() >= 0 else "")
+    op = err.node_operator()
+    return f"{where} ({op}): {err.desc()}" if where or op else str(err.desc())
+
+
+def _sha256(path: Path) -> str:
+    from edgekit.artifact import sha256_file
+
+    return sha256_file(path)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def fingerprint_of(record: dict[str, Any]) -> Fingerprint:
+    return Fingerprint.from_dict(record["fingerprint"])
