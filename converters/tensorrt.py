@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgekit.errors import EngineError
+from edgekit.errors import ConfigError, EngineError
 from edgekit.manifest import GraphSpec, Manifest
 from edgekit.converters.fingerprint import Fingerprint, Machine, make_fingerprint
 
@@ -137,6 +137,18 @@ def _dim_range(name: str, limits: Limits, phase: str, opts: BuildOptions) -> Ran
     return rule(limits, phase)
 
 
+def parse_shape(text: str) -> tuple[str, Range]:
+    """"past_sequence=1,512,2047" -> ("past_sequence", (1, 512, 2047)); checks min <= opt <= max."""
+    name, _, values = text.partition("=")
+    try:
+        lo, opt, hi = (int(v) for v in values.split(","))
+    except ValueError:
+        lo = opt = hi = -1
+    if not name or not 0 <= lo <= opt <= hi:
+        raise ConfigError(f"bad shape range '{text}'", fix="write DIM=MIN,OPT,MAX with 0 <= MIN <= OPT <= MAX, e.g. batch=1,8,32")
+    return name.strip(), (lo, opt, hi)
+
+
 def input_shapes(graph: GraphSpec, dims: dict[str, Range]) -> dict[str, tuple[list[int], list[int], list[int]]]:
     """Per dynamic input: its (min, opt, max) shapes under one profile."""
     out = {}
@@ -232,6 +244,11 @@ def _logger(trt: Any) -> Any:
     return _Logger()
 
 
+def logged_errors(logger: Any) -> str:
+    """The TensorRT errors a `_logger` has seen, joined for an exception message."""
+    return "; ".join(logger.errors)
+
+
 def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None = None) -> dict[str, Any]:
     """Build (or reuse) one plan per graph of the artifact in `folder`; update and save the manifest."""
     from edgekit.runtimes.trt import current_machine
@@ -302,7 +319,7 @@ def _build_plan(onnx_path: Path, graph: GraphSpec, profiles: list[Profile], opts
     if plan is None:
         raise EngineError(
             f"TensorRT could not build an engine for '{onnx_path.name}'",
-            found="; ".join(logger.errors) or "the builder returned no plan",
+            found=logged_errors(logger) or "the builder returned no plan",
             fix="raise --workspace, or run with -vv for TensorRT's full log",
         )
     _write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))

@@ -228,6 +228,47 @@ def _progress_bar() -> Callable[[str, int, int], None]:
     return show
 
 
+@cli.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--device", type=click.Choice(["tensorrt"]), default="tensorrt", show_default=True)
+@click.option("--dla-core", type=click.IntRange(min=0), help="Jetson: run on this DLA core, GPU fallback for the rest.")
+@click.option("--workspace", type=click.IntRange(min=16), default=4096, show_default=True, help="Builder workspace, MB.")
+@click.option("--max-batch", type=click.IntRange(min=1), help="Largest batch the engine takes [task default].")
+@click.option("--shape", "shapes", multiple=True, metavar="DIM=MIN,OPT,MAX", help="Range of a named dynamic dim.")
+@click.option("--hardware-compatible", is_flag=True, help="One engine for every Ampere-or-newer GPU (a bit slower).")
+@click.option("--version-compatible", is_flag=True, help="Engine also runs on later TensorRT of the same major.")
+@click.option("--rebuild", is_flag=True, help="Build even when an engine with the same fingerprint exists.")
+@click.option("--json", "as_json", is_flag=True)
+def build(artifact: Path, device: str, dla_core: int | None, workspace: int, max_batch: int | None,
+          shapes: tuple[str, ...], hardware_compatible: bool, version_compatible: bool, rebuild: bool,
+          as_json: bool) -> None:
+    """Build TensorRT engines for ARTIFACT on this GPU / Jetson (kept in ARTIFACT/engines/, reused)."""
+    from edgekit.artifact import open_artifact
+    from edgekit.converters.tensorrt import BuildOptions, build_engines, parse_shape
+
+    art = open_artifact(artifact)
+    quiet = logging.getLogger("edgekit").level >= logging.ERROR
+    opts = BuildOptions(workspace_mb=workspace, dla_core=dla_core, rebuild=rebuild, max_batch=max_batch,
+                        hardware_compatible=hardware_compatible, version_compatible=version_compatible,
+                        shapes=dict(parse_shape(s) for s in shapes), progress=None if quiet else _build_progress)
+    records = build_engines(art.path, art.manifest, opts)
+    _emit(records, as_json, lambda rs: "\n".join(f"{g}: {r['file']} (built in {r['build_seconds']} s)" for g, r in rs.items()))
+
+
+def _build_progress(phase: str, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        click.echo(f"\r{phase[:30]:>30} {done}/{total}", err=True, nl=done == total)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json: bool) -> None:
+    """What this machine can run: GPU, driver, CUDA, TensorRT, DLA, onnxruntime providers (each smoke-run)."""
+    from edgekit import system
+
+    _emit(system.report(), as_json, system.format_report)
+
+
 def main() -> None:
     cli(prog_name="edgekit")
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from edgekit.artifact import Artifact
-from edgekit.errors import BackendUnavailableError, ConfigError
+from edgekit.errors import BackendUnavailableError, ConfigError, EngineError
 from edgekit.runtimes.base import Runner
 
 log = logging.getLogger("edgekit")
@@ -30,6 +30,12 @@ def _ort_probe(device: str) -> tuple[bool, str]:
     providers = available_providers()
     if provider not in providers:
         return False, f"onnxruntime offers {providers}, not {provider}"
+    if device != "cpu":  # a listed GPU provider can still fail at its first run (missing CUDA libraries)
+        from edgekit.system import smoke_once
+
+        result = smoke_once(provider)
+        if not result["ok"]:
+            return False, f"{provider} is listed but failed a smoke run: {result['detail']}"
     return True, ""
 
 
@@ -103,7 +109,15 @@ def _probe(device: str) -> tuple[bool, str]:
 
 def open_runners(art: Artifact, device: str = "auto") -> dict[str, Runner]:
     concrete = resolve_device(device)
-    runners = BACKENDS[concrete].open(art)
+    try:
+        runners = BACKENDS[concrete].open(art)
+    except EngineError as e:
+        if device != "auto" or concrete != "tensorrt":
+            raise
+        # auto: TensorRT works here but this artifact has no engine for this GPU; say so, take the next.
+        log.warning("edgekit: device auto: not using TensorRT (%s); `edgekit build` makes an engine", e.found or e.what)
+        concrete = next(d for d in AUTO_ORDER[1:] if _probe(d)[0])
+        runners = BACKENDS[concrete].open(art)
     first = next(iter(runners.values()))
     log.info("edgekit: running %s on %s", art.path.name, first.name)
     return runners

@@ -164,7 +164,7 @@ class TrtRunner(Runner):
 
         if hashlib.sha256(data).hexdigest() != record.get("sha256"):
             raise EngineError(f"the engine {record['file']} was altered (sha256 differs from the manifest)", fix=fix)
-        from edgekit.converters.tensorrt import _logger
+        from edgekit.converters.tensorrt import _logger, logged_errors
 
         self._logger = _logger(trt)
         self._runtime = trt.Runtime(self._logger)
@@ -173,7 +173,7 @@ class TrtRunner(Runner):
         engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise EngineError(f"TensorRT refused the engine {record['file']}",
-                              found="; ".join(self._logger.errors) or "deserialize_cuda_engine returned None", fix=fix)
+                              found=logged_errors(self._logger) or "deserialize_cuda_engine returned None", fix=fix)
         return engine
 
     def _check_io(self, graph: GraphSpec) -> None:
@@ -232,7 +232,9 @@ class TrtRunner(Runner):
             hosts[spec.name] = np.empty(shape, dtype=np.dtype(spec.dtype))
             ctx.set_tensor_address(spec.name, self._buffer(st, spec.name, hosts[spec.name].nbytes))
         if not ctx.execute_async_v3(int(stream)):
-            raise EngineError("TensorRT failed to run the engine", found="; ".join(self._logger.errors[-3:]) or None)
+            from edgekit.converters.tensorrt import logged_errors
+
+            raise EngineError("TensorRT failed to run the engine", found=logged_errors(self._logger) or None)
         for name in outputs:
             host = hosts[name]
             cuda_call(cu, cu.cudaMemcpyAsync(host.ctypes.data, st.buffers[name][0], host.nbytes, d2h, stream))

@@ -286,7 +286,14 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
 
     trt.ILogger, trt.IProgressMonitor, trt.OnnxParser, trt.Builder, trt.Runtime = (
         ILogger, IProgressMonitor, OnnxParser, Builder, Runtime)
-    trt.Logger = ILogger
+    class Logger(ILogger):
+        def __init__(self, min_severity: Any = None) -> None:
+            self.min_severity = min_severity
+
+        def log(self, severity: Any, msg: str) -> None:
+            pass
+
+    trt.Logger = Logger
     trt.NetworkDefinitionCreationFlag = _enum("STRONGLY_TYPED")
     trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED = _Enum("STRONGLY_TYPED", 1)
     trt.MemoryPoolType = _enum("WORKSPACE")
@@ -321,6 +328,8 @@ def make_cudart(calls: Calls, gpu: bytes = b"NVIDIA H100 80GB HBM3", cc: tuple[i
     props = types.SimpleNamespace(name=gpu, major=cc[0], minor=cc[1])
     cu.cudaMalloc, cu.cudaFree, cu.cudaMemcpyAsync = malloc, free, memcpy
     cu.cudaGetDeviceCount = lambda: (ok, count)
+    cu.cudaRuntimeGetVersion = lambda: (ok, 12060)
+    cu.cudaDriverGetVersion = lambda: (ok, 13000)
     cu.cudaGetDeviceProperties = lambda dev: (ok, props)
     cu.cudaStreamCreate = lambda: (ok, 7)
     cu.cudaStreamSynchronize = lambda s: (ok,)
