@@ -184,6 +184,13 @@ class TrtRunner(Runner):
         if ins != sorted(t.name for t in graph.inputs) or not {t.name for t in graph.outputs} <= set(outs):
             raise EngineError("the engine's tensors do not match the manifest's graph",
                               found=f"engine inputs {ins}, outputs {outs}", fix="run `edgekit build --rebuild`")
+        # Host buffers follow the manifest's dtypes; a strongly typed engine keeps the ONNX types.
+        wrong = [f"{t.name}: engine {np.dtype(trt.nptype(e.get_tensor_dtype(t.name)))}, manifest {t.dtype}"
+                 for t in graph.inputs + graph.outputs
+                 if np.dtype(trt.nptype(e.get_tensor_dtype(t.name))) != np.dtype(t.dtype)]
+        if wrong:
+            raise EngineError("the engine's tensor types differ from the manifest", found="; ".join(wrong),
+                              fix="run `edgekit build --rebuild` (the plan predates the current ONNX)")
 
     def _state(self) -> _ThreadState:
         st = getattr(self._local, "state", None)

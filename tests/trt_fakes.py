@@ -267,6 +267,10 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
             ins = {i.name for i in self.session.get_inputs()}
             return trt.TensorIOMode.INPUT if name in ins else trt.TensorIOMode.OUTPUT
 
+        def get_tensor_dtype(self, name: str) -> str:
+            metas = {m.name: m.type for m in self.session.get_inputs() + self.session.get_outputs()}
+            return metas[name]
+
         def create_execution_context(self) -> IExecutionContext:
             calls.contexts += 1
             return IExecutionContext(self)
@@ -294,6 +298,9 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
             pass
 
     trt.Logger = Logger
+    # The real nptype maps trt.DataType to numpy; the fake engine's dtypes are onnxruntime's names.
+    trt.nptype = lambda t: {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(float16)": np.float16,
+                            "tensor(int32)": np.int32, "tensor(bool)": np.bool_}[t]
     trt.NetworkDefinitionCreationFlag = _enum("STRONGLY_TYPED")
     trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED = _Enum("STRONGLY_TYPED", 1)
     trt.MemoryPoolType = _enum("WORKSPACE")

@@ -1,0 +1,83 @@
+"""Real TensorRT and onnxruntime-CUDA runs. Skipped, with the reason, where the backend is absent
+(every CI machine and the build machines: see docs/gpu.md); run them on a GPU host or a Jetson."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.runtimes.select import _probe
+
+TRT_OK, TRT_WHY = _probe("tensorrt")
+CUDA_OK, CUDA_WHY = _probe("cuda")
+needs_trt = pytest.mark.skipif(not TRT_OK, reason=f"needs TensorRT, cuda-python and an NVIDIA GPU: {TRT_WHY}")
+needs_cuda = pytest.mark.skipif(not CUDA_OK, reason=f"needs onnxruntime-gpu with a working CUDA provider: {CUDA_WHY}")
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    import edgekit
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    out = tmp_path_factory.mktemp("gpu") / "cnn"
+    edgekit.convert(net, out, example_inputs=torch.rand(1, 3, 32, 32), labels=list("abcd"))
+    return out
+
+
+def _compare(art: Path, device: str) -> None:
+    import edgekit
+
+    x = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    with edgekit.load(art, device=device) as gpu, edgekit.load(art, device="cpu") as cpu:
+        want = cpu(pixel_values=x)["logits"]
+        got = gpu(pixel_values=x)["logits"]
+        # TF32 tensor cores may be used for fp32 math on Ampere+: 1e-2 relative, argmax identical.
+        np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3)
+        assert (got.argmax(1) == want.argmax(1)).all()
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_tensorrt_engine_builds_runs_and_is_reused(cnn: Path, tmp_path: Path) -> None:
+    from edgekit.converters.tensorrt import BuildOptions, build_engines
+    from edgekit.manifest import Manifest
+
+    art = tmp_path / "cnn"
+    shutil.copytree(cnn, art)
+    first = build_engines(art, Manifest.load(art), BuildOptions(workspace_mb=1024))["model"]
+    again = build_engines(art, Manifest.load(art), BuildOptions(workspace_mb=1024))["model"]
+    assert again == first and (art / "engines" / "timing.cache").stat().st_size > 0
+    _compare(art, "tensorrt")
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_tensorrt_refuses_an_engine_from_another_version(cnn: Path, tmp_path: Path) -> None:
+    import edgekit
+    from edgekit.converters.tensorrt import build_engines
+    from edgekit.manifest import Manifest
+
+    art = tmp_path / "cnn"
+    shutil.copytree(cnn, art)
+    m = Manifest.load(art)
+    build_engines(art, m)
+    for record in m.engines.values():
+        record["fingerprint"]["trt"] = "9.0.0"
+    m.save(art)
+    with pytest.raises(edgekit.EngineError, match="TensorRT 9.0.0 \\(built\\)"):
+        edgekit.load(art, device="tensorrt")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_onnxruntime_cuda_matches_cpu(cnn: Path) -> None:
+    import edgekit
+
+    assert edgekit.load(cnn, device="cuda").device == "onnxruntime-cuda"
+    _compare(cnn, "cuda")
