@@ -67,6 +67,7 @@ class Limits:
     opt_sequence: int
     max_context: int
     max_frames: int
+    max_samples: int
 
 
 # Batch ranges per task: classify is throughput work (opt 8), generate/recognize are latency work.
@@ -77,12 +78,17 @@ DIM_RULES: dict[str, Callable[[Limits, str], Range]] = {
     "batch": lambda L, ph: (L.min_batch, L.opt_batch, L.max_batch),
     "sequence": lambda L, ph: (1, 1, 1) if ph == "decode" else (1, min(L.opt_sequence, L.max_context), L.max_context),
     "past_sequence": lambda L, ph: (1, L.max_context // 2, L.max_context - 1) if ph == "decode" else (0, 0, L.max_context - 1),
+    # The generator's attention mask spans past + current tokens (prompt: past 0; decode: one token).
+    "total_sequence": lambda L, ph: (2, L.max_context // 2 + 1, L.max_context) if ph == "decode"
+    else (1, min(L.opt_sequence, L.max_context), L.max_context),
+    # Audio: the recognizer feeds chunks of at most chunk_length_s; shorter clips down to 0.1 s.
+    "samples": lambda L, ph: (min(1600, L.max_samples), L.max_samples, L.max_samples),
     "frames": lambda L, ph: (1, L.max_frames, L.max_frames),
     # Whisper-style encoders halve the frames with a stride-2 conv.
     "encoder_sequence": lambda L, ph: (1, L.max_frames // 2, L.max_frames // 2),
 }
 DIM_ALIASES = {"past": "past_sequence", "past_length": "past_sequence", "audio_frames": "frames",
-               "encoder_length": "encoder_sequence", "seq": "sequence"}
+               "encoder_length": "encoder_sequence", "seq": "sequence", "tokens": "sequence"}
 GENERATION_PHASES = ("prompt", "decode")
 
 # Where the manifest states the context / audio sizes (first key found wins).
@@ -101,8 +107,14 @@ def task_limits(manifest: Manifest, opts: BuildOptions) -> Limits:
     if context is None:
         log.info("edgekit: the manifest states no max context; TensorRT profiles use %d tokens", DEFAULT_CONTEXT)
         context = DEFAULT_CONTEXT
-    frames = next((int(s[k]) for k in FRAME_KEYS for s in sections if isinstance(s.get(k), int)), DEFAULT_FRAMES)
-    return Limits(lo, opt, hi, min(128, context), context, frames)
+    pre = manifest.preprocess
+    rate, chunk = pre.get("sample_rate"), pre.get("chunk_length_s")
+    samples = int(chunk * rate) if isinstance(rate, int) and isinstance(chunk, (int, float)) else int(
+        pre.get("n_samples", DEFAULT_FRAMES * 160))
+    hop = pre.get("hop_length")
+    frames = next((int(s[k]) for k in FRAME_KEYS for s in sections if isinstance(s.get(k), int)),
+                  samples // hop + 1 if isinstance(hop, int) and hop > 0 else DEFAULT_FRAMES)
+    return Limits(lo, opt, hi, min(128, context), context, frames, samples)
 
 
 def choose_profiles(manifest: Manifest, graph: GraphSpec, opts: BuildOptions) -> list[Profile]:

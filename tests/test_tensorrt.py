@@ -89,6 +89,29 @@ def test_generation_gets_prompt_and_decode_profiles() -> None:
     assert "input_ids" in shapes and shapes["input_ids"][2] == [4, 1]
 
 
+def test_generator_and_whisper_dims_as_exported() -> None:
+    # The generate export: past 0 at the prompt, a preallocated past at decode; mask = past + current.
+    kv = ["batch", 2, "past_sequence", 8]
+    m = _manifest("generate", [TensorSpec("input_ids", "int64", ["batch", "sequence"]),
+                               TensorSpec("attention_mask", "int64", ["batch", "total_sequence"]),
+                               TensorSpec("position_ids", "int64", ["batch", "sequence"]),
+                               TensorSpec("past_key_values.0.key", "float32", kv)], postprocess={"max_context": 1024})
+    (_, prompt), (_, decode) = T.choose_profiles(m, m.graph(), T.BuildOptions())
+    assert prompt["total_sequence"] == (1, 128, 1024) and decode["total_sequence"] == (2, 513, 1024)
+    # Whisper's decoder names its dims "tokens" and "past"; its context is postprocess max_length.
+    w = _manifest("recognize", [TensorSpec("input_ids", "int64", ["batch", "tokens"]),
+                                TensorSpec("past_key_0", "float32", ["batch", 6, "past", 64])],
+                  postprocess={"max_length": 448}, preprocess={"sample_rate": 16000, "chunk_length_s": 30.0})
+    (_, wp), (_, wd) = T.choose_profiles(w, w.graph(), T.BuildOptions())
+    assert wp == {"batch": (1, 1, 4), "past": (0, 0, 447), "tokens": (1, 128, 448)}
+    assert wd == {"batch": (1, 1, 4), "past": (1, 224, 447), "tokens": (1, 1, 1)}
+    # CTC on waveforms: chunks of chunk_length_s; on features: frames from the hop length.
+    ctc = _manifest("recognize", [TensorSpec("input_values", "float32", ["batch", "samples"])],
+                    preprocess={"sample_rate": 16000, "chunk_length_s": 20.0, "hop_length": 160})
+    [(_, dims)] = T.choose_profiles(ctc, ctc.graph(), T.BuildOptions())
+    assert dims["samples"] == (1600, 320000, 320000) and T.task_limits(ctc, T.BuildOptions()).max_frames == 2001
+
+
 def test_recognize_frames_and_overrides_and_unknown_dims() -> None:
     m = _manifest("recognize", [TensorSpec("input_features", "float32", ["batch", 80, "frames"])],
                   preprocess={"n_frames": 1000})
