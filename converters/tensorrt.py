@@ -231,7 +231,8 @@ def import_trt() -> Any:
         raise BackendUnavailableError(
             "TensorRT engines were asked for but TensorRT is not installed",
             found=f"import tensorrt failed ({e})",
-            fix="pip install 'edgekit[tensorrt]' on a machine with an NVIDIA GPU (JetPack ships TensorRT on Jetson)",
+            fix="pip install 'edgekit[tensorrt]' on a machine with an NVIDIA GPU (JetPack ships TensorRT on Jetson); "
+                "or convert here with --target cuda and run `edgekit build OUT` on the GPU machine",
         ) from None
     return trt
 

@@ -6,6 +6,8 @@
   (`edgekit build`), never a plan handed to TensorRT to crash on.
 - One execution context, CUDA stream and set of device buffers per thread (contexts are not
   thread-safe; the engine is shared). Buffers grow when a larger shape arrives and are reused.
+- Jetson: an artifact can hold a GPU plan and DLA plans for the same graph; the GPU plan is
+  used unless `EDGEKIT_DLA_CORE=N` names a core that a plan was built for.
 - Per call: pick the optimization profile whose ranges hold the input shapes (generation
   engines have "prompt" and "decode"), `set_input_shape`, copy in, `set_tensor_address`,
   `execute_async_v3` on the thread's stream, copy out, synchronize.
@@ -17,6 +19,7 @@ inputs; both need a device-resident generator loop.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -91,7 +94,11 @@ def select_engine(art: Artifact, graph: str, machine: Machine) -> dict[str, Any]
     """The engine record of `graph` that can run on `machine`, or an EngineError saying why none can."""
     m = art.manifest
     onnx_sha = m.files.get(m.graph(graph).file) or sha256_file(art.file(m.graph(graph).file))
-    candidates = [r for r in m.engines.values() if r.get("graph") == graph]
+    # Jetson: an artifact may hold a GPU plan and DLA plans; EDGEKIT_DLA_CORE=N picks core N, else the GPU.
+    want_dla = os.environ.get("EDGEKIT_DLA_CORE")
+    dla = int(want_dla) if want_dla and want_dla.isdigit() else None
+    candidates = sorted((r for r in m.engines.values() if r.get("graph") == graph),
+                        key=lambda r: r["fingerprint"].get("dla_core") != dla)
     reasons = []
     for record in candidates:
         fp = Fingerprint.from_dict(record["fingerprint"])

@@ -377,3 +377,16 @@ def test_fingerprint_roundtrip() -> None:
     hw = make_fingerprint("m", "x", m, "fp16", [], hardware_compatible=True)
     assert mismatches(hw, Machine("T4", "7.5", "10.3.0"), "x", "fp16") == [
         "hardware-compatible plan needs compute capability 8.0+, this GPU is 7.5"]
+
+
+def test_dla_or_gpu_plan_chosen_at_load(art: Path, calls: F.Calls, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekit.artifact import open_artifact
+    from edgekit.runtimes.trt import current_machine, select_engine
+
+    dla = _build(art, dla_core=1)
+    gpu = _build(art)
+    a = open_artifact(art)
+    machine = current_machine(__import__("sys").modules["tensorrt"])
+    assert select_engine(a, "model", machine)["file"] == gpu["file"]
+    monkeypatch.setenv("EDGEKIT_DLA_CORE", "1")
+    assert select_engine(a, "model", machine)["file"] == dla["file"]
