@@ -1,0 +1,358 @@
+"""`generate`: text generation with Hugging Face `generate()` keyword names and meaning.
+
+The cache is a registry entry (`CACHES`) chosen by the manifest's `postprocess.cache.kind`:
+"kv" for transformer decoders (keys/values per layer), "recurrent" for LSTM-style state.
+Both are sized once per call for prompt + max_new_tokens; nothing grows per step.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from edgekit.errors import ConfigError, InputError
+from edgekit.model import Model
+from edgekit.runtimes.base import Runner, validate_feeds
+from edgekit.sampling import SamplingConfig, TokenChooser
+
+_DEFAULT_MAX_NEW_TOKENS = 20  # transformers' default
+
+
+class _KVCache:
+    """Keys/values for prompt + max_new_tokens, preallocated; each step writes one slot.
+
+    Layout per layer: (batch, heads, prompt + max_new - 1, dim), contiguous. Every decode step
+    feeds the whole buffer as `past_key_values` with `attention_mask` zero on the slots not yet
+    written, so the fed arrays never change shape or address: they are bound once (IO binding,
+    no copies) and the graph's `present` (this token's keys/values) is written into the next slot.
+    The mask has one more column, always 1: the current token, which the graph appends after the
+    past. Position ids are explicit (count of real tokens so far), so the unfilled slots between
+    past and current token change nothing but the attention work over masked slots.
+    """
+
+    def __init__(self, runner: Runner, cfg: dict[str, Any], batch: int, prompt: int, new: int) -> None:
+        self.runner = runner
+        self.layers = int(cfg["layers"])
+        self.slots = prompt + new - 1  # the last new token is never fed back
+        specs = {s.name: s for s in runner.inputs}
+        dtype = np.dtype(specs["past_key_values.0.key"].dtype)
+        shape = (batch, int(cfg["heads"]), self.slots, int(cfg["head_dim"]))
+        self.past = {f"past_key_values.{i}.{k}": np.zeros(shape, dtype) for i in range(self.layers)
+                     for k in ("key", "value")}
+        self.mask = np.zeros((batch, self.slots + 1), np.int64)
+        self.mask[:, -1] = 1
+        self.token = np.zeros((batch, 1), np.int64)
+        self.position = np.zeros((batch, 1), np.int64)
+        self.logits: np.ndarray | None = None
+        self.present: dict[str, np.ndarray] = {}
+        self.filled = 0
+        self._bound: Any = None
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The prompt step, past length 0, through the same graph; returns the last logits (batch, vocab)."""
+        b, p = ids.shape
+        empty = {n: np.zeros((b, a.shape[1], 0, a.shape[3]), a.dtype) for n, a in self.past.items()}
+        pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+        out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **empty})
+        for name, buf in self.past.items():
+            buf[:, :, :p] = out[name.replace("past_key_values.", "present.")]
+        self.mask[:, :p] = mask
+        self.filled = p
+        self.position[:, 0] = pos[:, -1] + 1
+        return out["logits"][:, -1]
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        self.token[:, 0] = tokens
+        if self._bound is None:
+            self._bind()
+        self._bound()
+        for name, buf in self.past.items():
+            buf[:, :, self.filled] = self.present[name][:, :, 0]
+        self.mask[:, self.filled] = 1
+        self.filled += 1
+        self.position += 1
+        assert self.logits is not None
+        return self.logits[:, 0]
+
+    def _bind(self) -> None:
+        feeds = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position, **self.past}
+        validate_feeds(self.runner.inputs, feeds)  # once: the bound arrays keep shape and dtype
+        b = self.token.shape[0]
+        out_dtypes = {s.name: np.dtype(s.dtype) for s in self.runner.outputs}
+        vocab = self.runner.outputs[0].shape[-1]
+        self.present = {n: np.zeros((b, a.shape[1], 1, a.shape[3]), out_dtypes[n.replace("past_key_values.", "present.")])
+                        for n, a in self.past.items()}
+        if not isinstance(vocab, int):
+            self._bound = self._run_plain
+            return
+        self.logits = np.zeros((b, 1, vocab), out_dtypes["logits"])
+        make = getattr(self.runner, "binding", None)
+        if make is None:  # a backend without IO binding: the same buffers through `run`
+            self._bound = self._run_plain
+            return
+        binding = make()
+        for name, arr in feeds.items():
+            binding.input(name, arr)
+        binding.output("logits", self.logits)
+        for name, arr in self.present.items():
+            binding.output(name.replace("past_key_values.", "present."), arr)
+        self._bound = binding.run
+
+    def _run_plain(self) -> None:
+        feeds = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position, **self.past}
+        out = self.runner.run(feeds)
+        self.logits = out["logits"]
+        self.present = {n: out[n.replace("past_key_values.", "present.")] for n in self.past}
+
+
+class _RecurrentState:
+    """(h, c) per layer for LSTM-style generators: fixed size, replaced each step.
+
+    Prompts are run one row at a time (no padding enters the state), then stacked on the batch axis.
+    """
+
+    def __init__(self, runner: Runner, cfg: dict[str, Any], batch: int, prompt: int, new: int) -> None:
+        self.runner = runner
+        self.inputs = list(cfg["inputs"])
+        self.outputs = list(cfg["outputs"])
+        self.shape = (int(cfg["layers"]), int(cfg["hidden"]))
+        self.state: list[np.ndarray] = []
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        logits, states = [], []
+        for row, m in zip(ids, mask):
+            zeros = np.zeros((self.shape[0], 1, self.shape[1]), np.float32)
+            feeds = {"input_ids": row[m.astype(bool)][None], **{n: zeros for n in self.inputs}}
+            out = self.runner.run(feeds)
+            logits.append(out["logits"][0, -1])
+            states.append([out[n] for n in self.outputs])
+        self.state = [np.concatenate([s[i] for s in states], axis=1) for i in range(len(self.inputs))]
+        return np.stack(logits)
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        out = self.runner.run({"input_ids": tokens[:, None], **dict(zip(self.inputs, self.state))})
+        self.state = [out[n] for n in self.outputs]
+        return out["logits"][:, -1]
+
+
+CACHES: dict[str, type[_KVCache] | type[_RecurrentState]] = {"kv": _KVCache, "recurrent": _RecurrentState}
+
+
+@dataclass
+class _Request:
+    ids: np.ndarray  # (batch, prompt) left-padded
+    mask: np.ndarray
+    new: int
+    chooser: TokenChooser
+    eos: set[int]
+    pad: int
+    stops: list[str]
+
+
+class Generator(Model):
+    """A loaded text-generation artifact.
+
+    >>> # gen = edgekit.load("models/gpt2"); gen.generate("Once upon a time", max_new_tokens=32)
+    """
+
+    task = "generate"
+
+    @property
+    def max_context(self) -> int:
+        return int(self.manifest.postprocess.get("max_context", 2048))
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The `tokenizers.Tokenizer` of the artifact, or None for an artifact that takes ids only."""
+        name = self.manifest.preprocess.get("tokenizer")
+        if not name:
+            return None
+        from edgekit.text import TextEncoder
+
+        return TextEncoder.from_folder(self.artifact.path, self.manifest.preprocess).tokenizer
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        tok = self._need_tokenizer()
+        special = bool(self.manifest.preprocess.get("add_special_tokens", True))
+        return [list(e.ids) for e in tok.encode_batch(list(texts), add_special_tokens=special)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._need_tokenizer().decode([int(i) for i in ids], skip_special_tokens=True))
+
+    def _need_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise InputError("this artifact has no tokenizer, so it cannot take or return text",
+                             fix="pass input_ids=np.array([[...]]), or convert from a folder with tokenizer.json")
+        return self.tokenizer
+
+    def generate(self, inputs: str | Sequence[str] | None = None, max_new_tokens: int | None = None, *,
+                 input_ids: np.ndarray | None = None, attention_mask: np.ndarray | None = None,
+                 stream: bool = False, do_sample: bool | None = None, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
+                 seed: int | None = None, eos_token_id: int | Sequence[int] | None = None,
+                 pad_token_id: int | None = None, stop_strings: str | Sequence[str] | None = None,
+                 **unknown: Any) -> Any:
+        """Generate: str -> str (new text), list[str] -> list[str], stream=True -> Iterator[str],
+        input_ids=(batch, prompt) int64 array -> array of prompt + new ids (like transformers)."""
+        if unknown:
+            raise ConfigError(f"generate got unknown arguments {sorted(unknown)}",
+                              fix="use transformers' names: max_new_tokens, do_sample, temperature, top_k, top_p, "
+                                  "repetition_penalty, seed, eos_token_id, stop_strings, stream")
+        rows, form = self._prompt_rows(inputs, input_ids, attention_mask)
+        defaults = dict(self.manifest.postprocess.get("generation", {}))
+        cfg = SamplingConfig.make(
+            do_sample=_pick(do_sample, defaults, "do_sample", False),
+            temperature=_pick(temperature, defaults, "temperature", 1.0),
+            top_k=_pick(top_k, defaults, "top_k", 0), top_p=_pick(top_p, defaults, "top_p", 1.0),
+            repetition_penalty=_pick(repetition_penalty, defaults, "repetition_penalty", 1.0), seed=seed)
+        new = self._check_lengths(rows, _pick(max_new_tokens, defaults, "max_new_tokens", _DEFAULT_MAX_NEW_TOKENS))
+        post = self.manifest.postprocess
+        pad = int(post.get("pad_token_id", 0) if pad_token_id is None else pad_token_id)
+        ids, mask = _left_pad(rows, pad)  # the ids form re-padded on the left: what the cache expects
+        eos = set(_ids(post.get("eos_token_id", []) if eos_token_id is None else eos_token_id))
+        stops = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
+        if stops and (self.tokenizer is None or not all(isinstance(s, str) and s for s in stops)):
+            raise ConfigError("stop_strings must be non-empty strings, on an artifact with a tokenizer",
+                              found=repr(stop_strings))
+        req = _Request(ids, mask, new, TokenChooser(cfg), eos, pad, stops)
+        if stream:
+            if form != "text":
+                raise ConfigError("stream=True takes one text prompt", found=f"a {form} prompt",
+                                  fix="call generate(prompt, stream=True) once per prompt")
+            return self._stream(req)
+        out = np.concatenate([ids, *[t[:, None] for t, _ in self._tokens(req)]], axis=1)
+        if form == "ids":  # like transformers: the caller's prompt ids, then the new ones
+            return np.concatenate([np.asarray(input_ids, np.int64), out[:, ids.shape[1]:]], axis=1)
+        texts = [self.decode(_until_eos(row[ids.shape[1]:], eos)) for row in out]
+        return texts[0] if form == "text" else texts
+
+    # ---------------------------------------------------------------- prompts and limits
+
+    def _prompt_rows(self, inputs: Any, input_ids: Any, attention_mask: Any) -> tuple[list[list[int]], str]:
+        if input_ids is not None:
+            if inputs is not None:
+                raise ConfigError("pass either a text prompt or input_ids, not both")
+            arr = np.asarray(input_ids)
+            if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+                raise InputError("input_ids must be a 2-D integer array (batch, prompt length)",
+                                 found=f"{arr.dtype} array of shape {list(arr.shape)}", fix="use np.array([[1, 2, 3]])")
+            mask = np.ones_like(arr) if attention_mask is None else np.asarray(attention_mask)
+            if mask.shape != arr.shape:
+                raise InputError("attention_mask must have the shape of input_ids",
+                                 found=f"{list(mask.shape)} vs {list(arr.shape)}")
+            vocab = self.runners["model"].outputs[0].shape[-1]
+            if arr.size and (arr.min() < 0 or (isinstance(vocab, int) and arr.max() >= vocab)):
+                raise InputError(f"input_ids must be in [0, {vocab})", found=f"ids {arr.min()}..{arr.max()}")
+            return [[int(t) for t, m in zip(r, mr) if m] for r, mr in zip(arr, mask)], "ids"
+        if isinstance(inputs, str):
+            return self.encode([inputs]), "text"
+        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+            return self.encode(list(inputs)), "texts"
+        raise InputError("generate takes a prompt string, a non-empty list of strings, or input_ids=",
+                         found=type(inputs).__name__ if not isinstance(inputs, (list, tuple)) else "an empty list"
+                         if not inputs else "a list with non-strings")
+
+    def _check_lengths(self, rows: list[list[int]], new: Any) -> int:
+        if any(len(r) == 0 for r in rows):
+            raise InputError("a prompt is empty (it encodes to no tokens)", fix="pass at least one token of text")
+        longest = max(len(r) for r in rows)
+        if isinstance(new, bool) or not isinstance(new, (int, np.integer)) or new < 1:
+            raise ConfigError("max_new_tokens must be a positive integer", found=repr(new))
+        if longest > self.max_context:
+            raise InputError(f"the prompt is longer than the model's context of {self.max_context} tokens",
+                             found=f"{longest} tokens", fix="shorten the prompt")
+        if longest + new > self.max_context:
+            raise ConfigError(f"prompt + max_new_tokens exceeds the model's context of {self.max_context} tokens",
+                              found=f"{longest} + {new}", fix=f"use max_new_tokens <= {self.max_context - longest}")
+        return int(new)
+
+    # ---------------------------------------------------------------- the decode loop
+
+    def _tokens(self, req: _Request) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (next token per row, finished per row) for each step; stops when all rows finish."""
+        post = self.manifest.postprocess
+        cache_cfg = post["cache"]
+        cache = CACHES[cache_cfg["kind"]](self.runners["model"], cache_cfg, req.ids.shape[0], req.ids.shape[1], req.new)
+        seen = req.ids.copy() if req.chooser.cfg.repetition_penalty != 1.0 else req.ids[:, :0]
+        done = np.zeros(req.ids.shape[0], bool)
+        generated: list[np.ndarray] = []
+        logits = cache.prefill(req.ids, req.mask)
+        for i in range(req.new):
+            if not np.all(np.isfinite(logits[~done])):
+                raise InputError("the model produced non-finite logits", fix="check the artifact with `edgekit parity`")
+            token = np.where(done, req.pad, req.chooser(logits, seen))
+            generated.append(token)
+            done = done | np.isin(token, list(req.eos)) | self._hit_stop(generated, req.stops, done)
+            yield token, done
+            if done.all() or i == req.new - 1:
+                return
+            if seen.shape[1]:
+                seen = np.concatenate([seen, token[:, None]], axis=1)
+            logits = cache.step(token)
+
+    def _hit_stop(self, generated: list[np.ndarray], stops: list[str], done: np.ndarray) -> np.ndarray:
+        hit = np.zeros_like(done)
+        if not stops:
+            return hit
+        tail = max(len(s) for s in stops) + 8  # enough tokens to hold any stop string
+        recent = np.stack(generated[-tail:], axis=1)
+        for i in np.nonzero(~done)[0]:
+            text = self.decode(recent[i])
+            hit[i] = any(s in text for s in stops)
+        return hit
+
+    def _stream(self, req: _Request) -> Iterator[str]:
+        """Yield text as decoded: only text that is final (a prefix of every later decode)."""
+        new: list[int] = []
+        emitted = ""
+        for token, _ in self._tokens(req):
+            t = int(token[0])
+            if t in req.eos:
+                break
+            new.append(t)
+            text = self.decode(new)
+            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next bytes
+                continue
+            if text.startswith(emitted) and len(text) > len(emitted):
+                yield text[len(emitted):]
+                emitted = text
+        final = self.decode(new)
+        if len(final) > len(emitted):
+            yield final[len(emitted):]
+
+
+def _pick(value: Any, defaults: dict[str, Any], key: str, fallback: Any) -> Any:
+    if value is not None:
+        return value
+    return defaults.get(key, fallback)
+
+
+def _ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    items = [value] if isinstance(value, (int, np.integer)) else list(value)
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        raise ConfigError("eos_token_id must be an int or a list of ints", found=repr(value))
+    return [int(v) for v in items]
+
+
+def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = r
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def _until_eos(row: np.ndarray, eos: set[int]) -> list[int]:
+    out = []
+    for t in row.tolist():
+        if t in eos:
+            break
+        out.append(t)
+    return out
