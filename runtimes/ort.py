@@ -56,3 +56,40 @@ class OrtRunner(Runner):
             shapes = {k: list(v.shape) for k, v in feeds.items()}
             raise InputError(f"the model cannot run on these inputs: {e}", found=f"shapes {shapes}") from None
         return dict(zip(outputs, values))
+
+    def binding(self) -> OrtBinding:
+        """Inputs and outputs bound once to caller-owned numpy buffers, then run many times.
+
+        For loops that call one graph with the same shapes over and over (a decode step): the
+        caller updates the bound arrays in place and calls `run()`; nothing is copied in or out
+        and no array is allocated per call. Feeds are not validated here: validate them once with
+        `validate_feeds` (or a first `run`) before binding.
+        """
+        return OrtBinding(self._session)
+
+
+class OrtBinding:
+    """An onnxruntime IOBinding over numpy arrays (CPU memory), which it keeps alive."""
+
+    def __init__(self, session: object) -> None:
+        self._session = session
+        self._binding = session.io_binding()  # type: ignore[attr-defined]
+        self._keep: dict[str, object] = {}
+
+    def input(self, name: str, array: np.ndarray) -> None:
+        import onnxruntime as ort
+
+        # ortvalue_from_numpy shares the array's memory: later in-place writes are what runs.
+        value = ort.OrtValue.ortvalue_from_numpy(array)
+        self._binding.bind_ortvalue_input(name, value)
+        self._keep[name] = (array, value)
+
+    def output(self, name: str, array: np.ndarray) -> None:
+        self._binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
+        self._keep["->" + name] = array
+
+    def run(self) -> None:
+        try:
+            self._session.run_with_iobinding(self._binding)  # type: ignore[attr-defined]
+        except Exception as e:
+            raise InputError(f"the model cannot run on these inputs: {e}") from None
