@@ -390,3 +390,28 @@ def test_dla_or_gpu_plan_chosen_at_load(art: Path, calls: F.Calls, monkeypatch: 
     assert select_engine(a, "model", machine)["file"] == gpu["file"]
     monkeypatch.setenv("EDGEKIT_DLA_CORE", "1")
     assert select_engine(a, "model", machine)["file"] == dla["file"]
+
+
+def test_convert_with_tensorrt_target_builds_engines(tmp_path: Path, calls: F.Calls) -> None:
+    import torch
+
+    import edgekit
+
+    torch.manual_seed(2)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
+    art = edgekit.convert(net, tmp_path / "m", example_inputs=torch.rand(1, 3, 2, 2), labels=["x", "y"], target="tensorrt")
+    [record] = art.manifest.engines.values()
+    assert (art.path / record["file"]).is_file() and calls.builds == 1
+    assert edgekit.load(art.path, device="tensorrt").device == "tensorrt"
+
+
+def test_convert_with_tensorrt_target_without_tensorrt_says_how(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import edgekit
+
+    F.install(monkeypatch, None, None)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
+    with pytest.raises(BackendUnavailableError, match="--target cuda and run `edgekit build OUT`"):
+        edgekit.convert(net, tmp_path / "m", example_inputs=torch.rand(1, 3, 2, 2), labels=["x", "y"], target="tensorrt")
+    assert not (tmp_path / "m").exists()  # nothing half-built is left behind

@@ -3,13 +3,15 @@
 Every public name here exists in the real TensorRT 10.3 and 11.x bindings
 (test_trt_bindings_contract checks that), so the code under test cannot lean on an invented API.
 
-The fake "plan" is JSON naming the ONNX file; the fake engine runs it with onnxruntime on the
+The fake "plan" is JSON holding the ONNX bytes; the fake engine runs it with onnxruntime on the
 CPU, reading and writing the fake device memory (host numpy buffers handed out by cudaMalloc).
 That exercises the runner's real data path: shapes, addresses, copies, profiles, streams.
 """
 from __future__ import annotations
 
+import base64
 import ctypes
+import importlib.machinery
 import json
 import sys
 import types
@@ -54,6 +56,7 @@ def _enum(*names: str) -> type:
 def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | None = None,
              dla_cores: int = 0, build_fails: bool = False) -> types.ModuleType:
     trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # torch.export inspects sys.modules
     trt.__version__ = version
 
     class ILogger:
@@ -198,7 +201,11 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
                 self.logger.log(ILogger.ERROR, "out of workspace for tactic X")
                 return None
             config.cache.data += b"tactic;"  # a build adds timing entries
-            return json.dumps({"onnx": network.onnx, "profiles": [p.shapes for p in config.profiles]}).encode()
+            import onnx
+
+            # A plan is self-contained: the weights (external data too) go into it.
+            onnx_bytes = base64.b64encode(onnx.load(network.onnx).SerializeToString()).decode()
+            return json.dumps({"onnx": onnx_bytes, "profiles": [p.shapes for p in config.profiles]}).encode()
 
     class IExecutionContext:
         def __init__(self, engine: ICudaEngine) -> None:
@@ -249,7 +256,7 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
         def __init__(self, plan: dict[str, Any]) -> None:
             import onnxruntime as ort
 
-            self.session = ort.InferenceSession(plan["onnx"], providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(base64.b64decode(plan["onnx"]), providers=["CPUExecutionProvider"])
             self.names = [i.name for i in self.session.get_inputs()] + [o.name for o in self.session.get_outputs()]
 
         def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, tuple]:
@@ -314,6 +321,7 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
 def make_cudart(calls: Calls, gpu: bytes = b"NVIDIA H100 80GB HBM3", cc: tuple[int, int] = (9, 0),
                 count: int = 1) -> types.ModuleType:
     cu = types.ModuleType("cuda.bindings.runtime")
+    cu.__spec__ = importlib.machinery.ModuleSpec("cuda.bindings.runtime", None)
     memory: dict[int, np.ndarray] = {}
     ok = _Enum("cudaSuccess", 0)
     cu.cudaError_t = type("cudaError_t", (), {"cudaSuccess": ok, "cudaErrorInvalidValue": _Enum("cudaErrorInvalidValue", 1)})
@@ -358,6 +366,8 @@ def install(monkeypatch: Any, trt: types.ModuleType | None, cudart: types.Module
         monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
     else:
         cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
+        cuda.__spec__ = importlib.machinery.ModuleSpec("cuda", None)
+        bindings.__spec__ = importlib.machinery.ModuleSpec("cuda.bindings", None)
         bindings.runtime = cudart
         cuda.bindings = bindings
         monkeypatch.setitem(sys.modules, "cuda", cuda)
