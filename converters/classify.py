@@ -150,8 +150,9 @@ def _hf_image(src: Source, opts: ConvertOptions) -> Plan:
     h, w = pre["size"]
     x = torch.rand(2, 3, h, w)
     wrapper = _Logits(model, ["pixel_values"])
+    # The wrapper takes *args: torch.export sees one varargs argument, so its shapes nest in a tuple.
     graph = GraphExport("model", wrapper, (x,), ["pixel_values"], ["logits"],
-                        ({0: torch.export.Dim("batch", min=1, max=4096)},))
+                        (({0: torch.export.Dim("batch", min=1, max=4096)},),))
     pre.update(kind="image", inputs=["pixel_values"])
     return _plan(src.config.get("model_type", "hf-image"), graph, pre, _hf_labels(src.config), {}, src,
                  _random_sampler("image", x, pre), "image")
@@ -177,7 +178,8 @@ def _hf_text(src: Source, opts: ConvertOptions) -> Plan:
     ids = torch.randint(3, int(src.config.get("vocab_size", 100)), (2, 8))
     args = tuple(ids if n == "input_ids" else torch.ones_like(ids) if n == "attention_mask" else torch.zeros_like(ids)
                  for n in names)
-    graph = GraphExport("model", _Logits(model, names), args, names, ["logits"], tuple({0: batch, 1: seq} for _ in names))
+    graph = GraphExport("model", _Logits(model, names), args, names, ["logits"],
+                        (tuple({0: batch, 1: seq} for _ in names),))  # varargs: one nested tuple
     vocab = int(src.config.get("vocab_size", 100))
     return _plan(src.config.get("model_type", "hf-text"), graph, pre, _hf_labels(src.config),
                  {"tokenizer.json": tok_json}, src, _random_text_sampler(names, vocab, pad), "text")
