@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import ArtifactError, InputError
 from edgekit.model import Model
 from edgekit.results import Prediction
 
@@ -25,6 +25,27 @@ class Classifier(Model):
     """
 
     task = "classify"
+
+    def __init__(self, artifact: Any, runners: dict[str, Any]) -> None:
+        super().__init__(artifact, runners)
+        self._check_sections()
+
+    def _check_sections(self) -> None:
+        """Refuse a damaged edgekit.json at load rather than with a KeyError mid-call."""
+        post, pre = self.manifest.postprocess, self.manifest.preprocess
+        outputs = [o.name for o in self.runners["model"].outputs]
+        labels = post.get("labels")
+        problems = {
+            "postprocess.labels": isinstance(labels, list) and all(isinstance(x, str) for x in labels),
+            "postprocess.output": post.get("output", "logits") in outputs,
+            "preprocess.kind": pre.get("kind", "tensor") in ("image", "text", "tensor"),
+            "graph inputs": bool(self.runners["model"].inputs),
+        }
+        bad = [k for k, ok in problems.items() if not ok]
+        if bad:
+            raise ArtifactError(f"the artifact's classify settings are malformed: {', '.join(bad)}",
+                                found=f"outputs {outputs}, postprocess keys {sorted(post)[:8]}",
+                                fix="the edgekit.json was edited or damaged; convert the model again")
 
     @property
     def labels(self) -> list[str]:
@@ -78,6 +99,9 @@ class Classifier(Model):
         if isinstance(inputs, (str, os.PathLike)):
             return True
         if isinstance(inputs, np.ndarray):
+            if inputs.ndim == 0:  # a scalar array is neither one input nor a list of them
+                raise InputError("classify cannot take a 0-d array", found=f"array({inputs.item()!r:.40})",
+                                 fix="pass an image/sample array, or a list of them")
             if self.kind == "image":
                 return inputs.ndim in (2, 3)
             return inputs.ndim == len(self.runners["model"].inputs[0].shape) - 1

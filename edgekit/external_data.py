@@ -11,7 +11,6 @@ The reader walks only the messages that can hold a tensor; the field numbers are
 """
 from __future__ import annotations
 
-import mmap
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from edgekit.errors import ArtifactError
@@ -88,20 +87,15 @@ def _walk(buf: memoryview, kind: str, depth: int, found: list[str]) -> None:
 
 def external_locations(path: Path) -> list[str]:
     """Every external-data `location` in the ONNX file at `path`, in file order."""
+    # Read whole: with external data the graph file is small; without, the backend reads it all anyway.
+    data = path.read_bytes()
+    if not data:
+        raise ArtifactError(f"'{path.name}' is empty", fix="convert the model again")
     found: list[str] = []
-    with open(path, "rb") as f:
-        if f.seek(0, 2) == 0:
-            raise ArtifactError(f"'{path.name}' is empty", fix="convert the model again")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            view = memoryview(mm)
-            try:
-                _walk(view, "ModelProto", 0, found)
-            except (ValueError, IndexError) as e:
-                raise ArtifactError(
-                    f"'{path.name}' is not a readable ONNX file ({e})", fix="convert the model again"
-                ) from None
-            finally:
-                view.release()
+    try:
+        _walk(memoryview(data), "ModelProto", 0, found)
+    except (ValueError, IndexError) as e:
+        raise ArtifactError(f"'{path.name}' is not a readable ONNX file ({e})", fix="convert the model again") from None
     return found
 
 

@@ -18,6 +18,8 @@ MANIFEST_NAME = "edgekit.json"
 TASKS = ("classify", "generate", "recognize")
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
+_DTYPES = ("float32", "float16", "float64", "bfloat16", "int8", "uint8", "int16", "uint16", "int32", "uint32",
+           "int64", "uint64", "bool")
 Dim = int | str  # a fixed size, or the name of a dynamic dimension ("batch", "sequence", ...)
 
 
@@ -31,7 +33,13 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=list(d["shape"]))
+        spec = cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=list(d["shape"]))
+        # Checked here so that a damaged manifest fails at load, not as a numpy error mid-run.
+        if spec.dtype not in _DTYPES and not spec.dtype.startswith("onnx-"):
+            raise ValueError(f"tensor '{spec.name}' has unknown dtype '{spec.dtype:.40}'")
+        if not all(isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool) and x >= 0) for x in spec.shape):
+            raise ValueError(f"tensor '{spec.name}' has a malformed shape {spec.shape!r:.80}")
+        return spec
 
 
 @dataclass
@@ -116,6 +124,8 @@ class Manifest:
             raise ArtifactError(
                 f"{where} is malformed ({type(e).__name__}: {e})", fix="convert the model again"
             ) from None
+        if not m.graphs:
+            raise ArtifactError(f"{where} lists no graphs", fix="convert the model again")
         if m.task not in TASKS:
             raise ArtifactError(f"{where} names unknown task '{m.task}'", found=f"known tasks {TASKS}")
         return m

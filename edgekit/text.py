@@ -38,6 +38,11 @@ class TextEncoder:
         for t in texts:
             if not isinstance(t, str):
                 raise InputError("a text model takes strings", found=type(t).__name__)
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as e:  # lone surrogates: the tokenizer would raise a bare TypeError
+                raise InputError("a text is not valid Unicode", found=f"{e.reason} at position {e.start}",
+                                 fix="decode the bytes with errors='replace' (or 'surrogateescape' then fix it)") from None
         encs = self.tokenizer.encode_batch(texts)
         lengths = [min(len(e.ids), self.max_length) for e in encs]
         if min(lengths) == 0:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import InputError
+from edgekit.errors import ArtifactError, InputError
 
 _RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}
 
@@ -58,8 +58,43 @@ def load_image(x: Any) -> Any:
     )
 
 
+def _is_dims(v: Any) -> bool:
+    return (isinstance(v, list) and len(v) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 16384 for x in v))
+
+
+def _is_numbers(v: Any) -> bool:
+    return (isinstance(v, list) and 1 <= len(v) <= 4
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v))
+
+
+def check_image_config(cfg: dict[str, Any]) -> None:
+    """Refuse a malformed preprocess section (an edited or damaged edgekit.json) with one clear error."""
+    resize = cfg.get("resize", cfg.get("size"))
+    checks = {
+        "size": _is_dims(cfg.get("size", [1, 1])),
+        "resize": resize is None or _is_dims(resize) or (
+            isinstance(resize, dict) and _is_dims([resize.get("shortest_edge"), 1])),
+        "crop": cfg.get("crop") is None or _is_dims(cfg.get("crop")),
+        "interpolation": str(cfg.get("interpolation", "bilinear")) in _RESAMPLE,
+        "rescale": _is_numbers([cfg.get("rescale", 1.0)]),
+        "mean": _is_numbers(cfg.get("mean", [0.0])),
+        "std": _is_numbers(cfg.get("std", [1.0])) and 0.0 not in cfg.get("std", [1.0]),
+        "channels": cfg.get("channels", "RGB") in ("RGB", "BGR", "L"),
+        "layout": cfg.get("layout", "NCHW") in ("NCHW", "NHWC"),
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise ArtifactError(
+            "the artifact's image pre-processing settings are malformed",
+            found=", ".join(f"{k}={cfg.get(k)!r:.60}" for k in bad),
+            fix="the edgekit.json was edited or damaged; convert the model again",
+        )
+
+
 def preprocess_images(images: list[Any], cfg: dict[str, Any]) -> np.ndarray:
     """Images -> one float32 batch laid out as the graph expects."""
+    check_image_config(cfg)
     return np.stack([_one(load_image(x), cfg) for x in images]).astype(np.float32, copy=False)
 
 
@@ -73,7 +108,11 @@ def _one(img: Any, cfg: dict[str, Any]) -> np.ndarray:
             img = img.convert("RGBA")
             bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
             img = Image.alpha_composite(bg, img)
-        img = img.convert("L" if channels == "L" else "RGB")
+        try:
+            img = img.convert("L" if channels == "L" else "RGB")
+        except (ValueError, OSError) as e:  # modes PIL cannot convert directly (La, PA, I;16B...)
+            raise InputError(f"cannot convert a PIL image of mode {img.mode} to {channels} ({e})",
+                             fix="convert it yourself first, e.g. img.convert('RGB')") from None
     resample = _RESAMPLE[cfg.get("interpolation", "bilinear")]
     resize = cfg.get("resize", cfg.get("size"))
     if isinstance(resize, dict) and "shortest_edge" in resize:
