@@ -281,6 +281,7 @@ def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, 
     fp = make_fingerprint(name, _sha256(onnx_path), machine, manifest.produced_precision, profiles,
                           opts.dla_core, opts.hardware_compatible, opts.version_compatible)
     plan_path = folder / ENGINE_DIR / f"{fp.id}.plan"
+    _prune_stale(folder, manifest, name, fp.onnx_sha256)
     old = manifest.engines.get(fp.id)
     if not opts.rebuild and old is not None and plan_path.is_file() and _sha256(plan_path) == old.get("sha256"):
         log.info("edgekit: reusing TensorRT engine %s", plan_path.name)
@@ -300,6 +301,15 @@ def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, 
     manifest.engines[fp.id] = record
     log.info("edgekit: built TensorRT engine %s in %.1f s", plan_path.name, record["build_seconds"])
     return record
+
+
+def _prune_stale(folder: Path, manifest: Manifest, graph: str, onnx_sha256: str) -> None:
+    """Drop plans of this graph built from another ONNX: no machine can ever use them again."""
+    for key, record in list(manifest.engines.items()):
+        if record.get("graph") == graph and record["fingerprint"].get("onnx_sha256") != onnx_sha256:
+            (folder / record["file"]).unlink(missing_ok=True)
+            del manifest.engines[key]
+            log.info("edgekit: removed %s (built from an older ONNX graph)", record["file"])
 
 
 def _build_plan(onnx_path: Path, graph: GraphSpec, profiles: list[Profile], opts: BuildOptions, trt: Any,

@@ -415,3 +415,13 @@ def test_convert_with_tensorrt_target_without_tensorrt_says_how(tmp_path: Path, 
     with pytest.raises(BackendUnavailableError, match="--target cuda and run `edgekit build OUT`"):
         edgekit.convert(net, tmp_path / "m", example_inputs=torch.rand(1, 3, 2, 2), labels=["x", "y"], target="tensorrt")
     assert not (tmp_path / "m").exists()  # nothing half-built is left behind
+
+
+def test_plans_of_an_older_onnx_are_pruned(art: Path, calls: F.Calls) -> None:
+    old = _build(art)
+    m = Manifest.load(art)
+    m.engines[Path(old["file"]).stem]["fingerprint"]["onnx_sha256"] = "0" * 64  # as if built from an older graph
+    m.save(art)
+    other_gpu = _build(art, hardware_compatible=True)
+    assert list(Manifest.load(art).engines) == [Path(other_gpu["file"]).stem]
+    assert not (art / old["file"]).exists() and (art / other_gpu["file"]).exists()
