@@ -267,6 +267,10 @@ def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None
     from edgekit.runtimes.trt import current_machine
 
     opts = options or BuildOptions()
+    dims = {d for g in manifest.graphs.values() for t in g.inputs for d in t.shape if isinstance(d, str)}
+    if set(opts.shapes) - dims:
+        raise ConfigError(f"--shape names {sorted(set(opts.shapes) - dims)}, not dims of this model",
+                          found=f"dynamic dims {sorted(dims)}", fix="use one of those names")
     trt = import_trt()
     machine = current_machine(trt)
     records = {name: build_engine(folder, manifest, name, machine, opts, trt) for name in manifest.graphs}

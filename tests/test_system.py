@@ -153,6 +153,8 @@ def test_build_command(tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.
     bad = CliRunner().invoke(cli, ["build", str(art), "--dla-core", "5"])
     assert bad.exit_code == 2 and "DLA core 5 was asked for" in bad.output
     assert CliRunner().invoke(cli, ["build", str(art), "--shape", "batch=8,2,1"]).exit_code == 2
+    typo = CliRunner().invoke(cli, ["build", str(art), "--shape", "bacth=1,2,8"])
+    assert typo.exit_code == 2 and "dynamic dims ['batch']" in typo.output
     x = np.random.default_rng(0).random((2, 3, 2, 2), dtype=np.float32)
     with edgekit.load(art, device="tensorrt") as gpu, edgekit.load(art, device="cpu") as cpu:
         name = cpu.runners["model"].inputs[0].name
