@@ -227,7 +227,7 @@ def import_trt() -> Any:
 
     try:
         import tensorrt as trt
-    except ImportError as e:
+    except (ImportError, OSError) as e:  # OSError: the wheel is there but libnvinfer is not
         raise BackendUnavailableError(
             "TensorRT engines were asked for but TensorRT is not installed",
             found=f"import tensorrt failed ({e})",

@@ -70,7 +70,7 @@ def probe() -> tuple[bool, str]:
     """(usable, why): TensorRT importable, cuda-python importable, and a CUDA GPU present."""
     try:
         import tensorrt as trt
-    except ImportError as e:
+    except (ImportError, OSError) as e:  # OSError: the wheel is there but libnvinfer is not
         return False, f"tensorrt is not installed ({e})"
     try:
         cudart = import_cudart()
@@ -87,7 +87,15 @@ def open_artifact_runners(art: Artifact) -> dict[str, Runner]:
 
     trt = import_trt()
     machine = current_machine(trt)
-    return {name: TrtRunner(art, name, g, select_engine(art, name, machine), trt) for name, g in art.manifest.graphs.items()}
+    runners: dict[str, Runner] = {}
+    try:
+        for name, g in art.manifest.graphs.items():
+            runners[name] = TrtRunner(art, name, g, select_engine(art, name, machine), trt)
+    except BaseException:
+        for r in runners.values():  # a later graph failed: free what the earlier ones hold
+            r.close()
+        raise
+    return runners
 
 
 def select_engine(art: Artifact, graph: str, machine: Machine) -> dict[str, Any]:
