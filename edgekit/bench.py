@@ -71,12 +71,13 @@ def _generate(model: Any, opts: dict[str, Any]) -> Workload:
 
     def call() -> dict[str, float]:
         t0 = time.perf_counter()
-        model.generate(input_ids=ids, max_new_tokens=1)  # prompt (prefill) and the first token
+        # eos_token_id=[]: every call makes exactly `new` tokens, so runs are comparable.
+        model.generate(input_ids=ids, max_new_tokens=1, eos_token_id=[])  # prompt (prefill) + first token
         t1 = time.perf_counter()
-        out = model.generate(input_ids=ids, max_new_tokens=new)
+        out = model.generate(input_ids=ids, max_new_tokens=new, eos_token_id=[])
         t2 = time.perf_counter()
         made = int(np.asarray(out).shape[1] - ids.shape[1])
-        return {"prompt_s": t1 - t0, "full_s": t2 - t1, "new_tokens": made}
+        return {"prompt_s": t1 - t0, "full_s": t2 - t1, "new_tokens": made, "latency_s": t2 - t1}
 
     def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
         decode = [(r["new_tokens"] - 1) / max(r["full_s"] - r["prompt_s"], 1e-9) for r in runs if r["new_tokens"] > 1]
@@ -87,7 +88,7 @@ def _generate(model: Any, opts: dict[str, Any]) -> Workload:
         }
 
     return Workload(call, new, "new tokens/s (end to end)",
-                    {"prompt_tokens": int(ids.shape[1]), "max_new_tokens": new, "decoding": "greedy"}, summarize)
+                    {"prompt_tokens": int(ids.shape[1]), "max_new_tokens": new, "decoding": "greedy, eos ignored"}, summarize)
 
 
 def _recognize(model: Any, opts: dict[str, Any]) -> Workload:
@@ -181,7 +182,7 @@ def _timed(call: Call, warmup: int, runs: int, phase: str, progress: Progress | 
     for i in range(runs):
         t0 = time.perf_counter()
         figures = call()
-        figures["latency_s"] = time.perf_counter() - t0
+        figures.setdefault("latency_s", time.perf_counter() - t0)  # a task may time a part of its call
         out.append(figures)
         if progress:
             progress(phase, i + 1, runs)
@@ -263,9 +264,34 @@ def bench(
 # ------------------------------------------------------------------ --against: replay on PyTorch
 
 
-def _record(model: Any, call: Call) -> list[tuple[str, dict[str, np.ndarray], list[str] | None]]:
-    """Every `Runner.run` the task makes during one call: (graph, feeds, outputs), in order."""
-    calls: list[tuple[str, dict[str, np.ndarray], list[str] | None]] = []
+Recorded = list[tuple[str, dict[str, np.ndarray], list[str] | None]]
+
+
+class _RecordingBinding:
+    """Wraps a runner's IO binding (decode loops): records the bound inputs at every `run`."""
+
+    def __init__(self, inner: Any, graph: str, calls: Recorded) -> None:
+        self._inner, self._graph, self._calls = inner, graph, calls
+        self._inputs: dict[str, np.ndarray] = {}
+        self._outputs: list[str] = []
+
+    def input(self, name: str, array: np.ndarray) -> None:
+        self._inputs[name] = array
+        self._inner.input(name, array)
+
+    def output(self, name: str, array: np.ndarray) -> None:
+        self._outputs.append(name)
+        self._inner.output(name, array)
+
+    def run(self) -> None:
+        # The caller writes the bound arrays in place between runs: copy what this run sees.
+        self._calls.append((self._graph, {k: v.copy() for k, v in self._inputs.items()}, list(self._outputs)))
+        self._inner.run()
+
+
+def _record(model: Any, call: Call) -> Recorded:
+    """Every graph call the task makes during one call: (graph, feeds, outputs), in order."""
+    calls: Recorded = []
     for name, runner in model.runners.items():
         original = runner.run
 
@@ -274,11 +300,16 @@ def _record(model: Any, call: Call) -> list[tuple[str, dict[str, np.ndarray], li
             return _run(feeds, outputs)
 
         runner.run = recording  # an instance attribute: found however the task holds the runner
+        make = getattr(runner, "binding", None)
+        if make is not None:
+            runner.binding = lambda _name=name, _make=make: _RecordingBinding(_make(), _name, calls)
     try:
         call()
     finally:
         for runner in model.runners.values():
-            del runner.run
+            for attr in ("run", "binding"):
+                if attr in vars(runner):
+                    delattr(runner, attr)
     if not calls:
         raise UnsupportedError(
             f"bench --against could not see the graph calls of {model.manifest.task}",

@@ -71,3 +71,22 @@ def converted(factory: pytest.TempPathFactory, kind: str, precision: str = "fp32
         model = spec.pop("model")
         edgekit.convert(model, out, precision=precision, **spec)
     return out
+
+
+def gpt2_folder(factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-2 Hugging Face folder with a BPE tokenizer (tests/generate_models.py)."""
+    from generate_models import save_tiny, train_tokenizer
+
+    folder = factory.getbasetemp() / "reliability-models" / "gpt2-hf"
+    if not (folder / "config.json").is_file():
+        save_tiny("gpt2", folder, train_tokenizer())
+    return folder
+
+
+def converted_gpt2(factory: pytest.TempPathFactory, precision: str = "fp32") -> Path:
+    import edgekit
+
+    out = factory.getbasetemp() / "reliability-models" / f"gpt2-{precision}"
+    if not (out / "edgekit.json").is_file():
+        edgekit.convert(gpt2_folder(factory), out, precision=precision)
+    return out

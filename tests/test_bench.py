@@ -114,3 +114,32 @@ def test_shell_completion_script() -> None:
     exe = Path(sys.executable).parent / "edgekit"
     out = subprocess.run([str(exe)], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "_edgekit_completion" in out.stdout and "complete " in out.stdout
+
+
+# ------------------------------------------------------------------ generate
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from reliability_models import converted_gpt2, gpt2_folder
+
+    return converted_gpt2(tmp_path_factory), gpt2_folder(tmp_path_factory)
+
+
+def test_generate_prompt_latency_decode_rate_and_replayed_steps(gpt2: tuple[Path, Path]) -> None:
+    art, folder = gpt2
+    r = bench(art, against=str(folder), device="cpu", runs=3, warmup=1, prompt_tokens=8, max_new_tokens=8)
+    assert r["task"] == "generate" and r["prompt_tokens"] == 8 and r["new_tokens_per_call"] == 8
+    assert r["prompt_latency_ms"]["p50"] < r["latency_ms"]["p50"]  # one token vs eight
+    assert r["decode_tokens_per_s"] > 0
+    assert r["throughput"]["value"] == pytest.approx(3 * 8 / (sum(r["latencies_ms"]) / 1000), rel=1e-9)
+    # 1 prefill for the one-token call, then prefill + 7 decode steps (IO-bound): all replayed on PyTorch
+    assert r["against"]["graph_calls_per_run"] == 1 + 8
+    assert r["against"]["speedup_p50"] > 0
+
+
+def test_generate_cli_text_report(gpt2: tuple[Path, Path]) -> None:
+    r = CliRunner().invoke(cli, ["bench", str(gpt2[0]), "--runs", "1", "--warmup", "0", "--max-new-tokens", "4",
+                                 "--prompt-tokens", "4"])
+    assert r.exit_code == 0, r.output
+    assert "prompt" in r.stdout and "tokens/s" in r.stdout

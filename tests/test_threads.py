@@ -62,3 +62,28 @@ def test_raw_forward_from_8_threads_matches_single_thread(tmp_path_factory: pyte
     expected = [model(pixel_values=b)["logits"] for b in batches]
     results = _hammer(lambda k: model(pixel_values=batches[k])["logits"], len(batches))
     assert all(np.array_equal(got, expected[k]) for thread in results for k, got in thread)
+
+
+def test_8_concurrent_generate_streams_match_single_thread(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from reliability_models import converted_gpt2
+
+    model = edgekit.load(converted_gpt2(tmp_path_factory), device="cpu")
+    prompts = ["def main(", "The module", "import os", "class A:", "Return the", "for x in", "if not", "with open("]
+    kinds = [{}, {"do_sample": True, "temperature": 0.9, "top_k": 20, "seed": 7}]
+
+    def stream(k: int) -> str:
+        return "".join(model.generate(prompts[k % 8], max_new_tokens=24, stream=True, **kinds[k // 8]))
+
+    expected = [stream(k) for k in range(16)]
+    assert len(set(expected)) > 8 and all(expected)
+
+    start = threading.Barrier(8)
+
+    def worker(t: int) -> list[tuple[int, str]]:
+        start.wait()
+        return [(k, stream(k)) for k in [(t + i) % 16 for i in range(6)]]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [pair for thread in pool.map(worker, range(8)) for pair in thread]
+    assert len(results) == 48
+    assert [k for k, got in results if got != expected[k]] == []
