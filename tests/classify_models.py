@@ -122,8 +122,31 @@ def bert_folder(base: Path) -> Path:
                      intermediate_size=64, max_position_embeddings=64, num_labels=3, initializer_range=0.2,
                      id2label={0: "negative", 1: "neutral", 2: "positive"},
                      label2id={"negative": 0, "neutral": 1, "positive": 2}, pad_token_id=0)
-    BertForSequenceClassification(cfg).eval().save_pretrained(folder)
+    model = BertForSequenceClassification(cfg).eval()
+    enc = tok(SENTENCES, padding=True, return_tensors="pt")
+    spread_head(model, model.classifier, lambda: model(**enc))
+    model.save_pretrained(folder)
     return folder
+
+
+def spread_head(model: Any, head: Any, forward: Any) -> None:
+    """Rescale a random model's last Linear so its logits spread over typical inputs.
+
+    Random weights put every input in one class with tiny margins (the bias-like common part of
+    the features dominates), so a top-1 comparison would prove nothing. Subtracting the mean logit
+    and dividing by the spread over `forward()`'s inputs is what a trained head looks like.
+    """
+    import torch
+
+    seen: list[Any] = []
+    hook = head.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    with torch.no_grad():
+        forward()
+        hook.remove()
+        logits = seen[0]
+        mean, std = logits.mean(0), logits.std(0).clamp_min(1e-6)
+        head.weight.div_(std[:, None])
+        head.bias.sub_(mean).div_(std)
 
 
 SENTENCES = [
@@ -146,9 +169,13 @@ def vit_folder(base: Path) -> Path:
     cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=64, num_labels=4, initializer_range=0.2,
                     id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)})
-    ViTForImageClassification(cfg).eval().save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5, 0.4, 0.3],
-                      image_std=[0.2, 0.25, 0.3]).save_pretrained(folder)
+    model = ViTForImageClassification(cfg).eval()
+    processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5, 0.4, 0.3],
+                                  image_std=[0.2, 0.25, 0.3])
+    x = processor(images=pictures(32, seed=3), return_tensors="pt")["pixel_values"]
+    spread_head(model, model.classifier, lambda: model(pixel_values=x))
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
     return folder
 
 

@@ -1,0 +1,121 @@
+"""Hugging Face folders: a tiny ViT and a tiny BERT sequence classifier, offline, every precision."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classify_models import SENTENCES, bert_folder, pictures, vit_folder
+
+FOLDERS = {"vit": vit_folder, "bert": bert_folder}
+
+
+@functools.cache
+def hf_artifact(base: Path, name: str, precision: str) -> Path:
+    import edgekit
+
+    calibration = {"vit": pictures(24, seed=1), "bert": SENTENCES}[name]
+    out = base / f"{name}-{precision}"
+    edgekit.convert(str(FOLDERS[name](base)), out, precision=precision,
+                    calibration=calibration if precision == "int8" else None)
+    return out
+
+
+@functools.cache
+def hf_model(base: Path, name: str):  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    auto = {"vit": AutoModelForImageClassification, "bert": AutoModelForSequenceClassification}[name]
+    return auto.from_pretrained(FOLDERS[name](base)).eval()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("name", ["vit", "bert"])
+def test_hf_parity(session_dir: Path, name: str, precision: str) -> None:
+    import edgekit
+
+    folder = hf_artifact(session_dir, name, precision)
+    clf = edgekit.load(folder, device="cpu")
+    m = clf.manifest
+    assert m.task == "classify" and m.family == name and m.precision["produced"] == precision
+    assert m.parity["passed"], m.parity["summary"]
+    stats = m.parity["outputs"]["logits"]
+    assert stats["cosine"] >= {"fp32": 0.99999, "fp16": 0.999, "int8": 0.98}[precision]
+    assert clf.labels == {"vit": ["cat", "dog", "owl", "fox"], "bert": ["negative", "neutral", "positive"]}[name]
+    if precision == "int8":
+        rounds = m.precision["budget_rounds"]["model"]
+        assert rounds[-1]["cosine"] >= 0.98  # the accuracy budget was met, maybe after keeping layers float
+        assert isinstance(m.precision["kept_float_nodes"]["model"], list)
+
+
+def test_vit_image_files_match_the_hf_pipeline(session_dir: Path, tmp_path: Path) -> None:
+    """PNG/JPEG paths and PIL images: edgekit's pre-processing + graph = ViTImageProcessor + model."""
+    import torch
+    from PIL import Image
+    from transformers import ViTImageProcessor
+
+    import edgekit
+
+    clf = edgekit.load(hf_artifact(session_dir, "vit", "fp32"), device="cpu")
+    processor = ViTImageProcessor.from_pretrained(vit_folder(session_dir))
+    model = hf_model(session_dir, "vit")
+    images = []
+    for i, arr in enumerate(pictures(6, seed=7, size=(57, 41))):
+        path = tmp_path / f"img{i}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(arr).save(path)
+        images.append(path)
+    images.append(Image.fromarray(pictures(1, seed=9, size=(20, 64))[0]))  # a PIL image, upscaled
+    pil = [Image.open(p).convert("RGB") if isinstance(p, Path) else p for p in images]
+    with torch.no_grad():
+        ref = model(**processor(images=pil, return_tensors="pt")).logits.numpy()
+    got = clf.logits(images)
+    np.testing.assert_allclose(got, ref, atol=2e-3 * np.abs(ref).max())
+    assert [p[0].label for p in clf.classify(images, top_k=1)] == [clf.labels[i] for i in ref.argmax(1)]
+
+
+def test_bert_texts_match_the_hf_pipeline(session_dir: Path) -> None:
+    """Texts tokenized from the artifact's tokenizer.json; batch and sequence sizes never traced."""
+    import torch
+    from transformers import AutoTokenizer
+
+    import edgekit
+
+    clf = edgekit.load(hf_artifact(session_dir, "bert", "fp32"), device="cpu")
+    spec = clf.manifest.graph().inputs[0]
+    assert spec.shape == ["batch", "sequence"]
+    tok = AutoTokenizer.from_pretrained(bert_folder(session_dir))
+    model = hf_model(session_dir, "bert")
+    for batch in (SENTENCES[:1], SENTENCES[:5], SENTENCES):
+        enc = tok(batch, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            ref = model(**enc).logits.numpy()
+        feeds = clf.prepare(batch)
+        np.testing.assert_array_equal(feeds["input_ids"], enc["input_ids"].numpy())
+        np.testing.assert_array_equal(feeds["attention_mask"], enc["attention_mask"].numpy())
+        got = clf.logits(batch)
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert len(set(ref.argmax(1).tolist())) >= 2  # the random model does separate these texts
+    one = clf.classify("the movie was good", top_k=2)
+    assert len(one) == 2 and one[0].label in clf.labels
+
+
+def test_bert_int8_keeps_sensitive_layers_float(session_dir: Path) -> None:
+    """Full Q/DQ of the random BERT misses the budget; the search keeps nodes in float until met.
+
+    A random transformer whose head was rescaled to spread its logits is about the worst case for
+    int8 (tiny feature differences decide the class): most layers end up kept in float.
+    """
+    import edgekit
+
+    m = edgekit.load(hf_artifact(session_dir, "bert", "int8"), device="cpu").manifest
+    rounds = m.precision["budget_rounds"]["model"]
+    kept = m.precision["kept_float_nodes"]["model"]
+    assert rounds[0]["kept_float"] == 0 and rounds[0]["cosine"] < 0.98  # all-int8 alone was not enough
+    assert kept and rounds[-1]["kept_float"] == len(kept) and rounds[-1]["cosine"] >= 0.98
+    import onnx
+
+    graph = onnx.load(str(hf_artifact(session_dir, "bert", "int8") / "model.onnx"), load_external_data=False).graph
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) >= 1  # the rest is still int8
+    assert not any(n.name in kept for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
