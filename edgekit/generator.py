@@ -17,6 +17,7 @@ from edgekit.errors import ConfigError, InputError
 from edgekit.model import Model
 from edgekit.runtimes.base import Runner, validate_feeds
 from edgekit.sampling import SamplingConfig, TokenChooser
+from edgekit.text import check_texts
 
 _DEFAULT_MAX_NEW_TOKENS = 20  # transformers' default
 
@@ -176,6 +177,7 @@ class Generator(Model):
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         tok = self._need_tokenizer()
+        check_texts(texts)  # lone surrogates would make the tokenizer raise a bare TypeError
         special = bool(self.manifest.preprocess.get("add_special_tokens", True))
         return [list(e.ids) for e in tok.encode_batch(list(texts), add_special_tokens=special)]
 
@@ -256,6 +258,8 @@ class Generator(Model):
                          if not inputs else "a list with non-strings")
 
     def _check_lengths(self, rows: list[list[int]], new: Any) -> int:
+        if not rows:
+            raise InputError("generate got an empty batch (no prompt rows)", fix="pass at least one prompt")
         if any(len(r) == 0 for r in rows):
             raise InputError("a prompt is empty (it encodes to no tokens)", fix="pass at least one token of text")
         longest = max(len(r) for r in rows)

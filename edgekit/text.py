@@ -9,6 +9,18 @@ import numpy as np
 from edgekit.errors import ArtifactError, InputError
 
 
+def check_texts(texts: Any) -> None:
+    """Refuse text the tokenizer cannot encode (lone surrogates) with an InputError, not a TypeError."""
+    for t in texts:
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InputError("a text is not valid Unicode", found=f"{e.reason} at position {e.start}",
+                             fix="decode the bytes with errors='replace'") from None
+        except AttributeError:
+            raise InputError("texts must be strings", found=type(t).__name__) from None
+
+
 class TextEncoder:
     """Encode texts into the int64 arrays a text graph takes (input_ids, attention_mask, ...).
 
@@ -38,11 +50,7 @@ class TextEncoder:
         for t in texts:
             if not isinstance(t, str):
                 raise InputError("a text model takes strings", found=type(t).__name__)
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError as e:  # lone surrogates: the tokenizer would raise a bare TypeError
-                raise InputError("a text is not valid Unicode", found=f"{e.reason} at position {e.start}",
-                                 fix="decode the bytes with errors='replace' (or 'surrogateescape' then fix it)") from None
+        check_texts(texts)
         encs = self.tokenizer.encode_batch(texts)
         lengths = [min(len(e.ids), self.max_length) for e in encs]
         if min(lengths) == 0:

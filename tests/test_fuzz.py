@@ -268,3 +268,61 @@ def test_corrupted_graph_and_weights_give_edgekit_errors_not_aborts(tmp_path_fac
     assert r.returncode == 0, r.stderr[-3000:]
     outcomes = json.loads(r.stdout.strip().splitlines()[-1])
     assert sum(outcomes.values()) == 60 and outcomes["edgekit"] > 0
+
+
+# ------------------------------------------------------------------ generate: prompts, ids, options
+
+
+@pytest.fixture(scope="module")
+def generator(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from reliability_models import converted_gpt2
+
+    return edgekit.load(converted_gpt2(tmp_path_factory), device="cpu")
+
+
+def _generate_or_edgekit_error(model: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        out = model.generate(*args, **kwargs)
+        return list(out) if kwargs.get("stream") else out
+    except EdgekitError:
+        return None
+
+
+@FUZZ
+@given(prompt=st.one_of(st.text(ANY_CHAR, max_size=80), st.sampled_from(["", " ", "\x00", "\ud800x", "\u202e\ufeff"])),
+       stream=st.booleans())
+def test_prompts_with_any_unicode(generator: Any, prompt: str, stream: bool) -> None:
+    out = _generate_or_edgekit_error(generator, prompt, max_new_tokens=3, stream=stream)
+    if out is not None:
+        assert isinstance(out, str) or all(isinstance(p, str) for p in out)
+
+
+@FUZZ
+@given(ids=arrays(), big=st.sampled_from([None, -1, 10**6, 2**62]))
+def test_input_ids_of_any_dtype_rank_and_value(generator: Any, ids: np.ndarray, big: int | None) -> None:
+    if big is not None and ids.size and ids.dtype.kind in "iu" and ids.dtype.itemsize == 8:
+        ids.flat[0] = big
+    out = _generate_or_edgekit_error(generator, input_ids=ids, max_new_tokens=2)
+    if out is not None:
+        assert out.dtype == np.int64 and out.shape == (ids.shape[0], ids.shape[1] + out.shape[1] - ids.shape[1])
+
+
+NUMBERS = st.one_of(st.none(), st.integers(-3, 400), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                    st.text(max_size=2))
+
+
+@FUZZ
+@given(max_new_tokens=NUMBERS, temperature=NUMBERS, top_k=NUMBERS, top_p=NUMBERS, repetition_penalty=NUMBERS,
+       do_sample=st.one_of(st.none(), st.booleans(), st.integers(0, 2)), seed=NUMBERS)
+def test_generation_options_of_any_value(generator: Any, **options: Any) -> None:
+    out = _generate_or_edgekit_error(generator, "def f(", **options)
+    if out is not None:
+        assert isinstance(out, str)
+
+
+@FUZZ
+@given(prompts=st.lists(st.one_of(st.text(max_size=20), st.none(), st.integers(), st.binary(max_size=4)), max_size=4))
+def test_prompt_batches_of_mixed_junk(generator: Any, prompts: list[Any]) -> None:
+    out = _generate_or_edgekit_error(generator, prompts, max_new_tokens=2)
+    if out is not None:
+        assert isinstance(out, list) and len(out) == len(prompts)
