@@ -1,0 +1,299 @@
+"""`recognize`: audio in, `Transcript` out, for CTC models and Whisper. numpy + onnxruntime only.
+
+The Whisper loop is greedy search written here (not shared with `generate`) because its logits
+rules are Whisper's own: forced start/language/task tokens, `suppress_tokens`,
+`begin_suppress_tokens` at the first free position, and the timestamp rules of
+`transformers.WhisperTimeStampLogitsProcessor`, applied in the order `transformers` applies them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from edgekit import audio
+from edgekit.errors import InputError
+from edgekit.model import Model
+from edgekit.results import Segment, Transcript
+
+# ---------------------------------------------------------------- CTC front ends and decoding
+
+
+def _waveform(wave: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
+    return audio.normalize_wave(wave) if pre.get("normalize") else wave.astype(np.float32)
+
+
+def _log_mel(wave: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
+    spec = audio.log_mel(wave, int(pre["sample_rate"]), int(pre["n_fft"]), int(pre["hop_length"]), int(pre["n_mels"]))
+    return spec.astype(np.float32)
+
+
+# preprocess["features"] -> numpy front end; a model with a new front end adds an entry here.
+FRONT_ENDS: dict[str, Callable[[np.ndarray, dict[str, Any]], np.ndarray]] = {
+    "waveform": _waveform,
+    "log-mel": _log_mel,
+}
+
+
+def ctc_features(wave: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
+    return FRONT_ENDS[str(pre.get("features", "waveform"))](wave, pre)
+
+
+def ctc_words(ids: np.ndarray, post: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """Greedy CTC: collapse repeats, drop blanks -> words with their first and (exclusive) last frame."""
+    vocab, blank = post["vocabulary"], int(post["blank_id"])
+    delim, skip = post.get("word_delimiter", " "), set(post.get("skip", []))
+    words: list[tuple[str, int, int]] = []
+    current, start, end, prev = "", 0, 0, -1
+    for frame, i in enumerate(int(x) for x in ids):
+        is_char = i != blank and i < len(vocab) and vocab[i] not in skip and vocab[i] not in (delim, " ")
+        if i == prev:
+            end = frame + 1 if is_char else end  # a held character: the word lasts longer
+            continue
+        prev = i
+        if is_char:
+            start = frame if not current else start
+            current += vocab[i]
+            end = frame + 1
+        elif i < len(vocab) and vocab[i] in (delim, " ") and current:
+            words.append((current, start, end))
+            current = ""
+    if current:
+        words.append((current, start, end))
+    return words
+
+
+def ctc_decode(ids: np.ndarray, post: dict[str, Any]) -> str:
+    return " ".join(w for w, _, _ in ctc_words(ids, post))
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance / reference words (1.0 per word when the reference is empty)."""
+    ref, hyp = reference.split(), hypothesis.split()
+    if not ref:
+        return float(len(hyp) > 0)
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1] / len(ref)
+
+
+# ---------------------------------------------------------------- Whisper logits rules
+
+
+def _timestamp_rules(logits: np.ndarray, tokens: list[int], begin: int, post: dict[str, Any]) -> np.ndarray:
+    """numpy port of transformers' WhisperTimeStampLogitsProcessor for one sequence."""
+    ts_begin = post["no_timestamps_token_id"] + 1
+    eos = post["eos_token_id"]
+    logits[post["no_timestamps_token_id"]] = -np.inf
+    seq = tokens[begin:]
+    last_ts = len(seq) >= 1 and seq[-1] >= ts_begin
+    penult_ts = len(seq) < 2 or seq[-2] >= ts_begin
+    if last_ts:
+        if penult_ts:
+            logits[ts_begin:] = -np.inf  # a pair just closed: text must follow
+        else:
+            logits[:eos] = -np.inf  # an open timestamp: another timestamp (or eos) must follow
+    stamps = [t for t in seq if t >= ts_begin]
+    floor = ts_begin
+    if stamps:
+        floor = stamps[-1] if last_ts and not penult_ts else stamps[-1] + 1
+    logits[ts_begin:floor] = -np.inf  # timestamps never go back
+    if len(tokens) == begin:
+        logits[:ts_begin] = -np.inf  # the first free token is a timestamp
+        if post.get("max_initial_timestamp_index") is not None:
+            logits[ts_begin + int(post["max_initial_timestamp_index"]) + 1 :] = -np.inf
+    z = logits.astype(np.float64)
+    finite = np.isfinite(z)
+    shift = z[finite].max()
+    logp = z - (shift + np.log(np.exp(z[finite] - shift).sum()))
+    ts_logp = _logsumexp(logp[ts_begin:])
+    if ts_logp > logp[:ts_begin].max():
+        logits[:ts_begin] = -np.inf  # timestamps together are likelier than any one text token
+    return logits
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    finite = x[np.isfinite(x)]
+    if finite.size == 0:
+        return -np.inf
+    m = finite.max()
+    return float(m + np.log(np.exp(finite - m).sum()))
+
+
+class Recognizer(Model):
+    """A loaded speech recognition artifact (CTC or Whisper)."""
+
+    task = "recognize"
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest.preprocess["kind"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.manifest.preprocess["sample_rate"])
+
+    @cached_property
+    def _tokenizer(self) -> Any:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(self.artifact.path / self.manifest.postprocess["tokenizer"]))
+
+    def recognize(self, audio_in: Any, sample_rate: int | None = None, language: str | None = None,
+                  task: str = "transcribe", return_timestamps: bool = False,
+                  max_new_tokens: int | None = None) -> Transcript:
+        """Transcribe a path (WAV/FLAC/OGG) or a float32/int16 array (mono or stereo, `sample_rate` Hz)."""
+        wave = audio.load_audio(audio_in, sample_rate, self.sample_rate)
+        if audio.is_silence(wave):
+            return Transcript(text="", segments=[], language=language)
+        if self.kind == "ctc":
+            return self._recognize_ctc(wave)
+        return self._recognize_whisper(wave, language, task, return_timestamps, max_new_tokens)
+
+    # ------------------------------------------------------------ CTC
+
+    def _recognize_ctc(self, wave: np.ndarray) -> Transcript:
+        pre, post = self.manifest.preprocess, self.manifest.postprocess
+        rate = self.sample_rate
+        window, stride = int(pre["chunk_length_s"] * rate), int(pre["stride_length_s"] * rate)
+        ids: list[np.ndarray] = []
+        times: list[np.ndarray] = []  # start time (s) of every kept frame
+        hop = 0.0
+        for c in audio.chunks(wave, window, stride):
+            feats = ctc_features(c.wave, pre)[None]
+            logits = self.runners["model"].run({pre["input"]: feats})[post.get("output", "logits")][0]
+            hop = len(c.wave) / logits.shape[0]  # samples per frame (the model's total stride)
+            # Keep only this chunk's own span: the overlap gave context, its frames belong to a neighbour.
+            lo, hi = int(round(c.keep_start / hop)), int(round(c.keep_end / hop))
+            ids.append(logits[lo:hi].argmax(-1))
+            times.append((c.start + np.arange(lo, lo + len(ids[-1])) * hop) / rate)
+        frame_times = np.concatenate(times)
+        words = ctc_words(np.concatenate(ids), post)
+        segments = [Segment(w, float(frame_times[s]), float(frame_times[e - 1]) + hop / rate) for w, s, e in words]
+        return Transcript(text=" ".join(w for w, _, _ in words), segments=segments)
+
+    # ------------------------------------------------------------ Whisper
+
+    def _recognize_whisper(self, wave: np.ndarray, language: str | None, task: str, timestamps: bool,
+                           max_new_tokens: int | None) -> Transcript:
+        pre, post = self.manifest.preprocess, self.manifest.postprocess
+        rate = self.sample_rate
+        window, stride = int(pre["chunk_length_s"] * rate), int(pre["stride_length_s"] * rate)
+        texts: list[str] = []
+        segments: list[Segment] = []
+        detected = language
+        for c in audio.chunks(wave, window, stride):
+            if audio.is_silence(c.wave):
+                continue
+            feats = self.features(c.wave)
+            tokens = self.greedy_tokens(feats, language, task, timestamps, max_new_tokens)
+            detected = detected or self._language_of(tokens)
+            texts.append(self.decode_text(tokens))
+            if timestamps:  # timestamp tokens count from the window's first sample
+                segments += self._segments(tokens, c.start / rate, (c.start + len(c.wave)) / rate, True)
+            else:  # one segment per chunk, over the span that chunk is responsible for
+                segments += self._segments(tokens, (c.start + c.keep_start) / rate, (c.start + c.keep_end) / rate, False)
+        return Transcript(text=audio.join_words(texts), segments=segments, language=detected)
+
+    def features(self, wave: np.ndarray) -> np.ndarray:
+        pre = self.manifest.preprocess
+        return audio.whisper_log_mel(wave, int(pre["n_mels"]), int(pre["n_samples"]), int(pre["n_fft"]),
+                                     int(pre["hop_length"]), int(pre["sample_rate"]))
+
+    def prompt(self, language: str | None, task: str, timestamps: bool, cross: dict[str, np.ndarray]) -> list[int]:
+        """<|startoftranscript|> [<|lang|> <|task|>] [<|notimestamps|>], as transformers builds it."""
+        post = self.manifest.postprocess
+        ids = [post["decoder_start_token_id"]]
+        if post["is_multilingual"]:
+            ids.append(self._language_id(language, cross))
+            if task not in post["task_to_id"]:
+                raise InputError(f"unknown Whisper task '{task}'", found=f"tasks {sorted(post['task_to_id'])}")
+            ids.append(post["task_to_id"][task])
+        if not timestamps:
+            ids.append(post["no_timestamps_token_id"])
+        return ids
+
+    def _language_id(self, language: str | None, cross: dict[str, np.ndarray]) -> int:
+        table = self.manifest.postprocess["lang_to_id"]
+        if language is None:
+            # Detection as transformers does it: one step from <|startoftranscript|>, best language token.
+            logits = self._step([self.manifest.postprocess["decoder_start_token_id"]], self._empty_past(), cross)[0]
+            ids = np.array(sorted(table.values()))
+            return int(ids[np.argmax(logits[ids])])
+        key = language if language.startswith("<|") else f"<|{language}|>"
+        if key not in table:
+            raise InputError(f"unknown language '{language}' for this Whisper model",
+                             found=f"languages {sorted(k.strip('<|>') for k in table)}")
+        return int(table[key])
+
+    def _language_of(self, tokens: list[int]) -> str | None:
+        names = {v: k.strip("<|>") for k, v in self.manifest.postprocess["lang_to_id"].items()}
+        return names.get(tokens[1]) if len(tokens) > 1 else None
+
+    def _empty_past(self) -> dict[str, np.ndarray]:
+        post = self.manifest.postprocess
+        shape = (1, post["heads"], 0, post["head_dim"])
+        return {n: np.zeros(shape, np.float32) for n in post["past_names"]}
+
+    def _step(self, ids: list[int], past: dict[str, np.ndarray], cross: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        post = self.manifest.postprocess
+        feeds = {"input_ids": np.asarray([ids], dtype=np.int64), **past, **cross}
+        out = self.runners["decoder"].run(feeds)
+        present = {p: out[n] for p, n in zip(post["past_names"], post["present_names"])}
+        return out["logits"][0, -1].astype(np.float32), present
+
+    def greedy_tokens(self, features: np.ndarray, language: str | None = None, task: str = "transcribe",
+                      timestamps: bool = False, max_new_tokens: int | None = None) -> list[int]:
+        """Greedy search on one (n_mels, frames) feature array; the prompt is included in the result."""
+        post = self.manifest.postprocess
+        cross = self.runners["encoder"].run({"input_features": features[None].astype(np.float32)})
+        tokens = self.prompt(language, task, timestamps, cross)
+        begin = len(tokens)
+        limit = post["max_length"] if max_new_tokens is None else min(begin + max_new_tokens, post["max_target_positions"])
+        suppress = np.asarray(post["suppress_tokens"], dtype=np.int64)
+        begin_suppress = np.asarray(post["begin_suppress_tokens"], dtype=np.int64)
+        past, feed = self._empty_past(), list(tokens)
+        while len(tokens) < limit:
+            logits, past = self._step(feed, past, cross)
+            if len(tokens) == begin and begin_suppress.size:
+                logits[begin_suppress] = -np.inf
+            if suppress.size:
+                logits[suppress] = -np.inf
+            if timestamps:
+                logits = _timestamp_rules(logits, tokens, begin, post)
+            nxt = int(np.argmax(logits))
+            tokens.append(nxt)
+            if nxt == post["eos_token_id"]:
+                break
+            feed = [nxt]
+        return tokens
+
+    def decode_text(self, tokens: list[int]) -> str:
+        text_ids = [t for t in tokens if t < self.manifest.postprocess["eos_token_id"]]
+        return str(self._tokenizer.decode(text_ids, skip_special_tokens=True)).strip()
+
+    def _segments(self, tokens: list[int], start: float, end: float, timestamps: bool) -> list[Segment]:
+        post = self.manifest.postprocess
+        ts_begin = post["no_timestamps_token_id"] + 1
+        if not timestamps:
+            text = self.decode_text(tokens)
+            return [Segment(text, start, end)] if text else []
+        out, open_at, piece = [], None, []
+        for t in tokens:
+            if t >= ts_begin:
+                at = start + (t - ts_begin) * post["time_precision"]
+                if open_at is None:
+                    open_at, piece = at, []
+                else:
+                    text = self.decode_text(piece)
+                    if text:
+                        out.append(Segment(text, open_at, at))
+                    open_at = None
+            elif open_at is not None:
+                piece.append(t)
+        return out

@@ -1,0 +1,205 @@
+"""recognize with CTC models: a Hugging Face Wav2Vec2ForCTC folder and a plain nn.Module."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import edgekit
+from edgekit.converters.recognize import synthetic_audio
+from edgekit.errors import ConfigError, InputError
+from edgekit.recognizer import ctc_decode, word_error_rate
+from edgekit.results import Transcript
+
+VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+
+
+@pytest.fixture(scope="session")
+def w2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    folder = tmp_path_factory.mktemp("w2v")
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
+    Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(folder)
+    cfg = Wav2Vec2Config(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0,
+                         initializer_range=0.5)
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def w2v_fp32(w2v_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("art") / "w2v-fp32"
+    edgekit.convert(w2v_dir, out)
+    return out
+
+
+def test_hf_ctc_fp32_parity_is_exact(w2v_fp32: Path) -> None:
+    m = edgekit.load(w2v_fp32, device="cpu")
+    report = m.manifest.parity
+    assert report["passed"] and report["frame_agreement"] == 1.0
+    assert report["logits"]["max_abs"] < 1e-3
+    assert m.manifest.family == "wav2vec2" and set(m.runners) == {"model"}
+
+
+def test_hf_ctc_ids_and_text_match_transformers(w2v_dir: Path, w2v_fp32: Path) -> None:
+    import torch
+    from transformers import AutoProcessor, Wav2Vec2ForCTC
+
+    hf = Wav2Vec2ForCTC.from_pretrained(w2v_dir).eval()
+    proc = AutoProcessor.from_pretrained(w2v_dir)
+    m = edgekit.load(w2v_fp32, device="cpu")
+    wave = synthetic_audio(2.7, 16000, 7)  # a length not traced with
+    inputs = proc(wave, sampling_rate=16000, return_tensors="pt")
+    with torch.inference_mode():
+        ref_ids = hf(inputs.input_values).logits.argmax(-1)[0].numpy()
+    feats = m.runners["model"].run({"input_values": inputs.input_values.numpy()})
+    assert np.array_equal(feats["logits"].argmax(-1)[0], ref_ids)
+    text = m.recognize(wave).text
+    ref_text = proc.batch_decode(ref_ids[None])[0]
+    assert text == " ".join(ref_text.split())
+
+
+def test_recognize_inputs(w2v_fp32: Path, tmp_path: Path) -> None:
+    m = edgekit.load(w2v_fp32, device="cpu")
+    wave = synthetic_audio(1.5, 16000, 3)
+    t = m.recognize(wave)
+    assert isinstance(t, Transcript)
+    # Same audio as a 44.1 kHz stereo file and as int16 at 8 kHz: resampled, then transcribed.
+    import soxr
+
+    stereo = np.stack([soxr.resample(wave, 16000, 44100)] * 2, axis=1)
+    sf.write(tmp_path / "a.flac", stereo, 44100)
+    from_file = m.recognize(tmp_path / "a.flac")
+    assert isinstance(from_file.text, str)
+    assert word_error_rate(t.text, from_file.text) <= 1.0
+    assert m.recognize(np.zeros(16000, np.float32)).text == ""  # silence: empty, not an error
+    for bad in (np.zeros(0, np.float32), np.full(100, np.nan, np.float32)):
+        with pytest.raises(InputError):
+            m.recognize(bad)
+    with pytest.raises(InputError, match="sample_rate"):
+        m.recognize(wave, sample_rate=-5)
+
+
+class _BurstCTC:
+    """A hand-made CTC model: 'a' while the frame is loud, a word break while it is quiet."""
+
+    def __new__(cls) -> Any:
+        import torch
+
+        class Burst(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                level = torch.nn.functional.avg_pool1d(x.abs()[:, None], 400, stride=160)[:, 0]
+                return torch.stack([torch.zeros_like(level), 10 * (0.02 - level), 10 * (level - 0.05)], -1)
+
+        return Burst().eval()
+
+
+def _bursts(n: int, rate: int = 16000) -> tuple[np.ndarray, list[float]]:
+    t = np.arange(int(0.3 * rate)) / rate
+    burst = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    gap = np.zeros(int(0.35 * rate), np.float32)
+    starts = [0.35 + i * 0.65 for i in range(n)]
+    return np.concatenate([gap] + [np.concatenate([burst, gap]) for _ in range(n)]), starts
+
+
+def test_long_audio_is_chunked_without_duplicates(tmp_path: Path) -> None:
+    art = edgekit.convert(_BurstCTC(), tmp_path / "burst", task="recognize", labels=["_", " ", "a"],
+                          preprocess={"chunk_length_s": 3.0, "stride_length_s": 0.5})
+    m = edgekit.load(art.path, device="cpu")
+    wave, starts = _bursts(12)  # 8.15 s: four overlapping 3 s windows
+    t = m.recognize(wave)
+    assert t.text == " ".join(["a"] * 12)  # every burst once: none lost or doubled at the seams
+    assert len(t.segments) == 12
+    assert all(abs(s.start - want) < 0.05 for s, want in zip(t.segments, starts))
+    assert all(abs(s.end - s.start - 0.3) < 0.06 for s in t.segments)
+
+
+def test_hf_ctc_int8_reports_agreement_and_wer(w2v_dir: Path, tmp_path: Path) -> None:
+    art = edgekit.convert(w2v_dir, tmp_path / "int8", precision="int8", strict=False)
+    r = art.manifest.parity
+    assert art.manifest.precision["method"] == "dynamic"
+    assert 0.0 <= r["frame_agreement"] <= 1.0 and r["wer_vs_pytorch"] >= 0.0
+    assert "WER vs PyTorch" in r["summary"]
+
+
+# ---------------------------------------------------------------- plain nn.Module
+
+
+def _tiny_module() -> Any:
+    import torch
+    from torch import nn
+
+    class WaveCTC(nn.Module):
+        """Strided conv front end on the raw waveform, then a linear over characters."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.front = nn.Sequential(nn.Conv1d(1, 16, 400, stride=160), nn.ReLU(), nn.Conv1d(16, 16, 3, padding=1))
+            self.out = nn.Linear(16, 5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.front(x[:, None]).transpose(1, 2))
+
+    torch.manual_seed(0)
+    return WaveCTC().eval()
+
+
+def test_plain_module_ctc_fp32_and_fp16(tmp_path: Path) -> None:
+    labels = ["_", " ", "a", "b", "c"]
+    net = _tiny_module()
+    art = edgekit.convert(net, tmp_path / "m32", task="recognize", labels=labels)
+    assert art.manifest.parity["passed"] and art.manifest.parity["frame_agreement"] == 1.0
+    m = edgekit.load(art.path, device="cpu")
+    wave = synthetic_audio(1.9, 16000, 11)
+    import torch
+
+    with torch.inference_mode():
+        ids = net(torch.from_numpy(wave)[None])[0].argmax(-1).numpy()
+    post = {"vocabulary": labels, "blank_id": 0, "word_delimiter": " "}
+    assert m.recognize(wave).text == ctc_decode(ids, post)
+    art16 = edgekit.convert(net, tmp_path / "m16", task="recognize", labels=labels, precision="fp16", strict=False)
+    assert art16.manifest.parity["frame_agreement"] >= 0.9
+
+
+def test_plain_module_needs_labels_and_known_preprocess(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="vocabulary"):
+        edgekit.convert(_tiny_module(), tmp_path / "x", task="recognize")
+    with pytest.raises(ConfigError, match="unknown preprocess"):
+        edgekit.convert(_tiny_module(), tmp_path / "x", task="recognize", labels=list("_ abc"),
+                        preprocess={"sampling": 8000})
+
+
+def test_ctc_decode_and_wer() -> None:
+    post = {"vocabulary": ["_", "|", "a", "b"], "blank_id": 0, "word_delimiter": "|"}
+    assert ctc_decode(np.array([2, 2, 0, 2, 1, 3, 3, 0, 1]), post) == "aa b"
+    assert word_error_rate("a b c d", "a x c") == 0.5
+    assert word_error_rate("", "") == 0.0
+
+
+def test_cli_run_and_parity(w2v_dir: Path, w2v_fp32: Path, tmp_path: Path) -> None:
+    wav = tmp_path / "s.wav"
+    sf.write(wav, synthetic_audio(1.2, 16000, 2), 16000)
+    cli = [sys.executable, "-m", "edgekit.cli"]
+    run = subprocess.run([*cli, "run", str(w2v_fp32), str(wav), "--device", "cpu", "--json"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert data["results"][0]["input"] == str(wav) and isinstance(data["results"][0]["text"], str)
+    bad = subprocess.run([*cli, "run", str(w2v_fp32), str(tmp_path / "missing.wav")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "no audio file" in bad.stderr
+    par = subprocess.run([*cli, "parity", str(w2v_fp32), "--against", str(w2v_dir), "--json"],
+                         capture_output=True, text=True)
+    assert par.returncode == 0, par.stderr
+    assert json.loads(par.stdout)["frame_agreement"] == 1.0
