@@ -102,8 +102,20 @@ def _run_classify(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> 
     return data, text
 
 
+def _run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
+    if not inputs:
+        raise click.UsageError("recognize needs INPUT audio files (WAV, FLAC, OGG)")
+    data = []
+    for path in inputs:
+        t = model.recognize(path)
+        data.append({"input": path, "text": t.text, "language": t.language,
+                     "segments": [{"text": s.text, "start": s.start, "end": s.end} for s in t.segments]})
+    return data, "\n".join(f"{d['input']}: {d['text']}" for d in data)
+
+
 RUNNERS: dict[str, Callable[[Any, tuple[str, ...], dict[str, Any]], tuple[Any, str]]] = {
     "classify": _run_classify,
+    "recognize": _run_recognize,
 }
 
 
