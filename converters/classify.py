@@ -296,20 +296,51 @@ def _plan(family: str, graph: GraphExport, pre: dict[str, Any], labels: list[str
     def calibration_feeds(calibration: Any) -> list[dict[str, dict[str, np.ndarray]]]:
         feeds = _calibration_to_feeds(calibration, pre, kind, graph.input_names, encode_texts)
         state["calibration"] = feeds
+        # A few representative inputs ship with the artifact so that `edgekit parity` later
+        # compares on real data, not noise (random-pixel logits are near ties for any model).
+        files[PARITY_INPUTS] = _save_feeds(feeds[:_STORED_BATCHES])
         return [{"model": f} for f in feeds]
 
     def check_parity(plan_: Plan, model: Any, precision: str, samples: int | None = None) -> dict[str, Any]:
         from edgekit.runtimes.torch_ref import TorchRunner
 
-        # Calibration data is the user's real distribution: prefer it over random inputs.
-        feeds = state.get("calibration") if samples is None else None
-        feeds = feeds or sample(samples or _PARITY_SAMPLES, 0)
+        # Calibration data is the user's real distribution: prefer it (at convert time, or as
+        # stored in the artifact) over random inputs.
+        stored = _load_feeds(model.artifact.path / PARITY_INPUTS)
+        feeds, origin = (state["calibration"], "calibration") if state.get("calibration") and samples is None \
+            else (stored, "stored-calibration") if stored else (sample(samples or _PARITY_SAMPLES, 0), "random")
         ref = TorchRunner(graph.module, model.manifest.graph(), graph.input_names, graph.output_names)
-        return graph_parity(ref, model.runners["model"], feeds, precision, argmax_output="logits")
+        report = graph_parity(ref, model.runners["model"], feeds, precision, argmax_output="logits")
+        report["inputs"] = origin
+        return report
 
     return Plan(family=family, graphs=[graph], preprocess=pre,
                 postprocess={"labels": labels, "output": "logits"}, files=files,
                 calibration_feeds=calibration_feeds, check_parity=check_parity)
+
+
+PARITY_INPUTS = "parity_inputs.npz"
+_STORED_BATCHES = 2
+
+
+def _save_feeds(feeds: list[dict[str, np.ndarray]]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"{i}.{k}": v for i, f in enumerate(feeds) for k, v in f.items()})
+    return buf.getvalue()
+
+
+def _load_feeds(path: Path) -> list[dict[str, np.ndarray]]:
+    """Stored parity inputs, as plain arrays (never pickles); [] when the artifact has none."""
+    if not path.is_file():
+        return []
+    out: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            i, _, name = key.partition(".")
+            out.setdefault(int(i), {})[name] = data[key]
+    return [out[i] for i in sorted(out)]
 
 
 def _calibration_to_feeds(

@@ -71,7 +71,10 @@ def _explain(e: Exception) -> str:
     text = str(e)
     # The dynamo exporter names the missing op as e.g. "aten::foo" or "aten.foo.default"; show that first.
     ops = sorted(set(re.findall(r"aten[.:]{1,2}[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?", text)))
-    first = next((line for line in text.splitlines() if line.strip()), type(e).__name__)
+    # Non-aten ops (prims, custom namespaces) appear as OpOverload(op='ns.name') in the summary.
+    ops += sorted(set(re.findall(r"OpOverload\(op='([A-Za-z0-9_.]+)'", text)) - set(ops))
+    summary = re.findall(r"^<class '[\w.]+'>: (.+)$", text, flags=re.M)  # torch's "Exception summary"
+    first = summary[0] if summary else next((line for line in text.splitlines() if line.strip()), type(e).__name__)
     if ops:
         return f"unsupported operator(s) {ops}: {first[:300]}"
     return f"{type(e).__name__}: {first[:400]}"

@@ -191,3 +191,8 @@ def pictures(n: int, seed: int = 0, size: tuple[int, int] = (45, 37)) -> list[np
         noisy = np.asarray(img).astype(np.int16) + rng.integers(-20, 21, size=(size[0], size[1], 3))
         out.append(noisy.clip(0, 255).astype(np.uint8))
     return out
+
+
+def mnist_factory() -> dict[str, Any]:
+    """`edgekit convert classify_models:mnist_factory`: the trained digits CNN with its metadata."""
+    return {"model": trained_cnn("mnist"), "example_inputs": example_input("mnist"), "labels": LABELS}
