@@ -90,3 +90,38 @@ def converted_gpt2(factory: pytest.TempPathFactory, precision: str = "fp32") -> 
     if not (out / "edgekit.json").is_file():
         edgekit.convert(gpt2_folder(factory), out, precision=precision)
     return out
+
+
+CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+
+
+def w2v_folder(factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Wav2Vec2-CTC Hugging Face folder (the shape tests/test_recognize.py uses)."""
+    import json
+
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    folder = factory.getbasetemp() / "reliability-models" / "w2v-hf"
+    if (folder / "config.json").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(CTC_VOCAB)}))
+    Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(folder)
+    cfg = Wav2Vec2Config(vocab_size=len(CTC_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0,
+                         initializer_range=0.5)
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+def converted_w2v(factory: pytest.TempPathFactory) -> Path:
+    import edgekit
+
+    out = factory.getbasetemp() / "reliability-models" / "w2v-fp32"
+    if not (out / "edgekit.json").is_file():
+        edgekit.convert(w2v_folder(factory), out)
+    return out

@@ -143,3 +143,18 @@ def test_generate_cli_text_report(gpt2: tuple[Path, Path]) -> None:
                                  "--prompt-tokens", "4"])
     assert r.exit_code == 0, r.output
     assert "prompt" in r.stdout and "tokens/s" in r.stdout
+
+
+# ------------------------------------------------------------------ recognize
+
+
+def test_recognize_real_time_factor_and_replay(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from reliability_models import converted_w2v, w2v_folder
+
+    art, folder = converted_w2v(tmp_path_factory), w2v_folder(tmp_path_factory)
+    r = bench(art, against=str(folder), device="cpu", runs=3, warmup=1, audio_seconds=2.0)
+    assert r["task"] == "recognize" and r["audio_seconds"] == 2.0 and r["sample_rate"] == 16000
+    assert r["real_time_factor"] == pytest.approx(r["latency_ms"]["p50"] / 1000 / 2.0)
+    assert r["throughput"]["value"] == pytest.approx(3 * 2.0 / (sum(r["latencies_ms"]) / 1000), rel=1e-9)
+    assert r["against"]["graph_calls_per_run"] >= 1 and r["against"]["speedup_p50"] > 0
+    assert "real-time factor" in __import__("edgekit.bench", fromlist=["format_report"]).format_report(r)

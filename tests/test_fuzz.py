@@ -326,3 +326,63 @@ def test_prompt_batches_of_mixed_junk(generator: Any, prompts: list[Any]) -> Non
     out = _generate_or_edgekit_error(generator, prompts, max_new_tokens=2)
     if out is not None:
         assert isinstance(out, list) and len(out) == len(prompts)
+
+
+# ------------------------------------------------------------------ recognize: waveforms and audio files
+
+
+@pytest.fixture(scope="module")
+def recognizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from reliability_models import converted_w2v
+
+    return edgekit.load(converted_w2v(tmp_path_factory), device="cpu")
+
+
+def _recognize_or_edgekit_error(model: Any, *args: Any, **kwargs: Any) -> None:
+    from edgekit.results import Transcript
+
+    try:
+        out = model.recognize(*args, **kwargs)
+    except EdgekitError:
+        return
+    assert isinstance(out, Transcript) and isinstance(out.text, str)
+
+
+@FUZZ
+@given(wave=arrays(), rate=st.one_of(st.none(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.booleans()))
+def test_waveforms_of_any_dtype_rank_and_rate(recognizer: Any, wave: np.ndarray, rate: Any) -> None:
+    _recognize_or_edgekit_error(recognizer, wave, sample_rate=rate)
+
+
+@st.composite
+def audio_files(draw: st.DrawFn) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    fmt = draw(st.sampled_from(["WAV", "FLAC", "OGG"]))
+    rate = draw(st.sampled_from([8000, 16000, 22050, 44100]))
+    n = draw(st.integers(1, 4000))
+    channels = draw(st.integers(1, 3))
+    wave = np.random.default_rng(draw(st.integers(0, 999))).uniform(-1, 1, (n, channels)).astype(np.float32)
+    sf.write(buf, wave, rate, format=fmt)
+    data = buf.getvalue()
+    how = draw(st.sampled_from(["whole", "truncate", "flip", "garbage"]))
+    if how == "truncate":
+        return data[: draw(st.integers(0, len(data) - 1))]
+    if how == "flip":
+        b = bytearray(data)
+        for _ in range(draw(st.integers(1, 8))):
+            b[draw(st.integers(0, len(b) - 1))] ^= draw(st.integers(1, 255))
+        return bytes(b)
+    if how == "garbage":
+        return draw(st.binary(max_size=512))
+    return data
+
+
+@FUZZ
+@given(data=audio_files(), suffix=st.sampled_from([".wav", ".flac", ".ogg", ".mp3", ""]))
+def test_audio_files_whole_truncated_or_garbage(recognizer: Any, tmp_path: Path, data: bytes, suffix: str) -> None:
+    p = tmp_path / f"clip{suffix}"
+    p.write_bytes(data)
+    _recognize_or_edgekit_error(recognizer, str(p))
+    _recognize_or_edgekit_error(recognizer, p, sample_rate=16000)  # a rate with a file: refused, not crashed
