@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import Artifact, hash_files, open_artifact, staging
-from edgekit.errors import ConfigError, ParityError
+from edgekit.errors import ConfigError, ParityError, UnsupportedError
 from edgekit.manifest import PRECISIONS, Manifest
 from edgekit.converters.export import GraphExport, export_graph
 from edgekit.converters.sources import Source, resolve_source
@@ -92,10 +92,20 @@ def convert(
         )
     with staging(out, overwrite) as tmp:
         manifest = _build(tmp, src, plan, opts)
-        if target in ("tensorrt", "jetson"):
+        if target in ("tensorrt", "jetson") and manifest.precision.get("tensorrt_compatible") is False:
+            raise UnsupportedError(
+                f"the {manifest.precision.get('method')} {precision} graph cannot be built by TensorRT",
+                found=f"target '{target}'",
+                fix="use int8_method='static' (Q/DQ) for TensorRT, or target='cpu'/'cuda' for onnxruntime",
+            )
+        if target == "tensorrt":
             from edgekit.converters.tensorrt import build_engines
 
             build_engines(tmp, manifest)
+        elif target == "jetson":
+            # Engines are not portable across GPUs: a Jetson's engine is built on the Jetson itself.
+            log.warning("edgekit: target jetson: copy %s to the device and run `edgekit build %s --device tensorrt`"
+                        " there", Path(out).name, Path(out).name)
     return open_artifact(out)
 
 
