@@ -1,0 +1,90 @@
+"""The precision stage: what fp16 and int8 graphs contain, and what the manifest says was produced."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classify_models import LABELS, calibration, cnn_artifact, example_input, trained_cnn
+
+
+def _graph(folder: Path):  # type: ignore[no-untyped-def]
+    import onnx
+
+    return onnx.load(str(folder / "model.onnx"))
+
+
+def test_fp16_casts_keep_io_and_norms_fp32(session_dir: Path) -> None:
+    from onnx import TensorProto
+
+    from test_classify_hf import hf_artifact
+
+    folder = hf_artifact(session_dir, "vit", "fp16")
+    model = _graph(folder)
+    g = model.graph
+    assert [i.type.tensor_type.elem_type for i in g.input] == [TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in g.output] == [TensorProto.FLOAT]
+    assert any(n.op_type == "Cast" for n in g.node)
+    assert any(i.data_type == TensorProto.FLOAT16 for i in g.initializer)  # the weights really are fp16
+    producer = {t: n for n in g.node for t in n.output}
+    kept = [n for n in g.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert kept, "the ViT graph has LayerNorm and Softmax"
+    for n in kept:
+        # Fed through a Cast to float32 (or straight from the float32 input): it runs in fp32.
+        src = producer.get(n.input[0])
+        to = {a.name: a.i for a in src.attribute}.get("to") if src is not None and src.op_type == "Cast" else None
+        assert src is None or to == TensorProto.FLOAT, f"{n.op_type} {n.name} is fed by {src.op_type}"
+    m = __import__("edgekit").load(folder).manifest
+    assert m.precision["method"] == "casts" and "LayerNormalization" in m.precision["kept_fp32"]
+
+
+def test_int8_dynamic_for_cpu(tmp_path: Path) -> None:
+    import edgekit
+
+    art = edgekit.convert(trained_cnn("mnist"), tmp_path / "dyn", example_inputs=example_input("mnist"),
+                          labels=LABELS, precision="int8", int8_method="dynamic", calibration=calibration("mnist"))
+    p = art.manifest.precision
+    assert p["produced"] == "int8" and p["method"] == "dynamic" and p["tensorrt_compatible"] is False
+    assert art.manifest.parity["passed"], art.manifest.parity["summary"]
+    ops = {n.op_type for n in _graph(art.path).graph.node}
+    assert ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
+
+
+def test_int8_weight_bits_follow_the_target(session_dir: Path, tmp_path: Path) -> None:
+    """7-bit weights on the CPU target (x86 int8 kernels saturate with 8), full 8 bits for GPUs."""
+    import edgekit
+    from onnx import numpy_helper
+
+    cpu = cnn_artifact(session_dir, "mnist", "int8")
+    gpu = edgekit.convert(trained_cnn("mnist"), tmp_path / "gpu", example_inputs=example_input("mnist"),
+                          labels=LABELS, precision="int8", calibration=calibration("mnist"), target="cuda",
+                          strict=False).path
+    for folder, bits in ((cpu, 7), (gpu, 8)):
+        assert edgekit.load(folder).manifest.precision["weight_bits"] == bits
+        weights = [numpy_helper.to_array(i) for i in _graph(folder).graph.initializer if i.data_type == 3]
+        assert max(int(np.abs(w).max()) for w in weights if w.size > 16) == {7: 64, 8: 127}[bits]
+
+
+def test_int8_without_calibration_is_refused(tmp_path: Path) -> None:
+    import edgekit
+    from edgekit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="calibration"):
+        edgekit.convert(trained_cnn("mnist"), tmp_path / "x", example_inputs=example_input("mnist"), labels=LABELS,
+                        precision="int8")
+    with pytest.raises(ConfigError, match="int4"):
+        edgekit.convert(trained_cnn("mnist"), tmp_path / "x", example_inputs=example_input("mnist"), labels=LABELS,
+                        precision="int4")
+
+
+def test_parity_tolerances_are_ordered() -> None:
+    """Stricter precisions get stricter gates; every gate is a real bound."""
+    from edgekit.converters.parity import TOLERANCES, compare_outputs
+
+    order = ["fp32", "fp16", "int8", "int4"]
+    for a, b in zip(order, order[1:]):
+        assert TOLERANCES[a]["cosine"] > TOLERANCES[b]["cosine"] and TOLERANCES[a]["top1"] >= TOLERANCES[b]["top1"]
+    ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
+    s = compare_outputs(ref, ref + [[0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+    assert s["max_abs"] == 0.5 and abs(s["max_rel"] - 0.5 / 3) < 1e-12 and s["cosine"] < 1.0
