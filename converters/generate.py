@@ -253,6 +253,14 @@ class _HFReference:
             out = self.wrapper(*args)
         return {n: v.float().numpy() for n, v in zip(self.graph.output_names, out)}
 
+    def full_logits(self, ids: np.ndarray) -> np.ndarray:
+        mask = np.ones_like(ids)
+        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": np.cumsum(mask, axis=1) - 1}
+        for i, name in enumerate(self.graph.input_names[3:]):
+            shape = self.graph.args[3 + i].shape
+            feeds[name] = np.zeros((ids.shape[0], shape[1], 0, shape[3]), np.float32)
+        return self.step(feeds)["logits"]
+
 
 # ---------------------------------------------------------------- recurrent generators (LSTM)
 
@@ -279,11 +287,13 @@ def _recurrent(src: Source, opts: ConvertOptions) -> Plan:
     wrapper = _LSTMWrapper(module)
     from torch.export import Dim
 
-    batch, seq = Dim("batch", min=1, max=_MAX_BATCH), Dim("sequence", min=1, max=_MAX_LEN)
-    ids = torch.randint(0, 2, (2, 4))
+    # One token per call: torch.export unrolls the LSTM over time and would fix the traced length,
+    # so the graph is the step and the runtime feeds a prompt token by token (the state carries it).
+    batch = Dim("batch", min=1, max=_MAX_BATCH)
+    ids = torch.randint(0, 2, (2, 1))
     state = torch.zeros((layers, 2, hidden))
     graph = GraphExport("model", wrapper, (ids, state, state.clone()), ["input_ids", "state.h", "state.c"],
-                        ["logits", "state_out.h", "state_out.c"], ({0: batch, 1: seq}, {1: batch}, {1: batch}))
+                        ["logits", "state_out.h", "state_out.c"], ({0: batch}, {1: batch}, {1: batch}))
     from edgekit.converters.classify import _as_tokenizer
 
     tok = _as_tokenizer(src.tokenizer)
@@ -349,6 +359,10 @@ class _RecurrentReference:
             out = self.wrapper(*args)
         return {n: v.float().numpy() for n, v in zip(self.graph.output_names, out)}
 
+    def full_logits(self, ids: np.ndarray) -> np.ndarray:
+        zeros = np.zeros((self.layers, ids.shape[0], self.hidden), np.float32)
+        return self.step({"input_ids": ids, "state.h": zeros, "state.c": zeros})["logits"]
+
 
 # ---------------------------------------------------------------- parity and the plan
 
@@ -402,8 +416,8 @@ def generate_parity(ref: Reference, model: Any, precision: str, tol: dict[str, f
         got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, eos_token_id=[])[:, ids.shape[1]:]
         greedy += [_prefix_share(w, g) for w, g in zip(want, got)]
     ids, mask = _left_pad(rows[:2], int(model.manifest.postprocess.get("pad_token_id", 0)))
-    if isinstance(ref, _RecurrentReference):
-        ids, mask = ids[:, -min(len(r) for r in rows[:2]):], mask[:, -min(len(r) for r in rows[:2]):]
+    if isinstance(ref, _RecurrentReference):  # its graph takes one token per call
+        ids, mask = ids[:, -1:], mask[:, -1:]
     step_err = 0.0
     scale = 1e-12
     for feeds in _step_feeds(ref, model, ids, mask):
@@ -486,9 +500,8 @@ def _top1(ref: Reference, model: Any, rows: list[list[int]]) -> float:
     agree = total = 0
     for r in rows:
         ids = np.asarray([r], dtype=np.int64)
-        feeds = _prompt_feeds(ref, model, ids, np.ones_like(ids))
-        want = ref.step(feeds)["logits"][0].argmax(-1)
-        got = model.runners["model"].run(feeds, outputs=["logits"])["logits"][0].argmax(-1)
+        want = ref.full_logits(ids)[0].argmax(-1)
+        got = model.logits(ids)[0].argmax(-1)
         agree += int((want == got).sum())
         total += len(want)
     return agree / max(total, 1)

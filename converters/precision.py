@@ -73,7 +73,8 @@ def apply_precision(folder: Path, plan: Plan, opts: ConvertOptions) -> dict[str,
         block = int(opts.extra.get("int4_block_size", 32))
         for g in plan.graphs:
             _int4_weights(folder / f"{g.name}.onnx", block)
-        info.update(method="weight-only-matmulnbits", block_size=block, symmetric=True)
+        info.update(method="weight-only-matmulnbits", block_size=block, symmetric=True,
+                    tensorrt_compatible=False)  # MatMulNBits is an onnxruntime contrib op
         return info
     raise UnsupportedError(f"precision '{p}' has no converter")  # pragma: no cover - checked earlier
 
@@ -186,9 +187,40 @@ def _int4_weights(path: Path, block_size: int) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(path))
+    _gemm_to_matmul(model)
     q = MatMulNBitsQuantizer(model, block_size=block_size, is_symmetric=True, accuracy_level=4)
     q.process()
     _save(q.model.model, path)
+
+
+def _gemm_to_matmul(model: Any) -> None:
+    """Rewrite Gemm with a constant weight as MatMul + Add, in place.
+
+    The int4 quantizer only rewrites MatMul; GPT-2's Conv1D layers export as Gemm and would stay
+    fp32 (measured: a char GPT-2 came out at fp32 size). MatMul(A, B) + C is the same math.
+    """
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for n in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        plain = attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+        if n.op_type != "Gemm" or not plain or n.input[1] not in inits:
+            nodes.append(n)
+            continue
+        weight = n.input[1]
+        if attrs.get("transB", 0):
+            w = numpy_helper.to_array(inits[weight]).T.copy()
+            weight = weight + "_t"
+            model.graph.initializer.append(numpy_helper.from_array(w, weight))
+        has_bias = len(n.input) > 2 and n.input[2]
+        mm_out = n.output[0] + "_mm" if has_bias else n.output[0]
+        nodes.append(helper.make_node("MatMul", [n.input[0], weight], [mm_out], name=n.name + "_matmul"))
+        if has_bias:
+            nodes.append(helper.make_node("Add", [mm_out, n.input[2]], [n.output[0]], name=n.name + "_bias"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def _replace(src: Path, dst: Path) -> None:

@@ -113,8 +113,21 @@ def _run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) ->
     return data, "\n".join(f"{d['input']}: {d['text']}" for d in data)
 
 
+def _run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
+    prompts = [opts["prompt"]] if opts.get("prompt") is not None else list(inputs)
+    if not prompts:
+        raise click.UsageError("generate needs --prompt TEXT or prompts as INPUT arguments")
+    # --top-k defaults to 5 for classify; for generate, sampling is asked for only when --top-k is given.
+    sample = opts.get("top_k_given", False)
+    texts = model.generate(prompts, max_new_tokens=opts["max_new_tokens"], do_sample=sample,
+                           top_k=opts["top_k"] if sample else 0)
+    data = [{"prompt": p, "text": t} for p, t in zip(prompts, texts)]
+    return data, "\n".join(p + t for p, t in zip(prompts, texts))
+
+
 RUNNERS: dict[str, Callable[[Any, tuple[str, ...], dict[str, Any]], tuple[Any, str]]] = {
     "classify": _run_classify,
+    "generate": _run_generate,
     "recognize": _run_recognize,
 }
 
@@ -136,7 +149,9 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
     task_run = RUNNERS.get(model.manifest.task)
     if task_run is None:
         raise click.UsageError(f"`edgekit run` does not support task '{model.manifest.task}' yet")
-    data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k})
+    given = click.get_current_context().get_parameter_source("top_k") == click.core.ParameterSource.COMMANDLINE
+    data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k,
+                                          "top_k_given": given})
     _emit({"device": model.device, "results": data}, as_json, lambda _: text)
 
 

@@ -48,6 +48,7 @@ class _KVCache:
         self.token = np.zeros((batch, 1), np.int64)
         self.position = np.zeros((batch, 1), np.int64)
         self.logits: np.ndarray | None = None
+        self.prompt_logits: np.ndarray | None = None
         self.present: dict[str, np.ndarray] = {}
         self.filled = 0
         self._bound: Any = None
@@ -58,6 +59,7 @@ class _KVCache:
         empty = {n: np.zeros((b, a.shape[1], 0, a.shape[3]), a.dtype) for n, a in self.past.items()}
         pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **empty})
+        self.prompt_logits = out["logits"]
         for name, buf in self.past.items():
             buf[:, :, :p] = out[name.replace("past_key_values.", "present.")]
         self.mask[:, :p] = mask
@@ -76,7 +78,7 @@ class _KVCache:
         self.filled += 1
         self.position += 1
         assert self.logits is not None
-        return self.logits[:, 0]
+        return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
 
     def _bind(self) -> None:
         feeds = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position, **self.past}
@@ -121,17 +123,32 @@ class _RecurrentState:
         self.outputs = list(cfg["outputs"])
         self.shape = (int(cfg["layers"]), int(cfg["hidden"]))
         self.state: list[np.ndarray] = []
+        self.prompt_logits: np.ndarray | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        logits, states = [], []
+        """Feed the prompt token by token (the graph takes one). Unpadded batches run together;
+        a padded batch runs row by row so that no pad token enters a row's state."""
+        if mask.all():
+            last, self.state, full = self._feed(ids)
+            self.prompt_logits = full
+            return last
+        lasts, states = [], []
         for row, m in zip(ids, mask):
-            zeros = np.zeros((self.shape[0], 1, self.shape[1]), np.float32)
-            feeds = {"input_ids": row[m.astype(bool)][None], **{n: zeros for n in self.inputs}}
-            out = self.runner.run(feeds)
-            logits.append(out["logits"][0, -1])
-            states.append([out[n] for n in self.outputs])
+            last, state, _ = self._feed(row[m.astype(bool)][None])
+            lasts.append(last)
+            states.append(state)
         self.state = [np.concatenate([s[i] for s in states], axis=1) for i in range(len(self.inputs))]
-        return np.stack(logits)
+        return np.concatenate(lasts)
+
+    def _feed(self, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        state = [np.zeros((self.shape[0], ids.shape[0], self.shape[1]), np.float32) for _ in self.inputs]
+        logits = []
+        for t in range(ids.shape[1]):
+            out = self.runner.run({"input_ids": np.ascontiguousarray(ids[:, t : t + 1]), **dict(zip(self.inputs, state))})
+            state = [out[n] for n in self.outputs]
+            logits.append(out["logits"][:, -1])
+        full = np.stack(logits, axis=1)
+        return full[:, -1], state, full
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         out = self.runner.run({"input_ids": tokens[:, None], **dict(zip(self.inputs, self.state))})
@@ -183,6 +200,17 @@ class Generator(Model):
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._need_tokenizer().decode([int(i) for i in ids], skip_special_tokens=True))
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        """Teacher-forced logits (batch, sequence, vocab) of unpadded int64 ids: for scoring text
+        (perplexity) and next-token agreement, through the same graph and cache as generate."""
+        rows, _ = self._prompt_rows(None, input_ids, None)
+        self._check_lengths(rows, 1)
+        ids = np.asarray(input_ids, np.int64)
+        cfg = self.manifest.postprocess["cache"]
+        cache = CACHES[cfg["kind"]](self.runners["model"], cfg, ids.shape[0], ids.shape[1], 1)
+        cache.prefill(ids, np.ones_like(ids))
+        return np.asarray(cache.prompt_logits, np.float32)
 
     def _need_tokenizer(self) -> Any:
         if self.tokenizer is None:
