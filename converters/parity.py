@@ -13,10 +13,15 @@ import numpy as np
 
 from edgekit.runtimes.base import Runner
 
+# Measured on this project's test models (trained digits CNNs, ResNet-18/MobileNet shapes, tiny
+# ViT/BERT; see tests/test_classify_*.py): fp32 max_rel ~1e-6, fp16 ~1e-3 (cosine > 0.99999),
+# static int8 max_rel 0.013-0.07 and cosine 0.994-0.9996 once within the accuracy budget. The
+# gates leave a margin of about 4x over those; top-1 is only meaningful on representative inputs
+# (the calibration data, stored in the artifact), not random pixels where logits are near ties.
 TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"max_rel": 1e-3, "cosine": 0.99999, "top1": 1.0},
     "fp16": {"max_rel": 3e-2, "cosine": 0.999, "top1": 0.98},
-    "int8": {"max_rel": 1.0, "cosine": 0.98, "top1": 0.9},
+    "int8": {"max_rel": 0.25, "cosine": 0.98, "top1": 0.9},
     "int4": {"max_rel": 1.0, "cosine": 0.95, "top1": 0.8},
 }
 
