@@ -127,6 +127,30 @@ HEADER = ["task", "model", "precision", "parity at convert", "p50 ms", "p90 ms",
           "task figure", "peak RSS MB", "PyTorch / edgekit p50 ms (same graph calls)", "speed-up vs PyTorch"]
 
 
+def _write(args: argparse.Namespace, rows: list[list[str]]) -> None:
+    import edgekit
+    import onnxruntime
+    import torch
+
+    lines = [
+        "# edgekit benchmark results", "",
+        f"Machine: {_cpu()}, {os.cpu_count()} logical CPUs, no GPU used (onnxruntime CPU). "
+        f"edgekit {edgekit.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}. {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
+        f"Made by `python benchmarks/run_all.py --tasks {args.tasks}`; one `edgekit bench --against` process per row, "
+        f"all cores ({os.cpu_count()} threads) for both edgekit and PyTorch.", "",
+        "- Latency: one task call end to end (pre/post-processing included), after warm-up. classify: one image; "
+        "generate: one call making max-new-tokens tokens (eos ignored, greedy); recognize: one clip.",
+        "- PyTorch / edgekit: every graph call one task call makes (KV-cache decode steps included), recorded once "
+        "and replayed on both with the same inputs; the speed-up is PyTorch p50 / edgekit p50 of that replay.",
+        "- Peak RSS: the bench process while running the artifact (before PyTorch is imported for the ratio).",
+        "- Models are random-init (seeded); parity is the gate measured at convert time and shipped in the artifact.",
+        "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
+    ]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(TASKS))
@@ -149,27 +173,8 @@ def main() -> None:
                 continue
             print(f"[run_all] {task} {precision}", file=sys.stderr, flush=True)
             rows.append(_row(task, spec, precision, args.work))
-    import edgekit
-    import onnxruntime
-    import torch
-
-    lines = [
-        "# edgekit benchmark results", "",
-        f"Machine: {_cpu()}, {os.cpu_count()} logical CPUs, no GPU used (onnxruntime CPU). "
-        f"edgekit {edgekit.__version__}, onnxruntime {onnxruntime.__version__}, torch {torch.__version__}, "
-        f"Python {platform.python_version()}. {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
-        f"Made by `python benchmarks/run_all.py --tasks {args.tasks}`; one `edgekit bench --against` process per row, "
-        f"all cores ({os.cpu_count()} threads) for both edgekit and PyTorch.", "",
-        "- Latency: one task call end to end (pre/post-processing included), after warm-up. classify: one image; "
-        "generate: one call making max-new-tokens tokens (eos ignored, greedy); recognize: one clip.",
-        "- PyTorch / edgekit: every graph call one task call makes (KV-cache decode steps included), recorded once "
-        "and replayed on both with the same inputs; the speed-up is PyTorch p50 / edgekit p50 of that replay.",
-        "- Peak RSS: the bench process while running the artifact (before PyTorch is imported for the ratio).",
-        "- Models are random-init (seeded); parity is the gate measured at convert time and shipped in the artifact.",
-        "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
-    ]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            _write(args, rows)  # after every row: a long run that is stopped still leaves its table
+    _write(args, rows)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
