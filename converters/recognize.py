@@ -393,9 +393,9 @@ def whisper_parity(hf: Any, model: Any, waves: list[np.ndarray], precision: str,
     exact, errors, words = 0, 0.0, 0
     for w in waves:
         feats = whisper_log_mel(w, pre["n_mels"], pre["n_samples"], pre["n_fft"], pre["hop_length"], pre["sample_rate"])
-        kw = {"language": "en"} if model.manifest.postprocess["is_multilingual"] else {}
+        kw = {"language": "en"} if "<|en|>" in model.manifest.postprocess["lang_to_id"] else {}
         ref = hf_whisper_tokens(hf, torch.from_numpy(feats)[None], max_new_tokens=max_new_tokens, **kw)
-        got = model.greedy_tokens(feats, language="en" if kw else None, max_new_tokens=max_new_tokens)
+        got = model.greedy_tokens(feats, language=kw.get("language"), max_new_tokens=max_new_tokens)
         same += sum(int(a == b) for a, b in zip(ref, got))
         total += max(len(ref), len(got))
         exact += int(ref == got)

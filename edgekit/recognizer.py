@@ -145,7 +145,7 @@ class Recognizer(Model):
         return Tokenizer.from_file(str(self.artifact.path / self.manifest.postprocess["tokenizer"]))
 
     def recognize(self, audio_in: Any, sample_rate: int | None = None, language: str | None = None,
-                  task: str = "transcribe", return_timestamps: bool = False,
+                  task: str | None = None, return_timestamps: bool = False,
                   max_new_tokens: int | None = None) -> Transcript:
         """Transcribe a path (WAV/FLAC/OGG) or a float32/int16 array (mono or stereo, `sample_rate` Hz)."""
         wave = audio.load_audio(audio_in, sample_rate, self.sample_rate)
@@ -179,7 +179,7 @@ class Recognizer(Model):
 
     # ------------------------------------------------------------ Whisper
 
-    def _recognize_whisper(self, wave: np.ndarray, language: str | None, task: str, timestamps: bool,
+    def _recognize_whisper(self, wave: np.ndarray, language: str | None, task: str | None, timestamps: bool,
                            max_new_tokens: int | None) -> Transcript:
         pre, post = self.manifest.preprocess, self.manifest.postprocess
         rate = self.sample_rate
@@ -205,21 +205,29 @@ class Recognizer(Model):
         return audio.whisper_log_mel(wave, int(pre["n_mels"]), int(pre["n_samples"]), int(pre["n_fft"]),
                                      int(pre["hop_length"]), int(pre["sample_rate"]))
 
-    def prompt(self, language: str | None, task: str, timestamps: bool, cross: dict[str, np.ndarray]) -> list[int]:
-        """<|startoftranscript|> [<|lang|> <|task|>] [<|notimestamps|>], as transformers builds it."""
+    def prompt(self, language: str | None, task: str | None, timestamps: bool, cross: dict[str, np.ndarray]) -> list[int]:
+        """<|startoftranscript|> <|lang|> [<|task|>] [<|notimestamps|>], built as transformers builds it:
+        the language is detected when not given; the task token is added when a task or a language
+        was given (transcribe by default)."""
         post = self.manifest.postprocess
         ids = [post["decoder_start_token_id"]]
-        if post["is_multilingual"]:
+        if language is not None or post["lang_to_id"]:
             ids.append(self._language_id(language, cross))
+        if task is not None:
             if task not in post["task_to_id"]:
                 raise InputError(f"unknown Whisper task '{task}'", found=f"tasks {sorted(post['task_to_id'])}")
             ids.append(post["task_to_id"][task])
+        elif language is not None and "transcribe" in post["task_to_id"]:
+            ids.append(post["task_to_id"]["transcribe"])
         if not timestamps:
             ids.append(post["no_timestamps_token_id"])
         return ids
 
     def _language_id(self, language: str | None, cross: dict[str, np.ndarray]) -> int:
         table = self.manifest.postprocess["lang_to_id"]
+        if not table:
+            raise InputError("this Whisper model has no language tokens", found=f"language={language!r}",
+                             fix="leave language unset")
         if language is None:
             # Detection as transformers does it: one step from <|startoftranscript|>, best language token.
             logits = self._step([self.manifest.postprocess["decoder_start_token_id"]], self._empty_past(), cross)[0]
@@ -247,7 +255,7 @@ class Recognizer(Model):
         present = {p: out[n] for p, n in zip(post["past_names"], post["present_names"])}
         return out["logits"][0, -1].astype(np.float32), present
 
-    def greedy_tokens(self, features: np.ndarray, language: str | None = None, task: str = "transcribe",
+    def greedy_tokens(self, features: np.ndarray, language: str | None = None, task: str | None = None,
                       timestamps: bool = False, max_new_tokens: int | None = None) -> list[int]:
         """Greedy search on one (n_mels, frames) feature array; the prompt is included in the result."""
         post = self.manifest.postprocess

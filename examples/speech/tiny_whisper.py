@@ -33,8 +33,12 @@ def _tokenizer(text_vocab: int) -> Any:
 
 
 def make_tiny_whisper(folder: Path, d_model: int = 64, layers: int = 2, heads: int = 4, text_vocab: int = 600,
-                      seed: int = 0, init_std: float = 0.2, multilingual: bool = True) -> Path:
-    """Save WhisperForConditionalGeneration + feature extractor + tokenizer.json to `folder`."""
+                      seed: int = 0, init_std: float = 0.2, multilingual: bool = True,
+                      vocab_size: int | None = None) -> Path:
+    """Save WhisperForConditionalGeneration + feature extractor + tokenizer.json to `folder`.
+
+    Whisper-tiny's shape: d_model=384, layers=4, heads=6, vocab_size=51865.
+    """
     import torch
     from transformers import GenerationConfig, WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
@@ -42,7 +46,7 @@ def make_tiny_whisper(folder: Path, d_model: int = 64, layers: int = 2, heads: i
     tok = _tokenizer(text_vocab)
     ids = {t: tok.token_to_id(t) for t in ("<|endoftext|>", "<|startoftranscript|>", "<|translate|>",
                                             "<|transcribe|>", "<|notimestamps|>", "<|nospeech|>")}
-    vocab = tok.get_vocab_size()
+    vocab = max(tok.get_vocab_size(), vocab_size or 0)  # a real Whisper's 51865 for benchmarks: same matmul sizes
     eot = ids["<|endoftext|>"]
     cfg = WhisperConfig(
         vocab_size=vocab, d_model=d_model, encoder_layers=layers, decoder_layers=layers,

@@ -53,7 +53,7 @@ def train(feats: list[np.ndarray], texts: list[str], steps: int, batch: int = 32
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == steps - 1:
+        if step % 50 == 0 or step == steps - 1:
             print(f"step {step:5d}  ctc loss {loss.item():.3f}  {time.time() - t0:.0f}s", flush=True)
     return model.eval()
 
@@ -62,10 +62,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=450)
+    ap.add_argument("--batch", type=int, default=24)
     args = ap.parse_args()
     feats, texts = load_data(args.data)
-    model = train(feats, texts, args.steps)
+    model = train(feats, texts, args.steps, args.batch)
     save_weights(model, str(args.out))
     print(f"saved {args.out} ({len(LABELS)} labels, {sum(p.numel() for p in model.parameters())} parameters)")
 
