@@ -86,7 +86,7 @@ def _hf_ctc(src: Source, opts: ConvertOptions) -> Plan:
     x = torch.from_numpy(np.stack([synthetic_audio(1.0, pre["sample_rate"], s) for s in (0, 1)]))
     dims = ({0: torch.export.Dim("batch", min=1, max=64), 1: torch.export.Dim("samples", min=1600, max=16000 * 120)},)
     graph = GraphExport("model", wrapper, (x,), ["input_values"], ["logits"], dims)
-    return _ctc_plan(src.config.get("model_type", "hf-ctc"), graph, pre, post)
+    return _ctc_plan(src.config.get("model_type", "hf-ctc"), graph, pre, post, opts)
 
 
 def _ctc_module(src: Source, opts: ConvertOptions) -> Plan:
@@ -123,7 +123,7 @@ def _ctc_module(src: Source, opts: ConvertOptions) -> Plan:
     # A .pt2 program had its dynamic dims fixed when it was exported.
     graph = GraphExport("model", _Logits(src.module), (x,), [pre["input"]], ["logits"],
                         dims if src.kind != "pt2" else None)
-    return _ctc_plan("ctc-module", graph, pre, post)
+    return _ctc_plan("ctc-module", graph, pre, post, opts)
 
 
 def ctc_features(wave: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
@@ -152,7 +152,7 @@ class _Logits:
         return Wrapper().eval()
 
 
-def _ctc_plan(family: str, graph: GraphExport, pre: dict[str, Any], post: dict[str, Any]) -> Plan:
+def _ctc_plan(family: str, graph: GraphExport, pre: dict[str, Any], post: dict[str, Any], opts: ConvertOptions) -> Plan:
     state: dict[str, Any] = {}
 
     def calibration_feeds(calibration: Any) -> list[dict[str, dict[str, np.ndarray]]]:
@@ -161,6 +161,9 @@ def _ctc_plan(family: str, graph: GraphExport, pre: dict[str, Any], post: dict[s
         return [{"model": {pre["input"]: ctc_features(w, pre)[None]}} for w in waves]
 
     def check_parity(plan_: Plan, model: Any, precision: str, samples: int | None = None) -> dict[str, Any]:
+        # The user's audio (calibration) is the real distribution: prefer it to synthetic signals.
+        if samples is None and "calibration" not in state and opts.calibration is not None:
+            state["calibration"] = _calibration_waves(opts.calibration, pre["sample_rate"])
         waves = state.get("calibration") if samples is None else None
         rate = pre["sample_rate"]
         waves = waves or [synthetic_audio(_PARITY_SECONDS[i % 3], rate, i) for i in range(samples or 3)]
