@@ -145,6 +145,10 @@ def _write(args: argparse.Namespace, rows: list[list[str]]) -> None:
         "and replayed on both with the same inputs; the speed-up is PyTorch p50 / edgekit p50 of that replay.",
         "- Peak RSS: the bench process while running the artifact (before PyTorch is imported for the ratio).",
         "- Models are random-init (seeded); parity is the gate measured at convert time and shipped in the artifact.",
+        f"- Load average when this table was written: {os.getloadavg()[0]:.1f} (1 min), {os.getloadavg()[2]:.1f} "
+        f"(15 min) on {os.cpu_count()} CPUs. Above the CPU count the machine is oversubscribed: all figures are "
+        "slower than on an idle machine and PyTorch's OpenMP threads suffer more than onnxruntime's, so the "
+        "speed-ups are then overstated; rerun on an idle machine for figures to quote.",
         "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER),
     ]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in rows]
