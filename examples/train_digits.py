@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  PyTorch        {r['pytorch'] * 100:6.2f} %")
     print(f"  edgekit fp32   {r['edgekit_fp32'] * 100:6.2f} %   (convert {r['convert_s_fp32']:.1f} s)")
     print(f"  edgekit int8   {r['edgekit_int8'] * 100:6.2f} %   (convert {r['convert_s_int8']:.1f} s)")
-    gap = (r["pytorch"] - r["edgekit_int8"]) * 100
-    print(f"  int8 - PyTorch {-gap:+.2f} points (target: within 0.5)")
+    gap = (r["edgekit_int8"] - r["pytorch"]) * 100 + 0.0  # + 0.0: no "-0.00"
+    print(f"  int8 - PyTorch {gap:+.2f} points (target: within 0.5)")
     return 0
 
 
