@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-resnet18"))
+    ap.add_argument("--reuse", action="store_true", help="time the artifacts already in --out (same seed)")
     args = ap.parse_args(argv)
     os.environ["EDGEKIT_THREADS"] = str(args.threads)  # the onnxruntime runner's intra-op threads
 
@@ -54,9 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for precision in ("fp32", "int8"):
         t = time.perf_counter()
-        art = edgekit.convert(model, args.out / precision, example_inputs=torch.rand(1, 3, args.size, args.size),
-                              labels=[str(i) for i in range(1000)], precision=precision,
-                              calibration=calib if precision == "int8" else None, overwrite=True, strict=False)
+        if args.reuse and (args.out / precision / "edgekit.json").is_file():
+            from edgekit.artifact import open_artifact
+
+            art = open_artifact(args.out / precision)
+        else:
+            art = edgekit.convert(model, args.out / precision, example_inputs=torch.rand(1, 3, args.size, args.size),
+                                  labels=[str(i) for i in range(1000)], precision=precision,
+                                  calibration=calib if precision == "int8" else None, overwrite=True, strict=False)
         convert_s = time.perf_counter() - t
         clf = edgekit.load(art.path, device="cpu")
         par = art.manifest.parity["outputs"]["logits"]
