@@ -298,7 +298,7 @@ def _plan(family: str, graph: GraphExport, pre: dict[str, Any], labels: list[str
         state["calibration"] = feeds
         # A few representative inputs ship with the artifact so that `edgekit parity` later
         # compares on real data, not noise (random-pixel logits are near ties for any model).
-        files[PARITY_INPUTS] = _save_feeds(feeds[:_STORED_BATCHES])
+        files[PARITY_INPUTS] = _save_feeds(_first_batches(feeds))
         return [{"model": f} for f in feeds]
 
     def check_parity(plan_: Plan, model: Any, precision: str, samples: int | None = None) -> dict[str, Any]:
@@ -321,6 +321,18 @@ def _plan(family: str, graph: GraphExport, pre: dict[str, Any], labels: list[str
 
 PARITY_INPUTS = "parity_inputs.npz"
 _STORED_BATCHES = 2
+_STORED_BYTES = 4 << 20  # 224x224 images: one batch of 8 is 4.8 MB; never more than one then
+
+
+def _first_batches(feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    kept: list[dict[str, np.ndarray]] = []
+    size = 0
+    for f in feeds[:_STORED_BATCHES]:
+        size += sum(v.nbytes for v in f.values())
+        if kept and size > _STORED_BYTES:
+            break
+        kept.append(f)
+    return kept
 
 
 def _save_feeds(feeds: list[dict[str, np.ndarray]]) -> bytes:
