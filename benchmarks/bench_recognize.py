@@ -62,7 +62,7 @@ def main() -> None:
     def run_hf() -> list[int]:
         feats = fe(wave, sampling_rate=16000, return_tensors="pt").input_features
         with torch.inference_mode():
-            out = hf.generate(feats, language="en", max_new_tokens=args.tokens,,
+            out = hf.generate(feats, language="en", max_new_tokens=args.tokens,
                               return_dict_in_generate=True)
         return out.sequences[0].tolist()
 
