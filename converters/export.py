@@ -7,7 +7,11 @@ handle yet (shared/docs/export-notes.md).
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +48,7 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
     import torch
 
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _quiet_torch():
             program = torch.onnx.export(
                 g.module,
                 g.args,
@@ -65,6 +69,23 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
             "torch.export and pass the .pt2 file",
         ) from e
     return describe_onnx(path)
+
+
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """Silence the exporter's chatter (torchvision notes, axis-rename and deprecation warnings):
+    it says nothing a user can act on, and `--json` users read stderr for real errors only."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 
 def _explain(e: Exception) -> str:
