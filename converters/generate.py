@@ -27,6 +27,7 @@ from edgekit.errors import ConfigError, SourceError, UnsupportedError
 from edgekit.converters.export import GraphExport
 from edgekit.converters.pipeline import ConvertOptions, Plan
 from edgekit.converters.sources import Source
+from edgekit.generator import left_pad  # the runtime's own padding: parity pads exactly as users' calls do
 
 _MAX_BATCH = 256
 _MAX_LEN = 32768
@@ -411,11 +412,11 @@ def generate_parity(ref: Reference, model: Any, precision: str, tol: dict[str, f
     rows = _parity_rows(model, ref.vocab, texts, samples)
     greedy = []
     for batch in (rows[:1], rows[1:3]):  # batch 1, then a left-padded batch of two lengths
-        ids, mask = _left_pad(batch, int(model.manifest.postprocess.get("pad_token_id", 0)))
+        ids, mask = left_pad(batch, int(model.manifest.postprocess.get("pad_token_id", 0)))
         want = ref.greedy(ids, mask, new)
         got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, eos_token_id=[])[:, ids.shape[1]:]
         greedy += [_prefix_share(w, g) for w, g in zip(want, got)]
-    ids, mask = _left_pad(rows[:2], int(model.manifest.postprocess.get("pad_token_id", 0)))
+    ids, mask = left_pad(rows[:2], int(model.manifest.postprocess.get("pad_token_id", 0)))
     if isinstance(ref, _RecurrentReference):  # its graph takes one token per call
         ids, mask = ids[:, -1:], mask[:, -1:]
     step_err = 0.0
@@ -451,16 +452,6 @@ def _parity_rows(model: Any, vocab: int, texts: list[str], samples: int | None) 
     rng = np.random.default_rng(0)
     lengths = [9, 7, 4] + [24] * (n - 3)  # different lengths: the batch is left-padded
     return [rng.integers(0, vocab, size=length).tolist() for length in lengths]
-
-
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = r
-        mask[i, width - len(r):] = 1
-    return ids, mask
 
 
 def _prefix_share(want: np.ndarray, got: np.ndarray) -> float:

@@ -241,7 +241,7 @@ class Generator(Model):
         new = self._check_lengths(rows, _pick(max_new_tokens, defaults, "max_new_tokens", _DEFAULT_MAX_NEW_TOKENS))
         post = self.manifest.postprocess
         pad = int(post.get("pad_token_id", 0) if pad_token_id is None else pad_token_id)
-        ids, mask = _left_pad(rows, pad)  # the ids form re-padded on the left: what the cache expects
+        ids, mask = left_pad(rows, pad)  # the ids form re-padded on the left: what the cache expects
         eos = set(_ids(post.get("eos_token_id", []) if eos_token_id is None else eos_token_id))
         stops = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
         if stops and (self.tokenizer is None or not all(isinstance(s, str) and s for s in stops)):
@@ -371,7 +371,8 @@ def _ids(value: Any) -> list[int]:
     return [int(v) for v in items]
 
 
-def _left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+def left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows of different lengths -> (ids, attention_mask), padded on the left for the cache."""
     width = max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
