@@ -240,6 +240,9 @@ Sampler = Callable[[int, int], list[dict[str, np.ndarray]]]
 def _random_sampler(kind: str, x: Any, pre: dict[str, Any]) -> Sampler:
     shape = list(x.shape[1:])
     dtype = str(x.dtype).replace("torch.", "")
+    # Integer inputs (token ids, class indices) stay inside the range the user's example shows valid:
+    # a fixed range would index past a small embedding table.
+    low, high = (int(x.min()), int(x.max()) + 1) if not x.dtype.is_floating_point else (0, 1)
 
     def sample(n: int, seed: int) -> list[dict[str, np.ndarray]]:
         rng = np.random.default_rng(seed)
@@ -253,7 +256,7 @@ def _random_sampler(kind: str, x: Any, pre: dict[str, Any]) -> Sampler:
             elif dtype.startswith("float"):
                 v = rng.standard_normal((b, *shape)).astype(dtype)
             else:
-                v = rng.integers(0, 100, size=(b, *shape)).astype(dtype)
+                v = rng.integers(low, high, size=(b, *shape)).astype(dtype)
             out.append({name: np.ascontiguousarray(v, dtype=np.float32 if kind == "image" else dtype)})
         return out
 
