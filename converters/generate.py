@@ -216,6 +216,16 @@ def _hf_postprocess(src: Source, config: Any, spec: FamilySpec, layers: int, hea
     }
 
 
+def _torch_step(wrapper: Any, graph: GraphExport, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One call of the exported wrapper in PyTorch, with the graph's own input/output names."""
+    import torch
+
+    args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in graph.input_names]
+    with torch.inference_mode():
+        out = wrapper(*args)
+    return {n: v.float().numpy() for n, v in zip(graph.output_names, out)}
+
+
 class _HFReference:
     """PyTorch side of parity for a causal LM: `transformers` generate and the wrapper's step logits."""
 
@@ -247,12 +257,7 @@ class _HFReference:
         return out[:, ids.shape[1]:].numpy()
 
     def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.graph.input_names]
-        with torch.inference_mode():
-            out = self.wrapper(*args)
-        return {n: v.float().numpy() for n, v in zip(self.graph.output_names, out)}
+        return _torch_step(self.wrapper, self.graph, feeds)
 
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         mask = np.ones_like(ids)
@@ -353,12 +358,7 @@ class _RecurrentReference:
         return np.asarray(rows, dtype=np.int64)
 
     def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.graph.input_names]
-        with torch.inference_mode():
-            out = self.wrapper(*args)
-        return {n: v.float().numpy() for n, v in zip(self.graph.output_names, out)}
+        return _torch_step(self.wrapper, self.graph, feeds)
 
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         zeros = np.zeros((self.layers, ids.shape[0], self.hidden), np.float32)
