@@ -52,6 +52,21 @@ def _classify_or_edgekit_error(model: Any, x: Any, labels: list[str], top_k: Any
 DTYPES = ["uint8", "int8", "uint16", "int32", "int64", "float16", "float32", "float64", "bool", "complex64", "object"]
 
 
+def _damaged(draw: Any, data: bytes) -> bytes:
+    """A valid file's bytes, whole, truncated, with flipped bytes, or replaced by garbage."""
+    how = draw(st.sampled_from(["whole", "truncate", "flip", "garbage"]))
+    if how == "truncate":
+        return data[: draw(st.integers(0, len(data) - 1))]
+    if how == "flip":
+        b = bytearray(data)
+        for _ in range(draw(st.integers(1, 8))):
+            b[draw(st.integers(0, len(b) - 1))] ^= draw(st.integers(1, 255))
+        return bytes(b)
+    if how == "garbage":
+        return draw(st.binary(max_size=512))
+    return data
+
+
 @st.composite
 def arrays(draw: st.DrawFn) -> np.ndarray:
     shape = draw(st.lists(st.integers(0, 40), max_size=5).filter(lambda s: int(np.prod(s)) <= 40_000))
@@ -100,18 +115,7 @@ def image_files(draw: st.DrawFn) -> bytes:
     fmt = draw(st.sampled_from(["PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP"]))
     side = draw(st.integers(1, 40))
     Image.fromarray(np.full((side, side, 3), draw(st.integers(0, 255)), np.uint8)).save(buf, format=fmt)
-    data = buf.getvalue()
-    how = draw(st.sampled_from(["whole", "truncate", "flip", "garbage"]))
-    if how == "truncate":
-        return data[: draw(st.integers(0, len(data) - 1))]
-    if how == "flip":
-        b = bytearray(data)
-        for _ in range(draw(st.integers(1, 8))):
-            b[draw(st.integers(0, len(b) - 1))] ^= draw(st.integers(1, 255))
-        return bytes(b)
-    if how == "garbage":
-        return draw(st.binary(max_size=512))
-    return data
+    return _damaged(draw, buf.getvalue())
 
 
 @FUZZ
@@ -365,18 +369,7 @@ def audio_files(draw: st.DrawFn) -> bytes:
     channels = draw(st.integers(1, 3))
     wave = np.random.default_rng(draw(st.integers(0, 999))).uniform(-1, 1, (n, channels)).astype(np.float32)
     sf.write(buf, wave, rate, format=fmt)
-    data = buf.getvalue()
-    how = draw(st.sampled_from(["whole", "truncate", "flip", "garbage"]))
-    if how == "truncate":
-        return data[: draw(st.integers(0, len(data) - 1))]
-    if how == "flip":
-        b = bytearray(data)
-        for _ in range(draw(st.integers(1, 8))):
-            b[draw(st.integers(0, len(b) - 1))] ^= draw(st.integers(1, 255))
-        return bytes(b)
-    if how == "garbage":
-        return draw(st.binary(max_size=512))
-    return data
+    return _damaged(draw, buf.getvalue())
 
 
 @FUZZ
