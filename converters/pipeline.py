@@ -16,6 +16,7 @@ from typing import Any
 from edgekit.artifact import Artifact, hash_files, open_artifact, staging
 from edgekit.errors import ConfigError, ParityError, UnsupportedError
 from edgekit.manifest import PRECISIONS, Manifest
+from edgekit.system import import_onnxruntime
 from edgekit.converters.export import GraphExport, export_graph
 from edgekit.converters.sources import Source, resolve_source
 
@@ -81,6 +82,9 @@ def convert(
         raise ConfigError(f"unknown precision '{precision}'", found=f"precisions {list(PRECISIONS)}")
     if target not in TARGETS:
         raise ConfigError(f"unknown target '{target}'", found=f"targets {list(TARGETS)}")
+    # Quantization and the parity gate run through onnxruntime, which is an extra ([cpu] or [gpu]):
+    # say so now, not after minutes of export.
+    import_onnxruntime()
     opts = ConvertOptions(precision, calibration, target, int8_method, strict, extra)
     src = resolve_source(source, task, example_inputs, tokenizer, labels, preprocess)
     plan: Plan = importlib.import_module(TASK_MODULES[src.task]).plan(src, opts)
@@ -159,7 +163,6 @@ def _reread(path: Path) -> Any:
 
 def _versions() -> dict[str, str]:
     import onnx
-    import onnxruntime
     import torch
 
     import edgekit
@@ -168,7 +171,7 @@ def _versions() -> dict[str, str]:
         "edgekit": edgekit.__version__,
         "torch": torch.__version__,
         "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime": import_onnxruntime().__version__,
         "python": platform.python_version(),
     }
 

@@ -13,7 +13,10 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+from edgekit.errors import BackendUnavailableError
 
 # ONNX (ir 7, opset 13) of y = Add(x, x), x/y float32 [1, 4]: made once with onnx.helper
 # (tests/test_system.py rebuilds it and checks the bytes), so a device needs no onnx package.
@@ -24,6 +27,28 @@ SMOKE_ONNX = base64.b64decode(
 NOT_LOCAL = {"AzureExecutionProvider": "remote endpoints only, not a local device"}
 SMI_FIELDS = ("name", "driver_version", "memory.total", "compute_cap")
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
+# onnxruntime is not a base dependency: its CPU and GPU builds install the same package and clash
+# (pyproject.toml), so the user picks one through an extra.
+ORT_FIX = "pip install 'edgekit[cpu]' (CPU) or pip install 'edgekit[gpu]' (NVIDIA GPU)"
+
+
+def import_onnxruntime() -> ModuleType:
+    """onnxruntime, or a BackendUnavailableError that names the extra to install.
+
+    The one place that turns a missing (or clobbered) onnxruntime into an edgekit error: device
+    selection, `edgekit doctor` and `convert` all come through here before they touch it.
+    """
+    try:
+        import onnxruntime
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and e.name == "onnxruntime":
+            raise BackendUnavailableError("onnxruntime is not installed", found=str(e), fix=ORT_FIX) from None
+        # Installed but broken: typically both builds were installed and one was uninstalled.
+        raise BackendUnavailableError(
+            "onnxruntime is installed but cannot be imported", found=f"{type(e).__name__}: {e}",
+            fix=f"pip uninstall -y onnxruntime onnxruntime-gpu, then {ORT_FIX}",
+        ) from None
+    return onnxruntime
 
 
 def gpus(smi: str | None = None) -> dict[str, Any]:
@@ -110,8 +135,11 @@ def smoke_once(provider: str) -> dict[str, Any]:
 
 
 def onnxruntime() -> dict[str, Any]:
-    import onnxruntime as ort
-
+    """Version and smoke-run providers, or (no build installed) why not and the fix."""
+    try:
+        ort = import_onnxruntime()
+    except BackendUnavailableError as e:
+        return {"version": None, "providers": [], "error": str(e)}
     return {"version": ort.__version__, "providers": [smoke(p) for p in ort.get_available_providers()]}
 
 
@@ -149,9 +177,9 @@ def format_report(r: dict[str, Any]) -> str:
     if r["tegra"]:
         lines.append(f"Jetson: {r['tegra']}")
     o = r["onnxruntime"]
-    lines.append(f"onnxruntime {o['version']}:")
+    lines.append(f"onnxruntime {o['version']}:" if o["version"] else f"onnxruntime: {o['error']}")
     mark = {True: "ok  ", False: "FAIL", None: "--  "}
     lines += [f"  {mark[p['ok']]} {p['provider']}: {p['detail']}" for p in o["providers"]]
     lines.append("backends: " + ", ".join(f"{d} {'yes' if b['available'] else 'no'}" for d, b in r["backends"].items()))
-    lines.append(f"device='auto' uses: {r['auto']}")
+    lines.append(f"device='auto' uses: {r['auto'] or 'nothing (no backend is usable)'}")
     return "\n".join(lines)

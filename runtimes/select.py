@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from edgekit.artifact import Artifact
 from edgekit.errors import BackendUnavailableError, ConfigError, EngineError
 from edgekit.runtimes.base import Runner
+from edgekit.system import ORT_FIX, import_onnxruntime
 
 log = logging.getLogger("edgekit")
 
@@ -22,10 +23,12 @@ AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 
 
 def _ort_probe(device: str) -> tuple[bool, str]:
-    try:
-        from edgekit.runtimes.ort import available_providers
-    except ImportError as e:  # pragma: no cover - onnxruntime is a hard dependency
-        return False, f"onnxruntime is not importable ({e})"
+    from edgekit.runtimes.ort import available_providers
+
+    try:  # not a base dependency: the [cpu] or [gpu] extra installs one of its two builds
+        import_onnxruntime()
+    except BackendUnavailableError as e:
+        return False, f"{e.what} ({e.found})"
     provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[device]
     providers = available_providers()
     if provider not in providers:
@@ -65,10 +68,11 @@ def _lazy(module: str, attr: str) -> Callable[..., object]:
 
 
 BACKENDS: dict[str, Backend] = {
-    "cpu": Backend("cpu", lambda: _ort_probe("cpu"), _ort_open("cpu"), "pip install onnxruntime"),
+    "cpu": Backend("cpu", lambda: _ort_probe("cpu"), _ort_open("cpu"), ORT_FIX),
     "cuda": Backend(
         "cuda", lambda: _ort_probe("cuda"), _ort_open("cuda"),
-        "pip install 'edgekit[tensorrt]' (onnxruntime-gpu) on a machine with an NVIDIA GPU and driver",
+        "pip install 'edgekit[gpu]' (onnxruntime-gpu) on a machine with an NVIDIA GPU and driver, after "
+        "pip uninstall onnxruntime (the CPU build clashes with it)",
     ),
     "tensorrt": Backend(
         "tensorrt",
@@ -89,7 +93,7 @@ def resolve_device(device: str) -> str:
             raise BackendUnavailableError(
                 f"device '{device}' was asked for but is not available",
                 found=reason,
-                fix=BACKENDS[device].install_hint + ", or pass device='cpu'",
+                fix=BACKENDS[device].install_hint + ("" if device == "cpu" else ", or pass device='cpu'"),
             )
         return device
     for candidate in AUTO_ORDER:
@@ -97,7 +101,7 @@ def resolve_device(device: str) -> str:
         if ok:
             return candidate
         log.debug("device auto: skipping %s (%s)", candidate, reason)
-    raise BackendUnavailableError("no backend is usable", fix="pip install onnxruntime")  # pragma: no cover
+    raise BackendUnavailableError("no backend is usable", found=reason, fix=BACKENDS["cpu"].install_hint)
 
 
 def _probe(device: str) -> tuple[bool, str]:
