@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import ConfigError, EdgekitError, SourceError, UnsupportedError
+from edgekit.runtimes.base import HostStepper
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 Call = Callable[[], dict[str, float]]  # one unit of work -> figures measured inside it
@@ -267,28 +268,6 @@ def bench(
 Recorded = list[tuple[str, dict[str, np.ndarray], list[str] | None]]
 
 
-class _RecordingBinding:
-    """Wraps a runner's IO binding (decode loops): records the bound inputs at every `run`."""
-
-    def __init__(self, inner: Any, graph: str, calls: Recorded) -> None:
-        self._inner, self._graph, self._calls = inner, graph, calls
-        self._inputs: dict[str, np.ndarray] = {}
-        self._outputs: list[str] = []
-
-    def input(self, name: str, array: np.ndarray) -> None:
-        self._inputs[name] = array
-        self._inner.input(name, array)
-
-    def output(self, name: str, array: np.ndarray) -> None:
-        self._outputs.append(name)
-        self._inner.output(name, array)
-
-    def run(self) -> None:
-        # The caller writes the bound arrays in place between runs: copy what this run sees.
-        self._calls.append((self._graph, {k: v.copy() for k, v in self._inputs.items()}, list(self._outputs)))
-        self._inner.run()
-
-
 def _record(model: Any, call: Call) -> Recorded:
     """Every graph call the task makes during one call: (graph, feeds, outputs), in order."""
     calls: Recorded = []
@@ -300,14 +279,13 @@ def _record(model: Any, call: Call) -> Recorded:
             return _run(feeds, outputs)
 
         runner.run = recording  # an instance attribute: found however the task holds the runner
-        make = getattr(runner, "binding", None)
-        if make is not None:
-            runner.binding = lambda _name=name, _make=make: _RecordingBinding(_make(), _name, calls)
+        # Step loops through `run` (host caches), so that each decode step is recorded with its feeds.
+        runner.stepper = lambda spec, _r=runner: HostStepper(_r, spec)
     try:
         call()
     finally:
         for runner in model.runners.values():
-            for attr in ("run", "binding"):
+            for attr in ("run", "stepper"):
                 if attr in vars(runner):
                     delattr(runner, attr)
     if not calls:

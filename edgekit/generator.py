@@ -15,7 +15,7 @@ import numpy as np
 
 from edgekit.errors import ConfigError, InputError
 from edgekit.model import Model
-from edgekit.runtimes.base import Runner, validate_feeds
+from edgekit.runtimes.base import Runner, StepSpec, Stepper
 from edgekit.sampling import SamplingConfig, TokenChooser
 from edgekit.text import check_texts
 
@@ -27,8 +27,10 @@ class _KVCache:
 
     Layout per layer: (batch, heads, prompt + max_new - 1, dim), contiguous. Every decode step
     feeds the whole buffer as `past_key_values` with `attention_mask` zero on the slots not yet
-    written, so the fed arrays never change shape or address: they are bound once (IO binding,
-    no copies) and the graph's `present` (this token's keys/values) is written into the next slot.
+    written, so the fed arrays never change shape or address: the runner's `stepper` binds them
+    once and keeps them where it computes (GPU memory on CUDA/TensorRT; a CUDA graph replays the
+    step there), and the graph's `present` (this token's keys/values) is written into the next
+    slot on that side. Only the token, position and mask go in and the logits come out per step.
     The mask has one more column, always 1: the current token, which the graph appends after the
     past. Position ids are explicit (count of real tokens so far), so the unfilled slots between
     past and current token change nothing but the attention work over masked slots.
@@ -47,11 +49,10 @@ class _KVCache:
         self.mask[:, -1] = 1
         self.token = np.zeros((batch, 1), np.int64)
         self.position = np.zeros((batch, 1), np.int64)
-        self.logits: np.ndarray | None = None
+        self.logits = np.zeros((batch, 1, 0), np.float32)
         self.prompt_logits: np.ndarray | None = None
-        self.present: dict[str, np.ndarray] = {}
         self.filled = 0
-        self._bound: Any = None
+        self._stepper: Stepper | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The prompt step, past length 0, through the same graph; returns the last logits (batch, vocab)."""
@@ -69,46 +70,28 @@ class _KVCache:
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         self.token[:, 0] = tokens
-        if self._bound is None:
-            self._bind()
-        self._bound()
-        for name, buf in self.past.items():
-            buf[:, :, self.filled] = self.present[name][:, :, 0]
+        if self._stepper is None:
+            self._stepper = self.runner.stepper(self._spec())
+        self._stepper.step(self.filled)
         self.mask[:, self.filled] = 1
         self.filled += 1
         self.position += 1
-        assert self.logits is not None
         return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
 
-    def _bind(self) -> None:
-        feeds = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position, **self.past}
-        validate_feeds(self.runner.inputs, feeds)  # once: the bound arrays keep shape and dtype
-        b = self.token.shape[0]
-        out_dtypes = {s.name: np.dtype(s.dtype) for s in self.runner.outputs}
-        vocab = self.runner.outputs[0].shape[-1]
-        self.present = {n: np.zeros((b, a.shape[1], 1, a.shape[3]), out_dtypes[n.replace("past_key_values.", "present.")])
-                        for n, a in self.past.items()}
-        if not isinstance(vocab, int):
-            self._bound = self._run_plain
-            return
-        self.logits = np.zeros((b, 1, vocab), out_dtypes["logits"])
-        make = getattr(self.runner, "binding", None)
-        if make is None:  # a backend without IO binding: the same buffers through `run`
-            self._bound = self._run_plain
-            return
-        binding = make()
-        for name, arr in feeds.items():
-            binding.input(name, arr)
-        binding.output("logits", self.logits)
-        for name, arr in self.present.items():
-            binding.output(name.replace("past_key_values.", "present."), arr)
-        self._bound = binding.run
+    def _spec(self) -> StepSpec:
+        assert self.prompt_logits is not None  # prefill runs first and fixes the vocabulary size
+        self.logits = np.zeros((self.token.shape[0], 1, self.prompt_logits.shape[-1]), self.prompt_logits.dtype)
+        return StepSpec(
+            inputs={"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position},
+            caches=self.past,
+            writes={n.replace("past_key_values.", "present."): n for n in self.past},
+            outputs={"logits": self.logits},
+        )
 
-    def _run_plain(self) -> None:
-        feeds = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position, **self.past}
-        out = self.runner.run(feeds)
-        self.logits = out["logits"]
-        self.present = {n: out[n.replace("past_key_values.", "present.")] for n in self.past}
+    def close(self) -> None:
+        if self._stepper is not None:
+            self._stepper.close()
+            self._stepper = None
 
 
 class _RecurrentState:
@@ -154,6 +137,9 @@ class _RecurrentState:
         out = self.runner.run({"input_ids": tokens[:, None], **dict(zip(self.inputs, self.state))})
         self.state = [out[n] for n in self.outputs]
         return out["logits"][:, -1]
+
+    def close(self) -> None:
+        pass  # nothing held beyond numpy arrays
 
 
 CACHES: dict[str, type[_KVCache] | type[_RecurrentState]] = {"kv": _KVCache, "recurrent": _RecurrentState}
@@ -311,19 +297,23 @@ class Generator(Model):
         seen = req.ids.copy() if req.chooser.cfg.repetition_penalty != 1.0 else req.ids[:, :0]
         done = np.zeros(req.ids.shape[0], bool)
         generated: list[np.ndarray] = []
-        logits = cache.prefill(req.ids, req.mask)
-        for i in range(req.new):
-            if not np.all(np.isfinite(logits[~done])):
-                raise InputError("the model produced non-finite logits", fix="check the artifact with `edgekit parity`")
-            token = np.where(done, req.pad, req.chooser(logits, seen))
-            generated.append(token)
-            done = done | np.isin(token, list(req.eos)) | self._hit_stop(generated, req.stops, done)
-            yield token, done
-            if done.all() or i == req.new - 1:
-                return
-            if seen.shape[1]:
-                seen = np.concatenate([seen, token[:, None]], axis=1)
-            logits = cache.step(token)
+        try:  # the cache may hold GPU memory: freed when the loop ends, however it ends
+            logits = cache.prefill(req.ids, req.mask)
+            for i in range(req.new):
+                if not np.all(np.isfinite(logits[~done])):
+                    raise InputError("the model produced non-finite logits",
+                                     fix="check the artifact with `edgekit parity`")
+                token = np.where(done, req.pad, req.chooser(logits, seen))
+                generated.append(token)
+                done = done | np.isin(token, list(req.eos)) | self._hit_stop(generated, req.stops, done)
+                yield token, done
+                if done.all() or i == req.new - 1:
+                    return
+                if seen.shape[1]:
+                    seen = np.concatenate([seen, token[:, None]], axis=1)
+                logits = cache.step(token)
+        finally:
+            cache.close()
 
     def _hit_stop(self, generated: list[np.ndarray], stops: list[str], done: np.ndarray) -> np.ndarray:
         hit = np.zeros_like(done)

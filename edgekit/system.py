@@ -70,7 +70,7 @@ def gpus(smi: str | None = None) -> dict[str, Any]:
 def cuda() -> dict[str, Any]:
     """CUDA runtime/driver versions and device count through cuda-python, if installed."""
     try:
-        from edgekit.runtimes.trt import cuda_call, import_cudart
+        from edgekit.runtimes.cuda import cuda_call, import_cudart
 
         cudart = import_cudart()
         info = {"runtime": _cuda_version(cuda_call(cudart, cudart.cudaRuntimeGetVersion())),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,94 @@ class Runner(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free backend resources (device buffers, sessions). Safe to call twice."""
+
+    def stepper(self, spec: StepSpec) -> Stepper:
+        """A fixed-shape step loop over this graph whose caches stay where the backend computes.
+
+        Validates the spec once (feeds against the graph, write targets against its outputs);
+        the steps themselves are not validated again, which is the point: a decode step is a few
+        hundred microseconds on a GPU and must not pay for checks or copies of the cache.
+        """
+        validate_feeds(self.inputs, {**spec.inputs, **spec.caches})
+        outputs = {o.name for o in self.outputs}
+        bad = [f"{o} -> {c}" for o, c in spec.writes.items() if o not in outputs or c not in spec.caches]
+        bad += [n for n in spec.outputs if n not in outputs]
+        if bad:
+            raise InputError("the step spec names outputs or caches the graph does not have",
+                             found=f"{bad}; outputs {sorted(outputs)}, caches {sorted(spec.caches)}")
+        return self._stepper_impl(spec)
+
+    def _stepper_impl(self, spec: StepSpec) -> Stepper:
+        return HostStepper(self, spec)
+
+
+@dataclass
+class StepSpec:
+    """What a step loop feeds, keeps and returns (a decoder's decode steps).
+
+    - `inputs`: small host arrays the caller rewrites in place before each step (token, position,
+      mask); sent to the backend every step.
+    - `caches`: starting contents (the prompt's keys/values), (batch, heads, slots, dim); sent
+      once, then kept by the backend: device memory on a GPU, never copied back (the host
+      arrays then keep the prompt's contents only). On the CPU they are the cache itself.
+    - `writes`: output name -> cache name. Each step's output (batch, heads, 1, dim) is written
+      into that cache at the step's slot (axis 2), on the backend's side.
+    - `outputs`: preallocated host arrays that each step fills (the logits).
+    """
+
+    inputs: dict[str, np.ndarray]
+    caches: dict[str, np.ndarray]
+    writes: dict[str, str]
+    outputs: dict[str, np.ndarray]
+
+    @property
+    def slots(self) -> int:
+        return min(c.shape[2] for c in self.caches.values()) if self.caches else 0
+
+
+class Stepper(abc.ABC):
+    """One step loop's buffers. `step(slot)` runs the graph once and writes the new cache slot."""
+
+    def __init__(self, spec: StepSpec) -> None:
+        self.spec = spec
+
+    def step(self, slot: int) -> None:
+        if not 0 <= slot < self.spec.slots:
+            raise InputError(f"cache slot {slot} is outside the cache", found=f"{self.spec.slots} slots")
+        self._step_impl(slot)
+
+    @abc.abstractmethod
+    def _step_impl(self, slot: int) -> None:
+        """Send `inputs`, run, write each `writes` output into its cache at `slot`, fill `outputs`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Free what the loop holds (device buffers, a CUDA graph). Safe to call twice."""
+
+    def __enter__(self) -> Stepper:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class HostStepper(Stepper):
+    """Any runner, through `run`: the caches are the spec's own host arrays, updated in place.
+
+    What backends without device buffers use (the PyTorch reference), and what `bench --against`
+    replays, since every step here is a visible `run` call with all its feeds.
+    """
+
+    def __init__(self, runner: Runner, spec: StepSpec) -> None:
+        super().__init__(spec)
+        self.runner = runner
+
+    def _step_impl(self, slot: int) -> None:
+        s = self.spec
+        out = self.runner.run({**s.inputs, **s.caches})
+        for name, cache in s.writes.items():
+            s.caches[cache][:, :, slot] = out[name][:, :, 0]
+        for name, host in s.outputs.items():
+            host[...] = out[name]
 
 
 def validate_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, object]) -> dict[str, np.ndarray]:

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgekit.errors import ArtifactError, BackendUnavailableError, InputError
 from edgekit.manifest import GraphSpec
-from edgekit.runtimes.base import Runner
+from edgekit.runtimes.base import Runner, StepSpec, Stepper
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -47,6 +48,7 @@ class OrtRunner(Runner):
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ArtifactError(f"onnxruntime cannot load '{path.name}': {e}", fix="convert the model again") from None
         self.name = f"onnxruntime-{device}"
+        self.device = device
 
     def _run_impl(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         try:
@@ -57,39 +59,116 @@ class OrtRunner(Runner):
             raise InputError(f"the model cannot run on these inputs: {e}", found=f"shapes {shapes}") from None
         return dict(zip(outputs, values))
 
-    def binding(self) -> OrtBinding:
-        """Inputs and outputs bound once to caller-owned numpy buffers, then run many times.
+    def _stepper_impl(self, spec: StepSpec) -> Stepper:
+        if self.device == "cpu":
+            return OrtStepper(self._session, spec, HostMemory())
+        from edgekit.runtimes.cuda import import_cudart
 
-        For loops that call one graph with the same shapes over and over (a decode step): the
-        caller updates the bound arrays in place and calls `run()`; nothing is copied in or out
-        and no array is allocated per call. Feeds are not validated here: validate them once with
-        `validate_feeds` (or a first `run`) before binding.
-        """
-        return OrtBinding(self._session)
+        return OrtStepper(self._session, spec, DeviceMemory(import_cudart(), self.device))
 
 
-class OrtBinding:
-    """An onnxruntime IOBinding over numpy arrays (CPU memory), which it keeps alive."""
+class _Buf:
+    """An OrtValue, its shape and dtype, and for host memory the numpy array it shares memory with."""
 
-    def __init__(self, session: object) -> None:
-        self._session = session
-        self._binding = session.io_binding()  # type: ignore[attr-defined]
-        self._keep: dict[str, object] = {}
+    def __init__(self, value: Any, shape: tuple[int, ...], dtype: np.dtype, array: np.ndarray | None = None) -> None:
+        self.value, self.shape, self.dtype, self.array = value, shape, np.dtype(dtype), array
 
-    def input(self, name: str, array: np.ndarray) -> None:
+
+class HostMemory:
+    """CPU: OrtValues over numpy arrays, so the caller's in-place writes are what the graph reads."""
+
+    def wrap(self, array: np.ndarray) -> _Buf:
         import onnxruntime as ort
 
-        # ortvalue_from_numpy shares the array's memory: later in-place writes are what runs.
-        value = ort.OrtValue.ortvalue_from_numpy(array)
-        self._binding.bind_ortvalue_input(name, value)
-        self._keep[name] = (array, value)
+        return _Buf(ort.OrtValue.ortvalue_from_numpy(array), array.shape, array.dtype, array)
 
-    def output(self, name: str, array: np.ndarray) -> None:
-        self._binding.bind_output(name, "cpu", 0, array.dtype, list(array.shape), array.ctypes.data)
-        self._keep["->" + name] = array
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> _Buf:
+        return self.wrap(np.zeros(shape, dtype))
 
-    def run(self) -> None:
+    def upload(self, buf: _Buf, array: np.ndarray) -> None:
+        if buf.array is not array:
+            np.copyto(buf.array, array)
+
+    def write_slot(self, cache: _Buf, new: _Buf, slot: int) -> None:
+        assert cache.array is not None and new.array is not None
+        cache.array[:, :, slot] = new.array[:, :, 0]
+
+    def close(self) -> None:
+        pass
+
+
+class DeviceMemory:
+    """A GPU (onnxruntime's allocator): caches live there; slot writes are device-side copies.
+
+    `device` is onnxruntime's device name ("cuda"); the tests run this same class with "cpu"
+    and a cuda-python fake that copies host memory, so its offsets and pitches are checked in CI.
+    """
+
+    def __init__(self, cu: Any, device: str) -> None:
+        from edgekit.runtimes.cuda import cuda_call
+
+        self.cu, self.device = cu, device
+        self.stream = cuda_call(cu, cu.cudaStreamCreate())
+
+    def wrap(self, array: np.ndarray) -> _Buf:
+        buf = self.empty(array.shape, array.dtype)
+        buf.value.update_inplace(array)
+        return buf
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> _Buf:
+        import onnxruntime as ort
+
+        value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, 0)
+        return _Buf(value, tuple(shape), dtype)
+
+    def upload(self, buf: _Buf, array: np.ndarray) -> None:
+        buf.value.update_inplace(array)  # a synchronous host-to-device copy
+
+    def write_slot(self, cache: _Buf, new: _Buf, slot: int) -> None:
+        from edgekit.runtimes.cuda import copy_slot, cuda_call
+
+        copy_slot(self.cu, cache.value.data_ptr(), new.value.data_ptr(), cache.shape, cache.dtype.itemsize, slot,
+                  self.stream)
+        # onnxruntime's next run is on its own stream: the cache must be written before it starts.
+        cuda_call(self.cu, self.cu.cudaStreamSynchronize(self.stream))
+
+    def close(self) -> None:
+        from edgekit.runtimes.cuda import cuda_call
+
+        if self.stream is not None:
+            cuda_call(self.cu, self.cu.cudaStreamDestroy(self.stream))
+            self.stream = None
+
+
+class OrtStepper(Stepper):
+    """A decode loop through onnxruntime's IO binding: every buffer is bound once, at a fixed
+    address; a step sends the small inputs, runs, and writes the new cache slots in place."""
+
+    def __init__(self, session: Any, spec: StepSpec, memory: HostMemory | DeviceMemory) -> None:
+        super().__init__(spec)
+        self._session, self._mem = session, memory
+        self._binding = session.io_binding()
+        self._inputs = {n: memory.wrap(a) for n, a in spec.inputs.items()}
+        self._caches = {n: memory.wrap(a) for n, a in spec.caches.items()}
+        self._new: dict[str, _Buf] = {}
+        for name, buf in {**self._inputs, **self._caches}.items():
+            self._binding.bind_ortvalue_input(name, buf.value)
+        for out, cache in spec.writes.items():
+            b, h, _, d = spec.caches[cache].shape
+            self._new[out] = memory.empty((b, h, 1, d), spec.caches[cache].dtype)
+            self._binding.bind_ortvalue_output(out, self._new[out].value)
+        for name, host in spec.outputs.items():  # onnxruntime copies these to the host buffer itself
+            self._binding.bind_output(name, "cpu", 0, host.dtype, list(host.shape), host.ctypes.data)
+
+    def _step_impl(self, slot: int) -> None:
+        for name, array in self.spec.inputs.items():
+            self._mem.upload(self._inputs[name], array)
         try:
-            self._session.run_with_iobinding(self._binding)  # type: ignore[attr-defined]
+            self._session.run_with_iobinding(self._binding)
         except Exception as e:
             raise InputError(f"the model cannot run on these inputs: {e}") from None
+        for out, cache in self.spec.writes.items():
+            self._mem.write_slot(self._caches[cache], self._new[out], slot)
+
+    def close(self) -> None:
+        self._mem.close()

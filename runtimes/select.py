@@ -34,11 +34,16 @@ def _ort_probe(device: str) -> tuple[bool, str]:
     if provider not in providers:
         return False, f"onnxruntime offers {providers}, not {provider}"
     if device != "cpu":  # a listed GPU provider can still fail at its first run (missing CUDA libraries)
+        from edgekit.runtimes.cuda import import_cudart
         from edgekit.system import smoke_once
 
         result = smoke_once(provider)
         if not result["ok"]:
             return False, f"{provider} is listed but failed a smoke run: {result['detail']}"
+        try:  # decode loops keep their cache in GPU memory and write it through cuda-python
+            import_cudart()
+        except BackendUnavailableError as e:
+            return False, f"{e.what} ({e.found})"
     return True, ""
 
 

@@ -12,9 +12,10 @@
   engines have "prompt" and "decode"), `set_input_shape`, copy in, `set_tensor_address`,
   `execute_async_v3` on the thread's stream, copy out, synchronize.
 
-Not done here: keeping a generator's KV cache on the device between decode steps, and CUDA
-graphs for decode. The `Runner` contract is numpy in / numpy out, so each step copies its
-inputs; both need a device-resident generator loop.
+- Decode loops (`stepper`): a context of their own, the KV cache in device memory for the whole
+  generate call (only the token, position and mask go up, only the logits come down), and after
+  the first step the `execute_async_v3` call is captured into a CUDA graph and replayed: every
+  decode step has the same shapes and addresses, which is what a graph needs.
 """
 from __future__ import annotations
 
@@ -29,34 +30,11 @@ from edgekit.artifact import Artifact, sha256_file
 from edgekit.converters.fingerprint import Fingerprint, Machine, mismatches
 from edgekit.errors import BackendUnavailableError, EngineError, InputError
 from edgekit.manifest import GraphSpec
-from edgekit.runtimes.base import Runner
+from edgekit.runtimes.base import Runner, StepSpec, Stepper
+from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, cuda_call, import_cudart
 
 log = logging.getLogger("edgekit")
 BUILD_FIX = "run `edgekit build {path} --device tensorrt` on this machine (or load with device='cuda' or 'cpu')"
-
-
-def import_cudart() -> Any:
-    """cuda-python's runtime module: `cuda.bindings.runtime` (12.6+), or `cuda.cudart` before."""
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        try:
-            from cuda import cudart  # type: ignore[no-redef]
-        except ImportError as e:
-            raise BackendUnavailableError(
-                "TensorRT needs cuda-python for device memory", found=f"import failed ({e})",
-                fix="pip install 'edgekit[tensorrt]' (cuda-python)",
-            ) from None
-    return cudart
-
-
-def cuda_call(cudart: Any, result: Any) -> Any:
-    """Unpack cuda-python's (err, *values) and raise on error."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != cudart.cudaError_t.cudaSuccess:
-        _, text = cudart.cudaGetErrorString(err)
-        raise EngineError("a CUDA call failed", found=f"{err}: {text.decode() if isinstance(text, bytes) else text}")
-    return values[0] if len(values) == 1 else tuple(values) if values else None
 
 
 def current_machine(trt: Any, device: int = 0) -> Machine:
@@ -141,13 +119,13 @@ def pick_profile(inputs: list[Any], profiles: list[dict[str, list[int]]], feeds:
                      fix="rebuild with a wider range: `edgekit build ... --shape DIM=MIN,OPT,MAX --rebuild`")
 
 
-class _ThreadState:
-    """What one thread needs: its execution context, stream, buffers and current profile."""
+class _Lane:
+    """One user's execution context, stream and device buffers (contexts are not thread-safe)."""
 
-    def __init__(self, context: Any, stream: Any) -> None:
+    def __init__(self, context: Any, stream: Any, cu: Any) -> None:
         self.context = context
         self.stream = stream
-        self.buffers: dict[str, tuple[int, int]] = {}  # tensor name -> (device pointer, bytes)
+        self.buffers = DeviceBuffers(cu)
         self.profile = -1
 
 
@@ -165,7 +143,8 @@ class TrtRunner(Runner):
         self._engine = self._deserialize(art, record, trt)
         self._check_io(graph)
         self._local = threading.local()
-        self._states: list[_ThreadState] = []
+        self._lanes: list[_Lane] = []  # every lane made, for close()
+        self._idle: list[_Lane] = []  # lanes a finished step loop gave back
         self._lock = threading.Lock()
         log.debug("edgekit: TensorRT engine %s loaded for graph '%s'", record["file"], graph_name)
 
@@ -207,68 +186,180 @@ class TrtRunner(Runner):
             raise EngineError("the engine's tensor types differ from the manifest", found="; ".join(wrong),
                               fix="run `edgekit build --rebuild` (the plan predates the current ONNX)")
 
-    def _state(self) -> _ThreadState:
-        st = getattr(self._local, "state", None)
-        if st is None:
-            ctx = self._engine.create_execution_context()
-            if ctx is None:
-                raise EngineError("TensorRT could not create an execution context", found="out of GPU memory?")
-            st = _ThreadState(ctx, cuda_call(self.cudart, self.cudart.cudaStreamCreate()))
-            self._local.state = st
-            with self._lock:
-                self._states.append(st)
-        return st
+    def _new_lane(self) -> _Lane:
+        ctx = self._engine.create_execution_context()
+        if ctx is None:
+            raise EngineError("TensorRT could not create an execution context", found="out of GPU memory?")
+        lane = _Lane(ctx, cuda_call(self.cudart, self.cudart.cudaStreamCreate()), self.cudart)
+        with self._lock:
+            self._lanes.append(lane)
+        return lane
+
+    def _state(self) -> _Lane:
+        lane = getattr(self._local, "lane", None)
+        if lane is None:
+            lane = self._local.lane = self._new_lane()
+        return lane
+
+    def lease(self) -> _Lane:
+        """A lane no one else uses until `give_back`: a step loop keeps its addresses fixed in it."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._new_lane()
+
+    def give_back(self, lane: _Lane) -> None:
+        with self._lock:
+            if lane in self._lanes:
+                self._idle.append(lane)
 
     def pick_profile(self, feeds: dict[str, np.ndarray]) -> int:
         return pick_profile(self.inputs, self.profiles, feeds)
 
-    def _buffer(self, st: _ThreadState, name: str, nbytes: int) -> int:
-        ptr, size = st.buffers.get(name, (0, 0))
-        if size < nbytes or ptr == 0:
-            if ptr:
-                cuda_call(self.cudart, self.cudart.cudaFree(ptr))
-            ptr = int(cuda_call(self.cudart, self.cudart.cudaMalloc(max(nbytes, 1))))
-            st.buffers[name] = (ptr, max(nbytes, 1))
-        return ptr
-
-    def _run_impl(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        st, cu = self._state(), self.cudart
-        ctx, stream = st.context, st.stream
+    def use_profile(self, lane: _Lane, feeds: dict[str, np.ndarray]) -> None:
         profile = self.pick_profile(feeds)
-        if profile != st.profile:
-            ctx.set_optimization_profile_async(profile, int(stream))
-            st.profile = profile
-        h2d, d2h = cu.cudaMemcpyKind.cudaMemcpyHostToDevice, cu.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        if profile != lane.profile:
+            lane.context.set_optimization_profile_async(profile, int(lane.stream))
+            lane.profile = profile
         for name, value in feeds.items():
-            if not ctx.set_input_shape(name, value.shape):
+            if not lane.context.set_input_shape(name, value.shape):
                 raise InputError(f"TensorRT rejected the shape of '{name}'", found=f"shape {list(value.shape)}")
-            ptr = self._buffer(st, name, value.nbytes)
-            cuda_call(cu, cu.cudaMemcpyAsync(ptr, value.ctypes.data, value.nbytes, h2d, stream))
-            ctx.set_tensor_address(name, ptr)
-        hosts = {}
-        for spec in self.outputs:  # every output needs an address, even those not asked for
-            shape = tuple(ctx.get_tensor_shape(spec.name))
-            if any(d < 0 for d in shape):
-                raise EngineError(f"output '{spec.name}' has a data-dependent shape {shape}",
-                                  fix="use device='cuda' for this model")
-            hosts[spec.name] = np.empty(shape, dtype=np.dtype(spec.dtype))
-            ctx.set_tensor_address(spec.name, self._buffer(st, spec.name, hosts[spec.name].nbytes))
-        if not ctx.execute_async_v3(int(stream)):
+
+    def output_shape(self, lane: _Lane, name: str) -> tuple[int, ...]:
+        shape = tuple(lane.context.get_tensor_shape(name))
+        if any(d < 0 for d in shape):
+            raise EngineError(f"output '{name}' has a data-dependent shape {shape}",
+                              fix="use device='cuda' for this model")
+        return shape
+
+    def execute(self, lane: _Lane) -> None:
+        if not lane.context.execute_async_v3(int(lane.stream)):
             from edgekit.converters.tensorrt import logged_errors
 
             raise EngineError("TensorRT failed to run the engine", found=logged_errors(self._logger) or None)
+
+    def _run_impl(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        lane = self._state()
+        ctx, stream, bufs = lane.context, lane.stream, lane.buffers
+        self.use_profile(lane, feeds)
+        for name, value in feeds.items():
+            ctx.set_tensor_address(name, bufs.upload(name, value, stream))
+        hosts = {}
+        for spec in self.outputs:  # every output needs an address, even those not asked for
+            hosts[spec.name] = np.empty(self.output_shape(lane, spec.name), dtype=np.dtype(spec.dtype))
+            ctx.set_tensor_address(spec.name, bufs.get(spec.name, hosts[spec.name].nbytes))
+        self.execute(lane)
         for name in outputs:
-            host = hosts[name]
-            cuda_call(cu, cu.cudaMemcpyAsync(host.ctypes.data, st.buffers[name][0], host.nbytes, d2h, stream))
-        cuda_call(cu, cu.cudaStreamSynchronize(stream))
+            bufs.download(name, hosts[name], stream)
+        cuda_call(self.cudart, self.cudart.cudaStreamSynchronize(stream))
         return {name: hosts[name] for name in outputs}
+
+    def _stepper_impl(self, spec: StepSpec) -> Stepper:
+        return TrtStepper(self, spec)
 
     def close(self) -> None:
         with self._lock:
-            states, self._states = self._states, []
-        for st in states:
-            for ptr, _ in st.buffers.values():
-                cuda_call(self.cudart, self.cudart.cudaFree(ptr))
-            st.buffers.clear()
-            cuda_call(self.cudart, self.cudart.cudaStreamDestroy(st.stream))
+            lanes, self._lanes, self._idle = self._lanes, [], []
+        for lane in lanes:
+            lane.buffers.free()
+            cuda_call(self.cudart, self.cudart.cudaStreamDestroy(lane.stream))
         self._local = threading.local()
+
+
+class TrtStepper(Stepper):
+    """A decode loop on the GPU: caches resident, the step replayed as a CUDA graph.
+
+    Per step: token/position/mask up (a few hundred bytes), the engine (a graph launch from the
+    second step on), each layer's new key/value written into its cache slot device-side, the
+    logits down, one synchronize. EDGEKIT_CUDA_GRAPHS=0 turns the graph off (for profiling).
+    """
+
+    def __init__(self, runner: TrtRunner, spec: StepSpec) -> None:
+        super().__init__(spec)
+        self.runner, self.cu = runner, runner.cudart
+        self.lane = runner.lease()
+        self.graph: Any = None
+        self.graph_exec: Any = None
+        self.capture_pending = os.environ.get("EDGEKIT_CUDA_GRAPHS", "1") != "0"
+        try:
+            self._bind()
+        except BaseException:
+            self.close()
+            raise
+
+    def _bind(self) -> None:
+        r, lane, s = self.runner, self.lane, self.spec
+        feeds = {**s.inputs, **s.caches}
+        r.use_profile(lane, feeds)
+        for name, value in feeds.items():  # the caches go up once, here
+            lane.context.set_tensor_address(name, lane.buffers.upload(name, value, lane.stream))
+        for out in r.outputs:
+            shape = r.output_shape(lane, out.name)
+            want = _expected_shape(s, out.name)
+            if want is not None and shape != want:
+                raise EngineError(f"the engine's output '{out.name}' has shape {list(shape)} in a decode step",
+                                  found=f"the cache needs {list(want)}", fix="run `edgekit build --rebuild`")
+            nbytes = int(np.prod(shape)) * np.dtype(out.dtype).itemsize
+            lane.context.set_tensor_address(out.name, lane.buffers.get(out.name, nbytes))
+        cuda_call(self.cu, self.cu.cudaStreamSynchronize(lane.stream))
+
+    def _step_impl(self, slot: int) -> None:
+        cu, lane, s = self.cu, self.lane, self.spec
+        for name, value in s.inputs.items():
+            lane.buffers.upload(name, value, lane.stream)
+        if self.graph_exec is not None:
+            cuda_call(cu, cu.cudaGraphLaunch(self.graph_exec, lane.stream))
+        else:
+            self.runner.execute(lane)
+            if self.capture_pending:  # TensorRT wants one plain run before capture (deferred setup)
+                self._capture()
+        held = lane.buffers.held
+        for out, cache in s.writes.items():
+            arr = s.caches[cache]
+            copy_slot(cu, held[cache][0], held[out][0], arr.shape, arr.itemsize, slot, lane.stream)
+        for name, host in s.outputs.items():
+            lane.buffers.download(name, host, lane.stream)
+        cuda_call(cu, cu.cudaStreamSynchronize(lane.stream))
+
+    def _capture(self) -> None:
+        """Record the engine's launch on the stream into a CUDA graph (nothing runs while capturing)."""
+        cu, lane = self.cu, self.lane
+        self.capture_pending = False
+        mode = cu.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
+        cuda_call(cu, cu.cudaStreamBeginCapture(lane.stream, mode))
+        ran = lane.context.execute_async_v3(int(lane.stream))
+        err, graph = cu.cudaStreamEndCapture(lane.stream)  # always end: the stream is unusable mid-capture
+        if not ran or err != cu.cudaError_t.cudaSuccess:
+            # Some engines cannot be captured (e.g. layers that sync with the host). Steps still run,
+            # each as a plain launch; say so, since the decode speed differs.
+            log.warning("edgekit: TensorRT decode step could not be captured as a CUDA graph (%s); "
+                        "running without one", err if ran else "execute_async_v3 failed during capture")
+            if graph is not None and err == cu.cudaError_t.cudaSuccess:
+                cuda_call(cu, cu.cudaGraphDestroy(graph))
+            return
+        self.graph = graph
+        self.graph_exec = cuda_call(cu, cu.cudaGraphInstantiate(graph, 0))
+
+    def close(self) -> None:
+        cu = self.cu
+        if self.graph_exec is not None:
+            cuda_call(cu, cu.cudaGraphExecDestroy(self.graph_exec))
+            self.graph_exec = None
+        if self.graph is not None:
+            cuda_call(cu, cu.cudaGraphDestroy(self.graph))
+            self.graph = None
+        if self.lane is not None:
+            self.lane.buffers.free()  # cache-sized buffers: not kept for the lane's next user
+            self.lane.profile = -1
+            self.runner.give_back(self.lane)
+            self.lane = None  # type: ignore[assignment]
+
+
+def _expected_shape(spec: StepSpec, output: str) -> tuple[int, ...] | None:
+    """What a step's output must be: one cache slot for a write, the host array for an output."""
+    if output in spec.writes:
+        b, h, _, d = spec.caches[spec.writes[output]].shape
+        return (b, h, 1, d)
+    if output in spec.outputs:
+        return tuple(spec.outputs[output].shape)
+    return None

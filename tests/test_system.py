@@ -179,3 +179,16 @@ def test_auto_skips_tensorrt_without_an_engine(tiny_artifact: Path, monkeypatch:
     assert any("not using TensorRT" in r.message and "no engine was built" in r.message for r in caplog.records)
     with pytest.raises(edgekit.EngineError):
         edgekit.load(tiny_artifact, device="tensorrt")  # asked for explicitly: refused, never replaced
+
+
+def test_cuda_device_needs_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trt_fakes as F
+    from edgekit.runtimes.select import _probe
+
+    monkeypatch.setattr("edgekit.runtimes.ort.available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(system, "smoke_once", lambda provider: {"ok": True, "detail": ""})
+    F.install(monkeypatch, None, None)
+    ok, why = _probe("cuda")
+    assert not ok and "needs cuda-python" in why
+    F.install(monkeypatch, None, F.make_cudart(F.Calls()))
+    assert _probe("cuda") == (True, "")

@@ -32,15 +32,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "trt_api_names.json"
-SOURCES = [ROOT / "converters" / "tensorrt.py", ROOT / "runtimes" / "trt.py", ROOT / "edgekit" / "system.py"]
-CUDA_OWNERS = {"cu", "cudart", "self.cudart", "props"}  # props: cudaGetDeviceProperties' result
+SOURCES = [ROOT / "converters" / "tensorrt.py", ROOT / "runtimes" / "trt.py", ROOT / "edgekit" / "system.py",
+           ROOT / "runtimes" / "cuda.py", ROOT / "runtimes" / "ort.py"]
+CUDA_OWNERS = {"cu", "cudart", "self.cudart", "self.cu", "props"}  # props: cudaGetDeviceProperties' result
 # Names edgekit must find in the bindings for the build/run path to work at all (collector sanity).
 CORE = {"OnnxParser", "parse_from_file", "num_errors", "get_error", "STRONGLY_TYPED", "create_optimization_profile",
         "set_shape", "add_optimization_profile", "set_memory_pool_limit", "create_timing_cache", "set_timing_cache",
         "get_timing_cache", "build_serialized_network", "deserialize_cuda_engine", "create_execution_context",
         "set_input_shape", "set_tensor_address", "execute_async_v3", "set_optimization_profile_async",
         "phase_start", "step_complete", "phase_finish", "DLA_core", "GPU_FALLBACK", "AMPERE_PLUS",
-        "VERSION_COMPATIBLE", "cudaMalloc", "cudaMemcpyAsync", "cudaStreamSynchronize"}
+        "VERSION_COMPATIBLE", "cudaMalloc", "cudaMemcpyAsync", "cudaStreamSynchronize", "cudaMemcpy2DAsync",
+        "cudaStreamBeginCapture", "cudaStreamEndCapture", "cudaGraphInstantiate", "cudaGraphLaunch"}
 
 
 def _names() -> dict[str, dict[str, set[str]]]:
@@ -68,12 +70,15 @@ def _known_attributes(tree: ast.Module) -> set[str]:
     import edgekit.converters.tensorrt as T
     import edgekit.errors as E
     import edgekit.manifest as M
+    import edgekit.runtimes.base as B
+    import edgekit.runtimes.cuda as CU
 
     import subprocess
 
     import onnxruntime as ort
 
-    objects = [subprocess.CompletedProcess([], 0, "", ""), ort.InferenceSession, ort.SessionOptions(), dict, list, str, bytes, tuple, set, int, float, object, np.ndarray, np.dtype, Path, logging.Logger,
+    objects = [subprocess.CompletedProcess([], 0, "", ""), ort.InferenceSession, ort.SessionOptions(), ort.OrtValue,
+               ort.IOBinding, B.StepSpec, B.HostStepper(None, B.StepSpec({}, {}, {}, {})), CU.DeviceBuffers(None), dict, list, str, bytes, tuple, set, int, float, object, np.ndarray, np.dtype, Path, logging.Logger,
                threading.local(), threading.Lock(), hashlib.sha256(), Exception, M.Manifest, M.GraphSpec,
                M.TensorSpec, A.Artifact, T.BuildOptions, T.Limits, T.Eta, FP.Machine, FP.Fingerprint, E.EngineError]
     known = {a for o in objects for a in dir(o)}
@@ -141,7 +146,7 @@ def test_every_name_exists_in_tensorrt_10_and_11_and_cuda_python(path: Path) -> 
 
 
 def test_collector_sees_the_core_api() -> None:
-    used = set().union(*(a | b for a, b in map(used_names, SOURCES[:2])))
+    used = set().union(*(a | b for a, b in map(used_names, SOURCES)))
     assert CORE <= used, sorted(CORE - used)
 
 

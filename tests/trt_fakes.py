@@ -36,6 +36,12 @@ class Calls:
     contexts: int = 0
     mallocs: int = 0
     profile_switches: list[int] = field(default_factory=list)
+    executes: int = 0  # engine runs that really ran (a plain launch or a graph replay)
+    capturing: set[int] = field(default_factory=set)  # streams being captured into a CUDA graph
+    captured: list[Any] = field(default_factory=list)  # launches recorded while capturing
+    graph_launches: int = 0
+    copies_2d: list[tuple[int, int, int]] = field(default_factory=list)  # (dpitch, width, height)
+    capture_fails: bool = False
 
 
 class _Enum:
@@ -242,15 +248,25 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
             return True
 
         def execute_async_v3(self, stream: int) -> bool:
+            addresses, zeros = dict(self.addresses), self._zeros()  # a graph keeps the addresses it saw
+            if int(stream) in calls.capturing:  # capture records the launch; nothing runs
+                if calls.capture_fails:
+                    return False
+                calls.captured.append(lambda: self._run(addresses, zeros))
+                return True
+            self._run(addresses, zeros)
+            return True
+
+        def _run(self, addresses: dict[str, int], zeros: dict[str, np.ndarray]) -> None:
+            calls.executes += 1
             feeds = {}
-            for name, zero in self._zeros().items():
-                buf = (ctypes.c_char * zero.nbytes).from_address(self.addresses[name])
+            for name, zero in zeros.items():
+                buf = (ctypes.c_char * zero.nbytes).from_address(addresses[name])
                 feeds[name] = np.frombuffer(bytes(buf), dtype=zero.dtype).reshape(zero.shape)
             outs = self.engine.session.run(None, feeds)
             for meta, value in zip(self.engine.session.get_outputs(), outs):
                 value = np.ascontiguousarray(value)
-                ctypes.memmove(self.addresses[meta.name], value.ctypes.data, value.nbytes)
-            return True
+                ctypes.memmove(addresses[meta.name], value.ctypes.data, value.nbytes)
 
     class ICudaEngine:
         def __init__(self, plan: dict[str, Any]) -> None:
@@ -325,7 +341,11 @@ def make_cudart(calls: Calls, gpu: bytes = b"NVIDIA H100 80GB HBM3", cc: tuple[i
     memory: dict[int, np.ndarray] = {}
     ok = _Enum("cudaSuccess", 0)
     cu.cudaError_t = type("cudaError_t", (), {"cudaSuccess": ok, "cudaErrorInvalidValue": _Enum("cudaErrorInvalidValue", 1)})
-    cu.cudaMemcpyKind = _enum("cudaMemcpyHostToHost", "cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost")
+    cu.cudaMemcpyKind = _enum("cudaMemcpyHostToHost", "cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost",
+                              "cudaMemcpyDeviceToDevice")
+    cu.cudaStreamCaptureMode = _enum("cudaStreamCaptureModeGlobal", "cudaStreamCaptureModeThreadLocal")
+    invalidated = _Enum("cudaErrorStreamCaptureInvalidated", 901)
+    streams = iter(range(7, 10**6))
 
     def malloc(n: int) -> tuple:
         calls.mallocs += 1
@@ -340,13 +360,41 @@ def make_cudart(calls: Calls, gpu: bytes = b"NVIDIA H100 80GB HBM3", cc: tuple[i
         ctypes.memmove(dst, src, n)
         return (ok,)
 
+    def memcpy_2d(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: Any,
+                  stream: Any) -> tuple:
+        calls.copies_2d.append((dpitch, width, height))
+        for row in range(height):
+            ctypes.memmove(dst + row * dpitch, src + row * spitch, width)
+        return (ok,)
+
+    def begin_capture(stream: int, mode: Any) -> tuple:
+        calls.capturing.add(int(stream))
+        calls.captured.clear()
+        return (ok,)
+
+    def end_capture(stream: int) -> tuple:
+        calls.capturing.discard(int(stream))
+        if calls.capture_fails:
+            return invalidated, None
+        return ok, list(calls.captured)
+
+    def launch(graph_exec: list[Any], stream: int) -> tuple:
+        calls.graph_launches += 1
+        for run in graph_exec:
+            run()
+        return (ok,)
+
     props = types.SimpleNamespace(name=gpu, major=cc[0], minor=cc[1])
-    cu.cudaMalloc, cu.cudaFree, cu.cudaMemcpyAsync = malloc, free, memcpy
+    cu.cudaMalloc, cu.cudaFree, cu.cudaMemcpyAsync, cu.cudaMemcpy2DAsync = malloc, free, memcpy, memcpy_2d
+    cu.cudaStreamBeginCapture, cu.cudaStreamEndCapture, cu.cudaGraphLaunch = begin_capture, end_capture, launch
+    cu.cudaGraphInstantiate = lambda graph, flags: (ok, list(graph))
+    cu.cudaGraphExecDestroy = lambda g: (ok,)
+    cu.cudaGraphDestroy = lambda g: (ok,)
     cu.cudaGetDeviceCount = lambda: (ok, count)
     cu.cudaRuntimeGetVersion = lambda: (ok, 12060)
     cu.cudaDriverGetVersion = lambda: (ok, 13000)
     cu.cudaGetDeviceProperties = lambda dev: (ok, props)
-    cu.cudaStreamCreate = lambda: (ok, 7)
+    cu.cudaStreamCreate = lambda: (ok, next(streams))
     cu.cudaStreamSynchronize = lambda s: (ok,)
     cu.cudaStreamDestroy = lambda s: (ok,)
     cu.cudaGetErrorString = lambda e: (ok, b"invalid argument")

@@ -1,0 +1,139 @@
+"""Decode loops with the KV cache kept on the backend's side (`Runner.stepper`), on the CPU.
+
+The GPU step loops are checked here with their real code and fake device memory: the onnxruntime
+CUDA loop (`DeviceMemory`) runs with onnxruntime's own allocator on "cpu" and a cuda-python fake
+whose 2-D copy moves host memory, and the TensorRT loop runs against the recording fakes of
+trt_fakes.py (the fake engine runs the ONNX on fake device memory; a fake CUDA graph replays
+the launches captured, with the addresses seen at capture). Tokens must equal the host loop's.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import edgekit
+import generate_models as gm
+import trt_fakes as F
+from edgekit.errors import InputError
+from edgekit.runtimes.base import HostStepper, StepSpec
+
+NEW = 12
+
+
+@pytest.fixture(scope="module")
+def gpt2_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("steppers")
+    src = gm.save_tiny("gpt2", root / "hf", gm.train_tokenizer())
+    return edgekit.convert(src, root / "fp32").path
+
+
+@pytest.fixture(scope="module")
+def prompts() -> tuple[np.ndarray, np.ndarray]:
+    ids = np.array([[0, 0, 5, 9, 13], [7, 8, 9, 10, 11]], np.int64)
+    return ids, (ids != 0).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def host_tokens(gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        return m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
+
+
+def _through(model: Any, make: Any) -> None:
+    runner = model.runners["model"]
+    runner._stepper_impl = lambda spec: make(runner, spec)  # an instance attribute: this model only
+
+
+def test_cpu_loop_binds_the_callers_arrays(gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray],
+                                           host_tokens: np.ndarray) -> None:
+    # The reference (HostStepper: one visible `run` per step) gives the tokens the bound loop gives.
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        _through(m, HostStepper)
+        got = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
+    np.testing.assert_array_equal(got, host_tokens)
+
+
+def test_onnxruntime_device_loop_writes_slots_device_side(gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray],
+                                                           host_tokens: np.ndarray) -> None:
+    from edgekit.runtimes.ort import DeviceMemory, OrtStepper
+
+    calls = F.Calls()
+    cu = F.make_cudart(calls)
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        _through(m, lambda r, spec: OrtStepper(r._session, spec, DeviceMemory(cu, "cpu")))
+        got = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
+        cfg = m.manifest.postprocess["cache"]
+    np.testing.assert_array_equal(got, host_tokens)
+    # One strided copy per cache tensor per decode step: batch*heads rows of head_dim floats into
+    # rows `slots` long (slots = prompt + new - 1).
+    rows, width = 2 * cfg["heads"], cfg["head_dim"] * 4
+    assert calls.copies_2d == [((5 + NEW - 1) * width, width, rows)] * (2 * cfg["layers"] * (NEW - 1))
+
+
+def test_step_spec_is_checked_once(gpt2_art: Path) -> None:
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        runner = m.runners["model"]
+        spec = StepSpec({"input_ids": np.zeros((1, 1), np.int64)}, {}, {"present.0.key": "nope"}, {})
+        with pytest.raises(InputError, match="do not match"):
+            runner.stepper(spec)
+
+
+# ---------------------------------------------------------------- TensorRT (fakes)
+
+@pytest.fixture()
+def trt_art(gpt2_art: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, F.Calls]:
+    import shutil
+
+    from edgekit.converters import tensorrt as T
+    from edgekit.manifest import Manifest
+
+    calls = F.Calls()
+    F.install(monkeypatch, F.make_trt(calls), F.make_cudart(calls))
+    art = tmp_path / "gpt2"
+    shutil.copytree(gpt2_art, art)
+    T.build_engines(art, Manifest.load(art), T.BuildOptions())
+    return art, calls
+
+
+def _generate_on_tensorrt(art: Path, prompts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    with edgekit.load(art, device="tensorrt") as m:
+        assert m.device == "tensorrt"
+        first = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
+        again = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
+        np.testing.assert_array_equal(again, first)
+    assert sys.modules["cuda.bindings.runtime"].live == {}  # every device buffer freed
+    return first
+
+
+def test_tensorrt_decode_replays_a_cuda_graph(trt_art: tuple[Path, F.Calls], prompts: tuple[np.ndarray, np.ndarray],
+                                              host_tokens: np.ndarray) -> None:
+    art, calls = trt_art
+    np.testing.assert_array_equal(_generate_on_tensorrt(art, prompts), host_tokens)
+    # Per generate call: the prompt run, one plain decode launch, then NEW - 2 graph replays.
+    assert calls.graph_launches == 2 * (NEW - 2)
+    assert calls.executes == 2 * (1 + 1 + NEW - 2)
+    # The prompt ran on the thread's context; the decode loop leased one, gave it back, reused it.
+    assert calls.contexts == 2
+
+
+def test_tensorrt_decode_without_a_graph_says_so(trt_art: tuple[Path, F.Calls], prompts: tuple[np.ndarray, np.ndarray],
+                                                 host_tokens: np.ndarray, caplog: pytest.LogCaptureFixture) -> None:
+    art, calls = trt_art
+    calls.capture_fails = True
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        np.testing.assert_array_equal(_generate_on_tensorrt(art, prompts), host_tokens)
+    assert calls.graph_launches == 0 and calls.executes == 2 * (1 + NEW - 1)
+    assert "could not be captured as a CUDA graph" in caplog.text
+
+
+def test_cuda_graphs_can_be_turned_off(trt_art: tuple[Path, F.Calls], prompts: tuple[np.ndarray, np.ndarray],
+                                       host_tokens: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    art, calls = trt_art
+    monkeypatch.setenv("EDGEKIT_CUDA_GRAPHS", "0")
+    np.testing.assert_array_equal(_generate_on_tensorrt(art, prompts), host_tokens)
+    assert calls.graph_launches == 0 and not calls.captured
