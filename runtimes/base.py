@@ -76,7 +76,8 @@ class StepSpec:
       once, then kept by the backend: device memory on a GPU, never copied back (the host
       arrays then keep the prompt's contents only). On the CPU they are the cache itself.
     - `writes`: output name -> cache name. Each step's output (batch, heads, 1, dim) is written
-      into that cache at the step's slot (axis 2), on the backend's side.
+      into that cache at the step's slot (axis 2), on the backend's side. A cache no output
+      writes is a resident input (Whisper's cross-attention keys/values): sent once, reused.
     - `outputs`: preallocated host arrays that each step fills (the logits).
     """
 
@@ -87,7 +88,9 @@ class StepSpec:
 
     @property
     def slots(self) -> int:
-        return min(c.shape[2] for c in self.caches.values()) if self.caches else 0
+        """Slots of the written caches (caches without writes, e.g. cross-attention, do not count)."""
+        written = [self.caches[c].shape[2] for c in self.writes.values() if c in self.caches]
+        return min(written) if written else 0
 
 
 class Stepper(abc.ABC):
