@@ -2,8 +2,15 @@
 
 CTC: one graph `model`, audio front end in numpy (edgekit/audio.py), logits (batch, frames, vocab).
 Whisper: graph `encoder` (log-mel -> cross-attention keys/values of every decoder layer, computed
-once per utterance) and graph `decoder` (ids + self-attention cache + cross K/V -> logits + the
-updated cache). The greedy loop lives in edgekit/recognizer.py, torch-free.
+once per utterance) and graph `decoder`, on the fixed-slot cache contract of edgekit/kvcache.py:
+  inputs   input_ids (batch, tokens), attention_mask (batch, total) int64 over past + tokens,
+           position_ids (batch, tokens) int64, past_{key,value}_i (batch, heads, past, dim),
+           cross_{key,value}_i (batch, heads, encoder frames, dim)
+  outputs  logits (batch, tokens, vocab), present_{key,value}_i: the NEW tokens' keys/values only
+           (batch, heads, tokens, dim).
+So the runtime preallocates the self-attention cache once per chunk, feeds it whole with the
+unwritten slots masked, and keeps it and the cross K/V on the backend for the decode steps. The
+greedy loop lives in edgekit/recognizer.py, torch-free.
 """
 from __future__ import annotations
 
@@ -250,12 +257,19 @@ def _whisper(src: Source, opts: ConvertOptions) -> Plan:
     enc = GraphExport("encoder", enc_mod, (feats,), ["input_features"], post["cross_names"], ({0: batch},))
     with torch.no_grad():
         cross = enc_mod(feats)
-    past_len, tokens = torch.export.Dim("past", min=0, max=cfg.max_target_positions), torch.export.Dim("tokens", min=1, max=cfg.max_target_positions)
+    mtp = cfg.max_target_positions
+    past_len, tokens = torch.export.Dim("past", min=0, max=mtp), torch.export.Dim("tokens", min=1, max=mtp)
+    # The mask's length is its own dim: the graph reads it by index, so it is not tied to past + tokens.
+    total = torch.export.Dim("total", min=1, max=2 * mtp)
+    # Traced with 4 new tokens after 3 past ones, batch 2: no dim is 0 or 1 (torch.export would specialize).
     past = tuple(torch.randn(2, heads, 3, head_dim) for _ in range(2 * layers))
     ids = torch.randint(0, cfg.vocab_size, (2, 4))
+    mask, pos = torch.ones(2, 7, dtype=torch.long), torch.arange(3, 7).expand(2, 4).contiguous()
     kv_dims = tuple({0: batch, 2: past_len} for _ in past) + tuple({0: batch} for _ in cross)
-    dec = GraphExport("decoder", dec_mod, (ids, *past, *cross), ["input_ids", *post["past_names"], *post["cross_names"]],
-                      ["logits", *post["present_names"]], ({0: batch, 1: tokens}, kv_dims))  # varargs nest
+    dec = GraphExport("decoder", dec_mod, (ids, mask, pos, *past, *cross),
+                      ["input_ids", "attention_mask", "position_ids", *post["past_names"], *post["cross_names"]],
+                      ["logits", *post["present_names"]],
+                      ({0: batch, 1: tokens}, {0: batch, 1: total}, {0: batch, 1: tokens}, kv_dims))  # varargs nest
     files = {"tokenizer.json": _whisper_tokenizer(src)}
     state: dict[str, Any] = {}
 
@@ -279,6 +293,8 @@ def _whisper_post(src: Source, cfg: Any, gen: Any, layers: int, heads: int, head
                           fix="save the model with its Whisper generation config (model.generation_config)")
     return {
         "tokenizer": "tokenizer.json", "layers": layers, "heads": heads, "head_dim": head_dim,
+        # The decoder's cache contract (edgekit/kvcache.py); an artifact without it predates it.
+        "cache": {"layout": "slots"},
         "past_names": [f"past_{kind}_{i}" for i in range(layers) for kind in ("key", "value")],
         "present_names": [f"present_{kind}_{i}" for i in range(layers) for kind in ("key", "value")],
         "cross_names": [f"cross_{kind}_{i}" for i in range(layers) for kind in ("key", "value")],
@@ -331,7 +347,7 @@ class _WhisperEncoder:
 
 
 class _WhisperDecoder:
-    """One decoder step over new ids with the self-attention cache; Hugging Face's weights and op order."""
+    """Decoder steps on the slot contract (module docstring); Hugging Face's weights and op order."""
 
     def __new__(cls, model: Any) -> Any:
         import torch
@@ -357,21 +373,30 @@ class _WhisperDecoder:
                 o = torch.matmul(torch.softmax(w, dim=-1), v).transpose(1, 2)
                 return attn.out_proj(o.reshape(x.shape[0], x.shape[1], -1))
 
-            def forward(self, input_ids: torch.Tensor, *kv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            def _bias(self, mask: torch.Tensor, p: int, t: int, dtype: torch.dtype) -> torch.Tensor:
+                """(batch, 1, tokens, past + tokens): 0 where a key is visible, the dtype's min elsewhere.
+                A past slot is visible iff its mask is 1; the new tokens see each other causally."""
+                cols = torch.arange(p + t, device=mask.device)
+                # index_select, not a slice: reading the mask by index keeps its length a free dim.
+                seen = mask.index_select(1, cols) != 0
+                causal = cols[None, :] <= (torch.arange(t, device=mask.device) + p)[:, None]
+                allowed = seen[:, None, :] & causal[None]
+                return torch.where(allowed, 0.0, torch.finfo(dtype).min)[:, None]
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                        *kv: torch.Tensor) -> tuple[torch.Tensor, ...]:
                 n = len(self.dec.layers)
                 past, cross = kv[: 2 * n], kv[2 * n :]
-                t = input_ids.shape[1]
-                p = past[0].shape[2]
-                pos = torch.arange(t, device=input_ids.device) + p
-                h = self.dec.embed_tokens(input_ids) * self.scale + self.dec.embed_positions.weight[pos]
-                allowed = torch.arange(p + t, device=h.device)[None, :] <= pos[:, None]
-                bias = torch.where(allowed, 0.0, torch.finfo(h.dtype).min)[None, None]
+                h = self.dec.embed_tokens(input_ids) * self.scale + self.dec.embed_positions.weight[position_ids]
+                bias = self._bias(attention_mask, past[0].shape[2], input_ids.shape[1], h.dtype)
                 presents = []
                 for i, layer in enumerate(self.dec.layers):
                     x = layer.self_attn_layer_norm(h)
-                    k = torch.cat([past[2 * i], self._split(layer.self_attn.k_proj(x))], dim=2)
-                    v = torch.cat([past[2 * i + 1], self._split(layer.self_attn.v_proj(x))], dim=2)
-                    presents += [k, v]
+                    k_new = self._split(layer.self_attn.k_proj(x))
+                    v_new = self._split(layer.self_attn.v_proj(x))
+                    presents += [k_new, v_new]  # only the new tokens': the runtime writes them into its cache
+                    k = torch.cat([past[2 * i], k_new], dim=2)
+                    v = torch.cat([past[2 * i + 1], v_new], dim=2)
                     h = h + self._attend(layer.self_attn, x, k, v, bias)
                     h = h + self._attend(layer.encoder_attn, layer.encoder_attn_layer_norm(h), cross[2 * i],
                                          cross[2 * i + 1], None)

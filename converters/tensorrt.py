@@ -87,12 +87,15 @@ DIM_RULES: dict[str, Callable[[Limits, str], Range]] = {
     # Whisper-style encoders halve the frames with a stride-2 conv.
     "encoder_sequence": lambda L, ph: (1, L.max_frames // 2, L.max_frames // 2),
 }
+# Whisper's decoder names its dims "tokens", "past" and "total" (mask length: past + tokens).
 DIM_ALIASES = {"past": "past_sequence", "past_length": "past_sequence", "audio_frames": "frames",
-               "encoder_length": "encoder_sequence", "seq": "sequence", "tokens": "sequence"}
+               "encoder_length": "encoder_sequence", "seq": "sequence", "tokens": "sequence",
+               "total": "total_sequence"}
 GENERATION_PHASES = ("prompt", "decode")
 
-# Where the manifest states the context / audio sizes (first key found wins).
-CONTEXT_KEYS = ("max_context", "max_length", "max_position_embeddings", "n_positions")
+# Where the manifest states the context / audio sizes (first key found wins). Whisper: its position
+# table (max_target_positions), not max_length, which `recognize(max_new_tokens=...)` may exceed.
+CONTEXT_KEYS = ("max_context", "max_target_positions", "max_length", "max_position_embeddings", "n_positions")
 FRAME_KEYS = ("max_frames", "n_frames", "frames")
 DEFAULT_CONTEXT = 1024
 DEFAULT_FRAMES = 3000  # 30 s of 10 ms hops, Whisper's fixed window

@@ -4,6 +4,8 @@ The Whisper loop is greedy search written here (not shared with `generate`) beca
 rules are Whisper's own: forced start/language/task tokens, `suppress_tokens`,
 `begin_suppress_tokens` at the first free position, and the timestamp rules of
 `transformers.WhisperTimeStampLogitsProcessor`, applied in the order `transformers` applies them.
+Its cache is shared: edgekit/kvcache.py's `SlotCache` (fixed slots, decode steps through the
+runner's stepper, the encoder's cross K/V kept on the backend for the whole chunk).
 """
 from __future__ import annotations
 
@@ -14,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from edgekit import audio
-from edgekit.errors import InputError
+from edgekit.artifact import Artifact
+from edgekit.errors import ArtifactError, InputError
+from edgekit.kvcache import SlotCache
 from edgekit.model import Model
 from edgekit.results import Segment, Transcript
+from edgekit.runtimes.base import Runner
 
 # ---------------------------------------------------------------- CTC front ends and decoding
 
@@ -130,6 +135,15 @@ class Recognizer(Model):
 
     task = "recognize"
 
+    def __init__(self, artifact: Artifact, runners: dict[str, Runner]) -> None:
+        super().__init__(artifact, runners)
+        if self.kind == "whisper":
+            try:
+                _check_whisper_decoder(self)
+            except ArtifactError:
+                self.close()  # the runners may hold GPU memory: nothing will use them
+                raise
+
     @property
     def kind(self) -> str:
         return str(self.manifest.preprocess["kind"])
@@ -230,7 +244,8 @@ class Recognizer(Model):
                              fix="leave language unset")
         if language is None:
             # Detection as transformers does it: one step from <|startoftranscript|>, best language token.
-            logits = self._step([self.manifest.postprocess["decoder_start_token_id"]], self._empty_past(), cross)[0]
+            with self._cache(1, cross) as cache:
+                logits = self._prefill(cache, [self.manifest.postprocess["decoder_start_token_id"]])
             ids = np.array(sorted(table.values()))
             return int(ids[np.argmax(logits[ids])])
         key = language if language.startswith("<|") else f"<|{language}|>"
@@ -243,43 +258,47 @@ class Recognizer(Model):
         names = {v: k.strip("<|>") for k, v in self.manifest.postprocess["lang_to_id"].items()}
         return names.get(tokens[1]) if len(tokens) > 1 else None
 
-    def _empty_past(self) -> dict[str, np.ndarray]:
+    def _cache(self, slots: int, cross: dict[str, np.ndarray]) -> SlotCache:
+        """A self-attention cache of `slots` tokens; the cross K/V ride along as resident inputs."""
         post = self.manifest.postprocess
-        shape = (1, post["heads"], 0, post["head_dim"])
-        return {n: np.zeros(shape, np.float32) for n in post["past_names"]}
+        return SlotCache(self.runners["decoder"], dict(zip(post["present_names"], post["past_names"])),
+                         (1, int(post["heads"]), slots, int(post["head_dim"])), cross)
 
-    def _step(self, ids: list[int], past: dict[str, np.ndarray], cross: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        post = self.manifest.postprocess
-        feeds = {"input_ids": np.asarray([ids], dtype=np.int64), **past, **cross}
-        out = self.runners["decoder"].run(feeds)
-        present = {p: out[n] for p, n in zip(post["past_names"], post["present_names"])}
-        return out["logits"][0, -1].astype(np.float32), present
+    @staticmethod
+    def _prefill(cache: SlotCache, ids: list[int]) -> np.ndarray:
+        prompt = np.asarray([ids], dtype=np.int64)
+        return cache.prefill(prompt, np.ones_like(prompt))[0, -1].astype(np.float32)
 
     def greedy_tokens(self, features: np.ndarray, language: str | None = None, task: str | None = None,
                       timestamps: bool = False, max_new_tokens: int | None = None) -> list[int]:
-        """Greedy search on one (n_mels, frames) feature array; the prompt is included in the result."""
+        """Greedy search on one (n_mels, frames) feature array; the prompt is included in the result.
+
+        The prompt runs once (past length 0); every later token is one step of the runner's
+        stepper, which keeps the self-attention cache and the cross K/V on its side for the chunk.
+        """
         post = self.manifest.postprocess
         cross = self.runners["encoder"].run({"input_features": features[None].astype(np.float32)})
         tokens = self.prompt(language, task, timestamps, cross)
         begin = len(tokens)
         limit = post["max_length"] if max_new_tokens is None else min(begin + max_new_tokens, post["max_target_positions"])
+        if limit <= begin:
+            return tokens
         suppress = np.asarray(post["suppress_tokens"], dtype=np.int64)
         begin_suppress = np.asarray(post["begin_suppress_tokens"], dtype=np.int64)
-        past, feed = self._empty_past(), list(tokens)
-        while len(tokens) < limit:
-            logits, past = self._step(feed, past, cross)
-            if len(tokens) == begin and begin_suppress.size:
-                logits[begin_suppress] = -np.inf
-            if suppress.size:
-                logits[suppress] = -np.inf
-            if timestamps:
-                logits = _timestamp_rules(logits, tokens, begin, post)
-            nxt = int(np.argmax(logits))
-            tokens.append(nxt)
-            if nxt == post["eos_token_id"]:
-                break
-            feed = [nxt]
-        return tokens
+        with self._cache(limit - 1, cross) as cache:  # the last token is never fed back
+            logits = self._prefill(cache, tokens)
+            while True:
+                if len(tokens) == begin and begin_suppress.size:
+                    logits[begin_suppress] = -np.inf
+                if suppress.size:
+                    logits[suppress] = -np.inf
+                if timestamps:
+                    logits = _timestamp_rules(logits, tokens, begin, post)
+                nxt = int(np.argmax(logits))
+                tokens.append(nxt)
+                if nxt == post["eos_token_id"] or len(tokens) >= limit:
+                    return tokens
+                logits = cache.step(np.asarray([nxt], np.int64))[0].astype(np.float32)
 
     def decode_text(self, tokens: list[int]) -> str:
         text_ids = [t for t in tokens if t < self.manifest.postprocess["eos_token_id"]]
@@ -305,3 +324,13 @@ class Recognizer(Model):
             elif open_at is not None:
                 piece.append(t)
         return out
+
+
+def _check_whisper_decoder(model: Recognizer) -> None:
+    """An artifact whose decoder predates the slot cache (past grew by concatenation) cannot run here."""
+    post = model.manifest.postprocess
+    names = {t.name for t in model.manifest.graph("decoder").inputs}
+    if post.get("cache", {}).get("layout") != "slots" or not {"attention_mask", "position_ids"} <= names:
+        raise ArtifactError("this Whisper artifact was converted by an older edgekit; convert it again",
+                            found="a decoder without the fixed-slot cache (no attention_mask/position_ids inputs)",
+                            fix=f"run `edgekit convert` on the source model again (artifact '{model.artifact.path}')")

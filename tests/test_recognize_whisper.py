@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import edgekit
+import trt_fakes as F
 from edgekit.converters.recognize import hf_whisper_tokens, synthetic_audio
-from edgekit.errors import InputError
+from edgekit.errors import ArtifactError, InputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "speech"))
 from tiny_whisper import make_tiny_whisper  # noqa: E402
@@ -92,3 +93,112 @@ def test_int8_reports_token_agreement_and_wer(whisper_dir: Path, tmp_path: Path)
     assert "WER vs PyTorch" in r["summary"]
     m = edgekit.load(art.path, device="cpu")
     assert isinstance(m.recognize(synthetic_audio(2.0, 16000, 3), language="en", max_new_tokens=8).text, str)
+
+
+# ---------------------------------------------------------------- the decode loop (Runner.stepper)
+
+NEW = 24
+
+
+def _record(runner: Any) -> dict[str, list[Any]]:
+    """Wrap one runner (this instance only): its `run` calls, and each stepper made with its spec and steps."""
+    seen: dict[str, list[Any]] = {"runs": [], "specs": [], "steps": [], "closed": []}
+    run, make = runner.run, runner._stepper_impl
+
+    def counted_run(feeds: dict[str, np.ndarray], outputs: Any = None) -> dict[str, np.ndarray]:
+        seen["runs"].append({k: v.shape for k, v in feeds.items()})
+        return run(feeds, outputs)
+
+    def counted_stepper(spec: Any) -> Any:
+        stepper = make(spec)
+        seen["specs"].append(spec)
+        step, close = stepper._step_impl, stepper.close
+        stepper._step_impl = lambda slot: (seen["steps"].append(slot), step(slot))[1]
+        stepper.close = lambda: (seen["closed"].append(spec), close())[1]
+        return stepper
+
+    runner.run, runner._stepper_impl = counted_run, counted_stepper
+    return seen
+
+
+def test_decode_steps_go_through_the_stepper(whisper_fp32: Path, hf_model: Any) -> None:
+    import torch
+
+    with edgekit.load(whisper_fp32, device="cpu") as m:
+        post = m.manifest.postprocess
+        enc, dec = _record(m.runners["encoder"]), _record(m.runners["decoder"])
+        feats = m.features(synthetic_audio(2.4, 16000, 21))
+        got = m.greedy_tokens(feats, language="en", max_new_tokens=NEW)
+        ref = hf_whisper_tokens(hf_model, torch.from_numpy(feats)[None], language="en", max_new_tokens=NEW)
+        assert got == ref and len(got) == 4 + NEW  # the random model does not stop early: every step ran
+        # The decoder's `run` is the prompt only (past length 0); every later token is a stepper step.
+        assert [r["past_key_0"][2] for r in dec["runs"]] == [0] and dec["runs"][0]["input_ids"] == (1, 4)
+        [spec] = dec["specs"]
+        assert dec["steps"] == list(range(4, 4 + NEW - 1)) and dec["closed"] == [spec]
+        # The cross K/V are caches without writes: the encoder's own arrays, bound once per chunk.
+        assert set(post["cross_names"]) <= set(spec.caches) and not set(post["cross_names"]) & set(spec.writes.values())
+        assert spec.writes == dict(zip(post["present_names"], post["past_names"]))
+        assert spec.caches["past_key_0"].shape == (1, post["heads"], 4 + NEW - 1, post["head_dim"])
+        assert set(spec.inputs) == {"input_ids", "attention_mask", "position_ids"}
+        # Language detection is one more prompt run (from <|startoftranscript|>), still no per-token `run`.
+        m.greedy_tokens(feats, max_new_tokens=3)
+        assert [r["input_ids"] for r in dec["runs"][1:]] == [(1, 1), (1, 3)] and len(dec["specs"]) == 2
+        # Long audio: one encoder run, one prompt run and one stepper (closed) per 30 s window.
+        m.recognize(synthetic_audio(45.0, 16000, 8), language="en", max_new_tokens=4)
+        assert len(enc["runs"]) == 2 + 3 and len(dec["runs"]) == 3 + 3
+        assert len(dec["specs"]) == 2 + 3 and dec["closed"] == dec["specs"]
+
+
+def test_artifact_of_the_old_decoder_fails_at_load(whisper_fp32: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from edgekit.manifest import Manifest
+
+    art = tmp_path / "old"
+    shutil.copytree(whisper_fp32, art)
+    manifest = Manifest.load(art)
+    del manifest.postprocess["cache"]  # what the concatenating decoder's artifacts lack
+    manifest.save(art)
+    with pytest.raises(ArtifactError, match="converted by an older edgekit; convert it again"):
+        edgekit.load(art, device="cpu")
+
+
+def test_tensorrt_decode_keeps_cross_kv_on_the_device(whisper_fp32: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from edgekit.converters import tensorrt as T
+    from edgekit.manifest import Manifest
+
+    wave = synthetic_audio(2.4, 16000, 21)
+    with edgekit.load(whisper_fp32, device="cpu") as cpu:
+        want_tokens = cpu.greedy_tokens(cpu.features(wave), language="en", max_new_tokens=NEW)
+        want_text = cpu.recognize(wave, max_new_tokens=NEW).text
+    calls = F.Calls()
+    cu = F.make_cudart(calls)
+    uploads: list[int] = []
+    memcpy = cu.cudaMemcpyAsync
+
+    def counted(dst: int, src: int, n: int, kind: Any, stream: Any) -> tuple:
+        if kind is cu.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            uploads.append(n)
+        return memcpy(dst, src, n, kind, stream)
+
+    cu.cudaMemcpyAsync = counted
+    F.install(monkeypatch, F.make_trt(calls), cu)
+    art = tmp_path / "whisper"
+    shutil.copytree(whisper_fp32, art)
+    T.build_engines(art, Manifest.load(art), T.BuildOptions())
+    with edgekit.load(art, device="tensorrt") as m:
+        assert m.device == "tensorrt"
+        post = m.manifest.postprocess
+        cross = m.runners["encoder"].run({"input_features": m.features(wave)[None]})
+        [size] = {v.nbytes for v in cross.values()}
+        uploads.clear()
+        assert m.greedy_tokens(m.features(wave), language="en", max_new_tokens=NEW) == want_tokens
+        # Each cross K/V tensor goes up twice per chunk (the prompt's run, the stepper's bind), never per token.
+        assert uploads.count(size) == 2 * len(cross) and len(post["cross_names"]) == len(cross)
+        assert calls.graph_launches == NEW - 2  # one plain decode launch, then CUDA graph replays
+        assert m.recognize(wave, max_new_tokens=NEW).text == want_text  # language detected on the GPU path too
+        assert calls.graph_launches == 2 * (NEW - 2) and post["cache"] == {"layout": "slots"}
+    assert cu.live == {}  # every device buffer freed

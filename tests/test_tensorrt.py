@@ -98,13 +98,18 @@ def test_generator_and_whisper_dims_as_exported() -> None:
                                TensorSpec("past_key_values.0.key", "float32", kv)], postprocess={"max_context": 1024})
     (_, prompt), (_, decode) = T.choose_profiles(m, m.graph(), T.BuildOptions())
     assert prompt["total_sequence"] == (1, 128, 1024) and decode["total_sequence"] == (2, 513, 1024)
-    # Whisper's decoder names its dims "tokens" and "past"; its context is postprocess max_length.
+    # Whisper's decoder names its dims "tokens", "past" and "total" (the mask: past + tokens); its
+    # context is the position table (max_target_positions), which max_new_tokens may use past max_length.
     w = _manifest("recognize", [TensorSpec("input_ids", "int64", ["batch", "tokens"]),
+                                TensorSpec("attention_mask", "int64", ["batch", "total"]),
+                                TensorSpec("position_ids", "int64", ["batch", "tokens"]),
                                 TensorSpec("past_key_0", "float32", ["batch", 6, "past", 64])],
-                  postprocess={"max_length": 448}, preprocess={"sample_rate": 16000, "chunk_length_s": 30.0})
+                  postprocess={"max_length": 200, "max_target_positions": 448},
+                  preprocess={"sample_rate": 16000, "chunk_length_s": 30.0})
     (_, wp), (_, wd) = T.choose_profiles(w, w.graph(), T.BuildOptions())
-    assert wp == {"batch": (1, 1, 4), "past": (0, 0, 447), "tokens": (1, 128, 448)}
-    assert wd == {"batch": (1, 1, 4), "past": (1, 224, 447), "tokens": (1, 1, 1)}
+    # Prompt: up to 448 tokens on an empty cache. Decode: one token on a cache of up to 447 slots.
+    assert wp == {"batch": (1, 1, 4), "past": (0, 0, 447), "tokens": (1, 128, 448), "total": (1, 128, 448)}
+    assert wd == {"batch": (1, 1, 4), "past": (1, 224, 447), "tokens": (1, 1, 1), "total": (2, 225, 448)}
     # CTC on waveforms: chunks of chunk_length_s; on features: frames from the hop length.
     ctc = _manifest("recognize", [TensorSpec("input_values", "float32", ["batch", "samples"])],
                     preprocess={"sample_rate": 16000, "chunk_length_s": 20.0, "hop_length": 160})
