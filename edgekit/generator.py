@@ -15,83 +15,36 @@ import numpy as np
 
 from edgekit.errors import ConfigError, InputError
 from edgekit.model import Model
-from edgekit.runtimes.base import Runner, StepSpec, Stepper
+from edgekit.kvcache import SlotCache
+from edgekit.runtimes.base import Runner
 from edgekit.sampling import SamplingConfig, TokenChooser
 from edgekit.text import check_texts
 
 _DEFAULT_MAX_NEW_TOKENS = 20  # transformers' default
 
 
-class _KVCache:
+class _KVCache(SlotCache):
     """Keys/values for prompt + max_new_tokens, preallocated; each step writes one slot.
 
-    Layout per layer: (batch, heads, prompt + max_new - 1, dim), contiguous. Every decode step
-    feeds the whole buffer as `past_key_values` with `attention_mask` zero on the slots not yet
-    written, so the fed arrays never change shape or address: the runner's `stepper` binds them
-    once and keeps them where it computes (GPU memory on CUDA/TensorRT; a CUDA graph replays the
-    step there), and the graph's `present` (this token's keys/values) is written into the next
-    slot on that side. Only the token, position and mask go in and the logits come out per step.
-    The mask has one more column, always 1: the current token, which the graph appends after the
-    past. Position ids are explicit (count of real tokens so far), so the unfilled slots between
-    past and current token change nothing but the attention work over masked slots.
+    Layout per layer: (batch, heads, prompt + max_new - 1, dim), contiguous (the last new token
+    is never fed back). Every decode step feeds the whole buffer with the unwritten slots masked,
+    so nothing changes shape or address: the runner's `stepper` keeps the buffers where it
+    computes (GPU memory on CUDA/TensorRT, where a CUDA graph replays the step) and the graph's
+    `present` (this token's keys/values) is written into the next slot on that side (kvcache.py).
+    Position ids are explicit (count of real tokens so far), so the unfilled slots between past
+    and current token change nothing but the attention work over masked slots.
     """
 
     def __init__(self, runner: Runner, cfg: dict[str, Any], batch: int, prompt: int, new: int) -> None:
-        self.runner = runner
-        self.layers = int(cfg["layers"])
-        self.slots = prompt + new - 1  # the last new token is never fed back
-        specs = {s.name: s for s in runner.inputs}
-        dtype = np.dtype(specs["past_key_values.0.key"].dtype)
-        shape = (batch, int(cfg["heads"]), self.slots, int(cfg["head_dim"]))
-        self.past = {f"past_key_values.{i}.{k}": np.zeros(shape, dtype) for i in range(self.layers)
-                     for k in ("key", "value")}
-        self.mask = np.zeros((batch, self.slots + 1), np.int64)
-        self.mask[:, -1] = 1
-        self.token = np.zeros((batch, 1), np.int64)
-        self.position = np.zeros((batch, 1), np.int64)
-        self.logits = np.zeros((batch, 1, 0), np.float32)
+        names = [f"past_key_values.{i}.{k}" for i in range(int(cfg["layers"])) for k in ("key", "value")]
+        shape = (batch, int(cfg["heads"]), prompt + new - 1, int(cfg["head_dim"]))
+        super().__init__(runner, {n.replace("past_key_values.", "present."): n for n in names}, shape)
         self.prompt_logits: np.ndarray | None = None
-        self.filled = 0
-        self._stepper: Stepper | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The prompt step, past length 0, through the same graph; returns the last logits (batch, vocab)."""
-        b, p = ids.shape
-        empty = {n: np.zeros((b, a.shape[1], 0, a.shape[3]), a.dtype) for n, a in self.past.items()}
-        pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **empty})
-        self.prompt_logits = out["logits"]
-        for name, buf in self.past.items():
-            buf[:, :, :p] = out[name.replace("past_key_values.", "present.")]
-        self.mask[:, :p] = mask
-        self.filled = p
-        self.position[:, 0] = pos[:, -1] + 1
-        return out["logits"][:, -1]
-
-    def step(self, tokens: np.ndarray) -> np.ndarray:
-        self.token[:, 0] = tokens
-        if self._stepper is None:
-            self._stepper = self.runner.stepper(self._spec())
-        self._stepper.step(self.filled)
-        self.mask[:, self.filled] = 1
-        self.filled += 1
-        self.position += 1
-        return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
-
-    def _spec(self) -> StepSpec:
-        assert self.prompt_logits is not None  # prefill runs first and fixes the vocabulary size
-        self.logits = np.zeros((self.token.shape[0], 1, self.prompt_logits.shape[-1]), self.prompt_logits.dtype)
-        return StepSpec(
-            inputs={"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position},
-            caches=self.past,
-            writes={n.replace("past_key_values.", "present."): n for n in self.past},
-            outputs={"logits": self.logits},
-        )
-
-    def close(self) -> None:
-        if self._stepper is not None:
-            self._stepper.close()
-            self._stepper = None
+        self.prompt_logits = super().prefill(ids, mask)
+        return self.prompt_logits[:, -1]
 
 
 class _RecurrentState:
