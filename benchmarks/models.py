@@ -2,7 +2,8 @@
 
 Bigger than the test models so that the figures mean something, small enough for a 2-core CPU:
 a ResNet-18 (224x224) classifier, a 4-layer GPT-2-shaped LM (d=256) with a BPE tokenizer trained
-on Python's pydoc topics, and a 4-layer Wav2Vec2-shaped CTC recognizer (d=256). Weights are random
+on Python's pydoc topics, and a 4-layer Wav2Vec2-shaped CTC recognizer (d=256); also a GPT-2-small-
+shaped LM without tokenizer for the GPU check. Weights are random
 but conditioned (classifier) or scaled (LM) so that parity and agreement figures are not trivial.
 """
 from __future__ import annotations
@@ -48,14 +49,15 @@ def _condition(net: Any, x: Any) -> Any:
     return net.eval()
 
 
-def resnet18() -> dict[str, Any]:
-    """`benchmarks.models:resnet18`: ResNet-18, 10 classes, conditioned on structured images."""
+def resnet18(width: int = 64, size: int = 224) -> dict[str, Any]:
+    """`benchmarks.models:resnet18`: ResNet-18, 10 classes, conditioned on structured images
+    (`width`/`size` shrink it for quick checks; the defaults are the benchmark's shape)."""
     import torch
 
     from examples.models import resnet18 as build
 
-    net = _condition(build(classes=10, width=64, seed=0), structured_images(64, seed=1))
-    return {"model": net, "example_inputs": torch.rand(1, 3, 224, 224), "labels": [f"class_{i}" for i in range(10)]}
+    net = _condition(build(classes=10, width=width, seed=0), structured_images(64, size=size, seed=1))
+    return {"model": net, "example_inputs": torch.rand(1, 3, size, size), "labels": [f"class_{i}" for i in range(10)]}
 
 
 def calibration_images(n: int = 32) -> list[Any]:
@@ -85,6 +87,22 @@ def gpt2_folder(folder: Path) -> Path:
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(cfg).eval().save_pretrained(folder)
     tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def gpt2_random_folder(folder: Path, **config: Any) -> Path:
+    """A GPT-2-shaped LM with random weights and no tokenizer (ids in, ids out): GPT-2 small unless
+    `config` says otherwise (12 layers, d=768, 12 heads, vocab 50257). initializer_range 0.2 spreads
+    the logits, so that greedy agreement is not decided by near-ties; eos/bos sit inside the vocab."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if (folder / "config.json").is_file():
+        return folder
+    cfg = GPT2Config(**{"initializer_range": 0.2, **config})
+    cfg.eos_token_id = cfg.bos_token_id = cfg.vocab_size - 1
+    torch.manual_seed(0)
+    GPT2LMHeadModel(cfg).eval().save_pretrained(folder)
     return folder
 
 
