@@ -12,6 +12,10 @@ from edgekit.manifest import GraphSpec
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# TF32 (onnxruntime's CUDA default) rounds fp32 matmuls to a 10-bit mantissa: an fp32 artifact would
+# silently run at lower precision than asked and lose token-for-token parity with PyTorch (whose
+# matmuls stay fp32 by default). fp16 graphs are unaffected.
+_OPTIONS: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {"use_tf32": "0"}}
 
 
 def available_providers() -> list[str]:
@@ -44,7 +48,7 @@ class OrtRunner(Runner):
         opts.log_severity_level = 3  # warnings from the optimizer are ours to explain, not to print
         try:
             # Only the CPU provider, never a silent second choice: the user asked for this device.
-            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
+            self._session = ort.InferenceSession(str(path), sess_options=opts, providers=[(provider, _OPTIONS[device])])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ArtifactError(f"onnxruntime cannot load '{path.name}': {e}", fix="convert the model again") from None
         self.name = f"onnxruntime-{device}"

@@ -137,3 +137,18 @@ def test_cuda_graphs_can_be_turned_off(trt_art: tuple[Path, F.Calls], prompts: t
     monkeypatch.setenv("EDGEKIT_CUDA_GRAPHS", "0")
     np.testing.assert_array_equal(_generate_on_tensorrt(art, prompts), host_tokens)
     assert calls.graph_launches == 0 and not calls.captured
+
+
+def test_cuda_session_keeps_fp32_matmuls_in_fp32(gpt2_art: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # onnxruntime's CUDA provider defaults to TF32; an fp32 artifact must not run below fp32.
+    import onnxruntime as ort
+
+    from edgekit.artifact import open_artifact
+    from edgekit.runtimes.ort import OrtRunner
+
+    seen: list[Any] = []
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: seen.append(k["providers"]))
+    art = open_artifact(gpt2_art)
+    OrtRunner(art.file(art.manifest.graphs["model"].file), art.manifest.graphs["model"], device="cuda")
+    assert seen == [[("CUDAExecutionProvider", {"use_tf32": "0"})]]
