@@ -7,12 +7,12 @@
   reported with its node, not only the first.
 - Optimization profiles come from the manifest's named dynamic dims; `DIM_RULES` says how each
   named dim is ranged per task and phase (data, not if-chains).
-- Generation: two profiles, "prompt" (sequence 1..max, past 0..max-1) and "decode" (sequence 1,
-  past 1..max-1). Why not a static max-size cache: the exported decoder concatenates past and new
-  keys (its past length is a dynamic input), so a static cache would need a different graph
-  (scatter into a fixed buffer) and would make every step pay for the full context. Two profiles
-  keep the graph that parity was measured on and let TensorRT pick GEMM tactics for the prompt
-  and GEMV tactics for decode.
+- Generation (and Whisper's decoder): two profiles, "prompt" (sequence 1..max, past from 0) and
+  "decode" (sequence 1, past 1..max-1). Why not one static max-context cache: the runtime's
+  cache is fixed within a call (prompt + max_new_tokens slots, unwritten slots masked, which
+  is what lets a CUDA graph replay the decode step) but sized per call, so past stays a dynamic
+  dim and a short answer does not attend over the whole context every step. Two profiles let
+  TensorRT pick GEMM tactics for the prompt and GEMV tactics for decode.
 - A timing cache is kept beside the engines (`engines/timing.cache`), loaded before and written
   after every build, so rebuilds (new profile, new precision) take seconds, not minutes.
 - Plans are written as plain TensorRT plans (readable by trtexec), `engines/<fingerprint>.plan`,
