@@ -280,7 +280,10 @@ class Recognizer(Model):
         cross = self.runners["encoder"].run({"input_features": features[None].astype(np.float32)})
         tokens = self.prompt(language, task, timestamps, cross)
         begin = len(tokens)
-        limit = post["max_length"] if max_new_tokens is None else min(begin + max_new_tokens, post["max_target_positions"])
+        # As transformers counts: the generation config's max_length bounds the tokens after the
+        # forced prompt, like max_new_tokens; the position table bounds both.
+        new = post["max_length"] if max_new_tokens is None else max_new_tokens
+        limit = min(begin + new, post["max_target_positions"])
         if limit <= begin:
             return tokens
         suppress = np.asarray(post["suppress_tokens"], dtype=np.int64)

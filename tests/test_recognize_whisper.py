@@ -202,3 +202,24 @@ def test_tensorrt_decode_keeps_cross_kv_on_the_device(whisper_fp32: Path, tmp_pa
         assert m.recognize(wave, max_new_tokens=NEW).text == want_text  # language detected on the GPU path too
         assert calls.graph_launches == 2 * (NEW - 2) and post["cache"] == {"layout": "slots"}
     assert cu.live == {}  # every device buffer freed
+
+
+def test_generation_config_max_length_counts_after_the_prompt(whisper_dir: Path, tmp_path: Path) -> None:
+    # transformers bounds the tokens after the forced prompt by max_length (like max_new_tokens);
+    # a short max_length makes the difference visible (random weights rarely reach <|endoftext|>).
+    import json
+    import shutil
+
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    src = tmp_path / "short"
+    shutil.copytree(whisper_dir, src)
+    gen = json.loads((src / "generation_config.json").read_text())
+    (src / "generation_config.json").write_text(json.dumps({**gen, "max_length": 24}))
+    m = edgekit.load(edgekit.convert(src, tmp_path / "art").path, device="cpu")  # strict: the gate passes
+    feats = m.features(synthetic_audio(2.4, 16000, 21))
+    ref = hf_whisper_tokens(WhisperForConditionalGeneration.from_pretrained(src).eval(),
+                            torch.from_numpy(feats)[None], language="en")
+    got = m.greedy_tokens(feats, language="en")
+    assert got == ref and len(got) > 24
