@@ -40,6 +40,7 @@ class Fingerprint:
     precision: str
     dla_core: int | None
     profiles: tuple[tuple[str, tuple[tuple[str, tuple[int, int, int]], ...]], ...]
+    contexts: int = 1  # copies of the profile set: how many execution contexts may run at once
 
     @property
     def id(self) -> str:
@@ -60,12 +61,14 @@ class Fingerprint:
         )
         dla = d.get("dla_core")
         return cls(str(d["graph"]), str(d["onnx_sha256"]), str(d["gpu"]), str(d["cc"]), str(d["trt"]),
-                   str(d["precision"]), None if dla is None else int(dla), profiles)  # type: ignore[arg-type]
+                   str(d["precision"]), None if dla is None else int(dla), profiles,  # type: ignore[arg-type]
+                   int(d.get("contexts", 1)))
 
 
 def make_fingerprint(
     graph: str, onnx_sha256: str, machine: Machine, precision: str, profiles: list[Any],
     dla_core: int | None = None, hardware_compatible: bool = False, version_compatible: bool = False,
+    contexts: int = 1,
 ) -> Fingerprint:
     """The fingerprint of a plan built on `machine` with these options.
 
@@ -74,7 +77,7 @@ def make_fingerprint(
     gpu, cc = (HW_COMPAT_GPU, "{}.{}+".format(*HW_COMPAT_MIN_CC)) if hardware_compatible else (machine.gpu, machine.cc)
     trt = machine.trt.split(".")[0] if version_compatible else machine.trt
     frozen = tuple((name, tuple(sorted((k, tuple(v)) for k, v in dims.items()))) for name, dims in profiles)
-    return Fingerprint(graph, onnx_sha256, gpu, cc, trt, precision, dla_core, frozen)  # type: ignore[arg-type]
+    return Fingerprint(graph, onnx_sha256, gpu, cc, trt, precision, dla_core, frozen, contexts)  # type: ignore[arg-type]
 
 
 def mismatches(fp: Fingerprint, machine: Machine, onnx_sha256: str, precision: str) -> list[str]:

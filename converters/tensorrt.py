@@ -50,9 +50,17 @@ class BuildOptions:
     hardware_compatible: bool = False  # AMPERE_PLUS: one plan for every GPU of compute capability >= 8.0
     version_compatible: bool = False  # runs on later TensorRT releases of the same major version
     optimization_level: int | None = None  # TensorRT builder_optimization_level (0..5); None: its default
+    # With dynamic shapes, TensorRT lets each execution context in concurrent use hold its own
+    # optimization profile, so the plan carries `contexts` copies of the profile set: that many
+    # callers (threads, generate loops) run at once; more wait for a free one.
+    contexts: int = 2
     max_batch: int | None = None
     shapes: dict[str, Range] = field(default_factory=dict)  # overrides: dim name -> (min, opt, max)
     progress: Progress | None = None
+
+    def __post_init__(self) -> None:
+        if self.contexts < 1:
+            raise ConfigError("contexts must be at least 1", found=str(self.contexts))
 
 
 # ---------------------------------------------------------------- optimization profiles (pure Python)
@@ -286,7 +294,7 @@ def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, 
     onnx_path = folder / graph.file
     profiles = choose_profiles(manifest, graph, opts)
     fp = make_fingerprint(name, _sha256(onnx_path), machine, manifest.produced_precision, profiles,
-                          opts.dla_core, opts.hardware_compatible, opts.version_compatible)
+                          opts.dla_core, opts.hardware_compatible, opts.version_compatible, opts.contexts)
     plan_path = folder / ENGINE_DIR / f"{fp.id}.plan"
     _prune_stale(folder, manifest, name, fp.onnx_sha256)
     old = manifest.engines.get(fp.id)
@@ -295,14 +303,15 @@ def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, 
         return old
     plan_path.parent.mkdir(exist_ok=True)
     t0 = time.monotonic()
-    data = _build_plan(onnx_path, graph, profiles, opts, trt, folder / ENGINE_DIR / TIMING_CACHE)
+    data = _build_plan(onnx_path, graph, profiles * opts.contexts, opts, trt, folder / ENGINE_DIR / TIMING_CACHE)
     _write_atomic(plan_path, data)
     record = {
         "graph": name, "file": f"{ENGINE_DIR}/{plan_path.name}", "sha256": hashlib.sha256(data).hexdigest(),
         "fingerprint": fp.to_dict(), "built_for": {"gpu": machine.gpu, "cc": machine.cc, "trt": machine.trt},
         "options": {"workspace_mb": opts.workspace_mb, "dla_core": opts.dla_core,
                     "hardware_compatible": opts.hardware_compatible, "version_compatible": opts.version_compatible,
-                    "optimization_level": opts.optimization_level, "strongly_typed": True},
+                    "optimization_level": opts.optimization_level, "strongly_typed": True,
+                    "contexts": opts.contexts},
         "build_seconds": round(time.monotonic() - t0, 2),
     }
     manifest.engines[fp.id] = record

@@ -265,10 +265,12 @@ def _progress_bar() -> Callable[[str, int, int], None]:
 @click.option("--hardware-compatible", is_flag=True, help="One engine for every Ampere-or-newer GPU (a bit slower).")
 @click.option("--version-compatible", is_flag=True, help="Engine also runs on later TensorRT of the same major.")
 @click.option("--rebuild", is_flag=True, help="Build even when an engine with the same fingerprint exists.")
+@click.option("--contexts", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Calls that may run at once (threads, generate streams); each needs its own copy of the profiles.")
 @click.option("--json", "as_json", is_flag=True)
 def build(artifact: Path, device: str, dla_core: int | None, workspace: int, max_batch: int | None,
           shapes: tuple[str, ...], hardware_compatible: bool, version_compatible: bool, rebuild: bool,
-          as_json: bool) -> None:
+          contexts: int, as_json: bool) -> None:
     """Build TensorRT engines for ARTIFACT on this GPU / Jetson (kept in ARTIFACT/engines/, reused)."""
     from edgekit.artifact import open_artifact
     from edgekit.converters.tensorrt import BuildOptions, build_engines, parse_shape
@@ -276,6 +278,7 @@ def build(artifact: Path, device: str, dla_core: int | None, workspace: int, max
     art = open_artifact(artifact)
     quiet = logging.getLogger("edgekit").level >= logging.ERROR
     opts = BuildOptions(workspace_mb=workspace, dla_core=dla_core, rebuild=rebuild, max_batch=max_batch,
+                        contexts=contexts,
                         hardware_compatible=hardware_compatible, version_compatible=version_compatible,
                         shapes=dict(parse_shape(s) for s in shapes), progress=None if quiet else _build_progress)
     records = build_engines(art.path, art.manifest, opts)

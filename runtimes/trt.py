@@ -4,8 +4,12 @@
   TensorRT version, ONNX hash, precision) and the plan's sha256 is checked *before*
   `deserialize_cuda_engine`; a mismatch is an `EngineError` naming what differs and the fix
   (`edgekit build`), never a plan handed to TensorRT to crash on.
-- One execution context, CUDA stream and set of device buffers per thread (contexts are not
-  thread-safe; the engine is shared). Buffers grow when a larger shape arrives and are reused.
+- Lanes: an execution context, CUDA stream and device buffers, leased for one call (or one
+  generate loop) and given back (contexts are not thread-safe; the engine is shared). With
+  dynamic shapes TensorRT lets each context in concurrent use hold its own optimization profile,
+  so a plan carries `contexts` copies of its profile set (`edgekit build --contexts N`) and lane
+  k uses copy k: at most N callers run at once, the others wait for a lane. Buffers grow when a
+  larger shape arrives and are reused.
 - Jetson: an artifact can hold a GPU plan and DLA plans for the same graph; the GPU plan is
   used unless `EDGEKIT_DLA_CORE=N` names a core that a plan was built for.
 - Per call: pick the optimization profile whose ranges hold the input shapes (generation
@@ -120,12 +124,13 @@ def pick_profile(inputs: list[Any], profiles: list[dict[str, list[int]]], feeds:
 
 
 class _Lane:
-    """One user's execution context, stream and device buffers (contexts are not thread-safe)."""
+    """One user's execution context, stream and device buffers, and its copy of the profiles."""
 
-    def __init__(self, context: Any, stream: Any, cu: Any) -> None:
+    def __init__(self, context: Any, stream: Any, cu: Any, copy: int) -> None:
         self.context = context
         self.stream = stream
         self.buffers = DeviceBuffers(cu)
+        self.copy = copy  # profiles copy * len(phases) .. + len(phases) - 1 are this lane's
         self.profile = -1
 
 
@@ -140,12 +145,12 @@ class TrtRunner(Runner):
         self.cudart = import_cudart()
         self.record = record
         self.profiles = [p["dims"] for p in record["fingerprint"]["profiles"]]
+        self.contexts = int(record["fingerprint"].get("contexts", 1))
         self._engine = self._deserialize(art, record, trt)
         self._check_io(graph)
-        self._local = threading.local()
         self._lanes: list[_Lane] = []  # every lane made, for close()
-        self._idle: list[_Lane] = []  # lanes a finished step loop gave back
-        self._lock = threading.Lock()
+        self._idle: list[_Lane] = []  # lanes not leased now
+        self._free = threading.Condition()
         log.debug("edgekit: TensorRT engine %s loaded for graph '%s'", record["file"], graph_name)
 
     def _deserialize(self, art: Artifact, record: dict[str, Any], trt: Any) -> Any:
@@ -186,40 +191,45 @@ class TrtRunner(Runner):
             raise EngineError("the engine's tensor types differ from the manifest", found="; ".join(wrong),
                               fix="run `edgekit build --rebuild` (the plan predates the current ONNX)")
 
-    def _new_lane(self) -> _Lane:
+    def lease(self) -> _Lane:
+        """A lane no one else uses until `give_back`; waits while all `contexts` lanes are leased."""
+        wait = float(os.environ.get("EDGEKIT_TRT_WAIT_S", "300"))
+        with self._free:
+            ready = self._free.wait_for(lambda: self._idle or len(self._lanes) < self.contexts, timeout=wait)
+            if not ready:
+                raise EngineError(f"all {self.contexts} TensorRT execution contexts stayed busy for {wait:.0f} s",
+                                  found="more concurrent calls or open generate streams than the engine has contexts",
+                                  fix="rebuild with more: `edgekit build ... --contexts N --rebuild`, or finish "
+                                      "(close) streams before starting others in the same thread")
+            if self._idle:
+                return self._idle.pop()
+            lane = self._new_lane(len(self._lanes))
+            self._lanes.append(lane)
+            return lane
+
+    def give_back(self, lane: _Lane) -> None:
+        with self._free:
+            if lane in self._lanes and lane not in self._idle:
+                self._idle.append(lane)
+                self._free.notify()
+
+    def _new_lane(self, copy: int) -> _Lane:
         ctx = self._engine.create_execution_context()
         if ctx is None:
             raise EngineError("TensorRT could not create an execution context", found="out of GPU memory?")
-        lane = _Lane(ctx, cuda_call(self.cudart, self.cudart.cudaStreamCreate()), self.cudart)
-        with self._lock:
-            self._lanes.append(lane)
-        return lane
-
-    def _state(self) -> _Lane:
-        lane = getattr(self._local, "lane", None)
-        if lane is None:
-            lane = self._local.lane = self._new_lane()
-        return lane
-
-    def lease(self) -> _Lane:
-        """A lane no one else uses until `give_back`: a step loop keeps its addresses fixed in it."""
-        with self._lock:
-            if self._idle:
-                return self._idle.pop()
-        return self._new_lane()
-
-    def give_back(self, lane: _Lane) -> None:
-        with self._lock:
-            if lane in self._lanes:
-                self._idle.append(lane)
+        return _Lane(ctx, cuda_call(self.cudart, self.cudart.cudaStreamCreate()), self.cudart, copy)
 
     def pick_profile(self, feeds: dict[str, np.ndarray]) -> int:
         return pick_profile(self.inputs, self.profiles, feeds)
 
     def use_profile(self, lane: _Lane, feeds: dict[str, np.ndarray]) -> None:
-        profile = self.pick_profile(feeds)
+        profile = lane.copy * len(self.profiles) + self.pick_profile(feeds)
         if profile != lane.profile:
-            lane.context.set_optimization_profile_async(profile, int(lane.stream))
+            if not lane.context.set_optimization_profile_async(profile, int(lane.stream)):
+                from edgekit.converters.tensorrt import logged_errors
+
+                raise EngineError(f"TensorRT refused optimization profile {profile}",
+                                  found=logged_errors(self._logger) or None, fix="run `edgekit build --rebuild`")
             lane.profile = profile
         for name, value in feeds.items():
             if not lane.context.set_input_shape(name, value.shape):
@@ -239,7 +249,13 @@ class TrtRunner(Runner):
             raise EngineError("TensorRT failed to run the engine", found=logged_errors(self._logger) or None)
 
     def _run_impl(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
-        lane = self._state()
+        lane = self.lease()
+        try:
+            return self._run_on(lane, feeds, outputs)
+        finally:
+            self.give_back(lane)
+
+    def _run_on(self, lane: _Lane, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         ctx, stream, bufs = lane.context, lane.stream, lane.buffers
         self.use_profile(lane, feeds)
         for name, value in feeds.items():
@@ -258,12 +274,11 @@ class TrtRunner(Runner):
         return TrtStepper(self, spec)
 
     def close(self) -> None:
-        with self._lock:
+        with self._free:
             lanes, self._lanes, self._idle = self._lanes, [], []
         for lane in lanes:
             lane.buffers.free()
             cuda_call(self.cudart, self.cudart.cudaStreamDestroy(lane.stream))
-        self._local = threading.local()
 
 
 class TrtStepper(Stepper):

@@ -141,12 +141,13 @@ def test_build_command(tiny_artifact: Path, tmp_path: Path, monkeypatch: pytest.
     calls = F.Calls()
     F.install(monkeypatch, F.make_trt(calls, dla_cores=2), F.make_cudart(calls))
     res = CliRunner().invoke(cli, ["build", str(art), "--device", "tensorrt", "--workspace", "256",
-                                   "--shape", "batch=1,2,8", "--json"])
+                                   "--shape", "batch=1,2,8", "--contexts", "3", "--json"])
     assert res.exit_code == 0, res.output
     record = json.loads(res.output)["model"]
     assert (art / record["file"]).is_file() and calls.config["pool:WORKSPACE"] == 256 << 20
     assert record["fingerprint"]["profiles"] == [{"name": "all", "dims": {"batch": [1, 2, 8]}}]
-    again = CliRunner().invoke(cli, ["build", str(art), "--shape", "batch=1,2,8"])
+    assert record["fingerprint"]["contexts"] == 3 and len(calls.profiles) == 3
+    again = CliRunner().invoke(cli, ["build", str(art), "--shape", "batch=1,2,8", "--contexts", "3"])
     assert again.exit_code == 0 and calls.builds == 1  # reused
     assert CliRunner().invoke(cli, ["build", str(art), "--shape", "batch=1,2,8", "--rebuild"]).exit_code == 0
     assert calls.builds == 2

@@ -155,7 +155,9 @@ def test_build_writes_plan_record_and_timing_cache_then_reuses(art: Path, calls:
     assert Manifest.load(art).engines[plan.stem]["sha256"] == record["sha256"]
     assert calls.config["network_flags"] == 1 << 1  # STRONGLY_TYPED
     assert calls.config["pool:WORKSPACE"] == 512 << 20
-    assert calls.profiles == [{"pixel_values": ([1, 3, 16, 16], [8, 3, 16, 16], [32, 3, 16, 16])}]
+    # One copy of the profile set per execution context that may run at once (default 2).
+    assert calls.profiles == [{"pixel_values": ([1, 3, 16, 16], [8, 3, 16, 16], [32, 3, 16, 16])}] * 2
+    assert record["fingerprint"]["contexts"] == 2 and len(record["fingerprint"]["profiles"]) == 1
     cache = art / "engines" / "timing.cache"
     assert cache.read_bytes() == b"tactic;" and calls.timing_cache_loaded == [b""]
 
@@ -251,23 +253,50 @@ def test_load_tensorrt_runs_like_cpu_and_reuses_buffers(art: Path, calls: F.Call
     assert calls.deserialized == 1 and calls.profile_switches == [0]
 
 
-def test_one_context_per_thread(art: Path, calls: F.Calls) -> None:
+def test_concurrent_callers_share_contexts_each_with_its_own_profile(art: Path, calls: F.Calls) -> None:
     import edgekit
 
-    _build(art)
+    _build(art)  # contexts=2: two copies of the profile set
     x = np.ones((1, 3, 16, 16), np.float32)
     model = edgekit.load(art, device="tensorrt")
     want = model(pixel_values=x)["logits"]
     results: list[np.ndarray] = []
-    threads = [threading.Thread(target=lambda: results.append(model(pixel_values=x)["logits"])) for _ in range(3)]
+    barrier = threading.Barrier(6)
+
+    def call() -> None:
+        barrier.wait()
+        results.extend(model(pixel_values=x)["logits"] for _ in range(5))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert calls.contexts == 4 and all(np.array_equal(r, want) for r in results)
+    assert len(results) == 30 and all(np.array_equal(r, want) for r in results)
+    # Never more contexts than profile copies, and TensorRT never asked for a profile another holds.
+    assert calls.contexts <= 2 and calls.profile_clashes == 0
+    assert set(calls.profile_switches) <= {0, 1}
     cudart = __import__("sys").modules["cuda.bindings.runtime"]
     model.close()
     assert cudart.live == {}  # every device buffer freed
+
+
+def test_busy_contexts_are_waited_for_then_reported(art: Path, calls: F.Calls,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgekit
+
+    _build(art, contexts=1)
+    monkeypatch.setenv("EDGEKIT_TRT_WAIT_S", "0.2")
+    with edgekit.load(art, device="tensorrt") as model:
+        runner = model.runners["model"]
+        held = runner.lease()  # e.g. an open generate stream in this thread
+        with pytest.raises(EngineError, match="1 TensorRT execution contexts stayed busy") as err:
+            model(pixel_values=np.ones((1, 3, 16, 16), np.float32))
+        assert "--contexts N" in (err.value.fix or "")
+        runner.give_back(held)
+        model(pixel_values=np.ones((1, 3, 16, 16), np.float32))  # free again: runs
+    with pytest.raises(edgekit.ConfigError, match="contexts"):
+        T.BuildOptions(contexts=0)
 
 
 @pytest.mark.parametrize("gpu,cc,version,what", [

@@ -78,6 +78,7 @@ def _known_attributes(tree: ast.Module) -> set[str]:
     import onnxruntime as ort
 
     objects = [subprocess.CompletedProcess([], 0, "", ""), ort.InferenceSession, ort.SessionOptions(), ort.OrtValue,
+               threading.Condition(),
                ort.IOBinding, B.StepSpec, B.HostStepper(None, B.StepSpec({}, {}, {}, {})), CU.DeviceBuffers(None), dict, list, str, bytes, tuple, set, int, float, object, np.ndarray, np.dtype, Path, logging.Logger,
                threading.local(), threading.Lock(), hashlib.sha256(), Exception, M.Manifest, M.GraphSpec,
                M.TensorSpec, A.Artifact, T.BuildOptions, T.Limits, T.Eta, FP.Machine, FP.Fingerprint, E.EngineError]

@@ -42,6 +42,7 @@ class Calls:
     graph_launches: int = 0
     copies_2d: list[tuple[int, int, int]] = field(default_factory=list)  # (dpitch, width, height)
     capture_fails: bool = False
+    profile_clashes: int = 0  # profile requests TensorRT would refuse (held by another context)
 
 
 class _Enum:
@@ -216,12 +217,23 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
     class IExecutionContext:
         def __init__(self, engine: ICudaEngine) -> None:
             self.engine = engine
+            self.profile = -1
+            if 0 not in engine.owners:  # the first context takes profile 0 implicitly
+                engine.owners[0], self.profile = self, 0
             self.shapes: dict[str, tuple] = {}
             self.addresses: dict[str, int] = {}
             self.out_shapes: dict[str, tuple] = {}
 
         def set_optimization_profile_async(self, index: int, stream: int) -> bool:
+            # TensorRT: with dynamic shapes, contexts in concurrent use must hold different profiles.
+            owners = self.engine.owners
+            if not 0 <= index < len(self.engine.profiles) or owners.get(index, self) is not self:
+                calls.profile_clashes += 1
+                return False
             calls.profile_switches.append(index)
+            if owners.get(self.profile) is self:
+                del owners[self.profile]
+            owners[index], self.profile = self, index
             return True
 
         def set_input_shape(self, name: str, shape: tuple) -> bool:
@@ -273,6 +285,8 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
             import onnxruntime as ort
 
             self.session = ort.InferenceSession(base64.b64decode(plan["onnx"]), providers=["CPUExecutionProvider"])
+            self.profiles = plan["profiles"]
+            self.owners: dict[int, Any] = {}  # profile index -> the context holding it
             self.names = [i.name for i in self.session.get_inputs()] + [o.name for o in self.session.get_outputs()]
 
         def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, tuple]:
