@@ -1,4 +1,4 @@
-"""Real TensorRT and onnxruntime-CUDA runs. Skipped, with the reason, where the backend is absent
+"""Real TensorRT and onnxruntime-CUDA runs (classify vs the CPU, generate token-exact vs transformers on CUDA). Skipped, with the reason, where the backend is absent
 (every CI machine and the build machines: see docs/gpu.md); run them on a GPU host or a Jetson."""
 from __future__ import annotations
 
@@ -81,3 +81,50 @@ def test_onnxruntime_cuda_matches_cpu(cnn: Path) -> None:
 
     assert edgekit.load(cnn, device="cuda").device == "onnxruntime-cuda"
     _compare(cnn, "cuda")
+
+
+@pytest.fixture(scope="module")
+def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import generate_models as gm
+
+    import edgekit
+
+    root = tmp_path_factory.mktemp("gpu-gen")
+    src = gm.save_tiny("gpt2", root / "hf", gm.train_tokenizer())
+    return src, edgekit.convert(src, root / "fp32").path
+
+
+def _generate_matches_transformers(src: Path, art: Path, device: str) -> None:
+    """Greedy tokens on `device` (decode loop: cache resident on the GPU) equal transformers on CUDA."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import edgekit
+
+    ids = np.array([[0, 0, 5, 9, 13], [7, 8, 9, 10, 11]], np.int64)
+    mask = (ids != 0).astype(np.int64)
+    hf = AutoModelForCausalLM.from_pretrained(src).eval().to("cuda")
+    with torch.inference_mode():
+        want = hf.generate(input_ids=torch.from_numpy(ids).cuda(), attention_mask=torch.from_numpy(mask).cuda(),
+                           max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0).cpu().numpy()
+    with edgekit.load(art, device=device) as m:
+        got = m.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, eos_token_id=[])
+    np.testing.assert_array_equal(got[:, ids.shape[1]:], want[:, ids.shape[1]:])
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_onnxruntime_cuda_generate_is_token_exact(gpt2: tuple[Path, Path]) -> None:
+    _generate_matches_transformers(*gpt2, device="cuda")
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_tensorrt_generate_is_token_exact(gpt2: tuple[Path, Path], tmp_path: Path) -> None:
+    from edgekit.converters.tensorrt import build_engines
+    from edgekit.manifest import Manifest
+
+    art = tmp_path / "gpt2"
+    shutil.copytree(gpt2[1], art)
+    build_engines(art, Manifest.load(art))
+    _generate_matches_transformers(gpt2[0], art, device="tensorrt")
