@@ -1,5 +1,7 @@
-"""Real TensorRT and onnxruntime-CUDA runs (classify vs the CPU, generate token-exact vs transformers on CUDA). Skipped, with the reason, where the backend is absent
-(every CI machine and the build machines: see docs/gpu.md); run them on a GPU host or a Jetson."""
+"""Real TensorRT and onnxruntime-CUDA runs: classify against the CPU, generate token for token
+against transformers on CUDA. Skipped, with the reason, where the backend is absent (every CI
+machine and the build machines: see docs/gpu.md); run them on a GPU host or a Jetson
+(scripts/gpu_check.sh runs them with the rest of the GPU check)."""
 from __future__ import annotations
 
 import shutil
