@@ -51,6 +51,11 @@ def test_hf_ctc_fp32_parity_is_exact(w2v_fp32: Path) -> None:
     assert report["passed"] and report["frame_agreement"] == 1.0
     assert report["logits"]["max_abs"] < 1e-3
     assert m.manifest.family == "wav2vec2" and set(m.runners) == {"model"}
+    # No per-layer mask select over (batch, heads, frames, frames): the export uses eager attention.
+    import onnx
+
+    graph = onnx.load(str(w2v_fp32 / m.manifest.graphs["model"].file), load_external_data=False).graph
+    assert sum(n.op_type == "Where" for n in graph.node) <= 1
 
 
 def test_hf_ctc_ids_and_text_match_transformers(w2v_dir: Path, w2v_fp32: Path) -> None:
