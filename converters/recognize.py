@@ -65,10 +65,7 @@ def _hf_ctc(src: Source, opts: ConvertOptions) -> Plan:
     from transformers import AutoModelForCTC
 
     assert src.hf_dir is not None
-    # Eager attention: exported under torch.export, the SDPA path materializes an all-true padding
-    # mask and turns it into a (batch, heads, frames, frames) Where in every layer (17% of the
-    # runtime of a 4-layer model on onnxruntime); eager adds no such node and computes the same.
-    model = AutoModelForCTC.from_pretrained(src.hf_dir, attn_implementation="eager").eval()
+    model = AutoModelForCTC.from_pretrained(src.hf_dir).eval()
     fe_path = src.hf_dir / "preprocessor_config.json"
     fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
     vocab_path = src.hf_dir / "vocab.json"
@@ -155,7 +152,19 @@ class _Logits:
                 self.model = model.module() if isinstance(model, torch.export.ExportedProgram) else model
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
-                out = self.model(x)
+                # Exported with eager attention: under torch.export the SDPA path materializes an
+                # all-true padding mask and selects over (batch, heads, frames, frames) in every
+                # layer (17% of a 4-layer wav2vec2's onnxruntime time); eager computes the same
+                # without it. Run in PyTorch (parity, bench --against) it keeps its own default.
+                switch = torch.compiler.is_exporting() and hasattr(self.model, "set_attn_implementation")
+                if switch:
+                    default = self.model.config._attn_implementation
+                    self.model.set_attn_implementation("eager")
+                try:
+                    out = self.model(x)
+                finally:
+                    if switch:
+                        self.model.set_attn_implementation(default)
                 out = out[0] if isinstance(out, (tuple, list)) else getattr(out, "logits", out)
                 return out
 
