@@ -96,7 +96,7 @@ CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'
 
 
 def w2v_folder(factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Wav2Vec2-CTC Hugging Face folder (the shape tests/test_recognize.py uses)."""
+    """A tiny random Wav2Vec2-CTC Hugging Face folder (tests/test_recognize.py uses it too)."""
     import json
 
     import torch

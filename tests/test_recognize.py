@@ -17,25 +17,11 @@ from edgekit.errors import ConfigError, InputError
 from edgekit.recognizer import ctc_decode, word_error_rate
 from edgekit.results import Transcript
 
-VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
-
-
 @pytest.fixture(scope="session")
 def w2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+    from reliability_models import w2v_folder
 
-    folder = tmp_path_factory.mktemp("w2v")
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
-    Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(folder)
-    cfg = Wav2Vec2Config(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
-                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0,
-                         initializer_range=0.5)
-    torch.manual_seed(0)
-    Wav2Vec2ForCTC(cfg).eval().save_pretrained(folder)
-    return folder
+    return w2v_folder(tmp_path_factory)  # the tiny random Wav2Vec2-CTC folder the reliability tests share
 
 
 @pytest.fixture(scope="session")
