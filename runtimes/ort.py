@@ -10,6 +10,7 @@ import numpy as np
 from edgekit.errors import ArtifactError, BackendUnavailableError, InputError
 from edgekit.manifest import GraphSpec
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
+from edgekit.runtimes.cuda import copy_slot, cuda_call, import_cudart
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # TF32 (onnxruntime's CUDA default) rounds fp32 matmuls to a 10-bit mantissa: an fp32 artifact would
@@ -66,8 +67,6 @@ class OrtRunner(Runner):
     def _stepper_impl(self, spec: StepSpec) -> Stepper:
         if self.device == "cpu":
             return OrtStepper(self._session, spec, HostMemory())
-        from edgekit.runtimes.cuda import import_cudart
-
         return OrtStepper(self._session, spec, DeviceMemory(import_cudart(), self.device))
 
 
@@ -97,6 +96,9 @@ class HostMemory:
         assert cache.array is not None and new.array is not None
         cache.array[:, :, slot] = new.array[:, :, 0]
 
+    def finish(self) -> None:
+        pass  # numpy writes are done when they return
+
     def close(self) -> None:
         pass
 
@@ -109,8 +111,6 @@ class DeviceMemory:
     """
 
     def __init__(self, cu: Any, device: str) -> None:
-        from edgekit.runtimes.cuda import cuda_call
-
         self.cu, self.device = cu, device
         self.stream = cuda_call(cu, cu.cudaStreamCreate())
 
@@ -129,16 +129,14 @@ class DeviceMemory:
         buf.value.update_inplace(array)  # a synchronous host-to-device copy
 
     def write_slot(self, cache: _Buf, new: _Buf, slot: int) -> None:
-        from edgekit.runtimes.cuda import copy_slot, cuda_call
-
         copy_slot(self.cu, cache.value.data_ptr(), new.value.data_ptr(), cache.shape, cache.dtype.itemsize, slot,
                   self.stream)
-        # onnxruntime's next run is on its own stream: the cache must be written before it starts.
+
+    def finish(self) -> None:
+        # onnxruntime's next run is on its own stream: the slot writes must be done before it starts.
         cuda_call(self.cu, self.cu.cudaStreamSynchronize(self.stream))
 
     def close(self) -> None:
-        from edgekit.runtimes.cuda import cuda_call
-
         if self.stream is not None:
             cuda_call(self.cu, self.cu.cudaStreamDestroy(self.stream))
             self.stream = None
@@ -173,6 +171,7 @@ class OrtStepper(Stepper):
             raise InputError(f"the model cannot run on these inputs: {e}") from None
         for out, cache in self.spec.writes.items():
             self._mem.write_slot(self._caches[cache], self._new[out], slot)
+        self._mem.finish()  # one synchronize for all the step's writes
 
     def close(self) -> None:
         self._mem.close()
