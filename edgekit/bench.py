@@ -126,7 +126,7 @@ def _prompt_ids(model: Any, n: int) -> np.ndarray:
 
     path = Path(model.artifact.path) / str(model.manifest.preprocess.get("tokenizer", "tokenizer.json"))
     if not path.is_file():
-        raise UnsupportedError(f"bench needs the artifact's tokenizer to build a prompt", found=f"no '{path.name}'")
+        raise UnsupportedError("bench needs the artifact's tokenizer to build a prompt", found=f"no '{path.name}'")
     ids = Tokenizer.from_file(str(path)).encode(_TEXT * (1 + n // 8), add_special_tokens=False).ids[:n]
     return np.asarray([ids], dtype=np.int64)
 

@@ -195,7 +195,7 @@ class Recognizer(Model):
 
     def _recognize_whisper(self, wave: np.ndarray, language: str | None, task: str | None, timestamps: bool,
                            max_new_tokens: int | None) -> Transcript:
-        pre, post = self.manifest.preprocess, self.manifest.postprocess
+        pre = self.manifest.preprocess
         rate = self.sample_rate
         window, stride = int(pre["chunk_length_s"] * rate), int(pre["stride_length_s"] * rate)
         texts: list[str] = []
