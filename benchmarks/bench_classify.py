@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         convert_s = time.perf_counter() - t
         clf = edgekit.load(art.path, device="cpu")
         par = art.manifest.parity["outputs"]["logits"]
-        kept = art.manifest.precision.get("kept_float_nodes", {}).get("model", [])
+        kept = art.manifest.precision.details.get("kept_float_nodes", {}).get("model", [])
         print(f"{precision}: convert {convert_s:.1f} s, parity cosine {par['cosine']:.5f} max_rel {par['max_rel']:.4f} "
               f"top1 {par['top1']:.3f} (passed: {art.manifest.parity['passed']}), kept float: {len(kept)}", flush=True)
         for b in args.batches:

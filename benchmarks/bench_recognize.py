@@ -47,7 +47,7 @@ def main() -> None:
     from transformers.utils import logging
 
     import edgekit
-    from edgekit.converters.recognize import synthetic_audio
+    from edgekit.converters.specs.ctc import synthetic_audio
     from tiny_whisper import make_tiny_whisper
 
     logging.set_verbosity_error()

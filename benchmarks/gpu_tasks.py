@@ -326,7 +326,7 @@ def recognize(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     import edgekit
-    from edgekit.converters.recognize import synthetic_audio  # the speech-like test signal convert uses
+    from edgekit.converters.specs.ctc import synthetic_audio  # the speech-like test signal convert uses
 
     s = ctx.shapes["recognize"]
     row["model"] = s["name"]

@@ -4,14 +4,13 @@
 
 Each artifact is benchmarked by `edgekit bench --against SOURCE --json` in a fresh process, so peak
 RSS is what the runtime needs (PyTorch is imported only after the runtime figures are taken) and
-the PyTorch ratio is measured in the same run with the same thread count. A task whose converter is
-not in this checkout, or a precision its converter refuses, gets a row saying why.
+the PyTorch ratio is measured in the same run with the same thread count. A precision the converter
+refuses gets a row saying why.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import json
 import os
 import platform
@@ -33,7 +32,6 @@ class TaskBench:
     """One task's row group: how to make its source, which precisions, which bench options."""
 
     model: str
-    converter: str  # the module that must exist in this checkout
     source: Callable[[Path], str]  # work dir -> source string for `convert` and `--against`
     precisions: tuple[str, ...]
     bench_args: list[str]
@@ -56,13 +54,13 @@ def _folder(builder: str) -> Callable[[Path], str]:
 
 
 TASKS: dict[str, TaskBench] = {
-    "classify": TaskBench("ResNet-18, 224x224, 10 classes", "edgekit.converters.classify",
+    "classify": TaskBench("ResNet-18, 224x224, 10 classes",
                           lambda work: "benchmarks.models:resnet18", ("fp32", "fp16", "int8"),
                           ["--runs", "30", "--batch", "1"], _classify_kwargs),
-    "generate": TaskBench("GPT-2 shape, 4 layers, d=256, vocab 2000", "edgekit.converters.generate",
+    "generate": TaskBench("GPT-2 shape, 4 layers, d=256, vocab 2000",
                           _folder("gpt2_folder"), ("fp32", "fp16", "int8", "int4"),
                           ["--runs", "5", "--prompt-tokens", "32", "--max-new-tokens", "64"]),
-    "recognize": TaskBench("Wav2Vec2-CTC shape, 4 layers, d=256", "edgekit.converters.recognize",
+    "recognize": TaskBench("Wav2Vec2-CTC shape, 4 layers, d=256",
                            _folder("wav2vec2_folder"), ("fp32", "fp16", "int8"),
                            ["--runs", "5", "--audio-seconds", "5"]),
 }
@@ -167,11 +165,6 @@ def main() -> None:
     rows: list[list[str]] = []
     for task in args.tasks.split(","):
         spec = TASKS[task]
-        try:
-            importlib.import_module(spec.converter)
-        except ImportError as e:
-            rows.append([task, spec.model, "all", f"skipped: {spec.converter} is not in this checkout ({e})"] + [""] * 8)
-            continue
         for precision in spec.precisions:
             if args.precisions and precision not in args.precisions.split(","):
                 continue

@@ -84,7 +84,7 @@ def main() -> None:
     growth: dict[str, float] = {}
     clf = edgekit.load(args.classify or _default_classifier(work), device="cpu")
     rng = np.random.default_rng(0)
-    h, w = clf.manifest.preprocess.get("size", [32, 32])
+    h, w = clf.contract.input.size
     images = [rng.integers(0, 256, (h + k, w + k, 3), dtype=np.uint8) for k in range(8)]
     growth["classify"] = soak("classify", lambda i: clf.classify(images[i % 8], top_k=3), args.classify_calls,
                               warmup=min(500, args.classify_calls), every=args.every)

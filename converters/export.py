@@ -2,8 +2,9 @@
 
 Why dynamo: it is the exporter PyTorch maintains, and named `torch.export.Dim`s give the ONNX
 graph readable dynamic dims ("batch", "sequence") that the manifest and TensorRT profiles reuse.
-Why opset 18: newer opsets emit fused Attention/RMSNorm ops that onnxruntime's quantizer cannot
-handle yet (shared/docs/export-notes.md).
+Why opset 18: opset 17 is refused or silently raised to 18 by the dynamo exporter, and opset 23
+emits ONNX Attention/RMSNormalization/RotaryEmbedding, which onnxruntime's quantization tools
+cannot handle yet (a shape inference assertion; a QAttention that will not load).
 """
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from edgekit.contract import GraphSpec, TensorSpec
 from edgekit.errors import ExportError
-from edgekit.manifest import GraphSpec, TensorSpec
 
 DEFAULT_OPSET = 18
 
@@ -45,8 +48,6 @@ class GraphExport:
 
 def export_graph(g: GraphExport, path: Path) -> GraphSpec:
     """Export `g` to `path` (weights in `path.data` beside it) and describe its IO."""
-    import torch
-
     try:
         with torch.no_grad(), _quiet_torch():
             program = torch.onnx.export(
@@ -109,12 +110,9 @@ def describe_onnx(path: Path) -> GraphSpec:
 
     def spec(v: Any) -> TensorSpec:
         t = v.type.tensor_type
-        dims: list[int | str] = [d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim]
+        dims = tuple(d.dim_param if d.dim_param else int(d.dim_value) for d in t.shape.dim)
         return TensorSpec(v.name, _ONNX_TO_NUMPY.get(t.elem_type, f"onnx-{t.elem_type}"), dims)
 
     inits = {i.name for i in model.graph.initializer}
-    return GraphSpec(
-        file=path.name,
-        inputs=[spec(v) for v in model.graph.input if v.name not in inits],
-        outputs=[spec(v) for v in model.graph.output],
-    )
+    return GraphSpec(file=path.name, inputs=tuple(spec(v) for v in model.graph.input if v.name not in inits),
+                     outputs=tuple(spec(v) for v in model.graph.output))

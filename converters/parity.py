@@ -1,8 +1,9 @@
-"""Numbers that say whether a converted graph answers like PyTorch.
+"""Numbers that say whether a converted graph's outputs match PyTorch's on the same feeds.
 
-Tolerances are per precision and per measure. `max_rel` is the max abs diff divided by the
-largest reference magnitude (logit scales differ between models); `cosine` is per sample,
-minimum over samples; `top1` is the share of samples whose argmax agrees.
+`max_rel` is the max abs diff divided by the largest reference magnitude (logit scales differ
+between models); `cosine` is per sample, minimum over samples; `top1` is the share of samples
+whose argmax agrees. `OUTPUT_GATES` are the limits per precision, applied to every output; the
+int8 accuracy budget (sensitivity.py) holds the quantized graph to the same int8 gate.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.converters.spec import Gate, Limit, gate_failures
 from edgekit.runtimes.base import Runner
 
 # Measured on this project's test models (trained digits CNNs, ResNet-18/MobileNet shapes, tiny
@@ -18,11 +20,11 @@ from edgekit.runtimes.base import Runner
 # static int8 max_rel 0.013-0.07 and cosine 0.994-0.9996 once within the accuracy budget. The
 # gates leave a margin of about 4x over those; top-1 is only meaningful on representative inputs
 # (the calibration data, stored in the artifact), not random pixels where logits are near ties.
-TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"max_rel": 1e-3, "cosine": 0.99999, "top1": 1.0},
-    "fp16": {"max_rel": 3e-2, "cosine": 0.999, "top1": 0.98},
-    "int8": {"max_rel": 0.25, "cosine": 0.98, "top1": 0.9},
-    "int4": {"max_rel": 1.0, "cosine": 0.95, "top1": 0.8},
+OUTPUT_GATES: dict[str, Gate] = {
+    "fp32": {"max_rel": Limit(max=1e-3), "cosine": Limit(min=0.99999), "top1": Limit(min=1.0)},
+    "fp16": {"max_rel": Limit(max=3e-2), "cosine": Limit(min=0.999), "top1": Limit(min=0.98)},
+    "int8": {"max_rel": Limit(max=0.25), "cosine": Limit(min=0.98), "top1": Limit(min=0.9)},
+    "int4": {"max_rel": Limit(max=1.0), "cosine": Limit(min=0.95), "top1": Limit(min=0.8)},
 }
 
 
@@ -45,7 +47,7 @@ def graph_parity(
     reference: Runner, candidate: Runner, feeds: Iterable[dict[str, np.ndarray]], precision: str,
     argmax_output: str | None = None,
 ) -> dict[str, Any]:
-    """Run both runners on the same feeds; report per output and pass/fail against tolerances."""
+    """Run both runners on the same feeds; report per output and pass/fail against OUTPUT_GATES."""
     refs: dict[str, list[np.ndarray]] = {}
     gots: dict[str, list[np.ndarray]] = {}
     n = 0
@@ -56,8 +58,9 @@ def graph_parity(
             refs.setdefault(k, []).append(r[k].reshape(r[k].shape[0], -1))
             gots.setdefault(k, []).append(g[k].astype(np.float32).reshape(r[k].shape[0], -1))
         n += 1
-    tol = TOLERANCES[precision]
-    report: dict[str, Any] = {"precision": precision, "samples": n, "tolerances": tol, "outputs": {}}
+    gate = OUTPUT_GATES[precision]
+    report: dict[str, Any] = {"precision": precision, "samples": n,
+                              "tolerances": {k: str(v) for k, v in gate.items()}, "outputs": {}}
     failures = []
     for k in refs:
         ref, got = np.concatenate(refs[k]), np.concatenate(gots[k])
@@ -65,12 +68,7 @@ def graph_parity(
         if k == argmax_output:
             stats["top1"] = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
         report["outputs"][k] = stats
-        for measure, limit in tol.items():
-            if measure not in stats:
-                continue
-            bad = stats[measure] > limit if measure == "max_rel" else stats[measure] < limit
-            if bad:
-                failures.append(f"{k}.{measure}={stats[measure]:.4g} (limit {limit})")
+        failures += gate_failures(stats, gate, prefix=f"{k}.")
     report["passed"] = not failures
     report["summary"] = "; ".join(failures) if failures else "all outputs within tolerance"
     return report

@@ -1,65 +1,29 @@
-"""The convert pipeline: source -> plan (per task) -> export -> precision -> files -> parity gate.
+"""The convert pipeline: source -> spec -> export -> precision -> files -> manifest -> parity gate.
 
-Each task lives in its own module (`classify`, `generate`, `recognize`) exposing
-`plan(source, options) -> Plan`. The pipeline knows nothing about tasks beyond that.
+The spec (`specs.match`) knows the family; the pipeline knows the order of the stages and that the
+artifact appears atomically, only after its parity was measured on the artifact as a user loads it.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import platform
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import Artifact, hash_files, open_artifact, staging
-from edgekit.errors import ConfigError, ParityError, UnsupportedError
-from edgekit.manifest import PRECISIONS, Manifest
-from edgekit.system import import_onnxruntime
-from edgekit.converters.export import GraphExport, export_graph
-from edgekit.converters.sources import Source, resolve_source
+from edgekit.contract import check_graphs
+from edgekit.converters.export import describe_onnx, export_graph
+from edgekit.converters.precision import INT8_METHODS, apply_precision
+from edgekit.converters.sources import resolve_source
+from edgekit.converters.spec import ConvertOptions, ExportSpec
+from edgekit.converters.specs import match
+from edgekit.errors import ConfigError, ExportError, ParityError, SourceError, UnsupportedError
+from edgekit.manifest import PRECISIONS, Manifest, SourceInfo
+from edgekit.runtimes.onnxruntime import import_onnxruntime
 
 log = logging.getLogger("edgekit")
 
 TARGETS = ("cpu", "cuda", "tensorrt", "jetson")
-TASK_MODULES = {
-    "classify": "edgekit.converters.classify",
-    "generate": "edgekit.converters.generate",
-    "recognize": "edgekit.converters.recognize",
-}
-
-Feeds = dict[str, Any]  # input name -> np.ndarray
-
-
-@dataclass
-class ConvertOptions:
-    precision: str = "fp32"
-    calibration: Any = None
-    target: str = "cpu"
-    int8_method: str | None = None  # "static" (Q/DQ, TensorRT-ready) | "dynamic" (CPU) | "weight-only"
-    strict: bool = True  # parity outside tolerance fails the convert
-    extra: dict[str, Any] = field(default_factory=dict)  # task-specific options (e.g. max_context)
-
-
-@dataclass
-class Plan:
-    """What a task module hands the pipeline.
-
-    calibration_feeds(calibration) -> list of {graph name: feeds}; used by int8 static.
-    check_parity(plan, model, precision, samples=None) -> report dict with at least {"passed": bool,
-    "summary": str}; `samples` overrides the task's default number of parity inputs.
-    """
-
-    family: str
-    graphs: list[GraphExport]
-    preprocess: dict[str, Any]
-    postprocess: dict[str, Any]
-    files: dict[str, bytes]
-    calibration_feeds: Callable[[Any], list[dict[str, Feeds]]]
-    check_parity: Callable[..., dict[str, Any]]
-    default_int8: str = "static"
-    supported_precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
 
 
 def convert(
@@ -76,8 +40,16 @@ def convert(
     overwrite: bool = False,
     int8_method: str | None = None,
     strict: bool = True,
-    **extra: Any,
+    int4_block_size: int = 32,
 ) -> Artifact:
+    """Convert `source` into the artifact folder `out`; returns the verified artifact.
+
+    `source`: an nn.Module, a Hugging Face model folder, a .pt2 file, or "package.module:factory".
+    `task`: inferred from Hugging Face configs (and from `labels` for a plain classifier).
+    `calibration`: int8 samples, and the held-out inputs parity runs on (images, texts, audio).
+    `target`: "cpu" | "cuda" | "tensorrt" (engine built here) | "jetson" (engine built on the device).
+    `strict=False` keeps an artifact outside its parity tolerance (the report says so).
+    """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'", found=f"precisions {list(PRECISIONS)}")
     if target not in TARGETS:
@@ -85,25 +57,19 @@ def convert(
     # Quantization and the parity gate run through onnxruntime, which is an extra ([cpu] or [gpu]):
     # say so now, not after minutes of export.
     import_onnxruntime()
-    opts = ConvertOptions(precision, calibration, target, int8_method, strict, extra)
-    src = resolve_source(source, task, example_inputs, tokenizer, labels, preprocess)
-    plan: Plan = importlib.import_module(TASK_MODULES[src.task]).plan(src, opts)
-    if precision not in plan.supported_precisions:
-        raise ConfigError(
-            f"precision '{precision}' is not supported for {src.task} ({plan.family})",
-            found=f"supported {list(plan.supported_precisions)}",
-            fix="pick one of those",
-        )
+    opts = ConvertOptions(precision, calibration, target, int8_method, strict, int4_block_size)
+    spec = match(resolve_source(source, task, example_inputs, tokenizer, labels, preprocess), opts)
+    method = _int8_method(spec, opts)
     with staging(out, overwrite) as tmp:
-        manifest = _build(tmp, src, plan, opts)
-        if target in ("tensorrt", "jetson") and manifest.precision.get("tensorrt_compatible") is False:
+        manifest = _build(tmp, spec, opts, method)
+        if target in ("tensorrt", "jetson") and not manifest.precision.tensorrt_compatible:
             raise UnsupportedError(
-                f"the {manifest.precision.get('method')} {precision} graph cannot be built by TensorRT",
+                f"the {manifest.precision.method} {precision} graph cannot be built by TensorRT",
                 found=f"target '{target}'",
                 fix="use int8_method='static' (Q/DQ) for TensorRT, or target='cpu'/'cuda' for onnxruntime",
             )
         if target == "tensorrt":
-            from edgekit.converters.tensorrt import build_engines
+            from edgekit.runtimes.tensorrt.build import build_engines
 
             build_engines(tmp, manifest)
         elif target == "jetson":
@@ -113,29 +79,40 @@ def convert(
     return open_artifact(out)
 
 
-def _build(tmp: Path, src: Source, plan: Plan, opts: ConvertOptions) -> Manifest:
-    from edgekit.converters.precision import apply_precision
+def _int8_method(spec: ExportSpec, opts: ConvertOptions) -> str:
+    """The int8 method this convert uses; refuses what the family cannot do before any export."""
+    if opts.precision not in spec.precisions:
+        raise ConfigError(f"precision '{opts.precision}' is not supported for {spec.task} ({spec.family})",
+                          found=f"supported {list(spec.precisions)}", fix="pick one of those")
+    method = opts.int8_method or spec.default_int8
+    if method not in INT8_METHODS:
+        raise ConfigError(f"unknown int8 method '{method}'", found=f"methods {list(INT8_METHODS)}")
+    if opts.precision == "int8" and method == "static" and not spec.static_int8:
+        raise UnsupportedError(f"static Q/DQ int8 is not offered for {spec.task} ({spec.family})",
+                               fix="use the default int8 (int8_method='dynamic')"
+                                   + (" or int4 weight-only" if "int4" in spec.precisions else ""))
+    return method
 
-    graphs = {}
-    for g in plan.graphs:
+
+def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) -> Manifest:
+    calibration = spec.calibrate(opts.calibration)  # read first: bad data fails before minutes of export
+    exports = spec.graphs()
+    for g in exports:
         log.info("edgekit: exporting graph '%s'", g.name)
-        graphs[g.name] = export_graph(g, tmp / f"{g.name}.onnx")
-    precision_info = apply_precision(tmp, plan, opts)
-    for name, spec in list(graphs.items()):
-        graphs[name] = _reread(tmp / spec.file)
-    for rel, data in plan.files.items():
+        export_graph(g, tmp / f"{g.name}.onnx")
+    precision = apply_precision(tmp, exports, opts, int8_method, calibration)
+    graphs = {g.name: describe_onnx(tmp / f"{g.name}.onnx") for g in exports}
+    for rel, data in spec.files(calibration).items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(data)
-    manifest = Manifest(
-        task=src.task,
-        family=plan.family,
-        graphs=graphs,
-        precision=precision_info,
-        source={"kind": src.kind, "description": src.description, "sha256": src.sha256},
-        preprocess=plan.preprocess,
-        postprocess=plan.postprocess,
-        versions=_versions(),
-    )
+    src = spec.src
+    manifest = Manifest(task=spec.task, family=spec.family, graphs=graphs, contract=spec.contract(graphs),
+                        precision=precision, source=SourceInfo(src.origin, src.description, src.sha256),
+                        versions=_versions())
+    problems = check_graphs(manifest.contract, graphs)
+    if problems:  # the spec's contract and its own export disagree: a bug, said plainly
+        raise ExportError(f"the exported graphs do not match the {spec.family} contract", found="; ".join(problems),
+                          fix="report this as a bug in edgekit, with the model's config")
     manifest.files = hash_files(tmp)
     manifest.save(tmp)
 
@@ -143,22 +120,19 @@ def _build(tmp: Path, src: Source, plan: Plan, opts: ConvertOptions) -> Manifest
     from edgekit.api import load
 
     model = load(tmp, device="cpu")
-    report = plan.check_parity(plan, model, precision_info["produced"])
+    try:
+        report = spec.parity(model, precision.produced, calibration=calibration)
+    finally:
+        model.close()
     manifest.parity = report
     manifest.save(tmp)
     if opts.strict and not report.get("passed", False):
         raise ParityError(
-            f"the {precision_info['produced']} model does not match PyTorch within tolerance",
+            f"the {precision.produced} model does not match PyTorch within tolerance",
             found=report.get("summary", str(report)),
             fix="use a higher precision, give representative calibration data, or pass strict=False to keep it",
         )
     return manifest
-
-
-def _reread(path: Path) -> Any:
-    from edgekit.converters.export import describe_onnx
-
-    return describe_onnx(path)
 
 
 def _versions() -> dict[str, str]:
@@ -167,19 +141,15 @@ def _versions() -> dict[str, str]:
 
     import edgekit
 
-    return {
-        "edgekit": edgekit.__version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": import_onnxruntime().__version__,
-        "python": platform.python_version(),
-    }
+    return {"edgekit": edgekit.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+            "onnxruntime": import_onnxruntime().__version__, "python": platform.python_version()}
 
 
-def reference_source(source: Any, art: Artifact, **kwargs: Any) -> tuple[Source, Plan]:
-    """Re-resolve the PyTorch source of an artifact for `edgekit parity` and `edgekit bench`."""
+def reference_spec(source: Any, art: Artifact, **source_kwargs: Any) -> ExportSpec:
+    """The spec of an artifact's PyTorch source again, for `edgekit parity` and `edgekit bench --against`."""
     m = art.manifest
-    src = resolve_source(source, m.task, **kwargs)
-    opts = ConvertOptions(precision=m.produced_precision)
-    plan: Plan = importlib.import_module(TASK_MODULES[src.task]).plan(src, opts)
-    return src, plan
+    spec = match(resolve_source(source, m.task, **source_kwargs), ConvertOptions(precision=m.produced_precision))
+    if spec.task != m.task:
+        raise SourceError(f"'{spec.src.description}' is a {spec.task} model, the artifact a {m.task} one",
+                          fix="pass the source this artifact was converted from")
+    return spec

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekit.errors import ConfigError, UnsupportedError
+from edgekit.errors import ConfigError
+from edgekit.manifest import Precision
 
 if TYPE_CHECKING:
-    from edgekit.converters.pipeline import ConvertOptions, Plan
+    from edgekit.converters.export import GraphExport
+    from edgekit.converters.spec import Calibration, ConvertOptions
 
 log = logging.getLogger("edgekit")
 
@@ -26,58 +28,48 @@ FP16_KEEP_FP32 = [
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Pow", "Sqrt", "Reciprocal", "Exp", "Log",
     "Range", "CumSum", "TopK",
 ]
-# Always excluded from int8 Q/DQ: they collapse accuracy (the attention-mask path calibrates to a
-# scale near 1e36, see shared/docs/export-notes.md) or TensorRT runs them in float anyway.
+# Always excluded from int8 Q/DQ: they collapse accuracy (the attention-mask path, Where with the
+# dtype's min then Add, calibrates to a scale near 1e36: greedy agreement 0 of 20 tokens on a tiny
+# GPT-2 when quantized) or TensorRT runs them in float anyway.
 INT8_ALWAYS_EXCLUDE = ["Softmax", "Where", "Pow", "LayerNormalization", "ReduceMean", "Sqrt", "Div", "Erf", "Tanh"]
-INT8_METHODS = ("static", "dynamic")
+INT8_METHODS = ("static", "dynamic")  # static Q/DQ (what TensorRT reads) | dynamic (onnxruntime on the CPU)
 # 7-bit weights where int8 kernels can saturate: onnxruntime's x86 int8 GEMM without VNNI sums
 # pairs of u8*s8 products in int16, and full-range weights overflow it (measured on the digits CNN:
 # 95.8% -> 92.7% accuracy with 8-bit weights, 96.0% with 7-bit). GPUs and ARM have no such limit.
 INT8_REDUCE_RANGE_TARGETS = ("cpu",)
 
 
-def apply_precision(folder: Path, plan: Plan, opts: ConvertOptions) -> dict[str, Any]:
+def apply_precision(folder: Path, graphs: list[GraphExport], opts: ConvertOptions, int8_method: str,
+                    calibration: Calibration) -> Precision:
+    """Rewrite every exported graph in `folder` at `opts.precision`; what was produced, for the manifest."""
     p = opts.precision
-    info: dict[str, Any] = {"requested": p, "produced": p}
     if p == "fp32":
-        return info
+        return Precision(requested=p, produced=p)
     if p == "fp16":
-        for g in plan.graphs:
+        for g in graphs:
             _to_fp16(folder / f"{g.name}.onnx")
-        info.update(method="casts", kept_fp32=FP16_KEEP_FP32, io_dtype="unchanged")
-        return info
-    if p == "int8":
-        method = opts.int8_method or plan.default_int8
-        if method not in INT8_METHODS:
-            raise ConfigError(f"unknown int8 method '{method}'", found=f"methods {list(INT8_METHODS)}")
-        if method == "static":
-            samples = plan.calibration_feeds(opts.calibration)
-            reduce = opts.target in INT8_REDUCE_RANGE_TARGETS
-            budget: dict[str, dict[str, Any]] = {}
-            for g in plan.graphs:
-                exclude = sorted(set(INT8_ALWAYS_EXCLUDE) | set(g.quant_exclude_ops))
-                budget[g.name] = _int8_static(folder / f"{g.name}.onnx", [s[g.name] for s in samples if g.name in s],
-                                              exclude, reduce)
-            # Layers the accuracy budget kept in float (sensitivity search), per graph, with the scores.
-            info["kept_float_nodes"] = {k: v["kept_float_nodes"] for k, v in budget.items()}
-            info["budget_rounds"] = {k: v["budget_rounds"] for k, v in budget.items()}
-            info.update(method="static-qdq", symmetric=True, per_channel=True, calibration_samples=_count(samples),
-                        weight_bits=7 if reduce else 8,
-                        excluded_ops=sorted(set(INT8_ALWAYS_EXCLUDE)), tensorrt_compatible=True)
-        else:
-            reduce = opts.target in INT8_REDUCE_RANGE_TARGETS
-            for g in plan.graphs:
-                _int8_dynamic(folder / f"{g.name}.onnx", reduce)
-            info.update(method="dynamic", per_channel=True, tensorrt_compatible=False, weight_bits=7 if reduce else 8)
-        return info
+        return Precision(p, p, "casts", True, {"kept_fp32": FP16_KEEP_FP32, "io_dtype": "unchanged"})
     if p == "int4":
-        block = int(opts.extra.get("int4_block_size", 32))
-        for g in plan.graphs:
-            _int4_weights(folder / f"{g.name}.onnx", block)
-        info.update(method="weight-only-matmulnbits", block_size=block, symmetric=True,
-                    tensorrt_compatible=False)  # MatMulNBits is an onnxruntime contrib op
-        return info
-    raise UnsupportedError(f"precision '{p}' has no converter")  # pragma: no cover - checked earlier
+        for g in graphs:
+            _int4_weights(folder / f"{g.name}.onnx", opts.int4_block_size)
+        # MatMulNBits is an onnxruntime contrib op: TensorRT cannot build it.
+        return Precision(p, p, "weight-only-matmulnbits", False, {"block_size": opts.int4_block_size, "symmetric": True})
+    reduce = opts.target in INT8_REDUCE_RANGE_TARGETS
+    if int8_method == "dynamic":
+        for g in graphs:
+            _int8_dynamic(folder / f"{g.name}.onnx", reduce)
+        return Precision(p, p, "dynamic", False, {"per_channel": True, "weight_bits": 7 if reduce else 8})
+    budget: dict[str, dict[str, Any]] = {}
+    for g in graphs:
+        exclude = sorted(set(INT8_ALWAYS_EXCLUDE) | set(g.quant_exclude_ops))
+        feeds = [s[g.name] for s in calibration.feeds if g.name in s]
+        budget[g.name] = _int8_static(folder / f"{g.name}.onnx", feeds, exclude, reduce)
+    return Precision(p, p, "static-qdq", True, {
+        # Layers the accuracy budget kept in float (sensitivity search), per graph, with the scores.
+        "kept_float_nodes": {k: v["kept_float_nodes"] for k, v in budget.items()},
+        "budget_rounds": {k: v["budget_rounds"] for k, v in budget.items()},
+        "symmetric": True, "per_channel": True, "calibration_samples": _count(calibration.feeds),
+        "weight_bits": 7 if reduce else 8, "excluded_ops": sorted(set(INT8_ALWAYS_EXCLUDE))})
 
 
 def _count(samples: list[dict[str, dict[str, Any]]]) -> int:
@@ -116,12 +108,11 @@ class _Reader:
         return next(self._it, None)
 
 
-def _int8_static(path: Path, feeds: list[dict[str, Any]], exclude_ops: list[str], reduce_range: bool = True,
-                 exclude_nodes: list[str] | None = None) -> dict[str, Any]:
+def _int8_static(path: Path, feeds: list[dict[str, Any]], exclude_ops: list[str], reduce_range: bool) -> dict[str, Any]:
     """Static Q/DQ within the int8 accuracy budget; returns what was kept in float and the scores."""
     import onnx
 
-    from edgekit.converters.parity import TOLERANCES
+    from edgekit.converters.parity import OUTPUT_GATES
     from edgekit.converters.sensitivity import quantize_within_budget
 
     if not feeds:
@@ -136,7 +127,7 @@ def _int8_static(path: Path, feeds: list[dict[str, Any]], exclude_ops: list[str]
     quant_pre_process(str(path), str(pre), skip_symbolic_shape=True, save_as_external_data=True,
                       all_tensors_to_one_file=True, external_data_location=pre.name + ".data")
     graph = onnx.load(str(pre), load_external_data=False).graph
-    excluded = [n.name for n in graph.node if n.op_type in exclude_ops] + list(exclude_nodes or [])
+    excluded = [n.name for n in graph.node if n.op_type in exclude_ops]
     out = path.with_name(path.stem + ".q.onnx")
 
     def quantize(kept_float: list[str]) -> None:
@@ -144,7 +135,7 @@ def _int8_static(path: Path, feeds: list[dict[str, Any]], exclude_ops: list[str]
         _quantize_qdq(pre, out, feeds, excluded + kept_float, reduce_range)
 
     try:
-        result = quantize_within_budget(pre, out, feeds, quantize, TOLERANCES["int8"])
+        result = quantize_within_budget(pre, out, feeds, quantize, OUTPUT_GATES["int8"])
         _replace(out, path)
     finally:
         _remove_with_data(pre)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.converters.spec import Gate, gate_failures
+
 log = logging.getLogger("edgekit")
 
 ROUNDS = 4  # each round keeps more nodes in float: 1/16, then 1/8, 1/4, 1/2 of the candidates
@@ -22,7 +24,7 @@ Quantize = Callable[[list[str]], None]  # excluded node names -> writes the quan
 
 
 def quantize_within_budget(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]], quantize: Quantize,
-                           tolerance: dict[str, float]) -> dict[str, Any]:
+                           gate: Gate) -> dict[str, Any]:
     """Quantize, score against fp32, exclude the most sensitive nodes until within `tolerance`."""
     kept: list[str] = []
     history: list[dict[str, Any]] = []
@@ -31,7 +33,7 @@ def quantize_within_budget(fp32: Path, quantized: Path, feeds: list[dict[str, np
         quantize(kept)
         score = output_error(fp32, quantized, score_feeds)
         history.append({"kept_float": len(kept), **score})
-        if within(score, tolerance) or rnd == ROUNDS:
+        if within(score, gate) or rnd == ROUNDS:
             break
         ranked = [n for n in sensitive_nodes(fp32, quantized, score_feeds[:2]) if n not in kept]
         if not ranked:
@@ -39,12 +41,11 @@ def quantize_within_budget(fp32: Path, quantized: Path, feeds: list[dict[str, np
         step = max(1, (len(ranked) + len(kept)) // (16 >> rnd))
         kept += ranked[:step]
         log.info("edgekit: int8 outside budget (%s); keeping %d nodes in float", score, len(kept))
-    return {"kept_float_nodes": kept, "budget_rounds": history, "within_budget": within(history[-1], tolerance)}
+    return {"kept_float_nodes": kept, "budget_rounds": history, "within_budget": within(history[-1], gate)}
 
 
-def within(score: dict[str, float], tolerance: dict[str, float]) -> bool:
-    return score["cosine"] >= tolerance["cosine"] and score["max_rel"] <= tolerance["max_rel"] and \
-        score.get("top1", 1.0) >= tolerance.get("top1", 0.0)
+def within(score: dict[str, float], gate: Gate) -> bool:
+    return not gate_failures(score, gate)
 
 
 def _session(path: Path, outputs: list[str] | None = None, optimize: bool = True) -> Any:

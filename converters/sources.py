@@ -3,6 +3,7 @@
 Accepted: a `torch.nn.Module`; a Hugging Face model folder (config.json); a torch.export `.pt2`
 file; or a "package.module:factory" string whose factory returns a module or a dict with the
 keys `model` and optionally `example_inputs`, `labels`, `preprocess`, `tokenizer`, `task`.
+Which spec converts it, and so the task when none is given, is `specs.match`'s answer.
 """
 from __future__ import annotations
 
@@ -13,26 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from edgekit.artifact import sha256_file
 from edgekit.errors import ConfigError, SourceError
-from edgekit.manifest import TASKS
-
-# Hugging Face architecture name suffix -> task. Generic on purpose: any new family whose class
-# follows the naming convention needs no new code here.
-_ARCH_TASKS = (
-    ("ForSequenceClassification", "classify"),
-    ("ForImageClassification", "classify"),
-    ("ForCausalLM", "generate"),
-    ("LMHeadModel", "generate"),
-    ("ForCTC", "recognize"),
-    ("WhisperForConditionalGeneration", "recognize"),
-)
-
+from edgekit.tasks import TASKS
 
 @dataclass
 class Source:
-    kind: str  # "module" | "hf" | "pt2" | "factory"
+    origin: str  # "module" | "hf-folder" | "pt2" | "factory"
     description: str
-    task: str
+    task: str | None  # as the user gave it (or a factory's dict); None: the matching spec's
     module: Any = None  # torch.nn.Module (module/factory) or ExportedProgram (pt2)
     hf_dir: Path | None = None
     config: dict[str, Any] = field(default_factory=dict)  # the HF config.json, as data
@@ -46,6 +38,11 @@ class Source:
     def architecture(self) -> str:
         archs = self.config.get("architectures") or [""]
         return str(archs[0])
+
+    @property
+    def is_plain(self) -> bool:
+        """A module, .pt2 or factory: no config says what the model is."""
+        return self.origin != "hf-folder"
 
 
 def resolve_source(
@@ -62,11 +59,9 @@ def resolve_source(
         labels = [str(x) for x in labels]
     common = dict(example_inputs=_as_tuple(example_inputs), tokenizer=tokenizer, labels=labels, preprocess=preprocess)
 
-    import torch
-
     if isinstance(source, torch.nn.Module):
-        return Source(kind="module", description=type(source).__name__, task=_task_for_module(task, labels),
-                      module=source.eval(), sha256=_state_hash(source), **common)
+        return Source(origin="module", description=type(source).__name__, task=task, module=source.eval(),
+                      sha256=_state_hash(source), **common)
     if not isinstance(source, (str, Path)):
         raise SourceError(
             f"cannot use a {type(source).__name__} as a model source",
@@ -85,25 +80,14 @@ def resolve_source(
             raise SourceError(f"cannot load '{path}' with torch.export.load: {e}") from None
         if common["example_inputs"] is None:
             common["example_inputs"] = tuple(program.example_inputs[0]) if program.example_inputs else None
-        return Source(kind="pt2", description=path.name, task=_task_for_module(task, labels), module=program,
-                      sha256=_file_hash(path), **common)
+        return Source(origin="pt2", description=path.name, task=task, module=program, sha256=sha256_file(path),
+                      **common)
     if ":" in text and not path.exists():
         return _factory_source(text, task, common)
     raise SourceError(
         f"cannot find the model source '{text}'",
         found="no such folder or .pt2 file" if not path.exists() else "a file that is not .pt2",
         fix="pass a Hugging Face model folder (with config.json), a .pt2 file, or 'package.module:factory'",
-    )
-
-
-def _task_for_module(task: str | None, labels: list[str] | None) -> str:
-    if task:
-        return task
-    if labels:
-        return "classify"
-    raise ConfigError(
-        "the task of a plain PyTorch model cannot be inferred",
-        fix="pass task='classify' | 'generate' | 'recognize' (CLI: --task), or labels for a classifier",
     )
 
 
@@ -118,20 +102,14 @@ def _hf_source(path: Path, task: str | None, common: dict[str, Any]) -> Source:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise SourceError(f"{cfg_path} is not valid JSON: {e}") from None
-    archs = config.get("architectures") or []
-    inferred = next((t for suffix, t in _ARCH_TASKS for a in archs if a.endswith(suffix)), None)
-    if task is None and inferred is None:
-        raise ConfigError(
-            f"cannot infer the task of '{path}'",
-            found=f"architectures {archs}",
-            fix="pass task='classify' | 'generate' | 'recognize' (CLI: --task)",
-        )
+    if not isinstance(config, dict):
+        raise SourceError(f"{cfg_path} is not a JSON object")
     digest = hashlib.sha256()
     for f in sorted(path.iterdir()):
         if f.is_file():
             digest.update(f.name.encode())
             digest.update(f.read_bytes())
-    return Source(kind="hf", description=str(path), task=task or inferred or "", hf_dir=path, config=config,
+    return Source(origin="hf-folder", description=str(path), task=task, hf_dir=path, config=config,
                   sha256=digest.hexdigest(), **common)
 
 
@@ -154,13 +132,13 @@ def _factory_source(spec: str, task: str | None, common: dict[str, Any]) -> Sour
         if common["example_inputs"] is None:
             common["example_inputs"] = _as_tuple(made.get("example_inputs"))
         task = task or made.get("task")
+        if task is not None and task not in TASKS:
+            raise SourceError(f"the factory '{spec}' names unknown task '{task}'", found=f"tasks {list(TASKS)}")
         made = made["model"]
-    import torch
-
     if not isinstance(made, torch.nn.Module):
         raise SourceError(f"the factory '{spec}' returned a {type(made).__name__}, not a torch.nn.Module")
-    return Source(kind="factory", description=spec, task=_task_for_module(task, common["labels"]),
-                  module=made.eval(), sha256=_state_hash(made), **common)
+    return Source(origin="factory", description=spec, task=task, module=made.eval(), sha256=_state_hash(made),
+                  **common)
 
 
 def _as_tuple(x: Any) -> tuple[Any, ...] | None:
@@ -175,9 +153,3 @@ def _state_hash(module: Any) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def _file_hash(path: Path) -> str:
-    from edgekit.artifact import sha256_file
-
-    return sha256_file(path)

@@ -1,12 +1,10 @@
 """edgekit: PyTorch models to NVIDIA GPUs, Jetson and the CPU, with parity you can check.
 
->>> import edgekit
->>> # art = edgekit.convert(model, "models/cnn", example_inputs=x, labels=names, precision="int8",
->>> #                       calibration=images)
->>> # clf = edgekit.load("models/cnn"); clf.classify("cat.png", top_k=3)
+    edgekit.convert(model, "models/cnn", example_inputs=x, labels=names, precision="int8", calibration=images)
+    edgekit.load("models/cnn").classify("cat.png", top_k=3)
 
-`import edgekit` loads numpy-free metadata only; torch is imported by `convert` alone, and
-onnxruntime/TensorRT when a model is loaded.
+`import edgekit` loads the error types only; torch is imported by `convert` alone, and
+onnxruntime/TensorRT when a model is loaded. The runnable examples are in `edgekit.api`.
 """
 from __future__ import annotations
 

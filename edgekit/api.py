@@ -1,51 +1,61 @@
 """The public functions: `convert`, `load`, `parity`."""
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import Artifact, open_artifact
-from edgekit.model import Model
-
-# task -> the class that serves it. Data, not an if-chain; imported only when that task is loaded.
-TASK_CLASSES = {
-    "classify": ("edgekit.classifier", "Classifier"),
-    "generate": ("edgekit.generator", "Generator"),
-    "recognize": ("edgekit.recognizer", "Recognizer"),
-}
+from edgekit.tasks import resolve
+from edgekit.tasks.model import Model
 
 
 def convert(source: Any, out: str | os.PathLike[str], **kwargs: Any) -> Artifact:
     """Convert a PyTorch model into an artifact folder; see `edgekit.converters.pipeline.convert`.
 
-    >>> import edgekit, torch
+    >>> import tempfile, edgekit, torch
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
-    >>> art = edgekit.convert(net, "/tmp/edgekit-doc", example_inputs=torch.rand(1, 3, 2, 2),
-    ...                       labels=["a", "b", "c"], overwrite=True)
+    >>> out = tempfile.mkdtemp() + "/tiny"
+    >>> art = edgekit.convert(net, out, example_inputs=torch.rand(1, 3, 2, 2), labels=["a", "b", "c"])
     >>> art.manifest.task, art.manifest.parity["passed"]
     ('classify', True)
     """
-    from edgekit.converters.pipeline import convert as _convert
+    import inspect
 
+    from edgekit.converters.pipeline import convert as _convert
+    from edgekit.errors import ConfigError
+
+    known = list(inspect.signature(_convert).parameters)[2:]
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ConfigError(f"convert got unknown arguments {unknown}", found=f"arguments {known}")
     return _convert(source, Path(out), **kwargs)
 
 
 def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True) -> Model:
     """Load an artifact folder for inference on `device` ("auto" | "cpu" | "cuda" | "tensorrt").
 
-    >>> import edgekit
-    >>> clf = edgekit.load("/tmp/edgekit-doc", device="cpu")
-    >>> clf.device
-    'onnxruntime-cpu'
+    The manifest is checked (format, types, graphs against the contract) and every file's sha256
+    before anything runs; the task object comes from the contract (`Classifier`, `Generator`, ...).
+
+    >>> import tempfile, edgekit, torch
+    >>> out = tempfile.mkdtemp() + "/tiny"
+    >>> _ = edgekit.convert(torch.nn.Linear(4, 2), out, example_inputs=torch.rand(1, 4), labels=["no", "yes"])
+    >>> model = edgekit.load(out, device="cpu")
+    >>> model.device, type(model).__name__
+    ('onnxruntime-cpu', 'Classifier')
     """
     from edgekit.runtimes.select import open_runners
 
     art = open_artifact(path, verify=verify)
-    module, cls = TASK_CLASSES[art.manifest.task]
-    task_class = getattr(importlib.import_module(module), cls)
-    return task_class(art, open_runners(art, device))
+    task_class = resolve(art.manifest.contract.model)
+    runners = open_runners(art, device)
+    try:
+        return task_class(art, runners)  # type: ignore[no-any-return]
+    except BaseException:
+        for r in runners.values():  # the runners may hold GPU memory: nothing will use them
+            r.close()
+        raise
 
 
 def parity(
@@ -53,11 +63,11 @@ def parity(
 ) -> dict[str, Any]:
     """Compare an artifact with its PyTorch source on the same inputs; returns the report.
 
-    The report has per-output max/mean abs diff and cosine similarity, the task agreement
-    (top-1, greedy tokens, transcript ids) and `passed` against the precision's tolerances.
+    The report has the task's measures (top-1 and logit differences, greedy tokens, transcripts)
+    and `passed` against the precision's tolerances; exit 1 from `edgekit parity` when not.
     """
-    from edgekit.converters.pipeline import reference_source
+    from edgekit.converters.pipeline import reference_spec
 
     model = load(artifact, device=device)
-    _, plan = reference_source(against, model.artifact, **source_kwargs)
-    return plan.check_parity(plan, model, model.manifest.produced_precision, samples)
+    spec = reference_spec(against, model.artifact, **source_kwargs)
+    return spec.parity(model, model.manifest.produced_precision, samples=samples)

@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekit.errors import ConfigError, EdgekitError, SourceError, UnsupportedError
 from edgekit.runtimes.base import HostStepper
+from edgekit.tasks import TASKS, resolve
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 Call = Callable[[], dict[str, float]]  # one unit of work -> figures measured inside it
@@ -43,11 +43,11 @@ class Workload:
 # ------------------------------------------------------------------ per-task workloads
 
 
-def _classify(model: Any, opts: dict[str, Any]) -> Workload:
+def classify_workload(model: Any, opts: dict[str, Any]) -> Workload:
     batch = int(opts["batch"])
     rng = np.random.default_rng(0)
     if model.kind == "image":
-        h, w = (int(v) for v in model.manifest.preprocess.get("size", [224, 224]))
+        h, w = model.contract.input.size
         items: list[Any] = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(batch)]
         what = f"{batch} random {h}x{w} RGB image(s)"
     elif model.kind == "text":
@@ -66,7 +66,7 @@ def _classify(model: Any, opts: dict[str, Any]) -> Workload:
     return Workload(call, batch, "items/s", {"batch": batch, "inputs": what}, lambda runs: {})
 
 
-def _generate(model: Any, opts: dict[str, Any]) -> Workload:
+def generate_workload(model: Any, opts: dict[str, Any]) -> Workload:
     ids = _prompt_ids(model, int(opts["prompt_tokens"]))
     new = int(opts["max_new_tokens"])
 
@@ -92,9 +92,9 @@ def _generate(model: Any, opts: dict[str, Any]) -> Workload:
                     {"prompt_tokens": int(ids.shape[1]), "max_new_tokens": new, "decoding": "greedy, eos ignored"}, summarize)
 
 
-def _recognize(model: Any, opts: dict[str, Any]) -> Workload:
+def recognize_workload(model: Any, opts: dict[str, Any]) -> Workload:
     seconds = float(opts["audio_seconds"])
-    rate = int(model.manifest.preprocess.get("sample_rate", 16000))
+    rate = model.sample_rate
     t = np.arange(int(seconds * rate), dtype=np.float32) / rate
     rng = np.random.default_rng(0)
     # Speech-like: a few gliding tones and noise; the transcript does not matter, the work does.
@@ -111,23 +111,14 @@ def _recognize(model: Any, opts: dict[str, Any]) -> Workload:
     return Workload(call, seconds, "audio seconds/s", {"audio_seconds": seconds, "sample_rate": rate}, summarize)
 
 
-WORKLOADS: dict[str, Callable[[Any, dict[str, Any]], Workload]] = {
-    "classify": _classify,
-    "generate": _generate,
-    "recognize": _recognize,
-}
-DEFAULT_RUNS = {"classify": 50, "generate": 5, "recognize": 5}
 _TEXT = "The quick brown fox jumps over the lazy dog while the cat watches from the window sill."
 
 
 def _prompt_ids(model: Any, n: int) -> np.ndarray:
     """`n` prompt ids from the artifact's tokenizer on English text (ids a real prompt would have)."""
-    from tokenizers import Tokenizer
-
-    path = Path(model.artifact.path) / str(model.manifest.preprocess.get("tokenizer", "tokenizer.json"))
-    if not path.is_file():
-        raise UnsupportedError("bench needs the artifact's tokenizer to build a prompt", found=f"no '{path.name}'")
-    ids = Tokenizer.from_file(str(path)).encode(_TEXT * (1 + n // 8), add_special_tokens=False).ids[:n]
+    if model.tokenizer is None:
+        raise UnsupportedError("bench needs the artifact's tokenizer to build a prompt", found="no tokenizer.json")
+    ids = model.tokenizer.encode(_TEXT * (1 + n // 8), add_special_tokens=False).ids[:n]
     return np.asarray([ids], dtype=np.int64)
 
 
@@ -192,7 +183,7 @@ def _timed(call: Call, warmup: int, runs: int, phase: str, progress: Progress | 
 
 @contextmanager
 def _threads_env(threads: int) -> Iterator[None]:
-    # onnxruntime sessions read EDGEKIT_THREADS when they are created (runtimes/ort.py).
+    # onnxruntime sessions read EDGEKIT_THREADS when they are created (runtimes/onnxruntime/runner.py).
     old = os.environ.get("EDGEKIT_THREADS")
     os.environ["EDGEKIT_THREADS"] = str(threads)
     try:
@@ -222,8 +213,12 @@ def bench(
 ) -> dict[str, Any]:
     """Benchmark an artifact; returns a JSON-able report (see module doc).
 
-    >>> # report = bench("models/cnn", against="pkg.models:cnn", runs=50)
-    >>> # report["latency_ms"]["p50"], report["against"]["speedup_p50"]
+    >>> import tempfile, edgekit, torch
+    >>> out = tempfile.mkdtemp() + "/lin"
+    >>> _ = edgekit.convert(torch.nn.Linear(8, 2), out, example_inputs=torch.rand(1, 8), labels=["a", "b"])
+    >>> report = bench(out, runs=3, warmup=1, device="cpu")
+    >>> report["task"], report["runs"], report["latency_ms"]["p50"] > 0
+    ('classify', 3, True)
     """
     import edgekit
 
@@ -238,15 +233,15 @@ def bench(
         before = rss.now()
         with _threads_env(threads):
             model = edgekit.load(artifact, device=device)
-        task = model.manifest.task
-        runs = runs or DEFAULT_RUNS[task]
-        work = WORKLOADS[task](model, {"batch": batch, "prompt_tokens": prompt_tokens,
+        task = TASKS[model.manifest.task]
+        runs = runs or task.bench_runs
+        work = resolve(task.workload)(model, {"batch": batch, "prompt_tokens": prompt_tokens,
                                        "max_new_tokens": max_new_tokens, "audio_seconds": audio_seconds})
         measured = _timed(work.call, warmup, runs, "edgekit", progress)
     latencies = [r["latency_s"] for r in measured]
     m = model.manifest
     report: dict[str, Any] = {
-        "artifact": str(artifact), "task": task, "family": m.family, "precision": m.produced_precision,
+        "artifact": str(artifact), "task": task.name, "family": m.family, "precision": m.produced_precision,
         "device": model.device, "threads": threads, "warmup": warmup, "runs": runs, **work.describe,
         "latency_ms": _percentiles(latencies),
         "throughput": {"value": work.items * len(latencies) / sum(latencies), "unit": work.unit},
@@ -255,7 +250,7 @@ def bench(
         "latencies_ms": [s * 1000.0 for s in latencies],
     }
     report.update(work.summarize(measured))
-    if task == "recognize":
+    if task.name == "recognize":
         report["real_time_factor"] = report["latency_ms"]["p50"] / 1000.0 / work.items
     if against is not None:
         report["against"] = _against(model, work, against, threads, max(warmup, 1), runs, progress)
@@ -297,8 +292,8 @@ def _record(model: Any, call: Call) -> Recorded:
     return calls
 
 
-def _check_same_graphs(model: Any, plan: Any, description: str) -> None:
-    made = {g.name: (list(g.input_names), list(g.output_names)) for g in plan.graphs}
+def _check_same_graphs(model: Any, spec: Any, description: str) -> None:
+    made = {g.name: (list(g.input_names), list(g.output_names)) for g in spec.graphs()}
     for name, runner in model.runners.items():
         want = ([t.name for t in runner.inputs], [t.name for t in runner.outputs])
         if made.get(name) != want:
@@ -313,14 +308,15 @@ def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int,
              progress: Progress | None) -> dict[str, Any]:
     import torch
 
-    from edgekit.converters.pipeline import reference_source
-    from edgekit.runtimes.torch_ref import TorchRunner
+    from edgekit.converters.pipeline import reference_spec
+    from edgekit.converters.reference import TorchRunner
 
     torch.set_num_threads(threads)
-    src, plan = reference_source(source, model.artifact)
+    spec = reference_spec(source, model.artifact)
+    src = spec.src
     refs = {g.name: TorchRunner(g.module, model.manifest.graph(g.name), g.input_names, g.output_names)
-            for g in plan.graphs}
-    _check_same_graphs(model, plan, src.description)
+            for g in spec.graphs()}
+    _check_same_graphs(model, spec, src.description)
     calls = _record(model, work.call)
     try:  # the user's module on the artifact's inputs: its own exceptions mean "not this model"
         for graph, feeds, outputs in calls:

@@ -85,24 +85,23 @@ def convert(source: str, out: Path, task: str | None, precision: str, int8_metho
     art = edgekit.convert(source, out, task=task, precision=precision, calibration=calibration, target=target,
                           overwrite=overwrite, int8_method=int8_method, strict=not no_strict)
     m = art.manifest
-    summary = {"artifact": str(art.path), "task": m.task, "family": m.family, "precision": m.precision,
-               "parity": m.parity}
+    summary = {"artifact": str(art.path), "task": m.task, "family": m.family,
+               "precision": json.loads(m.to_json())["precision"], "parity": m.parity}
     _emit(summary, as_json, lambda s: f"wrote {s['artifact']} ({s['task']}, {s['family']}, "
                                       f"{s['precision']['produced']}); parity: {m.parity.get('summary')}")
 
 
-# task -> function(model, inputs, options) -> (json-able result, text). Each task module adds its own.
-def _run_classify(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
+# `edgekit run` per task (edgekit/tasks/__init__.py names them): (model, inputs, options) -> (JSON data, text).
+def run_classify(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
     if not inputs:
         raise click.UsageError("classify needs INPUT files (images) or texts")
-    items: list[Any] = [p if model.kind == "image" else p for p in inputs]
-    results = model.classify(items, top_k=opts["top_k"])
+    results = model.classify(list(inputs), top_k=opts["top_k"])
     data = [{"input": i, "predictions": [{"label": p.label, "score": p.score} for p in r]} for i, r in zip(inputs, results)]
     text = "\n".join(f"{d['input']}: " + ", ".join(f"{p['label']} {p['score']:.3f}" for p in d["predictions"]) for d in data)
     return data, text
 
 
-def _run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
+def run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
     if not inputs:
         raise click.UsageError("recognize needs INPUT audio files (WAV, FLAC, OGG)")
     data = []
@@ -113,7 +112,7 @@ def _run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) ->
     return data, "\n".join(f"{d['input']}: {d['text']}" for d in data)
 
 
-def _run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
+def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
     prompts = [opts["prompt"]] if opts.get("prompt") is not None else list(inputs)
     if not prompts:
         raise click.UsageError("generate needs --prompt TEXT or prompts as INPUT arguments")
@@ -123,13 +122,6 @@ def _run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> 
                            top_k=opts["top_k"] if sample else 0)
     data = [{"prompt": p, "text": t} for p, t in zip(prompts, texts)]
     return data, "\n".join(p + t for p, t in zip(prompts, texts))
-
-
-RUNNERS: dict[str, Callable[[Any, tuple[str, ...], dict[str, Any]], tuple[Any, str]]] = {
-    "classify": _run_classify,
-    "generate": _run_generate,
-    "recognize": _run_recognize,
-}
 
 
 @cli.command()
@@ -144,11 +136,10 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
         device: str, as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
+    from edgekit.tasks import TASKS, resolve
 
     model = edgekit.load(artifact, device=device)
-    task_run = RUNNERS.get(model.manifest.task)
-    if task_run is None:
-        raise click.UsageError(f"`edgekit run` does not support task '{model.manifest.task}' yet")
+    task_run = resolve(TASKS[model.manifest.task].run)
     given = click.get_current_context().get_parameter_source("top_k") == click.core.ParameterSource.COMMANDLINE
     data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k,
                                           "top_k_given": given})
@@ -185,18 +176,16 @@ def _parity_text(r: dict[str, Any]) -> str:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 def info(artifact: Path, as_json: bool) -> None:
-    """Show what an artifact holds: task, family, precision, inputs/outputs, parity, engines."""
-    from dataclasses import asdict
-
+    """Show what an artifact holds: task, family, precision, inputs/outputs, contract, parity, engines."""
     from edgekit.artifact import open_artifact
 
     m = open_artifact(artifact).manifest
-    _emit(asdict(m), as_json, lambda d: _info_text(m))
+    _emit(json.loads(m.to_json()), as_json, lambda d: _info_text(m))
 
 
 def _info_text(m: Any) -> str:
-    lines = [f"task: {m.task}", f"family: {m.family}", f"precision: {m.precision.get('produced')}"
-             f" ({m.precision.get('method', 'exported')})", f"source: {m.source.get('description')}"]
+    lines = [f"task: {m.task} ({m.contract.tag})", f"family: {m.family}",
+             f"precision: {m.precision.produced} ({m.precision.method})", f"source: {m.source.description}"]
     for name, g in m.graphs.items():
         lines.append(f"graph {name} ({g.file}):")
         lines += [f"  in  {t.name}: {t.dtype} {t.shape}" for t in g.inputs]
@@ -273,7 +262,8 @@ def build(artifact: Path, device: str, dla_core: int | None, workspace: int, max
           contexts: int, as_json: bool) -> None:
     """Build TensorRT engines for ARTIFACT on this GPU / Jetson (kept in ARTIFACT/engines/, reused)."""
     from edgekit.artifact import open_artifact
-    from edgekit.converters.tensorrt import BuildOptions, build_engines, parse_shape
+    from edgekit.runtimes.tensorrt.build import BuildOptions, build_engines
+    from edgekit.runtimes.tensorrt.profiles import parse_shape
 
     art = open_artifact(artifact)
     quiet = logging.getLogger("edgekit").level >= logging.ERROR
@@ -294,9 +284,9 @@ def _build_progress(phase: str, done: int, total: int) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def doctor(as_json: bool) -> None:
     """What this machine can run: GPU, driver, CUDA, TensorRT, DLA, onnxruntime providers (each smoke-run)."""
-    from edgekit import system
+    from edgekit.runtimes import probe
 
-    _emit(system.report(), as_json, system.format_report)
+    _emit(probe.report(), as_json, probe.format_report)
 
 
 def main() -> None:

@@ -1,62 +1,49 @@
-"""The artifact manifest, `edgekit.json`: everything a runtime needs, as plain JSON.
+"""The artifact manifest, `edgekit.json`: the typed contract plus what every artifact records.
 
-The manifest is data only. Loading never imports or executes anything named in it.
-Task-specific sections (`preprocess`, `postprocess`) are plain dicts whose keys each task
-documents in its own module; the fields common to all tasks are typed here.
+Format 2: `task`, `family`, `graphs` (each ONNX file's inputs and outputs with named dims), the
+task's `contract` section (edgekit/contract/<task>.py), `precision`, `source`, the sha256 of every
+file, versions, the parity report and TensorRT engine records. Reading checks every value's type
+and that the graphs are what the contract says (`check_graphs`); nothing named in the manifest is
+imported or executed.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
+from edgekit.contract import GraphSpec, Section, check_graphs
+from edgekit.contract.codec import ContractError, decode, encode
 from edgekit.errors import ArtifactError, ArtifactVersionError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: typed contract sections (1: free preprocess/postprocess dicts)
 MANIFEST_NAME = "edgekit.json"
-TASKS = ("classify", "generate", "recognize")
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
-
-_DTYPES = ("float32", "float16", "float64", "bfloat16", "int8", "uint8", "int16", "uint16", "int32", "uint32",
-           "int64", "uint64", "bool")
-Dim = int | str  # a fixed size, or the name of a dynamic dimension ("batch", "sequence", ...)
+CONVERT_AGAIN = "convert the model again with this version of edgekit (`edgekit convert`)"
 
 
-@dataclass
-class TensorSpec:
-    """One graph input or output: name, numpy dtype name, and shape with named dynamic dims."""
+@dataclass(frozen=True)
+class Precision:
+    """What the precision stage produced. `details` is for people (`edgekit info`), never read back."""
 
-    name: str
-    dtype: str
-    shape: list[Dim]
+    requested: str
+    produced: str
+    method: str = "exported"  # "exported" | "casts" | "static-qdq" | "dynamic" | "weight-only-matmulnbits"
+    tensorrt_compatible: bool = True  # False: contrib ops (dynamic int8, MatMulNBits) only onnxruntime runs
+    details: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        spec = cls(name=str(d["name"]), dtype=str(d["dtype"]), shape=list(d["shape"]))
-        # Checked here so that a damaged manifest fails at load, not as a numpy error mid-run.
-        if spec.dtype not in _DTYPES and not spec.dtype.startswith("onnx-"):
-            raise ValueError(f"tensor '{spec.name}' has unknown dtype '{spec.dtype:.40}'")
-        if not all(isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool) and x >= 0) for x in spec.shape):
-            raise ValueError(f"tensor '{spec.name}' has a malformed shape {spec.shape!r:.80}")
-        return spec
+    def __post_init__(self) -> None:
+        for p in (self.requested, self.produced):
+            if p not in PRECISIONS:
+                raise ValueError(f"unknown precision '{p:.20}'")
 
 
-@dataclass
-class GraphSpec:
-    """One ONNX graph of the artifact (most tasks have one, `model`; Whisper has two)."""
-
-    file: str
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GraphSpec:
-        return cls(
-            file=str(d["file"]),
-            inputs=[TensorSpec.from_dict(t) for t in d["inputs"]],
-            outputs=[TensorSpec.from_dict(t) for t in d["outputs"]],
-        )
+@dataclass(frozen=True)
+class SourceInfo:
+    origin: str  # "module" | "hf-folder" | "pt2" | "factory"
+    description: str
+    sha256: str
 
 
 @dataclass
@@ -64,85 +51,88 @@ class Manifest:
     task: str
     family: str
     graphs: dict[str, GraphSpec]
-    precision: dict[str, Any]  # {"requested": "int8", "produced": "int8", "method": "static-qdq", ...}
-    source: dict[str, Any] = field(default_factory=dict)  # {"kind", "description", "sha256"}
-    preprocess: dict[str, Any] = field(default_factory=dict)
-    postprocess: dict[str, Any] = field(default_factory=dict)
+    contract: Section
+    precision: Precision
+    source: SourceInfo
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     versions: dict[str, str] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)
-    engines: dict[str, Any] = field(default_factory=dict)  # fingerprint -> engine record
+    parity: dict[str, Any] = field(default_factory=dict)  # the report measured at convert time
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # records of runtimes/tensorrt
     format_version: int = FORMAT_VERSION
 
     @property
     def produced_precision(self) -> str:
-        return str(self.precision.get("produced", "fp32"))
+        return self.precision.produced
 
     def graph(self, name: str = "model") -> GraphSpec:
         try:
             return self.graphs[name]
         except KeyError:
-            raise ArtifactError(
-                f"the artifact has no graph named '{name}'",
-                found=f"graphs {sorted(self.graphs)}",
-                fix="convert the model again with this version of edgekit",
-            ) from None
+            raise ArtifactError(f"the artifact has no graph named '{name}'", found=f"graphs {sorted(self.graphs)}",
+                                fix=CONVERT_AGAIN) from None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        doc = {"format_version": self.format_version, "task": self.task, "family": self.family,
+               "graphs": encode(self.graphs), "contract": encode(self.contract), "precision": encode(self.precision),
+               "source": encode(self.source), "files": self.files, "versions": self.versions,
+               "parity": self.parity, "engines": self.engines}
+        return json.dumps(doc, indent=2) + "\n"
 
     def save(self, folder: Path) -> None:
         (folder / MANIFEST_NAME).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "edgekit.json") -> Manifest:
+    def from_dict(cls, d: Any, where: str = MANIFEST_NAME) -> Manifest:
+        from edgekit.tasks import TASKS
+
+        if not isinstance(d, dict):
+            raise ArtifactError(f"{where} is not a JSON object", fix=CONVERT_AGAIN)
         version = d.get("format_version")
-        if not isinstance(version, int):
-            raise ArtifactError(f"{where} has no integer format_version", fix="convert the model again")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ArtifactError(f"{where} has no integer format_version", fix=CONVERT_AGAIN)
         if version > FORMAT_VERSION:
-            raise ArtifactVersionError(
-                f"{where} is format version {version}",
-                found=f"this edgekit reads format versions up to {FORMAT_VERSION}",
-                fix="upgrade edgekit (pip install -U edgekit) or convert with this version",
-            )
+            raise ArtifactVersionError(f"{where} is format version {version}",
+                                       found=f"this edgekit reads format version {FORMAT_VERSION}",
+                                       fix="upgrade edgekit (pip install -U edgekit) or convert with this version")
+        if version < FORMAT_VERSION:
+            raise ArtifactVersionError(f"{where} was converted by an older edgekit; convert it again",
+                                       found=f"format version {version}; this edgekit reads {FORMAT_VERSION}",
+                                       fix=CONVERT_AGAIN)
+        name = d.get("task")
+        task = TASKS.get(name) if isinstance(name, str) else None
+        if task is None:
+            raise ArtifactError(f"{where} names unknown task {str(d.get('task'))[:40]!r}", found=f"tasks {sorted(TASKS)}",
+                                fix=CONVERT_AGAIN)
+        sections = Union[task.sections] if len(task.sections) > 1 else task.sections[0]  # noqa: UP007
         try:
-            m = cls(
-                task=str(d["task"]),
-                family=str(d["family"]),
-                graphs={k: GraphSpec.from_dict(v) for k, v in d["graphs"].items()},
-                precision=dict(d["precision"]),
-                source=dict(d.get("source", {})),
-                preprocess=dict(d.get("preprocess", {})),
-                postprocess=dict(d.get("postprocess", {})),
-                files={str(k): str(v) for k, v in d.get("files", {}).items()},
-                versions=dict(d.get("versions", {})),
-                parity=dict(d.get("parity", {})),
-                engines=dict(d.get("engines", {})),
-                format_version=version,
-            )
-        except (KeyError, TypeError, AttributeError, ValueError) as e:
-            raise ArtifactError(
-                f"{where} is malformed ({type(e).__name__}: {e})", fix="convert the model again"
-            ) from None
-        if not m.graphs:
-            raise ArtifactError(f"{where} lists no graphs", fix="convert the model again")
-        if m.task not in TASKS:
-            raise ArtifactError(f"{where} names unknown task '{m.task}'", found=f"known tasks {TASKS}")
+            m = cls(task=task.name, family=decode(str, d.get("family"), "family"),
+                    graphs=decode(dict[str, GraphSpec], d.get("graphs"), "graphs"),
+                    contract=decode(sections, d.get("contract"), "contract"),
+                    precision=decode(Precision, d.get("precision"), "precision"),
+                    source=decode(SourceInfo, d.get("source"), "source"),
+                    files=decode(dict[str, str], d.get("files", {}), "files"),
+                    versions=decode(dict[str, str], d.get("versions", {}), "versions"),
+                    parity=decode(dict[str, Any], d.get("parity", {}), "parity"),
+                    engines=decode(dict[str, dict[str, Any]], d.get("engines", {}), "engines"),
+                    format_version=version)
+        except ContractError as e:
+            raise ArtifactError(f"{where} is malformed at {e.path}", found=e.problem,
+                                fix=f"the edgekit.json was edited or damaged; {CONVERT_AGAIN}") from None
+        problems = check_graphs(m.contract, m.graphs)
+        if problems:
+            raise ArtifactError(f"the graphs of {where} do not match its {m.task} contract ({m.contract.tag})",
+                                found="; ".join(problems[:4]),
+                                fix=f"the edgekit.json was edited or its files mixed up; {CONVERT_AGAIN}")
         return m
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
         path = folder / MANIFEST_NAME
         if not path.is_file():
-            raise ArtifactError(
-                f"'{folder}' is not an edgekit artifact",
-                found=f"no {MANIFEST_NAME} in it",
-                fix="pass the folder written by `edgekit convert`",
-            )
+            raise ArtifactError(f"'{folder}' is not an edgekit artifact", found=f"no {MANIFEST_NAME} in it",
+                                fix="pass the folder written by `edgekit convert`")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ArtifactError(f"{path} is not valid JSON ({e})", fix="convert the model again") from None
-        if not isinstance(data, dict):
-            raise ArtifactError(f"{path} is not a JSON object", fix="convert the model again")
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise ArtifactError(f"{path} is not valid JSON ({e})", fix=CONVERT_AGAIN) from None
         return cls.from_dict(data, where=str(path))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import InputError
-from edgekit.manifest import GraphSpec, TensorSpec
+from edgekit.contract import GraphSpec, TensorSpec
 
 
 class Runner(abc.ABC):
@@ -25,8 +25,8 @@ class Runner(abc.ABC):
 
     def __init__(self, graph: GraphSpec) -> None:
         self.graph = graph
-        self.inputs: list[TensorSpec] = graph.inputs
-        self.outputs: list[TensorSpec] = graph.outputs
+        self.inputs: list[TensorSpec] = list(graph.inputs)
+        self.outputs: list[TensorSpec] = list(graph.outputs)
 
     def run(
         self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None

@@ -8,4 +8,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned to the CPU build (2.13.0) by the [export] extra; an unpinned torch pulls CUDA wheels.
-.venv/bin/python -m pip install -q -e ".[dev]"
+# setuptools warns on every editable install of a package-dir mapping that folders named like the
+# package may shadow it; that is this layout by design (pyproject.toml), so the warning is not shown.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[dev]"

@@ -125,3 +125,25 @@ def converted_w2v(factory: pytest.TempPathFactory) -> Path:
     if not (out / "edgekit.json").is_file():
         edgekit.convert(w2v_folder(factory), out)
     return out
+
+
+def whisper_folder(factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Whisper folder (examples/speech/tiny_whisper.py), saved once per session."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "speech"))
+    from tiny_whisper import make_tiny_whisper
+
+    folder = factory.getbasetemp() / "reliability-models" / "whisper-hf"
+    if not (folder / "config.json").is_file():
+        make_tiny_whisper(folder)
+    return folder
+
+
+def converted_whisper(factory: pytest.TempPathFactory) -> Path:
+    import edgekit
+
+    out = factory.getbasetemp() / "reliability-models" / "whisper-fp32"
+    if not (out / "edgekit.json").is_file():
+        edgekit.convert(whisper_folder(factory), out)
+    return out

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edgekit.audio import (chunks, is_silence, join_words, load_audio, normalize_wave, resample,
+from edgekit.preprocess.audio import (chunks, is_silence, join_words, load_audio, normalize_wave, resample,
                            whisper_log_mel)
 from edgekit.errors import InputError
 

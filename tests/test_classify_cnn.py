@@ -26,7 +26,7 @@ def test_cnn_parity(session_dir: Path, name: str, precision: str) -> None:
     folder = cnn_artifact(session_dir, name, precision)
     clf = edgekit.load(folder, device="cpu")
     m = clf.manifest
-    assert m.precision["produced"] == precision and m.precision["requested"] == precision
+    assert m.precision.produced == precision and m.precision.requested == precision
     report = m.parity
     assert report["passed"], report["summary"]
     stats = report["outputs"]["logits"]

@@ -39,15 +39,15 @@ def test_hf_parity(session_dir: Path, name: str, precision: str) -> None:
     folder = hf_artifact(session_dir, name, precision)
     clf = edgekit.load(folder, device="cpu")
     m = clf.manifest
-    assert m.task == "classify" and m.family == name and m.precision["produced"] == precision
+    assert m.task == "classify" and m.family == name and m.precision.produced == precision
     assert m.parity["passed"], m.parity["summary"]
     stats = m.parity["outputs"]["logits"]
     assert stats["cosine"] >= {"fp32": 0.99999, "fp16": 0.999, "int8": 0.98}[precision]
     assert clf.labels == {"vit": ["cat", "dog", "owl", "fox"], "bert": ["negative", "neutral", "positive"]}[name]
     if precision == "int8":
-        rounds = m.precision["budget_rounds"]["model"]
+        rounds = m.precision.details["budget_rounds"]["model"]
         assert rounds[-1]["cosine"] >= 0.98  # the accuracy budget was met, maybe after keeping layers float
-        assert isinstance(m.precision["kept_float_nodes"]["model"], list)
+        assert isinstance(m.precision.details["kept_float_nodes"]["model"], list)
 
 
 def test_vit_image_files_match_the_hf_pipeline(session_dir: Path, tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_bert_texts_match_the_hf_pipeline(session_dir: Path) -> None:
 
     clf = edgekit.load(hf_artifact(session_dir, "bert", "fp32"), device="cpu")
     spec = clf.manifest.graph().inputs[0]
-    assert spec.shape == ["batch", "sequence"]
+    assert spec.shape == ("batch", "sequence")
     tok = AutoTokenizer.from_pretrained(bert_folder(session_dir))
     model = hf_model(session_dir, "bert")
     for batch in (SENTENCES[:1], SENTENCES[:5], SENTENCES):
@@ -110,8 +110,8 @@ def test_bert_int8_keeps_sensitive_layers_float(session_dir: Path) -> None:
     import edgekit
 
     m = edgekit.load(hf_artifact(session_dir, "bert", "int8"), device="cpu").manifest
-    rounds = m.precision["budget_rounds"]["model"]
-    kept = m.precision["kept_float_nodes"]["model"]
+    rounds = m.precision.details["budget_rounds"]["model"]
+    kept = m.precision.details["kept_float_nodes"]["model"]
     assert rounds[0]["kept_float"] == 0 and rounds[0]["cosine"] < 0.98  # all-int8 alone was not enough
     assert kept and rounds[-1]["kept_float"] == len(kept) and rounds[-1]["cosine"] >= 0.98
     import onnx

@@ -57,7 +57,7 @@ def test_fp32_greedy_matches_transformers(built: dict[str, tuple[Path, Path]], f
     assert p["new_tokens"] >= 32
     assert p["greedy_rows"] == [1.0, 1.0, 1.0]  # batch 1, then both rows of a left-padded batch
     assert p["logits_max_abs"] < 1e-4
-    assert manifest["postprocess"]["cache"]["kind"] == "kv"
+    assert manifest["contract"]["cache"]["type"] == "kv"
     names = [t["name"] for t in manifest["graphs"]["model"]["inputs"]]
     assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and "past_key_values.1.value" in names
 
@@ -153,9 +153,9 @@ def test_bad_prompts_raise_edgekit_errors(gpt2: Any) -> None:
 
 
 def test_cache_is_preallocated_and_written_in_place(gpt2: Any) -> None:
-    from edgekit.generator import _KVCache
+    from edgekit.tasks.generator import _KVCache
 
-    cfg = gpt2.manifest.postprocess["cache"]
+    cfg = gpt2.contract.cache
     ids = np.array([[3, 4, 5, 6]], np.int64)
     cache = _KVCache(gpt2.runners["model"], cfg, 1, 4, 6)
     before = {n: (a.ctypes.data, a.shape) for n, a in cache.past.items()}
@@ -173,7 +173,7 @@ def test_processors_match_transformers() -> None:
     from transformers.generation.logits_process import (RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
                                                         TopKLogitsWarper, TopPLogitsWarper)
 
-    from edgekit.sampling import SamplingConfig, TokenChooser
+    from edgekit.tasks.sampling import SamplingConfig, TokenChooser
 
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((3, 50)).astype(np.float32) * 3
@@ -191,7 +191,7 @@ def test_processors_match_transformers() -> None:
 
 
 def test_sampled_frequencies_follow_the_distribution() -> None:
-    from edgekit.sampling import SamplingConfig, TokenChooser, softmax
+    from edgekit.tasks.sampling import SamplingConfig, TokenChooser, softmax
 
     logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]]))
     chooser = TokenChooser(SamplingConfig.make(do_sample=True, seed=0))
@@ -226,7 +226,7 @@ def test_lower_precisions_on_a_random_model(built: dict[str, tuple[Path, Path]],
     for precision, method in (("fp16", "casts"), ("int8", "dynamic"), ("int4", "weight-only-matmulnbits")):
         art = edgekit.convert(src, tmp_path / precision, precision=precision, strict=False)
         m = art.manifest
-        assert m.precision["produced"] == precision and m.precision["method"] == method
+        assert m.precision.produced == precision and m.precision.method == method
         assert 0.0 <= m.parity["greedy_agreement"] <= 1.0 and m.parity["top1_agreement"] >= 0.5, m.parity
         model = edgekit.load(art.path, device="cpu")
         assert model.generate(input_ids=np.array([[3, 4, 5]]), max_new_tokens=5, eos_token_id=[]).shape == (1, 8)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit import system
+from edgekit.runtimes import onnxruntime as ort_backend
 from edgekit.errors import BackendUnavailableError
 
 CPU_FIX = "pip install 'edgekit[cpu]'"
@@ -117,5 +117,5 @@ def test_a_clobbered_install_says_to_reinstall_one_build(monkeypatch: pytest.Mon
     monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
     monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
     with pytest.raises(BackendUnavailableError, match="installed but cannot be imported") as e:
-        system.import_onnxruntime()
+        ort_backend.import_onnxruntime()
     assert "pip uninstall -y onnxruntime onnxruntime-gpu" in str(e.value) and CPU_FIX in str(e.value)

@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 
 import edgekit
-from edgekit.converters.recognize import synthetic_audio
+from edgekit.converters.specs.ctc import synthetic_audio
 from edgekit.errors import ConfigError, InputError
-from edgekit.recognizer import ctc_decode, word_error_rate
+from edgekit.tasks.ctc import ctc_decode
+from edgekit.tasks.recognizer import word_error_rate
 from edgekit.results import Transcript
 
 @pytest.fixture(scope="session")
@@ -120,7 +121,7 @@ def test_long_audio_is_chunked_without_duplicates(tmp_path: Path) -> None:
 def test_hf_ctc_int8_reports_agreement_and_wer(w2v_dir: Path, tmp_path: Path) -> None:
     art = edgekit.convert(w2v_dir, tmp_path / "int8", precision="int8", strict=False)
     r = art.manifest.parity
-    assert art.manifest.precision["method"] == "dynamic"
+    assert art.manifest.precision.method == "dynamic"
     assert 0.0 <= r["frame_agreement"] <= 1.0 and r["wer_vs_pytorch"] >= 0.0
     assert "WER vs PyTorch" in r["summary"]
 
@@ -159,7 +160,7 @@ def test_plain_module_ctc_fp32_and_fp16(tmp_path: Path) -> None:
     with torch.inference_mode():
         ids = net(torch.from_numpy(wave)[None])[0].argmax(-1).numpy()
     post = {"vocabulary": labels, "blank_id": 0, "word_delimiter": " "}
-    assert m.recognize(wave).text == ctc_decode(ids, post)
+    assert m.recognize(wave).text == ctc_decode(ids, **post)
     art16 = edgekit.convert(net, tmp_path / "m16", task="recognize", labels=labels, precision="fp16", strict=False)
     assert art16.manifest.parity["frame_agreement"] >= 0.9
 
@@ -174,7 +175,7 @@ def test_plain_module_needs_labels_and_known_preprocess(tmp_path: Path) -> None:
 
 def test_ctc_decode_and_wer() -> None:
     post = {"vocabulary": ["_", "|", "a", "b"], "blank_id": 0, "word_delimiter": "|"}
-    assert ctc_decode(np.array([2, 2, 0, 2, 1, 3, 3, 0, 1]), post) == "aa b"
+    assert ctc_decode(np.array([2, 2, 0, 2, 1, 3, 3, 0, 1]), **post) == "aa b"
     assert word_error_rate("a b c d", "a x c") == 0.5
     assert word_error_rate("", "") == 0.0
 

@@ -1,7 +1,6 @@
 """recognize with Whisper: encoder + cached decoder graphs, greedy tokens identical to transformers."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,23 +9,20 @@ import pytest
 
 import edgekit
 import trt_fakes as F
-from edgekit.converters.recognize import hf_whisper_tokens, synthetic_audio
+from edgekit.converters.specs.ctc import synthetic_audio
+from edgekit.converters.specs.whisper import hf_whisper_tokens
 from edgekit.errors import ArtifactError, InputError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "speech"))
-from tiny_whisper import make_tiny_whisper  # noqa: E402
+from reliability_models import converted_whisper, whisper_folder
 
 
 @pytest.fixture(scope="session")
 def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_whisper(tmp_path_factory.mktemp("whisper") / "tiny")
+    return whisper_folder(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def whisper_fp32(whisper_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("art") / "whisper-fp32"
-    edgekit.convert(whisper_dir, out)
-    return out
+    return converted_whisper(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +38,7 @@ def test_fp32_convert_gate_is_exact_token_parity(whisper_fp32: Path) -> None:
     assert r["passed"] and r["token_agreement"] == 1.0 and r["identical_sequences"] == r["samples"]
     assert set(m.runners) == {"encoder", "decoder"}
     names = [t.name for t in m.runners["decoder"].inputs]
-    assert names[0] == "input_ids" and "past_key_0" in names and "cross_value_1" in names
+    assert names[0] == "input_ids" and "past_key_values.0.key" in names and "cross.1.value" in names
     # Cross-attention K/V come from the encoder graph, once per utterance; the decoder has no encoder input.
     assert "input_features" not in names
 
@@ -88,7 +84,7 @@ def test_long_audio_chunks_have_offsets(whisper_fp32: Path) -> None:
 def test_int8_reports_token_agreement_and_wer(whisper_dir: Path, tmp_path: Path) -> None:
     art = edgekit.convert(whisper_dir, tmp_path / "int8", precision="int8", strict=False)
     r = art.manifest.parity
-    assert art.manifest.precision["method"] == "dynamic"
+    assert art.manifest.precision.method == "dynamic"
     assert 0.0 <= r["token_agreement"] <= 1.0 and r["wer_vs_pytorch"] >= 0.0
     assert "WER vs PyTorch" in r["summary"]
     m = edgekit.load(art.path, device="cpu")
@@ -125,20 +121,20 @@ def test_decode_steps_go_through_the_stepper(whisper_fp32: Path, hf_model: Any) 
     import torch
 
     with edgekit.load(whisper_fp32, device="cpu") as m:
-        post = m.manifest.postprocess
         enc, dec = _record(m.runners["encoder"]), _record(m.runners["decoder"])
         feats = m.features(synthetic_audio(2.4, 16000, 21))
         got = m.greedy_tokens(feats, language="en", max_new_tokens=NEW)
         ref = hf_whisper_tokens(hf_model, torch.from_numpy(feats)[None], language="en", max_new_tokens=NEW)
         assert got == ref and len(got) == 4 + NEW  # the random model does not stop early: every step ran
         # The decoder's `run` is the prompt only (past length 0); every later token is a stepper step.
-        assert [r["past_key_0"][2] for r in dec["runs"]] == [0] and dec["runs"][0]["input_ids"] == (1, 4)
+        assert [r["past_key_values.0.key"][2] for r in dec["runs"]] == [0] and dec["runs"][0]["input_ids"] == (1, 4)
         [spec] = dec["specs"]
         assert dec["steps"] == list(range(4, 4 + NEW - 1)) and dec["closed"] == [spec]
         # The cross K/V are caches without writes: the encoder's own arrays, bound once per chunk.
-        assert set(post["cross_names"]) <= set(spec.caches) and not set(post["cross_names"]) & set(spec.writes.values())
-        assert spec.writes == dict(zip(post["present_names"], post["past_names"]))
-        assert spec.caches["past_key_0"].shape == (1, post["heads"], 4 + NEW - 1, post["head_dim"])
+        kv = m.contract.cache
+        assert set(kv.cross()) <= set(spec.caches) and not set(kv.cross()) & set(spec.writes.values())
+        assert spec.writes == dict(zip(kv.present(), kv.past()))
+        assert spec.caches["past_key_values.0.key"].shape == (1, kv.heads, 4 + NEW - 1, kv.head_dim)
         assert set(spec.inputs) == {"input_ids", "attention_mask", "position_ids"}
         # Language detection is one more prompt run (from <|startoftranscript|>), still no per-token `run`.
         m.greedy_tokens(feats, max_new_tokens=3)
@@ -150,15 +146,14 @@ def test_decode_steps_go_through_the_stepper(whisper_fp32: Path, hf_model: Any) 
 
 
 def test_artifact_of_the_old_decoder_fails_at_load(whisper_fp32: Path, tmp_path: Path) -> None:
+    import json
     import shutil
-
-    from edgekit.manifest import Manifest
 
     art = tmp_path / "old"
     shutil.copytree(whisper_fp32, art)
-    manifest = Manifest.load(art)
-    del manifest.postprocess["cache"]  # what the concatenating decoder's artifacts lack
-    manifest.save(art)
+    manifest = json.loads((art / "edgekit.json").read_text())
+    manifest["format_version"] = 1  # what artifacts of the concatenating decoder (and every format 1) say
+    (art / "edgekit.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="converted by an older edgekit; convert it again"):
         edgekit.load(art, device="cpu")
 
@@ -167,7 +162,7 @@ def test_tensorrt_decode_keeps_cross_kv_on_the_device(whisper_fp32: Path, tmp_pa
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    from edgekit.converters import tensorrt as T
+    from edgekit.runtimes.tensorrt import build as T
     from edgekit.manifest import Manifest
 
     wave = synthetic_audio(2.4, 16000, 21)
@@ -191,16 +186,16 @@ def test_tensorrt_decode_keeps_cross_kv_on_the_device(whisper_fp32: Path, tmp_pa
     T.build_engines(art, Manifest.load(art), T.BuildOptions())
     with edgekit.load(art, device="tensorrt") as m:
         assert m.device == "tensorrt"
-        post = m.manifest.postprocess
+        kv = m.contract.cache
         cross = m.runners["encoder"].run({"input_features": m.features(wave)[None]})
         [size] = {v.nbytes for v in cross.values()}
         uploads.clear()
         assert m.greedy_tokens(m.features(wave), language="en", max_new_tokens=NEW) == want_tokens
         # Each cross K/V tensor goes up twice per chunk (the prompt's run, the stepper's bind), never per token.
-        assert uploads.count(size) == 2 * len(cross) and len(post["cross_names"]) == len(cross)
+        assert uploads.count(size) == 2 * len(cross) and len(kv.cross()) == len(cross)
         assert calls.graph_launches == NEW - 2  # one plain decode launch, then CUDA graph replays
         assert m.recognize(wave, max_new_tokens=NEW).text == want_text  # language detected on the GPU path too
-        assert calls.graph_launches == 2 * (NEW - 2) and post["cache"] == {"layout": "slots"}
+        assert calls.graph_launches == 2 * (NEW - 2) and m.contract.tag == "whisper"
     assert cu.live == {}  # every device buffer freed
 
 

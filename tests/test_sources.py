@@ -20,7 +20,7 @@ def test_pt2_source(session_dir: Path, tmp_path: Path) -> None:
     torch.export.save(program, str(pt2))
     art = edgekit.convert(str(pt2), tmp_path / "art", labels=LABELS)
     m = art.manifest
-    assert m.source["kind"] == "pt2" and m.parity["passed"], m.parity
+    assert m.source.origin == "pt2" and m.parity["passed"], m.parity
     clf = edgekit.load(art.path, device="cpu")
     pics, _ = held_out("mnist", 5)
     x = clf.prepare(list(pics))["pixel_values"]
@@ -31,11 +31,11 @@ def test_pt2_source(session_dir: Path, tmp_path: Path) -> None:
 
 def test_factory_string_and_parity_against_it(tmp_path: Path) -> None:
     import edgekit
+    from edgekit.manifest import SourceInfo
 
     art = edgekit.convert("classify_models:mnist_factory", tmp_path / "f", precision="int8",
                           calibration=calibration("mnist"))
-    assert art.manifest.source == {"kind": "factory", "description": "classify_models:mnist_factory",
-                                   "sha256": art.manifest.source["sha256"]}
+    assert art.manifest.source == SourceInfo("factory", "classify_models:mnist_factory", art.manifest.source.sha256)
     report = edgekit.parity(art.path, against="classify_models:mnist_factory", samples=16)
     assert report["passed"], report["summary"]
     assert report["precision"] == "int8" and report["outputs"]["logits"]["top1"] >= 0.9
@@ -61,7 +61,7 @@ def test_module_preprocess_override(tmp_path: Path) -> None:
     model = trained_cnn("mnist")
     pre = {"mean": [0.1], "std": [0.8], "interpolation": "bicubic"}
     art = edgekit.convert(model, tmp_path / "p", example_inputs=example_input("mnist"), labels=LABELS, preprocess=pre)
-    assert art.manifest.preprocess["mean"] == [0.1] and art.manifest.preprocess["size"] == [28, 28]
+    assert art.manifest.contract.input.mean == (0.1,) and art.manifest.contract.input.size == (28, 28)
     clf = edgekit.load(art.path, device="cpu")
     from PIL import Image
 

@@ -60,19 +60,19 @@ def test_cpu_loop_binds_the_callers_arrays(gpt2_art: Path, prompts: tuple[np.nda
 
 def test_onnxruntime_device_loop_writes_slots_device_side(gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray],
                                                            host_tokens: np.ndarray) -> None:
-    from edgekit.runtimes.ort import DeviceMemory, OrtStepper
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
 
     calls = F.Calls()
     cu = F.make_cudart(calls)
     with edgekit.load(gpt2_art, device="cpu") as m:
         _through(m, lambda r, spec: OrtStepper(r._session, spec, DeviceMemory(cu, "cpu")))
         got = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
-        cfg = m.manifest.postprocess["cache"]
+        cfg = m.contract.cache
     np.testing.assert_array_equal(got, host_tokens)
     # One strided copy per cache tensor per decode step: batch*heads rows of head_dim floats into
     # rows `slots` long (slots = prompt + new - 1).
-    rows, width = 2 * cfg["heads"], cfg["head_dim"] * 4
-    assert calls.copies_2d == [((5 + NEW - 1) * width, width, rows)] * (2 * cfg["layers"] * (NEW - 1))
+    rows, width = 2 * cfg.heads, cfg.head_dim * 4
+    assert calls.copies_2d == [((5 + NEW - 1) * width, width, rows)] * (2 * cfg.layers * (NEW - 1))
 
 
 def test_step_spec_is_checked_once(gpt2_art: Path) -> None:
@@ -89,7 +89,7 @@ def test_step_spec_is_checked_once(gpt2_art: Path) -> None:
 def trt_art(gpt2_art: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, F.Calls]:
     import shutil
 
-    from edgekit.converters import tensorrt as T
+    from edgekit.runtimes.tensorrt import build as T
     from edgekit.manifest import Manifest
 
     calls = F.Calls()
@@ -144,7 +144,7 @@ def test_cuda_session_keeps_fp32_matmuls_in_fp32(gpt2_art: Path, monkeypatch: py
     import onnxruntime as ort
 
     from edgekit.artifact import open_artifact
-    from edgekit.runtimes.ort import OrtRunner
+    from edgekit.runtimes.onnxruntime.runner import OrtRunner
 
     seen: list[Any] = []
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])

@@ -12,13 +12,14 @@ import pytest
 from click.testing import CliRunner
 
 import trt_fakes as F
-from edgekit import system
+from edgekit.runtimes import onnxruntime as ort_backend
+from edgekit.runtimes import probe as system
 from edgekit.cli import cli
 
 
 @pytest.fixture(autouse=True)
 def _fresh_smoke_cache() -> None:
-    system.smoke_once.cache_clear()
+    ort_backend.smoke_once.cache_clear()
 
 
 def test_smoke_graph_is_what_it_says() -> None:
@@ -30,11 +31,11 @@ def test_smoke_graph_is_what_it_says() -> None:
     graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "smoke", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgekit")
     model.ir_version = 7
-    assert model.SerializeToString() == system.SMOKE_ONNX
+    assert model.SerializeToString() == ort_backend.SMOKE_ONNX
 
 
 def test_cpu_provider_passes_its_smoke_run() -> None:
-    r = system.smoke("CPUExecutionProvider")
+    r = ort_backend.smoke("CPUExecutionProvider")
     assert r["ok"] is True and r["detail"] == "smoke run passed" and r["ms"] >= 0
 
 
@@ -54,12 +55,12 @@ class _FallbackSession:
 def test_listed_gpu_provider_that_falls_back_is_not_available(monkeypatch: pytest.MonkeyPatch) -> None:
     import onnxruntime as ort
 
-    from edgekit.runtimes.select import _probe
+    from edgekit.runtimes.select import probe as _probe
 
     monkeypatch.setattr(ort, "InferenceSession", _FallbackSession)
-    r = system.smoke("CUDAExecutionProvider")
+    r = ort_backend.smoke("CUDAExecutionProvider")
     assert r["ok"] is False and "fell back to ['CPUExecutionProvider']" in r["detail"]
-    monkeypatch.setattr("edgekit.runtimes.ort.available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     ok, why = _probe("cuda")
     assert not ok and "listed but failed a smoke run" in why
 
@@ -71,7 +72,7 @@ def test_provider_that_raises_reports_the_error(monkeypatch: pytest.MonkeyPatch)
         raise RuntimeError("libcublasLt.so.13: cannot open shared object file")
 
     monkeypatch.setattr(ort, "InferenceSession", boom)
-    r = system.smoke("CUDAExecutionProvider")
+    r = ort_backend.smoke("CUDAExecutionProvider")
     assert r["ok"] is False and "libcublasLt.so.13" in r["detail"]
 
 
@@ -183,11 +184,13 @@ def test_auto_skips_tensorrt_without_an_engine(tiny_artifact: Path, monkeypatch:
 
 
 def test_cuda_device_needs_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    import trt_fakes as F
-    from edgekit.runtimes.select import _probe
+    import onnxruntime as ort
 
-    monkeypatch.setattr("edgekit.runtimes.ort.available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(system, "smoke_once", lambda provider: {"ok": True, "detail": ""})
+    import trt_fakes as F
+    from edgekit.runtimes.select import probe as _probe
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort_backend, "smoke_once", lambda provider: {"ok": True, "detail": ""})
     F.install(monkeypatch, None, None)
     ok, why = _probe("cuda")
     assert not ok and "needs cuda-python" in why

@@ -16,10 +16,15 @@ import numpy as np
 import pytest
 
 import trt_fakes as F
-from edgekit.converters import tensorrt as T
-from edgekit.converters.fingerprint import Machine
+from edgekit.runtimes.tensorrt import build as T
+from edgekit.runtimes.tensorrt.fingerprint import Machine
 from edgekit.errors import BackendUnavailableError, EngineError, InputError
-from edgekit.manifest import GraphSpec, Manifest, TensorSpec
+from edgekit.contract import ClassifySection, CtcSection, GenerateSection, GraphSpec, TensorSpec, WhisperSection
+from edgekit.contract.classify import TensorInput
+from edgekit.contract.generate import KVCache
+from edgekit.contract.recognize import Chunking
+from edgekit.manifest import Manifest
+from edgekit.runtimes.tensorrt import profiles as P
 
 
 # ---------------------------------------------------------------- fixtures
@@ -52,9 +57,26 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> F.Calls:
     return c
 
 
-def _manifest(task: str, inputs: list[TensorSpec], **sections: dict) -> Manifest:
-    g = GraphSpec("model.onnx", inputs, [TensorSpec("logits", "float32", ["batch", 3])])
-    return Manifest(task=task, family="test", graphs={"model": g}, precision={"produced": "fp16"}, **sections)
+def _graph(inputs: list[TensorSpec]) -> GraphSpec:
+    return GraphSpec("model.onnx", tuple(inputs), (TensorSpec("logits", "float32", ("batch", 3)),))
+
+
+def _classify() -> ClassifySection:
+    return ClassifySection(TensorInput("x"), ("a", "b", "c"))
+
+
+def _generate(max_context: int) -> GenerateSection:
+    return GenerateSection(None, True, (), None, 0, max_context, KVCache(1, 2, 16))
+
+
+def _whisper(max_length: int, max_target_positions: int) -> WhisperSection:
+    return WhisperSection(Chunking(16000, 30.0, 5.0), 80, 400, 160, 480000, "tokenizer.json", KVCache(1, 6, 64),
+                          1, 2, 3, False, {}, {}, (), (), None, max_length, max_target_positions, 0.02)
+
+
+def _ctc(features: str, chunk_length_s: float) -> CtcSection:
+    return CtcSection(Chunking(16000, chunk_length_s, 2.0), features, False, 400, 160, 80,  # type: ignore[arg-type]
+                      "input_values", ("_", "a"), 0, " ", ())
 
 
 def _build(folder: Path, **opts: object) -> dict:
@@ -66,73 +88,74 @@ def _build(folder: Path, **opts: object) -> dict:
 # ---------------------------------------------------------------- profiles
 
 def test_classify_profile_is_one_batch_range() -> None:
-    m = _manifest("classify", [TensorSpec("pixel_values", "float32", ["batch", 3, 16, 16])])
-    assert T.choose_profiles(m, m.graph(), T.BuildOptions()) == [("all", {"batch": (1, 8, 32)})]
-    shapes = T.input_shapes(m.graph(), {"batch": (1, 8, 32)})
+    g = _graph([TensorSpec("pixel_values", "float32", ("batch", 3, 16, 16))])
+    assert P.choose_profiles(_classify(), "model", g) == [("all", {"batch": (1, 8, 32)})]
+    shapes = P.input_shapes(g, {"batch": (1, 8, 32)})
     assert shapes == {"pixel_values": ([1, 3, 16, 16], [8, 3, 16, 16], [32, 3, 16, 16])}
 
 
 def test_generation_gets_prompt_and_decode_profiles() -> None:
-    m = _manifest("generate", [
-        TensorSpec("input_ids", "int64", ["batch", "sequence"]),
-        TensorSpec("attention_mask", "int64", ["batch", "past_sequence + sequence"]),
-        TensorSpec("past_key_0", "float16", ["batch", 2, "past_sequence", 16]),
-    ], postprocess={"max_context": 256})
-    (p_name, prompt), (d_name, decode) = T.choose_profiles(m, m.graph(), T.BuildOptions())
+    g = _graph([
+        TensorSpec("input_ids", "int64", ("batch", "sequence")),
+        TensorSpec("attention_mask", "int64", ("batch", "past_sequence + sequence")),
+        TensorSpec("past_key_0", "float16", ("batch", 2, "past_sequence", 16)),
+    ])
+    (p_name, prompt), (d_name, decode) = P.choose_profiles(_generate(256), "model", g)
     assert (p_name, d_name) == ("prompt", "decode")
     assert prompt["sequence"] == (1, 128, 256) and prompt["past_sequence"] == (0, 0, 255)
     assert decode["sequence"] == (1, 1, 1) and decode["past_sequence"] == (1, 128, 255)
     assert decode["past_sequence + sequence"] == (2, 129, 256)  # derived dims add up
     assert prompt["batch"] == decode["batch"] == (1, 1, 4)
-    shapes = T.input_shapes(m.graph(), decode)
+    shapes = P.input_shapes(g, decode)
     assert shapes["past_key_0"] == ([1, 2, 1, 16], [1, 2, 128, 16], [4, 2, 255, 16])
     assert "input_ids" in shapes and shapes["input_ids"][2] == [4, 1]
 
 
 def test_generator_and_whisper_dims_as_exported() -> None:
     # The generate export: past 0 at the prompt, a preallocated past at decode; mask = past + current.
-    kv = ["batch", 2, "past_sequence", 8]
-    m = _manifest("generate", [TensorSpec("input_ids", "int64", ["batch", "sequence"]),
-                               TensorSpec("attention_mask", "int64", ["batch", "total_sequence"]),
-                               TensorSpec("position_ids", "int64", ["batch", "sequence"]),
-                               TensorSpec("past_key_values.0.key", "float32", kv)], postprocess={"max_context": 1024})
-    (_, prompt), (_, decode) = T.choose_profiles(m, m.graph(), T.BuildOptions())
+    kv = ("batch", 2, "past_sequence", 8)
+    g = _graph([TensorSpec("input_ids", "int64", ("batch", "sequence")),
+                TensorSpec("attention_mask", "int64", ("batch", "total_sequence")),
+                TensorSpec("position_ids", "int64", ("batch", "sequence")),
+                TensorSpec("past_key_values.0.key", "float32", kv)])
+    (_, prompt), (_, decode) = P.choose_profiles(_generate(1024), "model", g)
     assert prompt["total_sequence"] == (1, 128, 1024) and decode["total_sequence"] == (2, 513, 1024)
-    # Whisper's decoder names its dims "tokens", "past" and "total" (the mask: past + tokens); its
-    # context is the position table (max_target_positions), which max_new_tokens may use past max_length.
-    w = _manifest("recognize", [TensorSpec("input_ids", "int64", ["batch", "tokens"]),
-                                TensorSpec("attention_mask", "int64", ["batch", "total"]),
-                                TensorSpec("position_ids", "int64", ["batch", "tokens"]),
-                                TensorSpec("past_key_0", "float32", ["batch", 6, "past", 64])],
-                  postprocess={"max_length": 200, "max_target_positions": 448},
-                  preprocess={"sample_rate": 16000, "chunk_length_s": 30.0})
-    (_, wp), (_, wd) = T.choose_profiles(w, w.graph(), T.BuildOptions())
+    # Whisper's decoder has the same dims; its context is the position table (max_target_positions),
+    # which max_new_tokens may use past max_length.
+    w = _graph([TensorSpec("input_ids", "int64", ("batch", "sequence")),
+                TensorSpec("attention_mask", "int64", ("batch", "total_sequence")),
+                TensorSpec("position_ids", "int64", ("batch", "sequence")),
+                TensorSpec("past_key_values.0.key", "float32", ("batch", 6, "past_sequence", 64))])
+    (_, wp), (_, wd) = P.choose_profiles(_whisper(200, 448), "decoder", w)
     # Prompt: up to 448 tokens on an empty cache. Decode: one token on a cache of up to 447 slots.
-    assert wp == {"batch": (1, 1, 4), "past": (0, 0, 447), "tokens": (1, 128, 448), "total": (1, 128, 448)}
-    assert wd == {"batch": (1, 1, 4), "past": (1, 224, 447), "tokens": (1, 1, 1), "total": (2, 225, 448)}
+    assert wp == {"batch": (1, 1, 4), "past_sequence": (0, 0, 447), "sequence": (1, 128, 448),
+                  "total_sequence": (1, 128, 448)}
+    assert wd == {"batch": (1, 1, 4), "past_sequence": (1, 224, 447), "sequence": (1, 1, 1),
+                  "total_sequence": (2, 225, 448)}
     # CTC on waveforms: chunks of chunk_length_s; on features: frames from the hop length.
-    ctc = _manifest("recognize", [TensorSpec("input_values", "float32", ["batch", "samples"])],
-                    preprocess={"sample_rate": 16000, "chunk_length_s": 20.0, "hop_length": 160})
-    [(_, dims)] = T.choose_profiles(ctc, ctc.graph(), T.BuildOptions())
-    assert dims["samples"] == (1600, 320000, 320000) and T.task_limits(ctc, T.BuildOptions()).max_frames == 2001
+    ctc = _graph([TensorSpec("input_values", "float32", ("batch", "samples"))])
+    [(_, dims)] = P.choose_profiles(_ctc("waveform", 20.0), "model", ctc)
+    feats = _graph([TensorSpec("input_features", "float32", ("batch", 80, "frames"))])
+    [(_, frames)] = P.choose_profiles(_ctc("log-mel", 20.0), "model", feats)
+    assert dims["samples"] == (1600, 320000, 320000) and frames["frames"][2] == 2001
 
 
 def test_recognize_frames_and_overrides_and_unknown_dims() -> None:
-    m = _manifest("recognize", [TensorSpec("input_features", "float32", ["batch", 80, "frames"])],
-                  preprocess={"n_frames": 1000})
-    [(_, dims)] = T.choose_profiles(m, m.graph(), T.BuildOptions(max_batch=2))
+    g = _graph([TensorSpec("input_features", "float32", ("batch", 80, "frames"))])
+    section = _ctc("log-mel", 9.99)  # 159840 samples: 1000 frames of 160
+    [(_, dims)] = P.choose_profiles(section, "model", g, max_batch=2)
     assert dims == {"batch": (1, 1, 2), "frames": (1, 1000, 1000)}
-    [(_, dims)] = T.choose_profiles(m, m.graph(), T.BuildOptions(shapes={"frames": (100, 200, 300)}))
+    [(_, dims)] = P.choose_profiles(section, "model", g, shapes={"frames": (100, 200, 300)})
     assert dims["frames"] == (100, 200, 300)
-    odd = _manifest("classify", [TensorSpec("x", "float32", ["batch", "height"])])
+    odd = _graph([TensorSpec("x", "float32", ("batch", "height"))])
     with pytest.raises(EngineError, match="'height'.*--shape height=MIN,OPT,MAX"):
-        T.choose_profiles(odd, odd.graph(), T.BuildOptions())
-    static = _manifest("classify", [TensorSpec("x", "float32", [1, 3])])
-    assert T.choose_profiles(static, static.graph(), T.BuildOptions()) == []
+        P.choose_profiles(_classify(), "model", odd)
+    static = _graph([TensorSpec("x", "float32", (1, 3))])
+    assert P.choose_profiles(_classify(), "model", static) == []
 
 
 def test_runner_picks_decode_profile_for_one_token() -> None:
-    from edgekit.runtimes.trt import pick_profile
+    from edgekit.runtimes.tensorrt.runner import pick_profile
 
     inputs = [TensorSpec("ids", "int64", ["batch", "sequence"]), TensorSpec("past", "float32", ["batch", "past_sequence"])]
     profiles = [{"batch": [1, 1, 4], "sequence": [1, 128, 256], "past_sequence": [0, 0, 255]},
@@ -370,7 +393,7 @@ def test_tensorrt_unavailable_says_why_and_how(art: Path, monkeypatch: pytest.Mo
 
 
 def test_no_gpu_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgekit.runtimes.trt import probe
+    from edgekit.runtimes.tensorrt import probe
 
     c = F.Calls()
     F.install(monkeypatch, F.make_trt(c), F.make_cudart(c, count=0))
@@ -384,7 +407,7 @@ def test_auto_on_this_machine_is_cpu_and_says_so(art: Path, monkeypatch: pytest.
     import edgekit
 
     F.install(monkeypatch, None, None)
-    monkeypatch.setattr("edgekit.runtimes.ort.available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr("onnxruntime.get_available_providers", lambda: ["CPUExecutionProvider"])
     with caplog.at_level(logging.INFO, logger="edgekit"):
         model = edgekit.load(art, device="auto")
     assert model.device == "onnxruntime-cpu"
@@ -399,7 +422,7 @@ def test_auto_prefers_tensorrt_when_it_has_an_engine(art: Path, calls: F.Calls) 
 
 
 def test_fingerprint_roundtrip() -> None:
-    from edgekit.converters.fingerprint import Fingerprint, make_fingerprint, mismatches
+    from edgekit.runtimes.tensorrt.fingerprint import Fingerprint, make_fingerprint, mismatches
 
     m = Machine("Orin", "8.7", "10.3.0")
     fp = make_fingerprint("decoder", "ab" * 32, m, "int8", [("prompt", {"batch": (1, 1, 4)})], dla_core=0)
@@ -415,15 +438,15 @@ def test_fingerprint_roundtrip() -> None:
 
 def test_dla_or_gpu_plan_chosen_at_load(art: Path, calls: F.Calls, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgekit.artifact import open_artifact
-    from edgekit.runtimes.trt import current_machine, select_engine
+    from edgekit.runtimes.tensorrt.runner import current_machine, select_engine
 
     dla = _build(art, dla_core=1)
     gpu = _build(art)
     a = open_artifact(art)
     machine = current_machine(__import__("sys").modules["tensorrt"])
-    assert select_engine(a, "model", machine)["file"] == gpu["file"]
+    assert select_engine(a, "model", machine).file == gpu["file"]
     monkeypatch.setenv("EDGEKIT_DLA_CORE", "1")
-    assert select_engine(a, "model", machine)["file"] == dla["file"]
+    assert select_engine(a, "model", machine).file == dla["file"]
 
 
 def test_convert_with_tensorrt_target_builds_engines(tmp_path: Path, calls: F.Calls) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekit.runtimes.select import _probe
+from edgekit.runtimes.select import probe as _probe
 
 TRT_OK, TRT_WHY = _probe("tensorrt")
 CUDA_OK, CUDA_WHY = _probe("cuda")
@@ -47,7 +47,7 @@ def _compare(art: Path, device: str) -> None:
 @pytest.mark.gpu
 @needs_trt
 def test_tensorrt_engine_builds_runs_and_is_reused(cnn: Path, tmp_path: Path) -> None:
-    from edgekit.converters.tensorrt import BuildOptions, build_engines
+    from edgekit.runtimes.tensorrt.build import BuildOptions, build_engines
     from edgekit.manifest import Manifest
 
     art = tmp_path / "cnn"
@@ -62,7 +62,7 @@ def test_tensorrt_engine_builds_runs_and_is_reused(cnn: Path, tmp_path: Path) ->
 @needs_trt
 def test_tensorrt_refuses_an_engine_from_another_version(cnn: Path, tmp_path: Path) -> None:
     import edgekit
-    from edgekit.converters.tensorrt import build_engines
+    from edgekit.runtimes.tensorrt.build import build_engines
     from edgekit.manifest import Manifest
 
     art = tmp_path / "cnn"
@@ -123,7 +123,7 @@ def test_onnxruntime_cuda_generate_is_token_exact(gpt2: tuple[Path, Path]) -> No
 @pytest.mark.gpu
 @needs_trt
 def test_tensorrt_generate_is_token_exact(gpt2: tuple[Path, Path], tmp_path: Path) -> None:
-    from edgekit.converters.tensorrt import build_engines
+    from edgekit.runtimes.tensorrt.build import build_engines
     from edgekit.manifest import Manifest
 
     art = tmp_path / "gpt2"

@@ -32,8 +32,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "trt_api_names.json"
-SOURCES = [ROOT / "converters" / "tensorrt.py", ROOT / "runtimes" / "trt.py", ROOT / "edgekit" / "system.py",
-           ROOT / "runtimes" / "cuda.py", ROOT / "runtimes" / "ort.py"]
+TRT = ROOT / "runtimes" / "tensorrt"
+SOURCES = [TRT / "__init__.py", TRT / "build.py", TRT / "runner.py", TRT / "logger.py", TRT / "profiles.py",
+           TRT / "fingerprint.py", ROOT / "runtimes" / "probe.py", ROOT / "runtimes" / "cuda.py",
+           ROOT / "runtimes" / "onnxruntime" / "runner.py", ROOT / "runtimes" / "onnxruntime" / "__init__.py"]
 CUDA_OWNERS = {"cu", "cudart", "self.cudart", "self.cu", "props"}  # props: cudaGetDeviceProperties' result
 # Names edgekit must find in the bindings for the build/run path to work at all (collector sanity).
 CORE = {"OnnxParser", "parse_from_file", "num_errors", "get_error", "STRONGLY_TYPED", "create_optimization_profile",
@@ -66,22 +68,24 @@ def _dotted(node: ast.AST) -> str:
 def _known_attributes(tree: ast.Module) -> set[str]:
     """Attributes explained by non-TensorRT types: Python/numpy objects and the module's own classes."""
     import edgekit.artifact as A
-    import edgekit.converters.fingerprint as FP
-    import edgekit.converters.tensorrt as T
+    import edgekit.contract as C
     import edgekit.errors as E
     import edgekit.manifest as M
     import edgekit.runtimes.base as B
     import edgekit.runtimes.cuda as CU
+    import edgekit.runtimes.tensorrt.build as T
+    import edgekit.runtimes.tensorrt.fingerprint as FP
 
     import subprocess
 
     import onnxruntime as ort
 
-    objects = [subprocess.CompletedProcess([], 0, "", ""), ort.InferenceSession, ort.SessionOptions(), ort.OrtValue,
+    objects = [subprocess.CompletedProcess([], 0, "", ""), ort, ort.InferenceSession, ort.SessionOptions(), ort.OrtValue,
                threading.Condition(),
                ort.IOBinding, B.StepSpec, B.HostStepper(None, B.StepSpec({}, {}, {}, {})), CU.DeviceBuffers(None), dict, list, str, bytes, tuple, set, int, float, object, np.ndarray, np.dtype, Path, logging.Logger,
-               threading.local(), threading.Lock(), hashlib.sha256(), Exception, M.Manifest, M.GraphSpec,
-               M.TensorSpec, A.Artifact, T.BuildOptions, T.Limits, T.Eta, FP.Machine, FP.Fingerprint, E.EngineError]
+               threading.local(), threading.Lock(), hashlib.sha256(), Exception, M.Manifest, C.GraphSpec,
+               C.TensorSpec, C.Section, M.Precision, A.Artifact, T.BuildOptions, T.Eta, FP.Machine, FP.Fingerprint,
+               FP.EngineRecord, E.EngineError("an edgekit error", found="", fix="")]
     known = {a for o in objects for a in dir(o)}
     known |= {f for o in objects for f in getattr(o, "__dataclass_fields__", {})}
     for node in ast.walk(tree):

@@ -1,13 +1,14 @@
 """A small character CTC recognizer: 40 log-mel bands -> dilated 1-D convolutions -> characters.
 
-The features are computed by edgekit's numpy front end ("log-mel" in `PREPROCESS`), so what the
-model saw in training is exactly what the deployed artifact computes.
+The features are computed by edgekit's numpy front end (`log_mel`, what "features": "log-mel" in
+`PREPROCESS` makes the deployed artifact compute), so what the model saw in training is exactly
+what the artifact feeds it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from edgekit.recognizer import ctc_features
+from edgekit.preprocess.audio import log_mel
 
 LABELS = ["<blank>", " ", *sorted(set("zero one two three four five six seven eight nine") - {" "})]
 PREPROCESS = {"sample_rate": 16000, "features": "log-mel", "n_fft": 400, "hop_length": 160, "n_mels": 40,
@@ -15,7 +16,8 @@ PREPROCESS = {"sample_rate": 16000, "features": "log-mel", "n_fft": 400, "hop_le
 
 
 def features(wave: np.ndarray) -> np.ndarray:
-    return ctc_features(wave, PREPROCESS)
+    p = PREPROCESS
+    return log_mel(wave, p["sample_rate"], p["n_fft"], p["hop_length"], p["n_mels"]).astype(np.float32)
 
 
 def encode(text: str) -> list[int]:

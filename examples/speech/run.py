@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 import edgekit
-from edgekit.audio import load_audio
-from edgekit.recognizer import ctc_decode, word_error_rate
+from edgekit.preprocess.audio import load_audio
+from edgekit.tasks.ctc import ctc_decode
+from edgekit.tasks.recognizer import word_error_rate
 from model import LABELS, PREPROCESS, features, load_weights
 
 HERE = Path(__file__).parent
@@ -27,9 +28,9 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
 def pytorch_transcripts(model: "torch.nn.Module", waves: list[np.ndarray]) -> list[str]:  # noqa: F821
     import torch
 
-    post = {"vocabulary": LABELS, "blank_id": 0, "word_delimiter": " "}
     with torch.inference_mode():
-        return [ctc_decode(model(torch.from_numpy(features(w))[None])[0].argmax(-1).numpy(), post) for w in waves]
+        return [ctc_decode(model(torch.from_numpy(features(w))[None])[0].argmax(-1).numpy(), LABELS, blank_id=0)
+                for w in waves]
 
 
 def main() -> None:

@@ -5,14 +5,8 @@
   typed plan is what parity was measured on.
 - `OnnxParser.parse_from_file` (external data resolved beside the file); every parser error is
   reported with its node, not only the first.
-- Optimization profiles come from the manifest's named dynamic dims; `DIM_RULES` says how each
-  named dim is ranged per task and phase (data, not if-chains).
-- Generation (and Whisper's decoder): two profiles, "prompt" (sequence 1..max, past from 0) and
-  "decode" (sequence 1, past 1..max-1). Why not one static max-context cache: the runtime's
-  cache is fixed within a call (prompt + max_new_tokens slots, unwritten slots masked, which
-  is what lets a CUDA graph replay the decode step) but sized per call, so past stays a dynamic
-  dim and a short answer does not attend over the whole context every step. Two profiles let
-  TensorRT pick GEMM tactics for the prompt and GEMV tactics for decode.
+- Optimization profiles come from the contract's call shapes (profiles.py): one per phase, so a
+  cached decoder gets "prompt" (GEMM tactics) and "decode" (one token, GEMV tactics) profiles.
 - A timing cache is kept beside the engines (`engines/timing.cache`), loaded before and written
   after every build, so rebuilds (new profile, new precision) take seconds, not minutes.
 - Plans are written as plain TensorRT plans (readable by trtexec), `engines/<fingerprint>.plan`,
@@ -29,16 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgekit.artifact import sha256_file
+from edgekit.contract import GraphSpec
 from edgekit.errors import ConfigError, EngineError
-from edgekit.manifest import GraphSpec, Manifest
-from edgekit.converters.fingerprint import Fingerprint, Machine, make_fingerprint
+from edgekit.manifest import Manifest
+from edgekit.runtimes.tensorrt import import_trt
+from edgekit.runtimes.tensorrt.fingerprint import EngineRecord, Machine, make_fingerprint
+from edgekit.runtimes.tensorrt.logger import logged_errors, make_logger
+from edgekit.runtimes.tensorrt.profiles import Profile, Range, choose_profiles, input_shapes
 
 log = logging.getLogger("edgekit")
 
 ENGINE_DIR = "engines"
 TIMING_CACHE = "timing.cache"
-Range = tuple[int, int, int]
-Profile = tuple[str, dict[str, Range]]
 Progress = Callable[[str, int, int], None]
 
 
@@ -61,125 +58,6 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if self.contexts < 1:
             raise ConfigError("contexts must be at least 1", found=str(self.contexts))
-
-
-# ---------------------------------------------------------------- optimization profiles (pure Python)
-
-@dataclass(frozen=True)
-class Limits:
-    """The task's sizes that named dims are ranged from."""
-
-    min_batch: int
-    opt_batch: int
-    max_batch: int
-    opt_sequence: int
-    max_context: int
-    max_frames: int
-    max_samples: int
-
-
-# Batch ranges per task: classify is throughput work (opt 8), generate/recognize are latency work.
-TASK_BATCH: dict[str, Range] = {"classify": (1, 8, 32), "generate": (1, 1, 4), "recognize": (1, 1, 4)}
-
-# named dim -> (limits, phase) -> (min, opt, max). Phases: "all" (one profile), "prompt", "decode".
-DIM_RULES: dict[str, Callable[[Limits, str], Range]] = {
-    "batch": lambda L, ph: (L.min_batch, L.opt_batch, L.max_batch),
-    "sequence": lambda L, ph: (1, 1, 1) if ph == "decode" else (1, min(L.opt_sequence, L.max_context), L.max_context),
-    "past_sequence": lambda L, ph: (1, L.max_context // 2, L.max_context - 1) if ph == "decode" else (0, 0, L.max_context - 1),
-    # The generator's attention mask spans past + current tokens (prompt: past 0; decode: one token).
-    "total_sequence": lambda L, ph: (2, L.max_context // 2 + 1, L.max_context) if ph == "decode"
-    else (1, min(L.opt_sequence, L.max_context), L.max_context),
-    # Audio: the recognizer feeds chunks of at most chunk_length_s; shorter clips down to 0.1 s.
-    "samples": lambda L, ph: (min(1600, L.max_samples), L.max_samples, L.max_samples),
-    "frames": lambda L, ph: (1, L.max_frames, L.max_frames),
-    # Whisper-style encoders halve the frames with a stride-2 conv.
-    "encoder_sequence": lambda L, ph: (1, L.max_frames // 2, L.max_frames // 2),
-}
-# Whisper's decoder names its dims "tokens", "past" and "total" (mask length: past + tokens).
-DIM_ALIASES = {"past": "past_sequence", "past_length": "past_sequence", "audio_frames": "frames",
-               "encoder_length": "encoder_sequence", "seq": "sequence", "tokens": "sequence",
-               "total": "total_sequence"}
-GENERATION_PHASES = ("prompt", "decode")
-
-# Where the manifest states the context / audio sizes (first key found wins). Whisper: its position
-# table (max_target_positions), not max_length, which `recognize(max_new_tokens=...)` may exceed.
-CONTEXT_KEYS = ("max_context", "max_target_positions", "max_length", "max_position_embeddings", "n_positions")
-FRAME_KEYS = ("max_frames", "n_frames", "frames")
-DEFAULT_CONTEXT = 1024
-DEFAULT_FRAMES = 3000  # 30 s of 10 ms hops, Whisper's fixed window
-
-
-def task_limits(manifest: Manifest, opts: BuildOptions) -> Limits:
-    lo, opt, hi = TASK_BATCH.get(manifest.task, (1, 1, 4))
-    if opts.max_batch is not None:
-        hi, opt = opts.max_batch, min(opt, opts.max_batch)
-    sections = (manifest.postprocess, manifest.preprocess)
-    context = next((int(s[k]) for k in CONTEXT_KEYS for s in sections if isinstance(s.get(k), int)), None)
-    if context is None:
-        log.info("edgekit: the manifest states no max context; TensorRT profiles use %d tokens", DEFAULT_CONTEXT)
-        context = DEFAULT_CONTEXT
-    pre = manifest.preprocess
-    rate, chunk = pre.get("sample_rate"), pre.get("chunk_length_s")
-    samples = int(chunk * rate) if isinstance(rate, int) and isinstance(chunk, (int, float)) else int(
-        pre.get("n_samples", DEFAULT_FRAMES * 160))
-    hop = pre.get("hop_length")
-    frames = next((int(s[k]) for k in FRAME_KEYS for s in sections if isinstance(s.get(k), int)),
-                  samples // hop + 1 if isinstance(hop, int) and hop > 0 else DEFAULT_FRAMES)
-    return Limits(lo, opt, hi, min(128, context), context, frames, samples)
-
-
-def choose_profiles(manifest: Manifest, graph: GraphSpec, opts: BuildOptions) -> list[Profile]:
-    """One profile per phase: [("all", dims)] or, for a graph with a past length, prompt + decode."""
-    names = {d for t in graph.inputs for d in t.shape if isinstance(d, str)}
-    if not names:
-        return []  # fully static graph: TensorRT needs no profile
-    limits = task_limits(manifest, opts)
-    has_past = any(_canonical(part) == "past_sequence" for n in names for part in n.split("+"))
-    phases = GENERATION_PHASES if has_past else ("all",)
-    return [(phase, {n: _dim_range(n, limits, phase, opts) for n in sorted(names)}) for phase in phases]
-
-
-def _canonical(name: str) -> str:
-    name = name.strip()
-    return DIM_ALIASES.get(name, name)
-
-
-def _dim_range(name: str, limits: Limits, phase: str, opts: BuildOptions) -> Range:
-    if name in opts.shapes:
-        return tuple(opts.shapes[name])  # type: ignore[return-value]
-    if "+" in name:  # a derived dim such as "past_sequence + sequence" (attention mask length)
-        parts = [_dim_range(p.strip(), limits, phase, opts) for p in name.split("+")]
-        return (sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
-    rule = DIM_RULES.get(_canonical(name))
-    if rule is None:
-        raise EngineError(
-            f"no TensorRT profile rule for the dynamic dimension '{name}'",
-            found=f"rules for {sorted(DIM_RULES)} (aliases {sorted(DIM_ALIASES)})",
-            fix=f"give its range: `edgekit build ... --shape {name}=MIN,OPT,MAX` or BuildOptions(shapes=...)",
-        )
-    return rule(limits, phase)
-
-
-def parse_shape(text: str) -> tuple[str, Range]:
-    """"past_sequence=1,512,2047" -> ("past_sequence", (1, 512, 2047)); checks min <= opt <= max."""
-    name, _, values = text.partition("=")
-    try:
-        lo, opt, hi = (int(v) for v in values.split(","))
-    except ValueError:
-        lo = opt = hi = -1
-    if not name or not 0 <= lo <= opt <= hi:
-        raise ConfigError(f"bad shape range '{text}'", fix="write DIM=MIN,OPT,MAX with 0 <= MIN <= OPT <= MAX, e.g. batch=1,8,32")
-    return name.strip(), (lo, opt, hi)
-
-
-def input_shapes(graph: GraphSpec, dims: dict[str, Range]) -> dict[str, tuple[list[int], list[int], list[int]]]:
-    """Per dynamic input: its (min, opt, max) shapes under one profile."""
-    out = {}
-    for t in graph.inputs:
-        if all(isinstance(d, int) for d in t.shape):
-            continue
-        out[t.name] = tuple([d if isinstance(d, int) else dims[d][i] for d in t.shape] for i in range(3))
-    return out  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- progress with ETA (pure Python)
@@ -233,52 +111,12 @@ def _progress_monitor(trt: Any, eta: Eta) -> Any:
 
 # ---------------------------------------------------------------- the build
 
-def import_trt() -> Any:
-    from edgekit.errors import BackendUnavailableError
-
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as e:  # OSError: the wheel is there but libnvinfer is not
-        raise BackendUnavailableError(
-            "TensorRT engines were asked for but TensorRT is not installed",
-            found=f"import tensorrt failed ({e})",
-            fix="pip install 'edgekit[tensorrt]' on a machine with an NVIDIA GPU (JetPack ships TensorRT on Jetson); "
-                "or convert here with --target cuda and run `edgekit build OUT` on the GPU machine",
-        ) from None
-    return trt
-
-
-def _logger(trt: Any) -> Any:
-    """A TensorRT logger that forwards to `logging` and keeps errors for the exception message."""
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity: Any, msg: str) -> None:
-            if severity in (trt.ILogger.ERROR, trt.ILogger.INTERNAL_ERROR):
-                self.errors.append(msg)
-                log.error("TensorRT: %s", msg)
-            elif severity == trt.ILogger.WARNING:
-                log.warning("TensorRT: %s", msg)
-            else:
-                log.debug("TensorRT: %s", msg)
-
-    return _Logger()
-
-
-def logged_errors(logger: Any) -> str:
-    """The TensorRT errors a `_logger` has seen, joined for an exception message."""
-    return "; ".join(logger.errors)
-
-
 def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None = None) -> dict[str, Any]:
     """Build (or reuse) one plan per graph of the artifact in `folder`; update and save the manifest."""
-    from edgekit.runtimes.trt import current_machine
+    from edgekit.runtimes.tensorrt.runner import current_machine
 
     opts = options or BuildOptions()
-    dims = {d for g in manifest.graphs.values() for t in g.inputs for d in t.shape if isinstance(d, str)}
+    dims = {d for g in manifest.graphs.values() for d in g.dims()}
     if set(opts.shapes) - dims:
         raise ConfigError(f"--shape names {sorted(set(opts.shapes) - dims)}, not dims of this model",
                           found=f"dynamic dims {sorted(dims)}", fix="use one of those names")
@@ -292,13 +130,13 @@ def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None
 def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, opts: BuildOptions, trt: Any) -> dict[str, Any]:
     graph = manifest.graph(name)
     onnx_path = folder / graph.file
-    profiles = choose_profiles(manifest, graph, opts)
-    fp = make_fingerprint(name, _sha256(onnx_path), machine, manifest.produced_precision, profiles,
+    profiles = choose_profiles(manifest.contract, name, graph, opts.max_batch, opts.shapes)
+    fp = make_fingerprint(name, sha256_file(onnx_path), machine, manifest.produced_precision, profiles,
                           opts.dla_core, opts.hardware_compatible, opts.version_compatible, opts.contexts)
     plan_path = folder / ENGINE_DIR / f"{fp.id}.plan"
     _prune_stale(folder, manifest, name, fp.onnx_sha256)
     old = manifest.engines.get(fp.id)
-    if not opts.rebuild and old is not None and plan_path.is_file() and _sha256(plan_path) == old.get("sha256"):
+    if not opts.rebuild and old is not None and plan_path.is_file() and sha256_file(plan_path) == old.get("sha256"):
         log.info("edgekit: reusing TensorRT engine %s", plan_path.name)
         return old
     plan_path.parent.mkdir(exist_ok=True)
@@ -321,16 +159,17 @@ def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, 
 
 def _prune_stale(folder: Path, manifest: Manifest, graph: str, onnx_sha256: str) -> None:
     """Drop plans of this graph built from another ONNX: no machine can ever use them again."""
-    for key, record in list(manifest.engines.items()):
-        if record.get("graph") == graph and record["fingerprint"].get("onnx_sha256") != onnx_sha256:
-            (folder / record["file"]).unlink(missing_ok=True)
+    for key, raw in list(manifest.engines.items()):
+        record = EngineRecord.from_dict(raw)  # checked: its file stays inside engines/
+        if record.graph == graph and record.fingerprint.onnx_sha256 != onnx_sha256:
+            (folder / record.file).unlink(missing_ok=True)
             del manifest.engines[key]
-            log.info("edgekit: removed %s (built from an older ONNX graph)", record["file"])
+            log.info("edgekit: removed %s (built from an older ONNX graph)", record.file)
 
 
 def _build_plan(onnx_path: Path, graph: GraphSpec, profiles: list[Profile], opts: BuildOptions, trt: Any,
                 cache_path: Path) -> bytes:
-    logger = _logger(trt)
+    logger = make_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
@@ -402,17 +241,7 @@ def _parser_error(err: Any) -> str:
     return f"{where} ({op}): {err.desc()}" if where or op else str(err.desc())
 
 
-def _sha256(path: Path) -> str:
-    from edgekit.artifact import sha256_file
-
-    return sha256_file(path)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def fingerprint_of(record: dict[str, Any]) -> Fingerprint:
-    return Fingerprint.from_dict(record["fingerprint"])

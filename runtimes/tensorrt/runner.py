@@ -23,6 +23,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -31,11 +32,13 @@ from typing import Any
 import numpy as np
 
 from edgekit.artifact import Artifact, sha256_file
-from edgekit.converters.fingerprint import Fingerprint, Machine, mismatches
-from edgekit.errors import BackendUnavailableError, EngineError, InputError
-from edgekit.manifest import GraphSpec
+from edgekit.contract import GraphSpec
+from edgekit.errors import EngineError, InputError
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
 from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, cuda_call, import_cudart
+from edgekit.runtimes.tensorrt import import_trt
+from edgekit.runtimes.tensorrt.fingerprint import EngineRecord, Machine, mismatches
+from edgekit.runtimes.tensorrt.logger import logged_errors, make_logger
 
 log = logging.getLogger("edgekit")
 BUILD_FIX = "run `edgekit build {path} --device tensorrt` on this machine (or load with device='cuda' or 'cpu')"
@@ -48,25 +51,7 @@ def current_machine(trt: Any, device: int = 0) -> Machine:
     return Machine(gpu=name.rstrip("\x00").strip(), cc=f"{props.major}.{props.minor}", trt=str(trt.__version__))
 
 
-def probe() -> tuple[bool, str]:
-    """(usable, why): TensorRT importable, cuda-python importable, and a CUDA GPU present."""
-    try:
-        import tensorrt as trt
-    except (ImportError, OSError) as e:  # OSError: the wheel is there but libnvinfer is not
-        return False, f"tensorrt is not installed ({e})"
-    try:
-        cudart = import_cudart()
-        count = cuda_call(cudart, cudart.cudaGetDeviceCount())
-    except (BackendUnavailableError, EngineError) as e:
-        return False, str(e)
-    if count < 1:
-        return False, "no CUDA GPU is visible"
-    return True, f"TensorRT {trt.__version__}, {count} GPU(s)"
-
-
 def open_artifact_runners(art: Artifact) -> dict[str, Runner]:
-    from edgekit.converters.tensorrt import import_trt
-
     trt = import_trt()
     machine = current_machine(trt)
     runners: dict[str, Runner] = {}
@@ -80,22 +65,21 @@ def open_artifact_runners(art: Artifact) -> dict[str, Runner]:
     return runners
 
 
-def select_engine(art: Artifact, graph: str, machine: Machine) -> dict[str, Any]:
+def select_engine(art: Artifact, graph: str, machine: Machine) -> EngineRecord:
     """The engine record of `graph` that can run on `machine`, or an EngineError saying why none can."""
     m = art.manifest
     onnx_sha = m.files.get(m.graph(graph).file) or sha256_file(art.file(m.graph(graph).file))
     # Jetson: an artifact may hold a GPU plan and DLA plans; EDGEKIT_DLA_CORE=N picks core N, else the GPU.
     want_dla = os.environ.get("EDGEKIT_DLA_CORE")
     dla = int(want_dla) if want_dla and want_dla.isdigit() else None
-    candidates = sorted((r for r in m.engines.values() if r.get("graph") == graph),
-                        key=lambda r: r["fingerprint"].get("dla_core") != dla)
+    records = [EngineRecord.from_dict(r) for r in m.engines.values()]
+    candidates = sorted((r for r in records if r.graph == graph), key=lambda r: r.fingerprint.dla_core != dla)
     reasons = []
     for record in candidates:
-        fp = Fingerprint.from_dict(record["fingerprint"])
-        why = mismatches(fp, machine, onnx_sha, m.produced_precision)
+        why = mismatches(record.fingerprint, machine, onnx_sha, m.produced_precision)
         if not why:
             return record
-        reasons.append(f"{record['file']}: " + ", ".join(why))
+        reasons.append(f"{record.file}: " + ", ".join(why))
     want = f"{machine.gpu} sm{machine.cc}, TensorRT {machine.trt}, {m.produced_precision}"
     raise EngineError(
         f"no TensorRT engine for graph '{graph}' matches this machine ({want})",
@@ -104,7 +88,7 @@ def select_engine(art: Artifact, graph: str, machine: Machine) -> dict[str, Any]
     )
 
 
-def pick_profile(inputs: list[Any], profiles: list[dict[str, list[int]]], feeds: dict[str, np.ndarray]) -> int:
+def pick_profile(inputs: list[Any], profiles: list[dict[str, Any]], feeds: dict[str, np.ndarray]) -> int:
     """The last (most specialized) profile whose ranges hold every named dim of the feeds.
 
     Generation engines list "prompt" (any length) then "decode" (one new token): a decode step
@@ -139,39 +123,35 @@ class TrtRunner(Runner):
 
     name = "tensorrt"
 
-    def __init__(self, art: Artifact, graph_name: str, graph: GraphSpec, record: dict[str, Any], trt: Any) -> None:
+    def __init__(self, art: Artifact, graph_name: str, graph: GraphSpec, record: EngineRecord, trt: Any) -> None:
         super().__init__(graph)
         self.trt = trt
         self.cudart = import_cudart()
         self.record = record
-        self.profiles = [p["dims"] for p in record["fingerprint"]["profiles"]]
-        self.contexts = int(record["fingerprint"].get("contexts", 1))
+        self.profiles = record.profile_dims()
+        self.contexts = record.fingerprint.contexts
         self._engine = self._deserialize(art, record, trt)
         self._check_io(graph)
         self._lanes: list[_Lane] = []  # every lane made, for close()
         self._idle: list[_Lane] = []  # lanes not leased now
         self._free = threading.Condition()
-        log.debug("edgekit: TensorRT engine %s loaded for graph '%s'", record["file"], graph_name)
+        log.debug("edgekit: TensorRT engine %s loaded for graph '%s'", record.file, graph_name)
 
-    def _deserialize(self, art: Artifact, record: dict[str, Any], trt: Any) -> Any:
-        path = art.path / record["file"]
+    def _deserialize(self, art: Artifact, record: EngineRecord, trt: Any) -> Any:
+        path = art.file(record.file)
         fix = BUILD_FIX.format(path=art.path)
         if not path.is_file():
-            raise EngineError(f"the engine {record['file']} is listed in the manifest but missing", fix=fix)
+            raise EngineError(f"the engine {record.file} is listed in the manifest but missing", fix=fix)
         data = path.read_bytes()
-        import hashlib
-
-        if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-            raise EngineError(f"the engine {record['file']} was altered (sha256 differs from the manifest)", fix=fix)
-        from edgekit.converters.tensorrt import _logger, logged_errors
-
-        self._logger = _logger(trt)
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            raise EngineError(f"the engine {record.file} was altered (sha256 differs from the manifest)", fix=fix)
+        self._logger = make_logger(trt)
         self._runtime = trt.Runtime(self._logger)
-        if record.get("options", {}).get("version_compatible"):
+        if record.version_compatible:
             self._runtime.engine_host_code_allowed = True  # version-compatible plans embed a lean runtime
         engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:
-            raise EngineError(f"TensorRT refused the engine {record['file']}",
+            raise EngineError(f"TensorRT refused the engine {record.file}",
                               found=logged_errors(self._logger) or "deserialize_cuda_engine returned None", fix=fix)
         return engine
 
@@ -226,8 +206,6 @@ class TrtRunner(Runner):
         profile = lane.copy * len(self.profiles) + self.pick_profile(feeds)
         if profile != lane.profile:
             if not lane.context.set_optimization_profile_async(profile, int(lane.stream)):
-                from edgekit.converters.tensorrt import logged_errors
-
                 raise EngineError(f"TensorRT refused optimization profile {profile}",
                                   found=logged_errors(self._logger) or None, fix="run `edgekit build --rebuild`")
             lane.profile = profile
@@ -244,8 +222,6 @@ class TrtRunner(Runner):
 
     def execute(self, lane: _Lane) -> None:
         if not lane.context.execute_async_v3(int(lane.stream)):
-            from edgekit.converters.tensorrt import logged_errors
-
             raise EngineError("TensorRT failed to run the engine", found=logged_errors(self._logger) or None)
 
     def _run_impl(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""onnxruntime runners: the CPU default everywhere, and CUDA where onnxruntime-gpu is installed."""
+"""onnxruntime runners and the decode-step loop over IO binding (host memory on the CPU, device memory on CUDA)."""
 from __future__ import annotations
 
 import os
@@ -8,41 +8,32 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import ArtifactError, BackendUnavailableError, InputError
-from edgekit.manifest import GraphSpec
+from edgekit.contract import GraphSpec
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
 from edgekit.runtimes.cuda import copy_slot, cuda_call, import_cudart
+from edgekit.runtimes.onnxruntime import PROVIDERS
 
-_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # TF32 (onnxruntime's CUDA default) rounds fp32 matmuls to a 10-bit mantissa: an fp32 artifact would
 # silently run at lower precision than asked and lose token-for-token parity with PyTorch (whose
 # matmuls stay fp32 by default). fp16 graphs are unaffected.
 _OPTIONS: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {"use_tf32": "0"}}
 
 
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    return list(ort.get_available_providers())
-
-
 class OrtRunner(Runner):
-    """One `InferenceSession`; onnxruntime's `run` is thread-safe, so one runner serves all threads.
-
-    >>> # runner = OrtRunner(path, graph, device="cpu"); runner.run({"pixel_values": x})
-    """
+    """One `InferenceSession`; onnxruntime's `run` is thread-safe, so one runner serves all threads."""
 
     def __init__(self, path: Path, graph: GraphSpec, device: str = "cpu", threads: int | None = None) -> None:
         super().__init__(graph)
         import onnxruntime as ort
 
-        if device not in _PROVIDERS:
-            raise BackendUnavailableError(f"onnxruntime has no device '{device}'", found=f"devices {list(_PROVIDERS)}")
-        provider = _PROVIDERS[device]
+        if device not in PROVIDERS:
+            raise BackendUnavailableError(f"onnxruntime has no device '{device}'", found=f"devices {list(PROVIDERS)}")
+        provider = PROVIDERS[device]
         if provider not in ort.get_available_providers():
             raise BackendUnavailableError(
                 f"onnxruntime's {provider} is not available",
                 found=f"providers {ort.get_available_providers()}",
-                fix="install onnxruntime-gpu (pip install 'edgekit[tensorrt]') on a machine with an NVIDIA GPU",
+                fix="install onnxruntime-gpu (pip install 'edgekit[gpu]') on a machine with an NVIDIA GPU",
             )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or int(os.environ.get("EDGEKIT_THREADS", "0"))

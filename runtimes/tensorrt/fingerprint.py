@@ -6,7 +6,8 @@ its id (`engines/<id>.plan`) is readable and ends in a hash of the full record. 
 compares the fields one by one *before* deserializing, so a plan built elsewhere is refused with
 the differing fields named, never handed to TensorRT to crash on.
 
-Pure Python: imported by the builder and by the device runtime (no torch, no tensorrt here).
+`EngineRecord` is a built plan as the manifest stores it (`manifest.engines[id]`, written by
+build.py) and as the runner reads it back, checked. Pure Python: no tensorrt here.
 """
 from __future__ import annotations
 
@@ -65,6 +66,37 @@ class Fingerprint:
                    int(d.get("contexts", 1)))
 
 
+@dataclass(frozen=True)
+class EngineRecord:
+    """What the runner needs of a manifest's engine record; the rest of it is for people."""
+
+    graph: str
+    file: str  # relative to the artifact folder, "engines/<id>.plan"
+    sha256: str
+    fingerprint: Fingerprint
+    version_compatible: bool
+
+    @classmethod
+    def from_dict(cls, d: Any) -> EngineRecord:
+        from edgekit.errors import EngineError
+
+        try:
+            fp = Fingerprint.from_dict(d["fingerprint"])
+            record = cls(str(d["graph"]), str(d["file"]), str(d["sha256"]), fp,
+                         bool(d.get("options", {}).get("version_compatible", False)))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise EngineError(f"a TensorRT engine record of the manifest is malformed ({type(e).__name__}: {e})",
+                              fix="run `edgekit build --rebuild`") from None
+        if not record.file.startswith("engines/") or ".." in record.file.split("/"):
+            raise EngineError(f"the engine record names '{record.file}', outside the artifact's engines/",
+                              fix="the artifact was tampered with; run `edgekit build --rebuild`")
+        return record
+
+    def profile_dims(self) -> list[dict[str, tuple[int, int, int]]]:
+        """Per optimization profile (one copy), each named dim's (min, opt, max)."""
+        return [dict(dims) for _, dims in self.fingerprint.profiles]  # type: ignore[misc]
+
+
 def make_fingerprint(
     graph: str, onnx_sha256: str, machine: Machine, precision: str, profiles: list[Any],
     dla_core: int | None = None, hardware_compatible: bool = False, version_compatible: bool = False,
@@ -72,7 +104,7 @@ def make_fingerprint(
 ) -> Fingerprint:
     """The fingerprint of a plan built on `machine` with these options.
 
-    `profiles`: [(name, {dim: (min, opt, max)})], as chosen by `converters.tensorrt.choose_profiles`.
+    `profiles`: [(name, {dim: (min, opt, max)})], as chosen by `profiles.choose_profiles`.
     """
     gpu, cc = (HW_COMPAT_GPU, "{}.{}+".format(*HW_COMPAT_MIN_CC)) if hardware_compatible else (machine.gpu, machine.cc)
     trt = machine.trt.split(".")[0] if version_compatible else machine.trt

@@ -1,7 +1,7 @@
 """`generate`: text generation with Hugging Face `generate()` keyword names and meaning.
 
-The cache is a registry entry (`CACHES`) chosen by the manifest's `postprocess.cache.kind`:
-"kv" for transformer decoders (keys/values per layer), "recurrent" for LSTM-style state.
+The contract's cache layout picks the loop state (`cache_for`): keys/values per layer for
+transformer decoders (`KVCache`), fixed state tensors for LSTM-style generators (`RecurrentState`).
 Both are sized once per call for prompt + max_new_tokens; nothing grows per step.
 """
 from __future__ import annotations
@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.contract.generate import GenerateSection, KVCache, RecurrentState
 from edgekit.errors import ConfigError, InputError
-from edgekit.model import Model
-from edgekit.kvcache import SlotCache
+from edgekit.preprocess.text import check_texts, read_tokenizer
 from edgekit.runtimes.base import Runner
-from edgekit.sampling import SamplingConfig, TokenChooser
-from edgekit.text import check_texts
+from edgekit.tasks.kvcache import SlotCache
+from edgekit.tasks.model import Model
+from edgekit.tasks.sampling import SamplingConfig, TokenChooser
 
 _DEFAULT_MAX_NEW_TOKENS = 20  # transformers' default
 
@@ -35,10 +36,8 @@ class _KVCache(SlotCache):
     and current token change nothing but the attention work over masked slots.
     """
 
-    def __init__(self, runner: Runner, cfg: dict[str, Any], batch: int, prompt: int, new: int) -> None:
-        names = [f"past_key_values.{i}.{k}" for i in range(int(cfg["layers"])) for k in ("key", "value")]
-        shape = (batch, int(cfg["heads"]), prompt + new - 1, int(cfg["head_dim"]))
-        super().__init__(runner, {n.replace("past_key_values.", "present."): n for n in names}, shape)
+    def __init__(self, runner: Runner, cfg: KVCache, batch: int, prompt: int, new: int) -> None:
+        super().__init__(runner, cfg.writes(), (batch, cfg.heads, prompt + new - 1, cfg.head_dim))
         self.prompt_logits: np.ndarray | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -53,11 +52,11 @@ class _RecurrentState:
     Prompts are run one row at a time (no padding enters the state), then stacked on the batch axis.
     """
 
-    def __init__(self, runner: Runner, cfg: dict[str, Any], batch: int, prompt: int, new: int) -> None:
+    def __init__(self, runner: Runner, cfg: RecurrentState, batch: int, prompt: int, new: int) -> None:
         self.runner = runner
-        self.inputs = list(cfg["inputs"])
-        self.outputs = list(cfg["outputs"])
-        self.shape = (int(cfg["layers"]), int(cfg["hidden"]))
+        self.inputs = list(cfg.inputs)
+        self.outputs = list(cfg.outputs)
+        self.shape = (cfg.layers, cfg.hidden)
         self.state: list[np.ndarray] = []
         self.prompt_logits: np.ndarray | None = None
 
@@ -95,7 +94,12 @@ class _RecurrentState:
         pass  # nothing held beyond numpy arrays
 
 
-CACHES: dict[str, type[_KVCache] | type[_RecurrentState]] = {"kv": _KVCache, "recurrent": _RecurrentState}
+def cache_for(runner: Runner, cfg: KVCache | RecurrentState, batch: int, prompt: int,
+              new: int) -> _KVCache | _RecurrentState:
+    """The loop state for the contract's cache layout, sized for prompt + new tokens."""
+    if isinstance(cfg, KVCache):
+        return _KVCache(runner, cfg, batch, prompt, new)
+    return _RecurrentState(runner, cfg, batch, prompt, new)
 
 
 @dataclass
@@ -112,29 +116,33 @@ class _Request:
 class Generator(Model):
     """A loaded text-generation artifact.
 
-    >>> # gen = edgekit.load("models/gpt2"); gen.generate("Once upon a time", max_new_tokens=32)
+    >>> import tempfile, edgekit, numpy as np, torch
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> folder = tempfile.mkdtemp() + "/gpt2"
+    >>> _ = torch.manual_seed(0)
+    >>> GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=64)).save_pretrained(folder)
+    >>> _ = edgekit.convert(folder, folder + "-art")  # parity: greedy tokens identical to transformers
+    >>> gen = edgekit.load(folder + "-art", device="cpu")
+    >>> gen.generate(input_ids=np.array([[5, 6, 7]]), max_new_tokens=4).shape  # no tokenizer saved: ids in, ids out
+    (1, 7)
     """
 
-    task = "generate"
+    contract: GenerateSection
 
     @property
     def max_context(self) -> int:
-        return int(self.manifest.postprocess.get("max_context", 2048))
+        return self.contract.max_context
 
     @cached_property
     def tokenizer(self) -> Any:
         """The `tokenizers.Tokenizer` of the artifact, or None for an artifact that takes ids only."""
-        name = self.manifest.preprocess.get("tokenizer")
-        if not name:
-            return None
-        from edgekit.text import TextEncoder
-
-        return TextEncoder.from_folder(self.artifact.path, self.manifest.preprocess).tokenizer
+        name = self.contract.tokenizer
+        return None if name is None else read_tokenizer(self.artifact.path, name)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         tok = self._need_tokenizer()
         check_texts(texts)  # lone surrogates would make the tokenizer raise a bare TypeError
-        special = bool(self.manifest.preprocess.get("add_special_tokens", True))
+        special = self.contract.add_special_tokens
         return [list(e.ids) for e in tok.encode_batch(list(texts), add_special_tokens=special)]
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -146,8 +154,7 @@ class Generator(Model):
         rows, _ = self._prompt_rows(None, input_ids, None)
         self._check_lengths(rows, 1)
         ids = np.asarray(input_ids, np.int64)
-        cfg = self.manifest.postprocess["cache"]
-        cache = CACHES[cfg["kind"]](self.runners["model"], cfg, ids.shape[0], ids.shape[1], 1)
+        cache = cache_for(self.runners["model"], self.contract.cache, ids.shape[0], ids.shape[1], 1)
         cache.prefill(ids, np.ones_like(ids))
         return np.asarray(cache.prompt_logits, np.float32)
 
@@ -171,17 +178,15 @@ class Generator(Model):
                               fix="use transformers' names: max_new_tokens, do_sample, temperature, top_k, top_p, "
                                   "repetition_penalty, seed, eos_token_id, stop_strings, stream")
         rows, form = self._prompt_rows(inputs, input_ids, attention_mask)
-        defaults = dict(self.manifest.postprocess.get("generation", {}))
+        d, c = self.contract.generation, self.contract
         cfg = SamplingConfig.make(
-            do_sample=_pick(do_sample, defaults, "do_sample", False),
-            temperature=_pick(temperature, defaults, "temperature", 1.0),
-            top_k=_pick(top_k, defaults, "top_k", 0), top_p=_pick(top_p, defaults, "top_p", 1.0),
-            repetition_penalty=_pick(repetition_penalty, defaults, "repetition_penalty", 1.0), seed=seed)
-        new = self._check_lengths(rows, _pick(max_new_tokens, defaults, "max_new_tokens", _DEFAULT_MAX_NEW_TOKENS))
-        post = self.manifest.postprocess
-        pad = int(post.get("pad_token_id", 0) if pad_token_id is None else pad_token_id)
+            do_sample=_pick(do_sample, d.do_sample, False), temperature=_pick(temperature, d.temperature, 1.0),
+            top_k=_pick(top_k, d.top_k, 0), top_p=_pick(top_p, d.top_p, 1.0),
+            repetition_penalty=_pick(repetition_penalty, d.repetition_penalty, 1.0), seed=seed)
+        new = self._check_lengths(rows, _pick(max_new_tokens, d.max_new_tokens, _DEFAULT_MAX_NEW_TOKENS))
+        pad = c.pad_token_id if pad_token_id is None else pad_token_id
         ids, mask = left_pad(rows, pad)  # the ids form re-padded on the left: what the cache expects
-        eos = set(_ids(post.get("eos_token_id", []) if eos_token_id is None else eos_token_id))
+        eos = set(token_ids(c.eos_token_id if eos_token_id is None else eos_token_id))
         stops = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
         if stops and (self.tokenizer is None or not all(isinstance(s, str) and s for s in stops)):
             raise ConfigError("stop_strings must be non-empty strings, on an artifact with a tokenizer",
@@ -244,9 +249,7 @@ class Generator(Model):
 
     def _tokens(self, req: _Request) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (next token per row, finished per row) for each step; stops when all rows finish."""
-        post = self.manifest.postprocess
-        cache_cfg = post["cache"]
-        cache = CACHES[cache_cfg["kind"]](self.runners["model"], cache_cfg, req.ids.shape[0], req.ids.shape[1], req.new)
+        cache = cache_for(self.runners["model"], self.contract.cache, req.ids.shape[0], req.ids.shape[1], req.new)
         seen = req.ids.copy() if req.chooser.cfg.repetition_penalty != 1.0 else req.ids[:, :0]
         done = np.zeros(req.ids.shape[0], bool)
         generated: list[np.ndarray] = []
@@ -299,13 +302,12 @@ class Generator(Model):
             yield final[len(emitted):]
 
 
-def _pick(value: Any, defaults: dict[str, Any], key: str, fallback: Any) -> Any:
-    if value is not None:
-        return value
-    return defaults.get(key, fallback)
+def _pick(value: Any, default: Any, fallback: Any) -> Any:
+    """The caller's value, else the model's generation default, else transformers' default."""
+    return value if value is not None else default if default is not None else fallback
 
 
-def _ids(value: Any) -> list[int]:
+def token_ids(value: Any) -> list[int]:
     if value is None:
         return []
     items = [value] if isinstance(value, (int, np.integer)) else list(value)

@@ -1,11 +1,11 @@
 """A fixed-slot KV cache that decodes through `Runner.stepper`: any decoder graph of the slot contract.
 
-The contract (converters/generate.py, converters/recognize.py export it):
-  inputs   input_ids (batch, tokens), attention_mask (batch, past + tokens) int64,
-           position_ids (batch, tokens) int64, the past keys/values (batch, heads, past, dim),
-           and any number of resident inputs (Whisper's cross-attention keys/values)
-  outputs  logits (batch, tokens, vocab), and per past tensor the NEW tokens' keys/values only
-           (batch, heads, tokens, dim).
+The contract (edgekit/contract/generate.py declares it; `decoder_needs` checks it at load):
+  inputs   input_ids (batch, sequence), attention_mask (batch, past + sequence) int64,
+           position_ids (batch, sequence) int64, the past keys/values (batch, heads, past, dim),
+           and any number of resident inputs (an encoder's cross-attention keys/values)
+  outputs  logits (batch, sequence, vocab), and per past tensor the NEW tokens' keys/values only
+           (batch, heads, sequence, dim).
 A past slot is attended iff its mask column is 1; the new tokens see each other causally.
 
 So the buffers are sized once for the whole call and never change shape or address: the prompt

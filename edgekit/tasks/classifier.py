@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.errors import ArtifactError, InputError
-from edgekit.model import Model
+from edgekit.contract.classify import ClassifySection, ImageInput, TextInput
+from edgekit.errors import InputError
 from edgekit.results import Prediction
+from edgekit.tasks.model import Model
 
 _MAX_BATCH = 32  # bounds memory for long lists; results are identical to one big batch
 
@@ -17,50 +18,34 @@ _MAX_BATCH = 32  # bounds memory for long lists; results are identical to one bi
 class Classifier(Model):
     """A loaded classification artifact.
 
-    >>> import edgekit, numpy as np
-    >>> clf = edgekit.load("/tmp/edgekit-doc", device="cpu")
-    >>> preds = clf.classify(np.zeros((2, 2, 3), dtype=np.uint8), top_k=2)
+    >>> import tempfile, edgekit, numpy as np, torch
+    >>> out = tempfile.mkdtemp() + "/cnn"
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(4, 3))
+    >>> _ = edgekit.convert(net, out, example_inputs=torch.rand(1, 3, 8, 8), labels=["a", "b", "c"])
+    >>> clf = edgekit.load(out, device="cpu")
+    >>> preds = clf.classify(np.zeros((20, 30, 3), dtype=np.uint8), top_k=2)
     >>> len(preds), preds[0].label in ("a", "b", "c")
     (2, True)
     """
 
-    task = "classify"
-
-    def __init__(self, artifact: Any, runners: dict[str, Any]) -> None:
-        super().__init__(artifact, runners)
-        self._check_sections()
-
-    def _check_sections(self) -> None:
-        """Refuse a damaged edgekit.json at load rather than with a KeyError mid-call."""
-        post, pre = self.manifest.postprocess, self.manifest.preprocess
-        outputs = [o.name for o in self.runners["model"].outputs]
-        labels = post.get("labels")
-        problems = {
-            "postprocess.labels": isinstance(labels, list) and all(isinstance(x, str) for x in labels),
-            "postprocess.output": post.get("output", "logits") in outputs,
-            "preprocess.kind": pre.get("kind", "tensor") in ("image", "text", "tensor"),
-            "graph inputs": bool(self.runners["model"].inputs),
-        }
-        bad = [k for k, ok in problems.items() if not ok]
-        if bad:
-            raise ArtifactError(f"the artifact's classify settings are malformed: {', '.join(bad)}",
-                                found=f"outputs {outputs}, postprocess keys {sorted(post)[:8]}",
-                                fix="the edgekit.json was edited or damaged; convert the model again")
+    contract: ClassifySection
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest.postprocess["labels"])
+        return list(self.contract.labels)
 
     @property
     def kind(self) -> str:
         """"image", "text" or "tensor": what `classify` accepts."""
-        return str(self.manifest.preprocess.get("kind", "tensor"))
+        return self.contract.input.tag
 
     @cached_property
     def _encoder(self) -> Any:
-        from edgekit.text import TextEncoder
+        from edgekit.preprocess.text import TextEncoder
 
-        return TextEncoder.from_folder(self.artifact.path, self.manifest.preprocess)
+        assert isinstance(self.contract.input, TextInput)
+        return TextEncoder.from_folder(self.artifact.path, self.contract.input)
 
     def classify(self, inputs: Any, top_k: int = 5) -> list[Prediction] | list[list[Prediction]]:
         """Classify one input (-> list[Prediction]) or a list of them (-> list[list[Prediction]])."""
@@ -75,23 +60,24 @@ class Classifier(Model):
         return ranked[0] if single else ranked
 
     def logits(self, items: list[Any]) -> np.ndarray:
-        """Pre-process `items` as recorded in the artifact and return the raw logits (batch, classes)."""
-        feeds = self.prepare(items)
-        out = self.runners["model"].run(feeds)
-        return np.asarray(out[self.manifest.postprocess.get("output", "logits")], dtype=np.float32)
+        """Pre-process `items` as recorded in the artifact and return the raw outputs (batch, classes)."""
+        out = self.runners["model"].run(self.prepare(items), outputs=[self.contract.output])
+        return np.asarray(out[self.contract.output], dtype=np.float32)
 
     def prepare(self, items: list[Any]) -> dict[str, np.ndarray]:
-        if self.kind == "image":
-            from edgekit.vision import preprocess_images
+        """Raw inputs -> the graph's feeds, as the contract's `input` says."""
+        x = self.contract.input
+        if isinstance(x, ImageInput):
+            from edgekit.preprocess.image import preprocess_images
 
-            return {self.runners["model"].inputs[0].name: preprocess_images(items, self.manifest.preprocess)}
-        if self.kind == "text":
+            return {x.name: preprocess_images(items, x)}
+        if isinstance(x, TextInput):
             return self._encoder(items)
         # A plain tensor model: each item is one sample without its batch axis.
         spec = self.runners["model"].inputs[0]
         try:
-            batch = np.stack([np.asarray(x) for x in items]).astype(spec.dtype, copy=False)
-        except ValueError as e:
+            batch = np.stack([np.asarray(v) for v in items]).astype(spec.dtype, copy=False)
+        except (ValueError, TypeError) as e:
             raise InputError(f"the inputs do not stack into one batch ({e})", fix="pass samples of one shape") from None
         return {spec.name: batch}
 

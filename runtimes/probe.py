@@ -1,54 +1,17 @@
-"""What this machine can run edgekit on: GPU, driver, CUDA, TensorRT, onnxruntime providers, DLA.
+"""What this machine can run edgekit on, for `edgekit doctor`: GPU, driver, CUDA, TensorRT, DLA, providers.
 
-A backend is reported available only after a real smoke run: onnxruntime happily lists
-CUDAExecutionProvider and then falls back to the CPU when the CUDA libraries are missing, so
-each provider runs a tiny in-memory graph (y = x + x) and must both answer correctly and still
-be the session's first provider afterwards. Used by `edgekit doctor`. No torch, no network.
+Every onnxruntime provider is smoke-run (runtimes/onnxruntime: listed is not usable), and each
+backend is probed as device selection probes it. No torch, no network.
 """
 from __future__ import annotations
 
-import base64
-import functools
 import shutil
 import subprocess
-import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from edgekit.errors import BackendUnavailableError
-
-# ONNX (ir 7, opset 13) of y = Add(x, x), x/y float32 [1, 4]: made once with onnx.helper
-# (tests/test_system.py rebuilds it and checks the bytes), so a device needs no onnx package.
-SMOKE_ONNX = base64.b64decode(
-    "CAcSB2VkZ2VraXQ6QQoOCgF4CgF4EgF5IgNBZGQSBXNtb2tlWhMKAXgSDgoMCAESCAoCCAEKAggEYhMKAXkSDgoMCAESCAoCCAEKAggEQgQKABAN"
-)
-# Providers that are not a local compute device: listed, not smoke-run.
-NOT_LOCAL = {"AzureExecutionProvider": "remote endpoints only, not a local device"}
 SMI_FIELDS = ("name", "driver_version", "memory.total", "compute_cap")
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")
-# onnxruntime is not a base dependency: its CPU and GPU builds install the same package and clash
-# (pyproject.toml), so the user picks one through an extra.
-ORT_FIX = "pip install 'edgekit[cpu]' (CPU) or pip install 'edgekit[gpu]' (NVIDIA GPU)"
-
-
-def import_onnxruntime() -> ModuleType:
-    """onnxruntime, or a BackendUnavailableError that names the extra to install.
-
-    The one place that turns a missing (or clobbered) onnxruntime into an edgekit error: device
-    selection, `edgekit doctor` and `convert` all come through here before they touch it.
-    """
-    try:
-        import onnxruntime
-    except ImportError as e:
-        if isinstance(e, ModuleNotFoundError) and e.name == "onnxruntime":
-            raise BackendUnavailableError("onnxruntime is not installed", found=str(e), fix=ORT_FIX) from None
-        # Installed but broken: typically both builds were installed and one was uninstalled.
-        raise BackendUnavailableError(
-            "onnxruntime is installed but cannot be imported", found=f"{type(e).__name__}: {e}",
-            fix=f"pip uninstall -y onnxruntime onnxruntime-gpu, then {ORT_FIX}",
-        ) from None
-    return onnxruntime
 
 
 def gpus(smi: str | None = None) -> dict[str, Any]:
@@ -87,9 +50,9 @@ def _cuda_version(v: int) -> str:
 
 def tensorrt() -> dict[str, Any]:
     """TensorRT version and DLA cores, or why it is not usable."""
-    from edgekit.runtimes.trt import probe
+    from edgekit.runtimes.select import probe
 
-    ok, reason = probe()
+    ok, reason = probe("tensorrt")
     info: dict[str, Any] = {"available": ok, "detail": reason}
     if not ok:
         return info
@@ -103,39 +66,11 @@ def tensorrt() -> dict[str, Any]:
     return info
 
 
-def smoke(provider: str) -> dict[str, Any]:
-    """Run y = x + x on `provider` alone; ok only if it answered right *on that provider*."""
-    import numpy as np
-    import onnxruntime as ort
-
-    if provider in NOT_LOCAL:
-        return {"provider": provider, "ok": None, "detail": NOT_LOCAL[provider]}
-    x = np.arange(4, dtype=np.float32)[None]
-    t0 = time.perf_counter()
-    try:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(SMOKE_ONNX, sess_options=opts, providers=[provider])
-        used = session.get_providers()
-        (y,) = session.run(None, {"x": x})
-    except Exception as e:  # noqa: BLE001 - the failure is the finding
-        return {"provider": provider, "ok": False, "detail": f"{type(e).__name__}: {str(e).strip()[:300]}"}
-    ms = round((time.perf_counter() - t0) * 1000, 1)
-    if not used or used[0] != provider:
-        return {"provider": provider, "ok": False, "detail": f"fell back to {used} (libraries missing?)", "ms": ms}
-    if not np.array_equal(y, x + x):
-        return {"provider": provider, "ok": False, "detail": f"wrong answer {y.tolist()}", "ms": ms}
-    return {"provider": provider, "ok": True, "detail": "smoke run passed", "ms": ms}
-
-
-@functools.cache
-def smoke_once(provider: str) -> dict[str, Any]:
-    """`smoke`, run once per process (device selection asks on every load)."""
-    return smoke(provider)
-
-
 def onnxruntime() -> dict[str, Any]:
     """Version and smoke-run providers, or (no build installed) why not and the fix."""
+    from edgekit.errors import BackendUnavailableError
+    from edgekit.runtimes.onnxruntime import import_onnxruntime, smoke
+
     try:
         ort = import_onnxruntime()
     except BackendUnavailableError as e:
@@ -153,9 +88,9 @@ def tegra() -> str | None:
 
 def report() -> dict[str, Any]:
     """Everything `edgekit doctor` prints, plus which device `device="auto"` would pick here."""
-    from edgekit.runtimes.select import AUTO_ORDER, _probe
+    from edgekit.runtimes.select import AUTO_ORDER, probe
 
-    probes = {d: _probe(d) for d in AUTO_ORDER}
+    probes = {d: probe(d) for d in AUTO_ORDER}
     auto = next((d for d in AUTO_ORDER if probes[d][0]), None)
     return {
         "gpu": gpus(), "cuda": cuda(), "tensorrt": tensorrt(), "onnxruntime": onnxruntime(), "tegra": tegra(),

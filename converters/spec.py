@@ -1,0 +1,117 @@
+"""The export spec: everything the pipeline needs to know about one model family, in one class.
+
+In the spirit of Optimum's `OnnxConfig`: a spec declares its graphs (modules, example inputs,
+named dims), the artifact's contract section, the files shipped beside the graphs, how the user's
+calibration data becomes graph feeds, the parity check against the PyTorch source, and the gates
+that check must pass per precision. `specs/__init__.py`'s `match` picks the spec for a source.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from edgekit.contract import GraphSpec, Section
+from edgekit.errors import UnsupportedError
+
+if TYPE_CHECKING:
+    from edgekit.converters.export import GraphExport
+    from edgekit.converters.sources import Source
+    from edgekit.tasks.model import Model
+
+Feeds = dict[str, np.ndarray]  # graph input name -> array
+
+
+@dataclass
+class ConvertOptions:
+    precision: str = "fp32"
+    calibration: Any = None
+    target: str = "cpu"
+    int8_method: str | None = None  # "static" (Q/DQ, TensorRT-ready) | "dynamic" (CPU)
+    strict: bool = True  # parity outside tolerance fails the convert
+    int4_block_size: int = 32
+
+
+@dataclass
+class Calibration:
+    """The user's calibration data, read once: batches of graph feeds for int8 static quantization
+    (graph name -> feeds) and the raw samples the parity check runs on (the real distribution)."""
+
+    feeds: list[dict[str, Feeds]] = field(default_factory=list)
+    samples: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A gate on one measure of a parity report: at least `min`, or at most `max`."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def fails(self, value: float) -> bool:
+        return (self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+
+    def __str__(self) -> str:
+        return f">= {self.min:g}" if self.min is not None else f"<= {self.max:g}"
+
+
+Gate = dict[str, Limit]  # measure -> limit, for one precision
+
+
+def gate_failures(measures: dict[str, float], gate: Gate, prefix: str = "") -> list[str]:
+    """"name=value (limit ...)" for every gated measure outside its limit."""
+    return [f"{prefix}{k}={measures[k]:.4g} (limit {lim})" for k, lim in gate.items()
+            if k in measures and lim.fails(measures[k])]
+
+
+class ExportSpec(abc.ABC):
+    """One model family: subclasses set the class variables and implement the four methods."""
+
+    task: ClassVar[str]
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
+    default_int8: ClassVar[str] = "static"  # "static" (Q/DQ) | "dynamic"
+    static_int8: ClassVar[bool] = True  # whether static Q/DQ int8 is offered at all
+    gates: ClassVar[dict[str, Gate]]  # precision -> what parity must reach
+
+    def __init__(self, src: Source, options: ConvertOptions) -> None:
+        self.src = src
+        self.options = options
+        self.family = "unknown"  # set by subclasses: the HF model_type, or a name for plain modules
+
+    @classmethod
+    @abc.abstractmethod
+    def matches(cls, src: Source, task: str | None) -> bool:
+        """Whether this spec converts `src` (for `task`, or inferring it when None)."""
+
+    @abc.abstractmethod
+    def graphs(self) -> list[GraphExport]:
+        """The graphs to export, with their example inputs and named dims."""
+
+    @abc.abstractmethod
+    def contract(self, graphs: dict[str, GraphSpec]) -> Section:
+        """The artifact's contract section, given the graphs as exported (and rewritten by precision)."""
+
+    @abc.abstractmethod
+    def parity(self, model: Model, precision: str, samples: int | None = None,
+               calibration: Calibration | None = None) -> dict[str, Any]:
+        """Compare the loaded artifact with the PyTorch source; a report with `passed` and `summary`."""
+
+    def files(self, calibration: Calibration | None) -> dict[str, bytes]:
+        """Files shipped beside the graphs (tokenizer.json, stored parity inputs...)."""
+        return {}
+
+    def calibrate(self, data: Any) -> Calibration:
+        """Read the user's calibration data (None: no data)."""
+        if data is None:
+            return Calibration()
+        raise UnsupportedError(f"calibration data is not used for {self.task} ({self.family})",
+                               fix="leave calibration out, or use int8_method='dynamic'")
+
+    def report(self, measures: dict[str, Any], precision: str, what: str) -> dict[str, Any]:
+        """A parity report: the measures, the gate, pass/fail and a one-line summary."""
+        gate = self.gates[precision]
+        failures = gate_failures(measures, gate)
+        return {**measures, "precision": precision, "tolerances": {k: str(v) for k, v in gate.items()},
+                "passed": not failures, "summary": "; ".join([*failures, what])}

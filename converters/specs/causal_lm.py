@@ -1,0 +1,225 @@
+"""Hugging Face causal LMs (`*ForCausalLM`, `*LMHeadModel`): one spec for every decoder with a KV cache.
+
+The cache geometry (layers, KV heads, head size) comes from one probe forward, not from per-family
+config keys; `FAMILIES` holds the few facts that truly differ per family. The graph is the
+slot-cache decoder of edgekit/contract/generate.py: the prompt (past length 0) and every decode
+step through one graph, `present` holding only this call's keys/values.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.export import Dim
+from transformers.cache_utils import DynamicCache
+
+from edgekit.contract import GraphSpec
+from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
+from edgekit.contract.generate import STEP_INPUTS, GenerateSection, GenerationDefaults, KVCache
+from edgekit.converters.export import GraphExport
+from edgekit.converters.sources import Source
+from edgekit.converters.spec import ConvertOptions
+from edgekit.converters.specs.classify import as_tokenizer
+from edgekit.converters.specs.generate import GeneratorSpec, torch_step
+from edgekit.errors import SourceError
+from edgekit.tasks.generator import token_ids
+
+MAX_BATCH = 256
+MAX_LEN = 32768
+GENERATION_KEYS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between causal-LM families. Defaults fit GPT-2, Llama, Qwen2, Mistral, Phi-3..."""
+
+    quant_exclude_ops: list[str] = field(default_factory=list)
+    # Config keys naming the longest context, first found wins (GPT-2 aliases n_positions).
+    context_keys: tuple[str, ...] = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+
+
+FAMILIES: dict[str, Family] = {
+    # Gemma 2/3 cap logits with tanh; keep it in float under int8 (the cap is sensitive to scale).
+    "gemma2": Family(quant_exclude_ops=["Tanh"]),
+    "gemma3_text": Family(quant_exclude_ops=["Tanh"]),
+}
+
+
+class KVDecoder(torch.nn.Module):
+    """(input_ids, attention_mask, position_ids, *flat past) in, (logits, *this call's keys/values) out."""
+
+    def __init__(self, model: Any, layers: int) -> None:
+        super().__init__()
+        self.model, self.layers = model, layers
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
+        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)],
+                             config=self.model.config)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True)
+        start = past[0].shape[2]
+        new: list[torch.Tensor] = []
+        for layer in cache.layers:
+            new += [layer.keys[:, :, start:], layer.values[:, :, start:]]
+        return (out.logits.float(), *new)
+
+
+class HFCausalLM(GeneratorSpec):
+    @classmethod
+    def matches(cls, src: Source, task: str | None) -> bool:
+        arch = src.architecture
+        return not src.is_plain and task in (None, "generate") and (arch.endswith("ForCausalLM")
+                                                                    or arch.endswith("LMHeadModel"))
+
+    def __init__(self, src: Source, options: ConvertOptions) -> None:
+        super().__init__(src, options)
+        from transformers import AutoModelForCausalLM
+
+        assert src.hf_dir is not None
+        self.model = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
+        self.family = str(getattr(self.model.config, "model_type", "") or "causal-lm")
+        self.facts = FAMILIES.get(self.family, Family())
+        self.cache = cache_geometry(self.model)
+        self.wrapper = KVDecoder(self.model, self.cache.layers)
+        inputs = [*STEP_INPUTS, *self.cache.past()]
+        self.graph = GraphExport("model", self.wrapper, _example(self.model, self.cache), inputs,
+                                 ["logits", *self.cache.present()], _dynamic_shapes(self.cache.layers),
+                                 quant_exclude_ops=list(self.facts.quant_exclude_ops))
+        self.tokenizer_json = _tokenizer_json(src)
+        self.reference = HFReference(self.model, self.graph)
+
+    def graphs(self) -> list[GraphExport]:
+        return [self.graph]
+
+    def files(self, calibration: Any) -> dict[str, bytes]:
+        return {"tokenizer.json": self.tokenizer_json} if self.tokenizer_json else {}
+
+    def contract(self, graphs: dict[str, GraphSpec]) -> GenerateSection:
+        assert self.src.hf_dir is not None
+        config = self.model.config
+        gen_path = self.src.hf_dir / "generation_config.json"
+        gen = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
+        eos = token_ids(gen.get("eos_token_id", getattr(config, "eos_token_id", None)))
+        pad = gen.get("pad_token_id", getattr(config, "pad_token_id", None))
+        bos = gen.get("bos_token_id", getattr(config, "bos_token_id", None))
+        context = next((int(getattr(config, k)) for k in self.facts.context_keys if getattr(config, k, None)), MAX_LEN)
+        window = getattr(config, "sliding_window", None)
+        if isinstance(window, int) and 0 < window < context:
+            # The runtime's cache keeps unfilled slots between past and current tokens; a sliding
+            # window counted in slots would cut too early past this length, so it is the limit.
+            context = window
+        # Padding only fills masked slots, but it is still looked up in the embedding table: an id
+        # outside the vocabulary (GPT2Config's default 50256 on a small vocab) would fail the Gather.
+        vocab = int(config.vocab_size)
+        pad = next((int(i) for i in (pad, *eos) if i is not None and 0 <= int(i) < vocab), 0)
+        return GenerateSection(
+            tokenizer="tokenizer.json" if self.tokenizer_json else None, add_special_tokens=True,
+            eos_token_id=tuple(eos), bos_token_id=None if bos is None else int(bos), pad_token_id=pad,
+            max_context=min(context, MAX_LEN), cache=self.cache,
+            generation=GenerationDefaults(**{k: gen[k] for k in GENERATION_KEYS if gen.get(k) is not None}))
+
+
+def cache_geometry(model: Any) -> KVCache:
+    """(layers, KV heads, head size) from one probe forward: no per-family config knowledge needed."""
+    cache = DynamicCache(config=model.config)
+    ids = torch.zeros((1, 2), dtype=torch.long)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True)
+    k = cache.layers[0].keys
+    if k is None or k.ndim != 4:
+        raise SourceError(f"'{model.config.model_type}' does not keep a (batch, heads, seq, dim) KV cache",
+                          fix="generate supports decoders with a standard Hugging Face cache")
+    return KVCache(len(cache.layers), int(k.shape[1]), int(k.shape[3]))
+
+
+def _example(model: Any, cache: KVCache) -> tuple[Any, ...]:
+    # Traced at batch 2, 4 new tokens after 3 past ones: no dim is 0 or 1 (torch.export would
+    # specialize those); past length 0 still runs through the same graph, no 0/1 specialization.
+    b, s, p = 2, 4, 3
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, int(model.config.vocab_size), (b, s), generator=gen)
+    mask = torch.ones((b, p + s), dtype=torch.long)
+    pos = torch.arange(p, p + s).expand(b, s).contiguous()
+    past = tuple(torch.zeros((b, cache.heads, p, cache.head_dim)) for _ in range(2 * cache.layers))
+    return (ids, mask, pos, *past)
+
+
+def _dynamic_shapes(layers: int) -> tuple[Any, ...]:
+    batch = Dim(BATCH, min=1, max=MAX_BATCH)
+    seq = Dim(SEQUENCE, min=1, max=MAX_LEN)
+    past = Dim(PAST, min=0, max=MAX_LEN)
+    total = Dim(TOTAL, min=1, max=2 * MAX_LEN)
+    kv = tuple({0: batch, 2: past} for _ in range(2 * layers))  # varargs nest as one tuple
+    return ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, kv)
+
+
+def _tokenizer_json(src: Source) -> bytes | None:
+    assert src.hf_dir is not None
+    if src.tokenizer is not None:
+        return as_tokenizer(src.tokenizer).to_str().encode("utf-8")
+    tok_file = src.hf_dir / "tokenizer.json"
+    if tok_file.is_file():
+        return tok_file.read_bytes()
+    if not any((src.hf_dir / f).is_file() for f in ("vocab.json", "tokenizer.model", "vocab.txt")):
+        return None  # weights only: the artifact takes input_ids (generate raises on text, saying so)
+    from transformers import AutoTokenizer
+
+    # Only vocab files: transformers builds the fast tokenizer once, here; the runtime never needs it.
+    return AutoTokenizer.from_pretrained(src.hf_dir).backend_tokenizer.to_str().encode("utf-8")
+
+
+class HFReference:
+    """PyTorch side of parity for a causal LM: `transformers` generate and the wrapper's step logits."""
+
+    def __init__(self, model: Any, graph: GraphExport) -> None:
+        self.model, self.graph = model, graph
+        self.vocab = int(model.config.vocab_size)
+
+    def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
+        # No eos: every one of the `new` tokens is compared. transformers fills unset fields from
+        # the model's own generation config, so that one is swapped for the call.
+        saved = self.model.generation_config
+        cfg = copy.deepcopy(saved)
+        cfg.eos_token_id = None
+        cfg.pad_token_id = 0
+        cfg.max_new_tokens, cfg.do_sample = new, False
+        self.model.generation_config = cfg
+        try:
+            with torch.no_grad():
+                out = self.model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+        finally:
+            self.model.generation_config = saved
+        return out[:, ids.shape[1]:].numpy()
+
+    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return torch_step(self.graph.module, self.graph.input_names, self.graph.output_names, feeds)
+
+    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        out = {}
+        for i, name in enumerate(self.graph.input_names[3:]):
+            shape = self.graph.args[3 + i].shape
+            out[name] = np.zeros((batch, shape[1], 0, shape[3]), np.float32)
+        return out
+
+    def full_logits(self, ids: np.ndarray) -> np.ndarray:
+        mask = np.ones_like(ids)
+        feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": np.cumsum(mask, axis=1) - 1}
+        return self.step({**feeds, **self._empty_past(ids.shape[0])})["logits"]
+
+    def step_feeds(self, model: Any, ids: np.ndarray, mask: np.ndarray) -> list[dict[str, np.ndarray]]:
+        first = {"input_ids": ids, "attention_mask": mask, "position_ids": np.clip(np.cumsum(mask, axis=1) - 1, 0, None),
+                 **self._empty_past(ids.shape[0])}
+        out = self.step(first)
+        nxt = out["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
+        second = {"input_ids": nxt, "attention_mask": np.concatenate([mask, np.ones_like(nxt)], axis=1),
+                  "position_ids": first["position_ids"][:, -1:] + 1}
+        for name in first:
+            if name.startswith("past_key_values."):
+                second[name] = out[name.replace("past_key_values.", "present.")]
+        return [first, second]

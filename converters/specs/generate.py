@@ -1,0 +1,139 @@
+"""What every `generate` spec shares: held-out texts, the parity check, the gates per precision.
+
+Parity against the PyTorch source, through the artifact's own generate loop:
+- greedy tokens over 32 new tokens, batch 1 and a left-padded batch of two lengths, against the
+  source's own generate (`transformers.generate` for Hugging Face folders);
+- the logits of the prompt step and one decode step, fed identically to both sides;
+- teacher-forced next-token top-1 agreement over every position of the held-out rows.
+fp32 must reproduce the greedy tokens exactly; lower precisions are gated on top-1 agreement (a
+stable measure) and report greedy agreement (which, after the first divergence, measures chaos
+more than accuracy).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from edgekit.converters.spec import Calibration, ExportSpec, Gate, Limit
+from edgekit.errors import ConfigError
+from edgekit.tasks.generator import left_pad  # the runtime's own padding: parity pads as users' calls do
+
+PARITY_NEW_TOKENS = 32
+GATES: dict[str, Gate] = {
+    "fp32": {"greedy_agreement": Limit(min=1.0), "logits_max_rel": Limit(max=1e-3), "top1_agreement": Limit(min=1.0)},
+    "fp16": {"top1_agreement": Limit(min=0.9)},
+    "int8": {"top1_agreement": Limit(min=0.85)},
+    "int4": {"top1_agreement": Limit(min=0.7)},
+}
+
+
+class Reference(Protocol):
+    """The PyTorch side of generate parity."""
+
+    vocab: int
+
+    def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
+        """(batch, new) greedy tokens for left-padded prompts, eos ignored."""
+
+    def step_feeds(self, model: Any, ids: np.ndarray, mask: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """The prompt step and one decode step after it, as graph feeds for both sides."""
+
+    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One graph call in PyTorch, with the graph's names."""
+
+    def full_logits(self, ids: np.ndarray) -> np.ndarray:
+        """Teacher-forced logits (batch, sequence, vocab) of unpadded ids."""
+
+
+class GeneratorSpec(ExportSpec):
+    task: ClassVar[str] = "generate"
+    precisions = ("fp32", "fp16", "int8", "int4")
+    default_int8 = "dynamic"
+    static_int8 = False  # the attention-mask path collapses under activation Q/DQ
+    gates = GATES
+
+    reference: Reference
+
+    def calibrate(self, data: Any) -> Calibration:
+        """Held-out texts for parity: a list of strings or a .txt file (None: random token ids)."""
+        if data is None:
+            return Calibration()
+        if isinstance(data, (str, Path)) and Path(data).suffix == ".txt":
+            return Calibration(samples=[t for t in Path(data).read_text(encoding="utf-8").splitlines() if t.strip()])
+        if isinstance(data, (list, tuple)) and all(isinstance(t, str) for t in data):
+            return Calibration(samples=list(data))
+        raise ConfigError("generate takes calibration= as texts (a list of strings or a .txt file)",
+                          found=type(data).__name__)
+
+    def parity(self, model: Any, precision: str, samples: int | None = None,
+               calibration: Calibration | None = None) -> dict[str, Any]:
+        ref = self.reference
+        texts = list(calibration.samples) if calibration is not None else []
+        rows = _parity_rows(model, ref.vocab, texts, samples)
+        pad = model.contract.pad_token_id
+        greedy = []
+        for batch in (rows[:1], rows[1:3]):  # batch 1, then a left-padded batch of two lengths
+            ids, mask = left_pad(batch, pad)
+            want = ref.greedy(ids, mask, PARITY_NEW_TOKENS)
+            got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=PARITY_NEW_TOKENS,
+                                 eos_token_id=[])[:, ids.shape[1]:]
+            greedy += [_prefix_share(w, g) for w, g in zip(want, got)]
+        ids, mask = left_pad(rows[:2], pad)
+        step_err, scale = 0.0, 1e-12
+        for feeds in ref.step_feeds(model, ids, mask):
+            r = ref.step(feeds)["logits"]
+            g = model.runners["model"].run(feeds, outputs=["logits"])["logits"].astype(np.float32)
+            m = feeds.get("attention_mask", np.ones_like(feeds["input_ids"]))[:, -feeds["input_ids"].shape[1]:]
+            step_err = max(step_err, float(np.abs(r - g)[m.astype(bool)].max()))
+            scale = max(scale, float(np.abs(r).max()))
+        top1 = _top1(ref, model, rows)
+        measures = {
+            "samples": len(rows), "new_tokens": PARITY_NEW_TOKENS, "greedy_agreement": float(np.mean(greedy)),
+            "greedy_rows": [round(g, 4) for g in greedy], "logits_max_abs": step_err,
+            "logits_max_rel": step_err / scale, "top1_agreement": top1,
+            "held_out": "texts" if texts else "random token ids",
+        }
+        return self.report(measures, precision, f"greedy agreement {measures['greedy_agreement']:.3f}, "
+                                                f"top-1 {top1:.3f}, step logits max abs diff {step_err:.3g}")
+
+
+def _parity_rows(model: Any, vocab: int, texts: list[str], samples: int | None) -> list[list[int]]:
+    n = max(int(samples or 4), 3)
+    if texts:
+        rows = [r[:64] for r in model.encode(texts[:n]) if len(r) >= 2]
+        if len(rows) >= 3:
+            return rows
+    rng = np.random.default_rng(0)
+    lengths = [9, 7, 4] + [24] * (n - 3)  # different lengths: the batch is left-padded
+    return [rng.integers(0, vocab, size=length).tolist() for length in lengths]
+
+
+def _prefix_share(want: np.ndarray, got: np.ndarray) -> float:
+    """Share of tokens identical before the first divergence."""
+    diff = np.nonzero(np.asarray(want) != np.asarray(got))[0]
+    return (int(diff[0]) if len(diff) else len(want)) / max(len(want), 1)
+
+
+def _top1(ref: Reference, model: Any, rows: list[list[int]]) -> float:
+    """Teacher-forced next-token top-1 agreement over every position of every row."""
+    agree = total = 0
+    for r in rows:
+        ids = np.asarray([r], dtype=np.int64)
+        want = ref.full_logits(ids)[0].argmax(-1)
+        got = model.logits(ids)[0].argmax(-1)
+        agree += int((want == got).sum())
+        total += len(want)
+    return agree / max(total, 1)
+
+
+def torch_step(module: Any, input_names: list[str], output_names: list[str],
+               feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One call of an exported wrapper in PyTorch, with the graph's own input/output names."""
+    import torch
+
+    args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in input_names]
+    with torch.inference_mode():
+        out = module(*args)
+    return {n: v.float().numpy() for n, v in zip(output_names, out)}

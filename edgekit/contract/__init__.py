@@ -1,0 +1,18 @@
+"""The artifact contract: what `edgekit.json` says about a model, as typed, checked dataclasses.
+
+One file per task declares everything its artifact contains (graph names, inputs and outputs,
+named dims, cache layout, tokenizer, pre- and post-processing):
+    contract/classify.py   ClassifySection
+    contract/generate.py   GenerateSection
+    contract/recognize.py  CtcSection, WhisperSection
+`base.py` has what they share; `codec.py` reads and writes them as JSON.
+"""
+from __future__ import annotations
+
+from edgekit.contract.base import GraphSpec, Section, TensorSpec, check_graphs
+from edgekit.contract.classify import ClassifySection
+from edgekit.contract.generate import GenerateSection
+from edgekit.contract.recognize import CtcSection, WhisperSection
+
+__all__ = ["ClassifySection", "CtcSection", "GenerateSection", "GraphSpec", "Section", "TensorSpec",
+           "WhisperSection", "check_graphs"]

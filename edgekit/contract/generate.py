@@ -1,0 +1,130 @@
+"""What a `generate` artifact contains: a decoder graph with its cache, the tokenizer, special ids.
+
+Transformer decoders (cache `KVCache`), graph "model", one graph for the prompt and every step:
+    inputs   input_ids (batch, sequence), attention_mask (batch, total_sequence),
+             position_ids (batch, sequence) int64; per layer i the cache
+             past_key_values.{i}.key / .value (batch, heads, past_sequence, head_dim)
+    outputs  logits (batch, sequence, vocab); present.{i}.key / .value: the keys/values of this
+             call's tokens only (batch, heads, sequence, head_dim)
+A past slot is attended iff its mask column is 1, so the runtime preallocates the cache once per
+call and writes each step's keys/values into the next slot (edgekit/tasks/kvcache.py).
+
+Recurrent generators (`RecurrentState`, LSTM-style): input_ids (batch, 1) and the state tensors
+(layers, batch, hidden) in; logits and the next state out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from edgekit.contract.base import BATCH, FLOAT, INT64, PAST, SEQUENCE, TOTAL, GraphNeeds, Need, Phase, Section
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """Keys/values per layer, (batch, heads, slots, head_dim); the one place their names are spelled."""
+
+    tag: ClassVar[str] = "kv"
+    layers: int
+    heads: int
+    head_dim: int
+
+    def __post_init__(self) -> None:
+        if min(self.layers, self.heads, self.head_dim) < 1:
+            raise ValueError(f"the cache geometry must be positive, found {self}")
+
+    def past(self) -> list[str]:
+        return [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    def present(self) -> list[str]:
+        return [f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    def cross(self) -> list[str]:
+        """An encoder's keys/values per decoder layer (cross-attention), fed unchanged every step."""
+        return [f"cross.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+
+    def writes(self) -> dict[str, str]:
+        """present output -> the past input it fills."""
+        return dict(zip(self.present(), self.past()))
+
+
+@dataclass(frozen=True)
+class RecurrentState:
+    """Fixed-size state tensors (layers, batch, hidden) carried from step to step."""
+
+    tag: ClassVar[str] = "recurrent"
+    layers: int
+    hidden: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) != len(self.outputs) or not self.inputs:
+            raise ValueError("the state needs one output per input")
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """The model's own generation settings (its generation_config.json); None: transformers' default."""
+
+    do_sample: bool | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    max_new_tokens: int | None = None
+
+
+STEP_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def decoder_needs(cache: KVCache, resident: list[str] | None = None) -> GraphNeeds:
+    """The slot-cache decoder: what generate (and Whisper's decoder) feed and read each step."""
+    ins = [Need(n, INT64, 2) for n in STEP_INPUTS] + [Need(n, FLOAT, 4) for n in cache.past() + (resident or [])]
+    outs = [Need("logits", FLOAT, 3)] + [Need(n, FLOAT, 4) for n in cache.present()]
+    return GraphNeeds(tuple(ins), tuple(outs))
+
+
+def decoder_phases(max_context: int, batch: tuple[int, int, int]) -> list[Phase]:
+    """The prompt (any length, empty cache) and decode steps (one token, up to max_context - 1 slots).
+
+    Two phases, not one static max-context shape: the cache is sized per call (prompt +
+    max_new_tokens), so a short answer does not attend over the whole context every step.
+    """
+    n, opt = max_context, min(128, max_context)
+    return [("prompt", {BATCH: batch, SEQUENCE: (1, opt, n), PAST: (0, 0, n - 1), TOTAL: (1, opt, n)}),
+            ("decode", {BATCH: batch, SEQUENCE: (1, 1, 1), PAST: (1, n // 2, n - 1), TOTAL: (2, n // 2 + 1, n)})]
+
+
+@dataclass(frozen=True)
+class GenerateSection(Section):
+    task: ClassVar[str] = "generate"
+    tag: ClassVar[str] = "generate"
+    model: ClassVar[str] = "edgekit.tasks.generator:Generator"
+
+    tokenizer: str | None  # tokenizer.json in the artifact; None: the artifact takes and returns ids
+    add_special_tokens: bool
+    eos_token_id: tuple[int, ...]
+    bos_token_id: int | None
+    pad_token_id: int
+    max_context: int
+    cache: KVCache | RecurrentState
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+
+    def __post_init__(self) -> None:
+        if self.max_context < 2:
+            raise ValueError(f"max_context must be at least 2 tokens, found {self.max_context}")
+
+    def needs(self) -> dict[str, GraphNeeds]:
+        c = self.cache
+        if isinstance(c, KVCache):
+            return {"model": decoder_needs(c)}
+        ins = (Need("input_ids", INT64, 2), *(Need(n, FLOAT, 3) for n in c.inputs))
+        outs = (Need("logits", FLOAT, 3), *(Need(n, FLOAT, 3) for n in c.outputs))
+        return {"model": GraphNeeds(ins, outs)}
+
+    def call_shapes(self, graph: str) -> list[Phase]:
+        if isinstance(self.cache, KVCache):
+            return decoder_phases(self.max_context, self.batch)
+        return [("all", {BATCH: self.batch})]
+

@@ -1,0 +1,114 @@
+"""What a `recognize` artifact contains: a CTC model, or Whisper's encoder and cached decoder.
+
+CTC (`CtcSection`), graph "model": the waveform (batch, samples) or log-mel features (batch, mels,
+frames) in, logits (batch, frames, vocabulary) out; greedy CTC decoding with `vocabulary`.
+
+Whisper (`WhisperSection`):
+    graph "encoder"  input_features (batch, mels, frames) -> cross.{i}.key / .value per decoder layer
+    graph "decoder"  the slot-cache decoder of contract/generate.py, with the cross keys/values as
+                     extra inputs fed unchanged every step (resident on the backend for a chunk)
+Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on each side.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from edgekit.contract.base import BATCH, FLOAT, FRAMES, SAMPLES, GraphNeeds, Need, Phase, Section
+from edgekit.contract.generate import KVCache, decoder_needs, decoder_phases
+
+
+@dataclass(frozen=True)
+class Chunking:
+    sample_rate: int
+    chunk_length_s: float
+    stride_length_s: float
+
+    def __post_init__(self) -> None:
+        if not 1000 <= self.sample_rate <= 384_000:
+            raise ValueError(f"sample_rate must be 1000..384000 Hz, found {self.sample_rate}")
+        if not 0 <= 2 * self.stride_length_s < self.chunk_length_s <= 3600:
+            raise ValueError("chunks must be longer than twice their overlap (and at most an hour)")
+
+    @property
+    def window(self) -> int:
+        return int(self.chunk_length_s * self.sample_rate)
+
+    @property
+    def stride(self) -> int:
+        return int(self.stride_length_s * self.sample_rate)
+
+
+@dataclass(frozen=True)
+class CtcSection(Section):
+    task: ClassVar[str] = "recognize"
+    tag: ClassVar[str] = "ctc"
+    model: ClassVar[str] = "edgekit.tasks.ctc:CtcRecognizer"
+
+    audio: Chunking
+    features: Literal["waveform", "log-mel"]
+    normalize: bool  # waveform: zero mean, unit variance per chunk (wav2vec2's do_normalize)
+    n_fft: int
+    hop_length: int
+    n_mels: int
+    input: str
+    vocabulary: tuple[str, ...]
+    blank_id: int
+    word_delimiter: str
+    skip: tuple[str, ...]  # tokens never printed (<s>, </s>, ...)
+    output: str = "logits"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.blank_id < len(self.vocabulary):
+            raise ValueError(f"blank_id {self.blank_id} is not an index of the {len(self.vocabulary)}-token vocabulary")
+        if min(self.n_fft, self.hop_length, self.n_mels) < 1:
+            raise ValueError("n_fft, hop_length and n_mels must be positive")
+
+    def needs(self) -> dict[str, GraphNeeds]:
+        rank = 2 if self.features == "waveform" else 3
+        return {"model": GraphNeeds((Need(self.input, FLOAT, rank),), (Need(self.output, FLOAT, 3),))}
+
+    def call_shapes(self, graph: str) -> list[Phase]:
+        samples = self.audio.window
+        if self.features == "waveform":  # chunks of chunk_length_s; clips down to 0.1 s
+            return [("all", {BATCH: self.batch, SAMPLES: (min(1600, samples), samples, samples)})]
+        frames = samples // self.hop_length + 1
+        return [("all", {BATCH: self.batch, FRAMES: (1, frames, frames)})]
+
+
+@dataclass(frozen=True)
+class WhisperSection(Section):
+    task: ClassVar[str] = "recognize"
+    tag: ClassVar[str] = "whisper"
+    model: ClassVar[str] = "edgekit.tasks.whisper:WhisperRecognizer"
+
+    audio: Chunking
+    n_mels: int
+    n_fft: int
+    hop_length: int
+    n_samples: int  # the fixed window the encoder takes (30 s)
+    tokenizer: str
+    cache: KVCache
+    decoder_start_token_id: int
+    eos_token_id: int
+    no_timestamps_token_id: int
+    is_multilingual: bool
+    lang_to_id: dict[str, int]
+    task_to_id: dict[str, int]
+    suppress_tokens: tuple[int, ...]
+    begin_suppress_tokens: tuple[int, ...]
+    max_initial_timestamp_index: int | None
+    max_length: int  # new tokens after the forced prompt (generation_config.max_length, as transformers counts)
+    max_target_positions: int  # the decoder's position table
+    time_precision: float
+
+    def needs(self) -> dict[str, GraphNeeds]:
+        cross = self.cache.cross()
+        return {"encoder": GraphNeeds((Need("input_features", FLOAT, 3),), tuple(Need(n, FLOAT, 4) for n in cross)),
+                "decoder": decoder_needs(self.cache, cross)}
+
+    def call_shapes(self, graph: str) -> list[Phase]:
+        if graph == "encoder":
+            return [("all", {BATCH: self.batch})]
+        # The position table bounds a decode, not max_length (recognize(max_new_tokens=...) may pass it).
+        return decoder_phases(self.max_target_positions, self.batch)

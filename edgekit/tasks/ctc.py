@@ -1,0 +1,119 @@
+"""CTC speech recognition: numpy front end, one graph, greedy CTC decoding with word timings."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from edgekit.contract.recognize import CtcSection
+from edgekit.errors import UnsupportedError
+from edgekit.preprocess import audio
+from edgekit.results import Segment, Transcript
+from edgekit.tasks.recognizer import Options, Recognizer
+
+
+def _waveform(wave: np.ndarray, c: CtcSection) -> np.ndarray:
+    return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
+
+
+def _log_mel(wave: np.ndarray, c: CtcSection) -> np.ndarray:
+    return audio.log_mel(wave, c.audio.sample_rate, c.n_fft, c.hop_length, c.n_mels).astype(np.float32)
+
+
+# The contract's `features` -> numpy front end; a model with a new front end adds an entry here
+# and to CtcSection.features.
+FRONT_ENDS: dict[str, Callable[[np.ndarray, CtcSection], np.ndarray]] = {"waveform": _waveform, "log-mel": _log_mel}
+
+
+def ctc_features(wave: np.ndarray, c: CtcSection) -> np.ndarray:
+    """One chunk's graph input without the batch axis."""
+    return FRONT_ENDS[c.features](wave, c)
+
+
+def ctc_words(ids: np.ndarray, vocabulary: Sequence[str], blank_id: int, word_delimiter: str = " ",
+              skip: Iterable[str] = ()) -> list[tuple[str, int, int]]:
+    """Greedy CTC: collapse repeats, drop blanks -> words with their first and (exclusive) last frame.
+
+    `skip`: tokens never printed (<s>, </s>, ...); `word_delimiter` (and " ") ends a word.
+    """
+    vocab, blank, delim, skip = vocabulary, blank_id, word_delimiter, set(skip)
+    words: list[tuple[str, int, int]] = []
+    current, start, end, prev = "", 0, 0, -1
+    for frame, i in enumerate(int(x) for x in ids):
+        is_char = i != blank and i < len(vocab) and vocab[i] not in skip and vocab[i] not in (delim, " ")
+        if i == prev:
+            end = frame + 1 if is_char else end  # a held character: the word lasts longer
+            continue
+        prev = i
+        if is_char:
+            start = frame if not current else start
+            current += vocab[i]
+            end = frame + 1
+        elif i < len(vocab) and vocab[i] in (delim, " ") and current:
+            words.append((current, start, end))
+            current = ""
+    if current:
+        words.append((current, start, end))
+    return words
+
+
+def ctc_decode(ids: np.ndarray, vocabulary: Sequence[str], blank_id: int, word_delimiter: str = " ",
+               skip: Iterable[str] = ()) -> str:
+    """Greedy CTC decoding of frame ids to text, words joined by spaces.
+
+    >>> ctc_decode(np.array([2, 2, 0, 2, 1, 3, 3, 0, 1]), ["_", "|", "a", "b"], blank_id=0, word_delimiter="|")
+    'aa b'
+    """
+    return " ".join(w for w, _, _ in ctc_words(ids, vocabulary, blank_id, word_delimiter, skip))
+
+
+def decode_with(c: CtcSection, ids: np.ndarray) -> str:
+    """`ctc_decode` with an artifact's vocabulary and conventions."""
+    return ctc_decode(ids, c.vocabulary, c.blank_id, c.word_delimiter, c.skip)
+
+
+class CtcRecognizer(Recognizer):
+    """A CTC model (wav2vec2-style on waveforms, or any model on log-mel features).
+
+    >>> import tempfile, edgekit, numpy as np, torch
+    >>> class Frames(torch.nn.Module):  # waveform (batch, samples) -> logits (batch, frames, 3 labels)
+    ...     def __init__(self) -> None:
+    ...         super().__init__()
+    ...         self.conv = torch.nn.Conv1d(1, 3, 400, stride=320)
+    ...     def forward(self, x: torch.Tensor) -> torch.Tensor:
+    ...         return self.conv(x[:, None]).transpose(1, 2)
+    >>> out = tempfile.mkdtemp() + "/ctc"
+    >>> _ = edgekit.convert(Frames(), out, task="recognize", labels=["_", " ", "a"])
+    >>> asr = edgekit.load(out, device="cpu")
+    >>> t = asr.recognize(np.sin(np.arange(8000, dtype=np.float32) / 5), sample_rate=8000)  # resampled to 16 kHz
+    >>> type(asr).__name__, type(t.text), all(s.end > s.start for s in t.segments)
+    ('CtcRecognizer', <class 'str'>, True)
+    """
+
+    contract: CtcSection
+
+    def _check(self, opts: Options) -> None:
+        given = [k for k in ("language", "task", "max_new_tokens") if getattr(opts, k) is not None]
+        if given:
+            raise UnsupportedError(f"a CTC model takes no {', '.join(given)}",
+                                   found=f"recognize({', '.join(f'{k}=...' for k in given)}) on a CTC artifact",
+                                   fix="drop them (word timings are always in .segments)")
+
+    def _transcribe(self, wave: np.ndarray, opts: Options) -> Transcript:
+        c = self.contract
+        rate = self.sample_rate
+        ids: list[np.ndarray] = []
+        times: list[np.ndarray] = []  # start time (s) of every kept frame
+        hop = 0.0
+        for chunk in self.chunks(wave):
+            feats = ctc_features(chunk.wave, c)[None]
+            logits = self.runners["model"].run({c.input: feats}, outputs=[c.output])[c.output][0]
+            hop = len(chunk.wave) / logits.shape[0]  # samples per frame (the model's total stride)
+            # Keep only this chunk's own span: the overlap gave context, its frames belong to a neighbour.
+            lo, hi = int(round(chunk.keep_start / hop)), int(round(chunk.keep_end / hop))
+            ids.append(logits[lo:hi].argmax(-1))
+            times.append((chunk.start + np.arange(lo, lo + len(ids[-1])) * hop) / rate)
+        frame_times = np.concatenate(times)
+        words = ctc_words(np.concatenate(ids), c.vocabulary, c.blank_id, c.word_delimiter, c.skip)
+        segments = [Segment(w, float(frame_times[s]), float(frame_times[e - 1]) + hop / rate) for w, s, e in words]
+        return Transcript(text=" ".join(w for w, _, _ in words), segments=segments)

@@ -1,0 +1,113 @@
+"""onnxruntime: the CPU default everywhere, and CUDA where onnxruntime-gpu (and cuda-python) are installed.
+
+`probe(device)` says whether a device is usable here, after a real smoke run for GPU providers;
+`open_runners(art, device)` returns one `OrtRunner` per graph of the artifact.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import time
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from edgekit.errors import BackendUnavailableError
+
+if TYPE_CHECKING:
+    from edgekit.artifact import Artifact
+    from edgekit.runtimes.base import Runner
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+# onnxruntime is not a base dependency: its CPU and GPU builds install the same package and clash
+# (pyproject.toml), so the user picks one through an extra.
+ORT_FIX = "pip install 'edgekit[cpu]' (CPU) or pip install 'edgekit[gpu]' (NVIDIA GPU)"
+# ONNX (ir 7, opset 13) of y = Add(x, x), x/y float32 [1, 4]: made once with onnx.helper
+# (tests/test_system.py rebuilds it and checks the bytes), so a device needs no onnx package.
+SMOKE_ONNX = base64.b64decode(
+    "CAcSB2VkZ2VraXQ6QQoOCgF4CgF4EgF5IgNBZGQSBXNtb2tlWhMKAXgSDgoMCAESCAoCCAEKAggEYhMKAXkSDgoMCAESCAoCCAEKAggEQgQKABAN"
+)
+# Providers that are not a local compute device: listed, not smoke-run.
+NOT_LOCAL = {"AzureExecutionProvider": "remote endpoints only, not a local device"}
+
+
+def import_onnxruntime() -> ModuleType:
+    """onnxruntime, or a BackendUnavailableError that names the extra to install.
+
+    The one place that turns a missing (or clobbered) onnxruntime into an edgekit error: device
+    selection, `edgekit doctor` and `convert` all come through here before they touch it.
+    """
+    try:
+        import onnxruntime
+    except ImportError as e:
+        if isinstance(e, ModuleNotFoundError) and e.name == "onnxruntime":
+            raise BackendUnavailableError("onnxruntime is not installed", found=str(e), fix=ORT_FIX) from None
+        # Installed but broken: typically both builds were installed and one was uninstalled.
+        raise BackendUnavailableError(
+            "onnxruntime is installed but cannot be imported", found=f"{type(e).__name__}: {e}",
+            fix=f"pip uninstall -y onnxruntime onnxruntime-gpu, then {ORT_FIX}",
+        ) from None
+    return onnxruntime
+
+
+def smoke(provider: str) -> dict[str, Any]:
+    """Run y = x + x on `provider` alone; ok only if it answered right *on that provider*.
+
+    onnxruntime lists CUDAExecutionProvider and then falls back to the CPU when the CUDA
+    libraries are missing, so the answer must be right and the provider still the session's first.
+    """
+    import numpy as np
+
+    ort = import_onnxruntime()
+    if provider in NOT_LOCAL:
+        return {"provider": provider, "ok": None, "detail": NOT_LOCAL[provider]}
+    x = np.arange(4, dtype=np.float32)[None]
+    t0 = time.perf_counter()
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(SMOKE_ONNX, sess_options=opts, providers=[provider])
+        used = session.get_providers()
+        (y,) = session.run(None, {"x": x})
+    except Exception as e:  # noqa: BLE001 - the failure is the finding
+        return {"provider": provider, "ok": False, "detail": f"{type(e).__name__}: {str(e).strip()[:300]}"}
+    ms = round((time.perf_counter() - t0) * 1000, 1)
+    if not used or used[0] != provider:
+        return {"provider": provider, "ok": False, "detail": f"fell back to {used} (libraries missing?)", "ms": ms}
+    if not np.array_equal(y, x + x):
+        return {"provider": provider, "ok": False, "detail": f"wrong answer {y.tolist()}", "ms": ms}
+    return {"provider": provider, "ok": True, "detail": "smoke run passed", "ms": ms}
+
+
+@functools.cache
+def smoke_once(provider: str) -> dict[str, Any]:
+    """`smoke`, run once per process (device selection asks on every load)."""
+    return smoke(provider)
+
+
+def probe(device: str) -> tuple[bool, str]:
+    """(usable, why not) for device "cpu" or "cuda"."""
+    try:  # not a base dependency: the [cpu] or [gpu] extra installs one of its two builds
+        ort = import_onnxruntime()
+    except BackendUnavailableError as e:
+        return False, f"{e.what} ({e.found})"
+    provider = PROVIDERS[device]
+    providers = list(ort.get_available_providers())
+    if provider not in providers:
+        return False, f"onnxruntime offers {providers}, not {provider}"
+    if device != "cpu":  # a listed GPU provider can still fail at its first run (missing CUDA libraries)
+        from edgekit.runtimes.cuda import import_cudart
+
+        result = smoke_once(provider)
+        if not result["ok"]:
+            return False, f"{provider} is listed but failed a smoke run: {result['detail']}"
+        try:  # decode loops keep their cache in GPU memory and write it through cuda-python
+            import_cudart()
+        except BackendUnavailableError as e:
+            return False, f"{e.what} ({e.found})"
+    return True, ""
+
+
+def open_runners(art: Artifact, device: str) -> dict[str, Runner]:
+    from edgekit.runtimes.onnxruntime.runner import OrtRunner
+
+    return {name: OrtRunner(art.file(g.file), g, device=device) for name, g in art.manifest.graphs.items()}
