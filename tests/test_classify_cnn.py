@@ -79,24 +79,38 @@ def test_classify_returns_ranked_labels(session_dir: Path) -> None:
     assert accuracy > 0.7  # trained for three short epochs on 640 digits
 
 
-def test_int8_is_smaller_and_qdq(session_dir: Path) -> None:
-    """int8 is really int8: Q/DQ nodes with zero points 0 (TensorRT), per-channel weights."""
+@pytest.mark.parametrize("target", ["cpu", "jetson"])
+def test_int8_is_smaller_and_qdq(session_dir: Path, tmp_path: Path, target: str) -> None:
+    """int8 is really int8: Q/DQ nodes, per-channel symmetric weights; activations uint8 with zero
+    points for onnxruntime (the CPU target), int8 with zero points 0 for TensorRT (jetson)."""
     import onnx
     from onnx import numpy_helper
 
-    folder = cnn_artifact(session_dir, "resnet18", "int8")
+    import edgekit
+    from classify_models import LABELS, calibration, example_input
+    from edgekit.converters.precision import int8_weight_bits
+
+    folder = cnn_artifact(session_dir, "resnet18", "int8") if target == "cpu" else edgekit.convert(
+        trained_cnn("resnet18"), tmp_path / "jetson", example_inputs=example_input("resnet18"), labels=LABELS,
+        precision="int8", calibration=calibration("resnet18"), target="jetson").path
     model = onnx.load(str(folder / "model.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     qs = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
     dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     assert qs and dqs
-    for n in qs + dqs:
-        if len(n.input) > 2 and n.input[2] in inits:
-            assert not np.any(inits[n.input[2]]), f"{n.name} has a non-zero zero point"
+    activations = [inits[n.input[2]] for n in qs if len(n.input) > 2 and n.input[2] in inits]
+    weights = [inits[n.input[2]] for n in dqs if n.input[0] in inits and len(n.input) > 2 and n.input[2] in inits]
+    assert activations and weights and not any(np.any(z) for z in weights)  # weights: symmetric everywhere
+    if target == "cpu":
+        assert all(z.dtype == np.uint8 for z in activations) and any(np.any(z) for z in activations)
+    else:
+        assert all(z.dtype == np.int8 and not np.any(z) for z in activations), "TensorRT reads zero point 0 only"
+    assert edgekit.load(folder).manifest.precision.tensorrt_compatible == (target == "jetson")
     per_channel = [n for n in dqs if n.input[1] in inits and inits[n.input[1]].ndim == 1 and inits[n.input[1]].size > 1]
     assert per_channel, "no per-channel weight scales"
     int8_weights = [v for v in inits.values() if v.dtype == np.int8 and v.size > 64]
-    assert int8_weights and max(int(np.abs(w).max()) for w in int8_weights) <= 64  # 7-bit on the CPU target
+    bits = int8_weight_bits(target)  # 7 on an x86 CPU without VNNI
+    assert int8_weights and max(int(np.abs(w).max()) for w in int8_weights) <= {7: 64, 8: 127}[bits]
     info = onnx.load(str(folder / "model.onnx"), load_external_data=False)
     assert info.opset_import[0].version == 18
     size32 = sum(p.stat().st_size for p in cnn_artifact(session_dir, "resnet18", "fp32").glob("model.onnx*"))

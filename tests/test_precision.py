@@ -51,16 +51,33 @@ def test_int8_dynamic_for_cpu(tmp_path: Path) -> None:
     assert ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
 
 
-def test_int8_weight_bits_follow_the_target(session_dir: Path, tmp_path: Path) -> None:
-    """7-bit weights on the CPU target (x86 int8 kernels saturate with 8), full 8 bits for GPUs."""
+def test_int8_weight_bits_follow_the_target(session_dir: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """7-bit weights on an x86 CPU without VNNI (its int8 kernels saturate with 8), 8 bits elsewhere."""
+    import platform
+
     import edgekit
+    from edgekit.converters import precision as P
     from onnx import numpy_helper
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(P, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    cpuinfo.write_text("flags\t: fpu sse avx2 avx512f\n")
+    assert P.int8_weight_bits("cpu") == 7 and P.int8_weight_bits("cuda") == 8 and P.int8_weight_bits("jetson") == 8
+    cpuinfo.write_text("flags\t: fpu sse avx2 avx512f avx512_vnni\n")
+    assert P.int8_weight_bits("cpu") == 8
+    cpuinfo.unlink()
+    assert P.int8_weight_bits("cpu") == 7  # unknown: the safe choice
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert P.int8_weight_bits("cpu") == 8
+    monkeypatch.undo()
 
     cpu = cnn_artifact(session_dir, "mnist", "int8")
     gpu = edgekit.convert(trained_cnn("mnist"), tmp_path / "gpu", example_inputs=example_input("mnist"),
                           labels=LABELS, precision="int8", calibration=calibration("mnist"), target="cuda",
                           strict=False).path
-    for folder, bits in ((cpu, 7), (gpu, 8)):
+    for folder, bits in ((cpu, P.int8_weight_bits("cpu")), (gpu, 8)):
         assert edgekit.load(folder).manifest.precision.details["weight_bits"] == bits
         weights = [numpy_helper.to_array(i) for i in _graph(folder).graph.initializer if i.data_type == 3]
         assert max(int(np.abs(w).max()) for w in weights if w.size > 16) == {7: 64, 8: 127}[bits]

@@ -116,6 +116,12 @@ def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None
     from edgekit.runtimes.tensorrt.runner import current_machine
 
     opts = options or BuildOptions()
+    p = manifest.precision
+    if not p.tensorrt_compatible:
+        raise EngineError(f"this {p.produced} artifact ({p.method}) cannot be built by TensorRT",
+                          found="onnxruntime-only quantization (asymmetric Q/DQ, dynamic int8 or MatMulNBits)",
+                          fix="convert it again with --target tensorrt (or jetson) for symmetric Q/DQ, or run it "
+                              "with device='cuda'/'cpu'")
     dims = {d for g in manifest.graphs.values() for d in g.dims()}
     if set(opts.shapes) - dims:
         raise ConfigError(f"--shape names {sorted(set(opts.shapes) - dims)}, not dims of this model",
