@@ -33,7 +33,8 @@ class GraphExport:
 
     `dynamic_shapes` follows torch.export: one entry per positional argument, each a dict
     {axis: Dim} (or a nested tuple for varargs). `quant_exclude_ops` names op types the int8
-    stage must leave in float (per family: the attention-mask path, Softmax...).
+    stage must leave in float (per family: the attention-mask path, Softmax...). `translations`
+    maps custom torch ops the module calls to the ONNX Script functions that write them.
     """
 
     name: str
@@ -44,6 +45,7 @@ class GraphExport:
     dynamic_shapes: Any = None
     quant_exclude_ops: list[str] = field(default_factory=list)
     opset: int = DEFAULT_OPSET
+    translations: dict[Any, Any] = field(default_factory=dict)
 
 
 def export_graph(g: GraphExport, path: Path) -> GraphSpec:
@@ -58,6 +60,7 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
                 output_names=g.output_names,
                 dynamic_shapes=g.dynamic_shapes,
                 opset_version=g.opset,
+                custom_translation_table=g.translations or None,
                 external_data=True,
                 optimize=True,
                 verbose=False,

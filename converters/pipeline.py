@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import platform
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,16 @@ from edgekit.contract import check_graphs
 from edgekit.converters.export import describe_onnx, export_graph
 from edgekit.converters.precision import INT8_METHODS, apply_precision
 from edgekit.converters.sources import resolve_source
-from edgekit.converters.spec import ConvertOptions, ExportSpec
+from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec
 from edgekit.converters.specs import match
 from edgekit.errors import ConfigError, ExportError, ParityError, SourceError, UnsupportedError
-from edgekit.manifest import PRECISIONS, Manifest, SourceInfo
+from edgekit.manifest import PRECISIONS, Manifest, RuntimeGraph, SourceInfo
 from edgekit.runtimes.onnxruntime import import_onnxruntime
 
 log = logging.getLogger("edgekit")
 
 TARGETS = ("cpu", "cuda", "tensorrt", "jetson")
+RUNTIME_DIR = "ort"  # onnxruntime's stand-in graphs (Manifest.runtime_graphs)
 
 
 def convert(
@@ -96,43 +98,64 @@ def _int8_method(spec: ExportSpec, opts: ConvertOptions) -> str:
 
 def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) -> Manifest:
     calibration = spec.calibrate(opts.calibration)  # read first: bad data fails before minutes of export
-    exports = spec.graphs()
-    for g in exports:
-        log.info("edgekit: exporting graph '%s'", g.name)
-        export_graph(g, tmp / f"{g.name}.onnx")
-    precision = apply_precision(tmp, exports, opts, int8_method, calibration)
-    graphs = {g.name: describe_onnx(tmp / f"{g.name}.onnx") for g in exports}
+    exports = {tmp / f"{g.name}.onnx": g for g in spec.graphs()}
+    stand_ins = {tmp / RUNTIME_DIR / f"{r.export.name}.onnx": r for r in spec.runtime_graphs(opts.target)}
+    for path, g in [*exports.items(), *((p, r.export) for p, r in stand_ins.items())]:
+        log.info("edgekit: exporting graph '%s'%s", g.name, " (onnxruntime)" if path.parent.name == RUNTIME_DIR else "")
+        path.parent.mkdir(exist_ok=True)
+        export_graph(g, path)
+    precision = apply_precision({**exports, **{p: r.export for p, r in stand_ins.items()}}, opts, int8_method,
+                                calibration)
+    graphs = {g.name: describe_onnx(path) for path, g in exports.items()}
     for rel, data in spec.files(calibration).items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(data)
     src = spec.src
+    version = ".".join(import_onnxruntime().__version__.split(".")[:2])
     manifest = Manifest(task=spec.task, family=spec.family, graphs=graphs, contract=spec.contract(graphs),
                         precision=precision, source=SourceInfo(src.origin, src.description, src.sha256),
-                        versions=_versions())
-    problems = check_graphs(manifest.contract, graphs)
+                        versions=_versions(), runtime_graphs={
+                            f"{r.replaces}-onnxruntime": RuntimeGraph(r.replaces, path.relative_to(tmp).as_posix(),
+                                                                     "onnxruntime", r.devices, version, r.kv_layout,
+                                                                     describe_onnx(path))
+                            for path, r in stand_ins.items()})
+    problems = check_graphs(manifest.contract, graphs) + manifest.runtime_graph_problems()
     if problems:  # the spec's contract and its own export disagree: a bug, said plainly
         raise ExportError(f"the exported graphs do not match the {spec.family} contract", found="; ".join(problems),
                           fix="report this as a bug in edgekit, with the model's config")
     manifest.files = hash_files(tmp)
     manifest.save(tmp)
+    manifest.parity = _parity(tmp, spec, precision.produced, calibration, opts.strict, portable=True)
+    if manifest.runtime_graphs:
+        proof = _parity(tmp, spec, precision.produced, calibration, opts.strict, portable=False)
+        manifest.runtime_graphs = {k: replace(rg, proof=proof) for k, rg in manifest.runtime_graphs.items()}
+    manifest.save(tmp)
+    return manifest
 
-    # Parity is measured on the artifact exactly as a user will load it.
+
+def _parity(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration, strict: bool,
+            portable: bool) -> dict[str, Any]:
+    """Parity measured on the artifact exactly as a user will load it: its portable graphs, or (on the
+    CPU) its onnxruntime stand-ins, which must also answer like the portable graphs."""
     from edgekit.api import load
 
-    model = load(tmp, device="cpu")
+    model = load(folder, device="cpu", portable=portable)
     try:
-        report = spec.parity(model, precision.produced, calibration=calibration)
+        if portable:
+            report = spec.parity(model, precision, calibration=calibration)
+        else:
+            with load(folder, device="cpu", portable=True) as reference:
+                report = spec.runtime_proof(reference, model, precision, calibration)
     finally:
         model.close()
-    manifest.parity = report
-    manifest.save(tmp)
-    if opts.strict and not report.get("passed", False):
+    if strict and not report.get("passed", False):
+        which = "model" if portable else "onnxruntime graph of the model"
         raise ParityError(
-            f"the {precision.produced} model does not match PyTorch within tolerance",
+            f"the {precision} {which} does not match PyTorch within tolerance",
             found=report.get("summary", str(report)),
             fix="use a higher precision, give representative calibration data, or pass strict=False to keep it",
         )
-    return manifest
+    return report
 
 
 def _versions() -> dict[str, str]:

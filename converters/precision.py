@@ -30,6 +30,9 @@ FP16_KEEP_FP32 = [
     "LayerNormalization", "SimplifiedLayerNormalization", "RMSNormalization", "Softmax", "LogSoftmax",
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Pow", "Sqrt", "Reciprocal", "Exp", "Log",
     "Range", "CumSum", "TopK",
+    # onnxruntime's fused attention writes its present into the past buffer it was bound to: its cache
+    # inputs/outputs must stay the graph's float32 buffers, not casts of them.
+    "GroupQueryAttention",
 ]
 # Always excluded from int8 Q/DQ: they collapse accuracy (the attention-mask path, Where with the
 # dtype's min then Add, calibrates to a scale near 1e36: greedy agreement 0 of 20 tokens on a tiny
@@ -75,31 +78,32 @@ def int8_weight_bits(target: str) -> int:
     return 8 if re.search(r"\b(avx512_vnni|avx_vnni)\b", flags) else 7
 
 
-def apply_precision(folder: Path, graphs: list[GraphExport], opts: ConvertOptions, int8_method: str,
+def apply_precision(graphs: dict[Path, GraphExport], opts: ConvertOptions, int8_method: str,
                     calibration: Calibration) -> Precision:
-    """Rewrite every exported graph in `folder` at `opts.precision`; what was produced, for the manifest."""
+    """Rewrite every exported graph (file -> what it was exported from) at `opts.precision`, in place;
+    what was produced, for the manifest. Static int8 calibrates each graph on its own feeds."""
     p = opts.precision
     if p == "fp32":
         return Precision(requested=p, produced=p)
     if p == "fp16":
-        for g in graphs:
-            _to_fp16(folder / f"{g.name}.onnx")
+        for path in graphs:
+            _to_fp16(path)
         return Precision(p, p, "casts", True, {"kept_fp32": FP16_KEEP_FP32, "io_dtype": "unchanged"})
     if p == "int4":
-        for g in graphs:
-            _int4_weights(folder / f"{g.name}.onnx", opts.int4_block_size)
+        for path in graphs:
+            _int4_weights(path, opts.int4_block_size)
         # MatMulNBits is an onnxruntime contrib op: TensorRT cannot build it.
         return Precision(p, p, "weight-only-matmulnbits", False, {"block_size": opts.int4_block_size, "symmetric": True})
     form = int8_form(opts.target)
     if int8_method == "dynamic":
-        for g in graphs:
-            _int8_dynamic(folder / f"{g.name}.onnx", form.weight_bits == 7)
+        for path in graphs:
+            _int8_dynamic(path, form.weight_bits == 7)
         return Precision(p, p, "dynamic", False, {"per_channel": True, "weight_bits": form.weight_bits})
     budget: dict[str, dict[str, Any]] = {}
-    for g in graphs:
+    for path, g in graphs.items():
         exclude = sorted(set(INT8_ALWAYS_EXCLUDE) | set(g.quant_exclude_ops))
         feeds = [s[g.name] for s in calibration.feeds if g.name in s]
-        budget[g.name] = _int8_static(folder / f"{g.name}.onnx", feeds, exclude, form)
+        budget[g.name] = _int8_static(path, feeds, exclude, form)
     return Precision(p, p, "static-qdq", not form.asymmetric, {
         # Layers the accuracy budget kept in float (sensitivity search), per graph, with the scores.
         "kept_float_nodes": {k: v["kept_float_nodes"] for k, v in budget.items()},

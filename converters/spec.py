@@ -60,6 +60,16 @@ class Limit:
 Gate = dict[str, Limit]  # measure -> limit, for one precision
 
 
+@dataclass
+class RuntimeGraphExport:
+    """A backend's stand-in for a portable graph (Manifest.runtime_graphs): what to export, what it replaces."""
+
+    export: GraphExport
+    replaces: str
+    devices: tuple[str, ...]  # onnxruntime devices it is for
+    kv_layout: str  # how the task feeds its caches ("shared": written in place by the graph)
+
+
 def gate_failures(measures: dict[str, float], gate: Gate, prefix: str = "") -> list[str]:
     """"name=value (limit ...)" for every gated measure outside its limit."""
     return [f"{prefix}{k}={measures[k]:.4g} (limit {lim})" for k, lim in gate.items()
@@ -101,6 +111,15 @@ class ExportSpec(abc.ABC):
     def files(self, calibration: Calibration | None) -> dict[str, bytes]:
         """Files shipped beside the graphs (tokenizer.json, stored parity inputs...)."""
         return {}
+
+    def runtime_graphs(self, target: str) -> list[RuntimeGraphExport]:
+        """Backend-specific stand-ins to make for `target` (onnxruntime's fused attention...); none by default."""
+        return []
+
+    def runtime_proof(self, portable: Model, runtime: Model, precision: str,
+                      calibration: Calibration | None) -> dict[str, Any]:
+        """How the artifact answers through its stand-in graphs: the parity report against PyTorch."""
+        return self.parity(runtime, precision, calibration=calibration)
 
     def calibrate(self, data: Any) -> Calibration:
         """Read the user's calibration data (None: no data)."""

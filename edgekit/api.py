@@ -32,11 +32,13 @@ def convert(source: Any, out: str | os.PathLike[str], **kwargs: Any) -> Artifact
     return _convert(source, Path(out), **kwargs)
 
 
-def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True) -> Model:
+def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True, portable: bool = False) -> Model:
     """Load an artifact folder for inference on `device` ("auto" | "cpu" | "cuda" | "tensorrt").
 
     The manifest is checked (format, types, graphs against the contract) and every file's sha256
     before anything runs; the task object comes from the contract (`Classifier`, `Generator`, ...).
+    onnxruntime runs the artifact's faster stand-in graphs where it has them (fused attention for
+    decoders), unless `portable=True`: the standard ONNX graphs every backend reads.
 
     >>> import tempfile, edgekit, torch
     >>> out = tempfile.mkdtemp() + "/tiny"
@@ -49,7 +51,7 @@ def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True
 
     art = open_artifact(path, verify=verify)
     task_class = resolve(art.manifest.contract.model)
-    runners = open_runners(art, device)
+    runners = open_runners(art, device, portable)
     try:
         return task_class(art, runners)  # type: ignore[no-any-return]
     except BaseException:

@@ -137,9 +137,9 @@ def open_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
             fix="pass the folder written by `edgekit convert`",
         )
     manifest = Manifest.load(folder)
-    for graph in manifest.graphs.values():
-        if graph.file not in manifest.files:
-            raise ArtifactError(f"the manifest lists graph file '{graph.file}' without a checksum")
+    for file in manifest.graph_files():
+        if file not in manifest.files:
+            raise ArtifactError(f"the manifest lists graph file '{file}' without a checksum")
     for rel, digest in manifest.files.items():
         p = _inside(folder, rel)
         if not p.is_file():
@@ -156,6 +156,6 @@ def open_artifact(path: str | os.PathLike[str], verify: bool = True) -> Artifact
     # Weights named by path inside the ONNX file must be checksummed files of this folder.
     from edgekit.external_data import check_external_data
 
-    for graph in manifest.graphs.values():
-        check_external_data(folder, graph.file, set(manifest.files))
+    for file in manifest.graph_files():
+        check_external_data(folder, file, set(manifest.files))
     return Artifact(folder, manifest)

@@ -294,8 +294,8 @@ def _record(model: Any, call: Call) -> Recorded:
 
 def _check_same_graphs(model: Any, spec: Any, description: str) -> None:
     made = {g.name: (list(g.input_names), list(g.output_names)) for g in spec.graphs()}
-    for name, runner in model.runners.items():
-        want = ([t.name for t in runner.inputs], [t.name for t in runner.outputs])
+    for name, graph in model.manifest.graphs.items():  # the portable graphs: what the source exports
+        want = ([t.name for t in graph.inputs], [t.name for t in graph.outputs])
         if made.get(name) != want:
             raise SourceError(
                 f"the source '{description}' does not make graph '{name}' of this artifact",
@@ -308,6 +308,7 @@ def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int,
              progress: Progress | None) -> dict[str, Any]:
     import torch
 
+    from edgekit.converters.ort_attention import portable_feeds
     from edgekit.converters.pipeline import reference_spec
     from edgekit.converters.reference import TorchRunner
 
@@ -318,8 +319,11 @@ def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int,
             for g in spec.graphs()}
     _check_same_graphs(model, spec, src.description)
     calls = _record(model, work.call)
+    # A fused-attention stand-in's calls read as the same work on the portable graph PyTorch runs.
+    torch_calls = [(graph, portable_feeds(feeds) if model.runners[graph].kv_layout == "shared" else feeds, None)
+                   for graph, feeds, _ in calls]
     try:  # the user's module on the artifact's inputs: its own exceptions mean "not this model"
-        for graph, feeds, outputs in calls:
+        for graph, feeds, outputs in torch_calls:
             refs[graph].run(feeds, outputs)
     except EdgekitError:
         raise
@@ -327,13 +331,13 @@ def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int,
         raise SourceError(f"the source '{src.description}' cannot run this artifact's inputs ({type(e).__name__}: {e})",
                           fix="pass the source this artifact was converted from") from None
     timings: dict[str, list[float]] = {"edgekit": [], "pytorch": []}
-    sides = {"edgekit": model.runners, "pytorch": refs}
+    sides = {"edgekit": (model.runners, calls), "pytorch": (refs, torch_calls)}
     # One side after the other, not interleaved: onnxruntime's pool threads spin for a while after
     # each run and would steal the cores PyTorch is timed on.
-    for side, runners in sides.items():
+    for side, (runners, replay) in sides.items():
         for i in range(warmup + runs):
             t0 = time.perf_counter()
-            for graph, feeds, outputs in calls:
+            for graph, feeds, outputs in replay:
                 runners[graph].run(feeds, outputs)
             if i >= warmup:
                 timings[side].append(time.perf_counter() - t0)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from edgekit.contract import GraphSpec, Section, check_graphs
+from edgekit.contract.base import check_graph
 from edgekit.contract.codec import ContractError, decode, encode
 from edgekit.errors import ArtifactError, ArtifactVersionError
 
@@ -46,6 +47,24 @@ class SourceInfo:
     sha256: str
 
 
+@dataclass(frozen=True)
+class RuntimeGraph:
+    """A graph rewritten for one backend that stands in for a portable graph there.
+
+    Made and proven at convert time (`proof`: its agreement with the portable graph); used when the
+    backend, device and version match. The portable graph stays what every other backend runs.
+    """
+
+    replaces: str  # the portable graph's name
+    file: str  # e.g. "ort/model.onnx"
+    backend: Literal["onnxruntime"]
+    devices: tuple[str, ...]  # the backend's devices it was made for, e.g. ("cpu", "cuda")
+    version: str  # the backend's major.minor it was made and proven with
+    kv_layout: Literal["shared"]  # how the task feeds its caches (contract: Section.runtime_needs)
+    graph: GraphSpec
+    proof: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Manifest:
     task: str
@@ -58,6 +77,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)  # the report measured at convert time
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # records of runtimes/tensorrt
+    runtime_graphs: dict[str, RuntimeGraph] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -75,7 +95,7 @@ class Manifest:
         doc = {"format_version": self.format_version, "task": self.task, "family": self.family,
                "graphs": encode(self.graphs), "contract": encode(self.contract), "precision": encode(self.precision),
                "source": encode(self.source), "files": self.files, "versions": self.versions,
-               "parity": self.parity, "engines": self.engines}
+               "parity": self.parity, "engines": self.engines, "runtime_graphs": encode(self.runtime_graphs)}
         return json.dumps(doc, indent=2) + "\n"
 
     def save(self, folder: Path) -> None:
@@ -114,16 +134,32 @@ class Manifest:
                     versions=decode(dict[str, str], d.get("versions", {}), "versions"),
                     parity=decode(dict[str, Any], d.get("parity", {}), "parity"),
                     engines=decode(dict[str, dict[str, Any]], d.get("engines", {}), "engines"),
+                    runtime_graphs=decode(dict[str, RuntimeGraph], d.get("runtime_graphs", {}), "runtime_graphs"),
                     format_version=version)
         except ContractError as e:
             raise ArtifactError(f"{where} is malformed at {e.path}", found=e.problem,
                                 fix=f"the edgekit.json was edited or damaged; {CONVERT_AGAIN}") from None
-        problems = check_graphs(m.contract, m.graphs)
+        problems = check_graphs(m.contract, m.graphs) + m.runtime_graph_problems()
         if problems:
             raise ArtifactError(f"the graphs of {where} do not match its {m.task} contract ({m.contract.tag})",
                                 found="; ".join(problems[:4]),
                                 fix=f"the edgekit.json was edited or its files mixed up; {CONVERT_AGAIN}")
         return m
+
+    def runtime_graph_problems(self) -> list[str]:
+        problems = []
+        for key, rg in self.runtime_graphs.items():
+            needs = self.contract.runtime_needs(rg.replaces, rg.kv_layout) if rg.replaces in self.graphs else None
+            if needs is None:
+                problems.append(f"runtime graph '{key}' stands in for '{rg.replaces}' with a {rg.kv_layout} cache, "
+                                f"which a {self.contract.tag} artifact does not have")
+            else:
+                problems += check_graph(key, rg.graph, needs)
+        return problems
+
+    def graph_files(self) -> list[str]:
+        """Every ONNX file of the artifact: the portable graphs and their backend stand-ins."""
+        return [g.file for g in self.graphs.values()] + [rg.file for rg in self.runtime_graphs.values()]
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,9 +19,15 @@ from edgekit.contract import GraphSpec, TensorSpec
 
 
 class Runner(abc.ABC):
-    """Runs one graph. `name` is what `model.device` reports, e.g. "onnxruntime-cpu"."""
+    """Runs one graph. `name` is what `model.device` reports, e.g. "onnxruntime-cpu".
+
+    `kv_layout` is how a decoder graph takes its cache: "slots" (the portable graphs: the cache is
+    an input and the new keys/values an output, written into their slot by the step loop) or
+    "shared" (a backend's stand-in that writes the new keys/values into the cache buffer itself).
+    """
 
     name: str = "abstract"
+    kv_layout: str = "slots"
 
     def __init__(self, graph: GraphSpec) -> None:
         self.graph = graph
@@ -55,7 +61,8 @@ class Runner(abc.ABC):
         """
         validate_feeds(self.inputs, {**spec.inputs, **spec.caches})
         outputs = {o.name for o in self.outputs}
-        bad = [f"{o} -> {c}" for o, c in spec.writes.items() if o not in outputs or c not in spec.caches]
+        bad = [f"{o} -> {c}" for o, c in {**spec.writes, **spec.shared}.items()
+               if o not in outputs or c not in spec.caches]
         bad += [n for n in spec.outputs if n not in outputs]
         if bad:
             raise InputError("the step spec names outputs or caches the graph does not have",
@@ -79,17 +86,21 @@ class StepSpec:
       into that cache at the step's slot (axis 2), on the backend's side. A cache no output
       writes is a resident input (Whisper's cross-attention keys/values): sent once, reused.
     - `outputs`: preallocated host arrays that each step fills (the logits).
+    - `shared`: output name -> cache name, for graphs that write the new keys/values into the cache
+      buffer themselves (kv_layout "shared"): the output is bound to the cache, nothing is copied.
     """
 
     inputs: dict[str, np.ndarray]
     caches: dict[str, np.ndarray]
     writes: dict[str, str]
     outputs: dict[str, np.ndarray]
+    shared: dict[str, str] = field(default_factory=dict)
 
     @property
     def slots(self) -> int:
         """Slots of the written caches (caches without writes, e.g. cross-attention, do not count)."""
-        written = [self.caches[c].shape[2] for c in self.writes.values() if c in self.caches]
+        written = [self.caches[c].shape[2] for c in [*self.writes.values(), *self.shared.values()]
+                   if c in self.caches]
         return min(written) if written else 0
 
 
@@ -107,6 +118,26 @@ class Stepper(abc.ABC):
     @abc.abstractmethod
     def _step_impl(self, slot: int) -> None:
         """Send `inputs`, run, write each `writes` output into its cache at `slot`, fill `outputs`."""
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One call with other small inputs than a step's (a prompt) over the resident caches.
+
+        `feeds` replace the spec's `inputs` for this call (other shapes allowed); `shared` outputs
+        are written into their caches by the graph; the spec's `outputs` come back as new arrays of
+        this call's shapes. For a shared-buffer graph this is the prefill: the prompt's keys/values
+        go straight into the resident cache (on a GPU: never through the host).
+        """
+        missing = sorted(set(self.spec.inputs) - set(feeds))
+        if missing or set(feeds) - set(self.spec.inputs):
+            raise InputError("a stepper run takes the step's small inputs", found=f"missing {missing}, "
+                             f"unexpected {sorted(set(feeds) - set(self.spec.inputs))}")
+        if self.spec.writes:
+            raise InputError("a stepper run needs a graph that writes its caches itself (shared outputs)",
+                             found=f"slot writes {sorted(self.spec.writes)}")
+        return self._run_impl({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise InputError(f"{type(self).__name__} has no shared-buffer runs", fix="use onnxruntime (device cpu/cuda)")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free what the loop holds (device buffers, a CUDA graph). Safe to call twice."""
@@ -136,6 +167,15 @@ class HostStepper(Stepper):
             s.caches[cache][:, :, slot] = out[name][:, :, 0]
         for name, host in s.outputs.items():
             host[...] = out[name]
+        for name, cache in s.shared.items():
+            s.caches[cache][...] = out[name]
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        s = self.spec
+        out = self.runner.run({**feeds, **s.caches})
+        for name, cache in s.shared.items():
+            s.caches[cache][...] = out[name]
+        return {name: out[name] for name in s.outputs}
 
 
 def validate_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, object]) -> dict[str, np.ndarray]:

@@ -36,8 +36,9 @@ class Backend:
         except ImportError as e:
             return False, f"not importable ({e})"
 
-    def open(self, art: Artifact) -> dict[str, Runner]:
-        return importlib.import_module(self.package).open_runners(art, *self.args)  # type: ignore[no-any-return]
+    def open(self, art: Artifact, portable: bool = False) -> dict[str, Runner]:
+        return importlib.import_module(self.package).open_runners(art, *self.args,  # type: ignore[no-any-return]
+                                                                  portable=portable)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -78,17 +79,19 @@ def resolve_device(device: str) -> str:
     raise BackendUnavailableError("no backend is usable", found=reason, fix=BACKENDS["cpu"].install_hint)
 
 
-def open_runners(art: Artifact, device: str = "auto") -> dict[str, Runner]:
+def open_runners(art: Artifact, device: str = "auto", portable: bool = False) -> dict[str, Runner]:
+    """One runner per graph on `device`; `portable` runs the portable graphs even where the artifact has
+    faster backend-specific stand-ins (Manifest.runtime_graphs)."""
     concrete = resolve_device(device)
     try:
-        runners = BACKENDS[concrete].open(art)
+        runners = BACKENDS[concrete].open(art, portable)
     except EngineError as e:
         if device != "auto" or concrete != "tensorrt":
             raise
         # auto: TensorRT works here but this artifact has no engine for this GPU; say so, take the next.
         log.warning("edgekit: device auto: not using TensorRT (%s); `edgekit build` makes an engine", e.found or e.what)
         concrete = next(d for d in AUTO_ORDER[1:] if probe(d)[0])
-        runners = BACKENDS[concrete].open(art)
+        runners = BACKENDS[concrete].open(art, portable)
     first = next(iter(runners.values()))
     log.info("edgekit: running %s on %s", art.path.name, first.name)
     return runners

@@ -152,17 +152,21 @@ def test_bad_prompts_raise_edgekit_errors(gpt2: Any) -> None:
         gpt2.generate(["a", "b"], max_new_tokens=4, stream=True)
 
 
-def test_cache_is_preallocated_and_written_in_place(gpt2: Any) -> None:
+@pytest.mark.parametrize("portable", [True, False], ids=["slot-writes", "shared-buffers"])
+def test_cache_is_preallocated_and_written_in_place(built: dict[str, tuple[Path, Path]], portable: bool) -> None:
+    """The portable graph returns each token's keys/values and the loop writes its slot (the mask's
+    last column is the current token); onnxruntime's fused-attention graph writes the buffer itself."""
     from edgekit.tasks.generator import _KVCache
 
-    cfg = gpt2.contract.cache
+    gpt2 = edgekit.load(built["gpt2"][1], device="cpu", portable=portable)
+    assert gpt2.runners["model"].kv_layout == ("slots" if portable else "shared")
     ids = np.array([[3, 4, 5, 6]], np.int64)
-    cache = _KVCache(gpt2.runners["model"], cfg, 1, 4, 6)
+    cache = _KVCache(gpt2.runners["model"], gpt2.contract.cache, 1, 4, 6).cache
     before = {n: (a.ctypes.data, a.shape) for n, a in cache.past.items()}
     cache.prefill(ids, np.ones_like(ids))
     logits = [cache.step(np.array([t])) for t in (7, 8, 9)]
     assert {n: (a.ctypes.data, a.shape) for n, a in cache.past.items()} == before
-    assert cache.filled == 7 and cache.mask[0].tolist() == [1] * 7 + [0, 0] + [1]
+    assert cache.filled == 7 and cache.mask[0].tolist() == [1] * 7 + [0, 0] + ([1] if portable else [])
     # The same three steps fed by hand with a growing past give the same logits.
     ref = gpt2.logits(np.array([[3, 4, 5, 6, 7, 8, 9]], np.int64))[0, 4:7]
     np.testing.assert_allclose(np.stack([x[0] for x in logits]), ref, atol=1e-4)

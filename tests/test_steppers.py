@@ -49,10 +49,11 @@ def _through(model: Any, make: Any) -> None:
     runner._stepper_impl = lambda spec: make(runner, spec)  # an instance attribute: this model only
 
 
+@pytest.mark.parametrize("portable", [True, False], ids=["slot-writes", "shared-buffers"])
 def test_cpu_loop_binds_the_callers_arrays(gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray],
-                                           host_tokens: np.ndarray) -> None:
+                                           host_tokens: np.ndarray, portable: bool) -> None:
     # The reference (HostStepper: one visible `run` per step) gives the tokens the bound loop gives.
-    with edgekit.load(gpt2_art, device="cpu") as m:
+    with edgekit.load(gpt2_art, device="cpu", portable=portable) as m:
         _through(m, HostStepper)
         got = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
     np.testing.assert_array_equal(got, host_tokens)
@@ -64,7 +65,7 @@ def test_onnxruntime_device_loop_writes_slots_device_side(gpt2_art: Path, prompt
 
     calls = F.Calls()
     cu = F.make_cudart(calls)
-    with edgekit.load(gpt2_art, device="cpu") as m:
+    with edgekit.load(gpt2_art, device="cpu", portable=True) as m:
         _through(m, lambda r, spec: OrtStepper(r._session, spec, DeviceMemory(cu, "cpu")))
         got = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
         cfg = m.contract.cache
@@ -73,6 +74,23 @@ def test_onnxruntime_device_loop_writes_slots_device_side(gpt2_art: Path, prompt
     # rows `slots` long (slots = prompt + new - 1).
     rows, width = 2 * cfg.heads, cfg.head_dim * 4
     assert calls.copies_2d == [((5 + NEW - 1) * width, width, rows)] * (2 * cfg.layers * (NEW - 1))
+
+
+def test_onnxruntime_device_loop_with_shared_buffers_copies_nothing(
+        gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray], host_tokens: np.ndarray) -> None:
+    """The fused-attention graph writes the cache itself: the prompt goes straight into the resident
+    buffers (`Stepper.run`) and no step copies a slot, on the host or the device."""
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
+
+    calls = F.Calls()
+    cu = F.make_cudart(calls)
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        assert m.runners["model"].kv_layout == "shared"
+        made: list[OrtStepper] = []
+        _through(m, lambda r, spec: made.append(OrtStepper(r._session, spec, DeviceMemory(cu, "cpu"))) or made[-1])
+        got = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
+    np.testing.assert_array_equal(got, host_tokens)
+    assert len(made) == 1 and calls.copies_2d == [] and set(made[0].spec.shared.values()) == set(made[0].spec.caches)
 
 
 def test_step_spec_is_checked_once(gpt2_art: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,14 @@ from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.generate import STEP_INPUTS, GenerateSection, GenerationDefaults, KVCache
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
-from edgekit.converters.spec import ConvertOptions
+from edgekit.converters.ort_attention import NotExpressible, shared_kv_graph
+from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, torch_step
 from edgekit.errors import SourceError
 from edgekit.tasks.generator import token_ids
+
+log = logging.getLogger("edgekit")
 
 MAX_BATCH = 256
 MAX_LEN = 32768
@@ -96,6 +100,18 @@ class HFCausalLM(GeneratorSpec):
 
     def graphs(self) -> list[GraphExport]:
         return [self.graph]
+
+    def runtime_graphs(self, target: str) -> list[RuntimeGraphExport]:
+        """For onnxruntime targets: the decoder with fused GroupQueryAttention over shared cache buffers."""
+        if target not in ("cpu", "cuda"):
+            return []  # TensorRT builds from the portable graph
+        try:
+            g = shared_kv_graph(self.model, self.cache, list(self.facts.quant_exclude_ops))
+        except NotExpressible as e:
+            log.info("edgekit: %s: no onnxruntime fused-attention graph (%s); the portable graph runs everywhere",
+                     self.family, e)
+            return []
+        return [RuntimeGraphExport(g, "model", ("cpu", "cuda"), "shared")]
 
     def files(self, calibration: Any) -> dict[str, bytes]:
         return {"tokenizer.json": self.tokenizer_json} if self.tokenizer_json else {}
@@ -197,29 +213,10 @@ class HFReference:
             self.model.generation_config = saved
         return out[:, ids.shape[1]:].numpy()
 
-    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return torch_step(self.graph.module, self.graph.input_names, self.graph.output_names, feeds)
-
-    def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
-        out = {}
-        for i, name in enumerate(self.graph.input_names[3:]):
-            shape = self.graph.args[3 + i].shape
-            out[name] = np.zeros((batch, shape[1], 0, shape[3]), np.float32)
-        return out
-
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         mask = np.ones_like(ids)
         feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": np.cumsum(mask, axis=1) - 1}
-        return self.step({**feeds, **self._empty_past(ids.shape[0])})["logits"]
-
-    def step_feeds(self, model: Any, ids: np.ndarray, mask: np.ndarray) -> list[dict[str, np.ndarray]]:
-        first = {"input_ids": ids, "attention_mask": mask, "position_ids": np.clip(np.cumsum(mask, axis=1) - 1, 0, None),
-                 **self._empty_past(ids.shape[0])}
-        out = self.step(first)
-        nxt = out["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
-        second = {"input_ids": nxt, "attention_mask": np.concatenate([mask, np.ones_like(nxt)], axis=1),
-                  "position_ids": first["position_ids"][:, -1:] + 1}
-        for name in first:
-            if name.startswith("past_key_values."):
-                second[name] = out[name.replace("past_key_values.", "present.")]
-        return [first, second]
+        for i, name in enumerate(self.graph.input_names[3:]):
+            shape = self.graph.args[3 + i].shape
+            feeds[name] = np.zeros((ids.shape[0], shape[1], 0, shape[3]), np.float32)
+        return torch_step(self.graph.module, self.graph.input_names, self.graph.output_names, feeds)["logits"]

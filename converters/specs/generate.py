@@ -37,12 +37,6 @@ class Reference(Protocol):
     def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
         """(batch, new) greedy tokens for left-padded prompts, eos ignored."""
 
-    def step_feeds(self, model: Any, ids: np.ndarray, mask: np.ndarray) -> list[dict[str, np.ndarray]]:
-        """The prompt step and one decode step after it, as graph feeds for both sides."""
-
-    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One graph call in PyTorch, with the graph's names."""
-
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         """Teacher-forced logits (batch, sequence, vocab) of unpadded ids."""
 
@@ -80,14 +74,14 @@ class GeneratorSpec(ExportSpec):
             got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=PARITY_NEW_TOKENS,
                                  eos_token_id=[])[:, ids.shape[1]:]
             greedy += [_prefix_share(w, g) for w, g in zip(want, got)]
-        ids, mask = left_pad(rows[:2], pad)
+        # Logits of the prompt run and of decode steps (the last tokens fed one by one, through the
+        # artifact's own cache loop), against PyTorch's over the same tokens.
         step_err, scale = 0.0, 1e-12
-        for feeds in ref.step_feeds(model, ids, mask):
-            r = ref.step(feeds)["logits"]
-            g = model.runners["model"].run(feeds, outputs=["logits"])["logits"].astype(np.float32)
-            m = feeds.get("attention_mask", np.ones_like(feeds["input_ids"]))[:, -feeds["input_ids"].shape[1]:]
-            step_err = max(step_err, float(np.abs(r - g)[m.astype(bool)].max()))
-            scale = max(scale, float(np.abs(r).max()))
+        for r in rows[:2]:
+            ids = np.asarray([r], np.int64)
+            want, got = ref.full_logits(ids), model.logits(ids, decode_steps=min(3, len(r) - 1))
+            step_err = max(step_err, float(np.abs(want - got).max()))
+            scale = max(scale, float(np.abs(want).max()))
         top1 = _top1(ref, model, rows)
         measures = {
             "samples": len(rows), "new_tokens": PARITY_NEW_TOKENS, "greedy_agreement": float(np.mean(greedy)),
@@ -97,6 +91,25 @@ class GeneratorSpec(ExportSpec):
         }
         return self.report(measures, precision, f"greedy agreement {measures['greedy_agreement']:.3f}, "
                                                 f"top-1 {top1:.3f}, step logits max abs diff {step_err:.3g}")
+
+
+    def runtime_proof(self, portable: Any, runtime: Any, precision: str,
+                      calibration: Calibration | None) -> dict[str, Any]:
+        """The stand-in graph against PyTorch (the same gates), and its greedy tokens against the
+        portable graph's: fp32 must give the same tokens, or the stand-in is wrong."""
+        report = self.parity(runtime, precision, calibration=calibration)
+        rows = _parity_rows(runtime, self.reference.vocab, list(calibration.samples) if calibration else [], None)
+        same = []
+        for batch in (rows[:1], rows[1:3]):
+            ids, mask = left_pad(batch, runtime.contract.pad_token_id)
+            kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=PARITY_NEW_TOKENS, eos_token_id=[])
+            same += [_prefix_share(a, b) for a, b in zip(portable.generate(**kw), runtime.generate(**kw))]
+        report["tokens_vs_portable"] = float(np.mean(same))
+        if precision == "fp32" and report["tokens_vs_portable"] < 1.0:
+            report["passed"] = False
+            report["summary"] = (f"greedy tokens differ from the portable graph's "
+                                 f"(agreement {report['tokens_vs_portable']:.3f}); {report['summary']}")
+        return report
 
 
 def _parity_rows(model: Any, vocab: int, texts: list[str], samples: int | None) -> list[list[int]]:

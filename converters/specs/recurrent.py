@@ -117,15 +117,6 @@ class RecurrentReference:
             rows.append(out)
         return np.asarray(rows, dtype=np.int64)
 
-    def step(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return torch_step(self.step_module, self.graph.input_names, self.graph.output_names, feeds)
-
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
-        return self.step({"input_ids": ids, **self._zeros(ids.shape[0])})["logits"]
-
-    def step_feeds(self, model: Any, ids: np.ndarray, mask: np.ndarray) -> list[dict[str, np.ndarray]]:
-        # The graph takes one token per call: the prompt's last token, then the greedy next one.
-        first = {"input_ids": ids[:, -1:], **self._zeros(ids.shape[0])}
-        out = self.step(first)
-        nxt = out["logits"][:, -1].argmax(-1)[:, None].astype(np.int64)
-        return [first, {"input_ids": nxt, **{i: out[o] for i, o in zip(self.state.inputs, self.state.outputs)}}]
+        feeds = {"input_ids": ids, **self._zeros(ids.shape[0])}  # the torch module takes a whole sequence
+        return torch_step(self.step_module, self.graph.input_names, self.graph.output_names, feeds)["logits"]

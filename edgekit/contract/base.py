@@ -93,25 +93,32 @@ class Section:
         """How the runtime calls `graph`: per phase, the (min, typical, max) size of each named dim."""
         raise NotImplementedError
 
+    def runtime_needs(self, graph: str, kv_layout: str) -> GraphNeeds | None:
+        """What a backend-specific stand-in for `graph` with this cache layout must take and give;
+        None where the task has no such stand-in (see Manifest.runtime_graphs)."""
+        return None
+
 
 def check_graphs(section: Section, graphs: dict[str, GraphSpec]) -> list[str]:
     """Where the graphs disagree with the section; empty when the runtime can call them."""
-    problems = []
     needs = section.needs()
     if set(needs) != set(graphs):
         return [f"the task needs graphs {sorted(needs)}, the manifest has {sorted(graphs)}"]
-    for name, need in needs.items():
-        g = graphs[name]
-        have_in = {t.name: t for t in g.inputs}
-        have_out = {t.name: t for t in g.outputs}
-        fed = {n.name for n in need.inputs}
-        problems += [f"graph '{name}' takes input '{t}', which the task does not feed" for t in have_in if t not in fed]
-        for side, wanted, have in (("input", need.inputs, have_in), ("output", need.outputs, have_out)):
-            for n in wanted:
-                t = have.get(n.name)
-                if t is None:
-                    problems.append(f"graph '{name}' has no {side} '{n.name}'")
-                elif t.dtype not in n.dtypes or n.rank not in (None, len(t.shape)):
-                    problems.append(f"graph '{name}' {side} '{n.name}' is {t.dtype} rank {len(t.shape)}, "
-                                    f"the task needs {'/'.join(n.dtypes)} rank {n.rank or 'any'}")
+    return [p for name, need in needs.items() for p in check_graph(name, graphs[name], need)]
+
+
+def check_graph(name: str, g: GraphSpec, need: GraphNeeds) -> list[str]:
+    """Where one graph disagrees with what the task feeds and reads."""
+    have_in = {t.name: t for t in g.inputs}
+    have_out = {t.name: t for t in g.outputs}
+    fed = {n.name for n in need.inputs}
+    problems = [f"graph '{name}' takes input '{t}', which the task does not feed" for t in have_in if t not in fed]
+    for side, wanted, have in (("input", need.inputs, have_in), ("output", need.outputs, have_out)):
+        for n in wanted:
+            t = have.get(n.name)
+            if t is None:
+                problems.append(f"graph '{name}' has no {side} '{n.name}'")
+            elif t.dtype not in n.dtypes or n.rank not in (None, len(t.shape)):
+                problems.append(f"graph '{name}' {side} '{n.name}' is {t.dtype} rank {len(t.shape)}, "
+                                f"the task needs {'/'.join(n.dtypes)} rank {n.rank or 'any'}")
     return problems

@@ -85,6 +85,16 @@ def decoder_needs(cache: KVCache, resident: list[str] | None = None) -> GraphNee
     return GraphNeeds(tuple(ins), tuple(outs))
 
 
+def shared_decoder_needs(cache: KVCache) -> GraphNeeds:
+    """The onnxruntime stand-in of a KV decoder (GroupQueryAttention, converters/ort_attention.py): the
+    cache buffers are fed whole and written in place (each present is bound to its past); the mask
+    spans the buffer's slots and `past_length` says how many are written."""
+    ins = [Need(n, INT64, 2) for n in STEP_INPUTS] + [Need("past_length", INT64, 1)]
+    ins += [Need(n, FLOAT, 4) for n in cache.past()]
+    outs = [Need("logits", FLOAT, 3)] + [Need(n, FLOAT, 4) for n in cache.present()]
+    return GraphNeeds(tuple(ins), tuple(outs))
+
+
 def decoder_phases(max_context: int, batch: tuple[int, int, int]) -> list[Phase]:
     """The prompt (any length, empty cache) and decode steps (one token, up to max_context - 1 slots).
 
@@ -127,4 +137,9 @@ class GenerateSection(Section):
         if isinstance(self.cache, KVCache):
             return decoder_phases(self.max_context, self.batch)
         return [("all", {BATCH: self.batch})]
+
+    def runtime_needs(self, graph: str, kv_layout: str) -> GraphNeeds | None:
+        if graph == "model" and kv_layout == "shared" and isinstance(self.cache, KVCache):
+            return shared_decoder_needs(self.cache)
+        return None
 

@@ -17,33 +17,42 @@ from edgekit.contract.generate import GenerateSection, KVCache, RecurrentState
 from edgekit.errors import ConfigError, InputError
 from edgekit.preprocess.text import check_texts, read_tokenizer
 from edgekit.runtimes.base import Runner
-from edgekit.tasks.kvcache import SlotCache
+from edgekit.tasks.kvcache import SharedKVCache, SlotCache
 from edgekit.tasks.model import Model
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser
 
 _DEFAULT_MAX_NEW_TOKENS = 20  # transformers' default
 
 
-class _KVCache(SlotCache):
-    """Keys/values for prompt + max_new_tokens, preallocated; each step writes one slot.
+class _KVCache:
+    """Keys/values for prompt + max_new_tokens, preallocated; each step adds one token's.
 
     Layout per layer: (batch, heads, prompt + max_new - 1, dim), contiguous (the last new token
     is never fed back). Every decode step feeds the whole buffer with the unwritten slots masked,
     so nothing changes shape or address: the runner's `stepper` keeps the buffers where it
-    computes (GPU memory on CUDA/TensorRT, where a CUDA graph replays the step) and the graph's
-    `present` (this token's keys/values) is written into the next slot on that side (kvcache.py).
+    computes (GPU memory on CUDA/TensorRT, where a CUDA graph replays the step). Portable graphs
+    return the token's keys/values and the loop writes them into the next slot (`SlotCache`);
+    onnxruntime's fused-attention graphs write them into the buffer themselves (`SharedKVCache`).
     Position ids are explicit (count of real tokens so far), so the unfilled slots between past
     and current token change nothing but the attention work over masked slots.
     """
 
     def __init__(self, runner: Runner, cfg: KVCache, batch: int, prompt: int, new: int) -> None:
-        super().__init__(runner, cfg.writes(), (batch, cfg.heads, prompt + new - 1, cfg.head_dim))
+        shape = (batch, cfg.heads, prompt + new - 1, cfg.head_dim)
+        kind = SharedKVCache if runner.kv_layout == "shared" else SlotCache
+        self.cache: SlotCache | SharedKVCache = kind(runner, cfg.writes(), shape)
         self.prompt_logits: np.ndarray | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The prompt step, past length 0, through the same graph; returns the last logits (batch, vocab)."""
-        self.prompt_logits = super().prefill(ids, mask)
+        """The prompt step, past length 0; returns the last logits (batch, vocab)."""
+        self.prompt_logits = self.cache.prefill(ids, mask)
         return self.prompt_logits[:, -1]
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        return self.cache.step(tokens)
+
+    def close(self) -> None:
+        self.cache.close()
 
 
 class _RecurrentState:
@@ -148,15 +157,27 @@ class Generator(Model):
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._need_tokenizer().decode([int(i) for i in ids], skip_special_tokens=True))
 
-    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+    def logits(self, input_ids: np.ndarray, decode_steps: int = 0) -> np.ndarray:
         """Teacher-forced logits (batch, sequence, vocab) of unpadded int64 ids: for scoring text
-        (perplexity) and next-token agreement, through the same graph and cache as generate."""
+        (perplexity) and next-token agreement, through the same graph and cache as generate.
+
+        The last `decode_steps` positions come from decode steps (one token each, as generate feeds
+        them) instead of the prompt run: what parity compares to check the decode path.
+        """
         rows, _ = self._prompt_rows(None, input_ids, None)
-        self._check_lengths(rows, 1)
         ids = np.asarray(input_ids, np.int64)
-        cache = cache_for(self.runners["model"], self.contract.cache, ids.shape[0], ids.shape[1], 1)
-        cache.prefill(ids, np.ones_like(ids))
-        return np.asarray(cache.prompt_logits, np.float32)
+        if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or not 0 <= decode_steps < ids.shape[1]:
+            raise ConfigError("decode_steps must be an integer from 0 to the length - 1", found=repr(decode_steps))
+        prompt = ids[:, : ids.shape[1] - decode_steps]
+        self._check_lengths([r[: prompt.shape[1]] for r in rows], decode_steps + 1)
+        cache = cache_for(self.runners["model"], self.contract.cache, ids.shape[0], prompt.shape[1], decode_steps + 1)
+        try:
+            cache.prefill(prompt, np.ones_like(prompt))
+            out = [np.asarray(cache.prompt_logits, np.float32)]
+            out += [cache.step(ids[:, t])[:, None].astype(np.float32) for t in range(prompt.shape[1], ids.shape[1])]
+        finally:
+            cache.close()
+        return np.concatenate(out, axis=1)
 
     def _need_tokenizer(self) -> Any:
         if self.tokenizer is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,10 @@ from edgekit.errors import BackendUnavailableError
 
 if TYPE_CHECKING:
     from edgekit.artifact import Artifact
+    from edgekit.manifest import RuntimeGraph
     from edgekit.runtimes.base import Runner
+
+log = logging.getLogger("edgekit")
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # onnxruntime is not a base dependency: its CPU and GPU builds install the same package and clash
@@ -107,7 +111,31 @@ def probe(device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def open_runners(art: Artifact, device: str) -> dict[str, Runner]:
+def open_runners(art: Artifact, device: str, portable: bool = False) -> dict[str, Runner]:
+    """One runner per graph: the artifact's onnxruntime stand-in for it where one fits this device and
+    onnxruntime version (unless `portable`), else the portable graph."""
     from edgekit.runtimes.onnxruntime.runner import OrtRunner
 
-    return {name: OrtRunner(art.file(g.file), g, device=device) for name, g in art.manifest.graphs.items()}
+    runners: dict[str, Runner] = {}
+    for name, g in art.manifest.graphs.items():
+        rg = None if portable else runtime_graph(art, name, device)
+        runners[name] = (OrtRunner(art.file(rg.file), rg.graph, device=device, kv_layout=rg.kv_layout) if rg
+                         else OrtRunner(art.file(g.file), g, device=device))
+    return runners
+
+
+def runtime_graph(art: Artifact, name: str, device: str) -> RuntimeGraph | None:
+    """The stand-in for graph `name` made for this device and onnxruntime version, if the artifact has one."""
+    ours = [rg for rg in art.manifest.runtime_graphs.values() if rg.replaces == name and rg.backend == "onnxruntime"]
+    if not ours:
+        return None
+    version = ".".join(import_onnxruntime().__version__.split(".")[:2])
+    for rg in ours:
+        if device in rg.devices and rg.version == version:
+            return rg
+    # Graphs with contrib ops are proven on the onnxruntime they were made with; another version (or
+    # device) runs the portable graph, which is correct and slower: say so.
+    log.warning("edgekit: %s: the onnxruntime graph for '%s' was made for onnxruntime %s on %s; this is %s on %s: "
+                "running the portable graph (convert again here for the faster one)", art.path.name, name,
+                ours[0].version, "/".join(ours[0].devices), version, device)
+    return None

@@ -22,8 +22,10 @@ _OPTIONS: dict[str, dict[str, str]] = {"cpu": {}, "cuda": {"use_tf32": "0"}}
 class OrtRunner(Runner):
     """One `InferenceSession`; onnxruntime's `run` is thread-safe, so one runner serves all threads."""
 
-    def __init__(self, path: Path, graph: GraphSpec, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, path: Path, graph: GraphSpec, device: str = "cpu", threads: int | None = None,
+                 kv_layout: str = "slots") -> None:
         super().__init__(graph)
+        self.kv_layout = kv_layout
         import onnxruntime as ort
 
         if device not in PROVIDERS:
@@ -135,7 +137,8 @@ class DeviceMemory:
 
 class OrtStepper(Stepper):
     """A decode loop through onnxruntime's IO binding: every buffer is bound once, at a fixed
-    address; a step sends the small inputs, runs, and writes the new cache slots in place."""
+    address; a step sends the small inputs, runs, and writes the new cache slots in place (or, for
+    a shared-buffer graph, the graph writes them: its present outputs are bound to the caches)."""
 
     def __init__(self, session: Any, spec: StepSpec, memory: HostMemory | DeviceMemory) -> None:
         super().__init__(spec)
@@ -150,6 +153,8 @@ class OrtStepper(Stepper):
             b, h, _, d = spec.caches[cache].shape
             self._new[out] = memory.empty((b, h, 1, d), spec.caches[cache].dtype)
             self._binding.bind_ortvalue_output(out, self._new[out].value)
+        for out, cache in spec.shared.items():
+            self._binding.bind_ortvalue_output(out, self._caches[cache].value)
         for name, host in spec.outputs.items():  # onnxruntime copies these to the host buffer itself
             self._binding.bind_output(name, "cpu", 0, host.dtype, list(host.shape), host.ctypes.data)
 
@@ -163,6 +168,25 @@ class OrtStepper(Stepper):
         for out, cache in self.spec.writes.items():
             self._mem.write_slot(self._caches[cache], self._new[out], slot)
         self._mem.finish()  # one synchronize for all the step's writes
+
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # A binding of its own: the step's stays as it was; the caches are the same buffers.
+        binding = self._session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_ortvalue_input(name, self._mem.wrap(array).value)
+        for name, buf in self._caches.items():
+            binding.bind_ortvalue_input(name, buf.value)
+        for out, cache in self.spec.shared.items():
+            binding.bind_ortvalue_output(out, self._caches[cache].value)
+        names = list(self.spec.outputs)
+        for name in names:
+            binding.bind_output(name, "cpu")
+        try:
+            self._session.run_with_iobinding(binding)
+        except Exception as e:
+            raise InputError(f"the model cannot run on these inputs: {e}") from None
+        values = binding.get_outputs()[len(self.spec.shared):]
+        return {name: v.numpy() for name, v in zip(names, values)}
 
     def close(self) -> None:
         self._mem.close()

@@ -50,7 +50,8 @@ def probe() -> tuple[bool, str]:
     return True, f"TensorRT {trt.__version__}, {count} GPU(s)"
 
 
-def open_runners(art: Artifact) -> dict[str, Runner]:
+def open_runners(art: Artifact, portable: bool = False) -> dict[str, Runner]:
+    """Runners over the artifact's engines (always built from the portable graphs)."""
     from edgekit.runtimes.tensorrt.runner import open_artifact_runners
 
     return open_artifact_runners(art)
