@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import logging
 import platform
-from dataclasses import replace
+import shutil
+import tempfile
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import Artifact, hash_files, open_artifact, staging
 from edgekit.contract import check_graphs
 from edgekit.converters.export import describe_onnx, export_graph
-from edgekit.converters.precision import INT8_METHODS, apply_precision
+from edgekit.converters.precision import INT8_METHODS, apply_precision, precision_candidates
 from edgekit.converters.sources import resolve_source
-from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec
+from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, RuntimeGraphExport
 from edgekit.converters.specs import match
 from edgekit.errors import ConfigError, ExportError, ParityError, SourceError, UnsupportedError
-from edgekit.manifest import PRECISIONS, Manifest, RuntimeGraph, SourceInfo
+from edgekit.manifest import PRECISIONS, Manifest, Precision, RuntimeGraph, SourceInfo
 from edgekit.runtimes.onnxruntime import import_onnxruntime
 
 log = logging.getLogger("edgekit")
@@ -42,7 +44,7 @@ def convert(
     overwrite: bool = False,
     int8_method: str | None = None,
     strict: bool = True,
-    int4_block_size: int = 32,
+    int4_block_size: int | None = None,
 ) -> Artifact:
     """Convert `source` into the artifact folder `out`; returns the verified artifact.
 
@@ -104,12 +106,44 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
         log.info("edgekit: exporting graph '%s'%s", g.name, " (onnxruntime)" if path.parent.name == RUNTIME_DIR else "")
         path.parent.mkdir(exist_ok=True)
         export_graph(g, path)
-    precision = apply_precision({**exports, **{p: r.export for p, r in stand_ins.items()}}, opts, int8_method,
-                                calibration)
-    graphs = {g.name: describe_onnx(path) for path, g in exports.items()}
+    passes = {path: r.finish(path) if r.finish else {} for path, r in stand_ins.items()}
     for rel, data in spec.files(calibration).items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(data)
+    graphs = {**exports, **{p: r.export for p, r in stand_ins.items()}}
+    candidates = precision_candidates(opts)
+    tried: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-fp32-") as keep:
+        if len(candidates) > 1:  # each try starts from the exported float graphs
+            _copy_graphs(list(graphs), tmp, Path(keep))
+        for i, candidate in enumerate(candidates):
+            last = i == len(candidates) - 1
+            if i:
+                _copy_graphs([Path(keep) / p.relative_to(tmp) for p in graphs], Path(keep), tmp)
+            precision = apply_precision(graphs, opts, int8_method, calibration, candidate)
+            manifest = _manifest(tmp, spec, precision, exports, stand_ins, passes)
+            manifest.parity = _parity(tmp, spec, precision.produced, calibration, opts.strict and last, portable=True)
+            if manifest.runtime_graphs:
+                proof = _parity(tmp, spec, precision.produced, calibration, opts.strict and last, portable=False)
+                manifest.runtime_graphs = {k: replace(rg, proof=proof) for k, rg in manifest.runtime_graphs.items()}
+            passed = manifest.parity.get("passed") and all(rg.proof.get("passed", True)
+                                                           for rg in manifest.runtime_graphs.values())
+            if candidate is not None:
+                tried.append({**asdict(candidate), "passed": bool(passed), "summary": manifest.parity.get("summary")})
+            if passed or last:
+                break
+            log.info("edgekit: %s %s is outside its parity gate (%s); trying the next setting", opts.precision,
+                     candidate, manifest.parity.get("summary"))
+    if tried:
+        manifest.precision = replace(manifest.precision, details={**manifest.precision.details, "tried": tried})
+    manifest.save(tmp)
+    return manifest
+
+
+def _manifest(tmp: Path, spec: ExportSpec, precision: Precision, exports: dict[Path, Any],
+              stand_ins: dict[Path, RuntimeGraphExport], passes: dict[Path, dict[str, int]]) -> Manifest:
+    """The manifest of what `tmp` holds now (graphs as rewritten by precision, every file hashed), saved."""
+    graphs = {g.name: describe_onnx(path) for path, g in exports.items()}
     src = spec.src
     version = ".".join(import_onnxruntime().__version__.split(".")[:2])
     manifest = Manifest(task=spec.task, family=spec.family, graphs=graphs, contract=spec.contract(graphs),
@@ -117,7 +151,7 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
                         versions=_versions(), runtime_graphs={
                             f"{r.replaces}-onnxruntime": RuntimeGraph(r.replaces, path.relative_to(tmp).as_posix(),
                                                                      "onnxruntime", r.devices, version, r.kv_layout,
-                                                                     describe_onnx(path))
+                                                                     describe_onnx(path), passes[path])
                             for path, r in stand_ins.items()})
     problems = check_graphs(manifest.contract, graphs) + manifest.runtime_graph_problems()
     if problems:  # the spec's contract and its own export disagree: a bug, said plainly
@@ -125,12 +159,16 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
                           fix="report this as a bug in edgekit, with the model's config")
     manifest.files = hash_files(tmp)
     manifest.save(tmp)
-    manifest.parity = _parity(tmp, spec, precision.produced, calibration, opts.strict, portable=True)
-    if manifest.runtime_graphs:
-        proof = _parity(tmp, spec, precision.produced, calibration, opts.strict, portable=False)
-        manifest.runtime_graphs = {k: replace(rg, proof=proof) for k, rg in manifest.runtime_graphs.items()}
-    manifest.save(tmp)
     return manifest
+
+
+def _copy_graphs(paths: list[Path], src_root: Path, dst_root: Path) -> None:
+    """Copy ONNX files and their external data from under src_root to the same places under dst_root."""
+    for path in paths:
+        for f in path.parent.glob(path.name + "*"):  # model.onnx, model.onnx.data
+            target = dst_root / f.relative_to(src_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
 
 
 def _parity(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration, strict: bool,

@@ -8,7 +8,9 @@ that check must pass per precision. `specs/__init__.py`'s `match` picks the spec
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -31,7 +33,7 @@ class ConvertOptions:
     target: str = "cpu"
     int8_method: str | None = None  # "static" (Q/DQ, TensorRT-ready) | "dynamic" (CPU)
     strict: bool = True  # parity outside tolerance fails the convert
-    int4_block_size: int = 32
+    int4_block_size: int | None = None  # None: chosen by the parity gate (precision.INT4_CANDIDATES)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class RuntimeGraphExport:
     replaces: str
     devices: tuple[str, ...]  # onnxruntime devices it is for
     kv_layout: str  # how the task feeds its caches ("shared": written in place by the graph)
+    finish: Callable[[Path], dict[str, int]] | None = None  # graph passes after export: path -> counts
 
 
 def gate_failures(measures: dict[str, float], gate: Gate, prefix: str = "") -> list[str]:

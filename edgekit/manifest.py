@@ -62,6 +62,7 @@ class RuntimeGraph:
     version: str  # the backend's major.minor it was made and proven with
     kv_layout: Literal["shared"]  # how the task feeds its caches (contract: Section.runtime_needs)
     graph: GraphSpec
+    passes: dict[str, int] = field(default_factory=dict)  # graph passes applied, and how often
     proof: dict[str, Any] = field(default_factory=dict)
 
 

@@ -24,6 +24,7 @@ from edgekit.contract.generate import STEP_INPUTS, GenerateSection, GenerationDe
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.ort_attention import NotExpressible, shared_kv_graph
+from edgekit.converters.ort_graph import finish_for_onnxruntime
 from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, torch_step
@@ -111,7 +112,7 @@ class HFCausalLM(GeneratorSpec):
             log.info("edgekit: %s: no onnxruntime fused-attention graph (%s); the portable graph runs everywhere",
                      self.family, e)
             return []
-        return [RuntimeGraphExport(g, "model", ("cpu", "cuda"), "shared")]
+        return [RuntimeGraphExport(g, "model", ("cpu", "cuda"), "shared", finish_for_onnxruntime)]
 
     def files(self, calibration: Any) -> dict[str, bytes]:
         return {"tokenizer.json": self.tokenizer_json} if self.tokenizer_json else {}

@@ -1,0 +1,76 @@
+"""Graph passes for onnxruntime's stand-in graphs, driven by the graph (no model names).
+
+1. onnxscript's ORT fusions (`optimize_for_ort`, Microsoft's fusion tooling for onnxruntime):
+   RMSNorm -> SimplifiedLayerNormalization, residual + RMSNorm -> SkipSimplifiedLayerNormalization,
+   the GELU and MatMul fusions onnxruntime has kernels for.
+2. `pack_matmuls`: MatMuls that read the same activation with constant weights become one MatMul
+   over the concatenated weights and a Split (the q/k/v projections; gate and up of a gated MLP).
+   A decode step is a chain of matrix-vector products bound by reading the weights: one wide
+   product instead of three narrow ones reads the same bytes with fewer kernel calls and splits
+   better across threads. The int4/int8 stage then quantizes the packed weight.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+log = logging.getLogger("edgekit")
+
+
+def finish_for_onnxruntime(path: Path) -> dict[str, int]:
+    """Apply the passes to the ONNX file at `path` in place; returns how often each applied."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    # Weights read into memory: the file they came from is rewritten below.
+    model = ir.serde.deserialize_model(onnx.load(str(path), load_external_data=True))
+    model, counts = optimize_for_ort(model)
+    proto = ir.serde.serialize_model(model)
+    counts = {k: int(v) for k, v in counts.items() if v}
+    counts["packed_matmuls"] = pack_matmuls(proto)
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+                    size_threshold=1024)
+    log.info("edgekit: onnxruntime graph passes: %s", counts)
+    return counts
+
+
+def pack_matmuls(model: onnx.ModelProto) -> int:
+    """Pack MatMuls sharing their activation and having constant 2-D weights; returns the packs made."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
+            groups[node.input[0]].append(node)
+    packs = 0
+    for x, nodes in groups.items():
+        dtypes = {inits[n.input[1]].data_type for n in nodes}
+        rows = {inits[n.input[1]].dims[0] for n in nodes}
+        if len(nodes) < 2 or len(dtypes) > 1 or len(rows) > 1:
+            continue
+        weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+        name = f"{nodes[0].name or x}_packed"
+        graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}.weight"))
+        sizes = numpy_helper.from_array(np.asarray([w.shape[1] for w in weights], np.int64), f"{name}.sizes")
+        graph.initializer.append(sizes)
+        packed = helper.make_node("MatMul", [x, f"{name}.weight"], [f"{name}.out"], name=name)
+        split = helper.make_node("Split", [f"{name}.out", sizes.name], [n.output[0] for n in nodes], axis=-1,
+                                 name=f"{name}.split")
+        first = list(graph.node).index(nodes[0])  # x exists before it; every consumer comes after its node
+        for n in nodes:
+            graph.node.remove(n)
+        graph.node.insert(first, split)
+        graph.node.insert(first, packed)
+        packs += 1
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return packs
