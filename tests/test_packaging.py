@@ -54,9 +54,11 @@ def _resolve(requires: list[Requirement], extra: str, env: dict[str, str]) -> se
 
 def test_wheel_contains_every_module(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"edgekit/{p.relative_to(ROOT / 'edgekit').as_posix()}" for p in (ROOT / "edgekit").glob("*.py")}
-    expected |= {f"edgekit/converters/{p.name}" for p in (ROOT / "converters").glob("*.py")}
-    expected |= {f"edgekit/runtimes/{p.name}" for p in (ROOT / "runtimes").glob("*.py")}
+    # Sub-packages too: each must be listed in pyproject's packages, or the wheel silently lacks it.
+    expected = {f"edgekit/{p.relative_to(ROOT / 'edgekit').as_posix()}" for p in (ROOT / "edgekit").rglob("*.py")}
+    expected |= {f"edgekit/converters/{p.relative_to(ROOT / 'converters').as_posix()}"
+                 for p in (ROOT / "converters").rglob("*.py")}
+    expected |= {f"edgekit/runtimes/{p.relative_to(ROOT / 'runtimes').as_posix()}" for p in (ROOT / "runtimes").rglob("*.py")}
     missing = sorted(expected - names)
     assert not missing, f"the wheel misses {missing}"
     assert not any(n.startswith(("converters/", "runtimes/", "tests/")) for n in names)
