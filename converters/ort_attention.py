@@ -12,18 +12,23 @@ How, for any Hugging Face decoder whose attention goes through transformers' att
 translation emits GroupQueryAttention. A cache object hands each layer's new keys/values to it
 untouched (`PassThroughCache`), and the decoder's inputs give the shared buffers.
 
-The graph ("shared" KV layout):
-    inputs   input_ids (batch, sequence), attention_mask (batch, slots): 1 where a cache slot or this
-             call's token is attended, position_ids (batch, sequence), past_length (1,) int64: the
-             slots already written; per layer past_key_values.{i}.key/.value (batch, kv_heads,
-             slots, head_dim): the buffers
-    outputs  logits (batch, sequence, vocab); present.{i}.key/.value: the same buffers, with this
-             call's keys/values written at slots [past_length, past_length + sequence). The runtime
-             binds each present to its past buffer.
+The graph ("shared" KV layout), rows right-aligned as GroupQueryAttention batches them:
+    inputs   input_ids (batch, sequence), position_ids (batch, sequence), total_length (batch,)
+             int64: each row's tokens in the cache after this call; per layer
+             past_key_values.{i}.key/.value (batch, kv_heads, slots, head_dim): the buffers
+    outputs  logits (batch, sequence, vocab); present.{i}.key/.value: the same buffers, this call's
+             keys/values written at each row's next slots. The runtime binds each present to its past.
+Row b's tokens fill slots [0, total_length[b]): a prompt's rows start at slot 0 (shorter ones padded
+on the right, their pads never attended), each step adds one token per row at its own next slot.
+So no mask is needed: each row attends exactly its own tokens, causally, at the positions the runtime
+gives (0, 1, 2, ... for its real tokens: what a left-padded batch has in transformers).
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -51,39 +56,53 @@ class NotExpressible(Exception):
 
 @torch.library.custom_op("edgekit::group_query_attention", mutates_args=())
 def group_query_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, past_key: torch.Tensor,
-                          past_value: torch.Tensor, attention_mask: torch.Tensor, past_length: torch.Tensor,
-                          num_heads: int, kv_heads: int, scale: float, softcap: float,
+                          past_value: torch.Tensor, total_length: torch.Tensor, cos_cache: torch.Tensor,
+                          sin_cache: torch.Tensor, num_heads: int, kv_heads: int, scale: float, softcap: float,
                           window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What GroupQueryAttention computes with a shared buffer, in torch (for checks; export uses the ONNX below).
+    """What GroupQueryAttention computes with a shared buffer, in torch (the eager check; export uses the ONNX below).
 
-    query (b, s, heads * d), key/value (b, s, kv_heads * d) new tokens; past (b, kv_heads, slots, d).
+    query (b, s, heads * d), key/value (b, s, kv_heads * d) new tokens; past (b, kv_heads, slots, d);
+    row r holds total_length[r] tokens after the call: this call's start at max(total - s, 0). A
+    non-empty cos/sin cache (positions, rotary dims / 2) rotates q and k first (half-split rotary).
     """
     b, s, _ = query.shape
     d = past_key.shape[3]
-    p = int(past_length.reshape(-1)[0])
-    t = p + s
-    q = query.view(b, s, num_heads, d).transpose(1, 2)
-    k = key.view(b, s, kv_heads, d).transpose(1, 2)
-    v = value.view(b, s, kv_heads, d).transpose(1, 2)
     present_k, present_v = past_key.clone(), past_value.clone()
-    present_k[:, :, p:t], present_v[:, :, p:t] = k, v
-    keys = present_k[:, :, :t].repeat_interleave(num_heads // kv_heads, dim=1)
-    values = present_v[:, :, :t].repeat_interleave(num_heads // kv_heads, dim=1)
-    w = (q @ keys.transpose(2, 3)) * scale
-    if softcap > 0:
-        w = softcap * torch.tanh(w / softcap)
-    rows, cols = torch.arange(p, t)[:, None], torch.arange(t)[None, :]
-    allowed = (cols <= rows) & (attention_mask[:, None, None, :t] != 0)
-    if window > 0:
-        allowed &= cols > rows - window
-    w = w.masked_fill(~allowed, torch.finfo(w.dtype).min)
-    out = (w.softmax(-1) @ values).transpose(1, 2).reshape(b, s, num_heads * d)
+    out = query.new_zeros(b, s, num_heads * d)
+    for r in range(b):
+        t = int(total_length[r])
+        p = max(t - s, 0)
+        n = t - p  # this call's tokens of row r (a right-padded prompt row has fewer than s)
+        q = query[r, :n].view(n, num_heads, d).transpose(0, 1)
+        k = key[r, :n].view(n, kv_heads, d).transpose(0, 1)
+        if cos_cache.numel():
+            q, k = _rotate(q, cos_cache[p:t], sin_cache[p:t]), _rotate(k, cos_cache[p:t], sin_cache[p:t])
+        present_k[r, :, p:t] = k
+        present_v[r, :, p:t] = value[r, :n].view(n, kv_heads, d).transpose(0, 1)
+        keys = present_k[r, :, :t].repeat_interleave(num_heads // kv_heads, dim=0)
+        values = present_v[r, :, :t].repeat_interleave(num_heads // kv_heads, dim=0)
+        w = (q @ keys.transpose(1, 2)) * scale
+        if softcap > 0:
+            w = softcap * torch.tanh(w / softcap)
+        rows, cols = torch.arange(p, t)[:, None], torch.arange(t)[None, :]
+        allowed = cols <= rows
+        if window > 0:
+            allowed &= cols > rows - window
+        w = w.masked_fill(~allowed, torch.finfo(w.dtype).min)
+        out[r, :n] = (w.softmax(-1) @ values).transpose(0, 1).reshape(n, num_heads * d)
     return out, present_k, present_v
 
 
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Half-split rotary on the first 2 * cos.shape[-1] dims of x (heads, tokens, d)."""
+    half = cos.shape[-1]
+    x1, x2, rest = x[..., :half], x[..., half: 2 * half], x[..., 2 * half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+
+
 @group_query_attention.register_fake
-def _(query, key, value, past_key, past_value, attention_mask, past_length, num_heads, kv_heads, scale, softcap,
-      window):  # type: ignore[no-untyped-def]
+def _(query, key, value, past_key, past_value, total_length, cos_cache, sin_cache, num_heads, kv_heads, scale,
+      softcap, window):  # type: ignore[no-untyped-def]
     return query.new_empty(query.shape), past_key.new_empty(past_key.shape), past_value.new_empty(past_value.shape)
 
 
@@ -97,7 +116,9 @@ def _register_schema() -> None:
                                                         ("kv_num_heads", OpSchema.AttrType.INT),
                                                         ("scale", OpSchema.AttrType.FLOAT),
                                                         ("softcap", OpSchema.AttrType.FLOAT),
-                                                        ("local_window_size", OpSchema.AttrType.INT))]
+                                                        ("local_window_size", OpSchema.AttrType.INT),
+                                                        ("do_rotary", OpSchema.AttrType.INT),
+                                                        ("rotary_interleaved", OpSchema.AttrType.INT))]
     onnx.defs.register_schema(OpSchema(
         "GroupQueryAttention", "com.microsoft", 1,
         inputs=[param("query", "T"), param("key", "T", True), param("value", "T", True), param("past_key", "T", True),
@@ -118,27 +139,26 @@ def _ensure_schema() -> None:
             _register_schema()
 
 
-def _gqa_onnx(query: Any, key: Any, value: Any, past_key: Any, past_value: Any, attention_mask: Any, past_length: Any,
-              num_heads: int, kv_heads: int, scale: float, softcap: float, window: int) -> Any:
-    """The ONNX of the op: lengths and the mask bias from the inputs, then GroupQueryAttention."""
+def _gqa_onnx(query: Any, key: Any, value: Any, past_key: Any, past_value: Any, total_length: Any, cos_cache: Any,
+              sin_cache: Any, num_heads: int, kv_heads: int, scale: float, softcap: float, window: int) -> Any:
+    """The ONNX of the op: each row's length, the batch's longest, then GroupQueryAttention.
+
+    The lengths come from the graph input alone, so the same few nodes in every layer are merged
+    into one by common-subexpression elimination (ort_graph.py). With rotary caches, the op rotates
+    q and k itself at each row's own positions (its tokens so far): what transformers' position ids
+    of a left-padded batch are.
+    """
     from onnxscript import opset18 as op
 
     ms = onnxscript.values.Opset("com.microsoft", 1)
-    seq = op.Shape(query, start=1, end=2)  # (1,) this call's tokens
-    total = op.Add(past_length, seq)  # (1,) slots attended after this call
-    batch = op.Shape(query, start=0, end=1)
-    seqlens_k = op.Cast(op.Expand(op.Sub(total, op.Constant(value_ints=[1])), batch), to=onnx.TensorProto.INT32)
-    total_32 = op.Cast(op.Squeeze(total), to=onnx.TensorProto.INT32)
-    # GroupQueryAttention applies causality itself; the bias says which slots exist (left padding,
-    # slots not written yet). Its last dim must be the total length: the mask's first `total` columns.
-    mask = op.Slice(attention_mask, op.Constant(value_ints=[0]), total, op.Constant(value_ints=[1]))
-    keep = op.Unsqueeze(op.Cast(mask, to=onnx.TensorProto.BOOL), op.Constant(value_ints=[1, 2]))
-    shape = op.Concat(batch, op.Constant(value_ints=[1]), seq, total, axis=0)
-    bias = op.Where(op.Expand(keep, shape), op.Constant(value_float=0.0),
-                    op.Constant(value_float=float(np.finfo(np.float32).min)))
-    return ms.GroupQueryAttention(query, key, value, past_key, past_value, seqlens_k, total_32, None, None, None, bias,
+    seqlens_k = op.Cast(op.Sub(total_length, op.Constant(value_ints=[1])), to=onnx.TensorProto.INT32)
+    total = op.Cast(op.ReduceMax(total_length, keepdims=0), to=onnx.TensorProto.INT32)
+    rotary = cos_cache.shape is not None and len(cos_cache.shape) == 2 and cos_cache.shape[0] != 0
+    return ms.GroupQueryAttention(query, key, value, past_key, past_value, seqlens_k, total,
+                                  cos_cache if rotary else None, sin_cache if rotary else None,
                                   num_heads=num_heads, kv_num_heads=kv_heads, scale=scale, softcap=softcap,
-                                  local_window_size=window - 1 if window > 0 else -1)  # GQA: tokens before the query
+                                  local_window_size=window - 1 if window > 0 else -1,  # GQA: tokens before the query
+                                  do_rotary=int(rotary), rotary_interleaved=0)
 
 
 TRANSLATIONS = {torch.ops.edgekit.group_query_attention.default: _gqa_onnx}
@@ -166,8 +186,8 @@ def _attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch
     window = int(kwargs.get("sliding_window") or 0)
     out, pk, pv = torch.ops.edgekit.group_query_attention(
         query.transpose(1, 2).reshape(b, s, n * d), key.transpose(1, 2).reshape(b, s, kvh * d),
-        value.transpose(1, 2).reshape(b, s, kvh * d), call.past[2 * i], call.past[2 * i + 1], call.mask,
-        call.past_length, n, kvh, scale, softcap, window)
+        value.transpose(1, 2).reshape(b, s, kvh * d), call.past[2 * i], call.past[2 * i + 1], call.total_length,
+        call.cos, call.sin, n, kvh, scale, softcap, window)
     call.present[i] = (pk, pv)
     return out.view(b, s, n, d), None
 
@@ -187,24 +207,71 @@ class PassThroughCache(DynamicCache):
 
 
 class _State:
-    def __init__(self, past: tuple[torch.Tensor, ...], mask: torch.Tensor, past_length: torch.Tensor) -> None:
-        self.past, self.mask, self.past_length = past, mask, past_length
+    def __init__(self, past: tuple[torch.Tensor, ...], total_length: torch.Tensor, cos: torch.Tensor,
+                 sin: torch.Tensor) -> None:
+        self.past, self.total_length, self.cos, self.sin = past, total_length, cos, sin
         self.present: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
+class Rotary:
+    """A model's rotary embedding handed to the attention op: half-split cos/sin caches for every
+    position, and the modeling modules whose `apply_rotary_pos_emb` steps aside while it runs."""
+
+    def __init__(self, model: Any) -> None:
+        self.modules: list[Any] = []
+        self.cos = self.sin = torch.zeros((0, 0))
+        rotary = next((m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")
+                       and hasattr(m, "inv_freq")), None)
+        if rotary is None:
+            return  # learned or no positions (GPT-2, OPT): nothing to hand over
+        rope = getattr(rotary, "rope_type", "default")
+        if rope in ("dynamic", "longrope"):
+            raise NotExpressible(f"rotary scaling '{rope}' depends on the sequence length")
+        n = int(getattr(model.config, "max_position_embeddings", 0) or MAX_LEN)
+        with torch.no_grad():
+            cos, sin = rotary(torch.zeros(1), torch.arange(n)[None])
+        cos, sin, half = cos[0].float(), sin[0].float(), cos.shape[-1] // 2
+        if not (torch.equal(cos[:, :half], cos[:, half:]) and torch.equal(sin[:, :half], sin[:, half:])):
+            raise NotExpressible("the rotary embedding is not half-split (interleaved?)")
+        self.cos, self.sin = cos[:, :half].contiguous(), sin[:, :half].contiguous()
+        self.modules = sorted({sys.modules[type(m).__module__] for m in model.modules()
+                               if hasattr(sys.modules[type(m).__module__], "apply_rotary_pos_emb")}, key=id)
+        if not self.modules:
+            raise NotExpressible("a rotary embedding without apply_rotary_pos_emb")
+
+    @contextlib.contextmanager
+    def handed_over(self) -> Iterator[None]:
+        saved = [m.apply_rotary_pos_emb for m in self.modules]
+        for m in self.modules:
+            m.apply_rotary_pos_emb = _keep_qk
+        try:
+            yield
+        finally:
+            for m, f in zip(self.modules, saved):
+                m.apply_rotary_pos_emb = f
+
+
+def _keep_qk(q: torch.Tensor, k: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return q, k
+
+
 class SharedKVDecoder(torch.nn.Module):
-    """(input_ids, attention_mask, position_ids, past_length, *buffers) -> (logits, *buffers written)."""
+    """(input_ids, position_ids, total_length, *buffers) -> (logits, *buffers written)."""
 
     def __init__(self, model: Any, layers: int) -> None:
         super().__init__()
         self.model, self.layers = model, layers
+        self.rotary = Rotary(model)
+        self.register_buffer("cos_cache", self.rotary.cos)
+        self.register_buffer("sin_cache", self.rotary.sin)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                past_length: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        _CALL.state = _State(past, attention_mask, past_length)
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, total_length: torch.Tensor,
+                *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        _CALL.state = _State(past, total_length, self.cos_cache, self.sin_cache)
         try:
-            out = self.model(input_ids=input_ids, attention_mask=None, position_ids=position_ids,
-                             past_key_values=PassThroughCache(config=self.model.config), use_cache=True)
+            with self.rotary.handed_over():
+                out = self.model(input_ids=input_ids, attention_mask=None, position_ids=position_ids,
+                                 past_key_values=PassThroughCache(config=self.model.config), use_cache=True)
             present = _CALL.state.present
         finally:
             del _CALL.state
@@ -214,13 +281,16 @@ class SharedKVDecoder(torch.nn.Module):
 
 
 def shared_kv_graph(hf_model: Any, cache: KVCache, quant_exclude_ops: list[str]) -> GraphExport:
-    """The onnxruntime decoder of `hf_model` (a copy switched to ATTENTION), checked to trace in torch.
+    """The onnxruntime decoder of `hf_model` (a copy switched to ATTENTION), checked in torch first.
 
-    Raises NotExpressible when the family's attention cannot be written as GroupQueryAttention.
+    Raises NotExpressible when the family's attention cannot be written as GroupQueryAttention, or
+    when the rewritten model does not answer like the original (the op's torch reference).
     """
     import copy
 
     _ensure_schema()
+    if cache.head_dim % 16:  # onnxruntime 1.32's CPU kernel: "head_size shall be a multiple of 16"
+        raise NotExpressible(f"head size {cache.head_dim} (GroupQueryAttention takes multiples of 16)")
     model = copy.deepcopy(hf_model)  # its config is switched; the portable export keeps the original
     try:
         model.set_attn_implementation(ATTENTION)
@@ -229,29 +299,31 @@ def shared_kv_graph(hf_model: Any, cache: KVCache, quant_exclude_ops: list[str])
     wrapper = SharedKVDecoder(model, cache.layers).eval()
     b, s, slots = 2, 4, 9
     ids = torch.randint(0, int(model.config.vocab_size), (b, s), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones((b, slots), dtype=torch.long)
-    pos = torch.arange(3, 3 + s).expand(b, s).contiguous()
+    pos = torch.arange(s).expand(b, s).contiguous()
     past = tuple(torch.zeros((b, cache.heads, slots, cache.head_dim)) for _ in range(2 * cache.layers))
-    args = (ids, mask, pos, torch.tensor([3]), *past)
-    with torch.no_grad():
-        wrapper(*args)  # NotExpressible surfaces here, before an export is attempted
+    args = (ids, pos, torch.tensor([s, s]), *past)
+    with torch.no_grad():  # NotExpressible surfaces here, before an export is attempted
+        got = wrapper(*args)[0]
+        want = hf_model(input_ids=ids, position_ids=pos).logits.float()
+    if not torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max())):
+        raise NotExpressible(f"the rewritten attention answers differently (max diff {(got - want).abs().max():.3g})")
     batch = torch.export.Dim(BATCH, min=1, max=MAX_BATCH)
     seq = torch.export.Dim(SEQUENCE, min=1, max=MAX_LEN)
     slot_dim = torch.export.Dim(SLOTS, min=2, max=MAX_LEN)
-    dims = ({0: batch, 1: seq}, {0: batch, 1: slot_dim}, {0: batch, 1: seq}, None,
-            tuple({0: batch, 2: slot_dim} for _ in past))
-    return GraphExport("model", wrapper, args, ["input_ids", "attention_mask", "position_ids", "past_length",
-                                                *cache.past()], ["logits", *cache.present()], dims,
-                       quant_exclude_ops=quant_exclude_ops, translations=TRANSLATIONS)
+    dims = ({0: batch, 1: seq}, {0: batch, 1: seq}, {0: batch}, tuple({0: batch, 2: slot_dim} for _ in past))
+    return GraphExport("model", wrapper, args, ["input_ids", "position_ids", "total_length", *cache.past()],
+                       ["logits", *cache.present()], dims, quant_exclude_ops=quant_exclude_ops,
+                       translations=TRANSLATIONS)
 
 
 def portable_feeds(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A shared-layout call's feeds as the portable graph takes the same work: the written slots as
-    the past, the mask over them and this call's tokens (for `edgekit bench --against`)."""
+    """A shared-layout call's feeds as the portable graph takes the same work (for `edgekit bench
+    --against`): each row's cached tokens as the past (masked where a row has fewer), then this call's."""
     ids = feeds["input_ids"]
-    p = int(feeds["past_length"].reshape(-1)[0])
-    mask = feeds["attention_mask"]
-    out = {"input_ids": ids, "position_ids": feeds["position_ids"],
-           "attention_mask": np.concatenate([mask[:, :p], np.ones_like(ids)], axis=1)}
-    out.update({k: np.ascontiguousarray(v[:, :, :p]) for k, v in feeds.items() if k.startswith("past_key_values.")})
+    total = feeds["total_length"].astype(np.int64)
+    past = np.maximum(total - ids.shape[1], 0)
+    width = int(past.max())
+    mask = np.concatenate([(np.arange(width)[None, :] < past[:, None]).astype(np.int64), np.ones_like(ids)], axis=1)
+    out = {"input_ids": ids, "position_ids": feeds["position_ids"], "attention_mask": mask}
+    out.update({k: np.ascontiguousarray(v[:, :, :width]) for k, v in feeds.items() if k.startswith("past_key_values.")})
     return out

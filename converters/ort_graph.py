@@ -43,13 +43,22 @@ def finish_for_onnxruntime(path: Path) -> dict[str, int]:
 
 
 def pack_matmuls(model: onnx.ModelProto) -> int:
-    """Pack MatMuls sharing their activation and having constant 2-D weights; returns the packs made."""
+    """Pack MatMuls sharing their activation and having constant 2-D weights; returns the packs made.
+
+    When every one of them feeds only an Add of a constant bias (q/k/v projections with biases), the
+    biases are packed too: one MatMul, one Add, one Split.
+    """
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     groups: dict[str, list[Any]] = defaultdict(list)
     for node in graph.node:
         if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
             groups[node.input[0]].append(node)
+    consumers: dict[str, list[Any]] = defaultdict(list)
+    for node in graph.node:
+        for i in node.input:
+            consumers[i].append(node)
+    outputs = {o.name for o in graph.output}
     packs = 0
     for x, nodes in groups.items():
         dtypes = {inits[n.input[1]].data_type for n in nodes}
@@ -57,20 +66,41 @@ def pack_matmuls(model: onnx.ModelProto) -> int:
         if len(nodes) < 2 or len(dtypes) > 1 or len(rows) > 1:
             continue
         weights = [numpy_helper.to_array(inits[n.input[1]]) for n in nodes]
+        adds = [_bias_add(n, consumers, inits, outputs) for n in nodes]
+        with_bias = all(a is not None for a in adds)
         name = f"{nodes[0].name or x}_packed"
         graph.initializer.append(numpy_helper.from_array(np.concatenate(weights, axis=1), f"{name}.weight"))
         sizes = numpy_helper.from_array(np.asarray([w.shape[1] for w in weights], np.int64), f"{name}.sizes")
         graph.initializer.append(sizes)
-        packed = helper.make_node("MatMul", [x, f"{name}.weight"], [f"{name}.out"], name=name)
-        split = helper.make_node("Split", [f"{name}.out", sizes.name], [n.output[0] for n in nodes], axis=-1,
-                                 name=f"{name}.split")
+        made = [helper.make_node("MatMul", [x, f"{name}.weight"], [f"{name}.out"], name=name)]
+        if with_bias:
+            biases = [numpy_helper.to_array(inits[_const(a, inits)]) for a in adds]  # type: ignore[arg-type]
+            graph.initializer.append(numpy_helper.from_array(np.concatenate(biases), f"{name}.bias"))
+            made.append(helper.make_node("Add", [f"{name}.out", f"{name}.bias"], [f"{name}.biased"], name=f"{name}.add"))
+        ends = [a.output[0] for a in adds] if with_bias else [n.output[0] for n in nodes]  # type: ignore[union-attr]
+        made.append(helper.make_node("Split", [made[-1].output[0], sizes.name], ends, axis=-1, name=f"{name}.split"))
         first = list(graph.node).index(nodes[0])  # x exists before it; every consumer comes after its node
-        for n in nodes:
+        for n in [*nodes, *(adds if with_bias else [])]:
             graph.node.remove(n)
-        graph.node.insert(first, split)
-        graph.node.insert(first, packed)
+        for node in reversed(made):
+            graph.node.insert(first, node)
         packs += 1
     used = {i for n in graph.node for i in n.input}
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     return packs
+
+
+def _bias_add(matmul: Any, consumers: dict[str, list[Any]], inits: dict[str, Any], outputs: set[str]) -> Any:
+    """The Add of a constant 1-D bias that is the only use of the MatMul's output, if there is one."""
+    out = matmul.output[0]
+    users = consumers.get(out, [])
+    if len(users) != 1 or users[0].op_type != "Add" or out in outputs:
+        return None
+    add = users[0]
+    const = _const(add, inits)
+    return add if const is not None and len(inits[const].dims) == 1 else None
+
+
+def _const(add: Any, inits: dict[str, Any]) -> str | None:
+    return next((i for i in add.input if i in inits), None)

@@ -87,9 +87,9 @@ def decoder_needs(cache: KVCache, resident: list[str] | None = None) -> GraphNee
 
 def shared_decoder_needs(cache: KVCache) -> GraphNeeds:
     """The onnxruntime stand-in of a KV decoder (GroupQueryAttention, converters/ort_attention.py): the
-    cache buffers are fed whole and written in place (each present is bound to its past); the mask
-    spans the buffer's slots and `past_length` says how many are written."""
-    ins = [Need(n, INT64, 2) for n in STEP_INPUTS] + [Need("past_length", INT64, 1)]
+    cache buffers are fed whole and written in place (each present is bound to its past); each row's
+    tokens are right-aligned in its buffer and `total_length` says how many there are after the call."""
+    ins = [Need("input_ids", INT64, 2), Need("position_ids", INT64, 2), Need("total_length", INT64, 1)]
     ins += [Need(n, FLOAT, 4) for n in cache.past()]
     outs = [Need("logits", FLOAT, 3)] + [Need(n, FLOAT, 4) for n in cache.present()]
     return GraphNeeds(tuple(ins), tuple(outs))

@@ -92,48 +92,53 @@ class SharedKVCache:
     """Keys/values in buffers the graph writes itself (a runner of kv_layout "shared"): same calls as SlotCache.
 
     onnxruntime's GroupQueryAttention takes the whole buffer as past and, bound to the same buffer
-    as present, writes only this call's keys/values at slots [past_length, past_length + tokens).
-    So the prompt runs through the stepper too (`Stepper.run`: straight into the resident buffer),
-    and no step copies a slot. The mask spans the buffer's slots; a step marks its token's slot
-    before the call (the graph reads the first past_length + tokens columns).
+    as present, writes only this call's keys/values: each row's tokens fill its slots from 0, and
+    `total_length` (per row) says how many there are after the call. So the prompt runs through the
+    stepper too (`Stepper.run`: straight into the resident buffer, rows moved to the left, shorter
+    ones padded on the right), no step copies a slot, and no mask is needed.
     """
 
     def __init__(self, runner: Runner, writes: Mapping[str, str], shape: tuple[int, int, int, int]) -> None:
         batch, _, self.slots, _ = shape
         dtype = np.dtype({s.name: s for s in runner.inputs}[next(iter(writes.values()))].dtype)
         self.past = {name: np.zeros(shape, dtype) for name in writes.values()}
-        self.mask = np.zeros((batch, self.slots), np.int64)
         self.token = np.zeros((batch, 1), np.int64)
-        self.position = np.zeros((batch, 1), np.int64)
-        self.past_length = np.zeros((1,), np.int64)
+        self.position = np.zeros((batch, 1), np.int64)  # each row's next slot: its tokens so far
+        self.total = np.zeros((batch,), np.int64)
         vocab = {s.name: s for s in runner.outputs}["logits"].shape[-1]
         self.logits = np.zeros((batch, 1, int(vocab) if isinstance(vocab, int) else 0), np.float32)
-        self.filled = 0
         self._stepper = runner.stepper(StepSpec(
-            inputs={"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position,
-                    "past_length": self.past_length},
+            inputs={"input_ids": self.token, "position_ids": self.position, "total_length": self.total},
             caches=self.past, writes={}, outputs={"logits": self.logits}, shared=dict(writes)))
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The prompt (at most `slots` tokens) into slots [0, tokens); returns its logits (batch, tokens, vocab)."""
-        p = ids.shape[1]
-        self.mask[:, :p] = mask
-        pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        out = self._stepper.run({"input_ids": ids, "attention_mask": self.mask, "position_ids": pos,
-                                 "past_length": np.zeros((1,), np.int64)})
-        self.filled = p
-        self.position[:, 0] = pos[:, -1] + 1
-        return out["logits"]
+        """The left-padded prompt (at most `slots` tokens); returns its logits (batch, tokens, vocab) as
+        laid out in `ids` (a row's last real token last)."""
+        b, p = ids.shape
+        lengths = mask.sum(axis=1).astype(np.int64)
+        left = np.zeros_like(ids)
+        for r in range(b):  # the real tokens of each row to its start
+            left[r, : lengths[r]] = ids[r][mask[r].astype(bool)]
+        pos = np.broadcast_to(np.arange(p, dtype=np.int64), (b, p))
+        out = self._stepper.run({"input_ids": left, "position_ids": pos, "total_length": lengths})["logits"]
+        logits = np.zeros_like(out)
+        for r in range(b):
+            logits[r, p - lengths[r]:] = out[r, : lengths[r]]
+        self.position[:, 0] = lengths
+        return logits
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
-        """Feed one token per row at the next slot; returns the logits (batch, vocab)."""
+        """Feed one token per row at each row's next slot; returns the logits (batch, vocab)."""
         self.token[:, 0] = tokens
-        self.mask[:, self.filled] = 1  # this token's slot, which the graph writes and attends
-        self.past_length[0] = self.filled
-        self._stepper.step(self.filled)
-        self.filled += 1
+        self.total[:] = self.position[:, 0] + 1
+        self._stepper.step(int(self.position.max()))
         self.position += 1
         return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
+
+    @property
+    def filled(self) -> int:
+        """Slots used by the longest row."""
+        return int(self.position.max())
 
     def close(self) -> None:
         self._stepper.close()
