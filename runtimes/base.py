@@ -119,25 +119,28 @@ class Stepper(abc.ABC):
     def _step_impl(self, slot: int) -> None:
         """Send `inputs`, run, write each `writes` output into its cache at `slot`, fill `outputs`."""
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One call with other small inputs than a step's (a prompt) over the resident caches.
+    def run(self, feeds: Mapping[str, np.ndarray], slot: int = 0) -> dict[str, np.ndarray]:
+        """One call with other inputs than a step's (a prompt) over the resident caches.
 
-        `feeds` replace the spec's `inputs` for this call (other shapes allowed); `shared` outputs
-        are written into their caches by the graph; the spec's `outputs` come back as new arrays of
-        this call's shapes. For a shared-buffer graph this is the prefill: the prompt's keys/values
-        go straight into the resident cache (on a GPU: never through the host).
+        `feeds` give every small input (other shapes allowed) and may stand in for caches (a slot
+        graph's prompt runs on empty pasts); the others are the resident caches. Each `writes`
+        output (batch, heads, n, dim) fills its cache's slots [slot, slot + n); `shared` outputs are
+        written by the graph itself. The spec's `outputs` come back as new arrays of this call's
+        shapes. This is the prefill: the prompt's keys/values go straight into the resident cache
+        (on a GPU: never down to the host and back up).
         """
         missing = sorted(set(self.spec.inputs) - set(feeds))
-        if missing or set(feeds) - set(self.spec.inputs):
-            raise InputError("a stepper run takes the step's small inputs", found=f"missing {missing}, "
-                             f"unexpected {sorted(set(feeds) - set(self.spec.inputs))}")
-        if self.spec.writes:
-            raise InputError("a stepper run needs a graph that writes its caches itself (shared outputs)",
-                             found=f"slot writes {sorted(self.spec.writes)}")
-        return self._run_impl({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        unknown = sorted(set(feeds) - set(self.spec.inputs) - set(self.spec.caches))
+        if missing or unknown:
+            raise InputError("a stepper run takes the step's small inputs (and may replace caches)",
+                             found=f"missing {missing}, unexpected {unknown}")
+        if not 0 <= slot <= self.spec.slots:
+            raise InputError(f"cache slot {slot} is outside the cache", found=f"{self.spec.slots} slots")
+        return self._run_impl({k: np.ascontiguousarray(v) for k, v in feeds.items()}, slot)
 
-    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise InputError(f"{type(self).__name__} has no shared-buffer runs", fix="use onnxruntime (device cpu/cuda)")
+    @abc.abstractmethod
+    def _run_impl(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
+        """Run once on `feeds` over the other caches, write outputs' slots from `slot`, return outputs."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free what the loop holds (device buffers, a CUDA graph). Safe to call twice."""
@@ -170,9 +173,11 @@ class HostStepper(Stepper):
         for name, cache in s.shared.items():
             s.caches[cache][...] = out[name]
 
-    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run_impl(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
         s = self.spec
-        out = self.runner.run({**feeds, **s.caches})
+        out = self.runner.run({**s.caches, **feeds})
+        for name, cache in s.writes.items():
+            s.caches[cache][:, :, slot : slot + out[name].shape[2]] = out[name]
         for name, cache in s.shared.items():
             s.caches[cache][...] = out[name]
         return {name: out[name] for name in s.outputs}

@@ -37,16 +37,17 @@ def cuda_call(cudart: Any, result: Any) -> Any:
 
 
 def copy_slot(cu: Any, dst: int, src: int, cache_shape: tuple[int, ...], itemsize: int, slot: int,
-              stream: Any) -> None:
-    """Write a (batch, heads, 1, dim) tensor at `src` into slot `slot` of a (batch, heads, slots,
-    dim) cache at `dst`, device to device, as one strided 2-D copy (batch*heads rows of dim).
+              stream: Any, count: int = 1) -> None:
+    """Write a (batch, heads, count, dim) tensor at `src` into slots [slot, slot + count) of a
+    (batch, heads, slots, dim) cache at `dst`, device to device, as one strided 2-D copy
+    (batch*heads rows of count*dim).
 
-    Why not a view: the slot is not contiguous in the cache (rows are `slots*dim` apart), so the
-    graph's output cannot be pointed at it; one cudaMemcpy2DAsync per tensor is the cheapest write.
+    Why not a view: the slots are not contiguous in the cache (rows are `slots*dim` apart), so the
+    graph's output cannot be pointed at them; one cudaMemcpy2DAsync per tensor is the cheapest write.
     """
     b, h, slots, d = cache_shape
     row = d * itemsize
-    cuda_call(cu, cu.cudaMemcpy2DAsync(dst + slot * row, slots * row, src, row, row, b * h,
+    cuda_call(cu, cu.cudaMemcpy2DAsync(dst + slot * row, slots * row, src, count * row, count * row, b * h,
                                        cu.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
 
 

@@ -97,8 +97,9 @@ NEW = 24
 
 
 def _record(runner: Any) -> dict[str, list[Any]]:
-    """Wrap one runner (this instance only): its `run` calls, and each stepper made with its spec and steps."""
-    seen: dict[str, list[Any]] = {"runs": [], "specs": [], "steps": [], "closed": []}
+    """Wrap one runner (this instance only): its `run` calls, and each stepper made with its spec, its
+    prompt runs (shapes of the feeds) and its steps."""
+    seen: dict[str, list[Any]] = {"runs": [], "specs": [], "prompts": [], "steps": [], "closed": []}
     run, make = runner.run, runner._stepper_impl
 
     def counted_run(feeds: dict[str, np.ndarray], outputs: Any = None) -> dict[str, np.ndarray]:
@@ -108,8 +109,10 @@ def _record(runner: Any) -> dict[str, list[Any]]:
     def counted_stepper(spec: Any) -> Any:
         stepper = make(spec)
         seen["specs"].append(spec)
-        step, close = stepper._step_impl, stepper.close
+        step, close, prompt = stepper._step_impl, stepper.close, stepper._run_impl
         stepper._step_impl = lambda slot: (seen["steps"].append(slot), step(slot))[1]
+        stepper._run_impl = lambda feeds, slot: (seen["prompts"].append({k: v.shape for k, v in feeds.items()}),
+                                                 prompt(feeds, slot))[1]
         stepper.close = lambda: (seen["closed"].append(spec), close())[1]
         return stepper
 
@@ -126,8 +129,10 @@ def test_decode_steps_go_through_the_stepper(whisper_fp32: Path, hf_model: Any) 
         got = m.greedy_tokens(feats, language="en", max_new_tokens=NEW)
         ref = hf_whisper_tokens(hf_model, torch.from_numpy(feats)[None], language="en", max_new_tokens=NEW)
         assert got == ref and len(got) == 4 + NEW  # the random model does not stop early: every step ran
-        # The decoder's `run` is the prompt only (past length 0); every later token is a stepper step.
-        assert [r["past_key_values.0.key"][2] for r in dec["runs"]] == [0] and dec["runs"][0]["input_ids"] == (1, 4)
+        # The prompt runs through the decoder's stepper (past length 0, its keys/values straight into
+        # the resident cache); every later token is a stepper step; the plain `run` is never called.
+        assert [r["past_key_values.0.key"][2] for r in dec["prompts"]] == [0] and dec["prompts"][0]["input_ids"] == (1, 4)
+        assert dec["runs"] == []
         [spec] = dec["specs"]
         assert dec["steps"] == list(range(4, 4 + NEW - 1)) and dec["closed"] == [spec]
         # The cross K/V are caches without writes: the encoder's own arrays, bound once per chunk.
@@ -136,13 +141,13 @@ def test_decode_steps_go_through_the_stepper(whisper_fp32: Path, hf_model: Any) 
         assert spec.writes == dict(zip(kv.present(), kv.past()))
         assert spec.caches["past_key_values.0.key"].shape == (1, kv.heads, 4 + NEW - 1, kv.head_dim)
         assert set(spec.inputs) == {"input_ids", "attention_mask", "position_ids"}
-        # Language detection is one more prompt run (from <|startoftranscript|>), still no per-token `run`.
+        # Language detection is one more prompt run (from <|startoftranscript|>, a 1-slot cache of its own).
         m.greedy_tokens(feats, max_new_tokens=3)
-        assert [r["input_ids"] for r in dec["runs"][1:]] == [(1, 1), (1, 3)] and len(dec["specs"]) == 2
+        assert [r["input_ids"] for r in dec["prompts"][1:]] == [(1, 1), (1, 3)] and len(dec["specs"]) == 3
         # Long audio: one encoder run, one prompt run and one stepper (closed) per 30 s window.
         m.recognize(synthetic_audio(45.0, 16000, 8), language="en", max_new_tokens=4)
-        assert len(enc["runs"]) == 2 + 3 and len(dec["runs"]) == 3 + 3
-        assert len(dec["specs"]) == 2 + 3 and dec["closed"] == dec["specs"]
+        assert len(enc["runs"]) == 2 + 3 and len(dec["prompts"]) == 3 + 3 and dec["runs"] == []
+        assert len(dec["specs"]) == 3 + 3 and dec["closed"] == dec["specs"]
 
 
 def test_artifact_of_the_old_decoder_fails_at_load(whisper_fp32: Path, tmp_path: Path) -> None:
@@ -191,8 +196,9 @@ def test_tensorrt_decode_keeps_cross_kv_on_the_device(whisper_fp32: Path, tmp_pa
         [size] = {v.nbytes for v in cross.values()}
         uploads.clear()
         assert m.greedy_tokens(m.features(wave), language="en", max_new_tokens=NEW) == want_tokens
-        # Each cross K/V tensor goes up twice per chunk (the prompt's run, the stepper's bind), never per token.
-        assert uploads.count(size) == 2 * len(cross) and len(kv.cross()) == len(cross)
+        # Each cross K/V tensor goes up once per chunk (the stepper's bind: the prompt runs on the resident
+        # copy too), never per token.
+        assert uploads.count(size) == len(cross) and len(kv.cross()) == len(cross)
         assert calls.graph_launches == NEW - 2  # one plain decode launch, then CUDA graph replays
         assert m.recognize(wave, max_new_tokens=NEW).text == want_text  # language detected on the GPU path too
         assert calls.graph_launches == 2 * (NEW - 2) and m.contract.tag == "whisper"

@@ -70,10 +70,12 @@ def test_onnxruntime_device_loop_writes_slots_device_side(gpt2_art: Path, prompt
         got = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
         cfg = m.contract.cache
     np.testing.assert_array_equal(got, host_tokens)
-    # One strided copy per cache tensor per decode step: batch*heads rows of head_dim floats into
-    # rows `slots` long (slots = prompt + new - 1).
+    # The prompt's keys/values go into the resident cache device-side (one strided copy of 5 slots per
+    # cache tensor), then one strided copy per cache tensor per decode step: batch*heads rows of
+    # head_dim floats into rows `slots` long (slots = prompt + new - 1).
     rows, width = 2 * cfg.heads, cfg.head_dim * 4
-    assert calls.copies_2d == [((5 + NEW - 1) * width, width, rows)] * (2 * cfg.layers * (NEW - 1))
+    prompt = [((5 + NEW - 1) * width, 5 * width, rows)] * (2 * cfg.layers)
+    assert calls.copies_2d == prompt + [((5 + NEW - 1) * width, width, rows)] * (2 * cfg.layers * (NEW - 1))
 
 
 def test_onnxruntime_device_loop_with_shared_buffers_copies_nothing(

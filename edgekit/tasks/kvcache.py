@@ -20,7 +20,17 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.errors import ArtifactError
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
+
+
+def _vocab(runner: Runner) -> int:
+    """The logits' last dim, fixed in every decoder graph edgekit exports."""
+    vocab = {s.name: s for s in runner.outputs}["logits"].shape[-1]
+    if not isinstance(vocab, int):
+        raise ArtifactError("the decoder's logits have no fixed vocabulary size", found=f"dim '{vocab}'",
+                            fix="convert the model again")
+    return vocab
 
 
 class SlotCache:
@@ -43,37 +53,41 @@ class SlotCache:
         self.mask[:, -1] = 1
         self.token = np.zeros((batch, 1), np.int64)
         self.position = np.zeros((batch, 1), np.int64)
-        self.logits = np.zeros((batch, 1, 0), np.float32)
+        self.logits = np.zeros((batch, 1, _vocab(runner)), np.float32)
         self.filled = 0
         self._stepper: Stepper | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The prompt (at most `slots` tokens) with past length 0; returns its logits (batch, tokens, vocab)."""
+        """The prompt (at most `slots` tokens) with past length 0; returns its logits (batch, tokens, vocab).
+
+        It runs through the stepper, so its keys/values go into the resident cache where the backend
+        keeps it (on a GPU they never come down to the host and back up); only the logits come out.
+        """
         b, p = ids.shape
         empty = {n: np.zeros((b, a.shape[1], 0, a.shape[3]), a.dtype) for n, a in self.past.items()}
         pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **empty,
-                               **self.resident})
-        for present, past in self.writes.items():
-            self.past[past][:, :, :p] = out[present]
+        out = self._stepper_made().run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **empty},
+                                       slot=0)
         self.mask[:, :p] = mask
         self.filled = p
         self.position[:, 0] = pos[:, -1] + 1
-        self.logits = np.zeros((b, 1, out["logits"].shape[-1]), out["logits"].dtype)
         return out["logits"]
 
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row at the next slot; returns the logits (batch, vocab)."""
         self.token[:, 0] = tokens
-        if self._stepper is None:
-            self._stepper = self.runner.stepper(StepSpec(
-                inputs={"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position},
-                caches={**self.past, **self.resident}, writes=self.writes, outputs={"logits": self.logits}))
-        self._stepper.step(self.filled)
+        self._stepper_made().step(self.filled)
         self.mask[:, self.filled] = 1
         self.filled += 1
         self.position += 1
         return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
+
+    def _stepper_made(self) -> Stepper:
+        if self._stepper is None:
+            self._stepper = self.runner.stepper(StepSpec(
+                inputs={"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position},
+                caches={**self.past, **self.resident}, writes=self.writes, outputs={"logits": self.logits}))
+        return self._stepper
 
     def close(self) -> None:
         """Free the stepper (it may hold GPU memory and a CUDA graph). Safe to call twice."""
@@ -105,8 +119,7 @@ class SharedKVCache:
         self.token = np.zeros((batch, 1), np.int64)
         self.position = np.zeros((batch, 1), np.int64)  # each row's next slot: its tokens so far
         self.total = np.zeros((batch,), np.int64)
-        vocab = {s.name: s for s in runner.outputs}["logits"].shape[-1]
-        self.logits = np.zeros((batch, 1, int(vocab) if isinstance(vocab, int) else 0), np.float32)
+        self.logits = np.zeros((batch, 1, _vocab(runner)), np.float32)
         self._stepper = runner.stepper(StepSpec(
             inputs={"input_ids": self.token, "position_ids": self.position, "total_length": self.total},
             caches=self.past, writes={}, outputs={"logits": self.logits}, shared=dict(writes)))

@@ -85,9 +85,17 @@ class HostMemory:
         if buf.array is not array:
             np.copyto(buf.array, array)
 
+    device = "cpu"
+
     def write_slot(self, cache: _Buf, new: _Buf, slot: int) -> None:
         assert cache.array is not None and new.array is not None
         cache.array[:, :, slot] = new.array[:, :, 0]
+
+    def write_slots(self, cache: _Buf, value: Any, slot: int) -> None:
+        """An OrtValue (batch, heads, n, dim) this memory's device holds into slots [slot, slot + n)."""
+        assert cache.array is not None
+        new = value.numpy()
+        cache.array[:, :, slot : slot + new.shape[2]] = new
 
     def finish(self) -> None:
         pass  # numpy writes are done when they return
@@ -124,6 +132,10 @@ class DeviceMemory:
     def write_slot(self, cache: _Buf, new: _Buf, slot: int) -> None:
         copy_slot(self.cu, cache.value.data_ptr(), new.value.data_ptr(), cache.shape, cache.dtype.itemsize, slot,
                   self.stream)
+
+    def write_slots(self, cache: _Buf, value: Any, slot: int) -> None:
+        copy_slot(self.cu, cache.value.data_ptr(), value.data_ptr(), cache.shape, cache.dtype.itemsize, slot,
+                  self.stream, count=value.shape()[2])
 
     def finish(self) -> None:
         # onnxruntime's next run is on its own stream: the slot writes must be done before it starts.
@@ -169,16 +181,21 @@ class OrtStepper(Stepper):
             self._mem.write_slot(self._caches[cache], self._new[out], slot)
         self._mem.finish()  # one synchronize for all the step's writes
 
-    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run_impl(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
         # A binding of its own: the step's stays as it was; the caches are the same buffers.
         binding = self._session.io_binding()
+        keep: list[_Buf] = []  # the feeds' buffers live until the run is done
         for name, array in feeds.items():
-            binding.bind_ortvalue_input(name, self._mem.wrap(array).value)
+            keep.append(self._mem.wrap(array))
+            binding.bind_ortvalue_input(name, keep[-1].value)
         for name, buf in self._caches.items():
-            binding.bind_ortvalue_input(name, buf.value)
+            if name not in feeds:
+                binding.bind_ortvalue_input(name, buf.value)
         for out, cache in self.spec.shared.items():
             binding.bind_ortvalue_output(out, self._caches[cache].value)
-        names = list(self.spec.outputs)
+        written, names = list(self.spec.writes), list(self.spec.outputs)
+        for name in written:  # sized by the run; copied into the cache slots below, on the device
+            binding.bind_output(name, self._mem.device)
         for name in names:
             binding.bind_output(name, "cpu")
         try:
@@ -186,7 +203,10 @@ class OrtStepper(Stepper):
         except Exception as e:
             raise InputError(f"the model cannot run on these inputs: {e}") from None
         values = binding.get_outputs()[len(self.spec.shared):]
-        return {name: v.numpy() for name, v in zip(names, values)}
+        for name, value in zip(written, values):
+            self._mem.write_slots(self._caches[self.spec.writes[name]], value, slot)
+        self._mem.finish()
+        return {name: v.numpy() for name, v in zip(names, values[len(written):])}
 
     def close(self) -> None:
         self._mem.close()

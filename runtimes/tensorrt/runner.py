@@ -279,11 +279,22 @@ class TrtStepper(Stepper):
             raise
 
     def _bind(self) -> None:
+        """Upload the step's inputs and the caches (once), then point the context at them for steps."""
+        lane, s = self.lane, self.spec
+        if s.shared:
+            raise EngineError("TensorRT engines are built from portable graphs, which take no shared caches",
+                              found=f"shared outputs {sorted(s.shared)}", fix="load with device='cpu' or 'cuda'")
+        for name, value in {**s.inputs, **s.caches}.items():  # the caches go up once, here
+            lane.buffers.upload(name, value, lane.stream)
+        self._point_at_step_buffers()
+        cuda_call(self.cu, self.cu.cudaStreamSynchronize(lane.stream))
+
+    def _point_at_step_buffers(self) -> None:
         r, lane, s = self.runner, self.lane, self.spec
         feeds = {**s.inputs, **s.caches}
         r.use_profile(lane, feeds)
-        for name, value in feeds.items():  # the caches go up once, here
-            lane.context.set_tensor_address(name, lane.buffers.upload(name, value, lane.stream))
+        for name in feeds:
+            lane.context.set_tensor_address(name, lane.buffers.held[name][0])
         for out in r.outputs:
             shape = r.output_shape(lane, out.name)
             want = _expected_shape(s, out.name)
@@ -292,7 +303,36 @@ class TrtStepper(Stepper):
                                   found=f"the cache needs {list(want)}", fix="run `edgekit build --rebuild`")
             nbytes = int(np.prod(shape)) * np.dtype(out.dtype).itemsize
             lane.context.set_tensor_address(out.name, lane.buffers.get(out.name, nbytes))
-        cuda_call(self.cu, self.cu.cudaStreamSynchronize(lane.stream))
+
+    def _run_impl(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
+        """The prompt on the lane: its keys/values copied into the resident caches device-side, only
+        the spec's outputs (the logits) come down; then the context points at the step's buffers again."""
+        r, lane, s, cu = self.runner, self.lane, self.spec, self.cu
+        if self.graph_exec is not None:
+            raise EngineError("a prompt run after decode steps began", fix="run the prompt first (report a bug)")
+        bound = {**s.caches, **feeds}
+        r.use_profile(lane, bound)
+        for name, value in bound.items():
+            ptr = lane.buffers.held[name][0] if name not in feeds else lane.buffers.upload(f"run:{name}", value,
+                                                                                           lane.stream)
+            lane.context.set_tensor_address(name, ptr)
+        shapes = {out.name: r.output_shape(lane, out.name) for out in r.outputs}
+        for out in r.outputs:
+            nbytes = int(np.prod(shapes[out.name])) * np.dtype(out.dtype).itemsize
+            lane.context.set_tensor_address(out.name, lane.buffers.get(f"run:{out.name}", nbytes))
+        r.execute(lane)
+        held = lane.buffers.held
+        for out, cache in s.writes.items():
+            arr = s.caches[cache]
+            copy_slot(cu, held[cache][0], held[f"run:{out}"][0], arr.shape, arr.itemsize, slot, lane.stream,
+                      count=shapes[out][2])
+        dtypes = {o.name: np.dtype(o.dtype) for o in r.outputs}
+        result = {name: np.empty(shapes[name], dtypes[name]) for name in s.outputs}
+        for name, host in result.items():
+            lane.buffers.download(f"run:{name}", host, lane.stream)
+        cuda_call(cu, cu.cudaStreamSynchronize(lane.stream))
+        self._point_at_step_buffers()
+        return result
 
     def _step_impl(self, slot: int) -> None:
         cu, lane, s = self.cu, self.lane, self.spec
