@@ -7,7 +7,8 @@ server) from `--clients` concurrent gRPC clients, through Triton with dynamic ba
 (`--max-batch`, `--delay-us`) and with batch-1 serving, beside in-process `classify` calls on the
 same bytes (one caller, and `--clients` threads). generate: tokens per second over gRPC streams with
 1, 4 and 16 concurrent streams of `--new-tokens` tokens (eos off, so every stream makes them all),
-beside one in-process stream. Models: benchmarks/models.py's ResNet-18 (at `--size`, `--width`)
+beside as many concurrent in-process streams. Every setup runs `--rounds` times, the setups in turn
+(req/s and tokens/s: median over rounds), so that load from elsewhere falls on all of them alike. Models: benchmarks/models.py's ResNet-18 (at `--size`, `--width`)
 and its 4-layer GPT-2-shaped LM, random weights. Prints a Markdown table; `--json FILE` keeps it.
 """
 from __future__ import annotations
@@ -66,8 +67,8 @@ def pngs(n: int, size: int) -> list[bytes]:
     return out
 
 
-def load(call: Any, clients: int, requests: int) -> dict[str, float]:
-    """`clients` threads each making `requests` calls of call(i); req/s over the wall time, latency percentiles."""
+def load(call: Any, clients: int, requests: int) -> dict[str, Any]:
+    """`clients` threads each making `requests` calls of call(i): wall time and every latency."""
     lat: list[float] = []
     errors: list[BaseException] = []
 
@@ -80,7 +81,6 @@ def load(call: Any, clients: int, requests: int) -> dict[str, float]:
         except BaseException as e:
             errors.append(e)
 
-    call(0)  # warm-up
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(clients)]
     start = time.perf_counter()
     for th in threads:
@@ -90,71 +90,88 @@ def load(call: Any, clients: int, requests: int) -> dict[str, float]:
     wall = time.perf_counter() - start
     if errors:
         raise errors[0]
-    ms = np.array(lat) * 1000
-    return {"req_s": len(lat) / wall, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+    return {"wall": wall, "lat": lat}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Rounds of one setup -> req/s (median over rounds) and latency percentiles (all calls pooled)."""
+    ms = np.array([x for r in runs for x in r["lat"]]) * 1000
+    return {"req_s": float(statistics.median(len(r["lat"]) / r["wall"] for r in runs)),
+            "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
 
 
 def classify_rows(clf: Path, images: list[bytes], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every setup runs once per round, in turn, so that load from elsewhere falls on all of them alike."""
     import edgekit
     from edgekit.serving.client import Client
     from PIL import Image
 
-    rows = []
     local = edgekit.load(clf, device="cpu")
     one = lambda i: local.classify(Image.open(io.BytesIO(images[i % len(images)])), top_k=3)  # noqa: E731
-    rows.append({"setup": "in-process, 1 caller", **load(one, 1, args.clients * args.requests // 4)})
-    rows.append({"setup": f"in-process, {args.clients} threads", **load(one, args.clients, args.requests)})
-    local.close()
-    for label, max_batch in ((f"Triton, dynamic batching (max {args.max_batch}, {args.delay_us} us)", args.max_batch),
-                             ("Triton, batch-1 serving", 1)):
-        http, grpc, metrics = free_ports(3)
-        with edgekit.serve(clf, names=["clf"], http_port=http, grpc_port=grpc, metrics_port=metrics, device="cpu",
-                           max_batch=max_batch, batch_delay_us=args.delay_us) as server:
+    setups: dict[str, tuple[Any, int, int]] = {
+        "in-process, 1 caller": (one, 1, args.clients * args.requests // 4),
+        f"in-process, {args.clients} threads": (one, args.clients, args.requests)}
+    with ExitStack() as stack:
+        for label, max_batch in ((f"Triton, dynamic batching (max {args.max_batch}, {args.delay_us} us)",
+                                  args.max_batch), ("Triton, batch-1 serving", 1)):
+            http, grpc, metrics = free_ports(3)
+            server = stack.enter_context(edgekit.serve(clf, names=["clf"], http_port=http, grpc_port=grpc,
+                                                       metrics_port=metrics, device="cpu", max_batch=max_batch,
+                                                       batch_delay_us=args.delay_us))
             conns = threading.local()
 
-            def remote(i: int) -> Any:
-                if not hasattr(conns, "c"):
-                    conns.c = Client(server.grpc_url, "grpc")
-                return conns.c.classify("clf", images[i % len(images)], top_k=3)
+            def remote(i: int, url: str = server.grpc_url) -> Any:
+                if getattr(conns, url, None) is None:
+                    setattr(conns, url, Client(url, "grpc"))
+                return getattr(conns, url).classify("clf", images[i % len(images)], top_k=3)
 
-            rows.append({"setup": f"{label}, {args.clients} clients", **load(remote, args.clients, args.requests)})
-    return rows
+            setups[f"{label}, {args.clients} clients"] = (remote, args.clients, args.requests)
+        for call, _, _ in setups.values():
+            call(0)  # warm-up
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in setups}
+        for _ in range(args.rounds):
+            for name, (call, clients, requests) in setups.items():
+                runs[name].append(load(call, clients, requests))
+    local.close()
+    return [{"setup": name, **summarize(r)} for name, r in runs.items()]
 
 
 def generate_rows(lm: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """For each stream count: that many concurrent in-process streams, then as many gRPC streams, per round."""
     import edgekit
     from edgekit.serving.client import Client
 
     prompt, opts = "The quick brown fox", {"max_new_tokens": args.new_tokens, "eos_token_id": []}
-    rows = []
     local = edgekit.load(lm, device="cpu")
-    list(local.generate(prompt, stream=True, **opts))  # warm-up
-    t = time.perf_counter()
-    list(local.generate(prompt, stream=True, **opts))
-    rows.append({"setup": "in-process, 1 stream", "streams": 1, "tok_s": args.new_tokens / (time.perf_counter() - t)})
-    local.close()
     http, grpc, metrics = free_ports(3)
+    rows = []
     with edgekit.serve(lm, names=["lm"], http_port=http, grpc_port=grpc, metrics_port=metrics, device="cpu",
                        streams=max(args.streams)) as server:
         list(Client(server.grpc_url, "grpc").stream("lm", prompt, **opts))  # warm-up
+        list(local.generate(prompt, stream=True, **opts))
+
+        def in_process() -> Any:
+            return local.generate(prompt, stream=True, **opts)
+
+        def remote() -> Any:
+            return Client(server.grpc_url, "grpc").stream("lm", prompt, **opts)
+
         for n in args.streams:
-            first: list[float] = []
+            for where, make in (("in-process", in_process), ("Triton gRPC", remote)):
+                rates, first = [], []
+                for _ in range(args.rounds):
+                    def one(_: int) -> None:
+                        s = time.perf_counter()
+                        for k, _piece in enumerate(make()):
+                            if k == 0:
+                                first.append(time.perf_counter() - s)
 
-            def one(_: int) -> None:
-                s = time.perf_counter()
-                for k, _piece in enumerate(Client(server.grpc_url, "grpc").stream("lm", prompt, **opts)):
-                    if k == 0:
-                        first.append(time.perf_counter() - s)
-
-            threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-            t = time.perf_counter()
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            wall = time.perf_counter() - t
-            rows.append({"setup": f"Triton gRPC streams x{n}", "streams": n, "tok_s": n * args.new_tokens / wall,
-                         "first_piece_p50_ms": 1000 * statistics.median(first)})
+                    r = load(one, n, 1)
+                    rates.append(n * args.new_tokens / r["wall"])
+                rows.append({"setup": f"{where}, {n} concurrent streams", "streams": n,
+                             "tok_s": float(statistics.median(rates)),
+                             "first_piece_p50_ms": 1000 * statistics.median(first)})
+    local.close()
     return rows
 
 
@@ -168,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=32, help="ResNet-18 base width (64: the real one)")
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="each setup runs this often, the setups in turn")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-serve"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -185,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ngenerate, 4-layer GPT-2-shaped (d=256), {args.new_tokens} new tokens per stream:")
     print("| setup | tokens/s (all streams) | first piece p50 ms |\n|---|---|---|")
     for r in report["generate"]:
-        first = f"{r['first_piece_p50_ms']:.0f}" if "first_piece_p50_ms" in r else "-"
-        print(f"| {r['setup']} | {r['tok_s']:.1f} | {first} |")
+        print(f"| {r['setup']} | {r['tok_s']:.1f} | {r['first_piece_p50_ms']:.0f} |")
     print(f"\nmachine: {machine['cores']} cores, load average {machine['load_before'][0]:.2f} before, "
           f"{machine['load_after'][0]:.2f} after")
     if args.json:

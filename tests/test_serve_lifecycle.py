@@ -121,3 +121,35 @@ def test_python_api_stop_leaves_nothing(tmp_path_factory: pytest.TempPathFactory
     assert server.stop() == 0
     assert alive(pids) == [] and not run_dir.exists() and all(port_free(p) for p in ports)
     assert not os.path.exists(f"/proc/{server.process.pid}/status") or alive([server.process.pid]) == []
+
+
+_KILLED_PARENT = r"""
+import sys, time, edgekit
+s = edgekit.serve(sys.argv[1], http_port=int(sys.argv[2]), grpc_port=int(sys.argv[3]), metrics_port=int(sys.argv[4]),
+                  device="cpu")
+print(s.process.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_parent_takes_the_server_with_it(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """SIGKILL gives the parent no chance to stop anything: Linux sends the server SIGTERM (its
+    parent-death signal) and Triton shuts down cleanly on its own."""
+    serving_or_skip()
+    ports = free_ports(3)
+    parent = subprocess.Popen([sys.executable, "-c", _KILLED_PARENT, str(converted(tmp_path_factory, "image")),
+                               *map(str, ports)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        server_pid = int(parent.stdout.readline())  # printed once the server is ready
+        tree = [server_pid] + [c.pid for c in psutil.Process(server_pid).children(recursive=True)]
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(30)
+        deadline = time.monotonic() + 60
+        while alive(tree) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert alive(tree) == [], "the server outlived its killed parent"
+        assert all(port_free(p) for p in ports)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
