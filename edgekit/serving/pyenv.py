@@ -66,8 +66,10 @@ def libpython() -> Path | None:
             return lib.resolve()
     # A statically linked interpreter (e.g. Debian's /usr/bin/python3.X): the system's shared
     # libpython serves only if it is the same release.
-    probe = ("import ctypes, ctypes.util, sys; n = ctypes.util.find_library(sys.argv[1]); l = ctypes.CDLL(n);"
-             " l.Py_GetVersion.restype = ctypes.c_char_p; print(l.Py_GetVersion().decode().split()[0])")
+    probe = ("import ctypes, ctypes.util, sys; n = ctypes.util.find_library(sys.argv[1])\n"
+             "if n is None: print('none')  # CDLL(None) would be this very (static) interpreter\n"
+             "else: l = ctypes.CDLL(n); l.Py_GetVersion.restype = ctypes.c_char_p; "
+             "print(l.Py_GetVersion().decode().split()[0])")
     name = f"python{sys.version_info[0]}.{sys.version_info[1]}"
     r = subprocess.run([sys.executable, "-c", probe, name], capture_output=True, text=True, timeout=60)
     found = r.stdout.strip() or "no shared libpython"
