@@ -371,16 +371,19 @@ def export() -> None:
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Model repository folder to write.")
 @click.option("--bundled", is_flag=True, help="Also point the models at this machine's serving environment, for the "
               "tritonserver of nvidia-pytriton (leave off for NVIDIA's Triton container).")
+@click.option("--plain", type=click.Choice(["onnxruntime", "tensorrt"]),
+              help="Classifiers: run the graph as Triton's own NAME_model (onnxruntime_onnx, or tensorrt_plan from "
+                   "the artifact's engine); NAME keeps edgekit's pre/post-processing around it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing folder (atomically).")
 @click.option("--json", "as_json", is_flag=True)
 @_serving_options
-def export_triton(artifacts: tuple[Path, ...], out: Path, bundled: bool, overwrite: bool, as_json: bool,
-                  names: tuple[str, ...], **opts: Any) -> None:
+def export_triton(artifacts: tuple[Path, ...], out: Path, bundled: bool, plain: str | None, overwrite: bool,
+                  as_json: bool, names: tuple[str, ...], **opts: Any) -> None:
     """Write a Triton model repository serving ARTIFACTS (config.pbtxt + Python-backend model.py each)."""
     from edgekit.serving import export_repository
 
     models = export_repository(list(artifacts), out, names=names, options=_serve_options(**opts), bundled=bundled,
-                               overwrite=overwrite)
+                               overwrite=overwrite, plain=plain)
     run = f"tritonserver --model-repository {out.absolute()}"
     if bundled:
         from edgekit.serving.bundle import find_bundle

@@ -116,3 +116,92 @@ def test_portable_repository_layout(tmp_path: Path, tmp_path_factory: pytest.Tem
     assert lm_stream.model_transaction_policy.decoupled and not (repo / "lm_stream" / "1" / "artifact").exists()
     with pytest.raises(edgekit.OutputExistsError):
         edgekit.serving.export_repository(arts[:1], repo)
+
+
+_STAND_IN = '''
+import numpy as np, onnxruntime as ort, triton_python_backend_utils as pb
+
+
+class TritonPythonModel:
+    """Test stand-in for Triton's onnxruntime backend (the bundled server has only the Python one)."""
+
+    def initialize(self, args):
+        folder = args["model_repository"] + "/" + args["model_version"]
+        self.session = ort.InferenceSession(folder + "/model.onnx", providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            values = self.session.run(None, {t.name(): t.as_numpy() for t in r.inputs()})
+            out.append(pb.InferenceResponse([pb.Tensor(n, v) for n, v in zip(self.outputs, values)]))
+        return out
+'''
+
+
+def test_plain_onnxruntime_model_with_edgekit_pre_and_post(tmp_path: Path,
+                                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    """--plain onnxruntime: NAME_model is a standard onnxruntime_onnx model and NAME calls it through BLS.
+
+    The bundled server has no onnxruntime backend, so NAME_model's platform is swapped for a
+    Python stand-in that runs the same model.onnx with the same declared tensors: this checks the
+    exported config and files, the BLS wiring and the answers; Triton's onnxruntime backend itself
+    (and --plain tensorrt) run only in NVIDIA's container."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from edgekit.serving.client import Client
+
+    serving_or_skip()
+    image, text = converted(tmp_path_factory, "image"), converted(tmp_path_factory, "text")
+    repo = tmp_path / "repo"
+    out = export([str(image), str(text), "-o", str(repo), "--name", "cnn", "--name", "txt", "--device", "cpu",
+                  "--plain", "onnxruntime", "--bundled", "--max-batch", "4"])
+    assert out["models"] == ["cnn", "txt"]
+    for name in ("cnn", "txt"):
+        cfg = text_format.Parse((repo / f"{name}_model" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 4
+        assert (repo / f"{name}_model" / "1" / "model.onnx").is_file()
+        cfg_text = (repo / f"{name}_model" / "config.pbtxt").read_text()
+        env = text_format.Parse((repo / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()).parameters
+        assert env["EDGEKIT_PLAIN_MODEL"].string_value == f"{name}_model"
+        (repo / f"{name}_model" / "config.pbtxt").write_text(
+            cfg_text.replace('platform: "onnxruntime_onnx"', 'backend: "python"')
+            + f'parameters: {{ key: "EXECUTION_ENV_PATH" value: {{ string_value: '
+              f'"{env["EXECUTION_ENV_PATH"].string_value}" }} }}\n')
+        (repo / f"{name}_model" / "1" / "model.py").write_text(_STAND_IN)
+    http, grpc, metrics = free_ports(3)
+    cmd = out["run"].split() + ["--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--metrics-address",
+                                "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
+                                "--metrics-port", str(metrics), "--allow-gpu-metrics", "false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "tritonserver was not ready in time"
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        c = Client(f"127.0.0.1:{http}", "http")
+        imgs = [tmp_path / f"{i}.png" for i in range(3)]
+        for i, p in enumerate(imgs):
+            p.write_bytes(png_bytes(20 + i, size=(16 + 4 * i, 20)))
+        got, want = c.classify("cnn", imgs, top_k=3), edgekit.load(image, device="cpu").classify(imgs, top_k=3)
+        assert [[p.label for p in r] for r in got] == [[p.label for p in r] for r in want]
+        np.testing.assert_allclose([[p.score for p in r] for r in got], [[p.score for p in r] for r in want], atol=1e-6)
+        texts = ["the cat sat", "sad owl"]
+        got, want = c.classify("txt", texts, top_k=2), edgekit.load(text, device="cpu").classify(texts, top_k=2)
+        assert [[p.label for p in r] for r in got] == [[p.label for p in r] for r in want]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    with pytest.raises(edgekit.UnsupportedError, match="needs exactly one TensorRT engine"):
+        edgekit.serving.export_repository([image], tmp_path / "trt", plain="tensorrt")
+    with pytest.raises(edgekit.UnsupportedError, match="serves classifiers only"):
+        edgekit.serving.export_repository([converted_gpt2(tmp_path_factory)], tmp_path / "gen", plain="onnxruntime")

@@ -39,8 +39,14 @@ class TritonPythonModel:
         import edgekit
         from edgekit.serving.handlers import handler_for
 
-        self.model = edgekit.load(path, device=params.get("EDGEKIT_DEVICE", "auto"))
+        self.plain = params.get("EDGEKIT_PLAIN_MODEL")
+        # With a plain NAME_model running the graph, this model only pre- and post-processes: on the CPU.
+        self.model = edgekit.load(path, device="cpu" if self.plain else params.get("EDGEKIT_DEVICE", "auto"))
         self.handler = handler_for(self.model)
+        if self.plain:
+            from edgekit.serving.handlers import ClassifyHandler
+
+            self.handler = ClassifyHandler(self.model, forward=self._plain_forward)
         self.name = args["model_name"]
         self.pool: ThreadPoolExecutor | None = None
         if pb.using_decoupled_model_transaction_policy(config):
@@ -63,6 +69,18 @@ class TritonPythonModel:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
         self.model.close()
+
+    def _plain_forward(self, feeds: dict[str, Any]) -> Any:
+        """The graph run by Triton's NAME_model (onnxruntime_onnx / tensorrt_plan), through BLS."""
+        import numpy as np
+
+        pb, output = self.pb, self.model.contract.output
+        request = pb.InferenceRequest(model_name=self.plain, requested_output_names=[output],
+                                      inputs=[pb.Tensor(n, np.ascontiguousarray(v)) for n, v in feeds.items()])
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{self.plain} failed: {response.error().message()}")
+        return np.asarray(pb.get_output_tensor_by_name(response, output).as_numpy(), np.float32)
 
     # ---------------------------------------------------------------- tensors and errors
 

@@ -56,6 +56,7 @@ class TritonModel:
     artifact: str  # absolute, or relative to the model's folder
     task: str
     stream: bool = False  # generate's decoupled twin
+    plain: str | None = None  # classify: the Triton model (NAME_model) that runs the graph, called by BLS
 
     def config(self, art: Artifact, opts: ServeOptions, env: str | None) -> str:
         """The config.pbtxt text."""
@@ -79,6 +80,8 @@ class TritonModel:
                   "EDGEKIT_THREADS": str(opts.threads), "EDGEKIT_STREAMS": str(opts.streams)}
         if env is not None:
             params["EXECUTION_ENV_PATH"] = env
+        if self.plain is not None:
+            params["EDGEKIT_PLAIN_MODEL"] = self.plain
         lines = [f'name: "{self.name}"', 'backend: "python"', f"max_batch_size: {batch}"]
         if self.task == "classify" and batch > 1:
             lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {opts.batch_delay_us} }}")

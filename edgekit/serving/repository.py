@@ -12,6 +12,7 @@ as it is with `--backend-directory ENV/backends` (`edgekit export triton --bundl
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Sequence
@@ -52,13 +53,24 @@ def entries(artifacts: Sequence[str | os.PathLike[str]], names: Sequence[str] | 
     return out
 
 
-def write_models(repo: Path, items: list[Entry], opts: ServeOptions, copy: bool, env: Path | None) -> list[TritonModel]:
-    """Write each entry's model folders into `repo` (which exists)."""
+def write_models(repo: Path, items: list[Entry], opts: ServeOptions, copy: bool, env: Path | None,
+                 plain: str | None = None) -> list[TritonModel]:
+    """Write each entry's model folders into `repo` (which exists); `plain`: serving/plain.py."""
     written = []
     for e in items:
         art_ref = "1/artifact" if copy else str(e.artifact.path.resolve())
         stream_ref = f"../{e.name}/1/artifact" if copy else art_ref
-        for m in models_for(e.name, e.artifact.manifest.task, art_ref, stream_ref):
+        models = models_for(e.name, e.artifact.manifest.task, art_ref, stream_ref)
+        if plain is not None:
+            from edgekit.serving.plain import PLAIN_SUFFIX, plain_model
+
+            text, files = plain_model(e.artifact, e.name, plain, opts)
+            (repo / (e.name + PLAIN_SUFFIX) / "1").mkdir(parents=True)
+            (repo / (e.name + PLAIN_SUFFIX) / "config.pbtxt").write_text(text)
+            for src, dst in files:
+                shutil.copy2(src, repo / (e.name + PLAIN_SUFFIX) / "1" / dst)
+            models = [dataclasses.replace(models[0], plain=e.name + PLAIN_SUFFIX)]
+        for m in models:
             folder = repo / m.name
             (folder / "1").mkdir(parents=True)
             (folder / "config.pbtxt").write_text(m.config(e.artifact, opts, None if env is None else str(env)))
@@ -71,8 +83,13 @@ def write_models(repo: Path, items: list[Entry], opts: ServeOptions, copy: bool,
 
 def export_repository(artifacts: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], *,
                       names: Sequence[str] | None = None, options: ServeOptions | None = None,
-                      bundled: bool = False, overwrite: bool = False) -> list[TritonModel]:
-    """Write a Triton model repository serving `artifacts` to `out` (atomically); returns its models."""
+                      bundled: bool = False, overwrite: bool = False, plain: str | None = None) -> list[TritonModel]:
+    """Write a Triton model repository serving `artifacts` to `out` (atomically); returns its models.
+
+    `plain="onnxruntime"|"tensorrt"` (classifiers): the graph becomes Triton's own NAME_model, and
+    NAME keeps edgekit's pre- and post-processing around it (serving/plain.py)."""
+    if plain is not None and plain not in ("onnxruntime", "tensorrt"):
+        raise ConfigError("plain must be 'onnxruntime' or 'tensorrt'", found=repr(plain))
     items = entries(artifacts, names)
     env = None
     if bundled:
@@ -81,4 +98,4 @@ def export_repository(artifacts: Sequence[str | os.PathLike[str]], out: str | os
 
         env = serving_env(find_bundle())
     with staging(out, overwrite=overwrite) as tmp:
-        return write_models(tmp, items, options or ServeOptions(), copy=True, env=env)
+        return write_models(tmp, items, options or ServeOptions(), copy=True, env=env, plain=plain)
