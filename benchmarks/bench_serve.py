@@ -117,7 +117,7 @@ def classify_rows(clf: Path, images: list[bytes], args: argparse.Namespace) -> l
             http, grpc, metrics = free_ports(3)
             server = stack.enter_context(edgekit.serve(clf, names=["clf"], http_port=http, grpc_port=grpc,
                                                        metrics_port=metrics, device="cpu", max_batch=max_batch,
-                                                       batch_delay_us=args.delay_us))
+                                                       batch_delay_us=args.delay_us, threads=args.threads))
             conns = threading.local()
 
             def remote(i: int, url: str = server.grpc_url) -> Any:
@@ -146,7 +146,7 @@ def generate_rows(lm: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     http, grpc, metrics = free_ports(3)
     rows = []
     with edgekit.serve(lm, names=["lm"], http_port=http, grpc_port=grpc, metrics_port=metrics, device="cpu",
-                       streams=max(args.streams)) as server:
+                       streams=max(args.streams), threads=args.threads) as server:
         list(Client(server.grpc_url, "grpc").stream("lm", prompt, **opts))  # warm-up
         list(local.generate(prompt, stream=True, **opts))
 
@@ -186,9 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3, help="each setup runs this often, the setups in turn")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="onnxruntime intra-op threads, in process and per server instance alike")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench-serve"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    # The same thread count on both sides: a 2-thread pool loses badly to a 1-thread one when the
+    # cores are shared (it waits for a descheduled thread at every op), which would decide the ratio.
+    os.environ["EDGEKIT_THREADS"] = str(args.threads)
     clf, lm = artifacts(args.out, args.size, args.width)
     machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                "load_before": os.getloadavg()}
@@ -204,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| setup | tokens/s (all streams) | first piece p50 ms |\n|---|---|---|")
     for r in report["generate"]:
         print(f"| {r['setup']} | {r['tok_s']:.1f} | {r['first_piece_p50_ms']:.0f} |")
-    print(f"\nmachine: {machine['cores']} cores, load average {machine['load_before'][0]:.2f} before, "
+    print(f"\nonnxruntime threads: {args.threads} per call in process, per instance in Triton")
+    print(f"machine: {machine['cores']} cores, load average {machine['load_before'][0]:.2f} before, "
           f"{machine['load_after'][0]:.2f} after")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
