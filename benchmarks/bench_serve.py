@@ -1,6 +1,6 @@
 """Load on edgekit models served by Triton (the tritonserver bundled with nvidia-pytriton), one run.
 
-    python benchmarks/bench_serve.py [--clients 16] [--requests 40] [--size 112] [--streams 1 4 16]
+    python benchmarks/bench_serve.py [--clients 16] [--requests 40] [--size 112] [--streams 1 4 16] [--threads 1]
 
 classify: requests per second and p50/p99 latency of one-image requests (PNG bytes, decoded in the
 server) from `--clients` concurrent gRPC clients, through Triton with dynamic batching
@@ -8,8 +8,10 @@ server) from `--clients` concurrent gRPC clients, through Triton with dynamic ba
 same bytes (one caller, and `--clients` threads). generate: tokens per second over gRPC streams with
 1, 4 and 16 concurrent streams of `--new-tokens` tokens (eos off, so every stream makes them all),
 beside as many concurrent in-process streams. Every setup runs `--rounds` times, the setups in turn
-(req/s and tokens/s: median over rounds), so that load from elsewhere falls on all of them alike. Models: benchmarks/models.py's ResNet-18 (at `--size`, `--width`)
-and its 4-layer GPT-2-shaped LM, random weights. Prints a Markdown table; `--json FILE` keeps it.
+(req/s and tokens/s: median over rounds), so that load from elsewhere falls on all of them alike;
+onnxruntime gets `--threads` threads on both sides. Models: benchmarks/models.py's ResNet-18 (at
+`--size`, `--width`) and its 4-layer GPT-2-shaped LM, random weights. Prints Markdown tables;
+`--json FILE` keeps them.
 """
 from __future__ import annotations
 
