@@ -153,3 +153,20 @@ def test_a_killed_parent_takes_the_server_with_it(tmp_path_factory: pytest.TempP
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_model_that_cannot_load_is_reported_with_the_reason(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """edgekit.load failing inside Triton (here: no TensorRT on this machine) stops the start with
+    Triton's load error, which carries edgekit's message, and leaves nothing running."""
+    import edgekit
+
+    serving_or_skip()
+    ports = free_ports(3)
+    before = {p.pid for p in psutil.process_iter() if p.name() == "tritonserver"}
+    with pytest.raises(edgekit.BackendUnavailableError, match="tritonserver exited while loading") as e:
+        edgekit.serve(converted(tmp_path_factory, "image"), names=["cnn"], http_port=ports[0], grpc_port=ports[1],
+                      metrics_port=ports[2], device="tensorrt")
+    assert "model 'cnn': Internal: BackendUnavailableError: device 'tensorrt' was asked for" in str(e.value), e.value
+    assert "At:" not in str(e.value)  # Triton's copy of the Python traceback is left out
+    assert {p.pid for p in psutil.process_iter() if p.name() == "tritonserver"} <= before
+    assert all(port_free(p) for p in ports)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -171,8 +172,13 @@ def _wait_ready(server: Server, timeout: float) -> None:
 
 
 def _errors(log: str) -> str:
-    """The lines of Triton's log that say what failed (its load errors start with E, or name a failure)."""
-    lines = [ln for ln in log.splitlines() if ln.startswith("E") or "failed" in ln.lower() or "error" in ln.lower()]
+    """What Triton's log says failed: each model's load error (the Python traceback cut off), else
+    its last error lines (those about the missing GPU driver are no failure on a CPU machine)."""
+    loads = [f"model '{m[1]}': {m[2].split(chr(92) + 'n' + chr(92) + 'nAt:')[0].rstrip(chr(34))}"
+             for m in re.finditer(r"failed to load '([^']+)' version \d+: (.*)", log)]
+    if loads:
+        return "\n".join(dict.fromkeys(loads))
+    lines = [ln for ln in log.splitlines() if ln.startswith("E") or "error" in ln.lower()]
     lines = [ln for ln in lines if "CudaDriverHelper" not in ln and "pinned memory" not in ln]
     return "\n".join(lines[-8:])[-2000:] or log[-1500:]
 
