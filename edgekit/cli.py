@@ -289,6 +289,112 @@ def doctor(as_json: bool) -> None:
     _emit(probe.report(), as_json, probe.format_report)
 
 
+# ---------------------------------------------------------------- serving on NVIDIA Triton (edgekit/serving)
+
+def _serving_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `serve` and `export triton` share: how each model is served (serving.ServeOptions)."""
+    opts = [
+        click.option("--name", "names", multiple=True, help="Model name per artifact, in order [the folder's name]."),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     help="edgekit.load's device inside the server."),
+        click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Copies of each model (each its own process)."),
+        click.option("--max-batch", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="classify: rows Triton's dynamic batcher joins; 1 = batch-1 serving."),
+        click.option("--batch-delay-us", type=click.IntRange(min=0), default=1000, show_default=True,
+                     help="classify: how long the batcher waits to fill a batch (microseconds)."),
+        click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="onnxruntime threads per instance (0: all cores)."),
+        click.option("--streams", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="generate: streamed generations one instance runs at once."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _serve_options(device: str, instances: int, max_batch: int, batch_delay_us: int, threads: int,
+                   streams: int) -> Any:
+    from edgekit.serving import ServeOptions
+
+    return ServeOptions(max_batch=max_batch, batch_delay_us=batch_delay_us, instances=instances, device=device,
+                        threads=threads, streams=streams)
+
+
+@cli.command("serve")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--http-port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--grpc-port", type=click.IntRange(1, 65535), default=8001, show_default=True)
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=8002, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True, help="Listen address (0.0.0.0: every interface).")
+@click.option("--log", "log_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append Triton's log to this file [a file in the run folder, removed at exit].")
+@_serving_options
+def serve_cmd(artifacts: tuple[Path, ...], http_port: int, grpc_port: int, metrics_port: int, address: str,
+              log_file: Path | None, names: tuple[str, ...], **opts: Any) -> None:
+    """Serve ARTIFACTS on NVIDIA Triton Inference Server (KServe v2 HTTP/gRPC) until SIGINT or SIGTERM.
+
+    \b
+    Each artifact is a model named after its folder; a generate artifact also gets NAME_stream
+    (token streaming over gRPC). Needs the [serve] extra. Tensors per task: see README.
+    """
+    import signal
+    import threading
+
+    from edgekit.errors import BackendUnavailableError
+    from edgekit.serving.server import _errors, serve
+
+    server = serve(list(artifacts), names=names, http_port=http_port, grpc_port=grpc_port,
+                   metrics_port=metrics_port, address=address, options=_serve_options(**opts), log=log_file)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"serving {', '.join(m.name for m in server.models)}: HTTP {server.http_url}, gRPC "
+               f"{server.grpc_url}, metrics {server.metrics_url} (Ctrl-C stops)", err=True)
+    while not stop.wait(0.5) and server.running():
+        pass
+    died = not server.running()
+    log = server.log()
+    code = server.stop()
+    if died:
+        raise BackendUnavailableError(f"tritonserver stopped on its own (exit code {code})", found=_errors(log))
+    click.echo("stopped", err=True)
+
+
+@cli.group()
+def export() -> None:
+    """Export artifacts for other serving stacks."""
+
+
+@export.command("triton")
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Model repository folder to write.")
+@click.option("--bundled", is_flag=True, help="Also point the models at this machine's serving environment, for the "
+              "tritonserver of nvidia-pytriton (leave off for NVIDIA's Triton container).")
+@click.option("--plain", type=click.Choice(["onnxruntime", "tensorrt"]),
+              help="Classifiers: run the graph as Triton's own NAME_model (onnxruntime_onnx, or tensorrt_plan from "
+                   "the artifact's engine); NAME keeps edgekit's pre/post-processing around it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing folder (atomically).")
+@click.option("--json", "as_json", is_flag=True)
+@_serving_options
+def export_triton(artifacts: tuple[Path, ...], out: Path, bundled: bool, plain: str | None, overwrite: bool,
+                  as_json: bool, names: tuple[str, ...], **opts: Any) -> None:
+    """Write a Triton model repository serving ARTIFACTS (config.pbtxt + Python-backend model.py each)."""
+    from edgekit.serving import export_repository
+
+    models = export_repository(list(artifacts), out, names=names, options=_serve_options(**opts), bundled=bundled,
+                               overwrite=overwrite, plain=plain)
+    run = f"tritonserver --model-repository {out.absolute()}"
+    if bundled:
+        from edgekit.serving.bundle import find_bundle
+        from edgekit.serving.pyenv import serving_env
+
+        bundle = find_bundle()
+        run = f"{bundle.server} --model-repository {out.absolute()} --backend-directory {serving_env(bundle) / 'backends'}"
+    data = {"repository": str(out.absolute()), "models": [m.name for m in models], "run": run}
+    _emit(data, as_json, lambda d: f"wrote {d['repository']}: {', '.join(d['models'])}\nrun: {d['run']}")
+
+
 def main() -> None:
     cli(prog_name="edgekit")
 

@@ -11,3 +11,20 @@ fi
 # setuptools warns on every editable install of a package-dir mapping that folders named like the
 # package may shadow it; that is this layout by design (pyproject.toml), so the warning is not shown.
 PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[dev]"
+# The [serve] extra (Triton serving and its tests). nvidia-pytriton pins numpy<2, which would take numpy 2 away
+# from everything else here; edgekit uses only its tritonserver binaries and gives Triton's Python-backend stub
+# a numpy 1.x of its own, so it goes in without its dependencies and the rest of [serve] as usual.
+.venv/bin/python - <<'PY'
+import subprocess, sys
+from importlib.metadata import requires
+from packaging.requirements import Requirement
+serve = [q for q in map(Requirement, requires("edgekit")) if q.marker and q.marker.evaluate({"extra": "serve"})]
+spec = {q.name: q.name + (f"[{','.join(sorted(q.extras))}]" if q.extras else "") + str(q.specifier) for q in serve}
+pip = [sys.executable, "-m", "pip", "install", "-q"]
+subprocess.run(pip + [s for n, s in spec.items() if n != "nvidia-pytriton"], check=True)
+if "nvidia-pytriton" in spec:
+    subprocess.run(pip + ["--no-deps", spec["nvidia-pytriton"]], check=True)
+PY
+# Build the stub's environment now (cached under ~/.cache/edgekit), so the tests need no package index.
+.venv/bin/python -c "from edgekit.serving.bundle import find_bundle; from edgekit.serving.pyenv import serving_env; serving_env(find_bundle())" \
+  || echo "setup.sh: the Triton serving environment could not be prepared here; the serving tests say why" >&2

@@ -56,13 +56,23 @@ class Classifier(Model):
         if not items:
             raise InputError("classify got an empty batch", fix="pass at least one input")
         logits = np.concatenate([self.logits(items[i : i + _MAX_BATCH]) for i in range(0, len(items), _MAX_BATCH)])
-        ranked = [self._rank(row, int(top_k)) for row in logits]
+        ranked = self.rank(logits, top_k)
         return ranked[0] if single else ranked
 
     def logits(self, items: list[Any]) -> np.ndarray:
         """Pre-process `items` as recorded in the artifact and return the raw outputs (batch, classes)."""
-        out = self.runners["model"].run(self.prepare(items), outputs=[self.contract.output])
+        return self.forward(self.prepare(items))
+
+    def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph's outputs (batch, classes) for feeds made by `prepare` (a server batches several)."""
+        out = self.runners["model"].run(feeds, outputs=[self.contract.output])
         return np.asarray(out[self.contract.output], dtype=np.float32)
+
+    def rank(self, logits: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
+        """Each row of raw outputs -> its top_k predictions, as `classify` returns them."""
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise InputError("top_k must be a positive integer", found=repr(top_k))
+        return [self._rank(row, int(top_k)) for row in logits]
 
     def prepare(self, items: list[Any]) -> dict[str, np.ndarray]:
         """Raw inputs -> the graph's feeds, as the contract's `input` says."""
