@@ -44,6 +44,7 @@ class GraphExport:
     dynamic_shapes: Any = None
     quant_exclude_ops: list[str] = field(default_factory=list)
     opset: int = DEFAULT_OPSET
+    path: Path | None = None  # where export_graph wrote it (specs read the graph back: last op, ...)
 
 
 def export_graph(g: GraphExport, path: Path) -> GraphSpec:
@@ -63,6 +64,7 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
                 verbose=False,
             )
             program.save(str(path), external_data=True)
+        g.path = path
     except Exception as e:  # torch raises many types; the user needs the operator and layer
         raise ExportError(
             f"PyTorch -> ONNX export of graph '{g.name}' failed: {_explain(e)}",
@@ -100,6 +102,20 @@ def _explain(e: Exception) -> str:
     if ops:
         return f"unsupported operator(s) {ops}: {first[:300]}"
     return f"{type(e).__name__}: {first[:400]}"
+
+
+def producer_op(path: Path, output: str) -> str:
+    """The op type that computes `output` in the ONNX graph, looking through Identity/Cast/Reshape."""
+    import onnx
+
+    nodes = {o: n for n in onnx.load(str(path), load_external_data=False).graph.node for o in n.output}
+    name, seen = output, 0
+    while name in nodes and seen < 8:
+        node = nodes[name]
+        if node.op_type not in ("Identity", "Cast", "Reshape", "Squeeze", "Flatten"):
+            return str(node.op_type)
+        name, seen = node.input[0], seen + 1
+    return ""
 
 
 def describe_onnx(path: Path) -> GraphSpec:

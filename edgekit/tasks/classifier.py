@@ -56,7 +56,7 @@ class Classifier(Model):
         if not items:
             raise InputError("classify got an empty batch", fix="pass at least one input")
         logits = np.concatenate([self.logits(items[i : i + _MAX_BATCH]) for i in range(0, len(items), _MAX_BATCH)])
-        ranked = [self._rank(row, int(top_k)) for row in logits]
+        ranked = [self._rank(row, int(top_k)) for row in logits]  # scores as the artifact records them
         return ranked[0] if single else ranked
 
     def logits(self, items: list[Any]) -> np.ndarray:
@@ -100,11 +100,28 @@ class Classifier(Model):
             fix="pass an image path, PIL image, HxWxC uint8 array or text, or a list of them",
         )
 
+    def scores(self, outputs: np.ndarray) -> np.ndarray:
+        """The graph's outputs (batch, classes) -> the scores a user of the source model reads, as
+        the artifact records them (`contract.scores`): softmax or sigmoid of logits, probabilities
+        as they are, exp of log-probabilities."""
+        if not np.all(np.isfinite(outputs)):
+            raise InputError("the model produced non-finite outputs for this input", fix="check the input values")
+        return apply_scores(np.asarray(outputs, np.float64), self.contract.scores).astype(np.float32)
+
     def _rank(self, row: np.ndarray, top_k: int) -> list[Prediction]:
-        if not np.all(np.isfinite(row)):
-            raise InputError("the model produced non-finite logits for this input", fix="check the input values")
-        z = row - row.max()
-        p = np.exp(z) / np.exp(z).sum()
+        p = self.scores(row[None])[0]
         order = np.argsort(-p, kind="stable")[:top_k]
         labels = self.labels
         return [Prediction(labels[i] if i < len(labels) else str(i), float(p[i]), int(i)) for i in order]
+
+
+def apply_scores(x: np.ndarray, how: str) -> np.ndarray:
+    """Rows of raw outputs -> scores (`ClassifySection.scores`), in float64."""
+    if how == "softmax":
+        z = np.exp(x - x.max(axis=-1, keepdims=True))
+        return z / z.sum(axis=-1, keepdims=True)
+    if how == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if how == "log_probabilities":
+        return np.exp(x)
+    return x  # "probabilities" and "none": the outputs are the scores
