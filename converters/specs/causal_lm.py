@@ -25,6 +25,7 @@ from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, torch_step
+from edgekit.converters.wrappers import export_experts
 from edgekit.errors import SourceError
 from edgekit.tasks.generator import token_ids
 
@@ -61,8 +62,9 @@ class KVDecoder(torch.nn.Module):
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
         cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)],
                              config=self.model.config)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True)
+        with export_experts(self.model):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=cache, use_cache=True)
         start = past[0].shape[2]
         new: list[torch.Tensor] = []
         for layer in cache.layers:

@@ -27,7 +27,8 @@ from edgekit.preprocess.audio import load_audio
 from edgekit.tasks.ctc import FRONT_ENDS, ctc_features, decode_with
 from edgekit.tasks.recognizer import word_error_rate
 
-PARITY_SECONDS = (1.3, 2.2, 3.1)  # lengths not traced with: the samples axis really is dynamic
+PARITY_SECONDS = (1.3, 2.2, 3.1)
+PREPROCESS_MAX_ABS = 1e-4  # float32 mean/variance of the same samples: measured about 1e-6  # lengths not traced with: the samples axis really is dynamic
 _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # Share of frames whose argmax id agrees with PyTorch's, per precision.
 GATES: dict[str, Gate] = {p: {"frame_agreement": Limit(min=v)}
@@ -95,11 +96,22 @@ class _Ctc(ExportSpec):
             errors += word_error_rate(ref_text, got_text) * n
             words += n
         agreement = same / max(total, 1)
+        pre = self.preprocess_difference(waves, c)
         measures = {"samples": len(waves), "frame_agreement": agreement, "wer_vs_pytorch": errors / max(words, 1),
-                    "logits": {"max_abs": max(d["max_abs"] for d in diffs), "cosine": min(d["cosine"] for d in diffs)}}
-        return self.report(measures, precision, f"CTC argmax ids agree on {agreement:.2%} of frames; WER vs PyTorch "
-                                                f"{measures['wer_vs_pytorch']:.3f}; logits max abs diff "
-                                                f"{measures['logits']['max_abs']:.3g}")
+                    "logits": {"max_abs": max(d["max_abs"] for d in diffs), "cosine": min(d["cosine"] for d in diffs)},
+                    "preprocess_max_abs": pre}
+        report = self.report(measures, precision, f"CTC argmax ids agree on {agreement:.2%} of frames; WER vs "
+                                                  f"PyTorch {measures['wer_vs_pytorch']:.3f}; logits max abs diff "
+                                                  f"{measures['logits']['max_abs']:.3g}; pre-processing max abs "
+                                                  f"difference {pre:.3g} (limit {PREPROCESS_MAX_ABS:g})")
+        if pre > PREPROCESS_MAX_ABS:
+            report["passed"] = False
+            report["summary"] = f"pre-processing differs from the source's feature extractor; {report['summary']}"
+        return report
+
+    def preprocess_difference(self, waves: list[np.ndarray], c: CtcSection) -> float:
+        """Largest difference between edgekit's front end and the source's own (0: the same steps)."""
+        return 0.0
 
 
 class HFCtc(_Ctc):
@@ -141,6 +153,20 @@ class HFCtc(_Ctc):
         # Logits takes *args: torch.export sees one varargs argument, so its shapes nest in a tuple.
         dims = (({0: torch.export.Dim(BATCH, min=1, max=64), 1: torch.export.Dim(SAMPLES, min=1600, max=16000 * 120)},),)
         self.graph = GraphExport("model", Logits(model), (x,), ["input_values"], ["logits"], dims)
+
+    def preprocess_difference(self, waves: list[np.ndarray], c: CtcSection) -> float:
+        """edgekit's waveform front end against the folder's feature extractor (its normalization).
+        Chunks run one at a time, unpadded, so the extractor's attention mask is all ones there."""
+        from transformers import AutoFeatureExtractor
+
+        assert self.src.hf_dir is not None
+        fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
+        worst = 0.0
+        for w in waves:
+            theirs = np.asarray(fe(w, sampling_rate=c.audio.sample_rate, return_tensors="np")["input_values"][0])
+            mine = ctc_features(w, c)
+            worst = max(worst, float(np.abs(mine - theirs).max()) if mine.shape == theirs.shape else float("inf"))
+        return worst
 
 
 class TorchCtc(_Ctc):
