@@ -85,7 +85,8 @@ class GeneratorSpec(ExportSpec):
         for feeds in ref.step_feeds(model, ids, mask):
             r = ref.step(feeds)["logits"]
             g = model.runners["model"].run(feeds, outputs=["logits"])["logits"].astype(np.float32)
-            m = feeds.get("attention_mask", np.ones_like(feeds["input_ids"]))[:, -feeds["input_ids"].shape[1]:]
+            # The positions the graph returned logits for (all of them, or the last: nanoGPT-style modules).
+            m = feeds.get("attention_mask", np.ones_like(feeds["input_ids"]))[:, -r.shape[1]:]
             step_err = max(step_err, float(np.abs(r - g)[m.astype(bool)].max()))
             scale = max(scale, float(np.abs(r).max()))
         top1 = _top1(ref, model, rows)

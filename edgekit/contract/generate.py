@@ -11,6 +11,10 @@ call and writes each step's keys/values into the next slot (edgekit/tasks/kvcach
 
 Recurrent generators (`RecurrentState`, LSTM-style): input_ids (batch, 1) and the state tensors
 (layers, batch, hidden) in; logits and the next state out.
+
+Decoders without a cache (`FullSequence`, plain `forward(input_ids) -> logits` modules such as
+nanoGPT's): input_ids (batch, sequence) in, logits (batch, sequence or 1, vocab) out; every step
+runs the whole sequence again (correct, and O(n^2) over a generation).
 """
 from __future__ import annotations
 
@@ -64,6 +68,14 @@ class RecurrentState:
 
 
 @dataclass(frozen=True)
+class FullSequence:
+    """No cache: each step feeds the whole sequence so far and reads the last position's logits."""
+
+    tag: ClassVar[str] = "full"
+    input: str = "input_ids"
+
+
+@dataclass(frozen=True)
 class GenerationDefaults:
     """The model's own generation settings (its generation_config.json); None: transformers' default."""
 
@@ -108,7 +120,7 @@ class GenerateSection(Section):
     bos_token_id: int | None
     pad_token_id: int
     max_context: int
-    cache: KVCache | RecurrentState
+    cache: KVCache | RecurrentState | FullSequence
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
 
     def __post_init__(self) -> None:
@@ -119,6 +131,8 @@ class GenerateSection(Section):
         c = self.cache
         if isinstance(c, KVCache):
             return {"model": decoder_needs(c)}
+        if isinstance(c, FullSequence):
+            return {"model": GraphNeeds((Need(c.input, INT64, 2),), (Need("logits", FLOAT, 3),))}
         ins = (Need("input_ids", INT64, 2), *(Need(n, FLOAT, 3) for n in c.inputs))
         outs = (Need("logits", FLOAT, 3), *(Need(n, FLOAT, 3) for n in c.outputs))
         return {"model": GraphNeeds(ins, outs)}
@@ -126,5 +140,7 @@ class GenerateSection(Section):
     def call_shapes(self, graph: str) -> list[Phase]:
         if isinstance(self.cache, KVCache):
             return decoder_phases(self.max_context, self.batch)
+        if isinstance(self.cache, FullSequence):
+            return [("all", {BATCH: self.batch, SEQUENCE: (1, min(128, self.max_context), self.max_context)})]
         return [("all", {BATCH: self.batch})]
 
