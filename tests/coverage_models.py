@@ -208,6 +208,12 @@ def save_folder(task: str, family: str, folder: Path, seed: int = 0) -> Path:
         config.num_labels = 3
     torch.manual_seed(seed)
     model = _auto_model(task).from_config(config).eval()
+    with torch.no_grad():  # the tiny config must run in PyTorch itself, else it is the sweep's problem
+        if task == "classify-image":
+            side = int(getattr(config, "image_size", 32) or 32)
+            model(pixel_values=torch.rand(1, int(getattr(config, "num_channels", 3)), side, side))
+        else:
+            model(input_ids=torch.tensor([[7, 8, 9, 10]]))
     model.save_pretrained(folder)
     if task == "classify-text":
         tok.save_pretrained(folder)

@@ -21,12 +21,12 @@ from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.generate import STEP_INPUTS, GenerateSection, GenerationDefaults, KVCache
 from edgekit.converters.export import GraphExport
-from edgekit.converters.sources import Source
+from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import ConvertOptions
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, torch_step
 from edgekit.converters.wrappers import export_experts
-from edgekit.errors import SourceError
+from edgekit.errors import SourceError, UnsupportedError
 from edgekit.tasks.generator import token_ids
 
 MAX_BATCH = 256
@@ -76,8 +76,8 @@ class HFCausalLM(GeneratorSpec):
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
         arch = src.architecture
-        return not src.is_plain and task in (None, "generate") and (arch.endswith("ForCausalLM")
-                                                                    or arch.endswith("LMHeadModel"))
+        return not src.is_plain and task in (None, "generate") and (
+            arch.endswith(("ForCausalLM", "LMHeadModel")) or arch in auto_architectures("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)
@@ -131,9 +131,14 @@ def cache_geometry(model: Any) -> KVCache:
     """(layers, KV heads, head size) from one probe forward: no per-family config knowledge needed."""
     cache = DynamicCache(config=model.config)
     ids = torch.zeros((1, 2), dtype=torch.long)
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True)
-    k = cache.layers[0].keys
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True)
+    except (ValueError, TypeError, AttributeError) as e:  # recurrent / linear-attention states
+        raise UnsupportedError(f"'{model.config.model_type}' keeps a cache edgekit's decoder graph cannot hold",
+                               found=f"{type(e).__name__}: {str(e)[:200]}",
+                               fix="generate supports decoders with a (batch, heads, seq, dim) key/value cache") from None
+    k = cache.layers[0].keys if cache.layers else None
     if k is None or k.ndim != 4:
         raise SourceError(f"'{model.config.model_type}' does not keep a (batch, heads, seq, dim) KV cache",
                           fix="generate supports decoders with a standard Hugging Face cache")

@@ -24,7 +24,7 @@ from edgekit.contract.classify import (SCORES, ClassifySection, ExactSize, Image
 from edgekit.converters.export import GraphExport
 from edgekit.converters.parity import OUTPUT_GATES, graph_parity
 from edgekit.converters.reference import TorchRunner
-from edgekit.converters.sources import Source
+from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Feeds
 from edgekit.converters.calibration import read_classify
 from edgekit.converters.classify_parity import Reference, end_to_end, preprocess_difference
@@ -276,7 +276,9 @@ class HFImageClassifier(_Classifier):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        return not src.is_plain and task in (None, "classify") and src.architecture.endswith("ForImageClassification")
+        arch = src.architecture
+        return not src.is_plain and task in (None, "classify") and (arch.endswith("ForImageClassification") or arch
+                                                                    in auto_architectures("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)
@@ -320,7 +322,9 @@ class HFTextClassifier(_Classifier):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        return not src.is_plain and task in (None, "classify") and src.architecture.endswith("ForSequenceClassification")
+        arch = src.architecture
+        return not src.is_plain and task in (None, "classify") and (arch.endswith("ForSequenceClassification") or arch
+                                                                    in auto_architectures("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)

@@ -19,7 +19,7 @@ from edgekit.contract.base import BATCH, FRAMES, SAMPLES
 from edgekit.contract.recognize import Chunking, CtcSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.parity import compare_outputs
-from edgekit.converters.sources import Source
+from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Gate, Limit
 from edgekit.converters.wrappers import Logits
 from edgekit.errors import ConfigError, InputError, SourceError
@@ -119,7 +119,8 @@ class HFCtc(_Ctc):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        return not src.is_plain and task in (None, "recognize") and src.architecture.endswith("ForCTC")
+        return not src.is_plain and task in (None, "recognize") and (
+            src.architecture.endswith("ForCTC") or src.architecture in auto_architectures("MODEL_FOR_CTC_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)
