@@ -316,7 +316,8 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
     ids = rng.integers(7, model.config.vocab_size, size=(1, 6)).astype(np.int64)
     with torch.no_grad():
         want = model.generate(torch.from_numpy(ids), attention_mask=torch.ones(1, 6, dtype=torch.long),
-                              max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0).numpy()
+                              max_new_tokens=12, do_sample=False, eos_token_id=None, forced_eos_token_id=None,
+                              pad_token_id=0).numpy()
     got = lm.generate(input_ids=ids, max_new_tokens=12, eos_token_id=[])
     if precision != "fp32":
         return ""  # lower precisions: the convert gate (top-1 agreement) is the measure

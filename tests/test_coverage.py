@@ -2,7 +2,7 @@
 folder at fp32 and compared from the raw input to the answer with the transformers pipeline
 (tests/coverage_models.py says how, per task).
 
-CI runs FAST, one family per convention that broke before (MoE experts, ALiBi, GPT-2-style pooling
+CI runs FAST, one family per convention that broke before (MoE experts, ALiBi and cache-length positions, GPT-2-style
 and token types, crop_pct processors, CTC special tokens): a couple of minutes on 2 cores.
 `EDGEKIT_COVERAGE=full` parametrizes over every family of the four mappings and checks each still
 has the status recorded in docs/coverage.jsonl (the README's "supported architectures" table,
@@ -18,7 +18,7 @@ import pytest
 
 from coverage_models import TASKS, families, outcome
 
-FAST = [("generate", "llama"), ("generate", "mixtral"), ("generate", "bloom"), ("classify-text", "gpt2"),
+FAST = [("generate", "llama"), ("generate", "mixtral"), ("generate", "mpt"), ("generate", "bart"), ("classify-text", "gpt2"),
         ("classify-text", "bert"), ("classify-image", "convnext"), ("classify-image", "poolformer"),
         ("recognize", "hubert")]
 RECORDED = Path(__file__).resolve().parents[1] / "docs" / "coverage.jsonl"

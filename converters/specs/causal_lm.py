@@ -8,6 +8,7 @@ step through one graph, `present` holding only this call's keys/values.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,8 @@ class HFCausalLM(GeneratorSpec):
         self.facts = FAMILIES.get(self.family, Family())
         self.cache = cache_geometry(self.model)
         self.wrapper = KVDecoder(self.model, self.cache.layers)
+        if depends_on_slots(self.wrapper, self.cache):
+            self.cache = dataclasses.replace(self.cache, compact=True)
         inputs = [*STEP_INPUTS, *self.cache.past()]
         self.graph = GraphExport("model", self.wrapper, _example(self.model, self.cache), inputs,
                                  ["logits", *self.cache.present()], _dynamic_shapes(self.cache.layers),
@@ -145,6 +148,23 @@ def cache_geometry(model: Any) -> KVCache:
     return KVCache(len(cache.layers), int(k.shape[1]), int(k.shape[3]))
 
 
+def depends_on_slots(wrapper: KVDecoder, cache: KVCache) -> bool:
+    """Whether the model's step logits change when masked, unfilled slots sit between the past and
+    the current token (positions from the cache length, ALiBi by key index): then the runtime must
+    keep the past compact (KVCache.compact). One prompt step and the next token twice, in PyTorch."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, int(wrapper.model.config.vocab_size), (1, 5), generator=g)
+    empty = [torch.zeros((1, cache.heads, 0, cache.head_dim)) for _ in range(2 * cache.layers)]
+    with torch.no_grad():
+        present = wrapper(ids[:, :4], torch.ones((1, 4), dtype=torch.long), torch.arange(4)[None], *empty)[1:]
+        pos = torch.tensor([[4]])
+        compact = wrapper(ids[:, 4:], torch.ones((1, 5), dtype=torch.long), pos, *present)[0]
+        gap = [torch.cat([p, torch.zeros((1, cache.heads, 3, cache.head_dim))], dim=2) for p in present]
+        mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 1]])
+        slotted = wrapper(ids[:, 4:], mask, pos, *gap)[0]
+    return not torch.allclose(compact, slotted, rtol=1e-4, atol=1e-5)
+
+
 def _example(model: Any, cache: KVCache) -> tuple[Any, ...]:
     # Traced at batch 2, 4 new tokens after 3 past ones: no dim is 0 or 1 (torch.export would
     # specialize those); past length 0 still runs through the same graph, no 0/1 specialization.
@@ -193,7 +213,7 @@ class HFReference:
         # the model's own generation config, so that one is swapped for the call.
         saved = self.model.generation_config
         cfg = copy.deepcopy(saved)
-        cfg.eos_token_id = None
+        cfg.eos_token_id = cfg.forced_eos_token_id = None  # eos ignored, forced at the end too (BART-family)
         cfg.pad_token_id = 0
         cfg.max_new_tokens, cfg.do_sample = new, False
         self.model.generation_config = cfg

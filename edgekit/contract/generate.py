@@ -32,6 +32,11 @@ class KVCache:
     layers: int
     heads: int
     head_dim: int
+    # True for models whose answer depends on where the past slots sit, not only on which are
+    # attended (positions taken from the cache length: BART-family decoders; ALiBi biases by key
+    # index: MPT): the runtime then keeps exactly the tokens so far (edgekit/tasks/compactkv.py)
+    # instead of preallocated slots with the unfilled ones masked. Detected at convert.
+    compact: bool = False
 
     def __post_init__(self) -> None:
         if min(self.layers, self.heads, self.head_dim) < 1:

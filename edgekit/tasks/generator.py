@@ -17,6 +17,7 @@ from edgekit.contract.generate import FullSequence, GenerateSection, KVCache, Re
 from edgekit.errors import ConfigError, InputError
 from edgekit.preprocess.text import check_texts, read_tokenizer
 from edgekit.runtimes.base import Runner
+from edgekit.tasks.compactkv import CompactKV
 from edgekit.tasks.fullseq import FullSequenceState
 from edgekit.tasks.kvcache import SlotCache
 from edgekit.tasks.model import Model
@@ -96,10 +97,10 @@ class _RecurrentState:
 
 
 def cache_for(runner: Runner, cfg: KVCache | RecurrentState | FullSequence, batch: int, prompt: int,
-              new: int) -> _KVCache | _RecurrentState | FullSequenceState:
+              new: int) -> _KVCache | _RecurrentState | FullSequenceState | CompactKV:
     """The loop state for the contract's cache layout, sized for prompt + new tokens."""
     if isinstance(cfg, KVCache):
-        return _KVCache(runner, cfg, batch, prompt, new)
+        return CompactKV(runner, cfg, batch) if cfg.compact else _KVCache(runner, cfg, batch, prompt, new)
     if isinstance(cfg, FullSequence):
         return FullSequenceState(runner, cfg, batch, prompt, new)
     return _RecurrentState(runner, cfg, batch, prompt, new)
