@@ -27,7 +27,7 @@ def export_experts(model: Any) -> Iterator[None]:
     expert into data-dependent groups (`transformers.grouped_mm_fallback`, a custom op no ONNX
     exporter translates). The same products, so the same tokens; PyTorch runs keep the default.
     A gather per token: prefill memory grows with tokens x k x expert size."""
-    default = getattr(model.config, "_experts_implementation", None)
+    default = getattr(getattr(model, "config", None), "_experts_implementation", None)
     switch = (torch.compiler.is_exporting() and default not in (None, "batched_mm")
               and hasattr(model, "set_experts_implementation") and model._can_set_experts_implementation())
     if switch:

@@ -22,7 +22,7 @@ from edgekit.converters.parity import compare_outputs
 from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Gate, Limit
 from edgekit.converters.wrappers import Logits
-from edgekit.errors import ConfigError, InputError, SourceError
+from edgekit.errors import ConfigError, InputError, SourceError, UnsupportedError
 from edgekit.preprocess.audio import load_audio
 from edgekit.tasks.ctc import FRONT_ENDS, ctc_features, decode_with
 from edgekit.tasks.recognizer import word_error_rate
@@ -128,9 +128,14 @@ class HFCtc(_Ctc):
 
         folder = src.hf_dir
         assert folder is not None
+        fe = _json(folder / "preprocessor_config.json")
+        kind = fe.get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
+        if kind != "Wav2Vec2FeatureExtractor":  # fbank / mel front ends: not edgekit's waveform front end
+            raise UnsupportedError(f"edgekit cannot reproduce the feature extractor {kind} of '{folder.name}'",
+                                   found="edgekit's CTC front end is the raw waveform (Wav2Vec2FeatureExtractor)",
+                                   fix="convert a waveform CTC model (wav2vec2, HuBERT, WavLM, ...)")
         model = AutoModelForCTC.from_pretrained(folder).eval()
         self.family = str(src.config.get("model_type", "hf-ctc"))
-        fe = _json(folder / "preprocessor_config.json")
         if not (folder / "vocab.json").is_file():
             raise SourceError(f"'{folder}' has no vocab.json", fix="save the processor/tokenizer beside the model")
         vocab = _json(folder / "vocab.json")
