@@ -44,7 +44,7 @@ def _one(args: tuple[str, str, str]) -> str:
     return outcome(*args).to_json()
 
 
-def run(out: Path, precisions: list[str], only: str | None) -> None:
+def run(out: Path, precisions: list[str], only: str | None, workers: int) -> None:
     from coverage_models import TASKS, families
 
     done = set()
@@ -56,23 +56,34 @@ def run(out: Path, precisions: list[str], only: str | None) -> None:
     jobs = [(t, f, p) for p in precisions for t in tasks for f in families(t) if (t, f, p) not in done]
     print(f"{len(jobs)} to run ({len(done)} already in {out})", flush=True)
     ctx = mp.get_context("spawn")
-    pool = ctx.Pool(1, maxtasksperchild=MAX_TASKS)  # imports once per few families; a leak stays bounded
-    try:
-        for job in jobs:
-            res = pool.apply_async(_one, (job,))
-            try:
-                line = res.get(TIMEOUT_S)
-            except mp.TimeoutError:
-                line = _failed(job, f"timed out after {TIMEOUT_S} s")
-                pool.terminate()
-                pool = ctx.Pool(1, maxtasksperchild=MAX_TASKS)
-            except Exception as e:  # the worker died (segfault, out of memory)
-                line = _failed(job, f"worker died: {type(e).__name__}: {e}")
-            with out.open("a") as f:
-                f.write(line + "\n")
+    while jobs:
+        # A few families at a time (each worker imports once per MAX_TASKS families); a family still
+        # running TIMEOUT_S after the ones before it finished is recorded as timed out, and the pool restarted.
+        pool = ctx.Pool(workers, maxtasksperchild=MAX_TASKS)
+        pending = [(job, pool.apply_async(_one, (job,))) for job in jobs]
+        jobs = []
+        try:
+            for i, (job, res) in enumerate(pending):
+                try:
+                    line = res.get(TIMEOUT_S)
+                except mp.TimeoutError:
+                    line = _failed(job, f"timed out after {TIMEOUT_S} s")
+                    jobs = [j for j, r in pending[i + 1:] if not r.ready()]
+                    _record(out, [r.get() for _, r in pending[i + 1:] if r.ready()])
+                    _record(out, [line])
+                    break
+                except Exception as e:  # the worker died (segfault, out of memory)
+                    line = _failed(job, f"worker died: {type(e).__name__}: {e}")
+                _record(out, [line])
+        finally:
+            pool.terminate()
+
+
+def _record(out: Path, lines: list[str]) -> None:
+    with out.open("a") as f:
+        for line in lines:
+            f.write(line + "\n")
             print(line, flush=True)
-    finally:
-        pool.terminate()
 
 
 def _failed(job: tuple[str, str, str], reason: str) -> str:
@@ -117,10 +128,11 @@ def main() -> None:
     ap.add_argument("--out", "--results", dest="out", type=Path, default=ROOT / "docs" / "coverage.jsonl")
     ap.add_argument("--precisions", default="fp32")
     ap.add_argument("--only", default=None, help="comma-separated tasks, in this order")
+    ap.add_argument("--workers", type=int, default=1, help="families converted at once")
     a = ap.parse_args()
     if a.command == "run":
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        run(a.out, a.precisions.split(","), a.only)
+        run(a.out, a.precisions.split(","), a.only, a.workers)
     else:
         write_readme(a.out)
 

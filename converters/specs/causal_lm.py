@@ -141,10 +141,13 @@ def cache_geometry(model: Any) -> KVCache:
         raise UnsupportedError(f"'{model.config.model_type}' keeps a cache edgekit's decoder graph cannot hold",
                                found=f"{type(e).__name__}: {str(e)[:200]}",
                                fix="generate supports decoders with a (batch, heads, seq, dim) key/value cache") from None
-    k = cache.layers[0].keys if cache.layers else None
-    if k is None or k.ndim != 4:
-        raise SourceError(f"'{model.config.model_type}' does not keep a (batch, heads, seq, dim) KV cache",
-                          fix="generate supports decoders with a standard Hugging Face cache")
+    keys = [getattr(layer, "keys", None) for layer in cache.layers]  # linear-attention layers have none
+    shapes = {tuple(k.shape[1::2]) if isinstance(k, torch.Tensor) and k.ndim == 4 else None for k in keys}
+    if not keys or len(shapes) != 1 or None in shapes:
+        raise UnsupportedError(f"'{model.config.model_type}' does not keep one (batch, heads, seq, dim) key/value "
+                               "cache shape in every layer", found=f"per-layer shapes {sorted(map(str, shapes))[:4]}",
+                               fix="generate supports decoders with a standard Hugging Face key/value cache")
+    k = keys[0]
     return KVCache(len(cache.layers), int(k.shape[1]), int(k.shape[3]))
 
 
