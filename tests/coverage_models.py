@@ -132,6 +132,23 @@ def _shrink_list(key: str, value: list[Any]) -> list[Any] | None:
     return None
 
 
+# Vision families whose stage lists constrain each other: their own numbers, made small.
+# "lists": False keeps the default per-stage lists (they are scaled by coefficients instead).
+_VISION_FAMILIES: dict[str, dict[str, Any]] = {
+    "swin": dict(embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=2, patch_size=4),
+    "swinv2": dict(embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=2, patch_size=4),
+    "bit": dict(num_groups=2),
+    "efficientnet": dict(lists=False, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128),
+    "levit": dict(lists=False, image_size=64, hidden_sizes=[16, 32, 48], key_dim=[4, 4, 4], depths=[1, 1, 1],
+                  num_attention_heads=[2, 2, 2]),
+    "hgnet_v2": dict(lists=False),
+    "textnet": dict(lists=False),
+    "mobilevitv2": dict(lists=False, width_multiplier=0.25, image_size=64),
+    "hiera": dict(image_size=[64, 64], embed_dim=16, num_heads=[1, 1, 1, 1], depths=[1, 1, 1, 1],
+                  masked_unit_size=[8, 8], query_stride=[2, 2], patch_stride=[4, 4]),
+}
+
+
 def tiny_config(model_type: str, task: str, vocab: int, **extra: Any) -> Any:
     from transformers import CONFIG_MAPPING
 
@@ -140,13 +157,16 @@ def tiny_config(model_type: str, task: str, vocab: int, **extra: Any) -> Any:
     ints = _VISION_INTS if task == "classify-image" else _INTS
     kw: dict[str, Any] = {k: v for k, v in ints.items() if k in base and v is not None}
     if task == "classify-image":
-        for k, v in base.items():
-            if isinstance(v, list):
-                small = _shrink_list(k, v)
-                if small is not None:
-                    kw[k] = small
-        if "hidden_sizes" in base and "num_attention_heads" in kw:
+        family = dict(_VISION_FAMILIES.get(model_type, {}))
+        if family.pop("lists", True):
+            for k, v in base.items():
+                if isinstance(v, list):
+                    small = _shrink_list(k, v)
+                    if small is not None:
+                        kw[k] = small
+        if "hidden_sizes" in base and isinstance(kw.get("num_attention_heads"), int):
             kw.pop("num_attention_heads")
+        kw.update({k: v for k, v in family.items() if k in base})
     if "vocab_size" in base:
         kw["vocab_size"] = vocab
     for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
@@ -172,13 +192,15 @@ WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "big", "small", "r
 
 def tiny_tokenizer() -> Any:
     """A word-level fast tokenizer with [PAD]=0, [BOS]=1, [EOS]=2, [UNK]=3, [CLS]=4, [SEP]=5, [MASK]=6."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     vocab = {t: i for i, t in enumerate(specials + WORDS)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    # [BOS] text [EOS], as real tokenizers add: BART-style classifiers pool on the eos token.
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 1), ("[EOS]", 2)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]",
                                    unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
 
@@ -194,6 +216,13 @@ def _auto_model(task: str) -> Any:
                                   "recognize": "AutoModelForCTC"}[task])
 
 
+def _architecture(task: str, family: str) -> str:
+    from transformers.models.auto import modeling_auto
+
+    names = getattr(modeling_auto, _MAPPINGS[task])[family]
+    return str(names[0] if isinstance(names, (tuple, list)) else names)
+
+
 def save_folder(task: str, family: str, folder: Path, seed: int = 0) -> Path:
     import torch
 
@@ -206,14 +235,22 @@ def save_folder(task: str, family: str, folder: Path, seed: int = 0) -> Path:
         config.id2label = {0: "neg", 1: "neutral", 2: "pos"}
         config.label2id = {v: k for k, v in config.id2label.items()}
         config.num_labels = 3
+    config.architectures = [_architecture(task, family)]  # some mappings hold several classes
     torch.manual_seed(seed)
     model = _auto_model(task).from_config(config).eval()
+    with torch.no_grad():
+        # Some families initialise their MoE router to zeros: every expert then ties, and PyTorch's and
+        # onnxruntime's top-k break ties differently. Trained routers never tie: give them random weights.
+        for name, p in model.named_parameters():
+            if ("router" in name or name.endswith("gate.weight")) and p.ndim == 2 and not p.any():
+                p.normal_(0.0, 0.2)
     with torch.no_grad():  # the tiny config must run in PyTorch itself, else it is the sweep's problem
-        if task == "classify-image":
-            side = int(getattr(config, "image_size", 32) or 32)
+        if task == "classify-image" and model.main_input_name == "pixel_values":
+            side = getattr(config, "image_size", 32) or 32
+            side = int(side[0] if isinstance(side, (list, tuple)) else side)
             model(pixel_values=torch.rand(1, int(getattr(config, "num_channels", 3)), side, side))
         else:
-            model(input_ids=torch.tensor([[7, 8, 9, 10]]))
+            model(input_ids=torch.tensor([[1, 7, 8, 9, 10, 2]]))
     model.save_pretrained(folder)
     if task == "classify-text":
         tok.save_pretrained(folder)
@@ -232,7 +269,8 @@ def _save_image_processor(family: str, folder: Path, config: Any) -> None:
     if isinstance(names, dict):
         name = names.get("pil") or next(iter(names.values()))
     proc = getattr(transformers, str(name))()
-    side = int(getattr(config, "image_size", 32) or 32)
+    side = getattr(config, "image_size", 32) or 32
+    side = int(side[0] if isinstance(side, (list, tuple)) else side)
     size = getattr(proc, "size", None) or {}
     # The family's own convention (crop_pct, shortest_edge, crop...), scaled to the tiny side.
     if "shortest_edge" in size and "longest_edge" not in size:

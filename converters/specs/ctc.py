@@ -136,6 +136,10 @@ class HFCtc(_Ctc):
                                    fix="convert a waveform CTC model (wav2vec2, HuBERT, WavLM, ...)")
         model = AutoModelForCTC.from_pretrained(folder).eval()
         self.family = str(src.config.get("model_type", "hf-ctc"))
+        if model.main_input_name != "input_values":
+            raise UnsupportedError(f"'{self.family}' takes {model.main_input_name} (filterbank features), not the waveform",
+                                   found=f"{type(model).__name__}.main_input_name = {model.main_input_name!r}",
+                                   fix="convert a waveform CTC model (wav2vec2, HuBERT, WavLM, ...)")
         if not (folder / "vocab.json").is_file():
             raise SourceError(f"'{folder}' has no vocab.json", fix="save the processor/tokenizer beside the model")
         vocab = _json(folder / "vocab.json")
