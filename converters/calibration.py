@@ -102,7 +102,9 @@ def _items(data: Any) -> Iterable[Any]:
 
 
 def _is_array(v: Any) -> bool:
-    return isinstance(v, np.ndarray) or type(v).__module__.startswith("torch")
+    """A numpy array or a torch tensor (torch is not imported here: a DataLoader is no tensor)."""
+    return isinstance(v, np.ndarray) or (type(v).__module__.startswith("torch") and hasattr(v, "detach")
+                                         and hasattr(v, "shape"))
 
 
 def _is_raw_image(v: Any) -> bool:

@@ -171,6 +171,11 @@ def _parity_text(r: dict[str, Any]) -> str:
     for k, v in r.items():
         if k not in ("outputs", "tolerances", "passed", "precision", "samples", "summary") and not isinstance(v, dict):
             lines.append(f"  {k}: {v}")
+    e2e = r.get("end_to_end")
+    if isinstance(e2e, dict):  # classify: raw inputs to scores, and the pre-processing on its own line
+        lines.append(f"  end to end: {e2e['samples']} raw inputs, scores max abs diff {e2e['scores_max_abs']:.4g}, "
+                     f"top-1 {e2e['top1']:.4g} (against {e2e['reference']})")
+        lines.append(f"  pre-processing: {e2e['preprocess']['summary']}")
     lines.append(f"  {r.get('summary', '')}")
     return "\n".join(lines)
 
