@@ -172,6 +172,8 @@ def tiny_config(model_type: str, task: str, vocab: int, **extra: Any) -> Any:
     for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if k in base:
             kw[k] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}[k]
+    if "kv_lora_rank" in base and "num_key_value_heads" in kw:  # latent attention (MLA): one KV head per head
+        kw["num_key_value_heads"] = kw.get("num_attention_heads", 4)
     if "sliding_window" in base and base["sliding_window"] is not None:
         kw["sliding_window"] = 128
     if "initializer_range" in base:
