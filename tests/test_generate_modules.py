@@ -182,3 +182,29 @@ def test_a_module_that_breaks_the_protocol_is_refused() -> None:
 
     with pytest.raises(SourceError, match="past_key_values protocol"):
         edgekit.convert(Bad(), "/tmp/never-written", task="generate", preprocess={"max_context": 16})
+
+
+def test_compact_cache_for_alibi_decoders_reorders_rows(tmp_path: Path) -> None:
+    """MPT biases attention by key index (ALiBi): masked, unfilled slots would shift it, so the runtime
+    keeps a compact cache (detected at convert). Its reorder() (beam search) keeps rows in a new order."""
+    import edgekit
+    from edgekit.tasks.compactkv import CompactKV
+    from edgekit.tasks.generator import left_pad
+    from transformers import MptConfig, MptForCausalLM
+
+    torch.manual_seed(0)
+    MptForCausalLM(MptConfig(d_model=32, n_heads=4, n_layers=2, vocab_size=64, max_seq_len=64,
+                             initializer_range=0.2)).eval().save_pretrained(tmp_path / "hf")
+    edgekit.convert(tmp_path / "hf", tmp_path / "m")  # the gate: greedy tokens identical to transformers
+    lm = edgekit.load(tmp_path / "m", device="cpu")
+    assert lm.contract.cache.compact
+    rows = [[5, 6, 7, 8], [9, 10]]
+    ids, mask = left_pad(rows, 0)
+    state = CompactKV(lm.runners["model"], lm.contract.cache, 2)
+    state.prefill(ids, mask)
+    state.reorder(np.array([1, 1, 0]))
+    got = state.step(np.array([11, 12, 13]))
+    for i, (src, t) in enumerate(((1, 11), (1, 12), (0, 13))):
+        one = CompactKV(lm.runners["model"], lm.contract.cache, 1)
+        one.prefill(ids[src : src + 1], mask[src : src + 1])  # the same row, with the batch's left padding
+        np.testing.assert_allclose(got[i], one.step(np.array([t]))[0], atol=1e-4)

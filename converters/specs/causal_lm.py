@@ -27,7 +27,7 @@ from edgekit.converters.spec import ConvertOptions
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, torch_step
 from edgekit.converters.wrappers import export_experts
-from edgekit.errors import SourceError, UnsupportedError
+from edgekit.errors import UnsupportedError
 from edgekit.tasks.generator import token_ids
 
 MAX_BATCH = 256

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,14 +29,13 @@ from edgekit.converters.calibration import read_classify
 from edgekit.converters.classify_parity import Reference, end_to_end, preprocess_difference
 from edgekit.converters.wrappers import Logits, callable_module, first_output
 from edgekit.tasks.classifier import apply_scores
-from edgekit.errors import ConfigError, InputError, SourceError
+from edgekit.errors import ConfigError, SourceError
 
 _BATCH = 8  # calibration and parity feeds per run
 _PARITY_SAMPLES = 32
 PARITY_INPUTS = "parity_inputs.npz"
 _STORED_BATCHES = 2
 _STORED_BYTES = 4 << 20  # 224x224 images: one batch of 8 is 4.8 MB; never more than one then
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 Sampler = Callable[[int, int], list[Feeds]]  # (count, seed) -> batches of graph feeds
 
 
