@@ -172,7 +172,7 @@ def _parity_text(r: dict[str, Any]) -> str:
         if k not in ("outputs", "tolerances", "passed", "precision", "samples", "summary") and not isinstance(v, dict):
             lines.append(f"  {k}: {v}")
     e2e = r.get("end_to_end")
-    if isinstance(e2e, dict):  # classify: raw inputs to scores, and the pre-processing on its own line
+    if isinstance(e2e, dict) and "scores_max_abs" in e2e:  # classify: raw inputs to scores, pre-processing
         lines.append(f"  end to end: {e2e['samples']} raw inputs, scores max abs diff {e2e['scores_max_abs']:.4g}, "
                      f"top-1 {e2e['top1']:.4g} (against {e2e['reference']})")
         lines.append(f"  pre-processing: {e2e['preprocess']['summary']}")
