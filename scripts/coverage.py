@@ -96,14 +96,22 @@ def table(results: Path) -> str:
     for line in results.read_text().splitlines():
         r = json.loads(line)
         rows[(r["task"], r["family"])][r["precision"]] = r
-    precisions = [p for p in ("fp32", "fp16", "int8") if any(p in v for v in rows.values())]
+    precisions = ["fp32", "fp16", "int8"]
     mark = {"pass": "yes", "fail": "FAIL", "refused": "refused", "skip": "skipped"}
-    lines = ["| task | families | fp32 pass | refused | fail | skipped |", "|---|---|---|---|---|---|"]
-    for task in sorted({t for t, _ in rows}):
-        c = Counter(v["fp32"]["status"] for (t, _), v in rows.items() if t == task and "fp32" in v)
+    from coverage_models import TASKS, families
+
+    for task in TASKS:  # every family of the mappings is listed, swept or not
+        for fam in families(task):
+            rows.setdefault((task, fam), {})
+    lines = ["Status per precision: yes (converted, answers identical within the task's tolerance), refused (a clear",
+             "edgekit error, reason given), FAIL (converted but answers differ, or a raw error), skipped (multimodal /",
+             "Hub code, or the sweep could not build a tiny config: not counted as tested), - (not run yet).", "",
+             "| task | families | fp32 pass / tested | refused | fail | skipped | not run |", "|---|---|---|---|---|---|---|"]
+    for task in TASKS:
+        c = Counter(v["fp32"]["status"] if "fp32" in v else "not run" for (t, _), v in rows.items() if t == task)
         tested = c["pass"] + c["fail"] + c["refused"]
         lines.append(f"| {task} | {sum(c.values())} | {c['pass']}/{tested} ({100 * c['pass'] / max(tested, 1):.0f}%) "
-                     f"| {c['refused']} | {c['fail']} | {c['skip']} |")
+                     f"| {c['refused']} | {c['fail']} | {c['skip']} | {c['not run']} |")
     lines += ["", "| family | task | " + " | ".join(precisions) + " | reason (when not yes) |",
               "|---|---|" + "---|" * len(precisions) + "---|"]
     for (task, fam), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
