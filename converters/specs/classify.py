@@ -338,18 +338,24 @@ class HFTextClassifier(_Classifier):
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted and n in given]
         max_len = int(src.config.get("max_position_embeddings", 512))
         pad = int(src.config.get("pad_token_id") or 0)
-        self.input = TextInput("tokenizer.json", max_len, pad, tuple(names))  # type: ignore[arg-type]
+        vocab = int(src.config.get("vocab_size", 100))
+        # Rows end with eos as tokenized text does: BART-style heads pool on it (and check it is there).
+        eos = src.config.get("eos_token_id")
+        eos = eos[0] if isinstance(eos, list) else eos
+        ids = torch.randint(3, vocab, (2, 8))
+        if isinstance(eos, int) and 0 <= eos < vocab:
+            ids[:, -1] = eos
+        pad_batches = not _padding_changes_answers(model, names, ids, pad)
+        self.input = TextInput("tokenizer.json", max_len, pad, tuple(names), pad_batches)  # type: ignore[arg-type]
         self.tokenizer_json = hf_tokenizer_json(src)
         batch = torch.export.Dim(BATCH, min=1, max=4096)
         seq = torch.export.Dim(SEQUENCE, min=2, max=max_len)
-        vocab = int(src.config.get("vocab_size", 100))
-        ids = torch.randint(3, vocab, (2, 8))
         args = tuple(ids if n == "input_ids" else torch.ones_like(ids) if n == "attention_mask" else torch.zeros_like(ids)
                      for n in names)
         self.graph = GraphExport("model", Logits(model, names), args, names, ["logits"],
                                  (tuple({0: batch, 1: seq} for _ in names),))  # varargs: one nested tuple
         self.labels = hf_labels(src.config)
-        self.sample = _random_text_sampler(names, vocab, pad)
+        self.sample = _random_text_sampler(names, vocab, pad, eos if isinstance(eos, int) and 0 <= eos < vocab else None)
 
     def detect_scores(self) -> str:
         return hf_scores(self.src.config)
@@ -453,13 +459,32 @@ def _random_sampler(x: ImageInput | TextInput | TensorInput, example: torch.Tens
     return sample
 
 
-def _random_text_sampler(names: list[str], vocab: int, pad: int) -> Sampler:
+def _padding_changes_answers(model: Any, names: list[str], ids: torch.Tensor, pad: int) -> bool:
+    """Whether a text's logits change when pad tokens (masked) follow it: models that mix over all
+    positions (convolutions: ConvBERT; Fourier transforms: FNet) see the padding. Those run texts in
+    groups of one length (TextInput.pad_batches), as the transformers pipeline runs one at a time."""
+    row = ids[:1]
+    padded = torch.cat([row, torch.full((1, 3), pad, dtype=row.dtype)], dim=1)
+    mask = torch.cat([torch.ones_like(row), torch.zeros((1, 3), dtype=row.dtype)], dim=1)
+
+    def logits(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        feeds = {"input_ids": x, "attention_mask": m, "token_type_ids": torch.zeros_like(x)}
+        with torch.no_grad():
+            return first_output(model(**{n: feeds[n] for n in names})).float()
+
+    return not torch.allclose(logits(row, torch.ones_like(row)), logits(padded, mask), atol=1e-5, rtol=1e-4)
+
+
+def _random_text_sampler(names: list[str], vocab: int, pad: int, eos: int | None = None) -> Sampler:
     def sample(n: int, seed: int) -> list[Feeds]:
         rng = np.random.default_rng(seed)
         out = []
         for i, b in enumerate(_batches(n)):
             length = [5, 11, 16, 23][i % 4]  # lengths not traced with: the dims really are dynamic
             ids = rng.integers(3, vocab, size=(b, length)).astype(np.int64)
+            if eos is not None:
+                ids[:, -1] = eos
+                ids[0, length - 3] = eos  # the padded row below ends where its text ends
             mask = np.ones_like(ids)
             mask[0, length - 2 :] = 0  # one padded row per batch
             ids[0, length - 2 :] = pad

@@ -105,6 +105,9 @@ class TextInput:
     max_length: int  # longer texts are truncated (the closing special token kept)
     pad_id: int
     inputs: tuple[Literal["input_ids", "attention_mask", "token_type_ids"], ...]  # what the graph takes
+    # False for models whose answer changes when masked padding follows a text (convolutions, Fourier
+    # mixing over positions): texts then run in groups of one token length, never padded.
+    pad_batches: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_length <= 1 << 20:

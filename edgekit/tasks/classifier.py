@@ -61,8 +61,23 @@ class Classifier(Model):
 
     def logits(self, items: list[Any]) -> np.ndarray:
         """Pre-process `items` as recorded in the artifact and return the raw outputs (batch, classes)."""
+        x = self.contract.input
+        if isinstance(x, TextInput) and not x.pad_batches and len(items) > 1:
+            return self._unpadded(items)
         out = self.runners["model"].run(self.prepare(items), outputs=[self.contract.output])
         return np.asarray(out[self.contract.output], dtype=np.float32)
+
+    def _unpadded(self, texts: list[Any]) -> np.ndarray:
+        """Texts grouped by token length, each group one batch without padding (TextInput.pad_batches)."""
+        lengths = [self.prepare([t])["input_ids"].shape[1] for t in texts]
+        rows: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for n in sorted(set(lengths)):
+            idx = [i for i, length in enumerate(lengths) if length == n]
+            feeds = self.prepare([texts[i] for i in idx])  # one length: nothing is padded
+            out = self.runners["model"].run(feeds, outputs=[self.contract.output])[self.contract.output]
+            for j, i in enumerate(idx):
+                rows[i] = np.asarray(out[j], np.float32)
+        return np.stack(rows)
 
     def prepare(self, items: list[Any]) -> dict[str, np.ndarray]:
         """Raw inputs -> the graph's feeds, as the contract's `input` says."""
