@@ -3,7 +3,7 @@ folder at fp32 and compared from the raw input to the answer with the transforme
 (tests/coverage_models.py says how, per task).
 
 CI runs FAST, one family per convention that broke before (MoE experts, cache-length positions, GPT-2-style
-and token types, crop_pct processors, CTC special tokens; ALiBi is tests/test_generate_modules.py's MPT):
+and token types, FNet's padding, crop_pct processors, CTC special tokens; ALiBi is tests/test_generate_modules.py's MPT):
 a couple of minutes on 2 cores.
 `EDGEKIT_COVERAGE=full` parametrizes over every family of the four mappings and checks each still
 has the status recorded in docs/coverage.jsonl (the README's "supported architectures" table,
@@ -20,7 +20,7 @@ import pytest
 from coverage_models import TASKS, families, outcome
 
 FAST = [("generate", "llama"), ("generate", "mixtral"), ("generate", "bart"), ("classify-text", "gpt2"),
-        ("classify-text", "bert"), ("classify-image", "convnext"), ("classify-image", "poolformer"),
+        ("classify-text", "fnet"), ("classify-image", "convnext"), ("classify-image", "poolformer"),
         ("recognize", "hubert")]
 RECORDED = Path(__file__).resolve().parents[1] / "docs" / "coverage.jsonl"
 
