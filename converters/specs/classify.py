@@ -29,7 +29,7 @@ from edgekit.converters.calibration import read_classify
 from edgekit.converters.classify_parity import Reference, end_to_end, preprocess_difference
 from edgekit.converters.wrappers import Logits, callable_module, first_output
 from edgekit.tasks.classifier import apply_scores
-from edgekit.errors import ConfigError, SourceError
+from edgekit.errors import ConfigError, SourceError, UnsupportedError
 
 _BATCH = 8  # calibration and parity feeds per run
 _PARITY_SAMPLES = 32
@@ -55,6 +55,12 @@ class _Classifier(ExportSpec):
         return [self.graph]
 
     def contract(self, graphs: dict[str, GraphSpec]) -> ClassifySection:
+        if isinstance(self.input, TextInput):
+            seq = graphs["model"].inputs[0].shape[1]
+            if isinstance(seq, int):  # the exporter specialized it (a branch on the length in the model)
+                raise UnsupportedError(f"the {self.family} graph was exported for texts of exactly {seq} tokens",
+                                       found="torch.export fixed the sequence length (the model branches on it)",
+                                       fix="this family cannot take texts of any length through one graph yet")
         return ClassifySection(input=self.input, labels=tuple(self.labels), output="logits",
                                scores=self.output_scores())  # type: ignore[arg-type]
 
