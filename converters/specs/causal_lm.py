@@ -147,7 +147,13 @@ def cache_geometry(model: Any) -> KVCache:
         raise UnsupportedError(f"'{model.config.model_type}' does not keep one (batch, heads, seq, dim) key/value "
                                "cache shape in every layer", found=f"per-layer shapes {sorted(map(str, shapes))[:4]}",
                                fix="generate supports decoders with a standard Hugging Face key/value cache")
-    k = keys[0]
+    k, v = keys[0], getattr(cache.layers[0], "values", None)
+    if not isinstance(v, torch.Tensor) or v.shape[1::2] != k.shape[1::2]:
+        raise UnsupportedError(f"'{model.config.model_type}' keeps keys and values of different sizes",
+                               found=f"keys {list(k.shape)}, values {list(v.shape) if isinstance(v, torch.Tensor) else v}"
+                                     " (latent attention: the key head dim includes the rotary part)",
+                               fix="edgekit's KV cache holds keys and values of one head size; this family is not "
+                                   "supported for generate yet")
     return KVCache(len(cache.layers), int(k.shape[1]), int(k.shape[3]))
 
 
