@@ -82,6 +82,8 @@ def _items(data: Any) -> Iterable[Any]:
             return [p]
         raise InputError(f"cannot read calibration data from '{p}'",
                          fix="pass a folder of images, an image, a .npy array, a .txt file of texts, or the samples")
+    if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 4:
+        return list(data)  # a batch of HxWxC pictures
     if _is_array(data) or _is_raw_image(data):
         return [data]
     if isinstance(data, dict):

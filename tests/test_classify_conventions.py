@@ -88,6 +88,7 @@ CALIBRATION_FORMS = {
         torch.utils.data.TensorDataset(torch.rand(10, 3, 12, 12), torch.zeros(10, dtype=torch.long)), batch_size=4),
     "PIL images": lambda: [__import__("PIL.Image").Image.fromarray(p) for p in _pixels(3)],
     "uint8 arrays": lambda: _pixels(3),
+    "uint8 batch of pictures": lambda: np.stack(_pixels(3)),
 }
 
 
