@@ -60,9 +60,10 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
                 dynamic_shapes=g.dynamic_shapes,
                 opset_version=g.opset,
                 external_data=True,
-                optimize=True,
+                optimize=False,  # optimized below, without the rules that drop epsilons
                 verbose=False,
             )
+            optimize_exactly(program.model)
             program.save(str(path), external_data=True)
         g.path = path
     except Exception as e:  # torch raises many types; the user needs the operator and layer
@@ -72,6 +73,36 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
             "torch.export and pass the .pt2 file",
         ) from e
     return describe_onnx(path)
+
+
+def optimize_exactly(model: Any) -> None:
+    """onnxscript's graph optimizer (what `torch.onnx.export(optimize=True)` runs: constant folding,
+    the default rewrite rules, clean-ups), without its no-op rules. Those match constants *close to*
+    0 or 1 (abs 1e-8, rel 1e-5), so `variance + 1e-8` is removed as `x + 0`: an RMSNorm with eps
+    1e-8 (Helium) then computes rsqrt(0) = inf on a zero row (a pad token's zero embedding), and the
+    left-padded batch's logits turn non-finite in onnxruntime while PyTorch's stay finite."""
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common
+    from onnxscript import rewriter
+    from onnxscript.optimizer import _constant_folding
+    from onnxscript.rewriter.rules.common import _no_op
+
+    exact = [r for r in rewriter._DEFAULT_REWRITE_RULES if r not in set(_no_op.rules.rules)]
+    ir.passes.PassManager([
+        ir.passes.PassManager([_constant_folding.FoldConstantsPass(shape_inference=True,
+                                                                   input_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                                                                   output_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT),
+                               rewriter.RewritePass(exact), common.RemoveUnusedNodesPass(),
+                               common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass()],
+                              steps=2, early_stop=True),
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.LiftSubgraphInitializersToMainGraphPass(),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+        common.OutputFixPass(),
+        common.NameFixPass(),
+    ])(model)
 
 
 @contextlib.contextmanager

@@ -208,3 +208,19 @@ def test_compact_cache_for_alibi_decoders_reorders_rows(tmp_path: Path) -> None:
         one = CompactKV(lm.runners["model"], lm.contract.cache, 1)
         one.prefill(ids[src : src + 1], mask[src : src + 1])  # the same row, with the batch's left padding
         np.testing.assert_allclose(got[i], one.step(np.array([t]))[0], atol=1e-4)
+
+
+def test_tiny_epsilons_survive_the_graph_optimizer(tmp_path: Path) -> None:
+    """onnxscript's no-op rules matched `x + 1e-8` as `x + 0`: an RMSNorm with eps 1e-8 (Helium) then
+    took rsqrt(0) on a pad token's zero embedding and a left-padded batch came back non-finite."""
+    import onnxruntime as ort
+
+    from edgekit.converters.export import GraphExport, export_graph
+
+    class RMSNorm(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-8)
+
+    export_graph(GraphExport("m", RMSNorm(), (torch.rand(2, 3, 4),), ["x"], ["y"]), tmp_path / "m.onnx")
+    y = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"x": np.zeros((1, 3, 4), np.float32)})[0]
+    assert np.isfinite(y).all()
