@@ -46,6 +46,7 @@ class GraphExport:
     quant_exclude_ops: list[str] = field(default_factory=list)
     opset: int = DEFAULT_OPSET
     translations: dict[Any, Any] = field(default_factory=dict)
+    path: Path | None = None  # where export_graph wrote it (specs read the graph back: last op, ...)
 
 
 def export_graph(g: GraphExport, path: Path) -> GraphSpec:
@@ -62,10 +63,12 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
                 opset_version=g.opset,
                 custom_translation_table=g.translations or None,
                 external_data=True,
-                optimize=True,
+                optimize=False,  # optimized below, without the rules that drop epsilons
                 verbose=False,
             )
+            optimize_exactly(program.model)
             program.save(str(path), external_data=True)
+        g.path = path
     except Exception as e:  # torch raises many types; the user needs the operator and layer
         raise ExportError(
             f"PyTorch -> ONNX export of graph '{g.name}' failed: {_explain(e)}",
@@ -73,6 +76,36 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
             "torch.export and pass the .pt2 file",
         ) from e
     return describe_onnx(path)
+
+
+def optimize_exactly(model: Any) -> None:
+    """onnxscript's graph optimizer (what `torch.onnx.export(optimize=True)` runs: constant folding,
+    the default rewrite rules, clean-ups), without its no-op rules. Those match constants *close to*
+    0 or 1 (abs 1e-8, rel 1e-5), so `variance + 1e-8` is removed as `x + 0`: an RMSNorm with eps
+    1e-8 (Helium) then computes rsqrt(0) = inf on a zero row (a pad token's zero embedding), and the
+    left-padded batch's logits turn non-finite in onnxruntime while PyTorch's stay finite."""
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common
+    from onnxscript import rewriter
+    from onnxscript.optimizer import _constant_folding
+    from onnxscript.rewriter.rules.common import _no_op
+
+    exact = [r for r in rewriter._DEFAULT_REWRITE_RULES if r not in set(_no_op.rules.rules)]
+    ir.passes.PassManager([
+        ir.passes.PassManager([_constant_folding.FoldConstantsPass(shape_inference=True,
+                                                                   input_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                                                                   output_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT),
+                               rewriter.RewritePass(exact), common.RemoveUnusedNodesPass(),
+                               common.RemoveUnusedFunctionsPass(), common.RemoveUnusedOpsetsPass()],
+                              steps=2, early_stop=True),
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.LiftSubgraphInitializersToMainGraphPass(),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+        common.OutputFixPass(),
+        common.NameFixPass(),
+    ])(model)
 
 
 @contextlib.contextmanager
@@ -103,6 +136,20 @@ def _explain(e: Exception) -> str:
     if ops:
         return f"unsupported operator(s) {ops}: {first[:300]}"
     return f"{type(e).__name__}: {first[:400]}"
+
+
+def producer_op(path: Path, output: str) -> str:
+    """The op type that computes `output` in the ONNX graph, looking through Identity/Cast/Reshape."""
+    import onnx
+
+    nodes = {o: n for n in onnx.load(str(path), load_external_data=False).graph.node for o in n.output}
+    name, seen = output, 0
+    while name in nodes and seen < 8:
+        node = nodes[name]
+        if node.op_type not in ("Identity", "Cast", "Reshape", "Squeeze", "Flatten"):
+            return str(node.op_type)
+        name, seen = node.input[0], seen + 1
+    return ""
 
 
 def describe_onnx(path: Path) -> GraphSpec:

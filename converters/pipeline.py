@@ -45,6 +45,7 @@ def convert(
     int8_method: str | None = None,
     strict: bool = True,
     int4_block_size: int | None = None,
+    scores: str | None = None,
 ) -> Artifact:
     """Convert `source` into the artifact folder `out`; returns the verified artifact.
 
@@ -53,6 +54,8 @@ def convert(
     `calibration`: int8 samples, and the held-out inputs parity runs on (images, texts, audio).
     `target`: "cpu" | "cuda" | "tensorrt" (engine built here) | "jetson" (engine built on the device).
     `strict=False` keeps an artifact outside its parity tolerance (the report says so).
+    `scores`: classify only, what the model outputs: "softmax" (logits) | "sigmoid" (multi-label
+    logits) | "probabilities" | "log_probabilities" | "none"; detected when not given.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision '{precision}'", found=f"precisions {list(PRECISIONS)}")
@@ -61,7 +64,7 @@ def convert(
     # Quantization and the parity gate run through onnxruntime, which is an extra ([cpu] or [gpu]):
     # say so now, not after minutes of export.
     import_onnxruntime()
-    opts = ConvertOptions(precision, calibration, target, int8_method, strict, int4_block_size)
+    opts = ConvertOptions(precision, calibration, target, int8_method, strict, int4_block_size, scores)
     spec = match(resolve_source(source, task, example_inputs, tokenizer, labels, preprocess), opts)
     method = _int8_method(spec, opts)
     with staging(out, overwrite) as tmp:

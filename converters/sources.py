@@ -7,6 +7,7 @@ Which spec converts it, and so the task when none is given, is `specs.match`'s a
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -19,6 +20,18 @@ import torch
 from edgekit.artifact import sha256_file
 from edgekit.errors import ConfigError, SourceError
 from edgekit.tasks import TASKS
+
+@functools.cache
+def auto_architectures(mapping: str) -> frozenset[str]:
+    """The model classes of one of transformers' auto mappings (e.g. MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+    the architectures `AutoModelFor...` loads, whatever their names end with (BertGenerationDecoder...)."""
+    from transformers.models.auto import modeling_auto
+
+    names: set[str] = set()
+    for v in getattr(modeling_auto, mapping).values():
+        names.update(v if isinstance(v, (tuple, list)) else [v])
+    return frozenset(names)
+
 
 @dataclass
 class Source:

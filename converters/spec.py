@@ -34,6 +34,7 @@ class ConvertOptions:
     int8_method: str | None = None  # "static" (Q/DQ, TensorRT-ready) | "dynamic" (CPU)
     strict: bool = True  # parity outside tolerance fails the convert
     int4_block_size: int | None = None  # None: chosen by the parity gate (precision.INT4_CANDIDATES)
+    scores: str | None = None  # classify: how outputs become scores (ClassifySection.scores); None: detected
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Calibration:
 
     feeds: list[dict[str, Feeds]] = field(default_factory=list)
     samples: list[Any] = field(default_factory=list)
+    raw: list[Any] = field(default_factory=list)  # the raw inputs among them (images, texts): end-to-end parity
 
 
 @dataclass(frozen=True)

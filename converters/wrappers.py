@@ -1,6 +1,8 @@
 """Small `nn.Module` wrappers that give the exporter positional tensors in and plain tensors out."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,6 +18,25 @@ def first_output(out: Any) -> torch.Tensor:
     if isinstance(out, (tuple, list)):
         return out[0]
     return getattr(out, "logits", out)
+
+
+@contextlib.contextmanager
+def export_experts(model: Any) -> Iterator[None]:
+    """While exporting, mixture-of-experts layers run transformers' "batched_mm" experts: each
+    token's k experts' weights gathered, then batched matmuls. The default kernels sort tokens per
+    expert into data-dependent groups (`transformers.grouped_mm_fallback`, a custom op no ONNX
+    exporter translates). The same products, so the same tokens; PyTorch runs keep the default.
+    A gather per token: prefill memory grows with tokens x k x expert size."""
+    default = getattr(getattr(model, "config", None), "_experts_implementation", None)
+    switch = (torch.compiler.is_exporting() and default not in (None, "batched_mm")
+              and hasattr(model, "set_experts_implementation") and model._can_set_experts_implementation())
+    if switch:
+        model.set_experts_implementation("batched_mm")
+    try:
+        yield
+    finally:
+        if switch:
+            model.set_experts_implementation(default)
 
 
 class Logits(torch.nn.Module):
@@ -38,7 +59,8 @@ class Logits(torch.nn.Module):
             default = self.model.config._attn_implementation
             self.model.set_attn_implementation("eager")
         try:
-            out = self.model(**dict(zip(self.names, args))) if self.names else self.model(*args)
+            with export_experts(self.model):
+                out = self.model(**dict(zip(self.names, args))) if self.names else self.model(*args)
         finally:
             if switch:
                 self.model.set_attn_implementation(default)

@@ -76,14 +76,17 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--target", type=click.Choice(["cpu", "cuda", "tensorrt", "jetson"]), default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact folder (atomically).")
 @click.option("--no-strict", is_flag=True, help="Keep the artifact even if parity is outside tolerance.")
+@click.option("--scores", type=click.Choice(["softmax", "sigmoid", "probabilities", "log_probabilities", "none"]),
+              help="classify: what the model outputs (detected when not given).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
 def convert(source: str, out: Path, task: str | None, precision: str, int8_method: str | None,
-            calibration: Path | None, target: str, overwrite: bool, no_strict: bool, as_json: bool) -> None:
+            calibration: Path | None, target: str, overwrite: bool, no_strict: bool, scores: str | None,
+            as_json: bool) -> None:
     """Convert SOURCE (HF model folder, .pt2 file, or package.module:factory) into an artifact."""
     import edgekit
 
     art = edgekit.convert(source, out, task=task, precision=precision, calibration=calibration, target=target,
-                          overwrite=overwrite, int8_method=int8_method, strict=not no_strict)
+                          overwrite=overwrite, int8_method=int8_method, strict=not no_strict, scores=scores)
     m = art.manifest
     summary = {"artifact": str(art.path), "task": m.task, "family": m.family,
                "precision": json.loads(m.to_json())["precision"], "parity": m.parity}
@@ -168,6 +171,11 @@ def _parity_text(r: dict[str, Any]) -> str:
     for k, v in r.items():
         if k not in ("outputs", "tolerances", "passed", "precision", "samples", "summary") and not isinstance(v, dict):
             lines.append(f"  {k}: {v}")
+    e2e = r.get("end_to_end")
+    if isinstance(e2e, dict) and "scores_max_abs" in e2e:  # classify: raw inputs to scores, pre-processing
+        lines.append(f"  end to end: {e2e['samples']} raw inputs, scores max abs diff {e2e['scores_max_abs']:.4g}, "
+                     f"top-1 {e2e['top1']:.4g} (against {e2e['reference']})")
+        lines.append(f"  pre-processing: {e2e['preprocess']['summary']}")
     lines.append(f"  {r.get('summary', '')}")
     return "\n".join(lines)
 

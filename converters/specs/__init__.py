@@ -3,6 +3,7 @@
     classify.py   TorchClassifier, HFImageClassifier, HFTextClassifier
     causal_lm.py  HFCausalLM (every decoder with a Hugging Face KV cache)
     recurrent.py  RecurrentGenerator (plain LSTM modules)
+    torch_decoder.py  TorchKVDecoder, TorchDecoder (plain transformer decoders, with or without a cache)
     ctc.py        HFCtc, TorchCtc
     whisper.py    Whisper
 A Hugging Face folder is matched by its architecture's name (`*ForImageClassification`, ...), so a
@@ -16,12 +17,13 @@ from edgekit.converters.specs.causal_lm import HFCausalLM
 from edgekit.converters.specs.classify import HFImageClassifier, HFTextClassifier, TorchClassifier
 from edgekit.converters.specs.ctc import HFCtc, TorchCtc
 from edgekit.converters.specs.recurrent import RecurrentGenerator
+from edgekit.converters.specs.torch_decoder import TorchDecoder, TorchKVDecoder
 from edgekit.converters.specs.whisper import Whisper
 from edgekit.errors import ConfigError, SourceError
 
 SPECS: tuple[type[ExportSpec], ...] = (
     HFImageClassifier, HFTextClassifier, HFCausalLM, HFCtc, Whisper,
-    TorchClassifier, RecurrentGenerator, TorchCtc,
+    TorchClassifier, RecurrentGenerator, TorchKVDecoder, TorchDecoder, TorchCtc,
 )
 
 

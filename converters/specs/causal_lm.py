@@ -8,6 +8,7 @@ step through one graph, `present` holding only this call's keys/values.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -15,20 +16,26 @@ from typing import Any
 
 import numpy as np
 import torch
+from edgekit.converters.export import GraphExport
+from edgekit.converters.ort_attention import NotExpressible, shared_kv_graph
+from edgekit.converters.ort_graph import finish_for_onnxruntime
+from edgekit.converters.sources import Source, auto_architectures
+from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
+from edgekit.converters.specs.classify import as_tokenizer
+from edgekit.converters.specs.generate import GeneratorSpec, torch_step
+from edgekit.converters.wrappers import export_experts
 from torch.export import Dim
 from transformers.cache_utils import DynamicCache
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
-from edgekit.contract.generate import STEP_INPUTS, GenerateSection, GenerationDefaults, KVCache
-from edgekit.converters.export import GraphExport
-from edgekit.converters.sources import Source
-from edgekit.converters.ort_attention import NotExpressible, shared_kv_graph
-from edgekit.converters.ort_graph import finish_for_onnxruntime
-from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
-from edgekit.converters.specs.classify import as_tokenizer
-from edgekit.converters.specs.generate import GeneratorSpec, torch_step
-from edgekit.errors import SourceError
+from edgekit.contract.generate import (
+    STEP_INPUTS,
+    GenerateSection,
+    GenerationDefaults,
+    KVCache,
+)
+from edgekit.errors import UnsupportedError
 from edgekit.tasks.generator import token_ids
 
 log = logging.getLogger("edgekit")
@@ -66,8 +73,9 @@ class KVDecoder(torch.nn.Module):
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
         cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)],
                              config=self.model.config)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True)
+        with export_experts(self.model):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=cache, use_cache=True)
         start = past[0].shape[2]
         new: list[torch.Tensor] = []
         for layer in cache.layers:
@@ -79,8 +87,8 @@ class HFCausalLM(GeneratorSpec):
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
         arch = src.architecture
-        return not src.is_plain and task in (None, "generate") and (arch.endswith("ForCausalLM")
-                                                                    or arch.endswith("LMHeadModel"))
+        return not src.is_plain and task in (None, "generate") and (
+            arch.endswith(("ForCausalLM", "LMHeadModel")) or arch in auto_architectures("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)
@@ -92,6 +100,8 @@ class HFCausalLM(GeneratorSpec):
         self.facts = FAMILIES.get(self.family, Family())
         self.cache = cache_geometry(self.model)
         self.wrapper = KVDecoder(self.model, self.cache.layers)
+        if depends_on_slots(self.wrapper, self.cache):
+            self.cache = dataclasses.replace(self.cache, compact=True)
         inputs = [*STEP_INPUTS, *self.cache.past()]
         self.graph = GraphExport("model", self.wrapper, _example(self.model, self.cache), inputs,
                                  ["logits", *self.cache.present()], _dynamic_shapes(self.cache.layers),
@@ -106,6 +116,10 @@ class HFCausalLM(GeneratorSpec):
         """For onnxruntime targets: the decoder with fused GroupQueryAttention over shared cache buffers."""
         if target not in ("cpu", "cuda"):
             return []  # TensorRT builds from the portable graph
+        if self.cache.compact:  # the fused graph keeps fixed slots; these models need a compact past
+            log.info("edgekit: %s: attention depends on where past slots sit; the portable graph runs everywhere",
+                     self.family)
+            return []
         try:
             g = shared_kv_graph(self.model, self.cache, list(self.facts.quant_exclude_ops))
         except NotExpressible as e:
@@ -146,13 +160,44 @@ def cache_geometry(model: Any) -> KVCache:
     """(layers, KV heads, head size) from one probe forward: no per-family config knowledge needed."""
     cache = DynamicCache(config=model.config)
     ids = torch.zeros((1, 2), dtype=torch.long)
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True)
-    k = cache.layers[0].keys
-    if k is None or k.ndim != 4:
-        raise SourceError(f"'{model.config.model_type}' does not keep a (batch, heads, seq, dim) KV cache",
-                          fix="generate supports decoders with a standard Hugging Face cache")
+    try:
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True)
+    except (ValueError, TypeError, AttributeError) as e:  # recurrent / linear-attention states
+        raise UnsupportedError(f"'{model.config.model_type}' keeps a cache edgekit's decoder graph cannot hold",
+                               found=f"{type(e).__name__}: {str(e)[:200]}",
+                               fix="generate supports decoders with a (batch, heads, seq, dim) key/value cache") from None
+    keys = [getattr(layer, "keys", None) for layer in cache.layers]  # linear-attention layers have none
+    shapes = {tuple(k.shape[1::2]) if isinstance(k, torch.Tensor) and k.ndim == 4 else None for k in keys}
+    if not keys or len(shapes) != 1 or None in shapes:
+        raise UnsupportedError(f"'{model.config.model_type}' does not keep one (batch, heads, seq, dim) key/value "
+                               "cache shape in every layer", found=f"per-layer shapes {sorted(map(str, shapes))[:4]}",
+                               fix="generate supports decoders with a standard Hugging Face key/value cache")
+    k, v = keys[0], getattr(cache.layers[0], "values", None)
+    if not isinstance(v, torch.Tensor) or v.shape[1::2] != k.shape[1::2]:
+        raise UnsupportedError(f"'{model.config.model_type}' keeps keys and values of different sizes",
+                               found=f"keys {list(k.shape)}, values {list(v.shape) if isinstance(v, torch.Tensor) else v}"
+                                     " (latent attention: the key head dim includes the rotary part)",
+                               fix="edgekit's KV cache holds keys and values of one head size; this family is not "
+                                   "supported for generate yet")
     return KVCache(len(cache.layers), int(k.shape[1]), int(k.shape[3]))
+
+
+def depends_on_slots(wrapper: KVDecoder, cache: KVCache) -> bool:
+    """Whether the model's step logits change when masked, unfilled slots sit between the past and
+    the current token (positions from the cache length, ALiBi by key index): then the runtime must
+    keep the past compact (KVCache.compact). One prompt step and the next token twice, in PyTorch."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, int(wrapper.model.config.vocab_size), (1, 5), generator=g)
+    empty = [torch.zeros((1, cache.heads, 0, cache.head_dim)) for _ in range(2 * cache.layers)]
+    with torch.no_grad():
+        present = wrapper(ids[:, :4], torch.ones((1, 4), dtype=torch.long), torch.arange(4)[None], *empty)[1:]
+        pos = torch.tensor([[4]])
+        compact = wrapper(ids[:, 4:], torch.ones((1, 5), dtype=torch.long), pos, *present)[0]
+        gap = [torch.cat([p, torch.zeros((1, cache.heads, 3, cache.head_dim))], dim=2) for p in present]
+        mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 1]])
+        slotted = wrapper(ids[:, 4:], mask, pos, *gap)[0]
+    return not torch.allclose(compact, slotted, rtol=1e-4, atol=1e-5)
 
 
 def _example(model: Any, cache: KVCache) -> tuple[Any, ...]:
@@ -203,7 +248,7 @@ class HFReference:
         # the model's own generation config, so that one is swapped for the call.
         saved = self.model.generation_config
         cfg = copy.deepcopy(saved)
-        cfg.eos_token_id = None
+        cfg.eos_token_id = cfg.forced_eos_token_id = None  # eos ignored, forced at the end too (BART-family)
         cfg.pad_token_id = 0
         cfg.max_new_tokens, cfg.do_sample = new, False
         self.model.generation_config = cfg

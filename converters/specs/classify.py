@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,22 +18,24 @@ import torch
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, SEQUENCE
-from edgekit.contract.classify import (ClassifySection, ExactSize, ImageInput, ShortestEdge, TensorInput,
+from edgekit.contract.classify import (SCORES, ClassifySection, ExactSize, ImageInput, ShortestEdge, TensorInput,
                                        TextInput)
 from edgekit.converters.export import GraphExport
 from edgekit.converters.parity import OUTPUT_GATES, graph_parity
 from edgekit.converters.reference import TorchRunner
-from edgekit.converters.sources import Source
+from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Feeds
+from edgekit.converters.calibration import read_classify
+from edgekit.converters.classify_parity import Reference, end_to_end, preprocess_difference
 from edgekit.converters.wrappers import Logits, callable_module, first_output
-from edgekit.errors import ConfigError, InputError, SourceError
+from edgekit.tasks.classifier import apply_scores
+from edgekit.errors import ConfigError, SourceError, UnsupportedError
 
 _BATCH = 8  # calibration and parity feeds per run
 _PARITY_SAMPLES = 32
 PARITY_INPUTS = "parity_inputs.npz"
 _STORED_BATCHES = 2
 _STORED_BYTES = 4 << 20  # 224x224 images: one batch of 8 is 4.8 MB; never more than one then
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 Sampler = Callable[[int, int], list[Feeds]]  # (count, seed) -> batches of graph feeds
 
 
@@ -54,7 +55,34 @@ class _Classifier(ExportSpec):
         return [self.graph]
 
     def contract(self, graphs: dict[str, GraphSpec]) -> ClassifySection:
-        return ClassifySection(input=self.input, labels=tuple(self.labels), output="logits")
+        if isinstance(self.input, TextInput):
+            seq = graphs["model"].inputs[0].shape[1]
+            if isinstance(seq, int):  # the exporter specialized it (a branch on the length in the model)
+                raise UnsupportedError(f"the {self.family} graph was exported for texts of exactly {seq} tokens",
+                                       found="torch.export fixed the sequence length (the model branches on it)",
+                                       fix="this family cannot take texts of any length through one graph yet")
+        return ClassifySection(input=self.input, labels=tuple(self.labels), output="logits",
+                               scores=self.output_scores())  # type: ignore[arg-type]
+
+    def output_scores(self) -> str:
+        """What the graph outputs (ClassifySection.scores): the user's `scores=`, else detected."""
+        given = self.options.scores
+        if given is not None:
+            if given not in SCORES:
+                raise ConfigError(f"unknown scores '{given}'", found=f"choices {list(SCORES)}")
+            return given
+        return self.detect_scores()
+
+    def detect_scores(self) -> str:
+        """From the exported graph's last op and the outputs on sample inputs (plain modules)."""
+        from edgekit.converters.export import producer_op
+
+        op = producer_op(self.graph.path, "logits") if self.graph.path is not None else ""
+        feeds = self.sample(_BATCH, 1)[0]
+        with torch.inference_mode():
+            out = first_output(callable_module(self.graph.module)(*[torch.from_numpy(feeds[n])
+                                                                    for n in self.graph.input_names]))
+        return scores_of(op, out.float().numpy())
 
     def files(self, calibration: Calibration | None) -> dict[str, bytes]:
         out = {"tokenizer.json": self.tokenizer_json} if self.tokenizer_json is not None else {}
@@ -65,8 +93,10 @@ class _Classifier(ExportSpec):
         return out
 
     def calibrate(self, data: Any) -> Calibration:
-        feeds = calibration_feeds(data, self.input, self.graph.input_names, self._encode)
-        return Calibration([{"model": f} for f in feeds], feeds)
+        x = self.graph.args[0]
+        got = read_classify(data, self.input, self.graph.input_names[0], tuple(x.shape[1:]),
+                            str(x.dtype).replace("torch.", ""), self._encode)
+        return Calibration([{"model": f} for f in got.feeds], got.feeds, got.raw)
 
     def _encode(self, texts: list[str]) -> Feeds:
         # The artifact does not exist yet: encode with the tokenizer it is about to ship.
@@ -92,7 +122,20 @@ class _Classifier(ExportSpec):
         ref = TorchRunner(g.module, model.manifest.graph(), g.input_names, g.output_names)
         report = graph_parity(ref, model.runners["model"], feeds, precision, argmax_output="logits")
         report["inputs"] = origin
-        return report
+        raw = calibration.raw if calibration is not None and calibration.raw and samples is None else []
+        return end_to_end(self, model, report, raw)
+
+    def reference(self, model: Any, raw: list[Any]) -> Reference:
+        """The source's own answer for raw inputs: its pre-processing (here: edgekit's, as declared by
+        `preprocess=`), the PyTorch module, and the scores its user reads."""
+        feeds = model.prepare(raw)
+        return Reference(feeds, self.torch_scores(model, feeds), None, "declared by preprocess= (the same steps)")
+
+    def torch_scores(self, model: Any, feeds: Feeds) -> np.ndarray:
+        with torch.inference_mode():
+            out = callable_module(self.graph.module)(*[torch.from_numpy(np.ascontiguousarray(feeds[n]))
+                                                        for n in self.graph.input_names])
+        return apply_scores(first_output(out).double().numpy(), model.contract.scores)
 
 
 # ---------------------------------------------------------------- plain PyTorch modules
@@ -152,6 +195,33 @@ class TorchClassifier(_Classifier):
         self.sample = _random_sampler(self.input, x)
 
 
+def scores_of(last_op: str, outputs: np.ndarray) -> str:
+    """"probabilities" for a graph ending in Softmax/Sigmoid (or whose rows are distributions),
+    "log_probabilities" for LogSoftmax (or rows whose exp are), else "softmax" (logits)."""
+    if last_op in ("Softmax", "Sigmoid"):
+        return "probabilities"
+    if last_op == "LogSoftmax":
+        return "log_probabilities"
+    x = np.asarray(outputs, np.float64)
+    if x.size and 0 <= x.min() and x.max() <= 1 and np.allclose(x.sum(-1), 1, atol=1e-4):
+        return "probabilities"
+    if x.size and x.max() <= 0 and np.allclose(np.exp(x).sum(-1), 1, atol=1e-4):
+        return "log_probabilities"
+    return "softmax"
+
+
+def hf_scores(config: dict[str, Any]) -> str:
+    """What transformers' classification pipelines apply: sigmoid for multi-label or one label,
+    nothing for regression, else softmax (their `function_to_apply` default)."""
+    problem = config.get("problem_type")
+    n = len(config.get("id2label") or {}) or int(config.get("num_labels", 2))
+    if problem == "regression":
+        return "none"
+    if problem == "multi_label_classification" or n == 1:
+        return "sigmoid"
+    return "softmax"
+
+
 def _input_name(x: ImageInput | TextInput | TensorInput) -> str:
     return "input_ids" if isinstance(x, TextInput) else x.name
 
@@ -162,7 +232,7 @@ _PREPROCESS_KEYS = ("size", "resize", "crop", "interpolation", "rescale", "mean"
 def image_input(channels: int, size: tuple[int, int], user: dict[str, Any]) -> ImageInput:
     """Image pre-processing as `preprocess=` keys say; defaults: resize to `size`, scale to [0, 1].
 
-    Keys: size [h, w]; resize [h, w] | {"shortest_edge": n} | None; crop [h, w] | None;
+    Keys: size [h, w]; resize [h, w] | {"shortest_edge": n[, "longest_edge": m]} | None; crop [h, w] | None;
     interpolation; rescale; mean; std; channels "RGB" | "BGR" | "L"; layout "NCHW" | "NHWC".
     """
     unknown = set(user) - set(_PREPROCESS_KEYS)
@@ -173,7 +243,7 @@ def image_input(channels: int, size: tuple[int, int], user: dict[str, Any]) -> I
     try:
         return ImageInput(
             name="pixel_values", size=final,  # type: ignore[arg-type]
-            resize=None if resize is None else ShortestEdge(int(resize["shortest_edge"]))
+            resize=None if resize is None else ShortestEdge(int(resize["shortest_edge"]), _opt_int(resize.get("longest_edge")))
             if isinstance(resize, dict) else ExactSize(int(resize[0]), int(resize[1])),
             crop=None if user.get("crop") is None else tuple(user["crop"]),  # type: ignore[arg-type]
             interpolation=user.get("interpolation", "bilinear"), rescale=float(user.get("rescale", 1 / 255)),
@@ -183,6 +253,10 @@ def image_input(channels: int, size: tuple[int, int], user: dict[str, Any]) -> I
     except (ValueError, TypeError, KeyError, IndexError) as e:
         raise ConfigError(f"preprocess= is malformed ({e})", found=f"{user!r:.200}",
                           fix="see edgekit.contract.classify.ImageInput for the keys and their types") from None
+
+
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
 
 
 def as_tokenizer(t: Any) -> Any:
@@ -206,7 +280,9 @@ class HFImageClassifier(_Classifier):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        return not src.is_plain and task in (None, "classify") and src.architecture.endswith("ForImageClassification")
+        arch = src.architecture
+        return not src.is_plain and task in (None, "classify") and (arch.endswith("ForImageClassification") or arch
+                                                                    in auto_architectures("MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)
@@ -223,13 +299,36 @@ class HFImageClassifier(_Classifier):
         self.labels = hf_labels(src.config)
         self.sample = _random_sampler(self.input, x)
 
+    def detect_scores(self) -> str:
+        return hf_scores(self.src.config)
+
+    def reference(self, model: Any, raw: list[Any]) -> Reference:
+        """The folder's image processor (PIL backend) -> the PyTorch model -> the pipeline's scores."""
+        from edgekit.converters.image_processors import hf_pixels, load_processor
+        from edgekit.preprocess.image import load_image, to_mode
+
+        assert self.src.hf_dir is not None
+        proc = load_processor(self.src.hf_dir)
+        if proc is None:
+            return super().reference(model, raw)
+        mode = "L" if isinstance(self.input, ImageInput) and self.input.channels == "L" else "RGB"
+        theirs = [hf_pixels(proc, [to_mode(load_image(r), mode)]) for r in raw]
+        scores = np.concatenate([self.torch_scores(model, {"pixel_values": t}) for t in theirs])
+        mine = model.prepare(raw)["pixel_values"]
+        pre = preprocess_difference({"pixel_values": mine}, {"pixel_values": np.concatenate(theirs)}) \
+            if len({t.shape for t in theirs}) == 1 else preprocess_difference(
+                {"pixel_values": mine}, {"pixel_values": theirs[0][:0]})
+        return Reference(None, scores, pre, f"transformers {type(proc).__name__}")
+
 
 class HFTextClassifier(_Classifier):
     """Any `*ForSequenceClassification` folder, with its fast tokenizer."""
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        return not src.is_plain and task in (None, "classify") and src.architecture.endswith("ForSequenceClassification")
+        arch = src.architecture
+        return not src.is_plain and task in (None, "classify") and (arch.endswith("ForSequenceClassification") or arch
+                                                                    in auto_architectures("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)
@@ -239,21 +338,67 @@ class HFTextClassifier(_Classifier):
         model = AutoModelForSequenceClassification.from_pretrained(src.hf_dir).eval()
         self.family = str(src.config.get("model_type", "hf-text"))
         accepted = inspect.signature(model.forward).parameters
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted]
+        # Only what the folder's tokenizer gives the model: GPT-2-style models accept token_type_ids
+        # but add a token-type embedding when given any (zeros included), which the tokenizer never sends.
+        given = _tokenizer_inputs(src.hf_dir)
+        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in accepted and n in given]
         max_len = int(src.config.get("max_position_embeddings", 512))
         pad = int(src.config.get("pad_token_id") or 0)
-        self.input = TextInput("tokenizer.json", max_len, pad, tuple(names))  # type: ignore[arg-type]
+        vocab = int(src.config.get("vocab_size", 100))
+        # Rows end with eos as tokenized text does: BART-style heads pool on it (and check it is there).
+        eos = src.config.get("eos_token_id")
+        eos = eos[0] if isinstance(eos, list) else eos
+        ids = torch.randint(3, vocab, (2, 8))
+        if isinstance(eos, int) and 0 <= eos < vocab:
+            ids[:, -1] = eos
+        pad_batches = not _padding_changes_answers(model, names, ids, pad)
+        self.input = TextInput("tokenizer.json", max_len, pad, tuple(names), pad_batches)  # type: ignore[arg-type]
         self.tokenizer_json = hf_tokenizer_json(src)
         batch = torch.export.Dim(BATCH, min=1, max=4096)
         seq = torch.export.Dim(SEQUENCE, min=2, max=max_len)
-        vocab = int(src.config.get("vocab_size", 100))
-        ids = torch.randint(3, vocab, (2, 8))
         args = tuple(ids if n == "input_ids" else torch.ones_like(ids) if n == "attention_mask" else torch.zeros_like(ids)
                      for n in names)
         self.graph = GraphExport("model", Logits(model, names), args, names, ["logits"],
                                  (tuple({0: batch, 1: seq} for _ in names),))  # varargs: one nested tuple
         self.labels = hf_labels(src.config)
-        self.sample = _random_text_sampler(names, vocab, pad)
+        self.sample = _random_text_sampler(names, vocab, pad, eos if isinstance(eos, int) and 0 <= eos < vocab else None)
+
+    def detect_scores(self) -> str:
+        return hf_scores(self.src.config)
+
+    def reference(self, model: Any, raw: list[Any]) -> Reference:
+        """The folder's tokenizer -> the PyTorch model -> the pipeline's scores, one text at a time
+        (as the text-classification pipeline runs them: no padding)."""
+        from transformers import AutoTokenizer
+
+        assert self.src.hf_dir is not None and isinstance(self.input, TextInput)
+        tok = AutoTokenizer.from_pretrained(self.src.hf_dir)
+        scores, tokens, shapes = [], 0, []
+        for text in raw:
+            enc = tok([text], truncation=True, max_length=self.input.max_length, return_tensors="np")
+            feeds = {n: np.asarray(enc[n], np.int64) for n in self.graph.input_names}
+            scores.append(self.torch_scores(model, feeds))
+            mine = model.prepare([text])
+            for n in ("input_ids", "attention_mask"):
+                if n in mine and n in feeds:
+                    if mine[n].shape != feeds[n].shape:
+                        shapes.append(f"{list(mine[n].shape)} vs {list(feeds[n].shape)}")
+                    else:
+                        tokens += int((mine[n] != feeds[n]).sum())
+        passed = not shapes and tokens == 0
+        summary = f"token counts differ ({'; '.join(shapes[:3])})" if shapes else f"{tokens} token ids differ"
+        return Reference(None, np.concatenate(scores), {"passed": passed, "tokens_differ": tokens, "summary": summary},
+                         f"transformers {type(tok).__name__}")
+
+
+def _tokenizer_inputs(folder: Path) -> tuple[str, ...]:
+    """The inputs the folder's tokenizer produces (`model_input_names`)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return tuple(AutoTokenizer.from_pretrained(folder).model_input_names)
+    except Exception:  # no loadable tokenizer config: tokenizer.json alone gives ids and mask
+        return ("input_ids", "attention_mask")
 
 
 def hf_tokenizer_json(src: Source) -> bytes:
@@ -274,67 +419,24 @@ def hf_labels(config: dict[str, Any]) -> list[str]:
 
 
 def hf_image_input(folder: Path, config: dict[str, Any], user: dict[str, Any]) -> ImageInput:
-    """The folder's preprocessor_config.json as an ImageInput; `preprocess=` keys override it."""
-    path = folder / "preprocessor_config.json"
-    p = json.loads(path.read_text()) if path.is_file() else {}
-    side = config.get("image_size", 224)
-    size = p.get("size") or {"height": side, "width": side}
-    crop = p.get("crop_size") if p.get("do_center_crop") else None
-    resize: Any = None
-    if p.get("do_resize", True):
-        resize = {"shortest_edge": size["shortest_edge"]} if "shortest_edge" in size else [size["height"], size["width"]]
-    final = [crop["height"], crop["width"]] if crop else [size["height"], size["width"]] if "height" in size \
-        else [size["shortest_edge"]] * 2
+    """The folder's image processor as an ImageInput (converters/image_processors.py); `preprocess=`
+    keys override it (the parity gate still compares with the folder's own processor)."""
+    from edgekit.converters.image_processors import load_processor, processor_keys
+
     channels = int(config.get("num_channels", 3))
-    normalize = p.get("do_normalize", True)
-    keys = {
-        "size": final, "resize": resize, "crop": [crop["height"], crop["width"]] if crop else None,
-        "interpolation": {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}[
-            int(p.get("resample", 2))],
-        "rescale": float(p.get("rescale_factor", 1 / 255)) if p.get("do_rescale", True) else 1.0,
-        "mean": list(p.get("image_mean", [0.5] * channels)) if normalize else [0.0] * channels,
-        "std": list(p.get("image_std", [0.5] * channels)) if normalize else [1.0] * channels,
-        "channels": "RGB", "layout": "NCHW",
-    }
-    return image_input(channels, tuple(final), {**keys, **user})  # type: ignore[arg-type]
+    proc = load_processor(folder)
+    if proc is None:
+        side = config.get("image_size", 224)
+        side = side if isinstance(side, int) else int(side[0])
+        keys: dict[str, Any] = {"size": [side, side], "resize": [side, side], "mean": [0.5] * channels,
+                                "std": [0.5] * channels}
+    else:
+        keys = processor_keys(proc, channels)
+    merged = {**keys, **user}
+    return image_input(channels, tuple(merged["size"]), merged)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- calibration and stored parity inputs
-
-
-def calibration_feeds(data: Any, x: ImageInput | TextInput | TensorInput, names: list[str],
-                      encode: Callable[[list[str]], Feeds]) -> list[Feeds]:
-    """Samples (images, texts, arrays) or a folder / .npy / .txt file -> batches of graph feeds."""
-    if data is None:
-        return []
-    items: list[Any]
-    if isinstance(data, (str, Path)):
-        p = Path(data)
-        if p.is_dir():
-            items = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
-        elif p.suffix == ".npy" and p.is_file():
-            items = list(np.load(p, allow_pickle=False))
-        elif p.suffix == ".txt" and p.is_file():
-            items = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-        else:
-            raise InputError(f"cannot read calibration data from '{p}'",
-                             fix="pass a folder of images, a .npy array of samples, or a .txt file of texts")
-    else:
-        items = list(data)
-    if not items:
-        raise InputError("the calibration data is empty", fix="pass at least a few representative samples")
-    feeds = []
-    for i in range(0, len(items), _BATCH):
-        chunk = items[i : i + _BATCH]
-        if isinstance(x, ImageInput) and not (isinstance(chunk[0], np.ndarray) and chunk[0].dtype == np.float32):
-            from edgekit.preprocess.image import preprocess_images
-
-            feeds.append({names[0]: preprocess_images(chunk, x)})
-        elif isinstance(x, TextInput):
-            feeds.append(encode(chunk))
-        else:
-            feeds.append({names[0]: np.ascontiguousarray(np.stack(chunk))})
-    return feeds
 
 
 def _random_sampler(x: ImageInput | TextInput | TensorInput, example: torch.Tensor) -> Sampler:
@@ -363,13 +465,32 @@ def _random_sampler(x: ImageInput | TextInput | TensorInput, example: torch.Tens
     return sample
 
 
-def _random_text_sampler(names: list[str], vocab: int, pad: int) -> Sampler:
+def _padding_changes_answers(model: Any, names: list[str], ids: torch.Tensor, pad: int) -> bool:
+    """Whether a text's logits change when pad tokens (masked) follow it: models that mix over all
+    positions (convolutions: ConvBERT; Fourier transforms: FNet) see the padding. Those run texts in
+    groups of one length (TextInput.pad_batches), as the transformers pipeline runs one at a time."""
+    row = ids[:1]
+    padded = torch.cat([row, torch.full((1, 3), pad, dtype=row.dtype)], dim=1)
+    mask = torch.cat([torch.ones_like(row), torch.zeros((1, 3), dtype=row.dtype)], dim=1)
+
+    def logits(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        feeds = {"input_ids": x, "attention_mask": m, "token_type_ids": torch.zeros_like(x)}
+        with torch.no_grad():
+            return first_output(model(**{n: feeds[n] for n in names})).float()
+
+    return not torch.allclose(logits(row, torch.ones_like(row)), logits(padded, mask), atol=1e-5, rtol=1e-4)
+
+
+def _random_text_sampler(names: list[str], vocab: int, pad: int, eos: int | None = None) -> Sampler:
     def sample(n: int, seed: int) -> list[Feeds]:
         rng = np.random.default_rng(seed)
         out = []
         for i, b in enumerate(_batches(n)):
             length = [5, 11, 16, 23][i % 4]  # lengths not traced with: the dims really are dynamic
             ids = rng.integers(3, vocab, size=(b, length)).astype(np.int64)
+            if eos is not None:
+                ids[:, -1] = eos
+                ids[0, length - 3] = eos  # the padded row below ends where its text ends
             mask = np.ones_like(ids)
             mask[0, length - 2 :] = 0  # one padded row per batch
             ids[0, length - 2 :] = pad

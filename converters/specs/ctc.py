@@ -19,15 +19,16 @@ from edgekit.contract.base import BATCH, FRAMES, SAMPLES
 from edgekit.contract.recognize import Chunking, CtcSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.parity import compare_outputs
-from edgekit.converters.sources import Source
+from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Gate, Limit
 from edgekit.converters.wrappers import Logits
-from edgekit.errors import ConfigError, InputError, SourceError
+from edgekit.errors import ConfigError, InputError, SourceError, UnsupportedError
 from edgekit.preprocess.audio import load_audio
 from edgekit.tasks.ctc import FRONT_ENDS, ctc_features, decode_with
 from edgekit.tasks.recognizer import word_error_rate
 
-PARITY_SECONDS = (1.3, 2.2, 3.1)  # lengths not traced with: the samples axis really is dynamic
+PARITY_SECONDS = (1.3, 2.2, 3.1)
+PREPROCESS_MAX_ABS = 1e-4  # float32 mean/variance of the same samples: measured about 1e-6  # lengths not traced with: the samples axis really is dynamic
 _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # Share of frames whose argmax id agrees with PyTorch's, per precision.
 GATES: dict[str, Gate] = {p: {"frame_agreement": Limit(min=v)}
@@ -95,11 +96,22 @@ class _Ctc(ExportSpec):
             errors += word_error_rate(ref_text, got_text) * n
             words += n
         agreement = same / max(total, 1)
+        pre = self.preprocess_difference(waves, c)
         measures = {"samples": len(waves), "frame_agreement": agreement, "wer_vs_pytorch": errors / max(words, 1),
-                    "logits": {"max_abs": max(d["max_abs"] for d in diffs), "cosine": min(d["cosine"] for d in diffs)}}
-        return self.report(measures, precision, f"CTC argmax ids agree on {agreement:.2%} of frames; WER vs PyTorch "
-                                                f"{measures['wer_vs_pytorch']:.3f}; logits max abs diff "
-                                                f"{measures['logits']['max_abs']:.3g}")
+                    "logits": {"max_abs": max(d["max_abs"] for d in diffs), "cosine": min(d["cosine"] for d in diffs)},
+                    "preprocess_max_abs": pre}
+        report = self.report(measures, precision, f"CTC argmax ids agree on {agreement:.2%} of frames; WER vs "
+                                                  f"PyTorch {measures['wer_vs_pytorch']:.3f}; logits max abs diff "
+                                                  f"{measures['logits']['max_abs']:.3g}; pre-processing max abs "
+                                                  f"difference {pre:.3g} (limit {PREPROCESS_MAX_ABS:g})")
+        if pre > PREPROCESS_MAX_ABS:
+            report["passed"] = False
+            report["summary"] = f"pre-processing differs from the source's feature extractor; {report['summary']}"
+        return report
+
+    def preprocess_difference(self, waves: list[np.ndarray], c: CtcSection) -> float:
+        """Largest difference between edgekit's front end and the source's own (0: the same steps)."""
+        return 0.0
 
 
 class HFCtc(_Ctc):
@@ -107,7 +119,8 @@ class HFCtc(_Ctc):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        return not src.is_plain and task in (None, "recognize") and src.architecture.endswith("ForCTC")
+        return not src.is_plain and task in (None, "recognize") and (
+            src.architecture.endswith("ForCTC") or src.architecture in auto_architectures("MODEL_FOR_CTC_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)
@@ -115,9 +128,18 @@ class HFCtc(_Ctc):
 
         folder = src.hf_dir
         assert folder is not None
+        fe = _json(folder / "preprocessor_config.json")
+        kind = fe.get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
+        if kind != "Wav2Vec2FeatureExtractor":  # fbank / mel front ends: not edgekit's waveform front end
+            raise UnsupportedError(f"edgekit cannot reproduce the feature extractor {kind} of '{folder.name}'",
+                                   found="edgekit's CTC front end is the raw waveform (Wav2Vec2FeatureExtractor)",
+                                   fix="convert a waveform CTC model (wav2vec2, HuBERT, WavLM, ...)")
         model = AutoModelForCTC.from_pretrained(folder).eval()
         self.family = str(src.config.get("model_type", "hf-ctc"))
-        fe = _json(folder / "preprocessor_config.json")
+        if model.main_input_name != "input_values":
+            raise UnsupportedError(f"'{self.family}' takes {model.main_input_name} (filterbank features), not the waveform",
+                                   found=f"{type(model).__name__}.main_input_name = {model.main_input_name!r}",
+                                   fix="convert a waveform CTC model (wav2vec2, HuBERT, WavLM, ...)")
         if not (folder / "vocab.json").is_file():
             raise SourceError(f"'{folder}' has no vocab.json", fix="save the processor/tokenizer beside the model")
         vocab = _json(folder / "vocab.json")
@@ -141,6 +163,20 @@ class HFCtc(_Ctc):
         # Logits takes *args: torch.export sees one varargs argument, so its shapes nest in a tuple.
         dims = (({0: torch.export.Dim(BATCH, min=1, max=64), 1: torch.export.Dim(SAMPLES, min=1600, max=16000 * 120)},),)
         self.graph = GraphExport("model", Logits(model), (x,), ["input_values"], ["logits"], dims)
+
+    def preprocess_difference(self, waves: list[np.ndarray], c: CtcSection) -> float:
+        """edgekit's waveform front end against the folder's feature extractor (its normalization).
+        Chunks run one at a time, unpadded, so the extractor's attention mask is all ones there."""
+        from transformers import AutoFeatureExtractor
+
+        assert self.src.hf_dir is not None
+        fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
+        worst = 0.0
+        for w in waves:
+            theirs = np.asarray(fe(w, sampling_rate=c.audio.sample_rate, return_tensors="np")["input_values"][0])
+            mine = ctc_features(w, c)
+            worst = max(worst, float(np.abs(mine - theirs).max()) if mine.shape == theirs.shape else float("inf"))
+        return worst
 
 
 class TorchCtc(_Ctc):

@@ -40,20 +40,15 @@ class LSTMStep(torch.nn.Module):
 class RecurrentGenerator(GeneratorSpec):
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        return src.is_plain and task == "generate"
+        # The LSTM-style step; other plain decoders are converters/specs/torch_decoder.py's.
+        return src.is_plain and task == "generate" and hasattr(src.module, "modules") and any(
+            isinstance(m, torch.nn.LSTM) for m in src.module.modules())
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         super().__init__(src, options)
         self.family = "lstm"
         module = src.module
-        lstm = next((m for m in module.modules() if isinstance(m, torch.nn.LSTM)), None)
-        if lstm is None:
-            raise UnsupportedError(
-                f"generate cannot convert the plain module {type(module).__name__}",
-                found="no torch.nn.LSTM inside",
-                fix="pass a Hugging Face causal-LM folder, or a module with an nn.LSTM whose forward(input_ids, "
-                    "(h, c)) returns (logits, (h, c))",
-            )
+        lstm = next(m for m in module.modules() if isinstance(m, torch.nn.LSTM))
         if src.tokenizer is None:
             raise ConfigError("a plain-module generator needs tokenizer=",
                               fix="pass a tokenizers.Tokenizer or tokenizer.json path")

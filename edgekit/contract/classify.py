@@ -4,7 +4,9 @@
                            | any tensor (batch, ...)
                     output the `output` tensor (batch, classes) float
 The runtime (edgekit/tasks/classifier.py) turns raw inputs into the graph's input as `input`
-says, runs the graph, and turns the output row into scores as `scores` says.
+says, runs the graph, and turns the output row into scores as `scores` says: the graph's output is
+recorded as what it is (logits, probabilities, log-probabilities), never assumed, so `classify()`
+returns the scores a user of the source model reads.
 """
 from __future__ import annotations
 
@@ -14,6 +16,14 @@ from typing import ClassVar, Literal
 from edgekit.contract.base import BATCH, DTYPES, FLOAT, INT64, GraphNeeds, Need, Phase, Range, SEQUENCE, Section
 
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
+# How the graph's output row becomes the scores `classify` returns:
+#   "softmax"            the output is logits of one-label classes (softmax over them)
+#   "sigmoid"            the output is logits of independent labels (multi-label, or one logit)
+#   "probabilities"      the output already is probabilities (the model ends in softmax or sigmoid)
+#   "log_probabilities"  the output is log-probabilities (the model ends in log_softmax): exp
+#   "none"               raw values (regression heads), ranked as they are
+Scores = Literal["softmax", "sigmoid", "probabilities", "log_probabilities", "none"]
+SCORES: tuple[str, ...] = ("softmax", "sigmoid", "probabilities", "log_probabilities", "none")
 
 
 def _dims(pair: tuple[int, int], what: str) -> None:
@@ -35,18 +45,33 @@ class ExactSize:
 
 @dataclass(frozen=True)
 class ShortestEdge:
-    """Resize so that the short side is `shortest` pixels, keeping the aspect ratio."""
+    """Resize so that the short side is `shortest` pixels, keeping the aspect ratio.
+
+    The long side is int(shortest * long / short) (torchvision's and transformers' rule). With
+    `longest`, the short side shrinks first so that the long side is at most `longest` pixels
+    (transformers' {"shortest_edge", "longest_edge"} sizes: `get_size_with_aspect_ratio`).
+    """
 
     tag: ClassVar[str] = "shortest_edge"
     shortest: int
+    longest: int | None = None
 
     def __post_init__(self) -> None:
-        _dims((self.shortest, 1), "shortest_edge")
+        _dims((self.shortest, self.longest or self.shortest), "shortest_edge")
+        if self.longest is not None and self.longest < self.shortest:
+            raise ValueError(f"longest_edge {self.longest} must be at least shortest_edge {self.shortest}")
 
 
 @dataclass(frozen=True)
 class ImageInput:
-    """Image -> float tensor: resize, center crop, rescale, normalize, channel order and layout."""
+    """Image -> float tensor: resize, center crop, rescale, normalize, channel order and layout.
+
+    The steps and their arithmetic are transformers' PIL image processors': resize on 8-bit
+    pixels with PIL's `resample` filter, center crop zero-padded where the image is smaller than
+    the crop, rescale in float64 then float32, normalize in float32. Conventions with another
+    arithmetic (crop_pct, rescale offsets) are translated into these steps at convert time, or
+    refused there.
+    """
 
     tag: ClassVar[str] = "image"
     name: str  # the graph input
@@ -80,6 +105,9 @@ class TextInput:
     max_length: int  # longer texts are truncated (the closing special token kept)
     pad_id: int
     inputs: tuple[Literal["input_ids", "attention_mask", "token_type_ids"], ...]  # what the graph takes
+    # False for models whose answer changes when masked padding follows a text (convolutions, Fourier
+    # mixing over positions): texts then run in groups of one token length, never padded.
+    pad_batches: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_length <= 1 << 20:
@@ -106,10 +134,13 @@ class ClassifySection(Section):
     input: ImageInput | TextInput | TensorInput
     labels: tuple[str, ...]
     output: str = "logits"
+    scores: Scores = "softmax"
 
     def __post_init__(self) -> None:
         if not self.labels:
             raise ValueError("labels must not be empty")
+        if self.scores not in SCORES:
+            raise ValueError(f"scores must be one of {list(SCORES)}, found {self.scores!r}")
 
     def needs(self) -> dict[str, GraphNeeds]:
         x = self.input

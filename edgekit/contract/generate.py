@@ -11,6 +11,10 @@ call and writes each step's keys/values into the next slot (edgekit/tasks/kvcach
 
 Recurrent generators (`RecurrentState`, LSTM-style): input_ids (batch, 1) and the state tensors
 (layers, batch, hidden) in; logits and the next state out.
+
+Decoders without a cache (`FullSequence`, plain `forward(input_ids) -> logits` modules such as
+nanoGPT's): input_ids (batch, sequence) in, logits (batch, sequence or 1, vocab) out; every step
+runs the whole sequence again (correct, and O(n^2) over a generation).
 """
 from __future__ import annotations
 
@@ -28,6 +32,11 @@ class KVCache:
     layers: int
     heads: int
     head_dim: int
+    # True for models whose answer depends on where the past slots sit, not only on which are
+    # attended (positions taken from the cache length: BART-family decoders; ALiBi biases by key
+    # index: MPT): the runtime then keeps exactly the tokens so far (edgekit/tasks/compactkv.py)
+    # instead of preallocated slots with the unfilled ones masked. Detected at convert.
+    compact: bool = False
 
     def __post_init__(self) -> None:
         if min(self.layers, self.heads, self.head_dim) < 1:
@@ -61,6 +70,14 @@ class RecurrentState:
     def __post_init__(self) -> None:
         if len(self.inputs) != len(self.outputs) or not self.inputs:
             raise ValueError("the state needs one output per input")
+
+
+@dataclass(frozen=True)
+class FullSequence:
+    """No cache: each step feeds the whole sequence so far and reads the last position's logits."""
+
+    tag: ClassVar[str] = "full"
+    input: str = "input_ids"
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,7 @@ class GenerateSection(Section):
     bos_token_id: int | None
     pad_token_id: int
     max_context: int
-    cache: KVCache | RecurrentState
+    cache: KVCache | RecurrentState | FullSequence
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
 
     def __post_init__(self) -> None:
@@ -129,6 +146,8 @@ class GenerateSection(Section):
         c = self.cache
         if isinstance(c, KVCache):
             return {"model": decoder_needs(c)}
+        if isinstance(c, FullSequence):
+            return {"model": GraphNeeds((Need(c.input, INT64, 2),), (Need("logits", FLOAT, 3),))}
         ins = (Need("input_ids", INT64, 2), *(Need(n, FLOAT, 3) for n in c.inputs))
         outs = (Need("logits", FLOAT, 3), *(Need(n, FLOAT, 3) for n in c.outputs))
         return {"model": GraphNeeds(ins, outs)}
@@ -136,6 +155,8 @@ class GenerateSection(Section):
     def call_shapes(self, graph: str) -> list[Phase]:
         if isinstance(self.cache, KVCache):
             return decoder_phases(self.max_context, self.batch)
+        if isinstance(self.cache, FullSequence):
+            return [("all", {BATCH: self.batch, SEQUENCE: (1, min(128, self.max_context), self.max_context)})]
         return [("all", {BATCH: self.batch})]
 
     def runtime_needs(self, graph: str, kv_layout: str) -> GraphNeeds | None:

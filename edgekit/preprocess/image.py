@@ -1,8 +1,9 @@
 """Image loading and pre-processing with PIL and numpy only (no torch on the device).
 
 `preprocess_images(images, cfg)` follows the contract's `ImageInput` (edgekit/contract/classify.py):
-resize (exact, or the short side), center crop, rescale, normalize, channel order, layout. These
-reproduce Hugging Face's PIL-based image processors and plain torchvision-style pipelines.
+resize (exact, the short side, or the short side bounded by the long one), center crop (zero-padded
+when the image is smaller), rescale, normalize, channel order, layout. These reproduce transformers'
+PIL image processors step for step (tests/test_image_processors.py compares them pixel by pixel).
 """
 from __future__ import annotations
 
@@ -54,37 +55,74 @@ def load_image(x: Any) -> Any:
 
 def preprocess_images(images: list[Any], cfg: ImageInput) -> np.ndarray:
     """Images -> one float32 batch laid out as the graph expects."""
-    return np.stack([_one(load_image(x), cfg) for x in images]).astype(np.float32, copy=False)
+    arrays = [_one(load_image(x), cfg) for x in images]
+    shapes = sorted({a.shape for a in arrays})
+    if len(shapes) > 1:  # only without a resize to one size: images of different sizes cannot batch
+        raise InputError("the images pre-process to different sizes, so they cannot run as one batch",
+                         found=f"shapes {[list(s) for s in shapes[:4]]}",
+                         fix="pass images of one size, or classify them one at a time")
+    return np.stack(arrays).astype(np.float32, copy=False)
+
+
+def resized_size(width: int, height: int, resize: ExactSize | ShortestEdge) -> tuple[int, int]:
+    """(width, height) after `resize`: transformers' `get_resize_output_image_size` (short side) and
+    `get_size_with_aspect_ratio` (short side bounded by a long side), integer truncation included."""
+    if isinstance(resize, ExactSize):
+        return resize.width, resize.height
+    size, longest = resize.shortest, resize.longest
+    if longest is None:
+        short, long = (width, height) if width <= height else (height, width)
+        new_long = int(size * long / short)
+        return (size, new_long) if width <= height else (new_long, size)
+    raw = None
+    lo, hi = float(min(height, width)), float(max(height, width))
+    if hi / lo * size > longest:
+        raw = longest * lo / hi
+        size = int(round(raw))
+    if (height <= width and height == size) or (width <= height and width == size):
+        return width, height
+    scale = raw if raw is not None else size
+    if width < height:
+        return size, int(scale * height / width)
+    return int(scale * width / height), size
+
+
+def center_crop(arr: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
+    """Center crop of an HxWxC array; zero-padded (centered) where the image is smaller, as transformers does."""
+    h, w = arr.shape[:2]
+    ch, cw = crop
+    top, left = (h - ch) // 2, (w - cw) // 2
+    if top >= 0 and left >= 0:
+        return arr[top : top + ch, left : left + cw]
+    out = np.zeros((max(ch, h), max(cw, w), arr.shape[2]), arr.dtype)
+    pt, pl = -(-(out.shape[0] - h) // 2), -(-(out.shape[1] - w) // 2)  # ceil, as transformers pads
+    out[pt : pt + h, pl : pl + w] = arr
+    top, left = (out.shape[0] - ch) // 2, (out.shape[1] - cw) // 2
+    return out[top : top + ch, left : left + cw]
 
 
 def _one(img: Any, cfg: ImageInput) -> np.ndarray:
-    img = _to_mode(img, cfg.channels)
-    resample = _RESAMPLE[cfg.interpolation]
-    if isinstance(cfg.resize, ShortestEdge):
-        w, h = img.size
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = cfg.resize.shortest, int(cfg.resize.shortest * long / short)
-        img = img.resize((new_short, new_long) if w <= h else (new_long, new_short), resample)
-    elif isinstance(cfg.resize, ExactSize) and img.size != (cfg.resize.width, cfg.resize.height):
-        img = img.resize((cfg.resize.width, cfg.resize.height), resample)
-    if cfg.crop is not None:
-        ch, cw = cfg.crop
-        w, h = img.size
-        top, left = max((h - ch) // 2, 0), max((w - cw) // 2, 0)
-        img = img.crop((left, top, left + cw, top + ch))
-    arr = np.asarray(img, dtype=np.float32)
+    img = to_mode(img, cfg.channels)
+    if cfg.resize is not None:
+        size = resized_size(*img.size, cfg.resize)
+        if size != img.size:  # PIL returns a copy for the same size anyway
+            img = img.resize(size, _RESAMPLE[cfg.interpolation])
+    arr = np.asarray(img)
     if arr.ndim == 2:
         arr = arr[:, :, None]
+    if cfg.crop is not None:
+        arr = center_crop(arr, cfg.crop)
     if cfg.channels == "BGR":
         arr = arr[:, :, ::-1]
-    arr = arr * np.float32(cfg.rescale)
-    arr = (arr - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)
+    # transformers' arithmetic: rescale in float64 then float32, normalize in float32.
+    x = (arr.astype(np.float64) * cfg.rescale).astype(np.float32)
+    x = (x - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)
     if cfg.layout == "NCHW":
-        arr = arr.transpose(2, 0, 1)
-    return np.ascontiguousarray(arr)
+        x = x.transpose(2, 0, 1)
+    return np.ascontiguousarray(x)
 
 
-def _to_mode(img: Any, channels: str) -> Any:
+def to_mode(img: Any, channels: str) -> Any:
     """Palette, RGBA, CMYK, 16-bit...: composite alpha on white, then the channel mode wanted."""
     from PIL import Image
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.contract.classify import TextInput
 from edgekit.errors import ConfigError, EdgekitError, InputError
 
 Tensors = dict[str, np.ndarray]
@@ -82,32 +83,39 @@ class ClassifyHandler:
 
     def run_batch(self, requests: list[Tensors]) -> list[Tensors | EdgekitError]:
         results: list[Tensors | EdgekitError | None] = [None] * len(requests)
-        ready: dict[tuple[Any, ...], list[tuple[int, Tensors, int]]] = {}
+        parts: dict[int, list[np.ndarray]] = {}  # request -> the logits of its pieces, in order
+        top_ks: dict[int, int] = {}
+        ready: dict[tuple[Any, ...], list[tuple[int, int, Tensors]]] = {}  # feed shapes -> (request, piece, feeds)
         for i, inputs in enumerate(requests):
             try:
-                feeds, top_k = self._prepare(inputs)
+                pieces, top_ks[i] = self._prepare(inputs)
             except EdgekitError as e:
                 results[i] = e
                 continue
-            key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feeds.items()))
-            ready.setdefault(key, []).append((i, feeds, top_k))
+            parts[i] = [np.empty(0)] * len(pieces)
+            for j, feeds in enumerate(pieces):
+                key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(feeds.items()))
+                ready.setdefault(key, []).append((i, j, feeds))
         for group in ready.values():
-            names = list(group[0][1])
+            names = list(group[0][2])
             try:
-                logits = self.forward({n: np.concatenate([f[n] for _, f, _ in group]) for n in names})
+                logits = self.forward({n: np.concatenate([f[n] for _, _, f in group]) for n in names})
             except EdgekitError as e:
                 for i, _, _ in group:
                     results[i] = e
                 continue
             start = 0
-            for i, feeds, top_k in group:
+            for i, j, feeds in group:
                 rows = len(next(iter(feeds.values())))
-                results[i] = _guard(lambda x, k=top_k: self._answer(x, k), logits[start:start + rows])
+                parts[i][j] = logits[start:start + rows]
                 start += rows
+        for i, pieces in parts.items():
+            if results[i] is None:
+                results[i] = _guard(lambda x, k=top_ks[i]: self._answer(x, k), np.concatenate(pieces))
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
-    def _prepare(self, inputs: Tensors) -> tuple[Tensors, int]:
+    def _prepare(self, inputs: Tensors) -> tuple[list[Tensors], int]:
         name = _one_of(inputs, self.data)
         arr = inputs[name]
         if name == "IMAGE":
@@ -126,7 +134,10 @@ class ClassifyHandler:
             top_k = int(ks[0])
         if top_k < 1:
             raise InputError("TOP_K must be a positive integer", found=str(top_k))
-        return self.model.prepare(items), top_k
+        x = self.model.contract.input
+        if isinstance(x, TextInput) and not x.pad_batches:  # texts that see their padding run unpadded
+            return [self.model.prepare([t]) for t in items], top_k
+        return [self.model.prepare(items)], top_k
 
     def _answer(self, logits: np.ndarray, top_k: int) -> Tensors:
         ranked = self.model.rank(logits, top_k)

@@ -61,6 +61,9 @@ class Classifier(Model):
 
     def logits(self, items: list[Any]) -> np.ndarray:
         """Pre-process `items` as recorded in the artifact and return the raw outputs (batch, classes)."""
+        x = self.contract.input
+        if isinstance(x, TextInput) and not x.pad_batches and len(items) > 1:
+            return self._unpadded(items)
         return self.forward(self.prepare(items))
 
     def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -69,10 +72,22 @@ class Classifier(Model):
         return np.asarray(out[self.contract.output], dtype=np.float32)
 
     def rank(self, logits: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
-        """Each row of raw outputs -> its top_k predictions, as `classify` returns them."""
+        """Each row of raw outputs -> its top_k predictions, as `classify` returns them (scores as
+        the artifact records them)."""
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
             raise InputError("top_k must be a positive integer", found=repr(top_k))
         return [self._rank(row, int(top_k)) for row in logits]
+
+    def _unpadded(self, texts: list[Any]) -> np.ndarray:
+        """Texts grouped by token length, each group one batch without padding (TextInput.pad_batches)."""
+        lengths = [self.prepare([t])["input_ids"].shape[1] for t in texts]
+        rows: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for n in sorted(set(lengths)):
+            idx = [i for i, length in enumerate(lengths) if length == n]
+            out = self.forward(self.prepare([texts[i] for i in idx]))  # one length: nothing is padded
+            for j, i in enumerate(idx):
+                rows[i] = out[j]
+        return np.stack(rows)
 
     def prepare(self, items: list[Any]) -> dict[str, np.ndarray]:
         """Raw inputs -> the graph's feeds, as the contract's `input` says."""
@@ -110,11 +125,28 @@ class Classifier(Model):
             fix="pass an image path, PIL image, HxWxC uint8 array or text, or a list of them",
         )
 
+    def scores(self, outputs: np.ndarray) -> np.ndarray:
+        """The graph's outputs (batch, classes) -> the scores a user of the source model reads, as
+        the artifact records them (`contract.scores`): softmax or sigmoid of logits, probabilities
+        as they are, exp of log-probabilities."""
+        if not np.all(np.isfinite(outputs)):
+            raise InputError("the model produced non-finite outputs for this input", fix="check the input values")
+        return apply_scores(np.asarray(outputs, np.float64), self.contract.scores).astype(np.float32)
+
     def _rank(self, row: np.ndarray, top_k: int) -> list[Prediction]:
-        if not np.all(np.isfinite(row)):
-            raise InputError("the model produced non-finite logits for this input", fix="check the input values")
-        z = row - row.max()
-        p = np.exp(z) / np.exp(z).sum()
+        p = self.scores(row[None])[0]
         order = np.argsort(-p, kind="stable")[:top_k]
         labels = self.labels
         return [Prediction(labels[i] if i < len(labels) else str(i), float(p[i]), int(i)) for i in order]
+
+
+def apply_scores(x: np.ndarray, how: str) -> np.ndarray:
+    """Rows of raw outputs -> scores (`ClassifySection.scores`), in float64."""
+    if how == "softmax":
+        z = np.exp(x - x.max(axis=-1, keepdims=True))
+        return z / z.sum(axis=-1, keepdims=True)
+    if how == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if how == "log_probabilities":
+        return np.exp(x)
+    return x  # "probabilities" and "none": the outputs are the scores

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.contract.generate import GenerateSection, KVCache, RecurrentState
+from edgekit.contract.generate import FullSequence, GenerateSection, KVCache, RecurrentState
 from edgekit.errors import ConfigError, InputError
 from edgekit.preprocess.text import check_texts, read_tokenizer
 from edgekit.runtimes.base import Runner
+from edgekit.tasks.compactkv import CompactKV
+from edgekit.tasks.fullseq import FullSequenceState
 from edgekit.tasks.kvcache import SharedKVCache, SlotCache
 from edgekit.tasks.model import Model
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser
@@ -103,11 +105,13 @@ class _RecurrentState:
         pass  # nothing held beyond numpy arrays
 
 
-def cache_for(runner: Runner, cfg: KVCache | RecurrentState, batch: int, prompt: int,
-              new: int) -> _KVCache | _RecurrentState:
+def cache_for(runner: Runner, cfg: KVCache | RecurrentState | FullSequence, batch: int, prompt: int,
+              new: int) -> _KVCache | _RecurrentState | FullSequenceState | CompactKV:
     """The loop state for the contract's cache layout, sized for prompt + new tokens."""
     if isinstance(cfg, KVCache):
-        return _KVCache(runner, cfg, batch, prompt, new)
+        return CompactKV(runner, cfg, batch) if cfg.compact else _KVCache(runner, cfg, batch, prompt, new)
+    if isinstance(cfg, FullSequence):
+        return FullSequenceState(runner, cfg, batch, prompt, new)
     return _RecurrentState(runner, cfg, batch, prompt, new)
 
 

@@ -1,0 +1,60 @@
+"""The decode-loop state for decoders whose past must hold exactly the tokens so far (`KVCache.compact`).
+
+The fixed-slot cache (kvcache.py) feeds a preallocated buffer with the unfilled slots masked; that
+is exact for models that only look at which slots are attended. Some models also look at where
+they sit: BART-family decoders take positions from the cache length, ALiBi decoders such as MPT
+bias attention by key index. For those the past grows by concatenation each step (the graph's
+past dim is dynamic), as transformers' own DynamicCache does: one host-side copy per step, no
+device-resident stepper, the same tokens as transformers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgekit.contract.generate import KVCache
+from edgekit.runtimes.base import Runner
+
+
+class CompactKV:
+    """prefill / step / reorder / close, like every decode-loop state (tasks/generator.py)."""
+
+    def __init__(self, runner: Runner, cfg: KVCache, batch: int) -> None:
+        self.runner = runner
+        self.cfg = cfg
+        self.writes = cfg.writes()
+        self.dtype = np.dtype({s.name: s for s in runner.inputs}[cfg.past()[0]].dtype)
+        self.past: dict[str, np.ndarray] = {}
+        self.mask = np.zeros((batch, 0), np.int64)
+        self.position = np.zeros((batch, 1), np.int64)
+        self.prompt_logits: np.ndarray | None = None
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The prompt with an empty past; returns the last position's logits (batch, vocab)."""
+        b = ids.shape[0]
+        empty = {n: np.zeros((b, self.cfg.heads, 0, self.cfg.head_dim), self.dtype) for n in self.cfg.past()}
+        pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+        out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **empty})
+        self.past = {past: out[present] for present, past in self.writes.items()}
+        self.mask = np.asarray(mask, np.int64).copy()
+        self.position = pos[:, -1:] + 1
+        self.prompt_logits = out["logits"]
+        return out["logits"][:, -1]
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """One token per row after the whole past; returns (batch, vocab)."""
+        self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), np.int64)], axis=1)
+        out = self.runner.run({"input_ids": np.asarray(tokens, np.int64)[:, None], "attention_mask": self.mask,
+                               "position_ids": self.position, **self.past})
+        self.past = {past: np.concatenate([self.past[past], out[present]], axis=2)
+                     for present, past in self.writes.items()}
+        self.position = self.position + 1
+        return out["logits"][:, -1]
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Keep the given batch rows in that order, possibly repeated (beam search)."""
+        rows = np.asarray(rows, np.int64)
+        self.past = {k: np.ascontiguousarray(v[rows]) for k, v in self.past.items()}
+        self.mask, self.position = self.mask[rows], self.position[rows]
+
+    def close(self) -> None:
+        self.past = {}

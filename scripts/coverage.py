@@ -1,0 +1,149 @@
+"""The full coverage sweep (tests/coverage_models.py) and the README's "supported architectures" table.
+
+    .venv/bin/python scripts/coverage.py run [--precisions fp32,fp16,int8] [--only TASK] [--out docs/coverage.jsonl]
+    .venv/bin/python scripts/coverage.py table [--results docs/coverage.jsonl]   # rewrites the README table
+
+Each family runs in a worker process (recycled every few families; a family that hangs past the
+timeout is recorded as a failure), one JSON line per (task, family, precision) appended as it ends,
+so an interrupted sweep resumes where it stopped. CI runs the fast subset only (tests/test_coverage.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+TIMEOUT_S = 240
+MAX_TASKS = 20
+BEGIN, END = "<!-- coverage-table:begin -->", "<!-- coverage-table:end -->"
+
+
+def _one(args: tuple[str, str, str]) -> str:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    import torch
+
+    torch.set_num_threads(1)
+    from coverage_models import outcome
+
+    return outcome(*args).to_json()
+
+
+def run(out: Path, precisions: list[str], only: str | None, workers: int) -> None:
+    from coverage_models import TASKS, families
+
+    done = set()
+    if out.is_file():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["task"], r["family"], r["precision"]))
+    tasks = list(TASKS) if only is None else [t for t in only.split(",") if t in TASKS]
+    jobs = [(t, f, p) for p in precisions for t in tasks for f in families(t) if (t, f, p) not in done]
+    print(f"{len(jobs)} to run ({len(done)} already in {out})", flush=True)
+    ctx = mp.get_context("spawn")
+    while jobs:
+        # A few families at a time (each worker imports once per MAX_TASKS families); a family still
+        # running TIMEOUT_S after the ones before it finished is recorded as timed out, and the pool restarted.
+        pool = ctx.Pool(workers, maxtasksperchild=MAX_TASKS)
+        pending = [(job, pool.apply_async(_one, (job,))) for job in jobs]
+        jobs = []
+        try:
+            for i, (job, res) in enumerate(pending):
+                try:
+                    line = res.get(TIMEOUT_S)
+                except mp.TimeoutError:
+                    line = _failed(job, f"timed out after {TIMEOUT_S} s")
+                    jobs = [j for j, r in pending[i + 1:] if not r.ready()]
+                    _record(out, [r.get() for _, r in pending[i + 1:] if r.ready()])
+                    _record(out, [line])
+                    break
+                except Exception as e:  # the worker died (segfault, out of memory)
+                    line = _failed(job, f"worker died: {type(e).__name__}: {e}")
+                _record(out, [line])
+        finally:
+            pool.terminate()
+
+
+def _record(out: Path, lines: list[str]) -> None:
+    with out.open("a") as f:
+        for line in lines:
+            f.write(line + "\n")
+            print(line, flush=True)
+
+
+def _failed(job: tuple[str, str, str], reason: str) -> str:
+    return json.dumps({"task": job[0], "family": job[1], "precision": job[2], "status": "fail",
+                       "reason": reason[:300], "seconds": 0})
+
+
+def table(results: Path) -> str:
+    rows: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    for line in results.read_text().splitlines():
+        r = json.loads(line)
+        rows[(r["task"], r["family"])][r["precision"]] = r
+    precisions = ["fp32", "fp16", "int8"]
+    mark = {"pass": "yes", "fail": "FAIL", "refused": "refused", "skip": "skipped"}
+    from coverage_models import TASKS, families
+
+    for task in TASKS:  # every family of the mappings is listed, swept or not
+        for fam in families(task):
+            rows.setdefault((task, fam), {})
+    lines = ["Status per precision: yes (converted, answers identical within the task's tolerance), refused (a clear",
+             "edgekit error, reason given), FAIL (converted but answers differ, or a raw error), skipped (multimodal /",
+             "Hub code, or the sweep could not build a tiny config: not counted as tested), - (not run yet).", "",
+             "| task | families | fp32 pass / tested | refused | fail | skipped | not run |", "|---|---|---|---|---|---|---|"]
+    for task in TASKS:
+        c = Counter(v["fp32"]["status"] if "fp32" in v else "not run" for (t, _), v in rows.items() if t == task)
+        tested = c["pass"] + c["fail"] + c["refused"]
+        lines.append(f"| {task} | {sum(c.values())} | {c['pass']}/{tested} ({100 * c['pass'] / max(tested, 1):.0f}%) "
+                     f"| {c['refused']} | {c['fail']} | {c['skip']} | {c['not run']} |")
+    lines += ["", "| family | task | " + " | ".join(precisions) + " | reason (when not yes) |",
+              "|---|---|" + "---|" * len(precisions) + "---|"]
+    for (task, fam), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        reasons = "; ".join(dict.fromkeys(f"{p}: {v[p]['reason']}" if len(precisions) > 1 else v[p]["reason"]
+                                          for p in precisions if p in v and v[p]["status"] != "pass"))
+        cells = " | ".join(mark[v[p]["status"]] if p in v else "-" for p in precisions)
+        lines.append(f"| {fam} | {task} | {cells} | {reasons.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def write_readme(results: Path) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    block = f"{BEGIN}\n{table(results)}\n{END}"
+    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    readme.write_text(text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("command", choices=["run", "table"])
+    ap.add_argument("--out", "--results", dest="out", type=Path, default=ROOT / "docs" / "coverage.jsonl")
+    ap.add_argument("--precisions", default="fp32")
+    ap.add_argument("--only", default=None, help="comma-separated tasks, in this order")
+    ap.add_argument("--workers", type=int, default=1, help="families converted at once")
+    a = ap.parse_args()
+    if a.command == "run":
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        run(a.out, a.precisions.split(","), a.only, a.workers)
+    else:
+        write_readme(a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""The coverage sweep: every architecture in transformers' auto mappings for four tasks, tiny and random.
+
+For each (task, model_type): build a tiny random config from the family's own config class (sizes
+shrunk by the keys it has), save model + tokenizer / image processor / feature extractor to a
+folder, convert it at fp32 (optionally fp16, int8) and compare from the raw input to the answer
+with the transformers pipeline a user of the folder would call:
+  generate        greedy tokens identical (the convert gate, plus `generate` against `model.generate`)
+  classify-text   probabilities within 1e-4 of `pipeline("text-classification", top_k=None)`
+  classify-image  probabilities within 1e-4 of `pipeline("image-classification")` on odd-size photos
+  recognize       transcripts equal to `pipeline("automatic-speech-recognition")`'s
+`outcome(...)` returns a `Outcome` (status "pass" | "refused" | "fail" | "skip", reason); the test
+(tests/test_coverage.py) and the README table (scripts/coverage.py) both read it.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PROB_TOL = 1e-4
+TASKS = ("generate", "classify-text", "classify-image", "recognize")
+_MAPPINGS = {
+    "generate": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+    "classify-text": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+    "classify-image": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
+    "recognize": "MODEL_FOR_CTC_MAPPING_NAMES",
+}
+
+# Families that are not a single-modality model of the task, or need code from the Hub: skipped, with why.
+SKIPPED: dict[str, str] = {
+    "timm_wrapper": "wraps a timm model loaded from the Hub (remote code / weights), not a transformers architecture",
+    "clip": "multimodal (text + vision tower); the image classifier needs the joint config",
+    "metaclip_2": "multimodal (text + vision tower)",
+    "siglip": "multimodal (text + vision tower)",
+    "siglip2": "multimodal (text + vision tower)",
+    "shieldgemma2": "multimodal (Gemma 3 vision-language model)",
+    "perceiver": "multimodal (one family with text, image and audio pre-processors)",
+    "layoutlm": "multimodal (text + layout boxes)",
+    "layoutlmv2": "multimodal (text + layout + image)",
+    "layoutlmv3": "multimodal (text + layout + image)",
+    "lilt": "multimodal (text + layout boxes)",
+    "markuplm": "multimodal (text + HTML xpaths)",
+    "tapas": "multimodal (text + table)",
+    "modernvbert": "multimodal (vision-language encoder)",
+    "ultravbert": "multimodal (vision-language encoder)",
+    "donut-swin": "the vision encoder of an image-to-text model",
+    "fuyu": "multimodal (image patches + text)",
+    "got_ocr2": "multimodal (image + text)",
+    "emu3": "multimodal (image tokens + text)",
+    "mllama": "multimodal (vision-language)",
+    "phi4_multimodal": "multimodal (vision + audio + text)",
+    "moshi": "multimodal (audio codec + text)",
+    "musicgen": "audio codes generation (multi-codebook), not a text decoder",
+    "musicgen_melody": "audio codes generation (multi-codebook), not a text decoder",
+    "moss_transcribe_diarize": "multimodal (speech + text)",
+    "granite_speech5_ctc": "multimodal speech encoder with a projector config",
+    "gemma3": "multimodal (vision-language); the text-only gemma3_text is covered",
+    "gemma3n": "multimodal (vision + audio + text); gemma3n_text is covered",
+    "gemma4": "multimodal; gemma4_text is covered",
+    "gemma4_unified": "multimodal; gemma4_unified_text is covered",
+    "qwen3_5": "multimodal (vision-language); qwen3_5_text is covered",
+    "qwen3_5_moe": "multimodal (vision-language); qwen3_5_moe_text is covered",
+    "qwen4_exp": "multimodal; qwen4_exp_text is covered",
+    "llama4": "multimodal (vision-language); llama4_text is covered",
+    "dots3_note": "multimodal; dots3_note_text is covered",
+    "git": "multimodal (image-to-text decoder)",
+    "trocr": "image-to-text decoder (needs the vision encoder's states)",
+    "mistral4": "multimodal (vision-language)",
+    "t5gemma2": "multimodal encoder-decoder",
+}
+
+
+def families(task: str) -> list[str]:
+    from transformers.models.auto import modeling_auto
+
+    return sorted(getattr(modeling_auto, _MAPPINGS[task]))
+
+
+@dataclass
+class Outcome:
+    task: str
+    family: str
+    precision: str
+    status: str  # "pass" | "refused" | "fail" | "skip"
+    reason: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+# ---------------------------------------------------------------- tiny configs
+
+_INTS = {  # key -> tiny value, set where the family's config has the key
+    "hidden_size": 32, "d_model": 32, "n_embd": 32, "n_embed": 32, "dim": 32, "embed_dim": 32, "word_embed_proj_dim": 32,
+    "num_hidden_layers": 2, "n_layer": 2, "num_layers": 2, "n_layers": 2, "decoder_layers": 2, "encoder_layers": 2,
+    "num_attention_heads": 4, "n_head": 4, "n_heads": 4, "decoder_attention_heads": 4, "encoder_attention_heads": 4,
+    "num_key_value_heads": 2, "num_kv_heads": 2, "multi_query_group_num": 2,
+    "intermediate_size": 64, "ffn_dim": 64, "n_inner": 64, "d_ff": 64, "decoder_ffn_dim": 64, "encoder_ffn_dim": 64,
+    "ffn_hidden_size": 64, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+    "head_dim": 8, "kv_channels": 8, "attention_head_size": 8,
+    "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_topk": 2,
+    "top_k": 2, "n_shared_experts": 1, "num_shared_experts": 1, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
+    "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8,
+    "qk_head_dim": 16, "max_position_embeddings": 256, "n_positions": 256, "n_ctx": 256, "seq_length": 256,
+    "embedding_size": 32, "projection_dim": 32, "rotary_dim": 4, "conv_kernel": 4, "state_size": 8,
+    "time_step_rank": 4, "mamba_d_state": 8, "mamba_n_heads": 4, "mamba_d_head": 8, "ssm_state_size": 8,
+    "mamba_expand": 2, "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 8,
+    "linear_value_head_dim": 8, "type_vocab_size": 2, "num_labels": 3,
+}
+_VISION_INTS = {"image_size": 32, "embed_dim": 16, "hidden_size": 32, "num_channels": 3, "embedding_size": 16,
+                "hidden_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                "encoder_stride": 4, "window_size": 4, "num_labels": 3, "neck_hidden_sizes": None}
+
+
+def _shrink_list(key: str, value: list[Any]) -> list[Any] | None:
+    """Per-stage lists of vision configs: one block per stage, narrow stages."""
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return None
+    if key in ("depths", "num_block_repeats", "num_layers", "stage_num_blocks", "blocks_per_stage"):
+        return [1] * len(value)
+    if key in ("hidden_sizes", "embed_dims", "embed_dim", "neck_hidden_sizes", "dims", "widths", "in_channels",
+               "out_channels", "embedding_dims", "hidden_size", "stage_out_channels"):
+        return [8 * min(i + 1, 4) for i in range(len(value))]
+    if key in ("num_heads", "num_attention_heads", "heads"):
+        return [1] * len(value)
+    return None
+
+
+# Vision families whose stage lists constrain each other: their own numbers, made small.
+# "lists": False keeps the default per-stage lists (they are scaled by coefficients instead).
+_VISION_FAMILIES: dict[str, dict[str, Any]] = {
+    "swin": dict(embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=2, patch_size=4),
+    "swinv2": dict(embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=2, patch_size=4),
+    "bit": dict(num_groups=2),
+    "efficientnet": dict(lists=False, width_coefficient=0.1, depth_coefficient=0.1, hidden_dim=128),
+    "levit": dict(lists=False, image_size=64, hidden_sizes=[16, 32, 48], key_dim=[4, 4, 4], depths=[1, 1, 1],
+                  num_attention_heads=[2, 2, 2]),
+    "hgnet_v2": dict(lists=False),
+    "textnet": dict(lists=False),
+    "mobilevitv2": dict(lists=False, width_multiplier=0.25, image_size=64),
+    "hiera": dict(image_size=[64, 64], embed_dim=16, num_heads=[1, 1, 1, 1], depths=[1, 1, 1, 1],
+                  masked_unit_size=[8, 8], query_stride=[2, 2], patch_stride=[4, 4]),
+}
+
+
+def tiny_config(model_type: str, task: str, vocab: int, **extra: Any) -> Any:
+    from transformers import CONFIG_MAPPING
+
+    cls = CONFIG_MAPPING[model_type]
+    base = cls().to_dict()
+    ints = _VISION_INTS if task == "classify-image" else _INTS
+    kw: dict[str, Any] = {k: v for k, v in ints.items() if k in base and v is not None}
+    if task == "classify-image":
+        family = dict(_VISION_FAMILIES.get(model_type, {}))
+        if family.pop("lists", True):
+            for k, v in base.items():
+                if isinstance(v, list):
+                    small = _shrink_list(k, v)
+                    if small is not None:
+                        kw[k] = small
+        if "hidden_sizes" in base and isinstance(kw.get("num_attention_heads"), int):
+            kw.pop("num_attention_heads")
+        kw.update({k: v for k, v in family.items() if k in base})
+    if "vocab_size" in base:
+        kw["vocab_size"] = vocab
+    for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        if k in base:
+            kw[k] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}[k]
+    if "kv_lora_rank" in base and "num_key_value_heads" in kw:  # latent attention (MLA): one KV head per head
+        kw["num_key_value_heads"] = kw.get("num_attention_heads", 4)
+    if "sliding_window" in base and base["sliding_window"] is not None:
+        kw["sliding_window"] = 128
+    if "initializer_range" in base:
+        kw["initializer_range"] = 0.2  # the default 0.02 makes a tiny random model repeat one token
+    kw.update(extra)
+    if "tie_word_embeddings" in base:
+        kw["tie_word_embeddings"] = False
+    if "is_decoder" in base and task == "generate":
+        kw["is_decoder"] = True
+    return cls(**kw)
+
+
+# ---------------------------------------------------------------- the saved folders
+
+WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "big", "small", "red", "blue", "and", "is", "was",
+         "very", "not", "good", "bad", "day", "night", "sun", "moon", "tree", "house"]
+
+
+def tiny_tokenizer() -> Any:
+    """A word-level fast tokenizer with [PAD]=0, [BOS]=1, [EOS]=2, [UNK]=3, [CLS]=4, [SEP]=5, [MASK]=6."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[BOS]", "[EOS]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {t: i for i, t in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    # [BOS] text [EOS], as real tokenizers add: BART-style classifiers pool on the eos token.
+    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]", special_tokens=[("[BOS]", 1), ("[EOS]", 2)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]",
+                                   unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+TEXTS = ["the cat sat on the mat", "a big red dog ran", "night", "the sun was very good and the moon was not bad"]
+
+
+def _auto_model(task: str) -> Any:
+    import transformers
+
+    return getattr(transformers, {"generate": "AutoModelForCausalLM", "classify-text": "AutoModelForSequenceClassification",
+                                  "classify-image": "AutoModelForImageClassification",
+                                  "recognize": "AutoModelForCTC"}[task])
+
+
+def _architecture(task: str, family: str) -> str:
+    from transformers.models.auto import modeling_auto
+
+    names = getattr(modeling_auto, _MAPPINGS[task])[family]
+    return str(names[0] if isinstance(names, (tuple, list)) else names)
+
+
+def save_folder(task: str, family: str, folder: Path, seed: int = 0) -> Path:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = tiny_tokenizer()
+    if task == "recognize":
+        return _save_ctc(family, folder, seed)
+    config = tiny_config(family, task, vocab=len(tok))
+    if task in ("classify-text", "classify-image"):
+        config.id2label = {0: "neg", 1: "neutral", 2: "pos"}
+        config.label2id = {v: k for k, v in config.id2label.items()}
+        config.num_labels = 3
+    config.architectures = [_architecture(task, family)]  # some mappings hold several classes
+    torch.manual_seed(seed)
+    model = _auto_model(task).from_config(config).eval()
+    with torch.no_grad():
+        # Some families initialise their MoE router to zeros: every expert then ties, and PyTorch's and
+        # onnxruntime's top-k break ties differently. Trained routers never tie: give them random weights.
+        for name, p in model.named_parameters():
+            if ("router" in name or name.endswith("gate.weight")) and p.ndim == 2 and not p.any():
+                p.normal_(0.0, 0.2)
+    with torch.no_grad():  # the tiny config must run in PyTorch itself, else it is the sweep's problem
+        if task == "classify-image" and model.main_input_name == "pixel_values":
+            side = getattr(config, "image_size", 32) or 32
+            side = int(side[0] if isinstance(side, (list, tuple)) else side)
+            model(pixel_values=torch.rand(1, int(getattr(config, "num_channels", 3)), side, side))
+        else:
+            model(input_ids=torch.tensor([[1, 7, 8, 9, 10, 2]]))
+    model.save_pretrained(folder)
+    if task == "classify-text":
+        tok.save_pretrained(folder)
+    elif task == "classify-image":
+        _save_image_processor(family, folder, config)
+    return folder
+
+
+def _save_image_processor(family: str, folder: Path, config: Any) -> None:
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    import transformers
+
+    names = IMAGE_PROCESSOR_MAPPING_NAMES.get(family) or {}
+    name = names.get("pil") or names.get("torchvision") if isinstance(names, dict) else (
+        names[0] if isinstance(names, tuple) else names)
+    if isinstance(names, dict):
+        name = names.get("pil") or next(iter(names.values()))
+    proc = getattr(transformers, str(name))()
+    side = getattr(config, "image_size", 32) or 32
+    side = int(side[0] if isinstance(side, (list, tuple)) else side)
+    size = getattr(proc, "size", None) or {}
+    # The family's own convention (crop_pct, shortest_edge, crop...), scaled to the tiny side.
+    if "shortest_edge" in size and "longest_edge" not in size:
+        proc.size = {"shortest_edge": side}
+    elif "shortest_edge" in size:
+        proc.size = {"shortest_edge": side, "longest_edge": side * 2}
+    else:
+        proc.size = {"height": side, "width": side}
+    if getattr(proc, "crop_size", None):
+        proc.crop_size = {"height": side, "width": side}
+    proc.save_pretrained(folder)
+
+
+def _save_ctc(family: str, folder: Path, seed: int) -> Path:
+    import torch
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
+
+    vocab = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+    extra = {k: v for k, v in dict(conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
+                                     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                                     initializer_range=0.5).items()}
+    from transformers import CONFIG_MAPPING
+
+    base = CONFIG_MAPPING[family]().to_dict()
+    config = tiny_config(family, "recognize", vocab=len(vocab), **{k: v for k, v in extra.items() if k in base})
+    torch.manual_seed(seed)
+    _auto_model("recognize").from_config(config).eval().save_pretrained(folder)
+    return folder
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def outcome(task: str, family: str, precision: str = "fp32", work: Path | None = None) -> Outcome:
+    """Build, convert and compare one family; never raises (the reason says what happened)."""
+    import time
+
+    import edgekit
+    from edgekit.errors import EdgekitError, ParityError
+
+    if family in SKIPPED:
+        return Outcome(task, family, precision, "skip", SKIPPED[family])
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        root = Path(tmp)
+        try:
+            folder = save_folder(task, family, root / "hf")
+        except Exception as e:  # the sweep's own config could not be built for this family
+            return Outcome(task, family, precision, "skip", f"no tiny config: {_short(e)}")
+        try:
+            art = edgekit.convert(folder, root / "art", precision=precision)
+            problem = CHECKS[task](folder, root / "art", precision)
+        except ParityError as e:
+            return Outcome(task, family, precision, "fail", _short(e), time.perf_counter() - start)
+        except EdgekitError as e:
+            return Outcome(task, family, precision, "refused", _short(e), time.perf_counter() - start)
+        except Exception as e:  # a raw traceback is a bug: reported as a failure
+            return Outcome(task, family, precision, "fail", f"{type(e).__name__}: {_short(e)} "
+                           f"@ {traceback.extract_tb(e.__traceback__)[-1].name}", time.perf_counter() - start)
+        del art
+    status = "pass" if not problem else "fail"
+    return Outcome(task, family, precision, status, problem, time.perf_counter() - start)
+
+
+def _short(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
+
+
+def _check_generate(folder: Path, art: Path, precision: str) -> str:
+    """The convert gate ran edgekit's `generate` against transformers' `generate` (greedy, 32 new tokens,
+    batch 1 and a left-padded batch of two lengths, eos ignored): fp32 must agree on every token."""
+    import edgekit
+
+    parity = edgekit.load(art, device="cpu").manifest.parity
+    if precision == "fp32" and parity.get("greedy_agreement") != 1.0:
+        return f"greedy agreement {parity.get('greedy_agreement')}"
+    return ""
+
+
+def _check_text(folder: Path, art: Path, precision: str) -> str:
+    from transformers import pipeline
+
+    import edgekit
+
+    pipe = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")
+    clf = edgekit.load(art, device="cpu")
+    worst = 0.0
+    for batch in ([TEXTS[0]], TEXTS):
+        want = pipe(batch)
+        got = clf.classify(batch, top_k=3)
+        for w, g in zip(want, got):
+            wd = {p["label"]: p["score"] for p in w}
+            worst = max(worst, max(abs(wd[p.label] - p.score) for p in g))
+    return _prob_problem(worst, precision)
+
+
+def photos() -> list[Any]:
+    """Photos of odd sizes and modes: non-square both ways, grayscale, RGBA."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    out = []
+    for (h, w), mode in (((45, 61), "RGB"), ((70, 37), "RGB"), ((33, 33), "L"), ((50, 80), "RGBA")):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx + yy) * 7) % 256], -1)
+        noise = rng.integers(0, 40, size=(h, w, 3))
+        arr = np.clip(base + noise, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr)
+        out.append(img.convert(mode) if mode != "RGBA" else img.convert("RGBA"))
+    return out
+
+
+def _check_image(folder: Path, art: Path, precision: str) -> str:
+    from transformers import pipeline
+
+    import edgekit
+
+    pipe = pipeline("image-classification", model=str(folder), top_k=3, device="cpu")
+    clf = edgekit.load(art, device="cpu")
+    pics = photos()
+    worst = 0.0
+    want = pipe([p.convert("RGB") for p in pics])
+    got = clf.classify(pics, top_k=3)
+    for w, g in zip(want, got):
+        wd = {p["label"]: p["score"] for p in w}
+        worst = max(worst, max(abs(wd[p.label] - p.score) for p in g))
+    return _prob_problem(worst, precision)
+
+
+def _prob_problem(worst: float, precision: str) -> str:
+    tol = {"fp32": PROB_TOL, "fp16": 1e-2, "int8": 0.1}.get(precision, 0.2)
+    return "" if worst <= tol else f"probabilities differ from the transformers pipeline by {worst:.3g} (> {tol:g})"
+
+
+def speech() -> list[np.ndarray]:
+    from edgekit.converters.specs.ctc import synthetic_audio
+
+    return [synthetic_audio(s, 16000, i) for i, s in enumerate((1.1, 2.3))]
+
+
+def _check_ctc(folder: Path, art: Path, precision: str) -> str:
+    from transformers import pipeline
+
+    import edgekit
+
+    pipe = pipeline("automatic-speech-recognition", model=str(folder), device="cpu")
+    asr = edgekit.load(art, device="cpu")
+    for wave in speech():
+        # edgekit's one convention: bos/eos (<s>, </s>) are never printed; the pipeline prints them.
+        want = pipe(wave.copy())["text"].replace("<s>", "").replace("</s>", "")
+        got = asr.recognize(wave, sample_rate=16000).text
+        if " ".join(want.split()) != got and precision == "fp32":
+            return f"transcript {got!r} vs the pipeline's {want!r}"
+    return ""
+
+
+CHECKS = {"generate": _check_generate, "classify-text": _check_text, "classify-image": _check_image,
+          "recognize": _check_ctc}
