@@ -1,7 +1,8 @@
-"""The full coverage sweep (tests/coverage_models.py) and the README's "supported architectures" table.
+"""The full coverage sweep (tests/coverage_models.py), the README's "supported architectures" summary
+and the per-family table in docs/coverage.md.
 
     .venv/bin/python scripts/coverage.py run [--precisions fp32,fp16,int8] [--only TASK] [--out docs/coverage.jsonl]
-    .venv/bin/python scripts/coverage.py table [--results docs/coverage.jsonl]   # rewrites the README table
+    .venv/bin/python scripts/coverage.py table [--results docs/coverage.jsonl]   # rewrites both tables
 
 Each family runs in a worker process (recycled every few families; a family that hangs past the
 timeout is recorded as a failure), one JSON line per (task, family, precision) appended as it ends,
@@ -91,7 +92,8 @@ def _failed(job: tuple[str, str, str], reason: str) -> str:
                        "reason": reason[:300], "seconds": 0})
 
 
-def table(results: Path) -> str:
+def table(results: Path) -> tuple[str, str]:
+    """(the summary per task, for the README; the per-family table, for docs/coverage.md)."""
     rows: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for line in results.read_text().splitlines():
         r = json.loads(line)
@@ -112,22 +114,25 @@ def table(results: Path) -> str:
         tested = c["pass"] + c["fail"] + c["refused"]
         lines.append(f"| {task} | {sum(c.values())} | {c['pass']}/{tested} ({100 * c['pass'] / max(tested, 1):.0f}%) "
                      f"| {c['refused']} | {c['fail']} | {c['skip']} | {c['not run']} |")
-    lines += ["", "| family | task | " + " | ".join(precisions) + " | reason (when not yes) |",
-              "|---|---|" + "---|" * len(precisions) + "---|"]
+    summary = "\n".join(lines)
+    lines = ["# Coverage per family", "", "Written by `scripts/coverage.py table` from docs/coverage.jsonl; the summary",
+             "and the method are in the README's \"Supported architectures\".", "",
+             "| family | task | " + " | ".join(precisions) + " | reason (when not yes) |",
+             "|---|---|" + "---|" * len(precisions) + "---|"]
     for (task, fam), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         reasons = "; ".join(dict.fromkeys(f"{p}: {v[p]['reason']}" if len(precisions) > 1 else v[p]["reason"]
                                           for p in precisions if p in v and v[p]["status"] != "pass"))
         cells = " | ".join(mark[v[p]["status"]] if p in v else "-" for p in precisions)
         lines.append(f"| {fam} | {task} | {cells} | {reasons.replace('|', '/')} |")
-    return "\n".join(lines)
+    return summary, "\n".join(lines) + "\n"
 
 
-def write_readme(results: Path) -> None:
+def write_tables(results: Path) -> None:
+    summary, per_family = table(results)
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    block = f"{BEGIN}\n{table(results)}\n{END}"
-    text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    readme.write_text(text)
+    block = f"{BEGIN}\n{summary}\n\nEvery family, with the reason for each refusal: [docs/coverage.md](docs/coverage.md).\n{END}"
+    readme.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, readme.read_text(), flags=re.S))
+    (ROOT / "docs" / "coverage.md").write_text(per_family)
 
 
 def main() -> None:
@@ -142,7 +147,7 @@ def main() -> None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         run(a.out, a.precisions.split(","), a.only, a.workers)
     else:
-        write_readme(a.out)
+        write_tables(a.out)
 
 
 if __name__ == "__main__":
