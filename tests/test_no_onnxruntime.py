@@ -1,7 +1,7 @@
 """No onnxruntime build installed (it is an extra, [cpu] or [gpu]): import works, everything else says the fix.
 
-Each check runs in a fresh interpreter where a meta path finder makes `import onnxruntime` fail the
-way it does when neither onnxruntime nor onnxruntime-gpu is installed.
+Each check runs in a fresh interpreter where `import onnxruntime` fails the way it does when neither
+onnxruntime nor onnxruntime-gpu is installed.
 """
 from __future__ import annotations
 
@@ -21,13 +21,9 @@ GPU_FIX = "pip install 'edgekit[gpu]'"
 NO_ORT = '''
 import sys
 
-class _NoOnnxruntime:
-    def find_spec(self, name, path=None, target=None):
-        if name == "onnxruntime" or name.startswith("onnxruntime."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, _NoOnnxruntime())
+# What a missing package looks like to both `import onnxruntime` (ModuleNotFoundError) and
+# `importlib.util.find_spec("onnxruntime")` (None), which transformers uses to probe for it.
+sys.modules["onnxruntime"] = None
 '''
 
 

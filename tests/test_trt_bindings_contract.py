@@ -84,7 +84,7 @@ def _known_attributes(tree: ast.Module) -> set[str]:
                threading.Condition(),
                ort.IOBinding, B.StepSpec, B.HostStepper(None, B.StepSpec({}, {}, {}, {})), CU.DeviceBuffers(None), dict, list, str, bytes, tuple, set, int, float, object, np.ndarray, np.dtype, Path, logging.Logger,
                threading.local(), threading.Lock(), hashlib.sha256(), Exception, M.Manifest, C.GraphSpec,
-               C.TensorSpec, C.Section, M.Precision, A.Artifact, T.BuildOptions, T.Eta, FP.Machine, FP.Fingerprint,
+               C.TensorSpec, C.Section, M.Precision, M.RuntimeGraph, A.Artifact, T.BuildOptions, T.Eta, FP.Machine, FP.Fingerprint,
                FP.EngineRecord, E.EngineError("an edgekit error", found="", fix="")]
     known = {a for o in objects for a in dir(o)}
     known |= {f for o in objects for f in getattr(o, "__dataclass_fields__", {})}
