@@ -45,6 +45,7 @@ class SlotCache:
         self.position = np.zeros((batch, 1), np.int64)
         self.logits = np.zeros((batch, 1, 0), np.float32)
         self.filled = 0
+        self.origin = np.arange(batch)  # which row of the resident inputs each row holds
         self._stepper: Stepper | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -74,6 +75,28 @@ class SlotCache:
         self.filled += 1
         self.position += 1
         return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Keep batch rows `rows` (in that order, possibly repeated): beam search after each step.
+
+        Before the first step the host arrays are the cache, so the batch may change size (one
+        prompt row becomes num_beams rows); after it the stepper gathers the rows where the
+        caches live. Resident inputs are gathered only when a row's source row changes, which
+        beam search never does (beams of one input share its encoder output).
+        """
+        rows = np.asarray(rows, np.int64)
+        origin = self.origin[rows]
+        if self._stepper is None:
+            self.past = {n: np.ascontiguousarray(a[rows]) for n, a in self.past.items()}
+            self.resident = {n: np.ascontiguousarray(a[rows]) for n, a in self.resident.items()}
+            self.mask, self.position = self.mask[rows], self.position[rows]
+            self.token = np.zeros((len(rows), 1), np.int64)
+            self.logits = np.zeros((len(rows), *self.logits.shape[1:]), self.logits.dtype)
+        else:
+            moved = [] if np.array_equal(origin, self.origin) else list(self.resident)
+            self._stepper.reorder(rows, [*self.writes.values(), *moved])
+            self.mask[...], self.position[...] = self.mask[rows], self.position[rows]
+        self.origin = origin
 
     def close(self) -> None:
         """Free the stepper (it may hold GPU memory and a CUDA graph). Safe to call twice."""
