@@ -2,6 +2,7 @@
 
     classify.py   TorchClassifier, HFImageClassifier, HFTextClassifier
     causal_lm.py  HFCausalLM (every decoder with a Hugging Face KV cache)
+    seq2seq.py    HFSeq2Seq (Marian, BART/mBART, M2M100/NLLB, Pegasus, T5/mT5/UMT5; graphs in seq2seq_graphs.py)
     recurrent.py  RecurrentGenerator (plain LSTM modules)
     ctc.py        HFCtc, TorchCtc
     whisper.py    Whisper
@@ -16,11 +17,12 @@ from edgekit.converters.specs.causal_lm import HFCausalLM
 from edgekit.converters.specs.classify import HFImageClassifier, HFTextClassifier, TorchClassifier
 from edgekit.converters.specs.ctc import HFCtc, TorchCtc
 from edgekit.converters.specs.recurrent import RecurrentGenerator
+from edgekit.converters.specs.seq2seq import HFSeq2Seq
 from edgekit.converters.specs.whisper import Whisper
 from edgekit.errors import ConfigError, SourceError
 
 SPECS: tuple[type[ExportSpec], ...] = (
-    HFImageClassifier, HFTextClassifier, HFCausalLM, HFCtc, Whisper,
+    HFImageClassifier, HFTextClassifier, HFCausalLM, HFSeq2Seq, HFCtc, Whisper,
     TorchClassifier, RecurrentGenerator, TorchCtc,
 )
 
@@ -44,5 +46,6 @@ def match(src: Source, options: ConvertOptions) -> ExportSpec:
         f"'{src.description}' is a {src.architecture or 'model without architectures'}, which edgekit cannot "
         f"convert for {src.task}",
         fix="classify takes *ForImageClassification / *ForSequenceClassification folders, generate *ForCausalLM "
-            "/ *LMHeadModel, recognize *ForCTC and WhisperForConditionalGeneration",
+            "/ *LMHeadModel and encoder-decoder *ForConditionalGeneration / MarianMTModel, recognize *ForCTC and "
+            "WhisperForConditionalGeneration",
     )

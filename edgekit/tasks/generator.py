@@ -24,7 +24,7 @@ from edgekit.runtimes.base import Runner
 from edgekit.tasks import chat
 from edgekit.tasks.kvcache import SlotCache
 from edgekit.tasks.model import Model
-from edgekit.tasks.options import DEFAULTS, NOT_IMPLEMENTED, GenerateOptions, refuse_unimplemented
+from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, GenerateOptions, refuse_unimplemented
 from edgekit.tasks.processors import LogitsPipeline
 from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
 
@@ -183,11 +183,11 @@ class Generator(Model):
 
     def chat_prompt(self, messages: Any, add_generation_prompt: bool = True) -> list[str]:
         """The prompt texts of one conversation (or a list of them), as `apply_chat_template` renders them."""
+        convs, _ = chat.conversations(messages)
         tpl = self.contract.chat
         if tpl is None:
             raise ConfigError("this artifact has no chat template", found="no chat_template in the source's tokenizer",
                               fix="pass a text prompt, or convert from a folder whose tokenizer has a chat_template")
-        convs, _ = chat.conversations(messages)
         return [chat.render(tpl.template, c, tpl.special_tokens, add_generation_prompt) for c in convs]
 
     def logits(self, input_ids: np.ndarray, decoder_input_ids: np.ndarray | None = None) -> np.ndarray:
@@ -206,7 +206,8 @@ class Generator(Model):
             raise InputError("an encoder-decoder scores decoder_input_ids (batch, tokens) given input_ids",
                              found=None if dec is None else f"shape {list(dec.shape)}")
         with self._decoder_state(ids, np.ones_like(ids), dec.shape[0], dec.shape[1], 1) as cache:
-            return np.asarray(cache.prefill(dec, np.ones_like(dec)), np.float32)
+            cache.prefill(dec, np.ones_like(dec))
+            return np.asarray(cache.prompt_logits, np.float32)
 
     def _need_tokenizer(self) -> Any:
         if self.tokenizer is None:
@@ -269,7 +270,7 @@ class Generator(Model):
 
     @staticmethod
     def _check_keywords(options: dict[str, Any]) -> None:
-        unknown = sorted(k for k in options if k not in DEFAULTS and k not in NOT_IMPLEMENTED)
+        unknown = sorted(k for k in options if k not in DEFAULTS and k not in NOT_IMPLEMENTED and k not in NO_EFFECT)
         if unknown:
             raise ConfigError(f"generate got unknown arguments {unknown}",
                               fix="use transformers' names: " + ", ".join(sorted(DEFAULTS)) +

@@ -38,9 +38,13 @@ NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "assistant_model": (), "prompt_lookup_num_tokens": (), "assistant_early_exit": (), "use_mtp": (False,),
     "dola_layers": (), "low_memory": (False,), "prefix_allowed_tokens_fn": (), "logits_processor": (),
     "stopping_criteria": (), "streamer": (), "synced_gpus": (False,), "custom_generate": (),
-    "cache_implementation": (), "generation_config": (), "tokenizer": (), "decoder_input_ids": (),
-    "inputs_embeds": (), "past_key_values": (), "use_cache": (True,),
+    "generation_config": (), "tokenizer": (), "decoder_input_ids": (), "inputs_embeds": (), "past_key_values": (),
 }
+# Settings of how transformers computes, not of what: they change no token, so any value is accepted.
+NO_EFFECT = ("use_cache", "cache_implementation", "cache_config", "max_cache_len", "compile_config",
+             "disable_compile", "prefill_chunk_size", "continuous_batching_config", "is_assistant",
+             "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
+             "assistant_lookbehind", "target_lookbehind")
 
 
 def refuse_unimplemented(given: Mapping[str, Any], where: str) -> None:

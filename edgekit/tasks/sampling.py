@@ -131,7 +131,8 @@ def typical_filter(logits: np.ndarray, mass: float, keep: int = 1) -> np.ndarray
         return logits
     normalized = log_softmax(logits)
     p = np.exp(normalized)
-    ent = -np.nansum(normalized * p, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):  # -inf * 0 for removed tokens: nan, skipped as transformers does
+        ent = -np.nansum(normalized * p, axis=-1, keepdims=True)
     shifted = np.abs(-normalized - ent)
     order = np.argsort(shifted, axis=-1, kind="stable")
     sorted_shifted = np.take_along_axis(shifted, order, axis=-1)
