@@ -22,10 +22,18 @@ import numpy as np
 from edgekit.errors import InputError
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.processors import LogitsPipeline
-from edgekit.tasks.sampling import log_softmax
+from edgekit.tasks.sampling import TokenChooser, log_softmax
 
 F32 = np.float32
 BIG = F32(-1.0e9)
+
+
+class Processors(Protocol):
+    """The logits processors of one call (tasks/processors.py, or Whisper's rules) and their chooser."""
+
+    chooser: TokenChooser
+
+    def __call__(self, seqs: np.ndarray, scores: np.ndarray) -> np.ndarray: ...
 
 
 class DecodeState(Protocol):
@@ -101,7 +109,7 @@ def sample(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, pipeline: L
 
 
 def beam_search(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, o: GenerateOptions,
-                pipeline: LogitsPipeline, stop: Stopper, fill: int, record: tuple[bool, bool]) -> Searched:
+                pipeline: Processors, stop: Stopper, fill: int, record: tuple[bool, bool]) -> Searched:
     """Beam search (and beam sampling) as `GenerationMixin._beam_search`, on rows already expanded
     to batch * num_beams (beam k of input b is row b * num_beams + k); the state reorders its
     cache rows after every step."""
