@@ -153,7 +153,7 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1)
 @click.option("--prompt", help="generate: the prompt text.")
-@click.option("--max-new-tokens", type=int, default=32, show_default=True, help="generate: tokens to add.")
+@click.option("--max-new-tokens", type=int, help="generate: tokens to add [the model's default, else 20].")
 @click.option("--top-k", type=int, default=5, show_default=True, help="classify: labels to show; generate: sampling top-k.")
 @click.option("--num-beams", type=click.IntRange(min=1), help="generate: beam search width [the model's default].")
 @click.option("--tgt-lang", help="generate: target language of a translation model (e.g. zh).")
@@ -161,7 +161,7 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
                                            "the model's chat template (no prompt: one turn per line on stdin).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
-def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int, top_k: int,
+def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
         num_beams: int | None, tgt_lang: str | None, chat: bool, device: str, as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit

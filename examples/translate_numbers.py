@@ -153,12 +153,12 @@ def accuracy(translations: list[str], numbers: list[int]) -> float:
     return sum(t == chinese(n) for t, n in zip(translations, numbers)) / len(numbers)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--int8-method", choices=["dynamic", "static"], default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import edgekit
 
     t0 = time.time()
@@ -188,7 +188,8 @@ def main() -> None:
         print(f"  {english(n)!r} -> {lm.generate(english(n))!r} (expected {chinese(n)})")
     print(f"  parity fp32: {fp32.manifest.parity['summary']}\n  parity int8: {int8.manifest.parity['summary']}")
     print(f"  try: edgekit run {fp32.path} --prompt 'three hundred and twenty-one'")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
