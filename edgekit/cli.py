@@ -238,14 +238,16 @@ def _info_text(m: Any) -> str:
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="classify: inputs per call.")
 @click.option("--prompt-tokens", type=click.IntRange(min=1), default=32, show_default=True, help="generate: prompt length.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True, help="generate: tokens per call.")
+@click.option("--num-beams", "bench_beams", type=click.IntRange(min=1), default=1, show_default=True,
+              help="generate: beam search width.")
 @click.option("--audio-seconds", type=click.FloatRange(min=0.1, max=600), default=5.0, show_default=True,
               help="recognize: clip length.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the latency distribution (and ratios) as a PNG (needs matplotlib).")
 def bench(artifact: Path, against: str | None, device: str, runs: int | None, warmup: int,
-          threads: int | None, batch: int, prompt_tokens: int, max_new_tokens: int, audio_seconds: float,
-          as_json: bool, plot_file: Path | None) -> None:
+          threads: int | None, batch: int, prompt_tokens: int, max_new_tokens: int, bench_beams: int,
+          audio_seconds: float, as_json: bool, plot_file: Path | None) -> None:
     """Time ARTIFACT on this machine: latency p50/p90/p99, throughput, peak memory, ratio vs PyTorch."""
     from edgekit import bench as B
 
@@ -254,7 +256,7 @@ def bench(artifact: Path, against: str | None, device: str, runs: int | None, wa
     quiet = logging.getLogger("edgekit").level >= logging.ERROR
     report = B.bench(artifact, against=against, device=device, runs=runs, warmup=warmup, threads=threads,
                      batch=batch, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
-                     audio_seconds=audio_seconds, progress=None if quiet else _progress_bar())
+                     audio_seconds=audio_seconds, progress=None if quiet else _progress_bar(), num_beams=bench_beams)
     if plot_file is not None:
         B.plot(report, plot_file)
     _emit(report, as_json, B.format_report)

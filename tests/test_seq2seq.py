@@ -196,3 +196,19 @@ def test_lower_precisions(built: dict[str, tuple[Path, Path]], tmp_path: Path) -
         assert p["passed"] and p["top1_agreement"] >= (0.9 if precision == "fp16" else 0.85), p
         out = edgekit.load(art.path, device="cpu").generate(TEXTS, max_new_tokens=6, num_beams=2)
         assert isinstance(out, list) and len(out) == 3
+
+
+def test_bench_encoder_latency_beams_and_per_graph_replay(built: dict[str, tuple[Path, Path]]) -> None:
+    from edgekit.bench import bench, format_report
+
+    src, art = built["t5"]
+    for beams in (1, 4):
+        r = bench(art, against=str(src), device="cpu", runs=2, warmup=1, prompt_tokens=6, max_new_tokens=5,
+                  num_beams=beams)
+        assert r["num_beams"] == beams and r["new_tokens_per_call"] == 5 and r["decode_tokens_per_s"] > 0
+        assert 0 < r["encoder_latency_ms"]["p50"] < r["latency_ms"]["p50"]
+        # The encoder alone, then a one-token call (encoder, prompt) and the full call (encoder, prompt, 4 steps).
+        assert r["against"]["graph_calls_per_run"] == 1 + 2 + 6
+        assert set(r["against"]["per_graph"]) == {"encoder", "decoder"}
+        assert all(g["speedup_p50"] > 0 for g in r["against"]["per_graph"].values())
+        assert "encoder     p50" in format_report(r) and "decoder:" in format_report(r)
