@@ -212,3 +212,39 @@ def test_bench_encoder_latency_beams_and_per_graph_replay(built: dict[str, tuple
         assert set(r["against"]["per_graph"]) == {"encoder", "decoder"}
         assert all(g["speedup_p50"] > 0 for g in r["against"]["per_graph"].values())
         assert "encoder     p50" in format_report(r) and "decoder:" in format_report(r)
+
+
+def test_gpu_loops_keep_the_encoder_output_resident(built: dict[str, tuple[Path, Path]], tok: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT (recording fakes: engines run the ONNX on fake device memory) and the onnxruntime CUDA
+    loop (a cuda-python fake): the same tokens as the CPU, greedy and with beams; the encoder output
+    goes up once and beam reorders touch only the self-attention cache."""
+    import shutil
+
+    import trt_fakes as F
+    from edgekit.manifest import Manifest
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
+    from edgekit.runtimes.tensorrt import build as T
+
+    ids, mask = _encode(tok, TEXTS[:1])
+    kw = [dict(max_new_tokens=10), dict(max_new_tokens=10, num_beams=3, num_return_sequences=2)]
+    with edgekit.load(built["bart"][1], device="cpu") as cpu:
+        want = [cpu.generate(input_ids=ids, attention_mask=mask, **k) for k in kw]
+        calls = F.Calls()
+        runner = cpu.decoder
+        runner._stepper_impl = lambda spec: OrtStepper(runner._session, spec, DeviceMemory(F.make_cudart(calls), "cpu"))
+        assert all(np.array_equal(cpu.generate(input_ids=ids, attention_mask=mask, **k), w) for k, w in zip(kw, want))
+        cfg = cpu.contract.cache
+    row = cfg.heads * 10 * cfg.head_dim * 4  # one beam's self-attention cache: start token + 10 new - 1 slots
+    assert calls.copies and {n for _, n in calls.copies} == {row}  # reorders: self-attention rows only
+    calls = F.Calls()
+    F.install(monkeypatch, F.make_trt(calls), F.make_cudart(calls))
+    art = tmp_path / "bart"
+    shutil.copytree(built["bart"][1], art)
+    T.build_engines(art, Manifest.load(art), T.BuildOptions())
+    assert {p["encoder_attention_mask"][2][0] for p in calls.profiles if "encoder_attention_mask" in p} == {16}
+    with edgekit.load(art, device="tensorrt") as m:
+        assert m.device == "tensorrt"
+        for k, w in zip(kw, want):
+            np.testing.assert_array_equal(m.generate(input_ids=ids, attention_mask=mask, **k), w)
+    assert calls.graph_launches > 0
