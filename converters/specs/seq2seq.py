@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,7 +27,8 @@ from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import (GATES, PARITY_NEW_TOKENS, GeneratorSpec, chat_template,
                                                generation_defaults, prefix_share, torch_step)
 from edgekit.errors import SourceError
-from edgekit.tasks.generator import right_pad, token_ids
+from edgekit.tasks.generator import token_ids
+from edgekit.tasks.prompts import right_pad
 
 MAX_BATCH = 64
 MAX_LEN = 4096

@@ -26,6 +26,7 @@ from edgekit.tasks.kvcache import SlotCache
 from edgekit.tasks.model import Model
 from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, GenerateOptions, refuse_unimplemented
 from edgekit.tasks.processors import LogitsPipeline
+from edgekit.tasks.prompts import Prompt, check_rows, from_ids, language_code, left_pad, right_pad
 from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
 
 
@@ -112,16 +113,6 @@ def cache_for(runner: Runner, cfg: KVCache | RecurrentState, batch: int, prompt:
 
 
 @dataclass
-class _Prompt:
-    """One call's input, tokenized: the decoder's prompt (left-padded) or an encoder's input (right-padded)."""
-
-    ids: np.ndarray
-    mask: np.ndarray
-    form: str  # "text" | "texts" | "ids" (the caller's ids come back with the new tokens)
-    given: np.ndarray | None = None  # the caller's input_ids, as passed
-
-
-@dataclass
 class _Run:
     """A started decode: the state after its prompt, and what the loop needs."""
 
@@ -195,7 +186,8 @@ class Generator(Model):
         graphs and cache as generate: for scoring text (perplexity) and next-token agreement. An
         encoder-decoder scores `decoder_input_ids` given the input."""
         ids = np.asarray(input_ids)
-        self._from_ids(ids, np.ones_like(ids), 0, (), left=not self.is_encoder_decoder)  # checks only
+        from_ids(ids, np.ones_like(ids), 0, (), not self.is_encoder_decoder, self.decoder.outputs[0].shape[-1],
+                 self._limit)  # checks only
         ids = ids.astype(np.int64)
         if not self.is_encoder_decoder:
             cache = cache_for(self.decoder, self.contract.cache, ids.shape[0], ids.shape[1], 1)
@@ -292,7 +284,7 @@ class Generator(Model):
         return {"forced_bos_token_id": codes[code]}
 
     def _prompt(self, inputs: Any, input_ids: Any, attention_mask: Any, messages: Any, pad: int,
-                eos: tuple[int, ...], prefix: str | None) -> _Prompt:
+                eos: tuple[int, ...], prefix: str | None) -> Prompt:
         left = not self.is_encoder_decoder  # a decoder's cache wants left padding, an encoder right
         if sum(x is not None for x in (inputs, input_ids, messages)) != 1:
             raise ConfigError("pass one of: a text prompt, input_ids=, or messages=",
@@ -301,7 +293,8 @@ class Generator(Model):
             if prefix is not None:
                 raise ConfigError("tgt_lang on this model prefixes the text; with input_ids put the code token "
                                   "first yourself", found=f"tgt_lang={prefix!r}")
-            return self._from_ids(input_ids, attention_mask, pad, eos, left)
+            return from_ids(input_ids, attention_mask, pad, eos, left, self.decoder.outputs[0].shape[-1],
+                            self._limit)
         if messages is not None:
             texts, special, form = self.chat_prompt(messages), False, "texts" if chat.conversations(messages)[1] else "text"
         elif isinstance(inputs, str):
@@ -315,52 +308,18 @@ class Generator(Model):
         if prefix is not None:
             texts = [f"{language_code(self.contract.encoder.languages, prefix)} {t}" for t in texts]  # type: ignore[union-attr]
         rows = self.encode(texts, special)
-        self._check_rows(rows)
+        check_rows(rows, self._limit)
         ids, mask = left_pad(rows, pad) if left else right_pad(rows, pad)
-        return _Prompt(ids, mask, form)
+        return Prompt(ids, mask, form)
 
-    def _from_ids(self, input_ids: Any, attention_mask: Any, pad: int, eos: tuple[int, ...], left: bool) -> _Prompt:
-        arr = np.asarray(input_ids)
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-            raise InputError("input_ids must be a 2-D integer array (batch, prompt length)",
-                             found=f"{arr.dtype} array of shape {list(arr.shape)}", fix="use np.array([[1, 2, 3]])")
-        vocab = self.decoder.outputs[0].shape[-1]
-        if arr.size and (arr.min() < 0 or (isinstance(vocab, int) and arr.max() >= vocab)):
-            raise InputError(f"input_ids must be in [0, {vocab})", found=f"ids {arr.min()}..{arr.max()}")
-        self._check_rows([[0] * arr.shape[1]] if arr.size else [])  # the width alone must fit
-        if attention_mask is not None:
-            mask = np.asarray(attention_mask)
-        elif left and arr.size and pad in arr and pad not in eos and (arr != pad).any(axis=1).all():
-            # transformers infers a decoder's mask from its padding (a row of nothing but the pad
-            # id is taken as tokens, not as an empty prompt)
-            mask = (arr != pad).astype(np.int64)
-        else:
-            mask = np.ones_like(arr)
-        if mask.shape != arr.shape:
-            raise InputError("attention_mask must have the shape of input_ids", found=f"{list(mask.shape)} vs {list(arr.shape)}")
-        arr, mask = arr.astype(np.int64), (mask != 0).astype(np.int64)
-        rows = [[int(t) for t, m in zip(r, mr) if m] for r, mr in zip(arr, mask)]
-        self._check_rows(rows)
-        # Left-padded already (the caller's layout, as transformers would run it) or laid out anew.
-        if not left or bool(np.all(np.diff(mask, axis=1) >= 0)):
-            return _Prompt(arr, mask, "ids", arr)
-        ids, new_mask = left_pad(rows, pad)
-        return _Prompt(ids, new_mask, "ids", arr)
-
-    def _check_rows(self, rows: list[list[int]]) -> None:
-        if not rows:
-            raise InputError("generate got an empty batch (no prompt rows)", fix="pass at least one prompt")
-        if any(len(r) == 0 for r in rows):
-            raise InputError("a prompt is empty (it encodes to no tokens)", fix="pass at least one token of text")
-        longest = max(len(r) for r in rows)
-        limit = self.contract.encoder.max_source if self.contract.encoder is not None else self.max_context
-        if longest > limit:
-            raise InputError(f"the prompt is longer than the model's context of {limit} tokens",
-                             found=f"{longest} tokens", fix="shorten the prompt")
+    @property
+    def _limit(self) -> int:
+        """The longest prompt: the encoder's input for an encoder-decoder, else the context."""
+        return self.contract.encoder.max_source if self.contract.encoder is not None else self.max_context
 
     # ---------------------------------------------------------------- the decode
 
-    def _start(self, p: _Prompt, o: GenerateOptions, pad: int, eos: tuple[int, ...], stops: list[str],
+    def _start(self, p: Prompt, o: GenerateOptions, pad: int, eos: tuple[int, ...], stops: list[str],
                seed: int | None) -> _Run:
         """Run the prompt (and the encoder) and size the state for the longest output."""
         b = p.ids.shape[0]
@@ -402,7 +361,7 @@ class Generator(Model):
         assert isinstance(cfg, KVCache)
         return _KVCache(self.decoder, cfg, batch, prompt, new, {**cross, ENCODER_MASK: mask})
 
-    def _result(self, out: Searched, p: _Prompt, run: _Run, eos: tuple[int, ...]) -> Any:
+    def _result(self, out: Searched, p: Prompt, run: _Run, eos: tuple[int, ...]) -> Any:
         start = run.seqs.shape[1]
         new = out.sequences[:, start:]
         if p.form == "ids":
@@ -421,7 +380,7 @@ class Generator(Model):
             return seqs
         return texts[0] if p.form == "text" and len(texts) == 1 else texts
 
-    def _check_stream(self, p: _Prompt, o: GenerateOptions) -> None:
+    def _check_stream(self, p: Prompt, o: GenerateOptions) -> None:
         if p.form != "text":
             raise ConfigError("stream=True takes one text prompt", found=f"a {p.form} prompt",
                               fix="call generate(prompt, stream=True) once per prompt")
@@ -455,20 +414,6 @@ class Generator(Model):
             yield final[len(emitted):]
 
 
-def language_code(codes: Mapping[str, int], lang: str) -> str:
-    """The code token for `lang`: the token itself ("__zh__", "zho_Hans", ">>zho<<") or its short
-    name ("zh" for "__zh__" or "zh_CN", "zho" for "zho_Hans" or ">>zho<<")."""
-    if lang in codes:
-        return lang
-    hits = [c for c in codes if c.strip("_<>").split("_")[0] == lang or c.strip("_<>") == lang]
-    if len(hits) == 1:
-        return hits[0]
-    raise ConfigError(f"unknown or ambiguous target language {lang!r}",
-                      found=f"{'candidates ' + str(hits) if hits else 'codes'} "
-                            f"{sorted(hits or codes)[:12]}{'...' if len(codes) > 12 and not hits else ''}",
-                      fix="pass one of the model's language codes")
-
-
 def _pad_id(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
         raise ConfigError("pad_token_id must be a token id (an integer >= 0)", found=repr(value))
@@ -487,24 +432,6 @@ def token_ids(value: Any) -> list[int]:
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
         raise ConfigError("eos_token_id must be an int or a list of ints", found=repr(value))
     return [int(v) for v in items]
-
-
-def left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token rows of different lengths -> (ids, attention_mask), padded on the left for the cache."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = r
-        mask[i, width - len(r):] = 1
-    return ids, mask
-
-
-def right_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token rows -> (ids, attention_mask), padded on the right as encoder tokenizers pad: an
-    encoder's positions count from the first token, so padding must come after it."""
-    ids, mask = left_pad([r[::-1] for r in rows], pad)
-    return np.ascontiguousarray(ids[:, ::-1]), np.ascontiguousarray(mask[:, ::-1])
 
 
 def _until_eos(row: np.ndarray, eos: set[int]) -> list[int]:

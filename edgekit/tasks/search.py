@@ -140,10 +140,7 @@ def beam_search(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, o: Gen
             out.logits.append(x)
         vocab = log_probs.shape[1]
         acc = (log_probs.reshape(b, k, vocab) + running_scores[:, :, None]).reshape(b, k * vocab)
-        if o.do_sample:
-            top = pipeline.chooser.choose_many(acc, keep)
-        else:
-            top = np.argsort(-acc, axis=1, kind="stable")[:, :keep]
+        top = pipeline.chooser.choose_many(acc, keep) if o.do_sample else top_k(acc, keep)
         top_scores = np.take_along_axis(acc, top, axis=1)
         from_beam = top // vocab
         cand = np.take_along_axis(running, from_beam[:, :, None], axis=1)
@@ -153,7 +150,7 @@ def beam_search(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, o: Gen
         hits = stop(cand[:, :, : cur + 1].reshape(b * keep, cur + 1)).reshape(b, keep)
         # The next running beams: the best candidates that did not stop.
         live = top_scores + hits.astype(F32) * BIG
-        nxt = np.argsort(-live, axis=1, kind="stable")[:, :k]
+        nxt = top_k(live, k)
         running = np.take_along_axis(cand, nxt[:, :, None], axis=1)
         running_scores = np.take_along_axis(live, nxt, axis=1)
         running_idx = np.take_along_axis(cand_idx, nxt[:, :, None], axis=1)
@@ -165,7 +162,7 @@ def beam_search(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, o: Gen
         scored = scored + (~unsatisfied).astype(F32) * BIG
         scored = scored + (~done_now).astype(F32) * BIG
         merged = np.concatenate([beam_scores, scored], axis=1)
-        best = np.argsort(-merged, axis=1, kind="stable")[:, :k]
+        best = top_k(merged, k)
         sequences = np.take_along_axis(np.concatenate([sequences, cand], axis=1), best[:, :, None], axis=1)
         beam_scores = np.take_along_axis(merged, best, axis=1)
         beam_idx = np.take_along_axis(np.concatenate([beam_idx, cand_idx], axis=1), best[:, :, None], axis=1)
@@ -185,6 +182,20 @@ def beam_search(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, o: Gen
     made = int((idx != -1).sum(axis=1).max())
     out.sequences, out.beam_indices = seq[:, : prompt + made], idx[:, :made]
     out.sequences_scores = beam_scores[:, :r].reshape(-1)
+    return out
+
+
+def top_k(x: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the k largest values, largest first, equal values by lower index (a
+    stable sort's order), without sorting the row: beam search ranks num_beams * vocab candidates."""
+    if k >= x.shape[1]:
+        return np.argsort(-x, axis=1, kind="stable")[:, :k]
+    kth = -np.partition(-x, k - 1, axis=1)[:, k - 1]  # the k-th largest value of each row
+    out = np.empty((x.shape[0], k), np.int64)
+    for r, (row, v) in enumerate(zip(x, kth)):
+        above = np.flatnonzero(row > v)
+        picked = np.concatenate([above, np.flatnonzero(row == v)[: k - len(above)]])
+        out[r] = picked[np.argsort(-row[picked], kind="stable")]
     return out
 
 
