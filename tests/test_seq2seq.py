@@ -176,6 +176,18 @@ def test_stream_return_dict_and_scores(built: dict[str, tuple[Path, Path]], tok:
             np.testing.assert_allclose(mine[np.isfinite(mine)], t[np.isfinite(t)], atol=2e-4, rtol=1e-4)
 
 
+def test_parity_command_against_the_source(built: dict[str, tuple[Path, Path]]) -> None:
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    src, art = built["pegasus"]
+    r = CliRunner().invoke(cli, ["parity", str(art), "--against", str(src), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["passed"] and report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0
+
+
 def test_bad_inputs_are_edgekit_errors(built: dict[str, tuple[Path, Path]]) -> None:
     model = edgekit.load(built["t5"][1], device="cpu")
     with pytest.raises(InputError, match="longer than the model's context"):
