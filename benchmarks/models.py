@@ -2,8 +2,9 @@
 
 Bigger than the test models so that the figures mean something, small enough for a 2-core CPU:
 a ResNet-18 (224x224) classifier, a 4-layer GPT-2-shaped LM (d=256) with a BPE tokenizer trained
-on Python's pydoc topics, and a 4-layer Wav2Vec2-shaped CTC recognizer (d=256); also a GPT-2-small-
-shaped LM without tokenizer for the GPU check. Weights are random
+on Python's pydoc topics, a Marian-shaped translation model (2+2 layers, d=256) with such a
+tokenizer, and a 4-layer Wav2Vec2-shaped CTC recognizer (d=256); also a GPT-2-small-shaped LM
+without tokenizer for the GPU check. Weights are random
 but conditioned (classifier) or scaled (LM) so that parity and agreement figures are not trivial.
 """
 from __future__ import annotations
@@ -103,6 +104,36 @@ def gpt2_random_folder(folder: Path, **config: Any) -> Path:
     cfg.eos_token_id = cfg.bos_token_id = cfg.vocab_size - 1
     torch.manual_seed(0)
     GPT2LMHeadModel(cfg).eval().save_pretrained(folder)
+    return folder
+
+
+def marian_folder(folder: Path, vocab: int = 2000, **config: Any) -> Path:
+    """A Marian-shaped translation model with random weights and a BPE tokenizer trained on the pydoc
+    topics (inputs end with </s>): 2+2 layers, d=256 unless `config` says otherwise (opus-mt-en-zh
+    is 6+6 layers, d=512, 8 heads, ffn 2048, vocab 65001). init_std 0.05 keeps greedy output from
+    collapsing onto one token, so that parity and agreement figures are not trivial."""
+    import pydoc_data.topics
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import MarianConfig, MarianMTModel
+
+    if (folder / "config.json").is_file():
+        return folder
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(pydoc_data.topics.topics.values()), trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    shape = dict(d_model=256, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                 encoder_ffn_dim=1024, decoder_ffn_dim=1024, max_position_embeddings=512)
+    cfg = MarianConfig(vocab_size=max(vocab, tok.get_vocab_size()), pad_token_id=0, eos_token_id=1,
+                       decoder_start_token_id=0, forced_eos_token_id=1, init_std=0.05, scale_embedding=True,
+                       **{**shape, **config})
+    torch.manual_seed(0)
+    MarianMTModel(cfg).eval().save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
     return folder
 
 

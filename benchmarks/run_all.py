@@ -1,6 +1,6 @@
 """The whole table: every task x precision, converted here and benchmarked against PyTorch.
 
-    .venv/bin/python benchmarks/run_all.py [--tasks classify,generate,recognize] [--out benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/run_all.py [--tasks classify,generate,translate,recognize] [--out benchmarks/RESULTS.md]
 
 Each artifact is benchmarked by `edgekit bench --against SOURCE --json` in a fresh process, so peak
 RSS is what the runtime needs (PyTorch is imported only after the runtime figures are taken) and
@@ -36,6 +36,7 @@ class TaskBench:
     precisions: tuple[str, ...]
     bench_args: list[str]
     convert_kwargs: Callable[[str], dict[str, Any]] = field(default=lambda precision: {})
+    variants: list[list[str]] = field(default_factory=lambda: [[]])  # one row per extra bench args, one convert
 
 
 def _classify_kwargs(precision: str) -> dict[str, Any]:
@@ -60,6 +61,10 @@ TASKS: dict[str, TaskBench] = {
     "generate": TaskBench("GPT-2 shape, 4 layers, d=256, vocab 2000",
                           _folder("gpt2_folder"), ("fp32", "fp16", "int8", "int4"),
                           ["--runs", "5", "--prompt-tokens", "32", "--max-new-tokens", "64"]),
+    "translate": TaskBench("Marian shape, 2+2 layers, d=256, vocab 2000",
+                           _folder("marian_folder"), ("fp32", "fp16", "int8"),
+                           ["--runs", "5", "--prompt-tokens", "24", "--max-new-tokens", "32"],
+                           variants=[["--num-beams", "1"], ["--num-beams", "4"]]),
     "recognize": TaskBench("Wav2Vec2-CTC shape, 4 layers, d=256",
                            _folder("wav2vec2_folder"), ("fp32", "fp16", "int8"),
                            ["--runs", "5", "--audio-seconds", "5"]),
@@ -80,7 +85,7 @@ def _bench(art: Path, source: str, args: list[str]) -> dict[str, Any]:
     return json.loads(r.stdout)
 
 
-def _row(task: str, spec: TaskBench, precision: str, work: Path) -> list[str]:
+def _rows(task: str, spec: TaskBench, precision: str, work: Path) -> list[list[str]]:
     import edgekit
 
     source = spec.source(work)
@@ -90,25 +95,34 @@ def _row(task: str, spec: TaskBench, precision: str, work: Path) -> list[str]:
         art = edgekit.convert(source, out, precision=precision, overwrite=True, strict=False,
                               **spec.convert_kwargs(precision))
     except edgekit.EdgekitError as e:
-        return [task, spec.model, precision, f"convert refused: {str(e)[:160]}"] + [""] * 8
+        return [[task, spec.model, precision, f"convert refused: {str(e)[:160]}"] + [""] * 8]
     convert_s = time.perf_counter() - t0
     parity = art.manifest.parity
-    try:
-        r = _bench(out, source, spec.bench_args)
-    except (RuntimeError, subprocess.TimeoutExpired) as e:
-        return [task, spec.model, precision, f"bench failed: {str(e)[:160]}"] + [""] * 8
-    lat, a = r["latency_ms"], r["against"]
-    figure = {
-        "classify": lambda: f"batch {r['batch']}",
-        "generate": lambda: (f"prompt {r['prompt_latency_ms']['p50']:.1f} ms ({r['prompt_tokens']} tok), "
-                             f"decode {r['decode_tokens_per_s']:.0f} tok/s"),
-        "recognize": lambda: f"RTF {r['real_time_factor']:.4f} ({r['audio_seconds']:g} s clip)",
-    }[task]()
-    return [task, spec.model, r["precision"], f"{'pass' if parity.get('passed') else 'FAIL'}: {parity.get('summary', '')}"[:140],
-            f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
-            f"{r['throughput']['value']:.1f} {r['throughput']['unit']}", figure,
-            f"{r['memory_mb']['peak_rss']:.0f}", f"{a['pytorch_ms']['p50']:.2f} / {a['edgekit_ms']['p50']:.2f}",
-            f"{a['speedup_p50']:.2f}x (convert {convert_s:.0f} s)"]
+    rows = []
+    for extra in spec.variants:
+        try:
+            r = _bench(out, source, spec.bench_args + extra)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            rows.append([task, spec.model, precision, f"bench failed: {str(e)[:160]}"] + [""] * 8)
+            continue
+        lat, a = r["latency_ms"], r["against"]
+        figure = {
+            "classify": lambda: f"batch {r['batch']}",
+            "generate": lambda: (f"prompt {r['prompt_latency_ms']['p50']:.1f} ms ({r['prompt_tokens']} tok), "
+                                 f"decode {r['decode_tokens_per_s']:.0f} tok/s"),
+            "translate": lambda: (f"{r['num_beams']} beam(s): encoder {r['encoder_latency_ms']['p50']:.1f} ms "
+                                  f"({r['prompt_tokens']} tok), decode {r['decode_tokens_per_s']:.0f} tok/s; vs "
+                                  f"PyTorch encoder {a['per_graph']['encoder']['speedup_p50']:.2f}x, decoder "
+                                  f"{a['per_graph']['decoder']['speedup_p50']:.2f}x"),
+            "recognize": lambda: f"RTF {r['real_time_factor']:.4f} ({r['audio_seconds']:g} s clip)",
+        }[task]()
+        rows.append([task, spec.model, r["precision"],
+                     f"{'pass' if parity.get('passed') else 'FAIL'}: {parity.get('summary', '')}"[:140],
+                     f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
+                     f"{r['throughput']['value']:.1f} {r['throughput']['unit']}", figure,
+                     f"{r['memory_mb']['peak_rss']:.0f}", f"{a['pytorch_ms']['p50']:.2f} / {a['edgekit_ms']['p50']:.2f}",
+                     f"{a['speedup_p50']:.2f}x (convert {convert_s:.0f} s)"])
+    return rows
 
 
 def _cpu() -> str:
@@ -138,7 +152,8 @@ def _write(args: argparse.Namespace, rows: list[list[str]]) -> None:
         f"Made by `python benchmarks/run_all.py --tasks {args.tasks}`; one `edgekit bench --against` process per row, "
         f"all cores ({os.cpu_count()} threads) for both edgekit and PyTorch.", "",
         "- Latency: one task call end to end (pre/post-processing included), after warm-up. classify: one image; "
-        "generate: one call making max-new-tokens tokens (eos ignored, greedy); recognize: one clip.",
+        "generate: one call making max-new-tokens tokens (eos ignored, greedy); translate: the same with an "
+        "encoder-decoder, greedy and 4 beams (tokens/s per sequence); recognize: one clip.",
         "- PyTorch / edgekit: every graph call one task call makes (KV-cache decode steps included), recorded once "
         "and replayed on both with the same inputs; the speed-up is PyTorch p50 / edgekit p50 of that replay.",
         "- Peak RSS: the bench process while running the artifact (before PyTorch is imported for the ratio).",
@@ -169,7 +184,7 @@ def main() -> None:
             if args.precisions and precision not in args.precisions.split(","):
                 continue
             print(f"[run_all] {task} {precision}", file=sys.stderr, flush=True)
-            rows.append(_row(task, spec, precision, args.work))
+            rows += _rows(task, spec, precision, args.work)
             _write(args, rows)  # after every row: a long run that is stopped still leaves its table
     _write(args, rows)
     print(f"wrote {args.out}", file=sys.stderr)

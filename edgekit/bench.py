@@ -67,29 +67,45 @@ def classify_workload(model: Any, opts: dict[str, Any]) -> Workload:
 
 
 def generate_workload(model: Any, opts: dict[str, Any]) -> Workload:
+    """Prompt (or, for an encoder-decoder, the input) of `prompt_tokens`, then `max_new_tokens` new
+    tokens per sequence, greedy or with `num_beams` beams; an encoder-decoder's encoder is also
+    timed on its own."""
     ids = _prompt_ids(model, int(opts["prompt_tokens"]))
-    new = int(opts["max_new_tokens"])
+    new, beams = int(opts["max_new_tokens"]), int(opts.get("num_beams") or 1)
+    seq2seq = model.is_encoder_decoder
+    start = 1 if seq2seq else ids.shape[1]  # the output holds the decoder's start token, or the prompt
+    # eos_token_id=[]: every call makes exactly `new` tokens (every beam too), so runs are comparable.
+    kw = dict(input_ids=ids, eos_token_id=[], num_beams=beams)
 
     def call() -> dict[str, float]:
+        figures: dict[str, float] = {}
+        if seq2seq:
+            t = time.perf_counter()
+            model.runners["encoder"].run({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+            figures["encoder_s"] = time.perf_counter() - t
         t0 = time.perf_counter()
-        # eos_token_id=[]: every call makes exactly `new` tokens, so runs are comparable.
-        model.generate(input_ids=ids, max_new_tokens=1, eos_token_id=[])  # prompt (prefill) + first token
+        model.generate(max_new_tokens=1, **kw)  # the prompt (and encoder) + the first token
         t1 = time.perf_counter()
-        out = model.generate(input_ids=ids, max_new_tokens=new, eos_token_id=[])
+        out = model.generate(max_new_tokens=new, **kw)
         t2 = time.perf_counter()
-        made = int(np.asarray(out).shape[1] - ids.shape[1])
-        return {"prompt_s": t1 - t0, "full_s": t2 - t1, "new_tokens": made, "latency_s": t2 - t1}
+        made = int(np.asarray(out).shape[1] - start)
+        return {**figures, "prompt_s": t1 - t0, "full_s": t2 - t1, "new_tokens": made, "latency_s": t2 - t1}
 
     def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
         decode = [(r["new_tokens"] - 1) / max(r["full_s"] - r["prompt_s"], 1e-9) for r in runs if r["new_tokens"] > 1]
-        return {
+        out = {
             "prompt_latency_ms": _percentiles([r["prompt_s"] for r in runs]),
             "decode_tokens_per_s": float(np.median(decode)) if decode else None,
             "new_tokens_per_call": float(np.mean([r["new_tokens"] for r in runs])),
         }
+        if seq2seq:
+            out["encoder_latency_ms"] = _percentiles([r["encoder_s"] for r in runs])
+        return out
 
+    what = "greedy" if beams == 1 else f"beam search, {beams} beams (tokens/s per sequence)"
     return Workload(call, new, "new tokens/s (end to end)",
-                    {"prompt_tokens": int(ids.shape[1]), "max_new_tokens": new, "decoding": "greedy, eos ignored"}, summarize)
+                    {"prompt_tokens": int(ids.shape[1]), "max_new_tokens": new, "num_beams": beams,
+                     "decoding": f"{what}, eos ignored"}, summarize)
 
 
 def recognize_workload(model: Any, opts: dict[str, Any]) -> Workload:
@@ -210,6 +226,7 @@ def bench(
     max_new_tokens: int = 32,
     audio_seconds: float = 5.0,
     progress: Progress | None = None,
+    num_beams: int = 1,
 ) -> dict[str, Any]:
     """Benchmark an artifact; returns a JSON-able report (see module doc).
 
@@ -223,7 +240,7 @@ def bench(
     import edgekit
 
     for name, value in (("runs", runs), ("warmup", warmup), ("batch", batch), ("prompt_tokens", prompt_tokens),
-                        ("max_new_tokens", max_new_tokens), ("threads", threads)):
+                        ("max_new_tokens", max_new_tokens), ("threads", threads), ("num_beams", num_beams)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup" else 1)):
             raise ConfigError(f"bench option {name} must be a positive integer", found=repr(value))
     if not (isinstance(audio_seconds, (int, float)) and 0 < audio_seconds <= 600):
@@ -236,7 +253,8 @@ def bench(
         task = TASKS[model.manifest.task]
         runs = runs or task.bench_runs
         work = resolve(task.workload)(model, {"batch": batch, "prompt_tokens": prompt_tokens,
-                                       "max_new_tokens": max_new_tokens, "audio_seconds": audio_seconds})
+                                              "max_new_tokens": max_new_tokens, "audio_seconds": audio_seconds,
+                                              "num_beams": num_beams})
         measured = _timed(work.call, warmup, runs, "edgekit", progress)
     latencies = [r["latency_s"] for r in measured]
     m = model.manifest
@@ -331,20 +349,26 @@ def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int,
         raise SourceError(f"the source '{src.description}' cannot run this artifact's inputs ({type(e).__name__}: {e})",
                           fix="pass the source this artifact was converted from") from None
     timings: dict[str, list[float]] = {"edgekit": [], "pytorch": []}
+    per_graph: dict[str, dict[str, list[float]]] = {g: {"edgekit": [], "pytorch": []} for g in model.runners}
     sides = {"edgekit": (model.runners, calls), "pytorch": (refs, torch_calls)}
     # One side after the other, not interleaved: onnxruntime's pool threads spin for a while after
     # each run and would steal the cores PyTorch is timed on.
     for side, (runners, replay) in sides.items():
         for i in range(warmup + runs):
+            spent = dict.fromkeys(per_graph, 0.0)
             t0 = time.perf_counter()
             for graph, feeds, outputs in replay:
+                t = time.perf_counter()
                 runners[graph].run(feeds, outputs)
+                spent[graph] += time.perf_counter() - t
             if i >= warmup:
                 timings[side].append(time.perf_counter() - t0)
+                for g, v in spent.items():
+                    per_graph[g][side].append(v)
             if progress:
                 progress(f"replay on {side}", i + 1, warmup + runs)
     ours, theirs = _percentiles(timings["edgekit"]), _percentiles(timings["pytorch"])
-    return {
+    report = {
         "source": src.description, "pytorch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "graph_calls_per_run": len(calls), "what": "the same graph calls on the same inputs, pre/post-processing excluded",
         "edgekit_ms": ours, "pytorch_ms": theirs,
@@ -352,6 +376,12 @@ def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int,
         "pytorch_latencies_ms": [s * 1000.0 for s in timings["pytorch"]],
         "edgekit_latencies_ms": [s * 1000.0 for s in timings["edgekit"]],
     }
+    if len(per_graph) > 1:  # e.g. an encoder-decoder: the encoder and the decode steps apart
+        report["per_graph"] = {g: {"edgekit_ms": float(np.median(t["edgekit"]) * 1e3),
+                                   "pytorch_ms": float(np.median(t["pytorch"]) * 1e3),
+                                   "speedup_p50": float(np.median(t["pytorch"]) / max(np.median(t["edgekit"]), 1e-12))}
+                               for g, t in per_graph.items()}
+    return report
 
 
 # ------------------------------------------------------------------ people: text and plot
@@ -365,8 +395,11 @@ def format_report(r: dict[str, Any]) -> str:
         f"  latency     p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  p99 {lat['p99']:.2f} ms",
         f"  throughput  {r['throughput']['value']:.1f} {r['throughput']['unit']}",
     ]
+    if "encoder_latency_ms" in r:
+        lines.append(f"  encoder     p50 {r['encoder_latency_ms']['p50']:.2f} ms ({r['prompt_tokens']} tokens)")
     if "prompt_latency_ms" in r:
-        lines.append(f"  prompt      p50 {r['prompt_latency_ms']['p50']:.2f} ms ({r['prompt_tokens']} tokens)")
+        lines.append(f"  prompt      p50 {r['prompt_latency_ms']['p50']:.2f} ms ({r['prompt_tokens']} tokens"
+                     f"{', ' + str(r['num_beams']) + ' beams' if r.get('num_beams', 1) > 1 else ''})")
         tps = r["decode_tokens_per_s"]
         lines.append(f"  decode      {tps:.1f} tokens/s" if tps is not None else "  decode      n/a (stopped at 1 token)")
     if "real_time_factor" in r:
@@ -377,6 +410,9 @@ def format_report(r: dict[str, Any]) -> str:
         lines.append(f"  vs PyTorch {a['pytorch']} ({a['graph_calls_per_run']} graph calls, same inputs, "
                      f"{a['torch_threads']} threads): edgekit {a['edgekit_ms']['p50']:.2f} ms, "
                      f"pytorch {a['pytorch_ms']['p50']:.2f} ms p50 -> {a['speedup_p50']:.2f}x")
+        for g, t in a.get("per_graph", {}).items():
+            lines.append(f"    {g}: edgekit {t['edgekit_ms']:.2f} ms, pytorch {t['pytorch_ms']:.2f} ms -> "
+                         f"{t['speedup_p50']:.2f}x")
     return "\n".join(lines)
 
 

@@ -117,26 +117,55 @@ def run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> 
 
 def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
     prompts = [opts["prompt"]] if opts.get("prompt") is not None else list(inputs)
-    if not prompts:
-        raise click.UsageError("generate needs --prompt TEXT or prompts as INPUT arguments")
     # --top-k defaults to 5 for classify; for generate, sampling is asked for only when --top-k is given.
     sample = opts.get("top_k_given", False)
-    texts = model.generate(prompts, max_new_tokens=opts["max_new_tokens"], do_sample=sample,
-                           top_k=opts["top_k"] if sample else 0)
+    kw: dict[str, Any] = dict(max_new_tokens=opts["max_new_tokens"], do_sample=sample,
+                              top_k=opts["top_k"] if sample else 0, num_beams=opts.get("num_beams"))
+    if opts.get("tgt_lang") is not None:
+        kw["tgt_lang"] = opts["tgt_lang"]
+    if opts.get("chat"):
+        return _chat(model, prompts, kw, opts.get("as_json", False))
+    if not prompts:
+        raise click.UsageError("generate needs --prompt TEXT or prompts as INPUT arguments")
+    texts = model.generate(prompts, **kw)
     data = [{"prompt": p, "text": t} for p, t in zip(prompts, texts)]
+    if model.is_encoder_decoder:  # a translation (or summary) is not a continuation of its input
+        return data, "\n".join(f"{p} -> {t}" for p, t in zip(prompts, texts))
     return data, "\n".join(p + t for p, t in zip(prompts, texts))
+
+
+def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> tuple[Any, str]:
+    """One conversation: each prompt (or, with none, each line on stdin) is the next user turn,
+    rendered with the model's chat template together with the turns before it."""
+    turns = prompts or (line.rstrip("\n") for line in sys.stdin if line.strip())
+    history: list[dict[str, str]] = []
+    data = []
+    for turn in turns:
+        history.append({"role": "user", "content": turn})
+        reply = model.generate(messages=history, **kw)
+        history.append({"role": "assistant", "content": reply})
+        data.append({"user": turn, "assistant": reply})
+        if not as_json:  # shown as it comes: a person may be typing the next turn
+            click.echo(reply)
+    if not data:
+        raise click.UsageError("--chat needs --prompt TEXT, prompts as INPUT arguments, or lines on stdin")
+    return data, ""
 
 
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1)
 @click.option("--prompt", help="generate: the prompt text.")
-@click.option("--max-new-tokens", type=int, default=32, show_default=True, help="generate: tokens to add.")
+@click.option("--max-new-tokens", type=int, help="generate: tokens to add [the model's default, else 20].")
 @click.option("--top-k", type=int, default=5, show_default=True, help="classify: labels to show; generate: sampling top-k.")
+@click.option("--num-beams", type=click.IntRange(min=1), help="generate: beam search width [the model's default].")
+@click.option("--tgt-lang", help="generate: target language of a translation model (e.g. zh).")
+@click.option("--chat", is_flag=True, help="generate: prompts are user turns of one conversation, rendered with "
+                                           "the model's chat template (no prompt: one turn per line on stdin).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
-def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int, top_k: int,
-        device: str, as_json: bool) -> None:
+def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
+        num_beams: int | None, tgt_lang: str | None, chat: bool, device: str, as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
     from edgekit.tasks import TASKS, resolve
@@ -145,8 +174,10 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
     task_run = resolve(TASKS[model.manifest.task].run)
     given = click.get_current_context().get_parameter_source("top_k") == click.core.ParameterSource.COMMANDLINE
     data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k,
-                                          "top_k_given": given})
-    _emit({"device": model.device, "results": data}, as_json, lambda _: text)
+                                          "top_k_given": given, "num_beams": num_beams, "tgt_lang": tgt_lang,
+                                          "chat": chat, "as_json": as_json})
+    if text or as_json:
+        _emit({"device": model.device, "results": data}, as_json, lambda _: text)
 
 
 @cli.command()
@@ -215,14 +246,16 @@ def _info_text(m: Any) -> str:
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="classify: inputs per call.")
 @click.option("--prompt-tokens", type=click.IntRange(min=1), default=32, show_default=True, help="generate: prompt length.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=32, show_default=True, help="generate: tokens per call.")
+@click.option("--num-beams", "bench_beams", type=click.IntRange(min=1), default=1, show_default=True,
+              help="generate: beam search width.")
 @click.option("--audio-seconds", type=click.FloatRange(min=0.1, max=600), default=5.0, show_default=True,
               help="recognize: clip length.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the latency distribution (and ratios) as a PNG (needs matplotlib).")
 def bench(artifact: Path, against: str | None, device: str, runs: int | None, warmup: int,
-          threads: int | None, batch: int, prompt_tokens: int, max_new_tokens: int, audio_seconds: float,
-          as_json: bool, plot_file: Path | None) -> None:
+          threads: int | None, batch: int, prompt_tokens: int, max_new_tokens: int, bench_beams: int,
+          audio_seconds: float, as_json: bool, plot_file: Path | None) -> None:
     """Time ARTIFACT on this machine: latency p50/p90/p99, throughput, peak memory, ratio vs PyTorch."""
     from edgekit import bench as B
 
@@ -231,7 +264,7 @@ def bench(artifact: Path, against: str | None, device: str, runs: int | None, wa
     quiet = logging.getLogger("edgekit").level >= logging.ERROR
     report = B.bench(artifact, against=against, device=device, runs=runs, warmup=warmup, threads=threads,
                      batch=batch, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
-                     audio_seconds=audio_seconds, progress=None if quiet else _progress_bar())
+                     audio_seconds=audio_seconds, progress=None if quiet else _progress_bar(), num_beams=bench_beams)
     if plot_file is not None:
         B.plot(report, plot_file)
     _emit(report, as_json, B.format_report)

@@ -1,7 +1,8 @@
 """Result types returned by the task objects."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,3 +30,31 @@ class Transcript:
     text: str
     segments: list[Segment] = field(default_factory=list)
     language: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerateOutput:
+    """What `generate(..., return_dict_in_generate=True)` returns, with transformers' field names.
+
+    `sequences` (rows, length) int64: the prompt (decoder-only) or the decoder's start token
+    (encoder-decoder), then the new tokens. With `output_scores=True`: `scores`, one (rows, vocab)
+    float32 array per step, processed as the choice was made from (log-probabilities for beam
+    search), and for beam search `sequences_scores` and `beam_indices`; with `output_logits=True`
+    the raw `logits` per step. `texts` holds the decoded new text when the prompt was text.
+    Readable as attributes or as `out["sequences"]`.
+    """
+
+    sequences: Any
+    scores: tuple[Any, ...] | None = None
+    logits: tuple[Any, ...] | None = None
+    sequences_scores: Any = None
+    beam_indices: Any = None
+    texts: list[str] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]

@@ -1,10 +1,12 @@
-"""The main job on the CPU default: train, convert and run one model per task, in about two minutes.
+"""The main job on the CPU default: train, convert and run one model per task, in a few minutes.
 
-    python examples/quickstart.py [--out models] [--gpt-steps 300] [--digits-epochs 4]
+    python examples/quickstart.py [--out models] [--gpt-steps 300] [--digits-epochs 4] [--translate-steps 400]
 
 1. classify:  the MNIST-style CNN trained on scikit-learn's digits -> models/digits-int8 -> predictions
 2. generate:  a character-level GPT trained on Python's own docs (pydoc_data) -> models/char-gpt -> text
 3. recognize: the spoken-digits CTC model shipped in examples/speech -> models/digits-asr -> transcripts
+4. translate: a Marian-shaped English -> Chinese model trained on number words -> models/numbers-en-zh
+   -> held-out exact match of PyTorch, edgekit fp32 and int8 side by side (examples/translate_numbers.py)
 Each artifact passed its parity gate against the PyTorch model at convert time; the figures are
 printed beside the results.
 """
@@ -81,16 +83,30 @@ def recognize_demo(out: Path) -> None:
         print(f"  {wav.name}: {asr.recognize(wav).text!r} (said: {truth!r})")
 
 
+def translate_demo(out: Path, steps: int) -> None:
+    import subprocess
+
+    from examples.translate_numbers import main as translate
+
+    translate(["--out", str(out), "--steps", str(steps)])
+    cmd = ["edgekit", "run", str(out / "numbers-en-zh"), "--prompt", "three thousand and five"]
+    print(f"  $ {' '.join(cmd[:3])} --prompt 'three thousand and five'")
+    run = subprocess.run([sys.executable, "-m", "edgekit.cli", *cmd[1:]], capture_output=True, text=True, check=True)
+    print(f"  {run.stdout.strip()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("models"))
     ap.add_argument("--digits-epochs", type=int, default=8)
     ap.add_argument("--gpt-steps", type=int, default=800)
+    ap.add_argument("--translate-steps", type=int, default=400)
     args = ap.parse_args()
     t = time.time()
     classify_demo(args.out, args.digits_epochs)
     generate_demo(args.out, args.gpt_steps)
     recognize_demo(args.out)
+    translate_demo(args.out, args.translate_steps)
     print(f"\ndone in {time.time() - t:.0f} s; try: edgekit info {args.out / 'digits-int8'}")
 
 

@@ -84,7 +84,8 @@ class StepSpec:
       arrays then keep the prompt's contents only). On the CPU they are the cache itself.
     - `writes`: output name -> cache name. Each step's output (batch, heads, 1, dim) is written
       into that cache at the step's slot (axis 2), on the backend's side. A cache no output
-      writes is a resident input (Whisper's cross-attention keys/values): sent once, reused.
+      writes is a resident input (an encoder's cross-attention keys/values and its attention
+      mask): sent once, reused. Every cache has the batch on axis 0 (`Stepper.reorder`).
     - `outputs`: preallocated host arrays that each step fills (the logits).
     - `shared`: output name -> cache name, for graphs that write the new keys/values into the cache
       buffer themselves (kv_layout "shared"): the output is bound to the cache, nothing is copied.
@@ -115,6 +116,24 @@ class Stepper(abc.ABC):
             raise InputError(f"cache slot {slot} is outside the cache", found=f"{self.spec.slots} slots")
         self._step_impl(slot)
 
+    def reorder(self, rows: np.ndarray, caches: Sequence[str] | None = None) -> None:
+        """Keep batch rows `rows` of the caches (all, or those named), in that order, possibly
+        repeated: row i becomes what row rows[i] was. Beam search calls it after every step.
+
+        Done where the caches live (device-side copies on a GPU): nothing of a cache crosses to
+        the host. The batch size stays; the host inputs (token, mask, position) are the caller's.
+        """
+        names = list(self.spec.caches) if caches is None else list(caches)
+        unknown = [n for n in names if n not in self.spec.caches]
+        batch = next(iter(self.spec.caches.values())).shape[0] if self.spec.caches else 0
+        r = np.asarray(rows)
+        if unknown or r.shape != (batch,) or not np.issubdtype(r.dtype, np.integer) or \
+                (batch and (r.min() < 0 or r.max() >= batch)):
+            raise InputError(f"a cache reorder takes {batch} row indices in [0, {batch}) and known caches",
+                             found=f"rows of shape {list(r.shape)} ({r.dtype}), unknown caches {unknown}")
+        if names and not np.array_equal(r, np.arange(batch)):
+            self._reorder_impl(r.astype(np.int64), names)
+
     @abc.abstractmethod
     def _step_impl(self, slot: int) -> None:
         """Send `inputs`, run, write each `writes` output into its cache at `slot`, fill `outputs`."""
@@ -141,6 +160,10 @@ class Stepper(abc.ABC):
     @abc.abstractmethod
     def _run_impl(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
         """Run once on `feeds` over the other caches, write outputs' slots from `slot`, return outputs."""
+
+    @abc.abstractmethod
+    def _reorder_impl(self, rows: np.ndarray, caches: list[str]) -> None:
+        """Gather the batch rows of the named caches in place, on the backend's side."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free what the loop holds (device buffers, a CUDA graph). Safe to call twice."""
@@ -181,6 +204,11 @@ class HostStepper(Stepper):
         for name, cache in s.shared.items():
             s.caches[cache][...] = out[name]
         return {name: out[name] for name in s.outputs}
+
+    def _reorder_impl(self, rows: np.ndarray, caches: list[str]) -> None:
+        for name in caches:
+            cache = self.spec.caches[name]
+            cache[...] = cache[rows]  # the fancy index copies first: overlapping rows are safe
 
 
 def validate_feeds(specs: Sequence[TensorSpec], feeds: Mapping[str, object]) -> dict[str, np.ndarray]:

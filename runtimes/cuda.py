@@ -51,6 +51,21 @@ def copy_slot(cu: Any, dst: int, src: int, cache_shape: tuple[int, ...], itemsiz
                                        cu.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
 
 
+def gather_rows(cu: Any, ptr: int, scratch: int, rows: np.ndarray, row_bytes: int, stream: Any) -> None:
+    """Row i of the (batch, ...) tensor at `ptr` becomes its row rows[i], device to device.
+
+    Each moved row is staged in `scratch` (at least batch * row_bytes) first, since a row may be
+    both a source and a destination. Rows that stay put are not copied: in beam search most do.
+    """
+    d2d = cu.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+    moved = [i for i, r in enumerate(rows.tolist()) if r != i]
+    for i in moved:
+        cuda_call(cu, cu.cudaMemcpyAsync(scratch + i * row_bytes, ptr + int(rows[i]) * row_bytes, row_bytes, d2d,
+                                         stream))
+    for i in moved:
+        cuda_call(cu, cu.cudaMemcpyAsync(ptr + i * row_bytes, scratch + i * row_bytes, row_bytes, d2d, stream))
+
+
 class DeviceBuffers:
     """Named device allocations that grow when asked for more and are reused otherwise."""
 

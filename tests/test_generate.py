@@ -137,7 +137,8 @@ def test_eos_and_stop_strings(gpt2: Any) -> None:
     (dict(max_new_tokens=10**9), ConfigError), (dict(max_new_tokens="5"), ConfigError),
     (dict(temperature=0.0, do_sample=True), ConfigError), (dict(top_p=1.5), ConfigError),
     (dict(top_p=0), ConfigError), (dict(top_k=-1), ConfigError), (dict(repetition_penalty=0), ConfigError),
-    (dict(seed=-1), ConfigError), (dict(do_sample="yes"), ConfigError), (dict(num_beams=4), ConfigError),
+    (dict(seed=-1), ConfigError), (dict(do_sample="yes"), ConfigError), (dict(num_beams=0), ConfigError),
+    (dict(num_beam_groups=2), ConfigError), (dict(penalty_alpha=0.6), ConfigError), (dict(nope=1), ConfigError),
 ])
 def test_bad_parameters_raise_edgekit_errors(gpt2: Any, kwargs: dict[str, Any], error: type) -> None:
     with pytest.raises(error) as e:

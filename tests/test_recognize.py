@@ -82,6 +82,8 @@ def test_recognize_inputs(w2v_fp32: Path, tmp_path: Path) -> None:
             m.recognize(bad)
     with pytest.raises(InputError, match="sample_rate"):
         m.recognize(wave, sample_rate=-5)
+    with pytest.raises(edgekit.EdgekitError, match="num_beams"):  # Whisper's option, refused by name
+        m.recognize(wave, num_beams=3)
 
 
 class _BurstCTC:

@@ -57,6 +57,22 @@ def test_tokens_identical_to_transformers_generate(whisper_fp32: Path, hf_model:
     assert len(got) > 20
 
 
+@pytest.mark.parametrize("language,timestamps,beams", [("en", False, 3), ("de", True, 2), (None, False, 4)])
+def test_beam_search_identical_to_transformers(whisper_fp32: Path, hf_model: Any, language: str | None,
+                                               timestamps: bool, beams: int) -> None:
+    import torch
+
+    m = edgekit.load(whisper_fp32, device="cpu")
+    feats = m.features(synthetic_audio(2.4, 16000, 21))
+    kw = {"language": language} if language else {}
+    ref = hf_whisper_tokens(hf_model, torch.from_numpy(feats)[None], return_timestamps=timestamps, num_beams=beams,
+                            max_new_tokens=30, **kw)
+    got = m.decode_tokens(feats, language=language, timestamps=timestamps, max_new_tokens=30, num_beams=beams)
+    assert got == ref
+    assert got != m.greedy_tokens(feats, language=language, timestamps=timestamps, max_new_tokens=30)
+    assert m.recognize(synthetic_audio(2.4, 16000, 21), language="en", num_beams=beams, max_new_tokens=8).text
+
+
 def test_recognize_transcript_fields(whisper_fp32: Path) -> None:
     m = edgekit.load(whisper_fp32, device="cpu")
     t = m.recognize(synthetic_audio(3.0, 16000, 4), language="en", max_new_tokens=20)

@@ -172,3 +172,64 @@ def test_cuda_session_keeps_fp32_matmuls_in_fp32(gpt2_art: Path, monkeypatch: py
     art = open_artifact(gpt2_art)
     OrtRunner(art.file(art.manifest.graphs["model"].file), art.manifest.graphs["model"], device="cuda")
     assert seen == [[("CUDAExecutionProvider", {"use_tf32": "0"})]]
+
+
+# ---------------------------------------------------------------- beam search: cache rows reordered in place
+
+BEAMS = 3
+
+
+@pytest.fixture(scope="module")
+def host_beams(gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        return _beams(m, prompts)
+
+
+def _beams(m: Any, prompts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    # One prompt: its BEAMS rows fit the engine's default batch range (1..4); a wider beam batch
+    # needs `edgekit build --max-batch`.
+    return m.generate(input_ids=prompts[0][1:], attention_mask=prompts[1][1:], max_new_tokens=NEW, num_beams=BEAMS,
+                      num_return_sequences=2)
+
+
+def test_beams_through_the_host_loop(gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray],
+                                     host_beams: np.ndarray) -> None:
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        _through(m, HostStepper)
+        np.testing.assert_array_equal(_beams(m, prompts), host_beams)
+
+
+def test_onnxruntime_device_loop_reorders_beams_device_side(gpt2_art: Path, prompts: tuple[np.ndarray, np.ndarray],
+                                                             host_beams: np.ndarray) -> None:
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
+
+    calls = F.Calls()
+    cu = F.make_cudart(calls)
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        _through(m, lambda r, spec: OrtStepper(r._session, spec, DeviceMemory(cu, "cpu")))
+        np.testing.assert_array_equal(_beams(m, prompts), host_beams)
+        cfg = m.contract.cache
+    # Every reorder copy is device to device, one cache row (heads * slots * dim floats) at a time.
+    row = cfg.heads * (5 + NEW - 1) * cfg.head_dim * 4
+    assert calls.copies and all(kind == "cudaMemcpyDeviceToDevice" and n == row for kind, n in calls.copies)
+
+
+def test_tensorrt_decode_reorders_beams_on_the_device(trt_art: tuple[Path, F.Calls],
+                                                      prompts: tuple[np.ndarray, np.ndarray],
+                                                      host_beams: np.ndarray) -> None:
+    art, calls = trt_art
+    with edgekit.load(art, device="tensorrt") as m:
+        calls.copies.clear()
+        np.testing.assert_array_equal(_beams(m, prompts), host_beams)
+        cfg = m.contract.cache
+    cache_bytes = BEAMS * cfg.heads * (5 + NEW - 1) * cfg.head_dim * 4
+    up = [n for kind, n in calls.copies if kind == "cudaMemcpyHostToDevice"]
+    down = [n for kind, n in calls.copies if kind == "cudaMemcpyDeviceToHost"]
+    d2d = [n for kind, n in calls.copies if kind == "cudaMemcpyDeviceToDevice"]
+    # The caches go up once (when the loop starts); per step only token, mask and position go up
+    # and the logits come down; beam reorders are device-side row copies.
+    assert sum(n == cache_bytes for n in up) == 2 * cfg.layers and d2d
+    assert max(n for n in up if n != cache_bytes) < cache_bytes // 10
+    logits = BEAMS * m.decoder.outputs[0].shape[-1] * 4
+    assert cache_bytes not in down and down.count(logits) >= NEW - 2  # each step: the logits, no cache
+    assert calls.graph_launches > 0  # the CUDA graph survives the reorders (same addresses)

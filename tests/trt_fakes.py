@@ -41,6 +41,7 @@ class Calls:
     captured: list[Any] = field(default_factory=list)  # launches recorded while capturing
     graph_launches: int = 0
     copies_2d: list[tuple[int, int, int]] = field(default_factory=list)  # (dpitch, width, height)
+    copies: list[tuple[str, int]] = field(default_factory=list)  # cudaMemcpyAsync: (kind, bytes)
     capture_fails: bool = False
     profile_clashes: int = 0  # profile requests TensorRT would refuse (held by another context)
 
@@ -371,6 +372,7 @@ def make_cudart(calls: Calls, gpu: bytes = b"NVIDIA H100 80GB HBM3", cc: tuple[i
         return (ok,) if memory.pop(ptr, None) is not None else (cu.cudaError_t.cudaErrorInvalidValue,)
 
     def memcpy(dst: int, src: int, n: int, kind: Any, stream: Any) -> tuple:
+        calls.copies.append((repr(kind), n))
         ctypes.memmove(dst, src, n)
         return (ok,)
 

@@ -2,6 +2,7 @@
 
     classify.py   TorchClassifier, HFImageClassifier, HFTextClassifier
     causal_lm.py  HFCausalLM (every decoder with a Hugging Face KV cache)
+    seq2seq.py    HFSeq2Seq (Marian, BART/mBART, M2M100/NLLB, Pegasus, T5/mT5/UMT5; graphs in seq2seq_graphs.py)
     recurrent.py  RecurrentGenerator (plain LSTM modules)
     torch_decoder.py  TorchKVDecoder, TorchDecoder (plain transformer decoders, with or without a cache)
     ctc.py        HFCtc, TorchCtc
@@ -17,12 +18,13 @@ from edgekit.converters.specs.causal_lm import HFCausalLM
 from edgekit.converters.specs.classify import HFImageClassifier, HFTextClassifier, TorchClassifier
 from edgekit.converters.specs.ctc import HFCtc, TorchCtc
 from edgekit.converters.specs.recurrent import RecurrentGenerator
+from edgekit.converters.specs.seq2seq import HFSeq2Seq
 from edgekit.converters.specs.torch_decoder import TorchDecoder, TorchKVDecoder
 from edgekit.converters.specs.whisper import Whisper
 from edgekit.errors import ConfigError, SourceError
 
 SPECS: tuple[type[ExportSpec], ...] = (
-    HFImageClassifier, HFTextClassifier, HFCausalLM, HFCtc, Whisper,
+    HFImageClassifier, HFTextClassifier, HFCausalLM, HFSeq2Seq, HFCtc, Whisper,
     TorchClassifier, RecurrentGenerator, TorchKVDecoder, TorchDecoder, TorchCtc,
 )
 
@@ -46,5 +48,6 @@ def match(src: Source, options: ConvertOptions) -> ExportSpec:
         f"'{src.description}' is a {src.architecture or 'model without architectures'}, which edgekit cannot "
         f"convert for {src.task}",
         fix="classify takes *ForImageClassification / *ForSequenceClassification folders, generate *ForCausalLM "
-            "/ *LMHeadModel, recognize *ForCTC and WhisperForConditionalGeneration",
+            "/ *LMHeadModel and encoder-decoder *ForConditionalGeneration / MarianMTModel, recognize *ForCTC and "
+            "WhisperForConditionalGeneration",
     )

@@ -22,19 +22,14 @@ from edgekit.converters.ort_graph import finish_for_onnxruntime
 from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
 from edgekit.converters.specs.classify import as_tokenizer
-from edgekit.converters.specs.generate import GeneratorSpec, torch_step
+from edgekit.converters.specs.generate import GeneratorSpec, chat_template, generation_defaults, torch_step
 from edgekit.converters.wrappers import export_experts
 from torch.export import Dim
 from transformers.cache_utils import DynamicCache
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
-from edgekit.contract.generate import (
-    STEP_INPUTS,
-    GenerateSection,
-    GenerationDefaults,
-    KVCache,
-)
+from edgekit.contract.generate import STEP_INPUTS, GenerateSection, KVCache
 from edgekit.errors import UnsupportedError
 from edgekit.tasks.generator import token_ids
 
@@ -42,7 +37,6 @@ log = logging.getLogger("edgekit")
 
 MAX_BATCH = 256
 MAX_LEN = 32768
-GENERATION_KEYS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
 
 
 @dataclass(frozen=True)
@@ -153,7 +147,7 @@ class HFCausalLM(GeneratorSpec):
             tokenizer="tokenizer.json" if self.tokenizer_json else None, add_special_tokens=True,
             eos_token_id=tuple(eos), bos_token_id=None if bos is None else int(bos), pad_token_id=pad,
             max_context=min(context, MAX_LEN), cache=self.cache,
-            generation=GenerationDefaults(**{k: gen[k] for k in GENERATION_KEYS if gen.get(k) is not None}))
+            generation=generation_defaults(gen), chat=chat_template(self.src))
 
 
 def cache_geometry(model: Any) -> KVCache:

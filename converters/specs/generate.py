@@ -11,14 +11,22 @@ more than accuracy).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from edgekit.contract.generate import ChatTemplate, GenerationDefaults
 from edgekit.converters.spec import Calibration, ExportSpec, Gate, Limit
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, SourceError
 from edgekit.tasks.generator import left_pad  # the runtime's own padding: parity pads as users' calls do
+from edgekit.tasks.options import GenerateOptions, refuse_unimplemented
+
+if TYPE_CHECKING:
+    from edgekit.converters.sources import Source
 
 PARITY_NEW_TOKENS = 32
 GATES: dict[str, Gate] = {
@@ -73,7 +81,7 @@ class GeneratorSpec(ExportSpec):
             want = ref.greedy(ids, mask, PARITY_NEW_TOKENS)
             got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=PARITY_NEW_TOKENS,
                                  eos_token_id=[])[:, ids.shape[1]:]
-            greedy += [_prefix_share(w, g) for w, g in zip(want, got)]
+            greedy += [prefix_share(w, g) for w, g in zip(want, got)]
         # Logits of the prompt run and of decode steps (the last tokens fed one by one, through the
         # artifact's own cache loop), against PyTorch's over the same tokens.
         step_err, scale = 0.0, 1e-12
@@ -107,7 +115,7 @@ class GeneratorSpec(ExportSpec):
         for batch in (rows[:1], rows[1:3]):
             ids, mask = left_pad(batch, runtime.contract.pad_token_id)
             kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=PARITY_NEW_TOKENS, eos_token_id=[])
-            same += [_prefix_share(a, b) for a, b in zip(portable.generate(**kw), runtime.generate(**kw))]
+            same += [prefix_share(a, b) for a, b in zip(portable.generate(**kw), runtime.generate(**kw))]
         report["tokens_vs_portable"] = float(np.mean(same))
         if precision == "fp32" and report["tokens_vs_portable"] < 1.0:
             report["passed"] = False
@@ -127,7 +135,7 @@ def _parity_rows(model: Any, vocab: int, texts: list[str], samples: int | None) 
     return [rng.integers(0, vocab, size=length).tolist() for length in lengths]
 
 
-def _prefix_share(want: np.ndarray, got: np.ndarray) -> float:
+def prefix_share(want: np.ndarray, got: np.ndarray) -> float:
     """Share of tokens identical before the first divergence."""
     diff = np.nonzero(np.asarray(want) != np.asarray(got))[0]
     return (int(diff[0]) if len(diff) else len(want)) / max(len(want), 1)
@@ -154,3 +162,52 @@ def torch_step(module: Any, input_names: list[str], output_names: list[str],
     with torch.inference_mode():
         out = module(*args)
     return {n: v.float().numpy() for n, v in zip(output_names, out)}
+
+
+def generation_defaults(gen: Mapping[str, Any]) -> GenerationDefaults:
+    """The model's generation config (transformers' GenerationConfig as a dict) as the contract holds it.
+
+    A setting edgekit does not implement, with a value that changes decoding, is refused here at
+    convert time, by name: an artifact must not silently decode differently from its source.
+    """
+    try:
+        refuse_unimplemented(gen, "the model's generation config")
+    except ConfigError as e:
+        raise SourceError(e.what, found=e.found, fix="remove it from generation_config.json, or set its no-op value") \
+            from None
+    kept: dict[str, Any] = {}
+    for f in dataclasses.fields(GenerationDefaults):
+        v = gen.get(f.name)
+        if v is None:
+            continue
+        if f.name == "bad_words_ids":
+            v = tuple(tuple(int(t) for t in w) for w in v)
+        elif f.name in ("suppress_tokens", "begin_suppress_tokens", "forced_eos_token_id"):
+            v = tuple(int(t) for t in ([v] if isinstance(v, int) else v))
+        kept[f.name] = v
+    defaults = GenerationDefaults(**kept)
+    try:
+        GenerateOptions.make({}, defaults)  # the same checks a call makes, now
+    except ConfigError as e:
+        raise SourceError(f"the model's generation config is invalid: {e.what}", found=e.found,
+                          fix="correct generation_config.json") from None
+    return defaults
+
+
+def chat_template(src: Source) -> ChatTemplate | None:
+    """The tokenizer's chat template and the special tokens transformers renders it with, if any."""
+    folder = src.hf_dir
+    if folder is None or not any((folder / f).is_file() for f in ("tokenizer_config.json", "chat_template.jinja",
+                                                                  "chat_template.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        template = tok.get_chat_template() if tok.chat_template is not None else None
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None  # no usable tokenizer config: no chat template either
+    if not isinstance(template, str):
+        return None
+    special = {k: str(v) for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+    return ChatTemplate(template, special)

@@ -16,6 +16,7 @@ BATCH = "batch"
 SEQUENCE = "sequence"  # tokens fed in this call
 PAST = "past_sequence"  # cache slots before them
 TOTAL = "total_sequence"  # the attention mask: past slots + this call's tokens
+SOURCE = "source_sequence"  # an encoder-decoder's input tokens
 SAMPLES = "samples"  # audio samples
 FRAMES = "frames"  # feature frames
 

@@ -15,13 +15,19 @@ Recurrent generators (`RecurrentState`, LSTM-style): input_ids (batch, 1) and th
 Decoders without a cache (`FullSequence`, plain `forward(input_ids) -> logits` modules such as
 nanoGPT's): input_ids (batch, sequence) in, logits (batch, sequence or 1, vocab) out; every step
 runs the whole sequence again (correct, and O(n^2) over a generation).
+
+Encoder-decoder models (`encoder` set: Marian, T5, BART, M2M100/NLLB, Pegasus...):
+    graph "encoder"  input_ids, attention_mask (batch, source_sequence) -> cross.{i}.key / .value
+                     (batch, heads, source_sequence, head_dim) of every decoder layer, once per input
+    graph "decoder"  the slot-cache decoder above, plus encoder_attention_mask (batch,
+                     source_sequence) and the cross keys/values: resident inputs, sent once per call
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from edgekit.contract.base import BATCH, FLOAT, INT64, PAST, SEQUENCE, TOTAL, GraphNeeds, Need, Phase, Section
+from edgekit.contract.base import BATCH, FLOAT, INT64, PAST, SEQUENCE, SOURCE, TOTAL, GraphNeeds, Need, Phase, Section
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,11 @@ class FullSequence:
 
 @dataclass(frozen=True)
 class GenerationDefaults:
-    """The model's own generation settings (its generation_config.json); None: transformers' default."""
+    """The model's own generation settings (its generation_config.json); None: transformers' default.
+
+    The names and meanings are transformers' (`GenerationConfig`); edgekit/tasks/options.py
+    resolves them against the caller's keywords.
+    """
 
     do_sample: bool | None = None
     temperature: float | None = None
@@ -90,16 +100,61 @@ class GenerationDefaults:
     top_p: float | None = None
     repetition_penalty: float | None = None
     max_new_tokens: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    num_beams: int | None = None
+    length_penalty: float | None = None
+    early_stopping: bool | str | None = None  # True | False | "never"
+    num_return_sequences: int | None = None
+    no_repeat_ngram_size: int | None = None
+    min_length: int | None = None
+    min_new_tokens: int | None = None
+    max_length: int | None = None
+    bad_words_ids: tuple[tuple[int, ...], ...] | None = None
+    suppress_tokens: tuple[int, ...] | None = None
+    begin_suppress_tokens: tuple[int, ...] | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class EncoderPart:
+    """An encoder-decoder model's encoder and how decoding starts.
+
+    `languages` maps the tokenizer's language-code tokens ("__zh__", "zho_Hans", "zh_CN",
+    ">>zho<<") to their ids, for `generate(..., tgt_lang=)`: the target language is the forced
+    first token (M2M100, NLLB, mBART-50), or with `language_prefix` the first source token
+    (multilingual Marian).
+    """
+
+    decoder_start_token_id: int
+    max_source: int  # longest input the encoder's positions take
+    languages: dict[str, int] = field(default_factory=dict)
+    language_prefix: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_source < 1 or self.decoder_start_token_id < 0:
+            raise ValueError(f"the encoder needs max_source >= 1 and a decoder start id >= 0, found {self}")
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """The tokenizer's chat template (Jinja) and the special tokens it is rendered with, as
+    transformers' `apply_chat_template` passes them (bos_token, eos_token, ...)."""
+
+    template: str
+    special_tokens: dict[str, str] = field(default_factory=dict)
 
 
 STEP_INPUTS = ("input_ids", "attention_mask", "position_ids")
+ENCODER_MASK = "encoder_attention_mask"
 
 
-def decoder_needs(cache: KVCache, resident: list[str] | None = None) -> GraphNeeds:
+def decoder_needs(cache: KVCache, resident: list[str] | None = None, extra: tuple[Need, ...] = ()) -> GraphNeeds:
     """The slot-cache decoder: what generate (and Whisper's decoder) feed and read each step."""
     ins = [Need(n, INT64, 2) for n in STEP_INPUTS] + [Need(n, FLOAT, 4) for n in cache.past() + (resident or [])]
     outs = [Need("logits", FLOAT, 3)] + [Need(n, FLOAT, 4) for n in cache.present()]
-    return GraphNeeds(tuple(ins), tuple(outs))
+    return GraphNeeds(tuple(ins) + extra, tuple(outs))
 
 
 def shared_decoder_needs(cache: KVCache) -> GraphNeeds:
@@ -137,13 +192,21 @@ class GenerateSection(Section):
     max_context: int
     cache: KVCache | RecurrentState | FullSequence
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    encoder: EncoderPart | None = None  # set: an encoder-decoder ("encoder" + "decoder" graphs)
+    chat: ChatTemplate | None = None
 
     def __post_init__(self) -> None:
         if self.max_context < 2:
             raise ValueError(f"max_context must be at least 2 tokens, found {self.max_context}")
+        if self.encoder is not None and not isinstance(self.cache, KVCache):
+            raise ValueError("an encoder-decoder artifact needs a KV cache")
 
     def needs(self) -> dict[str, GraphNeeds]:
         c = self.cache
+        if isinstance(c, KVCache) and self.encoder is not None:
+            enc = GraphNeeds((Need("input_ids", INT64, 2), Need("attention_mask", INT64, 2)),
+                             tuple(Need(n, FLOAT, 4) for n in c.cross()))
+            return {"encoder": enc, "decoder": decoder_needs(c, c.cross(), (Need(ENCODER_MASK, INT64, 2),))}
         if isinstance(c, KVCache):
             return {"model": decoder_needs(c)}
         if isinstance(c, FullSequence):
@@ -153,6 +216,13 @@ class GenerateSection(Section):
         return {"model": GraphNeeds(ins, outs)}
 
     def call_shapes(self, graph: str) -> list[Phase]:
+        if self.encoder is not None:
+            n = self.encoder.max_source
+            source = (1, min(64, n), n)
+            if graph == "encoder":
+                return [("all", {BATCH: self.batch, SOURCE: source})]
+            # Beam search runs batch * num_beams rows through the decoder.
+            return [(name, {**dims, SOURCE: source}) for name, dims in decoder_phases(self.max_context, (1, 4, 16))]
         if isinstance(self.cache, KVCache):
             return decoder_phases(self.max_context, self.batch)
         if isinstance(self.cache, FullSequence):

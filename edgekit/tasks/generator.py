@@ -1,29 +1,35 @@
-"""`generate`: text generation with Hugging Face `generate()` keyword names and meaning.
+"""`generate`: text generation with Hugging Face `generate()` keyword names, meaning and tokens.
 
 The contract's cache layout picks the loop state (`cache_for`): keys/values per layer for
-transformer decoders (`KVCache`), fixed state tensors for LSTM-style generators (`RecurrentState`).
-Both are sized once per call for prompt + max_new_tokens; nothing grows per step.
+transformer decoders (`KVCache`), fixed state tensors for LSTM-style generators (`RecurrentState`);
+an encoder-decoder's decoder is the same KV loop with the encoder's output resident. Every state
+is sized once per call for the longest sequence it may make; nothing grows per step. The decode
+loops (greedy, sampling, beam search) are tasks/search.py, the logits processors
+tasks/processors.py, the keywords tasks/options.py, chat prompts tasks/chat.py.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from edgekit.contract.generate import FullSequence, GenerateSection, KVCache, RecurrentState
+from edgekit.contract.generate import ENCODER_MASK, FullSequence, GenerateSection, KVCache, RecurrentState
 from edgekit.errors import ConfigError, InputError
 from edgekit.preprocess.text import check_texts, read_tokenizer
+from edgekit.results import GenerateOutput
 from edgekit.runtimes.base import Runner
+from edgekit.tasks import chat
 from edgekit.tasks.compactkv import CompactKV
 from edgekit.tasks.fullseq import FullSequenceState
 from edgekit.tasks.kvcache import SharedKVCache, SlotCache
 from edgekit.tasks.model import Model
-from edgekit.tasks.sampling import SamplingConfig, TokenChooser
-
-_DEFAULT_MAX_NEW_TOKENS = 20  # transformers' default
+from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, GenerateOptions, refuse_unimplemented
+from edgekit.tasks.processors import LogitsPipeline
+from edgekit.tasks.prompts import Prompt, check_rows, from_ids, language_code, left_pad, right_pad
+from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
 
 
 class _KVCache:
@@ -39,10 +45,14 @@ class _KVCache:
     and current token change nothing but the attention work over masked slots.
     """
 
-    def __init__(self, runner: Runner, cfg: KVCache, batch: int, prompt: int, new: int) -> None:
+    def __init__(self, runner: Runner, cfg: KVCache, batch: int, prompt: int, new: int,
+                 resident: Mapping[str, np.ndarray] | None = None, origin: np.ndarray | None = None) -> None:
         shape = (batch, cfg.heads, prompt + new - 1, cfg.head_dim)
-        kind = SharedKVCache if runner.kv_layout == "shared" else SlotCache
-        self.cache: SlotCache | SharedKVCache = kind(runner, cfg.writes(), shape)
+        self.cache: SlotCache | SharedKVCache
+        if runner.kv_layout == "shared":  # onnxruntime's decoder-only stand-in: no resident inputs
+            self.cache = SharedKVCache(runner, cfg.writes(), shape)
+        else:
+            self.cache = SlotCache(runner, cfg.writes(), shape, resident, origin)
         self.prompt_logits: np.ndarray | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -53,8 +63,17 @@ class _KVCache:
     def step(self, tokens: np.ndarray) -> np.ndarray:
         return self.cache.step(tokens)
 
+    def reorder(self, rows: np.ndarray) -> None:
+        self.cache.reorder(rows)
+
     def close(self) -> None:
         self.cache.close()
+
+    def __enter__(self) -> _KVCache:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class _RecurrentState:
@@ -101,6 +120,9 @@ class _RecurrentState:
         self.state = [out[n] for n in self.outputs]
         return out["logits"][:, -1]
 
+    def reorder(self, rows: np.ndarray) -> None:
+        self.state = [np.ascontiguousarray(s[:, rows]) for s in self.state]
+
     def close(self) -> None:
         pass  # nothing held beyond numpy arrays
 
@@ -116,18 +138,21 @@ def cache_for(runner: Runner, cfg: KVCache | RecurrentState | FullSequence, batc
 
 
 @dataclass
-class _Request:
-    ids: np.ndarray  # (batch, prompt) left-padded
-    mask: np.ndarray
-    new: int
-    chooser: TokenChooser
-    eos: set[int]
+class _Run:
+    """A started decode: the state after its prompt, and what the loop needs."""
+
+    state: DecodeState
+    logits: np.ndarray
+    seqs: np.ndarray  # what the loop starts from: the padded prompt, or the decoder's start tokens
+    opts: GenerateOptions
+    pipeline: LogitsPipeline
+    stop: Stopper
     pad: int
-    stops: list[str]
+    expand: int  # rows per input (beams, or sequences to return)
 
 
 class Generator(Model):
-    """A loaded text-generation artifact.
+    """A loaded text-generation artifact (decoder-only or encoder-decoder).
 
     >>> import tempfile, edgekit, numpy as np, torch
     >>> from transformers import GPT2Config, GPT2LMHeadModel
@@ -138,6 +163,8 @@ class Generator(Model):
     >>> gen = edgekit.load(folder + "-art", device="cpu")
     >>> gen.generate(input_ids=np.array([[5, 6, 7]]), max_new_tokens=4).shape  # no tokenizer saved: ids in, ids out
     (1, 7)
+    >>> gen.generate(input_ids=np.array([[5, 6, 7]]), max_new_tokens=4, num_beams=3, num_return_sequences=2).shape
+    (2, 7)
     """
 
     contract: GenerateSection
@@ -146,39 +173,71 @@ class Generator(Model):
     def max_context(self) -> int:
         return self.contract.max_context
 
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.contract.encoder is not None
+
+    @property
+    def decoder(self) -> Runner:
+        """The runner of the graph every decode step calls."""
+        return self.runners["decoder" if self.is_encoder_decoder else "model"]
+
     @cached_property
     def tokenizer(self) -> Any:
         """The `tokenizers.Tokenizer` of the artifact, or None for an artifact that takes ids only."""
         name = self.contract.tokenizer
         return None if name is None else read_tokenizer(self.artifact.path, name)
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode(self, texts: Sequence[str], special: bool | None = None) -> list[list[int]]:
         tok = self._need_tokenizer()
         check_texts(texts)  # lone surrogates would make the tokenizer raise a bare TypeError
-        special = self.contract.add_special_tokens
+        special = self.contract.add_special_tokens if special is None else special
         return [list(e.ids) for e in tok.encode_batch(list(texts), add_special_tokens=special)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._need_tokenizer().decode([int(i) for i in ids], skip_special_tokens=True))
 
-    def logits(self, input_ids: np.ndarray, decode_steps: int = 0) -> np.ndarray:
-        """Teacher-forced logits (batch, sequence, vocab) of unpadded int64 ids: for scoring text
-        (perplexity) and next-token agreement, through the same graph and cache as generate.
+    def chat_prompt(self, messages: Any, add_generation_prompt: bool = True) -> list[str]:
+        """The prompt texts of one conversation (or a list of them), as `apply_chat_template` renders them."""
+        convs, _ = chat.conversations(messages)
+        tpl = self.contract.chat
+        if tpl is None:
+            raise ConfigError("this artifact has no chat template", found="no chat_template in the source's tokenizer",
+                              fix="pass a text prompt, or convert from a folder whose tokenizer has a chat_template")
+        return [chat.render(tpl.template, c, tpl.special_tokens, add_generation_prompt) for c in convs]
+
+    def logits(self, input_ids: np.ndarray, decoder_input_ids: np.ndarray | None = None,
+               decode_steps: int = 0) -> np.ndarray:
+        """Teacher-forced logits (batch, sequence, vocab) of unpadded int64 ids, through the same
+        graphs and cache as generate: for scoring text (perplexity) and next-token agreement. An
+        encoder-decoder scores `decoder_input_ids` given the input.
 
         The last `decode_steps` positions come from decode steps (one token each, as generate feeds
         them) instead of the prompt run: what parity compares to check the decode path.
         """
-        rows, _ = self._prompt_rows(None, input_ids, None)
-        ids = np.asarray(input_ids, np.int64)
-        if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or not 0 <= decode_steps < ids.shape[1]:
+        ids = np.asarray(input_ids)
+        from_ids(ids, np.ones_like(ids), 0, (), not self.is_encoder_decoder, self.decoder.outputs[0].shape[-1],
+                 self._limit)  # checks only
+        ids = ids.astype(np.int64)
+        scored = ids
+        if self.is_encoder_decoder:
+            dec = np.asarray(decoder_input_ids, np.int64) if decoder_input_ids is not None else None
+            if dec is None or dec.ndim != 2 or dec.shape[0] != ids.shape[0] or dec.shape[1] > self.max_context:
+                raise InputError("an encoder-decoder scores decoder_input_ids (batch, tokens) given input_ids",
+                                 found=None if dec is None else f"shape {list(dec.shape)}")
+            scored = dec
+        n = scored.shape[1]
+        if isinstance(decode_steps, bool) or not isinstance(decode_steps, int) or not 0 <= decode_steps < n:
             raise ConfigError("decode_steps must be an integer from 0 to the length - 1", found=repr(decode_steps))
-        prompt = ids[:, : ids.shape[1] - decode_steps]
-        self._check_lengths([r[: prompt.shape[1]] for r in rows], decode_steps + 1)
-        cache = cache_for(self.runners["model"], self.contract.cache, ids.shape[0], prompt.shape[1], decode_steps + 1)
+        prompt = scored[:, : n - decode_steps]
+        rows = np.arange(ids.shape[0])
+        cache = (self._decoder_state(ids, np.ones_like(ids), rows, prompt.shape[1], decode_steps + 1)
+                 if self.is_encoder_decoder else
+                 cache_for(self.decoder, self.contract.cache, ids.shape[0], prompt.shape[1], decode_steps + 1))
         try:
             cache.prefill(prompt, np.ones_like(prompt))
             out = [np.asarray(cache.prompt_logits, np.float32)]
-            out += [cache.step(ids[:, t])[:, None].astype(np.float32) for t in range(prompt.shape[1], ids.shape[1])]
+            out += [cache.step(scored[:, t])[:, None].astype(np.float32) for t in range(prompt.shape[1], n)]
         finally:
             cache.close()
         return np.concatenate(out, axis=1)
@@ -191,145 +250,222 @@ class Generator(Model):
 
     def generate(self, inputs: str | Sequence[str] | None = None, max_new_tokens: int | None = None, *,
                  input_ids: np.ndarray | None = None, attention_mask: np.ndarray | None = None,
-                 stream: bool = False, do_sample: bool | None = None, temperature: float | None = None,
-                 top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
-                 seed: int | None = None, eos_token_id: int | Sequence[int] | None = None,
-                 pad_token_id: int | None = None, stop_strings: str | Sequence[str] | None = None,
-                 **unknown: Any) -> Any:
-        """Generate: str -> str (new text), list[str] -> list[str], stream=True -> Iterator[str],
-        input_ids=(batch, prompt) int64 array -> array of prompt + new ids (like transformers)."""
-        if unknown:
-            raise ConfigError(f"generate got unknown arguments {sorted(unknown)}",
-                              fix="use transformers' names: max_new_tokens, do_sample, temperature, top_k, top_p, "
-                                  "repetition_penalty, seed, eos_token_id, stop_strings, stream")
-        rows, form = self._prompt_rows(inputs, input_ids, attention_mask)
-        d, c = self.contract.generation, self.contract
-        cfg = SamplingConfig.make(
-            do_sample=_pick(do_sample, d.do_sample, False), temperature=_pick(temperature, d.temperature, 1.0),
-            top_k=_pick(top_k, d.top_k, 0), top_p=_pick(top_p, d.top_p, 1.0),
-            repetition_penalty=_pick(repetition_penalty, d.repetition_penalty, 1.0), seed=seed)
-        new = self._check_lengths(rows, _pick(max_new_tokens, d.max_new_tokens, _DEFAULT_MAX_NEW_TOKENS))
-        pad = c.pad_token_id if pad_token_id is None else pad_token_id
-        ids, mask = left_pad(rows, pad)  # the ids form re-padded on the left: what the cache expects
-        eos = set(token_ids(c.eos_token_id if eos_token_id is None else eos_token_id))
+                 messages: Any = None, stream: bool = False, seed: int | None = None,
+                 eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
+                 stop_strings: str | Sequence[str] | None = None, tgt_lang: str | None = None,
+                 **options: Any) -> Any:
+        """Generate, as `transformers.generate` does, token for token in fp32.
+
+        Prompts: str -> str (the new text), list[str] -> list[str], `messages=[{"role": "user",
+        "content": ...}]` (rendered with the model's chat template) -> str, `input_ids=` (batch,
+        prompt) int64 -> ids: the prompt and the new tokens (an encoder-decoder: the decoder's
+        start token and the new tokens). `stream=True` -> Iterator[str] of one text prompt.
+        Options, with transformers' names and meaning: max_new_tokens, max_length, min_new_tokens,
+        min_length, do_sample, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
+        no_repeat_ngram_size, bad_words_ids, suppress_tokens, begin_suppress_tokens,
+        forced_bos_token_id, forced_eos_token_id, num_beams, length_penalty, early_stopping,
+        num_return_sequences, return_dict_in_generate, output_scores, output_logits; and seed,
+        eos_token_id, pad_token_id, stop_strings, tgt_lang (encoder-decoders with language codes).
+        """
+        self._check_keywords(options)
+        c = self.contract
+        given = {**options, "max_new_tokens": max_new_tokens}
+        if tgt_lang is not None:
+            given.update(self._target_language(tgt_lang, given))
+        opts = GenerateOptions.make(given, c.generation)
+        pad = _pad_id(c.pad_token_id if pad_token_id is None else pad_token_id)
+        eos = tuple(token_ids(c.eos_token_id if eos_token_id is None else eos_token_id))
         stops = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
         if stops and (self.tokenizer is None or not all(isinstance(s, str) and s for s in stops)):
             raise ConfigError("stop_strings must be non-empty strings, on an artifact with a tokenizer",
                               found=repr(stop_strings))
-        req = _Request(ids, mask, new, TokenChooser(cfg), eos, pad, stops)
+        prompt = self._prompt(inputs, input_ids, attention_mask, messages, pad, eos,
+                              tgt_lang if c.encoder is not None and c.encoder.language_prefix else None)
         if stream:
-            if form != "text":
-                raise ConfigError("stream=True takes one text prompt", found=f"a {form} prompt",
-                                  fix="call generate(prompt, stream=True) once per prompt")
-            return self._stream(req)
-        out = np.concatenate([ids, *[t[:, None] for t, _ in self._tokens(req)]], axis=1)
-        if form == "ids":  # like transformers: the caller's prompt ids, then the new ones
-            return np.concatenate([np.asarray(input_ids, np.int64), out[:, ids.shape[1]:]], axis=1)
-        texts = [self.decode(_until_eos(row[ids.shape[1]:], eos)) for row in out]
-        return texts[0] if form == "text" else texts
+            self._check_stream(prompt, opts)
+        run = self._start(prompt, opts, pad, eos, stops, seed)
+        if stream:
+            return self._stream(run)
+        try:
+            if opts.num_beams > 1:
+                out = beam_search(run.state, run.logits, run.seqs, opts, run.pipeline, run.stop,
+                                  _fill(pad, eos), (opts.output_scores, opts.output_logits))
+            else:
+                out = Searched(run.seqs)
+                for _ in sample(run.state, run.logits, run.seqs, run.pipeline, run.stop, pad, out,
+                                (opts.output_scores, opts.output_logits)):
+                    pass
+        finally:  # the cache may hold GPU memory: freed when the loop ends, however it ends
+            run.state.close()
+        return self._result(out, prompt, run, eos)
 
-    # ---------------------------------------------------------------- prompts and limits
+    # ---------------------------------------------------------------- keywords and prompts
 
-    def _prompt_rows(self, inputs: Any, input_ids: Any, attention_mask: Any) -> tuple[list[list[int]], str]:
+    @staticmethod
+    def _check_keywords(options: dict[str, Any]) -> None:
+        unknown = sorted(k for k in options if k not in DEFAULTS and k not in NOT_IMPLEMENTED and k not in NO_EFFECT)
+        if unknown:
+            raise ConfigError(f"generate got unknown arguments {unknown}",
+                              fix="use transformers' names: " + ", ".join(sorted(DEFAULTS)) +
+                                  ", seed, eos_token_id, pad_token_id, stop_strings, stream, messages, tgt_lang")
+        refuse_unimplemented(options, "generate")
+
+    def _target_language(self, lang: str, given: dict[str, Any]) -> dict[str, Any]:
+        part = self.contract.encoder
+        codes = part.languages if part is not None else {}
+        if not codes:
+            raise ConfigError("tgt_lang needs a model whose tokenizer has language codes", found=f"tgt_lang={lang!r}",
+                              fix="pass forced_bos_token_id=, or leave tgt_lang out")
+        code = language_code(codes, lang)
+        if part is not None and part.language_prefix:
+            return {}  # Marian-style: the code token starts the source text (see _prompt)
+        if given.get("forced_bos_token_id") not in (None, codes[code]):
+            raise ConfigError("tgt_lang and forced_bos_token_id disagree",
+                              found=f"{lang!r} is token {codes[code]}, forced_bos_token_id={given['forced_bos_token_id']}")
+        return {"forced_bos_token_id": codes[code]}
+
+    def _prompt(self, inputs: Any, input_ids: Any, attention_mask: Any, messages: Any, pad: int,
+                eos: tuple[int, ...], prefix: str | None) -> Prompt:
+        left = not self.is_encoder_decoder  # a decoder's cache wants left padding, an encoder right
+        if sum(x is not None for x in (inputs, input_ids, messages)) != 1:
+            raise ConfigError("pass one of: a text prompt, input_ids=, or messages=",
+                              found="none" if inputs is input_ids is messages is None else "more than one")
         if input_ids is not None:
-            if inputs is not None:
-                raise ConfigError("pass either a text prompt or input_ids, not both")
-            arr = np.asarray(input_ids)
-            if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
-                raise InputError("input_ids must be a 2-D integer array (batch, prompt length)",
-                                 found=f"{arr.dtype} array of shape {list(arr.shape)}", fix="use np.array([[1, 2, 3]])")
-            mask = np.ones_like(arr) if attention_mask is None else np.asarray(attention_mask)
-            if mask.shape != arr.shape:
-                raise InputError("attention_mask must have the shape of input_ids",
-                                 found=f"{list(mask.shape)} vs {list(arr.shape)}")
-            vocab = self.runners["model"].outputs[0].shape[-1]
-            if arr.size and (arr.min() < 0 or (isinstance(vocab, int) and arr.max() >= vocab)):
-                raise InputError(f"input_ids must be in [0, {vocab})", found=f"ids {arr.min()}..{arr.max()}")
-            return [[int(t) for t, m in zip(r, mr) if m] for r, mr in zip(arr, mask)], "ids"
-        if isinstance(inputs, str):
-            return self.encode([inputs]), "text"
-        if isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
-            return self.encode(list(inputs)), "texts"
-        raise InputError("generate takes a prompt string, a non-empty list of strings, or input_ids=",
-                         found=type(inputs).__name__ if not isinstance(inputs, (list, tuple)) else "an empty list"
-                         if not inputs else "a list with non-strings")
+            if prefix is not None:
+                raise ConfigError("tgt_lang on this model prefixes the text; with input_ids put the code token "
+                                  "first yourself", found=f"tgt_lang={prefix!r}")
+            return from_ids(input_ids, attention_mask, pad, eos, left, self.decoder.outputs[0].shape[-1],
+                            self._limit)
+        if messages is not None:
+            texts, special, form = self.chat_prompt(messages), False, "texts" if chat.conversations(messages)[1] else "text"
+        elif isinstance(inputs, str):
+            texts, special, form = [inputs], None, "text"
+        elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):
+            texts, special, form = list(inputs), None, "texts"
+        else:
+            raise InputError("generate takes a prompt string, a non-empty list of strings, messages= or input_ids=",
+                             found=type(inputs).__name__ if not isinstance(inputs, (list, tuple)) else "an empty list"
+                             if not inputs else "a list with non-strings")
+        if prefix is not None:
+            texts = [f"{language_code(self.contract.encoder.languages, prefix)} {t}" for t in texts]  # type: ignore[union-attr]
+        rows = self.encode(texts, special)
+        check_rows(rows, self._limit)
+        ids, mask = left_pad(rows, pad) if left else right_pad(rows, pad)
+        return Prompt(ids, mask, form)
 
-    def _check_lengths(self, rows: list[list[int]], new: Any) -> int:
-        if not rows:
-            raise InputError("generate got an empty batch (no prompt rows)", fix="pass at least one prompt")
-        if any(len(r) == 0 for r in rows):
-            raise InputError("a prompt is empty (it encodes to no tokens)", fix="pass at least one token of text")
-        longest = max(len(r) for r in rows)
-        if isinstance(new, bool) or not isinstance(new, (int, np.integer)) or new < 1:
-            raise ConfigError("max_new_tokens must be a positive integer", found=repr(new))
-        if longest > self.max_context:
-            raise InputError(f"the prompt is longer than the model's context of {self.max_context} tokens",
-                             found=f"{longest} tokens", fix="shorten the prompt")
-        if longest + new > self.max_context:
+    @property
+    def _limit(self) -> int:
+        """The longest prompt: the encoder's input for an encoder-decoder, else the context."""
+        return self.contract.encoder.max_source if self.contract.encoder is not None else self.max_context
+
+    # ---------------------------------------------------------------- the decode
+
+    def _start(self, p: Prompt, o: GenerateOptions, pad: int, eos: tuple[int, ...], stops: list[str],
+               seed: int | None) -> _Run:
+        """Run the prompt (and the encoder) and size the state for the longest output."""
+        b = p.ids.shape[0]
+        if self.is_encoder_decoder:
+            assert self.contract.encoder is not None
+            seqs = np.full((b, 1), self.contract.encoder.decoder_start_token_id, np.int64)
+        else:
+            seqs = p.ids
+        length = seqs.shape[1]
+        total = o.total_length(length, self.max_context)
+        if total > self.max_context:
             raise ConfigError(f"prompt + max_new_tokens exceeds the model's context of {self.max_context} tokens",
-                              found=f"{longest} + {new}", fix=f"use max_new_tokens <= {self.max_context - longest}")
-        return int(new)
+                              found=f"{length} + {total - length}",
+                              fix=f"use max_new_tokens <= {self.max_context - length}")
+        if total <= length:
+            raise ConfigError("max_length leaves no room for new tokens", found=f"max_length {total}, prompt {length}",
+                              fix="use max_new_tokens instead of max_length")
+        ignore = None if p.mask.all() or self.is_encoder_decoder else np.argmax(p.mask != 0, axis=1)
+        pipeline = LogitsPipeline(o, length, total, int(self.decoder.outputs[0].shape[-1]), eos, ignore, seed)
+        stop = Stopper(total, eos, length, stops, self.decode if stops else None)
+        # Each input's rows (beams, or sequences to return) from the start, as transformers expands
+        # its inputs before the prompt runs: the cache is sized once and the beams start identical.
+        expand = o.num_beams if o.num_beams > 1 else o.num_return_sequences
+        rows = np.repeat(np.arange(b), expand)
+        seqs = seqs[rows]
+        pipeline.expand(rows)
+        if self.is_encoder_decoder:
+            state: DecodeState = self._decoder_state(p.ids, p.mask, rows, 1, total - 1)
+            logits = state.prefill(seqs, np.ones_like(seqs))
+        else:
+            state = cache_for(self.decoder, self.contract.cache, len(rows), length, total - length)
+            logits = state.prefill(p.ids[rows], p.mask[rows])
+        return _Run(state, logits, seqs, o, pipeline, stop, pad, expand)
 
-    # ---------------------------------------------------------------- the decode loop
+    def _decoder_state(self, ids: np.ndarray, mask: np.ndarray, rows: np.ndarray, prompt: int, new: int) -> _KVCache:
+        """An encoder-decoder's decoder cache for inputs' rows `rows`: the encoder runs once per input
+        and its output (each row's input's) stays resident."""
+        cross = self.runners["encoder"].run({"input_ids": ids, "attention_mask": mask})
+        resident = {name: np.ascontiguousarray(a[rows]) for name, a in {**cross, ENCODER_MASK: mask}.items()}
+        cfg = self.contract.cache
+        assert isinstance(cfg, KVCache)
+        return _KVCache(self.decoder, cfg, len(rows), prompt, new, resident, origin=rows)
 
-    def _tokens(self, req: _Request) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (next token per row, finished per row) for each step; stops when all rows finish."""
-        cache = cache_for(self.runners["model"], self.contract.cache, req.ids.shape[0], req.ids.shape[1], req.new)
-        seen = req.ids.copy() if req.chooser.cfg.repetition_penalty != 1.0 else req.ids[:, :0]
-        done = np.zeros(req.ids.shape[0], bool)
-        generated: list[np.ndarray] = []
-        try:  # the cache may hold GPU memory: freed when the loop ends, however it ends
-            logits = cache.prefill(req.ids, req.mask)
-            for i in range(req.new):
-                if not np.all(np.isfinite(logits[~done])):
-                    raise InputError("the model produced non-finite logits",
-                                     fix="check the artifact with `edgekit parity`")
-                token = np.where(done, req.pad, req.chooser(logits, seen))
-                generated.append(token)
-                done = done | np.isin(token, list(req.eos)) | self._hit_stop(generated, req.stops, done)
-                yield token, done
-                if done.all() or i == req.new - 1:
-                    return
-                if seen.shape[1]:
-                    seen = np.concatenate([seen, token[:, None]], axis=1)
-                logits = cache.step(token)
-        finally:
-            cache.close()
+    def _result(self, out: Searched, p: Prompt, run: _Run, eos: tuple[int, ...]) -> Any:
+        start = run.seqs.shape[1]
+        new = out.sequences[:, start:]
+        if p.form == "ids":
+            given = np.repeat(p.given, run.opts.num_return_sequences, axis=0)
+            seqs = out.sequences if self.is_encoder_decoder else np.concatenate([given, new], axis=1)
+            texts = None
+        else:
+            seqs = out.sequences
+            texts = [self.decode(_until_eos(row, set(eos))) for row in new]
+        o = run.opts
+        if o.return_dict_in_generate:
+            return GenerateOutput(seqs, tuple(out.scores) if o.output_scores else None,
+                                  tuple(out.logits) if o.output_logits else None,
+                                  out.sequences_scores if o.output_scores else None, out.beam_indices, texts)
+        if texts is None:
+            return seqs
+        return texts[0] if p.form == "text" and len(texts) == 1 else texts
 
-    def _hit_stop(self, generated: list[np.ndarray], stops: list[str], done: np.ndarray) -> np.ndarray:
-        hit = np.zeros_like(done)
-        if not stops:
-            return hit
-        tail = max(len(s) for s in stops) + 8  # enough tokens to hold any stop string
-        recent = np.stack(generated[-tail:], axis=1)
-        for i in np.nonzero(~done)[0]:
-            text = self.decode(recent[i])
-            hit[i] = any(s in text for s in stops)
-        return hit
+    def _check_stream(self, p: Prompt, o: GenerateOptions) -> None:
+        if p.form != "text":
+            raise ConfigError("stream=True takes one text prompt", found=f"a {p.form} prompt",
+                              fix="call generate(prompt, stream=True) once per prompt")
+        if o.num_beams > 1 or o.num_return_sequences > 1 or o.return_dict_in_generate:
+            raise ConfigError("stream=True makes one sequence as it goes (transformers' streamers refuse beam "
+                              "search too)", found=f"num_beams={o.num_beams}, num_return_sequences="
+                                                   f"{o.num_return_sequences}, return_dict_in_generate="
+                                                   f"{o.return_dict_in_generate}")
 
-    def _stream(self, req: _Request) -> Iterator[str]:
+    def _stream(self, run: _Run) -> Iterator[str]:
         """Yield text as decoded: only text that is final (a prefix of every later decode)."""
         new: list[int] = []
         emitted = ""
-        for token, _ in self._tokens(req):
-            t = int(token[0])
-            if t in req.eos:
-                break
-            new.append(t)
-            text = self.decode(new)
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next bytes
-                continue
-            if text.startswith(emitted) and len(text) > len(emitted):
-                yield text[len(emitted):]
-                emitted = text
+        try:
+            for token, _ in sample(run.state, run.logits, run.seqs, run.pipeline, run.stop, run.pad,
+                                   Searched(run.seqs), (False, False)):
+                t = int(token[0])
+                if t in run.stop.eos:
+                    break
+                new.append(t)
+                text = self.decode(new)
+                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for its next bytes
+                    continue
+                if text.startswith(emitted) and len(text) > len(emitted):
+                    yield text[len(emitted):]
+                    emitted = text
+        finally:
+            run.state.close()
         final = self.decode(new)
         if len(final) > len(emitted):
             yield final[len(emitted):]
 
 
-def _pick(value: Any, default: Any, fallback: Any) -> Any:
-    """The caller's value, else the model's generation default, else transformers' default."""
-    return value if value is not None else default if default is not None else fallback
+def _pad_id(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ConfigError("pad_token_id must be a token id (an integer >= 0)", found=repr(value))
+    return int(value)
+
+
+def _fill(pad: int, eos: tuple[int, ...]) -> int:
+    """What beam search pads finished hypotheses with: transformers' `pad_token_id or eos_token_id[0]`."""
+    return pad if pad or not eos else eos[0]
 
 
 def token_ids(value: Any) -> list[int]:
@@ -339,17 +475,6 @@ def token_ids(value: Any) -> list[int]:
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
         raise ConfigError("eos_token_id must be an int or a list of ints", found=repr(value))
     return [int(v) for v in items]
-
-
-def left_pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token rows of different lengths -> (ids, attention_mask), padded on the left for the cache."""
-    width = max(len(r) for r in rows)
-    ids = np.full((len(rows), width), pad, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = r
-        mask[i, width - len(r):] = 1
-    return ids, mask
 
 
 def _until_eos(row: np.ndarray, eos: set[int]) -> list[int]:

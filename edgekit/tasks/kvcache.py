@@ -42,7 +42,7 @@ class SlotCache:
     """
 
     def __init__(self, runner: Runner, writes: Mapping[str, str], shape: tuple[int, int, int, int],
-                 resident: Mapping[str, np.ndarray] | None = None) -> None:
+                 resident: Mapping[str, np.ndarray] | None = None, origin: np.ndarray | None = None) -> None:
         self.runner = runner
         self.writes = dict(writes)
         self.resident = dict(resident or {})
@@ -55,6 +55,8 @@ class SlotCache:
         self.position = np.zeros((batch, 1), np.int64)
         self.logits = np.zeros((batch, 1, _vocab(runner)), np.float32)
         self.filled = 0
+        # Which input's resident rows each row holds (the beams of one input share them).
+        self.origin = np.arange(batch) if origin is None else np.asarray(origin, np.int64)
         self._stepper: Stepper | None = None
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -81,6 +83,18 @@ class SlotCache:
         self.filled += 1
         self.position += 1
         return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Keep batch rows `rows` (in that order, possibly repeated; the batch size stays): beam search
+        after each step. The stepper gathers the rows where the caches live; resident inputs only when
+        a row's source changes, which beam search never does (beams of one input share its encoder
+        output)."""
+        rows = np.asarray(rows, np.int64)
+        origin = self.origin[rows]
+        moved = [] if np.array_equal(origin, self.origin) else list(self.resident)
+        self._stepper_made().reorder(rows, [*self.writes.values(), *moved])
+        self.mask[...], self.position[...] = self.mask[rows], self.position[rows]
+        self.origin = origin
 
     def _stepper_made(self) -> Stepper:
         if self._stepper is None:
@@ -147,6 +161,12 @@ class SharedKVCache:
         self._stepper.step(int(self.position.max()))
         self.position += 1
         return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Keep batch rows `rows` (the batch size stays): each row's slots and its token count move."""
+        rows = np.asarray(rows, np.int64)
+        self._stepper.reorder(rows, list(self.past))
+        self.position[...] = self.position[rows]
 
     @property
     def filled(self) -> int:

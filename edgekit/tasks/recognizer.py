@@ -24,6 +24,7 @@ class Options:
     task: str | None = None
     return_timestamps: bool = False
     max_new_tokens: int | None = None
+    num_beams: int | None = None
 
 
 class Recognizer(Model):
@@ -39,13 +40,14 @@ class Recognizer(Model):
 
     def recognize(self, audio_in: Any, sample_rate: int | None = None, language: str | None = None,
                   task: str | None = None, return_timestamps: bool = False,
-                  max_new_tokens: int | None = None) -> Transcript:
+                  max_new_tokens: int | None = None, num_beams: int | None = None) -> Transcript:
         """Transcribe a path (WAV/FLAC/OGG) or a float32/int16 array (mono or stereo, `sample_rate` Hz).
 
-        `language`, `task` ("transcribe" | "translate"), `return_timestamps` and `max_new_tokens`
-        are Whisper's; a CTC model has word timings in `segments` always and refuses the others.
+        `language`, `task` ("transcribe" | "translate"), `return_timestamps`, `max_new_tokens` and
+        `num_beams` (beam search, as transformers and faster-whisper do it) are Whisper's; a CTC
+        model has word timings in `segments` always and refuses the others.
         """
-        opts = Options(language, task, return_timestamps, max_new_tokens)
+        opts = Options(language, task, return_timestamps, max_new_tokens, num_beams)
         self._check(opts)
         wave = audio.load_audio(audio_in, sample_rate, self.sample_rate)
         if audio.is_silence(wave):

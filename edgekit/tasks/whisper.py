@@ -1,10 +1,11 @@
-"""Whisper speech recognition: numpy log-mel, the encoder once per 30 s chunk, greedy decoding.
+"""Whisper speech recognition: numpy log-mel, the encoder once per 30 s chunk, greedy or beam search.
 
-The loop is greedy search with Whisper's own logits rules, applied in the order `transformers`
-applies them: forced start/language/task tokens, `suppress_tokens`, `begin_suppress_tokens` at
-the first free position, and `WhisperTimeStampLogitsProcessor`'s timestamp rules. Its cache is
-the shared fixed-slot cache (tasks/kvcache.py): decode steps through the runner's stepper, the
-encoder's cross keys/values resident on the backend for the whole chunk.
+The loop is greedy search (or `num_beams` beam search, tasks/search.py) with Whisper's own logits
+rules, applied in the order `transformers` applies them: forced start/language/task tokens,
+`begin_suppress_tokens` at the first free position, `suppress_tokens`, and
+`WhisperTimeStampLogitsProcessor`'s timestamp rules. Its cache is the shared fixed-slot cache
+(tasks/kvcache.py): decode steps through the runner's stepper, the encoder's cross keys/values
+resident on the backend for the whole chunk; beams reorder its rows where it lives.
 """
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.contract.generate import GenerationDefaults
 from edgekit.contract.recognize import WhisperSection
-from edgekit.errors import InputError
+from edgekit.errors import ConfigError, InputError
 from edgekit.preprocess import audio
 from edgekit.preprocess.text import read_tokenizer
 from edgekit.results import Segment, Transcript
 from edgekit.tasks.kvcache import SlotCache
+from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.recognizer import Options, Recognizer
+from edgekit.tasks.sampling import SamplingConfig, TokenChooser
+from edgekit.tasks.search import Stopper, beam_search
 
 
 def _timestamp_rules(logits: np.ndarray, tokens: list[int], begin: int, c: WhisperSection) -> np.ndarray:
@@ -53,6 +58,27 @@ def _timestamp_rules(logits: np.ndarray, tokens: list[int], begin: int, c: Whisp
     return logits
 
 
+class _Rules:
+    """Whisper's logits processors for the beam loop: (rows, tokens so far) and scores in, scores out."""
+
+    def __init__(self, c: WhisperSection, begin: int, timestamps: bool) -> None:
+        self.c, self.begin, self.timestamps = c, begin, timestamps
+        self.suppress = np.asarray(c.suppress_tokens, dtype=np.int64)
+        self.begin_suppress = np.asarray(c.begin_suppress_tokens, dtype=np.int64)
+        self.chooser = TokenChooser(SamplingConfig())  # greedy: beam search never draws
+
+    def __call__(self, seqs: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        out = scores.copy()
+        for row, tokens in zip(out, seqs.tolist()):
+            if len(tokens) == self.begin and self.begin_suppress.size:
+                row[self.begin_suppress] = -np.inf
+            if self.suppress.size:
+                row[self.suppress] = -np.inf
+            if self.timestamps:
+                _timestamp_rules(row, tokens, self.begin, self.c)
+        return out
+
+
 def _logsumexp(x: np.ndarray) -> float:
     finite = x[np.isfinite(x)]
     if finite.size == 0:
@@ -79,7 +105,8 @@ class WhisperRecognizer(Recognizer):
             if audio.is_silence(c.wave):
                 continue
             feats = self.features(c.wave)
-            tokens = self.greedy_tokens(feats, opts.language, opts.task, opts.return_timestamps, opts.max_new_tokens)
+            tokens = self.decode_tokens(feats, opts.language, opts.task, opts.return_timestamps, opts.max_new_tokens,
+                                        opts.num_beams or 1)
             detected = detected or self._language_of(tokens)
             texts.append(self.decode_text(tokens))
             if opts.return_timestamps:  # timestamp tokens count from the window's first sample
@@ -132,10 +159,13 @@ class WhisperRecognizer(Recognizer):
         names = {v: k.strip("<|>") for k, v in self.contract.lang_to_id.items()}
         return names.get(tokens[1]) if len(tokens) > 1 else None
 
-    def _cache(self, slots: int, cross: dict[str, np.ndarray]) -> SlotCache:
-        """A self-attention cache of `slots` tokens; the cross K/V ride along as resident inputs."""
+    def _cache(self, slots: int, cross: dict[str, np.ndarray], rows: int = 1) -> SlotCache:
+        """A self-attention cache of `slots` tokens for `rows` rows of one chunk (its beams); the
+        chunk's cross K/V ride along as resident inputs, one copy per row."""
         kv = self.contract.cache
-        return SlotCache(self.runners["decoder"], kv.writes(), (1, kv.heads, slots, kv.head_dim), cross)
+        resident = {name: np.ascontiguousarray(np.repeat(a, rows, axis=0)) for name, a in cross.items()}
+        return SlotCache(self.runners["decoder"], kv.writes(), (rows, kv.heads, slots, kv.head_dim), resident,
+                         origin=np.zeros(rows, np.int64))
 
     @staticmethod
     def _prefill(cache: SlotCache, ids: list[int]) -> np.ndarray:
@@ -144,11 +174,18 @@ class WhisperRecognizer(Recognizer):
 
     def greedy_tokens(self, features: np.ndarray, language: str | None = None, task: str | None = None,
                       timestamps: bool = False, max_new_tokens: int | None = None) -> list[int]:
-        """Greedy search on one (n_mels, frames) feature array; the prompt is included in the result.
+        """Greedy search on one (n_mels, frames) feature array; the prompt is included in the result."""
+        return self.decode_tokens(features, language, task, timestamps, max_new_tokens)
+
+    def decode_tokens(self, features: np.ndarray, language: str | None = None, task: str | None = None,
+                      timestamps: bool = False, max_new_tokens: int | None = None, num_beams: int = 1) -> list[int]:
+        """Greedy or beam search on one (n_mels, frames) feature array; the prompt is included.
 
         The prompt runs once (past length 0); every later token is one step of the runner's
         stepper, which keeps the self-attention cache and the cross K/V on its side for the chunk.
         """
+        if isinstance(num_beams, bool) or not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
+            raise ConfigError("num_beams must be an integer >= 1", found=repr(num_beams))
         c = self.contract
         cross = self.runners["encoder"].run({"input_features": features[None].astype(np.float32)})
         tokens = self.prompt(language, task, timestamps, cross)
@@ -159,6 +196,8 @@ class WhisperRecognizer(Recognizer):
         limit = min(begin + new, c.max_target_positions)
         if limit <= begin:
             return tokens
+        if num_beams > 1:
+            return self._beams(cross, tokens, limit, timestamps, int(num_beams))
         suppress = np.asarray(c.suppress_tokens, dtype=np.int64)
         begin_suppress = np.asarray(c.begin_suppress_tokens, dtype=np.int64)
         with self._cache(limit - 1, cross) as cache:  # the last token is never fed back
@@ -175,6 +214,19 @@ class WhisperRecognizer(Recognizer):
                 if nxt == c.eos_token_id or len(tokens) >= limit:
                     return tokens
                 logits = cache.step(np.asarray([nxt], np.int64))[0].astype(np.float32)
+
+    def _beams(self, cross: dict[str, np.ndarray], prompt: list[int], limit: int, timestamps: bool,
+               beams: int) -> list[int]:
+        """Beam search as transformers runs it for Whisper (`_beam_search` with Whisper's processors);
+        the best hypothesis, prompt included."""
+        c = self.contract
+        opts = GenerateOptions.make({"num_beams": beams}, GenerationDefaults())
+        seqs = np.repeat(np.asarray([prompt], np.int64), beams, axis=0)
+        with self._cache(limit - 1, cross, beams) as cache:  # the prompt runs on every beam's row, as in transformers
+            logits = cache.prefill(seqs, np.ones_like(seqs))[:, -1]
+            out = beam_search(cache, logits, seqs, opts, _Rules(c, len(prompt), timestamps),
+                              Stopper(limit, (c.eos_token_id,), len(prompt)), c.eos_token_id, (False, False))
+        return [int(t) for t in out.sequences[0]]
 
     def decode_text(self, tokens: list[int]) -> str:
         text_ids = [t for t in tokens if t < self.contract.eos_token_id]

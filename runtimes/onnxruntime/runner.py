@@ -10,7 +10,7 @@ import numpy as np
 from edgekit.errors import ArtifactError, BackendUnavailableError, InputError
 from edgekit.contract import GraphSpec
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
-from edgekit.runtimes.cuda import copy_slot, cuda_call, import_cudart
+from edgekit.runtimes.cuda import copy_slot, cuda_call, gather_rows, import_cudart
 from edgekit.runtimes.onnxruntime import PROVIDERS
 
 # TF32 (onnxruntime's CUDA default) rounds fp32 matmuls to a 10-bit mantissa: an fp32 artifact would
@@ -97,6 +97,10 @@ class HostMemory:
         new = value.numpy()
         cache.array[:, :, slot : slot + new.shape[2]] = new
 
+    def reorder(self, buf: _Buf, rows: np.ndarray) -> None:
+        assert buf.array is not None
+        buf.array[...] = buf.array[rows]  # in place: the bound address stays
+
     def finish(self) -> None:
         pass  # numpy writes are done when they return
 
@@ -114,6 +118,7 @@ class DeviceMemory:
     def __init__(self, cu: Any, device: str) -> None:
         self.cu, self.device = cu, device
         self.stream = cuda_call(cu, cu.cudaStreamCreate())
+        self._scratch: _Buf | None = None  # staging for row reorders, made on the first one
 
     def wrap(self, array: np.ndarray) -> _Buf:
         buf = self.empty(array.shape, array.dtype)
@@ -136,6 +141,13 @@ class DeviceMemory:
     def write_slots(self, cache: _Buf, value: Any, slot: int) -> None:
         copy_slot(self.cu, cache.value.data_ptr(), value.data_ptr(), cache.shape, cache.dtype.itemsize, slot,
                   self.stream, count=value.shape()[2])
+
+    def reorder(self, buf: _Buf, rows: np.ndarray) -> None:
+        nbytes = int(np.prod(buf.shape)) * buf.dtype.itemsize
+        if self._scratch is None or self._scratch.shape[0] < nbytes:
+            self._scratch = self.empty((nbytes,), np.dtype(np.uint8))
+        gather_rows(self.cu, buf.value.data_ptr(), self._scratch.value.data_ptr(), rows, nbytes // buf.shape[0],
+                    self.stream)
 
     def finish(self) -> None:
         # onnxruntime's next run is on its own stream: the slot writes must be done before it starts.
@@ -207,6 +219,11 @@ class OrtStepper(Stepper):
             self._mem.write_slots(self._caches[self.spec.writes[name]], value, slot)
         self._mem.finish()
         return {name: v.numpy() for name, v in zip(names, values[len(written):])}
+
+    def _reorder_impl(self, rows: np.ndarray, caches: list[str]) -> None:
+        for name in caches:
+            self._mem.reorder(self._caches[name], rows)
+        self._mem.finish()  # done before onnxruntime's next run, on its own stream
 
     def close(self) -> None:
         self._mem.close()

@@ -35,7 +35,7 @@ from edgekit.artifact import Artifact, sha256_file
 from edgekit.contract import GraphSpec
 from edgekit.errors import EngineError, InputError
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
-from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, cuda_call, import_cudart
+from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, cuda_call, gather_rows, import_cudart
 from edgekit.runtimes.tensorrt import import_trt
 from edgekit.runtimes.tensorrt.fingerprint import EngineRecord, Machine, mismatches
 from edgekit.runtimes.tensorrt.logger import logged_errors, make_logger
@@ -351,6 +351,15 @@ class TrtStepper(Stepper):
         for name, host in s.outputs.items():
             lane.buffers.download(name, host, lane.stream)
         cuda_call(cu, cu.cudaStreamSynchronize(lane.stream))
+
+    def _reorder_impl(self, rows: np.ndarray, caches: list[str]) -> None:
+        """Beam reorders: device-side row copies on the loop's stream, before the next launch.
+        The buffers keep their addresses, so a captured CUDA graph stays valid."""
+        lane, held = self.lane, self.lane.buffers.held
+        scratch = lane.buffers.get("reorder scratch", max(self.spec.caches[c].nbytes for c in caches))
+        for name in caches:
+            arr = self.spec.caches[name]
+            gather_rows(self.cu, held[name][0], scratch, rows, arr.nbytes // arr.shape[0], lane.stream)
 
     def _capture(self) -> None:
         """Record the engine's launch on the stream into a CUDA graph (nothing runs while capturing)."""

@@ -1,0 +1,262 @@
+"""Encoder-decoder generate: every family token for token against `transformers.generate`.
+
+Tiny random Marian, BART, mBART, M2M100, Pegasus, T5, mT5 and UMT5 folders (seq2seq_models.py),
+each converted once: the convert's own parity gate compares greedy decoding (batch 1 and a padded
+batch), beam search, step logits and teacher-forced top-1 with transformers. The tests below add
+text prompts, padded text batches, the folder's generation defaults, the options of transformers'
+generate, target-language control, streaming, return_dict and the lower precisions.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import edgekit
+import seq2seq_models as sm
+from edgekit.errors import ConfigError, InputError
+
+FAMILIES = list(sm.FAMILIES)
+TEXTS = ["The class statement defines a new type", "def f(x): return x", "A list"]
+# Marian's checkpoints carry these in their generation config; transformers applies them by default.
+MARIAN_DEFAULTS = dict(num_beams=3, max_length=24, bad_words_ids=[[sm.PAD]])
+
+
+@pytest.fixture(scope="module")
+def tok() -> Any:
+    return sm.train_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, tok: Any) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("seq2seq")
+    out = {}
+    for fam in FAMILIES:
+        extra = MARIAN_DEFAULTS if fam == "marian" else {}
+        src = sm.save_tiny(fam, root / f"{fam}-hf", tok, **extra)
+        out[fam] = (src, edgekit.convert(src, root / f"{fam}-fp32").path)
+    return out
+
+
+def _hf(folder: Path) -> Any:
+    from transformers import AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+
+
+def _encode(tok: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    rows = [tok.encode(t).ids for t in texts]
+    width = max(map(len, rows))
+    ids = np.array([r + [sm.PAD] * (width - len(r)) for r in rows], np.int64)
+    return ids, (np.arange(width)[None, :] < np.array([len(r) for r in rows])[:, None]).astype(np.int64)
+
+
+def _ref(hf: Any, ids: np.ndarray, mask: np.ndarray, **kw: Any) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return hf.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), **kw).numpy()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fp32_greedy_and_beams_match_transformers(built: dict[str, tuple[Path, Path]], family: str) -> None:
+    m = json.loads((built[family][1] / "edgekit.json").read_text())
+    p = m["parity"]
+    assert p["passed"], p
+    assert p["greedy_rows"] == [1.0, 1.0, 1.0] and p["beam_agreement"] == 1.0 and p["top1_agreement"] == 1.0
+    assert p["logits_max_rel"] < 1e-4
+    assert set(m["graphs"]) == {"encoder", "decoder"} and m["contract"]["encoder"]["max_source"] >= 64
+    dec = [t["name"] for t in m["graphs"]["decoder"]["inputs"]]
+    assert "encoder_attention_mask" in dec and "cross.1.value" in dec and "past_key_values.1.key" in dec
+
+
+@pytest.mark.parametrize("family", ["marian", "t5", "m2m_100"])
+def test_text_batches_match_transformers(built: dict[str, tuple[Path, Path]], tok: Any, family: str) -> None:
+    """Right-padded text batches through the model's own defaults, decoded as transformers decodes."""
+    src, art = built[family]
+    hf, model = _hf(src), edgekit.load(art, device="cpu")
+    ids, mask = _encode(tok, TEXTS)
+    for kw in (dict(max_new_tokens=16), dict(max_new_tokens=16, num_beams=4), dict()):
+        ref = _ref(hf, ids, mask, **kw)
+        np.testing.assert_array_equal(model.generate(input_ids=ids, attention_mask=mask, **kw), ref)
+        texts = model.generate(TEXTS, **kw)
+        assert texts == [tok.decode(r[1:].tolist(), skip_special_tokens=True) for r in ref]
+        assert model.generate(TEXTS[0], **kw) == texts[0]
+
+
+def test_generation_config_defaults_apply(built: dict[str, tuple[Path, Path]], tok: Any) -> None:
+    src, art = built["marian"]
+    model = edgekit.load(art, device="cpu")
+    g = model.contract.generation
+    assert (g.num_beams, g.max_length, g.bad_words_ids) == (3, 24, ((sm.PAD,),))
+    assert g.forced_eos_token_id == (sm.PAD,)  # MarianConfig's own default, as transformers keeps it
+    ids, mask = _encode(tok, TEXTS[:2])
+    ref = _ref(_hf(src), ids, mask)  # no keywords: the folder's beams, length and bad words
+    assert ref.shape[1] == 24
+    np.testing.assert_array_equal(model.generate(input_ids=ids, attention_mask=mask), ref)
+
+
+OPTIONS: list[dict[str, Any]] = [
+    dict(num_beams=4, length_penalty=-1.5), dict(num_beams=3, early_stopping=True),
+    dict(num_beams=3, early_stopping="never"), dict(num_beams=4, num_return_sequences=2),
+    dict(no_repeat_ngram_size=1), dict(num_beams=2, no_repeat_ngram_size=2), dict(min_new_tokens=12),
+    dict(min_length=13), dict(max_length=9), dict(bad_words_ids="FROM_OUTPUT"), dict(suppress_tokens="FROM_OUTPUT"),
+    dict(begin_suppress_tokens="FROM_OUTPUT"), dict(forced_bos_token_id=12), dict(forced_eos_token_id=1),
+    dict(repetition_penalty=1.4), dict(repetition_penalty=1.4, num_beams=2),
+]
+
+
+@pytest.mark.parametrize("family", ["bart", "umt5"])
+def test_options_match_transformers(built: dict[str, tuple[Path, Path]], tok: Any, family: str) -> None:
+    """Each option, batch 1 and the padded batch, with an eos the model emits (so that rows and beams
+    end at different steps); each option must also change the output, or it proves nothing."""
+    src, art = built[family]
+    hf, model = _hf(src), edgekit.load(art, device="cpu")
+    ids, mask = _encode(tok, TEXTS)
+    new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=14, eos_token_id=[])[:, 1:]
+    late = [t for t in new[:, 3:9].ravel().tolist() if t not in set(new[:, :3].ravel().tolist())]
+    eos = max(set(late), key=late.count)
+    bites = {  # tokens the model does make, so that banning them changes the output
+        "bad_words_ids": [[int(new[0, 2])], [int(new[1, 0]), int(new[1, 1])]],
+        "suppress_tokens": sorted({int(t) for t in new[:, :3].ravel()}),
+        "begin_suppress_tokens": sorted({int(t) for t in new[:, 0]}),
+    }
+    for kw in OPTIONS:
+        kw = {"max_new_tokens": None if "max_length" in kw else 14, "eos_token_id": eos, **kw}
+        kw = {k: bites[k] if v == "FROM_OUTPUT" else v for k, v in kw.items()}
+        changed = False
+        for b in (slice(0, 1), slice(0, 3)):
+            rows, m = ids[b][:, : int(mask[b].sum(axis=1).max())], mask[b][:, : int(mask[b].sum(axis=1).max())]
+            ref = _ref(hf, rows, m, **kw)
+            got = model.generate(input_ids=rows, attention_mask=m, **kw)
+            assert got.shape == ref.shape and np.array_equal(got, ref), (family, kw, ref, got)
+            base = model.generate(input_ids=rows, attention_mask=m, max_new_tokens=14, eos_token_id=eos)
+            changed |= base.shape != got.shape or not np.array_equal(base, got)
+        assert changed, f"{kw} changed nothing: the comparison proves little"
+
+
+def test_target_language_is_the_forced_first_token(built: dict[str, tuple[Path, Path]], tok: Any) -> None:
+    src, art = built["m2m_100"]
+    model = edgekit.load(art, device="cpu")
+    assert model.contract.encoder.languages == {c: tok.token_to_id(c) for c in sorted(sm.LANGS)}
+    zh = tok.token_to_id("__zh__")
+    ids, mask = _encode(tok, TEXTS[:2])
+    ref = _ref(_hf(src), ids, mask, max_new_tokens=10, num_beams=2, forced_bos_token_id=zh)
+    for lang in ("zh", "__zh__"):
+        got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, num_beams=2, tgt_lang=lang)
+        np.testing.assert_array_equal(got, ref)
+        assert (got[:, 1] == zh).all()
+    with pytest.raises(ConfigError, match="__en__"):
+        model.generate(TEXTS[0], tgt_lang="klingon")
+    with pytest.raises(ConfigError, match="language codes"):
+        edgekit.load(built["t5"][1], device="cpu").generate(TEXTS[0], tgt_lang="zh")
+
+
+def test_stream_return_dict_and_scores(built: dict[str, tuple[Path, Path]], tok: Any) -> None:
+    import torch
+
+    src, art = built["pegasus"]
+    hf, model = _hf(src), edgekit.load(art, device="cpu")
+    pieces = list(model.generate(TEXTS[0], max_new_tokens=12, stream=True))
+    assert "".join(pieces) == model.generate(TEXTS[0], max_new_tokens=12)
+    ids, mask = _encode(tok, TEXTS)
+    for kw in (dict(), dict(num_beams=3)):
+        with torch.no_grad():
+            ref = hf.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                              max_new_tokens=10, return_dict_in_generate=True, output_scores=True, **kw)
+        got = model.generate(TEXTS, max_new_tokens=10, return_dict_in_generate=True, output_scores=True, **kw)
+        np.testing.assert_array_equal(got.sequences, ref.sequences.numpy())
+        assert got.texts == model.generate(TEXTS, max_new_tokens=10, **kw)
+        for mine, theirs in zip(got.scores, ref.scores):
+            t = theirs.numpy()
+            assert np.array_equal(np.isinf(mine), np.isinf(t))
+            np.testing.assert_allclose(mine[np.isfinite(mine)], t[np.isfinite(t)], atol=2e-4, rtol=1e-4)
+
+
+def test_parity_command_against_the_source(built: dict[str, tuple[Path, Path]]) -> None:
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    src, art = built["pegasus"]
+    r = CliRunner().invoke(cli, ["parity", str(art), "--against", str(src), "--json"])
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["passed"] and report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0
+
+
+def test_bad_inputs_are_edgekit_errors(built: dict[str, tuple[Path, Path]]) -> None:
+    model = edgekit.load(built["t5"][1], device="cpu")
+    with pytest.raises(InputError, match="longer than the model's context"):
+        model.generate(input_ids=np.full((1, 600), 5, np.int64))
+    with pytest.raises(InputError):
+        model.generate(input_ids=np.array([[5, 10**6]]))
+    with pytest.raises(ConfigError, match="exceeds"):
+        model.generate("hello", max_new_tokens=10**6)
+    with pytest.raises(InputError, match="decoder_input_ids"):
+        model.logits(np.array([[5, 6]]))
+
+
+def test_fp16(built: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    """fp16 through its gate (int8 is measured by the translation example, on a trained model)."""
+    src, _ = built["marian"]
+    art = edgekit.convert(src, tmp_path / "fp16", precision="fp16")
+    p = art.manifest.parity
+    assert art.manifest.precision.produced == "fp16" and p["passed"] and p["top1_agreement"] >= 0.9, p
+    out = edgekit.load(art.path, device="cpu").generate(TEXTS, max_new_tokens=6, num_beams=2)
+    assert isinstance(out, list) and len(out) == 3
+
+
+def test_bench_encoder_latency_beams_and_per_graph_replay(built: dict[str, tuple[Path, Path]]) -> None:
+    from edgekit.bench import bench, format_report
+
+    src, art = built["t5"]
+    for beams in (1, 4):
+        r = bench(art, against=str(src), device="cpu", runs=2, warmup=1, prompt_tokens=6, max_new_tokens=5,
+                  num_beams=beams)
+        assert r["num_beams"] == beams and r["new_tokens_per_call"] == 5 and r["decode_tokens_per_s"] > 0
+        assert 0 < r["encoder_latency_ms"]["p50"] < r["latency_ms"]["p50"]
+        # The encoder alone, then a one-token call (encoder, prompt) and the full call (encoder, prompt, 4 steps).
+        assert r["against"]["graph_calls_per_run"] == 1 + 2 + 6
+        assert set(r["against"]["per_graph"]) == {"encoder", "decoder"}
+        assert all(g["speedup_p50"] > 0 for g in r["against"]["per_graph"].values())
+        assert "encoder     p50" in format_report(r) and "decoder:" in format_report(r)
+
+
+def test_gpu_loops_keep_the_encoder_output_resident(built: dict[str, tuple[Path, Path]], tok: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT (recording fakes: engines run the ONNX on fake device memory) and the onnxruntime CUDA
+    loop (a cuda-python fake): the same tokens as the CPU, greedy and with beams; the encoder output
+    goes up once and beam reorders touch only the self-attention cache."""
+    import shutil
+
+    import trt_fakes as F
+    from edgekit.manifest import Manifest
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
+    from edgekit.runtimes.tensorrt import build as T
+
+    ids, mask = _encode(tok, TEXTS[:1])
+    kw = [dict(max_new_tokens=10), dict(max_new_tokens=10, num_beams=3, num_return_sequences=2)]
+    with edgekit.load(built["bart"][1], device="cpu") as cpu:
+        want = [cpu.generate(input_ids=ids, attention_mask=mask, **k) for k in kw]
+        calls = F.Calls()
+        runner = cpu.decoder
+        runner._stepper_impl = lambda spec: OrtStepper(runner._session, spec, DeviceMemory(F.make_cudart(calls), "cpu"))
+        assert all(np.array_equal(cpu.generate(input_ids=ids, attention_mask=mask, **k), w) for k, w in zip(kw, want))
+        cfg = cpu.contract.cache
+    row = cfg.heads * 10 * cfg.head_dim * 4  # one beam's self-attention cache: start token + 10 new - 1 slots
+    assert calls.copies and {n for _, n in calls.copies} == {row}  # reorders: self-attention rows only
+    calls = F.Calls()
+    F.install(monkeypatch, F.make_trt(calls), F.make_cudart(calls))
+    art = tmp_path / "bart"
+    shutil.copytree(built["bart"][1], art)
+    T.build_engines(art, Manifest.load(art), T.BuildOptions())
+    assert {p["encoder_attention_mask"][2][0] for p in calls.profiles if "encoder_attention_mask" in p} == {16}
+    with edgekit.load(art, device="tensorrt") as m:
+        assert m.device == "tensorrt"
+        for k, w in zip(kw, want):
+            np.testing.assert_array_equal(m.generate(input_ids=ids, attention_mask=mask, **k), w)
+    assert calls.graph_launches > 0
