@@ -120,7 +120,9 @@ def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> t
     # --top-k defaults to 5 for classify; for generate, sampling is asked for only when --top-k is given.
     sample = opts.get("top_k_given", False)
     kw: dict[str, Any] = dict(max_new_tokens=opts["max_new_tokens"], do_sample=sample,
-                              top_k=opts["top_k"] if sample else 0, num_beams=opts.get("num_beams"))
+                              top_k=opts["top_k"] if sample else 0)
+    if opts.get("num_beams") is not None:  # an explicit None would switch off the model's own num_beams
+        kw["num_beams"] = opts["num_beams"]
     if opts.get("tgt_lang") is not None:
         kw["tgt_lang"] = opts["tgt_lang"]
     if opts.get("chat"):

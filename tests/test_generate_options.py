@@ -206,14 +206,20 @@ def test_generation_config_defaults_are_used_and_checked(tmp_path: Path, tok: An
 
     src = gm.save_tiny("gpt2", tmp_path / "hf", tok, seed=1)
     cfg = json.loads((src / "generation_config.json").read_text())
-    cfg.update(num_beams=3, no_repeat_ngram_size=2, max_new_tokens=9, length_penalty=0.5)
+    cfg.update(num_beams=3, no_repeat_ngram_size=2, max_new_tokens=9, length_penalty=0.5, forced_eos_token_id=5)
     (src / "generation_config.json").write_text(json.dumps(cfg))
     model = edgekit.load(edgekit.convert(src, tmp_path / "art").path, device="cpu")
     assert model.contract.generation.num_beams == 3 and model.contract.generation.no_repeat_ngram_size == 2
     ids = np.array([tok.encode("The if statement").ids])
-    with torch.no_grad():
-        ref = AutoModelForCausalLM.from_pretrained(src).eval().generate(input_ids=torch.from_numpy(ids)).numpy()
-    np.testing.assert_array_equal(model.generate(input_ids=ids), ref)
+    hf = AutoModelForCausalLM.from_pretrained(src).eval()
+    got = {}
+    # An explicit None switches the model's own setting off, in transformers and here alike.
+    for name, kw in (("defaults", {}), ("switched off", dict(forced_eos_token_id=None, no_repeat_ngram_size=None))):
+        with torch.no_grad():
+            ref = hf.generate(input_ids=torch.from_numpy(ids), **kw).numpy()
+        got[name] = model.generate(input_ids=ids, **kw)
+        np.testing.assert_array_equal(got[name], ref, err_msg=name)
+    assert got["defaults"][0, -1] == 5 and got["switched off"][0, -1] != 5
     cfg["num_beam_groups"] = 3
     (src / "generation_config.json").write_text(json.dumps(cfg))
     with pytest.raises(edgekit.EdgekitError, match="num_beam_groups"):

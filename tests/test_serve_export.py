@@ -2,12 +2,14 @@
 --model-repository REPO` loads and serves as it is, with answers equal to the in-process calls."""
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,35 @@ import pytest
 import edgekit
 from reliability_models import converted, converted_gpt2
 from serve_support import free_ports, png_bytes, serving_or_skip
+
+
+@contextlib.contextmanager
+def _printed_server(run: str) -> Iterator[tuple[int, int]]:
+    """The command the export printed, as a user would paste it, on loopback ports; yields (http, grpc)
+    once ready, and stops the server with SIGTERM after."""
+    http, grpc, metrics = free_ports(3)
+    cmd = run.split() + ["--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--metrics-address",
+                         "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
+                         "--metrics-port", str(metrics), "--allow-gpu-metrics", "false"]
+    assert Path(cmd[0]).name == "tritonserver"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "tritonserver was not ready in time"
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        yield http, grpc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -48,23 +79,7 @@ def test_bundled_tritonserver_serves_the_exported_repository(tmp_path: Path, ten
     out = export([str(image), str(tensor_art), str(gpt), "-o", str(repo), "--name", "cnn", "--name", "vec", "--name", "gpt",
                   "--device", "cpu", "--bundled"])
     assert out["models"] == ["cnn", "vec", "gpt", "gpt_stream"]
-    http, grpc, metrics = free_ports(3)
-    # The command the export printed, as a user would paste it, plus loopback ports.
-    cmd = out["run"].split() + ["--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--metrics-address",
-                                "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
-                                "--metrics-port", str(metrics), "--allow-gpu-metrics", "false"]
-    assert Path(cmd[0]).name == "tritonserver"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "tritonserver was not ready in time"
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.3)
+    with _printed_server(out["run"]) as (http, grpc):
         c = Client(f"127.0.0.1:{grpc}", "grpc")
         img = tmp_path / "x.png"
         img.write_bytes(png_bytes(7))
@@ -78,12 +93,6 @@ def test_bundled_tritonserver_serves_the_exported_repository(tmp_path: Path, ten
         gen = edgekit.load(gpt, device="cpu")
         assert c.generate("gpt", "the cat", max_new_tokens=8) == gen.generate("the cat", max_new_tokens=8)
         assert "".join(c.stream("gpt", "the cat", max_new_tokens=8)) == gen.generate("the cat", max_new_tokens=8)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_portable_repository_layout(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -170,21 +179,7 @@ def test_plain_onnxruntime_model_with_edgekit_pre_and_post(tmp_path: Path,
             + f'parameters: {{ key: "EXECUTION_ENV_PATH" value: {{ string_value: '
               f'"{env["EXECUTION_ENV_PATH"].string_value}" }} }}\n')
         (repo / f"{name}_model" / "1" / "model.py").write_text(_STAND_IN)
-    http, grpc, metrics = free_ports(3)
-    cmd = out["run"].split() + ["--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1", "--metrics-address",
-                                "127.0.0.1", "--http-port", str(http), "--grpc-port", str(grpc),
-                                "--metrics-port", str(metrics), "--allow-gpu-metrics", "false"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
-            assert time.monotonic() < deadline, "tritonserver was not ready in time"
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.3)
+    with _printed_server(out["run"]) as (http, grpc):
         c = Client(f"127.0.0.1:{http}", "http")
         imgs = [tmp_path / f"{i}.png" for i in range(3)]
         for i, p in enumerate(imgs):
@@ -195,12 +190,6 @@ def test_plain_onnxruntime_model_with_edgekit_pre_and_post(tmp_path: Path,
         texts = ["the cat sat", "sad owl"]
         got, want = c.classify("txt", texts, top_k=2), edgekit.load(text, device="cpu").classify(texts, top_k=2)
         assert [[p.label for p in r] for r in got] == [[p.label for p in r] for r in want]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     with pytest.raises(edgekit.UnsupportedError, match="needs exactly one TensorRT engine"):
         edgekit.serving.export_repository([image], tmp_path / "trt", plain="tensorrt")
     with pytest.raises(edgekit.UnsupportedError, match="serves classifiers only"):

@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from edgekit.converters.sources import Source
 
 PARITY_NEW_TOKENS = 32
+# The generate call parity compares, as the references make theirs (transformers' generate with the
+# model's own generation config for Hugging Face folders): greedy, every new token compared (no eos,
+# and no eos forced at the last position, which BART-style configs ask for); an explicit None
+# switches a model's setting off, as in transformers.
+PARITY_CALL: dict[str, Any] = dict(max_new_tokens=PARITY_NEW_TOKENS, do_sample=False, eos_token_id=[],
+                                   forced_eos_token_id=None)
 GATES: dict[str, Gate] = {
     "fp32": {"greedy_agreement": Limit(min=1.0), "logits_max_rel": Limit(max=1e-3), "top1_agreement": Limit(min=1.0)},
     "fp16": {"top1_agreement": Limit(min=0.9)},
@@ -79,8 +85,7 @@ class GeneratorSpec(ExportSpec):
         for batch in (rows[:1], rows[1:3]):  # batch 1, then a left-padded batch of two lengths
             ids, mask = left_pad(batch, pad)
             want = ref.greedy(ids, mask, PARITY_NEW_TOKENS)
-            got = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=PARITY_NEW_TOKENS,
-                                 eos_token_id=[])[:, ids.shape[1]:]
+            got = model.generate(input_ids=ids, attention_mask=mask, **PARITY_CALL)[:, ids.shape[1]:]
             greedy += [prefix_share(w, g) for w, g in zip(want, got)]
         # Logits of the prompt run and of decode steps (the last tokens fed one by one, through the
         # artifact's own cache loop), against PyTorch's over the same tokens.
@@ -114,7 +119,7 @@ class GeneratorSpec(ExportSpec):
         same = []
         for batch in (rows[:1], rows[1:3]):
             ids, mask = left_pad(batch, runtime.contract.pad_token_id)
-            kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=PARITY_NEW_TOKENS, eos_token_id=[])
+            kw = dict(input_ids=ids, attention_mask=mask, **PARITY_CALL)
             same += [prefix_share(a, b) for a, b in zip(portable.generate(**kw), runtime.generate(**kw))]
         report["tokens_vs_portable"] = float(np.mean(same))
         if precision == "fp32" and report["tokens_vs_portable"] < 1.0:

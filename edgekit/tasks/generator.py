@@ -269,7 +269,7 @@ class Generator(Model):
         """
         self._check_keywords(options)
         c = self.contract
-        given = {**options, "max_new_tokens": max_new_tokens}
+        given = {**options, **({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens})}
         if tgt_lang is not None:
             given.update(self._target_language(tgt_lang, given))
         opts = GenerateOptions.make(given, c.generation)

@@ -89,9 +89,14 @@ class GenerateOptions:
 
     @classmethod
     def make(cls, given: Mapping[str, Any], model: GenerationDefaults) -> GenerateOptions:
-        """Caller's values (None: unset) over the model's defaults over transformers' defaults."""
+        """Caller's values over the model's defaults over transformers' defaults.
+
+        A keyword the caller gives wins even when it is None, as in `transformers.generate`, where
+        an explicit None switches off the model's own setting (`forced_eos_token_id=None`): here
+        it then takes transformers' global default.
+        """
         own = {f.name: getattr(model, f.name) for f in fields(model)}
-        v = {k: given.get(k) if given.get(k) is not None else own.get(k) if own.get(k) is not None else d
+        v = {k: (d if given[k] is None else given[k]) if k in given else own[k] if own.get(k) is not None else d
              for k, d in DEFAULTS.items()}
         return cls(
             do_sample=_flag("do_sample", v["do_sample"]), temperature=_positive("temperature", v["temperature"],
