@@ -14,8 +14,8 @@ TensorRT cannot run here (no GPU, no libnvinfer), so this is how a typo or an AP
 
 A TensorRT name that collides with a Python attribute name (e.g. `name`) is not distinguishable
 by this check. The names come from tests/data/trt_api_names.json (regenerate with
-tools/extract_trt_names.py); with EDGEKIT_TRT_WHEELS=DIR pointing at the wheels, the JSON is also
-re-derived from them and compared.
+tools/extract_trt_names.py; `--check` re-derives it from the wheels and compares, where they are at hand:
+TensorRT 10.3's bindings are only on NVIDIA's index).
 """
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ import ast
 import hashlib
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
@@ -177,15 +176,3 @@ def test_fakes_expose_only_real_names() -> None:
     assert _missing(public, tables["tensorrt"]) == {}
     fake_cuda = {n for n in vars(cu) if n.startswith("cuda")}
     assert _missing(fake_cuda, tables["cuda.bindings.runtime"]) == {}
-
-
-@pytest.mark.skipif(not os.environ.get("EDGEKIT_TRT_WHEELS"),
-                    reason="EDGEKIT_TRT_WHEELS is not set (folder with the bindings wheels; see tools/extract_trt_names.py)")
-def test_committed_names_match_the_wheels(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    out = tmp_path / "names.json"
-    subprocess.run([sys.executable, str(ROOT / "tools" / "extract_trt_names.py"), "--wheels",
-                    os.environ["EDGEKIT_TRT_WHEELS"], "--out", str(out)], check=True, capture_output=True)
-    assert json.loads(out.read_text()) == json.loads(DATA.read_text())

@@ -6,6 +6,10 @@ new TensorRT major/minor is to be supported:
 
     python tools/extract_trt_names.py                     # pip download the wheels into a temp dir
     python tools/extract_trt_names.py --wheels DIR        # or read wheels already in DIR
+    python tools/extract_trt_names.py --wheels DIR --check  # exit 1 if the committed list differs
+
+(`tensorrt-cu12-bindings` 10.3 is not on PyPI, only on NVIDIA's index, so CI cannot fetch it; the
+check runs where the wheels are at hand, not as a CI test that would always skip.)
 
 Wheels read (cp311, manylinux x86_64; about 1.3 MB each for TensorRT, 8 MB for cuda-bindings):
 `tensorrt-cu12-bindings==10.3.*` (JetPack 6), `tensorrt-cu13-bindings` (11.x), `cuda-bindings` 12.9 and 13.
@@ -94,6 +98,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wheels", type=Path, help="folder holding the wheels (else pip download them)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--check", action="store_true", help="compare with --out instead of writing it")
     args = ap.parse_args()
     data: dict[str, dict[str, dict[str, object]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,6 +108,10 @@ def main() -> None:
                 version, names = (tensorrt_names if module == "tensorrt" else cudart_names)(wheel)
                 data.setdefault(module, {})[version] = {"wheel": wheel.name, "names": names}
                 print(f"{module} {version}: {len(names)} names from {wheel.name}")
+    if args.check:
+        same = json.loads(args.out.read_text(encoding="utf-8")) == json.loads(json.dumps(data))
+        print(f"{args.out}: {'matches' if same else 'DIFFERS from'} the wheels")
+        sys.exit(0 if same else 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n", encoding="utf-8")
 
