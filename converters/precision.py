@@ -198,7 +198,7 @@ def _int8_static(path: Path, feeds: list[dict[str, Any]], exclude_ops: list[str]
     quant_pre_process(str(path), str(pre), skip_symbolic_shape=True, save_as_external_data=True,
                       all_tensors_to_one_file=True, external_data_location=pre.name + ".data")
     graph = onnx.load(str(pre), load_external_data=False).graph
-    excluded = [n.name for n in graph.node if n.op_type in exclude_ops]
+    excluded = [n.name for n in graph.node if n.op_type in exclude_ops] + _mask_adds(graph)
     out = path.with_name(path.stem + ".q.onnx")
 
     def quantize(kept_float: list[str]) -> None:
@@ -206,12 +206,24 @@ def _int8_static(path: Path, feeds: list[dict[str, Any]], exclude_ops: list[str]
         _quantize_qdq(pre, out, feeds, excluded + kept_float, form)
 
     try:
-        result = quantize_within_budget(pre, out, feeds, quantize, OUTPUT_GATES["int8"])
+        result = quantize_within_budget(pre, out, feeds, quantize, OUTPUT_GATES["int8"], fixed=excluded)
         _replace(out, path)
     finally:
         _remove_with_data(pre)
         _remove_with_data(out)
     return result
+
+
+def _mask_adds(graph: Any) -> list[str]:
+    """Add nodes fed by a Where: the additive attention mask (scores + Where(keep, 0, dtype min)).
+
+    Excluding the Where is not enough there: the quantized Add's output still spans the dtype's min and
+    calibrates to a scale near 1e36, so every real attention score rounds to one level and softmax goes
+    uniform (tiny trained BERT, transformers 5 export: logits cosine -0.61 with the two mask Adds
+    quantized, 0.99994 with them in float and every other eligible node int8).
+    """
+    wheres = {t for n in graph.node if n.op_type == "Where" for t in n.output}
+    return [n.name for n in graph.node if n.op_type == "Add" and wheres.intersection(n.input)]
 
 
 def _quantize_qdq(pre: Path, out: Path, feeds: list[dict[str, Any]], excluded: list[str], form: Int8Form) -> None:

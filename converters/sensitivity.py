@@ -1,15 +1,20 @@
 """int8 accuracy budget: when a fully quantized graph misses the int8 tolerance, find the layers
-that hurt most and keep them in float, round by round; give up only when that is not enough.
+that hurt most and keep them in float; give up only when that is not enough.
 
 Sensitivity of a node = the error it adds: the relative error of its output in the quantized
 graph minus the largest relative error of its activation inputs (errors are measured against the
 fp32 graph on calibration feeds, every intermediate tensor exposed). Quantizing a node's inputs
 and weights is what adds that error, so excluding the worst nodes removes the most of it.
+
+That ranking is a proxy: keeping a node float also moves the Q/DQ pairs and calibration ranges
+around it, so the score does not fall monotonically with the number kept. The search therefore
+confirms candidates by quantizing again: the top few alone first (one layer is the usual culprit,
+an activation outlier channel feeding one MatMul), then growing sets, re-ranked each round.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +24,50 @@ from edgekit.converters.spec import Gate, gate_failures
 
 log = logging.getLogger("edgekit")
 
-ROUNDS = 4  # each round keeps more nodes in float: 1/16, then 1/8, 1/4, 1/2 of the candidates
+SINGLES = 3  # top-ranked nodes tried alone in float (one quantization pass each)
+ROUNDS = 4  # then growing sets: 1/16, 1/8, 1/4, 1/2 of the candidates, re-ranked each round
 Quantize = Callable[[list[str]], None]  # excluded node names -> writes the quantized graph
 
 
 def quantize_within_budget(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]], quantize: Quantize,
-                           gate: Gate) -> dict[str, Any]:
-    """Quantize, score against fp32, exclude the most sensitive nodes until within `tolerance`."""
-    kept: list[str] = []
+                           gate: Gate, fixed: Collection[str] = ()) -> dict[str, Any]:
+    """Quantize, score against fp32, keep the most sensitive nodes float until within the int8 `gate`.
+
+    `fixed`: nodes excluded anyway (always-float ops), never candidates. The graph left at `quantized`
+    is the last one tried: the answer, or the last (largest) attempt when the budget was not met.
+    """
     history: list[dict[str, Any]] = []
     score_feeds = feeds[:8]
-    for rnd in range(ROUNDS + 1):
+
+    def attempt(kept: list[str]) -> bool:  # one quantization pass, scored
         quantize(kept)
         score = output_error(fp32, quantized, score_feeds)
         history.append({"kept_float": len(kept), **score})
-        if within(score, gate) or rnd == ROUNDS:
+        if not within(score, gate):
+            log.info("edgekit: int8 with %d nodes in float is outside the budget (%s)", len(kept), score)
+        return within(score, gate)
+
+    def result(kept: list[str]) -> dict[str, Any]:
+        return {"kept_float_nodes": kept, "budget_rounds": history, "within_budget": within(history[-1], gate)}
+
+    if attempt([]):  # the usual case: a single pass
+        return result([])
+    ranked = sensitive_nodes(fp32, quantized, score_feeds[:2], fixed)
+    if not ranked:  # nothing quantized that could be kept float
+        return result([])
+    for name in ranked[:SINGLES]:
+        if attempt([name]):
+            return result([name])
+    kept: list[str] = []
+    total = len(ranked)
+    for rnd in range(ROUNDS):
+        kept += [n for n in ranked if n not in kept][: max(1, total // (16 >> rnd))]
+        if attempt(kept) or rnd == ROUNDS - 1:
             break
-        ranked = [n for n in sensitive_nodes(fp32, quantized, score_feeds[:2]) if n not in kept]
+        ranked = [n for n in sensitive_nodes(fp32, quantized, score_feeds[:2], fixed) if n not in kept]
         if not ranked:
             break
-        step = max(1, (len(ranked) + len(kept)) // (16 >> rnd))
-        kept += ranked[:step]
-        log.info("edgekit: int8 outside budget (%s); keeping %d nodes in float", score, len(kept))
-    return {"kept_float_nodes": kept, "budget_rounds": history, "within_budget": within(history[-1], gate)}
+    return result(kept)
 
 
 def within(score: dict[str, float], gate: Gate) -> bool:
@@ -96,8 +122,26 @@ def _shape(session: Any, name: str) -> list[Any]:
     return next(o.shape for o in session.get_outputs() if o.name == name)
 
 
-def sensitive_nodes(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
-    """Quantized nodes, the one adding the most error first."""
+def sensitive_nodes(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]],
+                    fixed: Collection[str] = ()) -> list[str]:
+    """Nodes to keep in float, the one adding the most error first (none of `fixed`)."""
+    nodes = _quantized_nodes(fp32, quantized)
+    tensors = sorted({t for out, acts in nodes.values() for t in [out, *[a for a, _ in acts]]})
+    if not tensors:
+        return []
+    errors = _tensor_errors(fp32, quantized, feeds, tensors)
+    local: dict[str, float] = {}
+    for name, (out, acts) in nodes.items():
+        added = errors.get(out, 0.0) - max((errors.get(a, 0.0) for a, _ in acts), default=0.0)
+        # A node that is float anyway still reads Q/DQ inputs when their producer is quantized (the
+        # Q/DQ quantizer quantizes an Add's output, say): that producer is the one to keep in float.
+        for who in [p for _, p in acts if p and p not in fixed] if name in fixed else [name]:
+            local[who] = max(local.get(who, float("-inf")), added)
+    return sorted((n for n in local if n not in fixed), key=lambda k: -local[k])
+
+
+def _quantized_nodes(fp32: Path, quantized: Path) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Nodes reading Q/DQ inputs: name -> (float output, [(float activation before its Q/DQ, its producer)])."""
     import onnx
 
     graph = onnx.load(str(quantized), load_external_data=False).graph
@@ -119,7 +163,7 @@ def sensitive_nodes(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarra
             return None
         return q.input[0]
 
-    nodes: dict[str, tuple[str, list[str]]] = {}
+    nodes: dict[str, tuple[str, list[tuple[str, str]]]] = {}
     for n in graph.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") or not n.name:
             continue
@@ -127,14 +171,8 @@ def sensitive_nodes(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarra
         if not quantized_inputs or n.output[0] not in fp32_tensors:
             continue
         acts = [o for o in (origin(t) for t in quantized_inputs) if o is not None and o in fp32_tensors]
-        nodes[n.name] = (n.output[0], acts)
-    tensors = sorted({t for out, acts in nodes.values() for t in [out, *acts]})
-    if not tensors:
-        return []
-    errors = _tensor_errors(fp32, quantized, feeds, tensors)
-    local = {name: errors.get(out, 0.0) - max((errors.get(t, 0.0) for t in acts), default=0.0)
-             for name, (out, acts) in nodes.items()}
-    return sorted(local, key=lambda k: -local[k])
+        nodes[n.name] = (n.output[0], [(a, producer[a].name) for a in acts])
+    return nodes
 
 
 def _tensor_errors(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]], tensors: list[str]) -> dict[str, float]:
