@@ -69,12 +69,6 @@ class _KVCache:
     def close(self) -> None:
         self.cache.close()
 
-    def __enter__(self) -> _KVCache:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 class _RecurrentState:
     """(h, c) per layer for LSTM-style generators: fixed size, replaced each step.
