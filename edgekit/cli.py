@@ -387,11 +387,13 @@ def serve_cmd(artifacts: tuple[Path, ...], http_port: int, grpc_port: int, metri
     from edgekit.errors import BackendUnavailableError
     from edgekit.serving.server import _errors, serve
 
-    server = serve(list(artifacts), names=names, http_port=http_port, grpc_port=grpc_port,
-                   metrics_port=metrics_port, address=address, options=_serve_options(**opts), log=log_file)
+    # Handlers first: a signal while Triton starts (it may already answer health checks before
+    # serve() returns) then stops it cleanly once started, instead of click's "Aborted!".
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    server = serve(list(artifacts), names=names, http_port=http_port, grpc_port=grpc_port,
+                   metrics_port=metrics_port, address=address, options=_serve_options(**opts), log=log_file)
     click.echo(f"serving {', '.join(m.name for m in server.models)}: HTTP {server.http_url}, gRPC "
                f"{server.grpc_url}, metrics {server.metrics_url} (Ctrl-C stops)", err=True)
     while not stop.wait(0.5) and server.running():

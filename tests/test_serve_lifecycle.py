@@ -81,6 +81,29 @@ def test_sigint_then_sigterm_restart_on_the_same_ports(tmp_path_factory: pytest.
     serve_and_stop(art, ports, signal.SIGTERM)
 
 
+def test_a_signal_while_starting_stops_cleanly_once_started(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Ctrl-C as soon as tritonserver exists (before every model is ready): no "Aborted!", nothing left."""
+    serving_or_skip()
+    art, ports = converted(tmp_path_factory, "image"), free_ports(3)
+    proc = start_cli(art, ports)
+    try:
+        deadline = time.monotonic() + 120
+        tree: list[int] = []
+        while not any(psutil.Process(p).name() == "tritonserver" for p in tree):
+            assert proc.poll() is None and time.monotonic() < deadline, "tritonserver never started"
+            time.sleep(0.05)
+            tree = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "stopped" in err and "Aborted" not in err
+    assert alive(tree) == [], "left running after shutdown"
+    assert [p for p in ports if not port_free(p)] == [], "ports still taken"
+
+
 def test_a_port_in_use_is_refused_before_triton_starts(tmp_path_factory: pytest.TempPathFactory) -> None:
     serving_or_skip()
     art, ports = converted(tmp_path_factory, "image"), free_ports(3)
