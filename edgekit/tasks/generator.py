@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.contract.generate import ENCODER_MASK, FullSequence, GenerateSection, KVCache, RecurrentState
-from edgekit.errors import ConfigError, InputError
+from edgekit.errors import ArtifactError, ConfigError, InputError
 from edgekit.preprocess.text import check_texts, read_tokenizer
 from edgekit.results import GenerateOutput
 from edgekit.runtimes.base import Runner
@@ -50,6 +50,9 @@ class _KVCache:
         shape = (batch, cfg.heads, prompt + new - 1, cfg.head_dim)
         self.cache: SlotCache | SharedKVCache
         if runner.kv_layout == "shared":  # onnxruntime's decoder-only stand-in: no resident inputs
+            if resident:
+                raise ArtifactError("a shared-buffer decoder graph cannot take an encoder's output",
+                                    found=f"resident inputs {sorted(resident)}", fix="convert the model again")
             self.cache = SharedKVCache(runner, cfg.writes(), shape)
         else:
             self.cache = SlotCache(runner, cfg.writes(), shape, resident, origin)
