@@ -117,7 +117,8 @@ def test_a_refusal_is_a_clear_edgekit_error() -> None:
     assert not _is_refusal(UnsupportedError("'x' is not supported for generate"))  # no reason given
     assert not _is_refusal(InputError("the model cannot run on these inputs", found="shapes (1, 3)"))
     assert not _is_refusal(ParityError("fp32 differs", found="greedy_agreement=0.5"))
-    assert not _is_refusal(ExportError("graphs do not match", found="x", fix="report this as a bug in edgekit"))
+    assert not _is_refusal(ExportError("export of graph 'model' failed", found="unsupported operator(s) ['x']",
+                                       fix="replace the layer"))
     assert not _is_refusal(RuntimeError("size mismatch"))
 
 
