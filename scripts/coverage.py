@@ -1,12 +1,14 @@
 """The full coverage sweep (tests/coverage_models.py), the README's "supported architectures" summary
 and the per-family table in docs/coverage.md.
 
-    .venv/bin/python scripts/coverage.py run [--precisions fp32,fp16,int8] [--only TASK] [--out docs/coverage.jsonl]
+    .venv/bin/python scripts/coverage.py run [--precisions fp32,fp16,int8] [--shapes tiny,real] [--only TASK]
+                                             [--out docs/coverage.jsonl]
     .venv/bin/python scripts/coverage.py table [--results docs/coverage.jsonl]   # rewrites both tables
 
 Each family runs in a worker process (recycled every few families; a family that hangs past the
-timeout is recorded as a failure), one JSON line per (task, family, precision) appended as it ends,
-so an interrupted sweep resumes where it stopped. CI runs the fast subset only (tests/test_coverage.py).
+timeout is recorded as a failure), one JSON line per (task, family, precision, shape) appended as it
+ends, so an interrupted sweep resumes where it stopped (rows without a shape, from before shapes, are
+the tiny shape). CI runs the fast subset only (tests/test_coverage.py).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ MAX_TASKS = 20
 BEGIN, END = "<!-- coverage-table:begin -->", "<!-- coverage-table:end -->"
 
 
-def _one(args: tuple[str, str, str]) -> str:
+def _one(args: tuple[str, str, str, str]) -> str:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import logging
     import warnings
@@ -42,19 +44,23 @@ def _one(args: tuple[str, str, str]) -> str:
     torch.set_num_threads(1)
     from coverage_models import outcome
 
-    return outcome(*args).to_json()
+    task, family, precision, shape = args
+    return outcome(task, family, precision, None, shape).to_json()
 
 
-def run(out: Path, precisions: list[str], only: str | None, workers: int) -> None:
-    from coverage_models import TASKS, families
+def run(out: Path, precisions: list[str], shapes: list[str], only: str | None, workers: int) -> None:
+    from coverage_models import SHAPES, TASKS, families
 
+    if not set(shapes) <= set(SHAPES):
+        raise SystemExit(f"--shapes takes {','.join(SHAPES)}, not {','.join(shapes)}")
     done = set()
     if out.is_file():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["task"], r["family"], r["precision"]))
+            done.add((r["task"], r["family"], r["precision"], r.get("shape", "tiny")))
     tasks = list(TASKS) if only is None else [t for t in only.split(",") if t in TASKS]
-    jobs = [(t, f, p) for p in precisions for t in tasks for f in families(t) if (t, f, p) not in done]
+    jobs = [(t, f, p, s) for p in precisions for s in shapes for t in tasks for f in families(t)
+            if (t, f, p, s) not in done]
     print(f"{len(jobs)} to run ({len(done)} already in {out})", flush=True)
     ctx = mp.get_context("spawn")
     while jobs:
@@ -87,43 +93,53 @@ def _record(out: Path, lines: list[str]) -> None:
             print(line, flush=True)
 
 
-def _failed(job: tuple[str, str, str], reason: str) -> str:
+def _failed(job: tuple[str, str, str, str], reason: str) -> str:
     return json.dumps({"task": job[0], "family": job[1], "precision": job[2], "status": "fail",
-                       "reason": reason[:300], "seconds": 0})
+                       "reason": reason[:300], "seconds": 0, "shape": job[3]})
 
 
 def table(results: Path) -> tuple[str, str]:
-    """(the summary per task, for the README; the per-family table, for docs/coverage.md)."""
-    rows: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
+    """(the summary per task and shape, for the README; the per-family table, for docs/coverage.md)."""
+    from coverage_models import SHAPES, TASKS, families
+
+    rows: dict[tuple[str, str], dict[tuple[str, str], dict]] = defaultdict(dict)
     for line in results.read_text().splitlines():
         r = json.loads(line)
-        rows[(r["task"], r["family"])][r["precision"]] = r
-    precisions = ["fp32", "fp16", "int8"]
-    mark = {"pass": "yes", "fail": "FAIL", "refused": "refused", "skip": "skipped"}
-    from coverage_models import TASKS, families
-
+        rows[(r["task"], r["family"])][(r["precision"], r.get("shape", "tiny"))] = r
     for task in TASKS:  # every family of the mappings is listed, swept or not
         for fam in families(task):
             rows.setdefault((task, fam), {})
-    lines = ["Status per precision: yes (converted, answers identical within the task's tolerance), refused (a clear",
-             "edgekit error, reason given), FAIL (converted but answers differ, or a raw error), skipped (multimodal /",
-             "Hub code, or the sweep could not build a tiny config: not counted as tested), - (not run yet).", "",
-             "| task | families | fp32 pass / tested | refused | fail | skipped | not run |", "|---|---|---|---|---|---|---|"]
+    swept = {k for v in rows.values() for k in v}
+    columns = [(p, s) for p in ("fp32", "fp16", "int8") for s in SHAPES if p == "fp32" or (p, s) in swept]
+    mark = {"pass": "yes", "fail": "FAIL", "refused": "refused", "skip": "skipped"}
+    lines = ["Status per precision and shape (tiny: heads of 8; real: heads of 64 and the family's own rotary",
+             "settings): yes (converted, answers identical within the task's tolerance), refused (a clear edgekit",
+             "error at convert, reason given), FAIL (answers differ, or any other error), skipped (multimodal / Hub",
+             "code, or the sweep could not build a config: not counted as tested), - (not run yet).", "",
+             "| task | shape | families | fp32 pass / tested | refused | fail | skipped | not run |",
+             "|---|---|---|---|---|---|---|---|"]
     for task in TASKS:
-        c = Counter(v["fp32"]["status"] if "fp32" in v else "not run" for (t, _), v in rows.items() if t == task)
-        tested = c["pass"] + c["fail"] + c["refused"]
-        lines.append(f"| {task} | {sum(c.values())} | {c['pass']}/{tested} ({100 * c['pass'] / max(tested, 1):.0f}%) "
-                     f"| {c['refused']} | {c['fail']} | {c['skip']} | {c['not run']} |")
+        for shape in SHAPES:
+            c = Counter(v[("fp32", shape)]["status"] if ("fp32", shape) in v else "not run"
+                        for (t, _), v in rows.items() if t == task)
+            tested = c["pass"] + c["fail"] + c["refused"]
+            lines.append(f"| {task} | {shape} | {sum(c.values())} | {c['pass']}/{tested} "
+                         f"({100 * c['pass'] / max(tested, 1):.0f}%) | {c['refused']} | {c['fail']} | {c['skip']} "
+                         f"| {c['not run']} |")
     summary = "\n".join(lines)
     lines = ["# Coverage per family", "", "Written by `scripts/coverage.py table` from docs/coverage.jsonl; the summary",
-             "and the method are in the README's \"Supported architectures\".", "",
-             "| family | task | " + " | ".join(precisions) + " | reason (when not yes) |",
-             "|---|---|" + "---|" * len(precisions) + "---|"]
+             "and the method are in the README's \"Supported architectures\". graph (generate): the decoder graph",
+             "onnxruntime runs, tiny / real: onnxruntime-gqa (a proven fused-attention stand-in) or portable.", "",
+             "| family | task | " + " | ".join(f"{p} {s}" for p, s in columns) + " | graph | reason (when not yes) |",
+             "|---|---|" + "---|" * len(columns) + "---|---|"]
     for (task, fam), v in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        reasons = "; ".join(dict.fromkeys(f"{p}: {v[p]['reason']}" if len(precisions) > 1 else v[p]["reason"]
-                                          for p in precisions if p in v and v[p]["status"] != "pass"))
-        cells = " | ".join(mark[v[p]["status"]] if p in v else "-" for p in precisions)
-        lines.append(f"| {fam} | {task} | {cells} | {reasons.replace('|', '/')} |")
+        reasons = "; ".join(dict.fromkeys([f"{p} {s}: {v[p, s]['reason']}" for p, s in columns
+                                           if (p, s) in v and v[p, s]["status"] != "pass"] +
+                                          [f"{s} graph portable: {v['fp32', s]['graph_note']}" for s in SHAPES
+                                           if v.get(("fp32", s), {}).get("graph_note")]))
+        cells = " | ".join(mark[v[c]["status"]] if c in v else "-" for c in columns)
+        graph = " / ".join(v.get(("fp32", s), {}).get("graph") or "-" for s in SHAPES) if task == "generate" else ""
+        lines.append(f"| {fam} | {task} | {cells} | {graph} | {reasons.replace('|', '/')} |")
     return summary, "\n".join(lines) + "\n"
 
 
@@ -140,12 +156,13 @@ def main() -> None:
     ap.add_argument("command", choices=["run", "table"])
     ap.add_argument("--out", "--results", dest="out", type=Path, default=ROOT / "docs" / "coverage.jsonl")
     ap.add_argument("--precisions", default="fp32")
+    ap.add_argument("--shapes", default="tiny,real", help="tiny (heads of 8), real (heads of 64)")
     ap.add_argument("--only", default=None, help="comma-separated tasks, in this order")
     ap.add_argument("--workers", type=int, default=1, help="families converted at once")
     a = ap.parse_args()
     if a.command == "run":
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        run(a.out, a.precisions.split(","), a.only, a.workers)
+        run(a.out, a.precisions.split(","), a.shapes.split(","), a.only, a.workers)
     else:
         write_tables(a.out)
 

@@ -1,14 +1,18 @@
-"""The coverage sweep: every architecture in transformers' auto mappings for four tasks, tiny and random.
+"""The coverage sweep: every architecture in transformers' auto mappings for four tasks, small and random.
 
-For each (task, model_type): build a tiny random config from the family's own config class (sizes
-shrunk by the keys it has), save model + tokenizer / image processor / feature extractor to a
-folder, convert it at fp32 (optionally fp16, int8) and compare from the raw input to the answer
-with the transformers pipeline a user of the folder would call:
-  generate        greedy tokens identical (the convert gate, plus `generate` against `model.generate`)
+For each (task, model_type, shape): build a random config from the family's own config class (sizes
+shrunk by the keys it has; shape "tiny": heads of 8, "real": heads of 64 with the family's own rotary
+settings, see _REAL_INTS), save model + tokenizer / image processor / feature extractor to a folder,
+convert it at fp32 (optionally fp16, int8) and compare from the raw input to the answer with
+transformers, as a user of the folder would call it:
+  generate        text in: prompt ids, greedy new ids and new text identical to the tokenizer's and
+                  `model.generate`'s (eos off on both sides; _check_generate)
   classify-text   probabilities within 1e-4 of `pipeline("text-classification", top_k=None)`
   classify-image  probabilities within 1e-4 of `pipeline("image-classification")` on odd-size photos
   recognize       transcripts equal to `pipeline("automatic-speech-recognition")`'s
-`outcome(...)` returns a `Outcome` (status "pass" | "refused" | "fail" | "skip", reason); the test
+The pipelines run the folder's own pre-processing, so edgekit's tokenizer / image / audio
+pre-processing is compared with it on the way. `outcome(...)` returns an `Outcome` (status "pass" |
+"refused" | "fail" | "skip", reason; for generate the graph onnxruntime runs); the test
 (tests/test_coverage.py) and the README table (scripts/coverage.py) both read it.
 """
 from __future__ import annotations
@@ -89,6 +93,9 @@ class Outcome:
     status: str  # "pass" | "refused" | "fail" | "skip"
     reason: str = ""
     seconds: float = 0.0
+    shape: str = "tiny"  # one of SHAPES
+    graph: str = ""  # generate: the decoder graph onnxruntime runs (runtime_graph)
+    graph_note: str = ""  # generate, portable graph: why no onnxruntime stand-in, where the manifest says
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -117,18 +124,60 @@ _VISION_INTS = {"image_size": 32, "embed_dim": 16, "hidden_size": 32, "num_chann
                 "hidden_dim": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
                 "encoder_stride": 4, "window_size": 4, "num_labels": 3, "neck_hidden_sizes": None}
 
+# The "real" shape: real attention head sizes (64) at a tiny depth and width, so the graphs are the
+# ones real checkpoints get (onnxruntime's fused attention takes head sizes that are multiples of 16;
+# the tiny shape's 8 takes the portable path). Rotary settings (partial_rotary_factor, rotary_pct,
+# rope_*) stay the family's defaults in both shapes; an absolute rotary_dim keeps the default's
+# fraction of the head (_real_rotary_dim). None: the family's default is kept (latent attention's
+# own head sizes, which are real ones already).
+SHAPES = ("tiny", "real")
+_HIDDEN = ("hidden_size", "d_model", "n_embd", "n_embed", "dim", "embed_dim", "word_embed_proj_dim",
+           "embedding_size", "projection_dim")
+_HEADS = ("num_attention_heads", "n_head", "n_heads", "decoder_attention_heads", "encoder_attention_heads")
+_REAL_INTS: dict[str, int | None] = {
+    **dict.fromkeys(_HIDDEN, 4 * 64), **dict.fromkeys(_HEADS, 4),
+    "head_dim": 64, "kv_channels": 64, "attention_head_size": 64,
+    **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "decoder_ffn_dim", "encoder_ffn_dim",
+                     "ffn_hidden_size"), 512),
+    "moe_intermediate_size": 256, "shared_expert_intermediate_size": 256, "kv_lora_rank": 64, "q_lora_rank": 64,
+    "qk_rope_head_dim": None, "qk_nope_head_dim": None, "v_head_dim": None, "qk_head_dim": None,
+    "mamba_n_heads": 8, "mamba_d_head": 64, "linear_key_head_dim": 64, "linear_value_head_dim": 64,
+}
+_VISION_REAL_INTS: dict[str, int | None] = {"hidden_size": 4 * 64, "num_attention_heads": 4, "intermediate_size": 512}
 
-def _shrink_list(key: str, value: list[Any]) -> list[Any] | None:
-    """Per-stage lists of vision configs: one block per stage, narrow stages."""
+
+def _shape_ints(task: str, shape: str) -> dict[str, int | None]:
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, not {shape!r}")
+    if task == "classify-image":
+        return {**_VISION_INTS, **(_VISION_REAL_INTS if shape == "real" else {})}
+    return {**_INTS, **(_REAL_INTS if shape == "real" else {})}
+
+
+def _real_rotary_dim(base: dict[str, Any]) -> int | None:
+    """An absolute rotary_dim (GPT-J, CodeGen...) as the same fraction of a 64 head as the default's of
+    the default head; None where the default rotates the whole head (or the head is not known)."""
+    rotary = base.get("rotary_dim")
+    hidden = next((base[k] for k in _HIDDEN if isinstance(base.get(k), int)), None)
+    heads = next((base[k] for k in _HEADS if isinstance(base.get(k), int)), None)
+    if not isinstance(rotary, int) or not hidden or not heads:
+        return None
+    return max(2, 2 * round(64 * rotary / (hidden // heads) / 2))
+
+
+def _shrink_list(key: str, value: list[Any], shape: str = "tiny") -> list[Any] | None:
+    """Per-stage lists of vision configs: one block per stage, narrow stages (tiny: one head of 8 to 32;
+    real: heads of 64, one more per stage as the stage widens)."""
     if not value or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         return None
+    width = 64 if shape == "real" else 8
     if key in ("depths", "num_block_repeats", "num_layers", "stage_num_blocks", "blocks_per_stage"):
         return [1] * len(value)
     if key in ("hidden_sizes", "embed_dims", "embed_dim", "neck_hidden_sizes", "dims", "widths", "in_channels",
                "out_channels", "embedding_dims", "hidden_size", "stage_out_channels"):
-        return [8 * min(i + 1, 4) for i in range(len(value))]
+        return [width * min(i + 1, 4) for i in range(len(value))]
     if key in ("num_heads", "num_attention_heads", "heads"):
-        return [1] * len(value)
+        return [min(i + 1, 4) if shape == "real" else 1 for i in range(len(value))]
     return None
 
 
@@ -149,19 +198,24 @@ _VISION_FAMILIES: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny_config(model_type: str, task: str, vocab: int, **extra: Any) -> Any:
+def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **extra: Any) -> Any:
+    """The family's config with few layers and a small vocab; `shape` "tiny" (heads of 8) or "real"
+    (heads of 64, see _REAL_INTS)."""
     from transformers import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
     base = cls().to_dict()
-    ints = _VISION_INTS if task == "classify-image" else _INTS
-    kw: dict[str, Any] = {k: v for k, v in ints.items() if k in base and v is not None}
+    kw: dict[str, Any] = {k: v for k, v in _shape_ints(task, shape).items() if k in base and v is not None}
+    if shape == "real" and "rotary_dim" in base:
+        kw.pop("rotary_dim")
+        if (rotary := _real_rotary_dim(base)) is not None:
+            kw["rotary_dim"] = rotary
     if task == "classify-image":
         family = dict(_VISION_FAMILIES.get(model_type, {}))
         if family.pop("lists", True):
             for k, v in base.items():
                 if isinstance(v, list):
-                    small = _shrink_list(k, v)
+                    small = _shrink_list(k, v, shape)
                     if small is not None:
                         kw[k] = small
         if "hidden_sizes" in base and isinstance(kw.get("num_attention_heads"), int):
@@ -225,14 +279,14 @@ def _architecture(task: str, family: str) -> str:
     return str(names[0] if isinstance(names, (tuple, list)) else names)
 
 
-def save_folder(task: str, family: str, folder: Path, seed: int = 0) -> Path:
+def save_folder(task: str, family: str, folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
     tok = tiny_tokenizer()
     if task == "recognize":
-        return _save_ctc(family, folder, seed)
-    config = tiny_config(family, task, vocab=len(tok))
+        return _save_ctc(family, folder, seed, shape)
+    config = tiny_config(family, task, vocab=len(tok), shape=shape)
     if task in ("classify-text", "classify-image"):
         config.id2label = {0: "neg", 1: "neutral", 2: "pos"}
         config.label2id = {v: k for k, v in config.id2label.items()}
@@ -254,7 +308,7 @@ def save_folder(task: str, family: str, folder: Path, seed: int = 0) -> Path:
         else:
             model(input_ids=torch.tensor([[1, 7, 8, 9, 10, 2]]))
     model.save_pretrained(folder)
-    if task == "classify-text":
+    if task in ("classify-text", "generate"):  # generate: text in, as a user calls it (_check_generate)
         tok.save_pretrained(folder)
     elif task == "classify-image":
         _save_image_processor(family, folder, config)
@@ -286,7 +340,7 @@ def _save_image_processor(family: str, folder: Path, config: Any) -> None:
     proc.save_pretrained(folder)
 
 
-def _save_ctc(family: str, folder: Path, seed: int) -> Path:
+def _save_ctc(family: str, folder: Path, seed: int, shape: str) -> Path:
     import torch
     from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
 
@@ -300,7 +354,8 @@ def _save_ctc(family: str, folder: Path, seed: int) -> Path:
     from transformers import CONFIG_MAPPING
 
     base = CONFIG_MAPPING[family]().to_dict()
-    config = tiny_config(family, "recognize", vocab=len(vocab), **{k: v for k, v in extra.items() if k in base})
+    config = tiny_config(family, "recognize", vocab=len(vocab), shape=shape,
+                         **{k: v for k, v in extra.items() if k in base})
     torch.manual_seed(seed)
     _auto_model("recognize").from_config(config).eval().save_pretrained(folder)
     return folder
@@ -309,49 +364,123 @@ def _save_ctc(family: str, folder: Path, seed: int) -> Path:
 # ---------------------------------------------------------------- the checks
 
 
-def outcome(task: str, family: str, precision: str = "fp32", work: Path | None = None) -> Outcome:
-    """Build, convert and compare one family; never raises (the reason says what happened)."""
+def outcome(task: str, family: str, precision: str = "fp32", work: Path | None = None,
+            shape: str = "tiny") -> Outcome:
+    """Build, convert and compare one family at one shape; never raises (the reason says what happened).
+
+    "refused" is only a clear refusal at convert (_is_refusal). Any other error at convert (a
+    ParityError, a raw exception, an onnxruntime error), any error at all once the artifact converted
+    (it must then answer), and answers that differ from transformers' are "fail".
+    """
     import time
 
     import edgekit
-    from edgekit.errors import EdgekitError, ParityError
+    from edgekit.manifest import Manifest
 
     if family in SKIPPED:
-        return Outcome(task, family, precision, "skip", SKIPPED[family])
+        return Outcome(task, family, precision, "skip", SKIPPED[family], shape=shape)
     start = time.perf_counter()
+    graph, note = "", ""
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         root = Path(tmp)
         try:
-            folder = save_folder(task, family, root / "hf")
+            folder = save_folder(task, family, root / "hf", shape=shape)
         except Exception as e:  # the sweep's own config could not be built for this family
-            return Outcome(task, family, precision, "skip", f"no tiny config: {_short(e)}")
+            return Outcome(task, family, precision, "skip", f"no {shape} config: {_short(e)}", shape=shape)
         try:
-            art = edgekit.convert(folder, root / "art", precision=precision)
+            edgekit.convert(folder, root / "art", precision=precision)
+        except Exception as e:
+            status = "refused" if _is_refusal(e) else "fail"
+            return Outcome(task, family, precision, status, _error(e), time.perf_counter() - start, shape)
+        try:
+            if task == "generate":
+                graph, note = runtime_graph(Manifest.load(root / "art"))
             problem = CHECKS[task](folder, root / "art", precision)
-        except ParityError as e:
-            return Outcome(task, family, precision, "fail", _short(e), time.perf_counter() - start)
-        except EdgekitError as e:
-            return Outcome(task, family, precision, "refused", _short(e), time.perf_counter() - start)
-        except Exception as e:  # a raw traceback is a bug: reported as a failure
-            return Outcome(task, family, precision, "fail", f"{type(e).__name__}: {_short(e)} "
-                           f"@ {traceback.extract_tb(e.__traceback__)[-1].name}", time.perf_counter() - start)
-        del art
+        except Exception as e:  # it converted, so it must answer: whatever raised, a failure
+            problem = _error(e)
     status = "pass" if not problem else "fail"
-    return Outcome(task, family, precision, status, problem, time.perf_counter() - start)
+    return Outcome(task, family, precision, status, problem, time.perf_counter() - start, shape, graph, note)
+
+
+def _is_refusal(e: BaseException) -> bool:
+    """edgekit deciding, at convert, that it does not support the family: an error for an unsupported
+    source, family or option, with what it found or how to fix it. An ExportError is no decision (the
+    PyTorch -> ONNX export broke on an operator or a shape: a gap to fix, as a family that exports at
+    one shape and not the other shows), so it is a failure, as is a ParityError or a raw exception."""
+    from edgekit.errors import ConfigError, SourceError, UnsupportedError
+
+    return isinstance(e, (UnsupportedError, ConfigError, SourceError)) and bool(e.found or e.fix)
+
+
+def runtime_graph(manifest: Any) -> tuple[str, str]:
+    """("onnxruntime-gqa", "") where a proven onnxruntime stand-in replaces the decoder graph "model"
+    (Manifest.runtime_graphs), else ("portable", why no stand-in is used).
+
+    The reason is `Manifest.runtime_graph_notes` (portable graph name -> reason), a field another
+    change is adding: read with getattr until it lands, then this reads the field directly.
+    """
+    if any(rg.replaces == "model" for rg in manifest.runtime_graphs.values()):
+        return "onnxruntime-gqa", ""
+    notes: dict[str, str] = getattr(manifest, "runtime_graph_notes", {})
+    return "portable", notes.get("model", "")
+
+
+def _error(e: BaseException) -> str:
+    from edgekit.errors import EdgekitError
+
+    where = "" if isinstance(e, EdgekitError) else f" @ {traceback.extract_tb(e.__traceback__)[-1].name}"
+    return f"{type(e).__name__}: {_short(e)}{where}"
 
 
 def _short(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
 
 
+NEW_TOKENS = 32
+
+
 def _check_generate(folder: Path, art: Path, precision: str) -> str:
-    """The convert gate ran edgekit's `generate` against transformers' `generate` (greedy, 32 new tokens,
-    batch 1 and a left-padded batch of two lengths, eos ignored): fp32 must agree on every token."""
+    """Text in, as a user calls it: edgekit's `generate` (its tokenizer, left padding, cache loop) against
+    transformers' `model.generate` on the same prompt texts, greedy, NEW_TOKENS new tokens, eos and
+    forced eos switched off on both sides so every token is compared; one prompt, then four of
+    different lengths. The prompt ids must equal the folder's tokenizer's; at fp32 the new ids and
+    the decoded new text must be identical (lower precisions may diverge: only the prompt is checked)."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     import edgekit
 
-    parity = edgekit.load(art, device="cpu").manifest.parity
-    if precision == "fp32" and parity.get("greedy_agreement") != 1.0:
-        return f"greedy agreement {parity.get('greedy_agreement')}"
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    # The model's own generation config, eos off: generate() fills a passed config's unset fields from
+    # the model's, so the model's is replaced (as converters/specs/causal_lm.py's reference does).
+    cfg = copy.deepcopy(model.generation_config)
+    cfg.eos_token_id = cfg.forced_eos_token_id = None
+    cfg.pad_token_id, cfg.max_new_tokens, cfg.do_sample = tok.pad_token_id, NEW_TOKENS, False
+    model.generation_config = cfg
+    gen = edgekit.load(art, device="cpu")
+    for prompts in ([TEXTS[0]], TEXTS):
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            want = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).numpy()
+        out = gen.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=[],
+                           forced_eos_token_id=None, return_dict_in_generate=True)
+        got, n = np.asarray(out.sequences), enc["input_ids"].shape[1]
+        if got.shape[1] < n or not np.array_equal(got[:, :n], want[:, :n]):
+            return f"prompt ids {got[:, :n].tolist()} vs the tokenizer's {want[:, :n].tolist()}"
+        if precision != "fp32":
+            continue
+        if got.shape != want.shape:
+            return f"{got.shape[1] - n} new tokens vs transformers' {want.shape[1] - n} (eos is off on both sides)"
+        if not np.array_equal(got, want):
+            row, col = (int(i[0]) for i in np.nonzero(got[:, n:] != want[:, n:]))
+            return (f"greedy tokens differ from transformers' generate (prompt {row} of {len(prompts)}, new token "
+                    f"{col}): {got[row, n:].tolist()} vs {want[row, n:].tolist()}")
+        texts = [tok.decode(row[n:], skip_special_tokens=True) for row in want]
+        if list(out.texts) != texts:
+            return f"new text {list(out.texts)!r} vs transformers' decode {texts!r}"
     return ""
 
 
