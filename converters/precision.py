@@ -274,22 +274,84 @@ def _int8_blockwise(path: Path) -> None:
 
     Why not dynamic int8 for real Whisper: dynamic quantization gives the whole activation matrix one
     uint8 scale, and Whisper base's encoder fc2 inputs (after GELU) carry outlier channels: on spoken
-    English, the layer-4 and -5 fc2 inputs reach 67 and 199 while the median channel's maximum is 0.10
-    and 0.62, so one step of the shared scale (0.27, 0.78) is larger than most channels' whole range.
-    The encoder's cross keys/values then differ from fp32 by 22% (relative L2), and 4 of 6 espeak-ng
-    transcripts change. A scale per row and block of 32 confines an outlier to its own block: 4.5-5%
-    (block 128: 7%), every transcript kept, at dynamic int8's speed (integer kernels, accuracy_level 4).
+    English, the fc2 inputs of layers 4 and 5 (of 0-5) reach 67 and 199 while the median channel's
+    maximum is 0.10 and 0.62, so one step of the shared scale (0.27, 0.78) is larger than most channels'
+    whole range. The encoder's cross keys/values then differ from fp32 by 22% (relative L2), and 4 of 6
+    espeak-ng transcripts change. A scale per row and block of 32 confines an outlier to its own block:
+    4.5-5% (block 128: 7%), 6 of 6 transcripts equal to PyTorch's, integer kernels (accuracy_level 4).
     """
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     model = onnx.load(str(path))
     _gemm_to_matmul(model)
+    _fold_transposed_weights(model)
+    _int8_embeddings(model)
     cfg = DefaultWeightOnlyQuantConfig(block_size=INT8_BLOCK, is_symmetric=True, accuracy_level=INT8_BLOCK_ACCURACY,
                                        bits=8)
     q = MatMulNBitsQuantizer(model, algo_config=cfg)
     q.process()
     _save(q.model.model, path)
+
+
+def _fold_transposed_weights(model: Any) -> None:
+    """MatMul(x, Transpose(W)) with W a 2-D initializer -> MatMul(x, W^T as its own initializer), in place.
+
+    Tied output projections export so (the embedding table, transposed at run time); the quantizer only
+    rewrites MatMuls whose weight is a constant, and would leave this one, the largest, in float."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        t = producer.get(node.input[1]) if node.op_type == "MatMul" else None
+        if t is None or t.op_type != "Transpose" or t.input[0] not in inits or len(inits[t.input[0]].dims) != 2:
+            continue
+        folded = numpy_helper.from_array(numpy_helper.to_array(inits[t.input[0]]).T.copy(), t.input[0] + "_T")
+        model.graph.initializer.append(folded)
+        node.input[1] = folded.name
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    dead = [n for n in model.graph.node if n.op_type == "Transpose" and not any(o in used for o in n.output)]
+    for n in dead:
+        model.graph.node.remove(n)
+
+
+def _int8_embeddings(model: Any) -> None:
+    """Gather from a 2-D float table -> Gather from its int8 rows times each row's scale, in place.
+
+    onnxruntime's block quantizer writes GatherBlockQuantized at 4 bits only; a token table (Whisper's
+    51865 x 512: 106 MB in fp32) would stay float beside its 8-bit output projection. One scale per row
+    (absmax / 127, as CTranslate2 quantizes its int8 embeddings) with standard ops: Gather, Cast, Mul."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    replaced: set[str] = set()
+    for node in list(model.graph.node):
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        table = inits.get(node.input[0]) if node.op_type == "Gather" and axis == 0 else None
+        if table is None or len(table.dims) != 2 or table.data_type != TensorProto.FLOAT:
+            continue
+        q, s = node.input[0] + "_int8", node.input[0] + "_scale"
+        if table.name not in replaced:  # one int8 copy per table, however many Gathers read it
+            w = numpy_helper.to_array(table)
+            amax = np.abs(w).max(axis=1, keepdims=True)
+            scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+            model.graph.initializer.extend([numpy_helper.from_array(np.rint(w / scale).astype(np.int8), q),
+                                            numpy_helper.from_array(scale, s)])
+            replaced.add(table.name)
+        out, base = node.output[0], node.name or out
+        at = list(model.graph.node).index(node)
+        new = [helper.make_node("Gather", [q, node.input[1]], [base + "_q"], name=base + "_q"),
+               helper.make_node("Gather", [s, node.input[1]], [base + "_s"], name=base + "_s"),
+               helper.make_node("Cast", [base + "_q"], [base + "_f"], name=base + "_cast", to=TensorProto.FLOAT),
+               helper.make_node("Mul", [base + "_f", base + "_s"], [out], name=base + "_dq")]
+        model.graph.node.remove(node)
+        for i, n in enumerate(new):
+            model.graph.node.insert(at + i, n)
+    used = {i for n in model.graph.node for i in n.input}
+    for name in replaced - used:
+        model.graph.initializer.remove(inits[name])
 
 
 def _int4_weights(path: Path, cfg: Int4Config) -> None:
