@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.errors import SourceError
+
 SUPPORTED_VERSIONS = (6,)  # the one CURRENT_BINARY_VERSION this reader follows
 _DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 
@@ -50,13 +52,12 @@ class _Cursor:
         self.data, self.pos = data, 0
 
     def unpack(self, fmt: str) -> int:
-        (value,) = struct.unpack_from("<" + fmt, self.data, self.pos)
-        self.pos += struct.calcsize("<" + fmt)
+        (value,) = struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt)))
         return int(value)
 
     def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.data):
-            raise ValueError(f"model.bin ends at byte {len(self.data)}, a record asks for {self.pos + n}")
+            raise SourceError(f"model.bin ends at byte {len(self.data)}, a record asks for {self.pos + n}")
         out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
@@ -65,7 +66,7 @@ class _Cursor:
         n = self.unpack("H")
         raw = bytes(self.take(n))
         if raw[-1:] != b"\0":
-            raise ValueError(f"model.bin string at byte {self.pos - n} is not NUL-terminated")
+            raise SourceError(f"model.bin string at byte {self.pos - n} is not NUL-terminated")
         return raw[:-1].decode("utf-8")
 
 
@@ -77,11 +78,11 @@ def _array(raw: memoryview, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def read_ct2(path: Path) -> CT2Model:
-    """Parse `path` (a CTranslate2 model.bin) fully; raises ValueError on a version or layout it does not know."""
+    """Parse `path` (a CTranslate2 model.bin) fully; raises SourceError on a version or layout it does not know."""
     cur = _Cursor(memoryview(Path(path).read_bytes()))
     version = cur.unpack("I")
     if version not in SUPPORTED_VERSIONS:
-        raise ValueError(f"{path}: binary version {version}, this reader knows {SUPPORTED_VERSIONS}")
+        raise SourceError(f"{path}: binary version {version}, this reader knows {SUPPORTED_VERSIONS}")
     spec, revision = cur.string(), cur.unpack("I")
     variables: dict[str, np.ndarray] = {}
     for _ in range(cur.unpack("I")):
@@ -89,18 +90,18 @@ def read_ct2(path: Path) -> CT2Model:
         shape = tuple(cur.unpack("I") for _ in range(cur.unpack("B")))
         type_id = cur.unpack("B")
         if type_id >= len(_DTYPES):
-            raise ValueError(f"{path}: variable {name!r} has dtype id {type_id}, known: {_DTYPES}")
+            raise SourceError(f"{path}: variable {name!r} has dtype id {type_id}, known: {_DTYPES}")
         dtype = _DTYPES[type_id]
         nbytes = cur.unpack("I")
         expected = int(np.prod(shape, dtype=np.int64)) * (2 if dtype == "bfloat16" else np.dtype(dtype).itemsize)
         if nbytes != expected:
-            raise ValueError(f"{path}: variable {name!r} {shape} {dtype} has {nbytes} bytes, expected {expected}")
+            raise SourceError(f"{path}: variable {name!r} {shape} {dtype} has {nbytes} bytes, expected {expected}")
         variables[name] = _array(cur.take(nbytes), dtype, shape)
     for _ in range(cur.unpack("I")):
         alias, target = cur.string(), cur.string()
         variables[alias] = variables[target]
     if cur.pos != len(cur.data):
-        raise ValueError(f"{path}: {len(cur.data) - cur.pos} bytes after the last alias")
+        raise SourceError(f"{path}: {len(cur.data) - cur.pos} bytes after the last alias")
     return CT2Model(spec, revision, variables)
 
 

