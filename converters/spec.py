@@ -31,7 +31,7 @@ class ConvertOptions:
     precision: str = "fp32"
     calibration: Any = None
     target: str = "cpu"
-    int8_method: str | None = None  # "static" (Q/DQ, TensorRT-ready) | "dynamic" (CPU)
+    int8_method: str | None = None  # "static" (Q/DQ, TensorRT-ready) | "dynamic" | "blockwise" (CPU)
     strict: bool = True  # parity outside tolerance fails the convert
     int4_block_size: int | None = None  # None: chosen by the parity gate (precision.INT4_CANDIDATES)
     scores: str | None = None  # classify: how outputs become scores (ClassifySection.scores); None: detected
@@ -86,7 +86,7 @@ class ExportSpec(abc.ABC):
 
     task: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16", "int8")
-    default_int8: ClassVar[str] = "static"  # "static" (Q/DQ) | "dynamic"
+    default_int8: ClassVar[str] = "static"  # "static" (Q/DQ) | "dynamic" | "blockwise"
     static_int8: ClassVar[bool] = True  # whether static Q/DQ int8 is offered at all
     gates: ClassVar[dict[str, Gate]]  # precision -> what parity must reach
 

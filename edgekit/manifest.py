@@ -31,6 +31,7 @@ class Precision:
     requested: str
     produced: str
     method: str = "exported"  # "exported" | "casts" | "static-qdq" | "dynamic" | "weight-only-matmulnbits"
+    # | "blockwise-matmulnbits" (int8 weights and per-block int8 activations)
     tensorrt_compatible: bool = True  # False: contrib ops (dynamic int8, MatMulNBits) only onnxruntime runs
     details: dict[str, Any] = field(default_factory=dict)
 

@@ -100,7 +100,7 @@ def test_long_audio_chunks_have_offsets(whisper_fp32: Path) -> None:
 def test_int8_reports_token_agreement_and_wer(whisper_dir: Path, tmp_path: Path) -> None:
     art = edgekit.convert(whisper_dir, tmp_path / "int8", precision="int8", strict=False)
     r = art.manifest.parity
-    assert art.manifest.precision.method == "dynamic"
+    assert art.manifest.precision.method == "blockwise-matmulnbits"
     assert 0.0 <= r["token_agreement"] <= 1.0 and r["wer_vs_pytorch"] >= 0.0
     assert "WER vs PyTorch" in r["summary"]
     m = edgekit.load(art.path, device="cpu")

@@ -116,7 +116,7 @@ class WhisperDecoder(torch.nn.Module):
 class Whisper(ExportSpec):
     task: ClassVar[str] = "recognize"
     precisions = ("fp32", "fp16", "int8")
-    default_int8 = "dynamic"
+    default_int8 = "blockwise"  # per-block activation scales: see converters/precision.py _int8_blockwise
     static_int8 = False  # no calibration path through the two graphs yet
     gates = GATES
 
