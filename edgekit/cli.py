@@ -217,7 +217,7 @@ def _parity_text(r: dict[str, Any]) -> str:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 def info(artifact: Path, as_json: bool) -> None:
-    """Show what an artifact holds: task, family, precision, inputs/outputs, contract, parity, engines."""
+    """Show what an artifact holds: task, family, precision, inputs/outputs, parity, stand-in graphs, engines."""
     from edgekit.artifact import open_artifact
 
     m = open_artifact(artifact).manifest
@@ -233,6 +233,12 @@ def _info_text(m: Any) -> str:
         lines += [f"  out {t.name}: {t.dtype} {t.shape}" for t in g.outputs]
     if m.parity:
         lines.append(f"parity at convert: {'PASS' if m.parity.get('passed') else 'FAIL'} - {m.parity.get('summary')}")
+    for rg in m.runtime_graphs.values():
+        lines.append(f"{rg.backend} graph for '{rg.replaces}' ({rg.file}, {rg.kv_layout} cache, {'/'.join(rg.devices)}, "
+                     f"{rg.backend} {rg.version}): proof {'PASS' if rg.proof.get('passed') else 'FAIL'} - "
+                     f"{rg.proof.get('summary')}")
+    for name, why in m.runtime_graph_notes.items():
+        lines.append(f"onnxruntime graph for '{name}': none, the portable graph runs ({why})")
     lines.append(f"engines: {', '.join(m.engines) or 'none (run `edgekit build` on the target)'}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
     return "\n".join(lines)
