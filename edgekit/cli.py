@@ -311,6 +311,7 @@ def build(artifact: Path, device: str, dla_core: int | None, workspace: int, max
           contexts: int, as_json: bool) -> None:
     """Build TensorRT engines for ARTIFACT on this GPU / Jetson (kept in ARTIFACT/engines/, reused)."""
     from edgekit.artifact import open_artifact
+    from edgekit.contract.codec import encode
     from edgekit.runtimes.tensorrt.build import BuildOptions, build_engines
     from edgekit.runtimes.tensorrt.profiles import parse_shape
 
@@ -321,7 +322,8 @@ def build(artifact: Path, device: str, dla_core: int | None, workspace: int, max
                         hardware_compatible=hardware_compatible, version_compatible=version_compatible,
                         shapes=dict(parse_shape(s) for s in shapes), progress=None if quiet else _build_progress)
     records = build_engines(art.path, art.manifest, opts)
-    _emit(records, as_json, lambda rs: "\n".join(f"{g}: {r['file']} (built in {r['build_seconds']} s)" for g, r in rs.items()))
+    _emit(encode(records), as_json,
+          lambda _: "\n".join(f"{g}: {r.file} (built in {r.build_seconds} s)" for g, r in records.items()))
 
 
 def _build_progress(phase: str, done: int, total: int) -> None:

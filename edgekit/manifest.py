@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 from edgekit.contract import GraphSpec, Section, check_graphs
 from edgekit.contract.base import check_graph
 from edgekit.contract.codec import ContractError, decode, encode
+from edgekit.engines import EngineRecord
 from edgekit.errors import ArtifactError, ArtifactVersionError
 
 FORMAT_VERSION = 2  # 2: typed contract sections (1: free preprocess/postprocess dicts)
@@ -78,7 +79,7 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     versions: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)  # the report measured at convert time
-    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # records of runtimes/tensorrt
+    engines: dict[str, EngineRecord] = field(default_factory=dict)  # plans built by runtimes/tensorrt, by id
     runtime_graphs: dict[str, RuntimeGraph] = field(default_factory=dict)  # proven stand-ins only
     # Portable graph name -> why no stand-in replaces it (not expressible, or failed to build/export/prove).
     runtime_graph_notes: dict[str, str] = field(default_factory=dict)
@@ -99,7 +100,7 @@ class Manifest:
         doc = {"format_version": self.format_version, "task": self.task, "family": self.family,
                "graphs": encode(self.graphs), "contract": encode(self.contract), "precision": encode(self.precision),
                "source": encode(self.source), "files": self.files, "versions": self.versions,
-               "parity": self.parity, "engines": self.engines, "runtime_graphs": encode(self.runtime_graphs),
+               "parity": self.parity, "engines": encode(self.engines), "runtime_graphs": encode(self.runtime_graphs),
                "runtime_graph_notes": self.runtime_graph_notes}
         return json.dumps(doc, indent=2) + "\n"
 
@@ -138,7 +139,7 @@ class Manifest:
                     files=decode(dict[str, str], d.get("files", {}), "files"),
                     versions=decode(dict[str, str], d.get("versions", {}), "versions"),
                     parity=decode(dict[str, Any], d.get("parity", {}), "parity"),
-                    engines=decode(dict[str, dict[str, Any]], d.get("engines", {}), "engines"),
+                    engines=decode(dict[str, EngineRecord], d.get("engines", {}), "engines"),
                     runtime_graphs=decode(dict[str, RuntimeGraph], d.get("runtime_graphs", {}), "runtime_graphs"),
                     runtime_graph_notes=decode(dict[str, str], d.get("runtime_graph_notes", {}),
                                                "runtime_graph_notes"),
