@@ -73,9 +73,13 @@ class StandIns:
         out: dict[str, RuntimeGraph] = {}
         for path, s in list(self.live.items()):
             key = f"{s.plan.replaces}-onnxruntime"
+            try:
+                graph = describe_onnx(path)
+            except Exception as e:  # noqa: BLE001 - any failure keeps the portable graph, recorded below
+                self.fail(s.plan.replaces, path, "reading its graph", e)
+                continue
             rg = RuntimeGraph(s.plan.replaces, path.relative_to(self.tmp).as_posix(), "onnxruntime",
-                              s.plan.devices, version, s.plan.kv_layout,  # type: ignore[arg-type]
-                              describe_onnx(path), s.passes)
+                              s.plan.devices, version, s.plan.kv_layout, graph, s.passes)  # type: ignore[arg-type]
             problems = manifest.stand_in_problems(key, rg)
             if problems:
                 self.drop(s.plan.replaces, path, f"its graph does not match the contract: {'; '.join(problems[:3])}")

@@ -8,11 +8,10 @@ its proof passes, else the portable graph with the reason recorded in the manife
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +101,18 @@ def _save(case: str, folder: Path) -> Path:
     return folder
 
 
-@functools.cache
-def _converted(case: str) -> tuple[Path, Path]:
-    """(HF folder, fp32 artifact) of a case, converted once per test run."""
-    root = Path(tempfile.mkdtemp(prefix=f"edgekit-standin-{case}-"))
-    src = _save(case, root / "hf")
-    return src, edgekit.convert(src, root / "art").path
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, Path]]:
+    """case -> (HF folder, fp32 artifact), each case converted once per test run."""
+    done: dict[str, tuple[Path, Path]] = {}
+
+    def get(case: str) -> tuple[Path, Path]:
+        if case not in done:
+            root = tmp_path_factory.mktemp(case)
+            src = _save(case, root / "hf")
+            done[case] = (src, edgekit.convert(src, root / "art").path)
+        return done[case]
+    return get
 
 
 def _greedy_matches_transformers(src: Path, model: Any) -> None:
@@ -127,8 +132,8 @@ def _greedy_matches_transformers(src: Path, model: Any) -> None:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_converts_and_runs_the_graph_it_can(case: str) -> None:
-    src, art = _converted(case)
+def test_converts_and_runs_the_graph_it_can(converted: Callable[[str], tuple[Path, Path]], case: str) -> None:
+    src, art = converted(case)
     expected = CASES[case][3]
     m = edgekit.load(art, device="cpu")
     manifest = m.manifest
@@ -136,6 +141,7 @@ def test_converts_and_runs_the_graph_it_can(case: str) -> None:
     if expected == STAND_IN:
         [rg] = manifest.runtime_graphs.values()
         assert rg.proof["passed"] and rg.proof["tokens_vs_portable"] == 1.0, rg.proof
+        assert rg.proof["greedy_rows"] == [1.0, 1.0, 1.0]  # the stand-in's own tokens against transformers
         assert manifest.runtime_graph_notes == {} and m.runners["model"].kv_layout == "shared"
     else:
         assert manifest.runtime_graphs == {} and expected in manifest.runtime_graph_notes["model"]
@@ -143,10 +149,11 @@ def test_converts_and_runs_the_graph_it_can(case: str) -> None:
     _greedy_matches_transformers(src, m)
 
 
-def test_unproven_stand_in_is_never_loaded(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unproven_stand_in_is_never_loaded(converted: Callable[[str], tuple[Path, Path]], tmp_path: Path,
+                                          caplog: pytest.LogCaptureFixture) -> None:
     """An artifact whose stand-in did not pass its proof (strict=False of an older edgekit, an edited
     manifest) loads its portable graph, and says so."""
-    _, art = _converted("qwen3_moe-16")
+    _, art = converted("qwen3_moe-16")
     copy = shutil.copytree(art, tmp_path / "art")
     doc = json.loads((copy / "edgekit.json").read_text())
     [rg] = doc["runtime_graphs"].values()
