@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +31,6 @@ from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.generate import STEP_INPUTS, GenerateSection, KVCache
 from edgekit.errors import UnsupportedError
 from edgekit.tasks.generator import token_ids
-
-log = logging.getLogger("edgekit")
 
 MAX_BATCH = 256
 MAX_LEN = 32768
