@@ -42,13 +42,15 @@ from transformers.cache_utils import DynamicCache
 from edgekit.contract.base import BATCH, SEQUENCE
 from edgekit.contract.generate import KVCache
 from edgekit.converters.export import GraphExport
+from edgekit.converters.spec import NoRuntimeGraph
+from edgekit.converters.wrappers import export_experts
 
 ATTENTION = "edgekit_gqa"
 SLOTS = "slots"
 MAX_BATCH, MAX_LEN = 256, 32768
 
 
-class NotExpressible(Exception):
+class NotExpressible(NoRuntimeGraph):
     """The model's attention uses something GroupQueryAttention cannot express (ALiBi, sinks, ...)."""
 
 
@@ -217,7 +219,7 @@ class Rotary:
     """A model's rotary embedding handed to the attention op: half-split cos/sin caches for every
     position, and the modeling modules whose `apply_rotary_pos_emb` steps aside while it runs."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, head_dim: int) -> None:
         self.modules: list[Any] = []
         self.cos = self.sin = torch.zeros((0, 0))
         rotary = next((m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding")
@@ -233,6 +235,12 @@ class Rotary:
         cos, sin, half = cos[0].float(), sin[0].float(), cos.shape[-1] // 2
         if not (torch.equal(cos[:, :half], cos[:, half:]) and torch.equal(sin[:, :half], sin[:, half:])):
             raise NotExpressible("the rotary embedding is not half-split (interleaved?)")
+        # onnxruntime's GroupQueryAttention rotates the first 2 * cos_cache.shape[1] dims of each head
+        # and refuses at run time a half-size that is not a multiple of 8 (or is over head_size / 2):
+        # partial rotary (GPT-NeoX 0.25, Phi 0.4...) fits only where the rotated part does.
+        if half % 8 or half > (head_dim // 16) * 8:
+            raise NotExpressible(f"rotary embedding over {2 * half} of {head_dim} head dims (GroupQueryAttention "
+                                 "rotates a multiple of 16 dims, at most the whole head)")
         self.cos, self.sin = cos[:, :half].contiguous(), sin[:, :half].contiguous()
         self.modules = sorted({sys.modules[type(m).__module__] for m in model.modules()
                                if hasattr(sys.modules[type(m).__module__], "apply_rotary_pos_emb")}, key=id)
@@ -258,10 +266,10 @@ def _keep_qk(q: torch.Tensor, k: torch.Tensor, *args: Any, **kwargs: Any) -> tup
 class SharedKVDecoder(torch.nn.Module):
     """(input_ids, position_ids, total_length, *buffers) -> (logits, *buffers written)."""
 
-    def __init__(self, model: Any, layers: int) -> None:
+    def __init__(self, model: Any, layers: int, head_dim: int) -> None:
         super().__init__()
         self.model, self.layers = model, layers
-        self.rotary = Rotary(model)
+        self.rotary = Rotary(model, head_dim)
         self.register_buffer("cos_cache", self.rotary.cos)
         self.register_buffer("sin_cache", self.rotary.sin)
 
@@ -269,7 +277,7 @@ class SharedKVDecoder(torch.nn.Module):
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         _CALL.state = _State(past, total_length, self.cos_cache, self.sin_cache)
         try:
-            with self.rotary.handed_over():
+            with self.rotary.handed_over(), export_experts(self.model):
                 out = self.model(input_ids=input_ids, attention_mask=None, position_ids=position_ids,
                                  past_key_values=PassThroughCache(config=self.model.config), use_cache=True)
             present = _CALL.state.present
@@ -296,7 +304,7 @@ def shared_kv_graph(hf_model: Any, cache: KVCache, quant_exclude_ops: list[str])
         model.set_attn_implementation(ATTENTION)
     except (ValueError, TypeError, KeyError) as e:
         raise NotExpressible(f"the model does not take a custom attention implementation ({e})") from None
-    wrapper = SharedKVDecoder(model, cache.layers).eval()
+    wrapper = SharedKVDecoder(model, cache.layers, cache.head_dim).eval()
     b, s, slots = 2, 4, 9
     ids = torch.randint(0, int(model.config.vocab_size), (b, s), generator=torch.Generator().manual_seed(0))
     pos = torch.arange(s).expand(b, s).contiguous()

@@ -18,16 +18,16 @@ from edgekit.contract import check_graphs
 from edgekit.converters.export import describe_onnx, export_graph
 from edgekit.converters.precision import INT8_METHODS, apply_precision, precision_candidates
 from edgekit.converters.sources import resolve_source
-from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, RuntimeGraphExport
+from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec
 from edgekit.converters.specs import match
+from edgekit.converters.stand_ins import StandIns
 from edgekit.errors import ConfigError, ExportError, ParityError, SourceError, UnsupportedError
-from edgekit.manifest import PRECISIONS, Manifest, Precision, RuntimeGraph, SourceInfo
+from edgekit.manifest import PRECISIONS, Manifest, Precision, SourceInfo
 from edgekit.runtimes.onnxruntime import import_onnxruntime
 
 log = logging.getLogger("edgekit")
 
 TARGETS = ("cpu", "cuda", "tensorrt", "jetson")
-RUNTIME_DIR = "ort"  # onnxruntime's stand-in graphs (Manifest.runtime_graphs)
 
 
 def convert(
@@ -104,62 +104,58 @@ def _int8_method(spec: ExportSpec, opts: ConvertOptions) -> str:
 def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) -> Manifest:
     calibration = spec.calibrate(opts.calibration)  # read first: bad data fails before minutes of export
     exports = {tmp / f"{g.name}.onnx": g for g in spec.graphs()}
-    stand_ins = {tmp / RUNTIME_DIR / f"{r.export.name}.onnx": r for r in spec.runtime_graphs(opts.target)}
-    for path, g in [*exports.items(), *((p, r.export) for p, r in stand_ins.items())]:
-        log.info("edgekit: exporting graph '%s'%s", g.name, " (onnxruntime)" if path.parent.name == RUNTIME_DIR else "")
-        path.parent.mkdir(exist_ok=True)
+    for path, g in exports.items():
+        log.info("edgekit: exporting graph '%s'", g.name)
         export_graph(g, path)
-    passes = {path: r.finish(path) if r.finish else {} for path, r in stand_ins.items()}
+    stand_ins = StandIns(tmp)  # an optimisation: each failure keeps the portable graph, recorded
+    stand_ins.make(spec.runtime_graphs(opts.target))
     for rel, data in spec.files(calibration).items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(data)
-    graphs = {**exports, **{p: r.export for p, r in stand_ins.items()}}
     candidates = precision_candidates(opts)
     tried: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edgekit-fp32-") as keep:
         if len(candidates) > 1:  # each try starts from the exported float graphs
-            _copy_graphs(list(graphs), tmp, Path(keep))
+            _copy_graphs([*exports, *stand_ins.live], tmp, Path(keep))
         for i, candidate in enumerate(candidates):
             last = i == len(candidates) - 1
             if i:
-                _copy_graphs([Path(keep) / p.relative_to(tmp) for p in graphs], Path(keep), tmp)
-            precision = apply_precision(graphs, opts, int8_method, calibration, candidate)
-            manifest = _manifest(tmp, spec, precision, exports, stand_ins, passes)
-            manifest.parity = _parity(tmp, spec, precision.produced, calibration, opts.strict and last, portable=True)
-            if manifest.runtime_graphs:
-                proof = _parity(tmp, spec, precision.produced, calibration, opts.strict and last, portable=False)
-                manifest.runtime_graphs = {k: replace(rg, proof=proof) for k, rg in manifest.runtime_graphs.items()}
-            passed = manifest.parity.get("passed") and all(rg.proof.get("passed", True)
-                                                           for rg in manifest.runtime_graphs.values())
+                _copy_graphs([Path(keep) / p.relative_to(tmp) for p in [*exports, *stand_ins.live]], Path(keep), tmp)
+            precision = apply_precision(exports, opts, int8_method, calibration, candidate)
+            stand_ins.apply_precision(opts, int8_method, calibration, candidate)
+            manifest = _manifest(tmp, spec, precision, exports, stand_ins)
+            # The portable graphs alone pick the setting: a stand-in never changes what the artifact is.
+            manifest.parity = _parity(tmp, spec, precision.produced, calibration, opts.strict and last)
+            passed = bool(manifest.parity.get("passed"))
             if candidate is not None:
-                tried.append({**asdict(candidate), "passed": bool(passed), "summary": manifest.parity.get("summary")})
+                tried.append({**asdict(candidate), "passed": passed, "summary": manifest.parity.get("summary")})
             if passed or last:
                 break
             log.info("edgekit: %s %s is outside its parity gate (%s); trying the next setting", opts.precision,
                      candidate, manifest.parity.get("summary"))
+    stand_ins.prove(manifest, lambda: _proof(tmp, spec, manifest.precision.produced, calibration))
     if tried:
         manifest.precision = replace(manifest.precision, details={**manifest.precision.details, "tried": tried})
+    manifest.files = hash_files(tmp)  # a stand-in dropped by its proof took its files with it
     manifest.save(tmp)
     return manifest
 
 
 def _manifest(tmp: Path, spec: ExportSpec, precision: Precision, exports: dict[Path, Any],
-              stand_ins: dict[Path, RuntimeGraphExport], passes: dict[Path, dict[str, int]]) -> Manifest:
+              stand_ins: StandIns) -> Manifest:
     """The manifest of what `tmp` holds now (graphs as rewritten by precision, every file hashed), saved."""
     graphs = {g.name: describe_onnx(path) for path, g in exports.items()}
     src = spec.src
-    version = ".".join(import_onnxruntime().__version__.split(".")[:2])
     manifest = Manifest(task=spec.task, family=spec.family, graphs=graphs, contract=spec.contract(graphs),
                         precision=precision, source=SourceInfo(src.origin, src.description, src.sha256),
-                        versions=_versions(), runtime_graphs={
-                            f"{r.replaces}-onnxruntime": RuntimeGraph(r.replaces, path.relative_to(tmp).as_posix(),
-                                                                     "onnxruntime", r.devices, version, r.kv_layout,
-                                                                     describe_onnx(path), passes[path])
-                            for path, r in stand_ins.items()})
-    problems = check_graphs(manifest.contract, graphs) + manifest.runtime_graph_problems()
+                        versions=_versions())
+    problems = check_graphs(manifest.contract, graphs)
     if problems:  # the spec's contract and its own export disagree: a bug, said plainly
         raise ExportError(f"the exported graphs do not match the {spec.family} contract", found="; ".join(problems),
                           fix="report this as a bug in edgekit, with the model's config")
+    version = ".".join(import_onnxruntime().__version__.split(".")[:2])
+    manifest.runtime_graphs = stand_ins.records(manifest, version)
+    manifest.runtime_graph_notes = dict(stand_ins.notes)
     manifest.files = hash_files(tmp)
     manifest.save(tmp)
     return manifest
@@ -174,29 +170,31 @@ def _copy_graphs(paths: list[Path], src_root: Path, dst_root: Path) -> None:
             shutil.copyfile(f, target)
 
 
-def _parity(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration, strict: bool,
-            portable: bool) -> dict[str, Any]:
-    """Parity measured on the artifact exactly as a user will load it: its portable graphs, or (on the
-    CPU) its onnxruntime stand-ins, which must also answer like the portable graphs."""
+def _parity(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration, strict: bool) -> dict[str, Any]:
+    """Parity measured on the artifact exactly as a user will load it (its portable graphs)."""
     from edgekit.api import load
 
-    model = load(folder, device="cpu", portable=portable)
-    try:
-        if portable:
-            report = spec.parity(model, precision, calibration=calibration)
-        else:
-            with load(folder, device="cpu", portable=True) as reference:
-                report = spec.runtime_proof(reference, model, precision, calibration)
-    finally:
-        model.close()
+    with load(folder, device="cpu", portable=True) as model:
+        report = spec.parity(model, precision, calibration=calibration)
     if strict and not report.get("passed", False):
-        which = "model" if portable else "onnxruntime graph of the model"
         raise ParityError(
-            f"the {precision} {which} does not match PyTorch within tolerance",
+            f"the {precision} model does not match PyTorch within tolerance",
             found=report.get("summary", str(report)),
             fix="use a higher precision, give representative calibration data, or pass strict=False to keep it",
         )
     return report
+
+
+def _proof(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration) -> dict[str, Any]:
+    """The proof of the artifact's onnxruntime stand-ins (on the CPU, before they count as proven):
+    the task's parity through them, and their agreement with the portable graphs."""
+    from edgekit.api import load, open_model
+    from edgekit.runtimes.onnxruntime import open_runners
+
+    art = open_artifact(folder)
+    with open_model(art, open_runners(art, "cpu", unproven=True)) as model, \
+            load(folder, device="cpu", portable=True) as reference:
+        return spec.runtime_proof(reference, model, precision, calibration)
 
 
 def _versions() -> dict[str, str]:

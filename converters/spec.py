@@ -64,11 +64,20 @@ class Limit:
 Gate = dict[str, Limit]  # measure -> limit, for one precision
 
 
+class NoRuntimeGraph(Exception):
+    """A stand-in cannot express this model (a constraint known before export): the message says why."""
+
+
 @dataclass
 class RuntimeGraphExport:
-    """A backend's stand-in for a portable graph (Manifest.runtime_graphs): what to export, what it replaces."""
+    """A backend's stand-in for a portable graph (Manifest.runtime_graphs): how to make it, what it replaces.
 
-    export: GraphExport
+    An optimisation only: the pipeline builds, exports, finishes and proves it, and keeps the portable
+    graph alone (the reason in Manifest.runtime_graph_notes) when any of those fails. `build` raises
+    NoRuntimeGraph where the model is known not to fit.
+    """
+
+    build: Callable[[], GraphExport]
     replaces: str
     devices: tuple[str, ...]  # onnxruntime devices it is for
     kv_layout: str  # how the task feeds its caches ("shared": written in place by the graph)

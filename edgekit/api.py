@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgekit.artifact import Artifact, open_artifact
 from edgekit.tasks import resolve
 from edgekit.tasks.model import Model
+
+if TYPE_CHECKING:
+    from edgekit.runtimes.base import Runner
 
 
 def convert(source: Any, out: str | os.PathLike[str], **kwargs: Any) -> Artifact:
@@ -50,10 +53,13 @@ def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True
     from edgekit.runtimes.select import open_runners
 
     art = open_artifact(path, verify=verify)
-    task_class = resolve(art.manifest.contract.model)
-    runners = open_runners(art, device, portable)
+    return open_model(art, open_runners(art, device, portable))
+
+
+def open_model(art: Artifact, runners: dict[str, Runner]) -> Model:
+    """The artifact's task object (`Classifier`, `Generator`, ...) over `runners`."""
     try:
-        return task_class(art, runners)  # type: ignore[no-any-return]
+        return resolve(art.manifest.contract.model)(art, runners)  # type: ignore[no-any-return]
     except BaseException:
         for r in runners.values():  # the runners may hold GPU memory: nothing will use them
             r.close()

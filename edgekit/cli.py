@@ -218,7 +218,7 @@ def _parity_text(r: dict[str, Any]) -> str:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
 def info(artifact: Path, as_json: bool) -> None:
-    """Show what an artifact holds: task, family, precision, inputs/outputs, contract, parity, engines."""
+    """Show what an artifact holds: task, family, precision, inputs/outputs, parity, stand-in graphs, engines."""
     from edgekit.artifact import open_artifact
 
     m = open_artifact(artifact).manifest
@@ -234,6 +234,12 @@ def _info_text(m: Any) -> str:
         lines += [f"  out {t.name}: {t.dtype} {t.shape}" for t in g.outputs]
     if m.parity:
         lines.append(f"parity at convert: {'PASS' if m.parity.get('passed') else 'FAIL'} - {m.parity.get('summary')}")
+    for rg in m.runtime_graphs.values():
+        lines.append(f"{rg.backend} graph for '{rg.replaces}' ({rg.file}, {rg.kv_layout} cache, {'/'.join(rg.devices)}, "
+                     f"{rg.backend} {rg.version}): proof {'PASS' if rg.proof.get('passed') else 'FAIL'} - "
+                     f"{rg.proof.get('summary')}")
+    for name, why in m.runtime_graph_notes.items():
+        lines.append(f"onnxruntime graph for '{name}': none, the portable graph runs ({why})")
     lines.append(f"engines: {', '.join(m.engines) or 'none (run `edgekit build` on the target)'}")
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in m.versions.items()))
     return "\n".join(lines)
@@ -306,6 +312,7 @@ def build(artifact: Path, device: str, dla_core: int | None, workspace: int, max
           contexts: int, as_json: bool) -> None:
     """Build TensorRT engines for ARTIFACT on this GPU / Jetson (kept in ARTIFACT/engines/, reused)."""
     from edgekit.artifact import open_artifact
+    from edgekit.contract.codec import encode
     from edgekit.runtimes.tensorrt.build import BuildOptions, build_engines
     from edgekit.runtimes.tensorrt.profiles import parse_shape
 
@@ -316,7 +323,8 @@ def build(artifact: Path, device: str, dla_core: int | None, workspace: int, max
                         hardware_compatible=hardware_compatible, version_compatible=version_compatible,
                         shapes=dict(parse_shape(s) for s in shapes), progress=None if quiet else _build_progress)
     records = build_engines(art.path, art.manifest, opts)
-    _emit(records, as_json, lambda rs: "\n".join(f"{g}: {r['file']} (built in {r['build_seconds']} s)" for g, r in rs.items()))
+    _emit(encode(records), as_json,
+          lambda _: "\n".join(f"{g}: {r.file} (built in {r.build_seconds} s)" for g, r in records.items()))
 
 
 def _build_progress(phase: str, done: int, total: int) -> None:

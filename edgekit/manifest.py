@@ -2,7 +2,8 @@
 
 Format 2: `task`, `family`, `graphs` (each ONNX file's inputs and outputs with named dims), the
 task's `contract` section (edgekit/contract/<task>.py), `precision`, `source`, the sha256 of every
-file, versions, the parity report and TensorRT engine records. Reading checks every value's type
+file, versions, the parity report, TensorRT engine records, and onnxruntime's proven stand-in graphs
+(with why a graph has none: `runtime_graph_notes`). Reading checks every value's type
 and that the graphs are what the contract says (`check_graphs`); nothing named in the manifest is
 imported or executed.
 """
@@ -16,6 +17,7 @@ from typing import Any, Literal, Union
 from edgekit.contract import GraphSpec, Section, check_graphs
 from edgekit.contract.base import check_graph
 from edgekit.contract.codec import ContractError, decode, encode
+from edgekit.engines import EngineRecord
 from edgekit.errors import ArtifactError, ArtifactVersionError
 
 FORMAT_VERSION = 2  # 2: typed contract sections (1: free preprocess/postprocess dicts)
@@ -78,8 +80,10 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     versions: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)  # the report measured at convert time
-    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # records of runtimes/tensorrt
-    runtime_graphs: dict[str, RuntimeGraph] = field(default_factory=dict)
+    engines: dict[str, EngineRecord] = field(default_factory=dict)  # plans built by runtimes/tensorrt, by id
+    runtime_graphs: dict[str, RuntimeGraph] = field(default_factory=dict)  # proven stand-ins only
+    # Portable graph name -> why no stand-in replaces it (not expressible, or failed to build/export/prove).
+    runtime_graph_notes: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @property
@@ -97,7 +101,8 @@ class Manifest:
         doc = {"format_version": self.format_version, "task": self.task, "family": self.family,
                "graphs": encode(self.graphs), "contract": encode(self.contract), "precision": encode(self.precision),
                "source": encode(self.source), "files": self.files, "versions": self.versions,
-               "parity": self.parity, "engines": self.engines, "runtime_graphs": encode(self.runtime_graphs)}
+               "parity": self.parity, "engines": encode(self.engines), "runtime_graphs": encode(self.runtime_graphs),
+               "runtime_graph_notes": self.runtime_graph_notes}
         return json.dumps(doc, indent=2) + "\n"
 
     def save(self, folder: Path) -> None:
@@ -135,8 +140,10 @@ class Manifest:
                     files=decode(dict[str, str], d.get("files", {}), "files"),
                     versions=decode(dict[str, str], d.get("versions", {}), "versions"),
                     parity=decode(dict[str, Any], d.get("parity", {}), "parity"),
-                    engines=decode(dict[str, dict[str, Any]], d.get("engines", {}), "engines"),
+                    engines=decode(dict[str, EngineRecord], d.get("engines", {}), "engines"),
                     runtime_graphs=decode(dict[str, RuntimeGraph], d.get("runtime_graphs", {}), "runtime_graphs"),
+                    runtime_graph_notes=decode(dict[str, str], d.get("runtime_graph_notes", {}),
+                                               "runtime_graph_notes"),
                     format_version=version)
         except ContractError as e:
             raise ArtifactError(f"{where} is malformed at {e.path}", found=e.problem,
@@ -149,15 +156,15 @@ class Manifest:
         return m
 
     def runtime_graph_problems(self) -> list[str]:
-        problems = []
-        for key, rg in self.runtime_graphs.items():
-            needs = self.contract.runtime_needs(rg.replaces, rg.kv_layout) if rg.replaces in self.graphs else None
-            if needs is None:
-                problems.append(f"runtime graph '{key}' stands in for '{rg.replaces}' with a {rg.kv_layout} cache, "
-                                f"which a {self.contract.tag} artifact does not have")
-            else:
-                problems += check_graph(key, rg.graph, needs)
-        return problems
+        return [p for key, rg in self.runtime_graphs.items() for p in self.stand_in_problems(key, rg)]
+
+    def stand_in_problems(self, key: str, rg: RuntimeGraph) -> list[str]:
+        """How runtime graph `rg` (recorded as `key`) disagrees with what this contract needs of it."""
+        needs = self.contract.runtime_needs(rg.replaces, rg.kv_layout) if rg.replaces in self.graphs else None
+        if needs is None:
+            return [f"runtime graph '{key}' stands in for '{rg.replaces}' with a {rg.kv_layout} cache, "
+                    f"which a {self.contract.tag} artifact does not have"]
+        return check_graph(key, rg.graph, needs)
 
     def graph_files(self) -> list[str]:
         """Every ONNX file of the artifact: the portable graphs and their backend stand-ins."""

@@ -90,6 +90,24 @@ def test_manifest_naming_a_file_outside_is_refused(art: Path) -> None:
         open_artifact(art)
 
 
+@pytest.mark.parametrize("file", ["engines/../../outside.plan", "model.onnx", "engines/sub/x.plan"])
+def test_engine_record_naming_a_file_outside_engines_is_refused(art: Path, file: str) -> None:
+    m = json.loads((art / "edgekit.json").read_text())
+    fp = {"graph": "model", "onnx_sha256": "0" * 64, "gpu": "T4", "cc": "7.5", "trt": "10.3.0", "precision": "fp32",
+          "dla_core": None, "profiles": [{"name": "default", "dims": {"batch": [1, 1, 4]}}], "contexts": 1}
+    options = {"workspace_mb": 4096, "dla_core": None, "hardware_compatible": False, "version_compatible": False,
+               "optimization_level": None, "strongly_typed": True, "contexts": 1}
+    record = {"graph": "model", "file": "engines/x.plan", "sha256": "0" * 64, "fingerprint": fp,
+              "built_for": {"gpu": "T4", "cc": "7.5", "trt": "10.3.0"}, "options": options, "build_seconds": 1.0}
+    m["engines"] = {"x": record}
+    (art / "edgekit.json").write_text(json.dumps(m))
+    assert open_artifact(art).manifest.engines["x"].file == "engines/x.plan"  # the well-formed record reads
+    m["engines"] = {"x": {**record, "file": file}}
+    (art / "edgekit.json").write_text(json.dumps(m))
+    with pytest.raises(ArtifactError, match="malformed at engines.x.*not inside the artifact's engines/"):
+        open_artifact(art)
+
+
 # ------------------------------------------------------------------ external data confinement
 
 

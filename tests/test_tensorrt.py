@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pytest
 
 import trt_fakes as F
 from edgekit.runtimes.tensorrt import build as T
-from edgekit.runtimes.tensorrt.fingerprint import Machine
+from edgekit.engines import EngineRecord, Machine
 from edgekit.errors import BackendUnavailableError, EngineError, InputError
 from edgekit.contract import ClassifySection, CtcSection, GenerateSection, GraphSpec, TensorSpec, WhisperSection
 from edgekit.contract.classify import TensorInput
@@ -79,7 +80,7 @@ def _ctc(features: str, chunk_length_s: float) -> CtcSection:
                       "input_values", ("_", "a"), 0, " ", ())
 
 
-def _build(folder: Path, **opts: object) -> dict:
+def _build(folder: Path, **opts: object) -> EngineRecord:
     m = Manifest.load(folder)
     records = T.build_engines(folder, m, T.BuildOptions(**opts))  # type: ignore[arg-type]
     return records["model"]
@@ -172,15 +173,15 @@ def test_runner_picks_decode_profile_for_one_token() -> None:
 
 def test_build_writes_plan_record_and_timing_cache_then_reuses(art: Path, calls: F.Calls) -> None:
     record = _build(art, workspace_mb=512)
-    plan = art / record["file"]
+    plan = art / record.file
     assert plan.is_file() and plan.parent.name == "engines" and plan.suffix == ".plan"
-    assert record["file"] == f"engines/{plan.stem}.plan" and plan.stem.startswith("model-h100-80gb-hbm3-sm90-trt10.3.0-fp32-")
-    assert Manifest.load(art).engines[plan.stem]["sha256"] == record["sha256"]
+    assert record.file == f"engines/{plan.stem}.plan" and plan.stem.startswith("model-h100-80gb-hbm3-sm90-trt10.3.0-fp32-")
+    assert Manifest.load(art).engines[plan.stem] == record
     assert calls.config["network_flags"] == 1 << 1  # STRONGLY_TYPED
     assert calls.config["pool:WORKSPACE"] == 512 << 20
     # One copy of the profile set per execution context that may run at once (default 2).
     assert calls.profiles == [{"pixel_values": ([1, 3, 16, 16], [8, 3, 16, 16], [32, 3, 16, 16])}] * 2
-    assert record["fingerprint"]["contexts"] == 2 and len(record["fingerprint"]["profiles"]) == 1
+    assert record.fingerprint.contexts == 2 and len(record.fingerprint.profiles) == 1
     cache = art / "engines" / "timing.cache"
     assert cache.read_bytes() == b"tactic;" and calls.timing_cache_loaded == [b""]
 
@@ -195,7 +196,7 @@ def test_build_writes_plan_record_and_timing_cache_then_reuses(art: Path, calls:
 
 def test_other_profile_gets_its_own_plan(art: Path, calls: F.Calls) -> None:
     a, b = _build(art), _build(art, max_batch=4)
-    assert a["file"] != b["file"] and calls.builds == 2
+    assert a.file != b.file and calls.builds == 2
     assert len(Manifest.load(art).engines) == 2
 
 
@@ -221,7 +222,7 @@ def test_failed_build_reports_trt_log(art: Path, monkeypatch: pytest.MonkeyPatch
 def test_dla_core_with_gpu_fallback(art: Path, calls: F.Calls) -> None:
     record = _build(art, dla_core=1)
     assert calls.config["DLA_core"] == 1 and repr(calls.config["default_device_type"]) == "DLA"
-    assert "GPU_FALLBACK" in calls.flags and "-dla1-" in record["file"]
+    assert "GPU_FALLBACK" in calls.flags and "-dla1-" in record.file
     with pytest.raises(EngineError, match="DLA core 2 was asked for.*has 2 DLA cores"):
         _build(art, dla_core=2)
 
@@ -230,8 +231,8 @@ def test_compatibility_options_change_the_fingerprint(art: Path, calls: F.Calls)
     record = _build(art, hardware_compatible=True, version_compatible=True, optimization_level=5)
     assert repr(calls.config["hardware_compatibility_level"]) == "AMPERE_PLUS"
     assert "VERSION_COMPATIBLE" in calls.flags and calls.config["builder_optimization_level"] == 5
-    fp = record["fingerprint"]
-    assert (fp["gpu"], fp["cc"], fp["trt"]) == ("ampere+", "8.0+", "10")
+    fp = record.fingerprint
+    assert (fp.gpu, fp.cc, fp.trt) == ("ampere+", "8.0+", "10") and record.version_compatible
 
 
 def test_progress_monitor_reports_steps_with_eta(art: Path, calls: F.Calls) -> None:
@@ -358,10 +359,10 @@ def test_altered_or_missing_engine_is_refused(art: Path, calls: F.Calls) -> None
     with pytest.raises(EngineError, match="no engine was built for this artifact.*edgekit build"):
         edgekit.load(art, device="tensorrt")
     record = _build(art)
-    (art / record["file"]).write_bytes(b"garbage")
+    (art / record.file).write_bytes(b"garbage")
     with pytest.raises(EngineError, match="altered"):
         edgekit.load(art, device="tensorrt")
-    (art / record["file"]).unlink()
+    (art / record.file).unlink()
     with pytest.raises(EngineError, match="missing"):
         edgekit.load(art, device="tensorrt")
     assert calls.deserialized == 0
@@ -371,10 +372,11 @@ def test_engine_tensorrt_rejects_is_reported(art: Path, calls: F.Calls) -> None:
     import edgekit
 
     record = _build(art)
-    path = art / record["file"]
+    path = art / record.file
     path.write_bytes(b"not a plan")
     m = Manifest.load(art)
-    m.engines[Path(record["file"]).stem]["sha256"] = __import__("hashlib").sha256(b"not a plan").hexdigest()
+    key = Path(record.file).stem
+    m.engines[key] = replace(m.engines[key], sha256=__import__("hashlib").sha256(b"not a plan").hexdigest())
     m.save(art)
     with pytest.raises(EngineError, match="TensorRT refused.*magic tag mismatch"):
         edgekit.load(art, device="tensorrt")
@@ -422,12 +424,16 @@ def test_auto_prefers_tensorrt_when_it_has_an_engine(art: Path, calls: F.Calls) 
 
 
 def test_fingerprint_roundtrip() -> None:
-    from edgekit.runtimes.tensorrt.fingerprint import Fingerprint, make_fingerprint, mismatches
+    from edgekit.contract.codec import decode, encode
+    from edgekit.engines import Fingerprint
+    from edgekit.runtimes.tensorrt.fingerprint import make_fingerprint, mismatches
 
     m = Machine("Orin", "8.7", "10.3.0")
-    fp = make_fingerprint("decoder", "ab" * 32, m, "int8", [("prompt", {"batch": (1, 1, 4)})], dla_core=0)
-    assert Fingerprint.from_dict(json.loads(json.dumps(fp.to_dict()))) == fp
-    assert fp.id.startswith("decoder-orin-sm87-trt10.3.0-int8-dla0-")
+    fp = make_fingerprint("decoder", "ab" * 32, m, "int8", [("prompt", {"past": (0, 1, 8), "batch": (1, 1, 4)})],
+                          dla_core=0)
+    assert decode(Fingerprint, json.loads(json.dumps(encode(fp))), "fingerprint") == fp
+    # The id of edgekit's earlier (untyped) records: plans built before keep their names.
+    assert fp.id == "decoder-orin-sm87-trt10.3.0-int8-dla0-2d29967908cf"
     assert mismatches(fp, m, "ab" * 32, "int8") == []
     assert mismatches(fp, m, "cd" * 32, "fp16") == [
         f"ONNX graph {'ab' * 6} (built) vs {'cd' * 6} (artifact now)", "precision int8 (built) vs fp16 (artifact)"]
@@ -444,9 +450,9 @@ def test_dla_or_gpu_plan_chosen_at_load(art: Path, calls: F.Calls, monkeypatch: 
     gpu = _build(art)
     a = open_artifact(art)
     machine = current_machine(__import__("sys").modules["tensorrt"])
-    assert select_engine(a, "model", machine).file == gpu["file"]
+    assert select_engine(a, "model", machine).file == gpu.file
     monkeypatch.setenv("EDGEKIT_DLA_CORE", "1")
-    assert select_engine(a, "model", machine).file == dla["file"]
+    assert select_engine(a, "model", machine).file == dla.file
 
 
 def test_convert_with_tensorrt_target_builds_engines(tmp_path: Path, calls: F.Calls) -> None:
@@ -458,7 +464,7 @@ def test_convert_with_tensorrt_target_builds_engines(tmp_path: Path, calls: F.Ca
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
     art = edgekit.convert(net, tmp_path / "m", example_inputs=torch.rand(1, 3, 2, 2), labels=["x", "y"], target="tensorrt")
     [record] = art.manifest.engines.values()
-    assert (art.path / record["file"]).is_file() and calls.builds == 1
+    assert (art.path / record.file).is_file() and calls.builds == 1
     assert edgekit.load(art.path, device="tensorrt").device == "tensorrt"
 
 
@@ -477,8 +483,9 @@ def test_convert_with_tensorrt_target_without_tensorrt_says_how(tmp_path: Path, 
 def test_plans_of_an_older_onnx_are_pruned(art: Path, calls: F.Calls) -> None:
     old = _build(art)
     m = Manifest.load(art)
-    m.engines[Path(old["file"]).stem]["fingerprint"]["onnx_sha256"] = "0" * 64  # as if built from an older graph
+    key = Path(old.file).stem  # as if built from an older graph:
+    m.engines[key] = replace(old, fingerprint=replace(old.fingerprint, onnx_sha256="0" * 64))
     m.save(art)
     other_gpu = _build(art, hardware_compatible=True)
-    assert list(Manifest.load(art).engines) == [Path(other_gpu["file"]).stem]
-    assert not (art / old["file"]).exists() and (art / other_gpu["file"]).exists()
+    assert list(Manifest.load(art).engines) == [Path(other_gpu.file).stem]
+    assert not (art / old.file).exists() and (art / other_gpu.file).exists()

@@ -5,6 +5,7 @@ machine and the build machines: see docs/gpu.md); run them on a GPU host or a Je
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,8 @@ def test_tensorrt_refuses_an_engine_from_another_version(cnn: Path, tmp_path: Pa
     shutil.copytree(cnn, art)
     m = Manifest.load(art)
     build_engines(art, m)
-    for record in m.engines.values():
-        record["fingerprint"]["trt"] = "9.0.0"
+    for key, record in m.engines.items():
+        m.engines[key] = replace(record, fingerprint=replace(record.fingerprint, trt="9.0.0"))
     m.save(art)
     with pytest.raises(edgekit.EngineError, match="TensorRT 9.0.0 \\(built\\)"):
         edgekit.load(art, device="tensorrt")

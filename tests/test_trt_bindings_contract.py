@@ -68,12 +68,12 @@ def _known_attributes(tree: ast.Module) -> set[str]:
     """Attributes explained by non-TensorRT types: Python/numpy objects and the module's own classes."""
     import edgekit.artifact as A
     import edgekit.contract as C
+    import edgekit.engines as ENG
     import edgekit.errors as E
     import edgekit.manifest as M
     import edgekit.runtimes.base as B
     import edgekit.runtimes.cuda as CU
     import edgekit.runtimes.tensorrt.build as T
-    import edgekit.runtimes.tensorrt.fingerprint as FP
 
     import subprocess
 
@@ -83,8 +83,8 @@ def _known_attributes(tree: ast.Module) -> set[str]:
                threading.Condition(),
                ort.IOBinding, B.StepSpec, B.HostStepper(None, B.StepSpec({}, {}, {}, {})), CU.DeviceBuffers(None), dict, list, str, bytes, tuple, set, int, float, object, np.ndarray, np.dtype, Path, logging.Logger,
                threading.local(), threading.Lock(), hashlib.sha256(), Exception, M.Manifest, C.GraphSpec,
-               C.TensorSpec, C.Section, M.Precision, M.RuntimeGraph, A.Artifact, T.BuildOptions, T.Eta, FP.Machine, FP.Fingerprint,
-               FP.EngineRecord, E.EngineError("an edgekit error", found="", fix="")]
+               C.TensorSpec, C.Section, M.Precision, M.RuntimeGraph, A.Artifact, T.BuildOptions, T.Eta, ENG.Machine, ENG.Fingerprint,
+               ENG.EngineRecord, ENG.EngineOptions, ENG.Profile, E.EngineError("an edgekit error", found="", fix="")]
     known = {a for o in objects for a in dir(o)}
     known |= {f for o in objects for f in getattr(o, "__dataclass_fields__", {})}
     for node in ast.walk(tree):

@@ -10,17 +10,16 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from edgekit.converters.export import GraphExport
-from edgekit.converters.ort_attention import NotExpressible, shared_kv_graph
+from edgekit.converters.ort_attention import shared_kv_graph
 from edgekit.converters.ort_graph import finish_for_onnxruntime
 from edgekit.converters.sources import Source, auto_architectures
-from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
+from edgekit.converters.spec import ConvertOptions, NoRuntimeGraph, RuntimeGraphExport
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, chat_template, generation_defaults, torch_step
 from edgekit.converters.wrappers import export_experts
@@ -32,8 +31,6 @@ from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.generate import STEP_INPUTS, GenerateSection, KVCache
 from edgekit.errors import UnsupportedError
 from edgekit.tasks.generator import token_ids
-
-log = logging.getLogger("edgekit")
 
 MAX_BATCH = 256
 MAX_LEN = 32768
@@ -110,17 +107,13 @@ class HFCausalLM(GeneratorSpec):
         """For onnxruntime targets: the decoder with fused GroupQueryAttention over shared cache buffers."""
         if target not in ("cpu", "cuda"):
             return []  # TensorRT builds from the portable graph
-        if self.cache.compact:  # the fused graph keeps fixed slots; these models need a compact past
-            log.info("edgekit: %s: attention depends on where past slots sit; the portable graph runs everywhere",
-                     self.family)
-            return []
-        try:
-            g = shared_kv_graph(self.model, self.cache, list(self.facts.quant_exclude_ops))
-        except NotExpressible as e:
-            log.info("edgekit: %s: no onnxruntime fused-attention graph (%s); the portable graph runs everywhere",
-                     self.family, e)
-            return []
-        return [RuntimeGraphExport(g, "model", ("cpu", "cuda"), "shared", finish_for_onnxruntime)]
+        return [RuntimeGraphExport(self._shared_kv_graph, "model", ("cpu", "cuda"), "shared", finish_for_onnxruntime)]
+
+    def _shared_kv_graph(self) -> GraphExport:
+        if self.cache.compact:
+            raise NoRuntimeGraph("attention depends on where past slots sit (the past must stay compact); "
+                                 "the fused graph keeps fixed slots")
+        return shared_kv_graph(self.model, self.cache, list(self.facts.quant_exclude_ops))
 
     def files(self, calibration: Any) -> dict[str, bytes]:
         return {"tokenizer.json": self.tokenizer_json} if self.tokenizer_json else {}

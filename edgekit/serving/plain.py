@@ -33,13 +33,13 @@ def plain_model(art: Artifact, name: str, backend: str, opts: ServeOptions) -> t
         data = art.path / (graph.file + ".data")
         files += [(data, data.name)] if data.is_file() else []
     else:
-        plans = [r for r in art.manifest.engines.values() if r.get("graph") == "model"]
+        plans = [r for r in art.manifest.engines.values() if r.graph == "model"]
         if len(plans) != 1:
             raise UnsupportedError(f"--plain tensorrt needs exactly one TensorRT engine in '{art.path}'",
                                    found=f"{len(plans)} engines",
                                    fix="run `edgekit build` on the target GPU (with the TensorRT of the Triton "
                                        "that will serve it) into a fresh copy of the artifact")
-        files = [(art.file(plans[0]["file"]), "model.plan")]
+        files = [(art.file(plans[0].file), "model.plan")]
     kind = "KIND_GPU" if backend == "tensorrt" or opts.device in ("cuda", "tensorrt") else "KIND_CPU"
     tensors = []
     for direction, specs in (("input", graph.inputs), ("output", graph.outputs)):

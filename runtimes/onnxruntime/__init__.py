@@ -111,28 +111,35 @@ def probe(device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def open_runners(art: Artifact, device: str, portable: bool = False) -> dict[str, Runner]:
+def open_runners(art: Artifact, device: str, portable: bool = False, unproven: bool = False) -> dict[str, Runner]:
     """One runner per graph: the artifact's onnxruntime stand-in for it where one fits this device and
-    onnxruntime version (unless `portable`), else the portable graph."""
+    onnxruntime version (unless `portable`), else the portable graph. `unproven`: for the convert's
+    own proof, a stand-in is taken before it has passed it."""
     from edgekit.runtimes.onnxruntime.runner import OrtRunner
 
     runners: dict[str, Runner] = {}
     for name, g in art.manifest.graphs.items():
-        rg = None if portable else runtime_graph(art, name, device)
+        rg = None if portable else runtime_graph(art, name, device, unproven)
         runners[name] = (OrtRunner(art.file(rg.file), rg.graph, device=device, kv_layout=rg.kv_layout) if rg
                          else OrtRunner(art.file(g.file), g, device=device))
     return runners
 
 
-def runtime_graph(art: Artifact, name: str, device: str) -> RuntimeGraph | None:
-    """The stand-in for graph `name` made for this device and onnxruntime version, if the artifact has one."""
+def runtime_graph(art: Artifact, name: str, device: str, unproven: bool = False) -> RuntimeGraph | None:
+    """The proven stand-in for graph `name` made for this device and onnxruntime version, if the artifact has one."""
     ours = [rg for rg in art.manifest.runtime_graphs.values() if rg.replaces == name and rg.backend == "onnxruntime"]
     if not ours:
         return None
     version = ".".join(import_onnxruntime().__version__.split(".")[:2])
     for rg in ours:
         if device in rg.devices and rg.version == version:
-            return rg
+            if unproven or rg.proof.get("passed") is True:
+                return rg
+            # A stand-in is an optimisation: one that did not pass its proof (kept by an older edgekit
+            # with strict=False, or an edited manifest) never runs in place of the portable graph.
+            log.warning("edgekit: %s: the onnxruntime graph for '%s' did not pass its proof at convert (%s); "
+                        "running the portable graph", art.path.name, name, rg.proof.get("summary", "no proof"))
+            return None
     # Graphs with contrib ops are proven on the onnxruntime they were made with; another version (or
     # device) runs the portable graph, which is correct and slower: say so.
     log.warning("edgekit: %s: the onnxruntime graph for '%s' was made for onnxruntime %s on %s; this is %s on %s: "

@@ -25,16 +25,16 @@ from typing import Any
 
 from edgekit.artifact import sha256_file
 from edgekit.contract import GraphSpec
+from edgekit.engines import ENGINE_DIR, EngineOptions, EngineRecord, Machine
 from edgekit.errors import ConfigError, EngineError
 from edgekit.manifest import Manifest
 from edgekit.runtimes.tensorrt import import_trt
-from edgekit.runtimes.tensorrt.fingerprint import EngineRecord, Machine, make_fingerprint
+from edgekit.runtimes.tensorrt.fingerprint import make_fingerprint
 from edgekit.runtimes.tensorrt.logger import logged_errors, make_logger
 from edgekit.runtimes.tensorrt.profiles import Profile, Range, choose_profiles, input_shapes
 
 log = logging.getLogger("edgekit")
 
-ENGINE_DIR = "engines"
 TIMING_CACHE = "timing.cache"
 Progress = Callable[[str, int, int], None]
 
@@ -111,7 +111,7 @@ def _progress_monitor(trt: Any, eta: Eta) -> Any:
 
 # ---------------------------------------------------------------- the build
 
-def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None = None) -> dict[str, Any]:
+def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None = None) -> dict[str, EngineRecord]:
     """Build (or reuse) one plan per graph of the artifact in `folder`; update and save the manifest."""
     from edgekit.runtimes.tensorrt.runner import current_machine
 
@@ -133,7 +133,8 @@ def build_engines(folder: Path, manifest: Manifest, options: BuildOptions | None
     return records
 
 
-def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, opts: BuildOptions, trt: Any) -> dict[str, Any]:
+def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, opts: BuildOptions,
+                 trt: Any) -> EngineRecord:
     graph = manifest.graph(name)
     onnx_path = folder / graph.file
     profiles = choose_profiles(manifest.contract, name, graph, opts.max_batch, opts.shapes)
@@ -142,31 +143,25 @@ def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, 
     plan_path = folder / ENGINE_DIR / f"{fp.id}.plan"
     _prune_stale(folder, manifest, name, fp.onnx_sha256)
     old = manifest.engines.get(fp.id)
-    if not opts.rebuild and old is not None and plan_path.is_file() and sha256_file(plan_path) == old.get("sha256"):
+    if not opts.rebuild and old is not None and plan_path.is_file() and sha256_file(plan_path) == old.sha256:
         log.info("edgekit: reusing TensorRT engine %s", plan_path.name)
         return old
     plan_path.parent.mkdir(exist_ok=True)
     t0 = time.monotonic()
     data = _build_plan(onnx_path, graph, profiles * opts.contexts, opts, trt, folder / ENGINE_DIR / TIMING_CACHE)
     _write_atomic(plan_path, data)
-    record = {
-        "graph": name, "file": f"{ENGINE_DIR}/{plan_path.name}", "sha256": hashlib.sha256(data).hexdigest(),
-        "fingerprint": fp.to_dict(), "built_for": {"gpu": machine.gpu, "cc": machine.cc, "trt": machine.trt},
-        "options": {"workspace_mb": opts.workspace_mb, "dla_core": opts.dla_core,
-                    "hardware_compatible": opts.hardware_compatible, "version_compatible": opts.version_compatible,
-                    "optimization_level": opts.optimization_level, "strongly_typed": True,
-                    "contexts": opts.contexts},
-        "build_seconds": round(time.monotonic() - t0, 2),
-    }
+    options = EngineOptions(opts.workspace_mb, opts.dla_core, opts.hardware_compatible, opts.version_compatible,
+                            opts.optimization_level, True, opts.contexts)
+    record = EngineRecord(name, f"{ENGINE_DIR}/{plan_path.name}", hashlib.sha256(data).hexdigest(), fp, machine, options,
+                          round(time.monotonic() - t0, 2))
     manifest.engines[fp.id] = record
-    log.info("edgekit: built TensorRT engine %s in %.1f s", plan_path.name, record["build_seconds"])
+    log.info("edgekit: built TensorRT engine %s in %.1f s", plan_path.name, record.build_seconds)
     return record
 
 
 def _prune_stale(folder: Path, manifest: Manifest, graph: str, onnx_sha256: str) -> None:
     """Drop plans of this graph built from another ONNX: no machine can ever use them again."""
-    for key, raw in list(manifest.engines.items()):
-        record = EngineRecord.from_dict(raw)  # checked: its file stays inside engines/
+    for key, record in list(manifest.engines.items()):  # checked at load: its file stays inside engines/
         if record.graph == graph and record.fingerprint.onnx_sha256 != onnx_sha256:
             (folder / record.file).unlink(missing_ok=True)
             del manifest.engines[key]

@@ -6,95 +6,18 @@ its id (`engines/<id>.plan`) is readable and ends in a hash of the full record. 
 compares the fields one by one *before* deserializing, so a plan built elsewhere is refused with
 the differing fields named, never handed to TensorRT to crash on.
 
-`EngineRecord` is a built plan as the manifest stores it (`manifest.engines[id]`, written by
-build.py) and as the runner reads it back, checked. Pure Python: no tensorrt here.
+The records themselves (`Fingerprint`, `EngineRecord`) are typed manifest records in
+edgekit/engines.py. Pure Python: no tensorrt here.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from dataclasses import asdict, dataclass
 from typing import Any
+
+from edgekit.engines import Fingerprint, Machine, Profile
 
 # Hardware-compatible plans (AMPERE_PLUS) run on any GPU of compute capability 8.0 or newer.
 HW_COMPAT_GPU = "ampere+"
 HW_COMPAT_MIN_CC = (8, 0)
-
-
-@dataclass(frozen=True)
-class Machine:
-    """The GPU and TensorRT a plan is built on or run on."""
-
-    gpu: str  # e.g. "NVIDIA H100 80GB HBM3", "Orin"
-    cc: str  # compute capability "9.0"
-    trt: str  # TensorRT version "10.3.0"
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    graph: str
-    onnx_sha256: str
-    gpu: str  # GPU name, or "ampere+" for a hardware-compatible plan
-    cc: str  # compute capability, or "8.0+" for a hardware-compatible plan
-    trt: str  # full TensorRT version, or "10" (major) for a version-compatible plan
-    precision: str
-    dla_core: int | None
-    profiles: tuple[tuple[str, tuple[tuple[str, tuple[int, int, int]], ...]], ...]
-    contexts: int = 1  # copies of the profile set: how many execution contexts may run at once
-
-    @property
-    def id(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-        dla = f"-dla{self.dla_core}" if self.dla_core is not None else ""
-        return f"{self.graph}-{_slug(self.gpu)}-sm{self.cc.replace('.', '')}-trt{self.trt}-{self.precision}{dla}-{digest}"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["profiles"] = [{"name": n, "dims": {k: list(v) for k, v in dims}} for n, dims in self.profiles]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Fingerprint:
-        profiles = tuple(
-            (str(p["name"]), tuple((str(k), tuple(int(x) for x in v)) for k, v in p["dims"].items()))
-            for p in d["profiles"]
-        )
-        dla = d.get("dla_core")
-        return cls(str(d["graph"]), str(d["onnx_sha256"]), str(d["gpu"]), str(d["cc"]), str(d["trt"]),
-                   str(d["precision"]), None if dla is None else int(dla), profiles,  # type: ignore[arg-type]
-                   int(d.get("contexts", 1)))
-
-
-@dataclass(frozen=True)
-class EngineRecord:
-    """What the runner needs of a manifest's engine record; the rest of it is for people."""
-
-    graph: str
-    file: str  # relative to the artifact folder, "engines/<id>.plan"
-    sha256: str
-    fingerprint: Fingerprint
-    version_compatible: bool
-
-    @classmethod
-    def from_dict(cls, d: Any) -> EngineRecord:
-        from edgekit.errors import EngineError
-
-        try:
-            fp = Fingerprint.from_dict(d["fingerprint"])
-            record = cls(str(d["graph"]), str(d["file"]), str(d["sha256"]), fp,
-                         bool(d.get("options", {}).get("version_compatible", False)))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise EngineError(f"a TensorRT engine record of the manifest is malformed ({type(e).__name__}: {e})",
-                              fix="run `edgekit build --rebuild`") from None
-        if not record.file.startswith("engines/") or ".." in record.file.split("/"):
-            raise EngineError(f"the engine record names '{record.file}', outside the artifact's engines/",
-                              fix="the artifact was tampered with; run `edgekit build --rebuild`")
-        return record
-
-    def profile_dims(self) -> list[dict[str, tuple[int, int, int]]]:
-        """Per optimization profile (one copy), each named dim's (min, opt, max)."""
-        return [dict(dims) for _, dims in self.fingerprint.profiles]  # type: ignore[misc]
 
 
 def make_fingerprint(
@@ -108,8 +31,9 @@ def make_fingerprint(
     """
     gpu, cc = (HW_COMPAT_GPU, "{}.{}+".format(*HW_COMPAT_MIN_CC)) if hardware_compatible else (machine.gpu, machine.cc)
     trt = machine.trt.split(".")[0] if version_compatible else machine.trt
-    frozen = tuple((name, tuple(sorted((k, tuple(v)) for k, v in dims.items()))) for name, dims in profiles)
-    return Fingerprint(graph, onnx_sha256, gpu, cc, trt, precision, dla_core, frozen, contexts)  # type: ignore[arg-type]
+    frozen = tuple(Profile(name, {k: (int(v[0]), int(v[1]), int(v[2])) for k, v in sorted(dims.items())})
+                   for name, dims in profiles)
+    return Fingerprint(graph, onnx_sha256, gpu, cc, trt, precision, dla_core, frozen, contexts)
 
 
 def mismatches(fp: Fingerprint, machine: Machine, onnx_sha256: str, precision: str) -> list[str]:
@@ -139,8 +63,3 @@ def mismatches(fp: Fingerprint, machine: Machine, onnx_sha256: str, precision: s
 def _cc_tuple(cc: str) -> tuple[int, int]:
     major, _, minor = cc.rstrip("+").partition(".")
     return int(major), int(minor or 0)
-
-
-def _slug(text: str) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return s.removeprefix("nvidia-")[:32] or "gpu"

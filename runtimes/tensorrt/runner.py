@@ -33,11 +33,12 @@ import numpy as np
 
 from edgekit.artifact import Artifact, sha256_file
 from edgekit.contract import GraphSpec
+from edgekit.engines import EngineRecord, Machine
 from edgekit.errors import EngineError, InputError
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
 from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, cuda_call, gather_rows, import_cudart
 from edgekit.runtimes.tensorrt import import_trt
-from edgekit.runtimes.tensorrt.fingerprint import EngineRecord, Machine, mismatches
+from edgekit.runtimes.tensorrt.fingerprint import mismatches
 from edgekit.runtimes.tensorrt.logger import logged_errors, make_logger
 
 log = logging.getLogger("edgekit")
@@ -72,8 +73,7 @@ def select_engine(art: Artifact, graph: str, machine: Machine) -> EngineRecord:
     # Jetson: an artifact may hold a GPU plan and DLA plans; EDGEKIT_DLA_CORE=N picks core N, else the GPU.
     want_dla = os.environ.get("EDGEKIT_DLA_CORE")
     dla = int(want_dla) if want_dla and want_dla.isdigit() else None
-    records = [EngineRecord.from_dict(r) for r in m.engines.values()]
-    candidates = sorted((r for r in records if r.graph == graph), key=lambda r: r.fingerprint.dla_core != dla)
+    candidates = sorted((r for r in m.engines.values() if r.graph == graph), key=lambda r: r.fingerprint.dla_core != dla)
     reasons = []
     for record in candidates:
         why = mismatches(record.fingerprint, machine, onnx_sha, m.produced_precision)
