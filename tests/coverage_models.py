@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.manifest import Manifest
+
 PROB_TOL = 1e-4
 TASKS = ("generate", "classify-text", "classify-image", "recognize")
 _MAPPINGS = {
@@ -412,17 +414,12 @@ def _is_refusal(e: BaseException) -> bool:
     return isinstance(e, (UnsupportedError, ConfigError, SourceError)) and bool(e.found or e.fix)
 
 
-def runtime_graph(manifest: Any) -> tuple[str, str]:
+def runtime_graph(manifest: Manifest) -> tuple[str, str]:
     """("onnxruntime-gqa", "") where a proven onnxruntime stand-in replaces the decoder graph "model"
-    (Manifest.runtime_graphs), else ("portable", why no stand-in is used).
-
-    The reason is `Manifest.runtime_graph_notes` (portable graph name -> reason), a field another
-    change is adding: read with getattr until it lands, then this reads the field directly.
-    """
+    (Manifest.runtime_graphs), else ("portable", why no stand-in is used: Manifest.runtime_graph_notes)."""
     if any(rg.replaces == "model" for rg in manifest.runtime_graphs.values()):
         return "onnxruntime-gqa", ""
-    notes: dict[str, str] = getattr(manifest, "runtime_graph_notes", {})
-    return "portable", notes.get("model", "")
+    return "portable", manifest.runtime_graph_notes.get("model", "")
 
 
 def _error(e: BaseException) -> str:
