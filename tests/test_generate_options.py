@@ -3,8 +3,9 @@
 One tiny random GPT-2 (converted once), batch 1 and a left-padded batch of three lengths, greedy
 and beam search. The eos token is one the model actually emits, so that rows and beams finish at
 different steps; each option is also checked to change the output of the same call without it (an
-option that did nothing would pass a comparison for the wrong reason). Sampling draws use edgekit's own seeded generator,
-so for the sampling warpers the processed scores of the first step are compared instead.
+option that did nothing would pass a comparison for the wrong reason). Sampling draws use edgekit's
+own seeded generator, so for the sampling warpers the processed scores of the first step are compared
+instead.
 """
 from __future__ import annotations
 
