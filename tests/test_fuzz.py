@@ -222,6 +222,32 @@ def test_manifests_with_any_field_replaced(manifest_art: tuple[Path, dict[str, A
         shutil.rmtree(art)
 
 
+def test_every_manifest_field_refuses_each_other_kind(manifest_art: tuple[Path, dict[str, Any]],
+                                                     tmp_path: Path) -> None:
+    """The fuzz above, exhaustively: every field, one value of each other kind (same rules)."""
+    src, manifest = manifest_art
+    for f in src.iterdir():
+        if f.name != "edgekit.json":
+            os.link(f, tmp_path / f.name)
+    kinds = [True, 7, 2.5, "x", [1], {"a": 1}]
+    accepted = []
+    for path in [p for p in _paths(manifest) if p and p[0] not in ("parity", "versions", "source")]:
+        doc = json.loads(json.dumps(manifest))
+        target = doc
+        for k in path[:-1]:
+            target = target[k]
+        allowed = {"number", "string"} if len(path) > 1 and path[-2] == "shape" else {_kind(target[path[-1]])}
+        for value in (v for v in kinds if _kind(v) not in allowed):
+            target[path[-1]] = value
+            (tmp_path / "edgekit.json").write_text(json.dumps(doc))
+            try:
+                edgekit.load(tmp_path, device="cpu")
+                accepted.append((path, value))
+            except ArtifactError:
+                pass
+    assert not accepted, f"manifest values of the wrong kind loaded: {accepted[:6]}"
+
+
 @FUZZ
 @given(doc=st.one_of(JSON, st.binary(max_size=200).map(lambda b: b.decode("latin-1"))))
 def test_manifest_that_is_any_json_or_garbage(tmp_path_factory: pytest.TempPathFactory, doc: Any) -> None:
