@@ -17,6 +17,7 @@ cache slot) moves these values by a sizeable fraction of max|x|, hundreds of tim
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -41,3 +42,15 @@ def fp32_atol(reference: np.ndarray, width: int, stages: int) -> float:
     finite = np.abs(np.asarray(reference, np.float64))
     scale = float(finite[np.isfinite(finite)].max())
     return SAFETY * EPS32 * math.sqrt(width) * stages * scale
+
+
+def network_width_and_stages(module: Any) -> tuple[int, int]:
+    """For a torch network of convolutions and linear layers: its widest reduction (input channels
+    per group x kernel area, or input features) and how many such layers it has (the depth along
+    its longest path is at most that)."""
+    from torch import nn
+
+    layers = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    widths = [m.in_features if isinstance(m, nn.Linear) else m.in_channels // m.groups * math.prod(m.kernel_size)
+              for m in layers]
+    return max(widths), len(layers)
