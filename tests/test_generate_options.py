@@ -18,8 +18,8 @@ import pytest
 
 import edgekit
 import generate_models as gm
-from tolerances import fp32_atol, transformer_stages
 from edgekit.errors import ConfigError, InputError
+from tolerances import fp32_atol, transformer_stages
 
 NEW = 14
 PAD = 1  # gm's "<pad>"
@@ -82,7 +82,7 @@ OPTIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name -> (the ca
     "no_repeat_ngram_size_beams": (dict(num_beams=3), dict(no_repeat_ngram_size=2)),
     "min_new_tokens": ({}, dict(min_new_tokens=NEW - 2)),
     "min_length": ({}, dict(min_length="PROMPT_PLUS_10")),
-    # without max_length (and max_new_tokens) the model's generation config sets the length: 20 in all
+    # without max_length or max_new_tokens the length is the generation config's max_length (20)
     "max_length": (dict(max_new_tokens=None), dict(max_length=11)),
     "bad_words_ids": ({}, dict(bad_words_ids="FROM_OUTPUT")),
     "suppress_tokens": ({}, dict(suppress_tokens="FROM_OUTPUT")),
