@@ -58,7 +58,16 @@ def text_net() -> dict[str, Any]:
             "tokenizer": word_tokenizer(), "labels": TEXT_LABELS, "preprocess": {"max_length": 64}}
 
 
-FACTORIES = {"image": image_net, "text": text_net}
+def tensor_net() -> dict[str, Any]:
+    """A plain-tensor classifier: 8 features in, 3 logits out (classify takes one row per item)."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    return {"model": net, "example_inputs": torch.rand(1, 8), "labels": IMAGE_LABELS}
+
+
+FACTORIES = {"image": image_net, "text": text_net, "tensor": tensor_net}
 
 
 def converted(factory: pytest.TempPathFactory, kind: str, precision: str = "fp32") -> Path:
@@ -146,4 +155,38 @@ def converted_whisper(factory: pytest.TempPathFactory) -> Path:
     out = factory.getbasetemp() / "reliability-models" / "whisper-fp32"
     if not (out / "edgekit.json").is_file():
         edgekit.convert(whisper_folder(factory), out)
+    return out
+
+
+def converted_seq2seq(factory: pytest.TempPathFactory) -> Path:
+    """A tiny random T5 (tests/seq2seq_models.py), converted once per session."""
+    import edgekit
+    from seq2seq_models import save_tiny, train_tokenizer
+
+    out = factory.getbasetemp() / "reliability-models" / "t5-fp32"
+    if not (out / "edgekit.json").is_file():
+        edgekit.convert(save_tiny("t5", factory.getbasetemp() / "reliability-models" / "t5-hf", train_tokenizer()), out)
+    return out
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def converted_chat(factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama whose tokenizer has a chat template, converted once per session."""
+    import json
+
+    import edgekit
+    from generate_models import save_tiny, train_tokenizer
+
+    out = factory.getbasetemp() / "reliability-models" / "chat-fp32"
+    if not (out / "edgekit.json").is_file():
+        tok = train_tokenizer()
+        tok.add_special_tokens(["<|im_start|>", "<|im_end|>"])
+        src = save_tiny("llama", factory.getbasetemp() / "reliability-models" / "chat-hf", tok)
+        (src / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHAT_TEMPLATE, "eos_token": "<|im_end|>",
+            "pad_token": "<pad>"}))
+        edgekit.convert(src, out)
     return out

@@ -67,3 +67,38 @@ def save_tiny(family: str, folder: Path, tokenizer: Any, seed: int = 0, **genera
     model.save_pretrained(folder)
     tokenizer.save(str(folder / "tokenizer.json"))
     return folder
+
+
+def train_nllb_tokenizer() -> Any:
+    """An NllbTokenizer (fast) built offline: a BPE over the same texts with NLLB's Metaspace
+    pre-tokenizer and special ids (<s> 0, <pad> 1, </s> 2, <unk> 3); transformers appends NLLB's
+    language codes ("eng_Latn", "zho_Hans", ...) as special tokens and frames each source as
+    `eng_Latn ... </s>`, as facebook/nllb-200 does."""
+    import json
+
+    import pydoc_data.topics
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import NllbTokenizer
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                  show_progress=False)
+    tok.train_from_iterator(list(pydoc_data.topics.topics.values())[:200], trainer=trainer)
+    bpe = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in bpe["merges"]]
+    return NllbTokenizer(vocab=bpe["vocab"], merges=merges)
+
+
+def save_tiny_nllb(folder: Path, tokenizer: Any, seed: int = 0) -> Path:
+    """A random NLLB: the M2M100 architecture (NLLB checkpoints are model_type m2m_100) with NLLB's
+    special ids, decoding from </s> as facebook/nllb-200 does; saved with its NllbTokenizer."""
+    import torch
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    kwargs = dict(FAMILIES["m2m_100"][2], decoder_start_token_id=2)
+    config = M2M100Config(vocab_size=len(tokenizer), pad_token_id=1, eos_token_id=2, bos_token_id=0, **kwargs)
+    torch.manual_seed(seed)
+    M2M100ForConditionalGeneration(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

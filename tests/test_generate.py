@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
 import generate_models as gm  # noqa: E402
+from tolerances import fp32_atol, transformer_stages  # noqa: E402
 
 import edgekit  # noqa: E402
 from edgekit.errors import ConfigError, EdgekitError, InputError  # noqa: E402
@@ -185,7 +186,10 @@ def test_cache_is_preallocated_and_written_in_place(built: dict[str, tuple[Path,
         assert cache.total.tolist() == [7] and cache.position.tolist() == [[7]]
     # The same three steps fed by hand with a growing past give the same logits.
     ref = gpt2.logits(np.array([[3, 4, 5, 6, 7, 8, 9]], np.int64))[0, 4:7]
-    np.testing.assert_allclose(np.stack([x[0] for x in logits]), ref, atol=1e-4)
+    # one graph at two shapes: round-off only (tests/tolerances.py)
+    c = json.loads((built["gpt2"][0] / "config.json").read_text())
+    atol = fp32_atol(ref, c["n_inner"] or 4 * c["n_embd"], transformer_stages(c["n_layer"]))
+    np.testing.assert_allclose(np.stack([x[0] for x in logits]), ref, atol=atol, rtol=0)
 
 
 def test_processors_match_transformers() -> None:
@@ -247,7 +251,14 @@ def test_lower_precisions_on_a_random_model(built: dict[str, tuple[Path, Path]],
         art = edgekit.convert(src, tmp_path / precision, precision=precision, strict=False)
         m = art.manifest
         assert m.precision.produced == precision and m.precision.method == method
-        assert 0.0 <= m.parity["greedy_agreement"] <= 1.0 and m.parity["top1_agreement"] >= 0.5, m.parity
+        # Greedy agreement on a random model hangs on where the first near-tie flips (measured rows:
+        # int8 1.0, 0.03, 0.53; int4 0.09, 0.03, 0.06), so the gate is top-1; the report must still be
+        # the rows' mean (each row's share kept to 4 decimals) and say passed exactly when its gate holds.
+        p = m.parity
+        assert len(p["greedy_rows"]) == 3
+        assert p["greedy_agreement"] == pytest.approx(np.mean(p["greedy_rows"]), abs=1e-4)
+        gate = float(p["tolerances"]["top1_agreement"].removeprefix(">= "))
+        assert p["passed"] == (p["top1_agreement"] >= gate) and p["top1_agreement"] >= 0.5, p
         model = edgekit.load(art.path, device="cpu")
         assert model.generate(input_ids=np.array([[3, 4, 5]]), max_new_tokens=5, eos_token_id=[]).shape == (1, 8)
     fp16 = edgekit.load(tmp_path / "fp16", device="cpu").manifest.parity

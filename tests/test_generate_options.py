@@ -2,9 +2,10 @@
 
 One tiny random GPT-2 (converted once), batch 1 and a left-padded batch of three lengths, greedy
 and beam search. The eos token is one the model actually emits, so that rows and beams finish at
-different steps; each option is also checked to change the output (an option that did nothing
-would pass a comparison for the wrong reason). Sampling draws use edgekit's own seeded generator,
-so for the sampling warpers the processed scores of the first step are compared instead.
+different steps; each option is also checked to change the output of the same call without it (an
+option that did nothing would pass a comparison for the wrong reason). Sampling draws use edgekit's
+own seeded generator, so for the sampling warpers the processed scores of the first step are compared
+instead.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 import edgekit
 import generate_models as gm
 from edgekit.errors import ConfigError, InputError
+from tolerances import fp32_atol, transformer_stages
 
 NEW = 14
 PAD = 1  # gm's "<pad>"
@@ -67,29 +69,33 @@ def _both(gpt: tuple[Any, Any], ids: np.ndarray, mask: np.ndarray, **kw: Any) ->
     return ref, got
 
 
-OPTIONS: dict[str, dict[str, Any]] = {
-    "num_beams": dict(num_beams=4),
-    "length_penalty": dict(num_beams=4, length_penalty=-2.0),
-    "early_stopping_true": dict(num_beams=3, early_stopping=True),
-    "early_stopping_never": dict(num_beams=3, early_stopping="never", length_penalty=2.0),
-    "num_return_sequences": dict(num_beams=4, num_return_sequences=3),
-    "no_repeat_ngram_size": dict(no_repeat_ngram_size=1),
-    "no_repeat_ngram_size_beams": dict(num_beams=3, no_repeat_ngram_size=2),
-    "min_new_tokens": dict(min_new_tokens=NEW - 2),
-    "min_length": dict(min_length="PROMPT_PLUS_10"),
-    "max_length": dict(max_length=11, max_new_tokens=None),
-    "bad_words_ids": dict(bad_words_ids="FROM_OUTPUT"),
-    "suppress_tokens": dict(suppress_tokens="FROM_OUTPUT"),
-    "begin_suppress_tokens": dict(begin_suppress_tokens="FIRST_TOKENS"),
-    "forced_bos_token_id": dict(forced_bos_token_id=7),
-    "forced_eos_token_id": dict(forced_eos_token_id=5, max_length=12, max_new_tokens=None),
-    "repetition_penalty": dict(repetition_penalty=1.5),
-    "repetition_penalty_beams": dict(repetition_penalty=1.5, num_beams=2),
+OPTIONS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name -> (the call without the option, the option)
+    "num_beams": ({}, dict(num_beams=4)),
+    "length_penalty": (dict(num_beams=4), dict(length_penalty=-2.0)),
+    "early_stopping_true": (dict(num_beams=4), dict(early_stopping=True)),
+    # "never" differs from the default only where length_penalty > 0 and hypotheses end well before the
+    # limit (transformers' _check_early_stop_heuristic): the model's most frequent token ends them
+    "early_stopping_never": (dict(num_beams=2, length_penalty=1.0, eos_token_id="FREQUENT"),
+                             dict(early_stopping="never")),
+    "num_return_sequences": (dict(num_beams=4), dict(num_return_sequences=3)),
+    "no_repeat_ngram_size": ({}, dict(no_repeat_ngram_size=1)),
+    "no_repeat_ngram_size_beams": (dict(num_beams=3), dict(no_repeat_ngram_size=2)),
+    "min_new_tokens": ({}, dict(min_new_tokens=NEW - 2)),
+    "min_length": ({}, dict(min_length="PROMPT_PLUS_10")),
+    # without max_length or max_new_tokens the length is the generation config's max_length (20)
+    "max_length": (dict(max_new_tokens=None), dict(max_length=11)),
+    "bad_words_ids": ({}, dict(bad_words_ids="FROM_OUTPUT")),
+    "suppress_tokens": ({}, dict(suppress_tokens="FROM_OUTPUT")),
+    "begin_suppress_tokens": ({}, dict(begin_suppress_tokens="FIRST_TOKENS")),
+    "forced_bos_token_id": ({}, dict(forced_bos_token_id=7)),
+    "forced_eos_token_id": (dict(max_length=12, max_new_tokens=None), dict(forced_eos_token_id=5)),
+    "repetition_penalty": ({}, dict(repetition_penalty=1.5)),
+    "repetition_penalty_beams": (dict(num_beams=2), dict(repetition_penalty=1.5)),
 }
 
 
 def _resolve(kw: dict[str, Any], plain: np.ndarray, start: int) -> dict[str, Any]:
-    """Options whose tokens come from the plain output, so that they bite."""
+    """Options whose tokens come from the plain (greedy) output, so that they bite."""
     new = plain[:, start:]
     out = dict(kw)
     if kw.get("bad_words_ids") == "FROM_OUTPUT":  # one single token and one pair the model makes
@@ -98,6 +104,9 @@ def _resolve(kw: dict[str, Any], plain: np.ndarray, start: int) -> dict[str, Any
         out["suppress_tokens"] = sorted({int(t) for t in new[:, :3].ravel()})
     if kw.get("min_length") == "PROMPT_PLUS_10":  # min_length counts the prompt
         out["min_length"] = start + 10
+    if kw.get("eos_token_id") == "FREQUENT":
+        made = new[new != PAD]
+        out["eos_token_id"] = int(np.bincount(made).argmax())
     if kw.get("begin_suppress_tokens") == "FIRST_TOKENS":
         out["begin_suppress_tokens"] = sorted({int(t) for t in new[:, 0]})
     return {k: v for k, v in out.items() if v is not None or k == "max_new_tokens"}
@@ -106,21 +115,30 @@ def _resolve(kw: dict[str, Any], plain: np.ndarray, start: int) -> dict[str, Any
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_option_is_token_identical_to_transformers(gpt: tuple[Any, Any], prompts: tuple[np.ndarray, np.ndarray],
                                                    eos: int, name: str) -> None:
+    """Each option token for token; and against the same call without it (same beams, lengths), the
+    output differs, so the option itself acted (not num_beams or a length that came with it)."""
     ids, mask = prompts
     plain = gpt[1].generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW, eos_token_id=eos, pad_token_id=PAD)
-    kw = _resolve(OPTIONS[name], plain, ids.shape[1])
-    changed = False
+    without, option = (_resolve(kw, plain, ids.shape[1]) for kw in OPTIONS[name])
+    without = {"max_new_tokens": NEW, "eos_token_id": eos, **without}
+    changed = []
     for b in (slice(0, 1), slice(0, 3)):  # batch 1 (no padding), then the left-padded batch
         # forced_bos_token_id only acts on a one-token prompt (transformers forces the token at length 1)
         bi, bm = (ids[2:3], mask[2:3]) if name == "forced_bos_token_id" and b.stop == 1 else (ids[b], mask[b])
         if b.stop == 1:
             keep = bm[0].astype(bool)
             bi, bm = bi[:, keep], bm[:, keep]
-        ref, got = _both(gpt, bi, bm, eos_token_id=eos, **kw)
-        assert ref.shape == got.shape and np.array_equal(ref, got), (name, kw, ref, got)
-        base = gpt[1].generate(input_ids=bi, attention_mask=bm, max_new_tokens=NEW, eos_token_id=eos, pad_token_id=PAD)
-        changed |= base.shape != got.shape or not np.array_equal(base, got)
-    assert changed, f"{name} changed nothing: the comparison proves little"
+        ref, got = _both(gpt, bi, bm, **without, **option)
+        assert ref.shape == got.shape and np.array_equal(ref, got), (name, option, ref, got)
+        base = gpt[1].generate(input_ids=bi, attention_mask=bm, pad_token_id=PAD, **without)
+        changed.append(base.shape != got.shape or not np.array_equal(base, got))
+    assert any(changed), f"{name} changed nothing against the same call without it: the comparison proves little"
+
+
+def _fp32_atol(hf: Any, reference: np.ndarray) -> float:
+    """fp32 onnxruntime against fp32 torch on this GPT-2: round-off only (tests/tolerances.py)."""
+    c = hf.config
+    return fp32_atol(reference, c.n_inner or 4 * c.n_embd, transformer_stages(c.n_layer))
 
 
 def test_return_dict_scores_match_transformers(gpt: tuple[Any, Any], prompts: tuple[np.ndarray, np.ndarray],
@@ -138,12 +156,16 @@ def test_return_dict_scores_match_transformers(gpt: tuple[Any, Any], prompts: tu
                               output_logits=True, **kw)
         np.testing.assert_array_equal(got.sequences, ref.sequences.numpy())
         assert got["sequences"] is got.sequences and len(got.scores) == len(ref.scores) == len(got.logits)
+        atol = 0.0
         for mine, theirs in zip(got.scores, ref.scores):
             t = theirs.numpy()
             assert np.array_equal(np.isinf(mine), np.isinf(t))
-            np.testing.assert_allclose(mine[np.isfinite(mine)], t[np.isfinite(t)], atol=2e-4, rtol=1e-4)
-        if "num_beams" in kw:
-            np.testing.assert_allclose(got.sequences_scores, ref.sequences_scores.numpy(), atol=2e-4)
+            step = _fp32_atol(gpt[0], t)
+            atol = max(atol, step)
+            np.testing.assert_allclose(mine[np.isfinite(mine)], t[np.isfinite(t)], atol=step, rtol=0)
+        if "num_beams" in kw:  # a sum of one score per step: the steps' errors add
+            np.testing.assert_allclose(got.sequences_scores, ref.sequences_scores.numpy(), atol=len(got.scores) * atol,
+                                       rtol=0)
             np.testing.assert_array_equal(got.beam_indices, ref.beam_indices.numpy())
     plain = gpt[1].generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, return_dict_in_generate=True)
     assert plain.scores is None and plain.keys() == ["sequences"]
@@ -166,7 +188,8 @@ def test_sampling_warpers_keep_transformers_tokens(gpt: tuple[Any, Any], prompts
                           return_dict_in_generate=True, output_scores=True, **kw)
     mine, theirs = got.scores[0], ref.scores[0].numpy()
     assert np.array_equal(np.isfinite(mine), np.isfinite(theirs)), kw
-    np.testing.assert_allclose(mine[np.isfinite(mine)], theirs[np.isfinite(theirs)], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(mine[np.isfinite(mine)], theirs[np.isfinite(theirs)], atol=_fp32_atol(gpt[0], theirs),
+                               rtol=0)
     assert np.isfinite(mine).sum(axis=1).max() < mine.shape[1]  # the warper removed tokens
     kept = np.take_along_axis(np.isfinite(mine), got.sequences[:, -1:], axis=1)
     assert kept.all()  # the draws come from the kept tokens

@@ -74,8 +74,11 @@ def test_recognize_inputs(w2v_fp32: Path, tmp_path: Path) -> None:
     stereo = np.stack([soxr.resample(wave, 16000, 44100)] * 2, axis=1)
     sf.write(tmp_path / "a.flac", stereo, 44100)
     from_file = m.recognize(tmp_path / "a.flac")
-    assert isinstance(from_file.text, str)
-    assert word_error_rate(t.text, from_file.text) <= 1.0
+    # The file's two channels mixed and brought back to 16 kHz (soxr, high quality), then the model:
+    # the same transcript exactly. (Its WER against `t` says nothing: a random model's transcript is
+    # one long "word" that any resampling difference changes.)
+    mono = sf.read(tmp_path / "a.flac", dtype="float32")[0].mean(axis=1)
+    assert from_file.text == m.recognize(soxr.resample(mono, 44100, 16000, quality="HQ")).text
     assert m.recognize(np.zeros(16000, np.float32)).text == ""  # silence: empty, not an error
     for bad in (np.zeros(0, np.float32), np.full(100, np.nan, np.float32)):
         with pytest.raises(InputError):
@@ -124,8 +127,13 @@ def test_hf_ctc_int8_reports_agreement_and_wer(w2v_dir: Path, tmp_path: Path) ->
     art = edgekit.convert(w2v_dir, tmp_path / "int8", precision="int8", strict=False)
     r = art.manifest.parity
     assert art.manifest.precision.method == "dynamic"
-    assert 0.0 <= r["frame_agreement"] <= 1.0 and r["wer_vs_pytorch"] >= 0.0
-    assert "WER vs PyTorch" in r["summary"]
+    # Measured on this seeded random model: 53 of 73 frames (0.726). The bound leaves 2.4 binomial
+    # standard deviations (sqrt(0.73 * 0.27 / 73) = 0.052) for int8 kernels that round differently
+    # on another CPU; a broken int8 path agrees on far fewer frames.
+    assert r["frame_agreement"] >= 0.6, r
+    assert r["passed"] == (r["frame_agreement"] >= 0.7) and r["tolerances"] == {"frame_agreement": ">= 0.7"}
+    assert f"agree on {100 * r['frame_agreement']:.2f}% of frames; WER vs PyTorch {r['wer_vs_pytorch']:.3f}" \
+        in r["summary"]
 
 
 # ---------------------------------------------------------------- plain nn.Module

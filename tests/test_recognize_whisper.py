@@ -101,8 +101,15 @@ def test_int8_reports_token_agreement_and_wer(whisper_dir: Path, tmp_path: Path)
     art = edgekit.convert(whisper_dir, tmp_path / "int8", precision="int8", strict=False)
     r = art.manifest.parity
     assert art.manifest.precision.method == "blockwise-matmulnbits"
-    assert 0.0 <= r["token_agreement"] <= 1.0 and r["wer_vs_pytorch"] >= 0.0
-    assert "WER vs PyTorch" in r["summary"]
+    # Measured on this seeded random model with blockwise int8: 0.26 of 224 greedy positions agree
+    # (dynamic int8 gave 0.21); int8 on random weights flips early tokens and the sequences part, and
+    # the report says so (failed under its 0.7 gate, strict=False keeps the artifact). The bound leaves
+    # over 5 binomial standard deviations (sqrt(0.26 * 0.74 / 224) = 0.029) for other CPUs' rounding.
+    assert r["token_agreement"] >= 0.1, r
+    assert r["passed"] == (r["token_agreement"] >= 0.7) and r["tolerances"] == {"token_agreement": ">= 0.7"}
+    assert r["identical_share"] == r["identical_sequences"] / r["samples"]
+    assert f"{100 * r['token_agreement']:.2f}% of positions agree; WER vs PyTorch {r['wer_vs_pytorch']:.3f}" \
+        in r["summary"]
     m = edgekit.load(art.path, device="cpu")
     assert isinstance(m.recognize(synthetic_audio(2.0, 16000, 3), language="en", max_new_tokens=8).text, str)
 
