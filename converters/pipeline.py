@@ -18,7 +18,7 @@ from edgekit.contract import check_graphs
 from edgekit.converters.export import describe_onnx, export_graph
 from edgekit.converters.precision import INT8_METHODS, apply_precision, precision_candidates
 from edgekit.converters.sources import resolve_source
-from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, RuntimeGraphExport
+from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, RuntimeGraphExport, gate_shortfall
 from edgekit.converters.specs import match
 from edgekit.errors import ConfigError, ExportError, ParityError, SourceError, UnsupportedError
 from edgekit.manifest import PRECISIONS, Manifest, Precision, RuntimeGraph, SourceInfo
@@ -116,6 +116,7 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
     graphs = {**exports, **{p: r.export for p, r in stand_ins.items()}}
     candidates = precision_candidates(opts)
     tried: list[dict[str, Any]] = []
+    best: tuple[float, Manifest] | None = None  # the candidate closest to its gate, its graphs under keep/best
     with tempfile.TemporaryDirectory(prefix="edgekit-fp32-") as keep:
         if len(candidates) > 1:  # each try starts from the exported float graphs
             _copy_graphs(list(graphs), tmp, Path(keep))
@@ -131,9 +132,20 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
                 manifest.runtime_graphs = {k: replace(rg, proof=proof) for k, rg in manifest.runtime_graphs.items()}
             passed = manifest.parity.get("passed") and all(rg.proof.get("passed", True)
                                                            for rg in manifest.runtime_graphs.values())
+            short = _shortfall(spec, manifest)
             if candidate is not None:
-                tried.append({**asdict(candidate), "passed": bool(passed), "summary": manifest.parity.get("summary")})
-            if passed or last:
+                tried.append({**asdict(candidate), "passed": bool(passed), "shortfall": round(short, 6),
+                              "summary": manifest.parity.get("summary")})
+            if passed or len(candidates) == 1:
+                break
+            if best is None or short < best[0]:
+                best = (short, manifest)
+                _copy_graphs(list(graphs), tmp, Path(keep) / "best")
+            if last:  # nothing passed (strict=False): keep the candidate closest to its gate, not the last
+                _copy_graphs([Path(keep) / "best" / p.relative_to(tmp) for p in graphs], Path(keep) / "best", tmp)
+                manifest = best[1]
+                log.warning("edgekit: no %s setting passed its parity gate; keeping the closest (%s)",
+                            opts.precision, manifest.parity.get("summary"))
                 break
             log.info("edgekit: %s %s is outside its parity gate (%s); trying the next setting", opts.precision,
                      candidate, manifest.parity.get("summary"))
@@ -141,6 +153,13 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
         manifest.precision = replace(manifest.precision, details={**manifest.precision.details, "tried": tried})
     manifest.save(tmp)
     return manifest
+
+
+def _shortfall(spec: ExportSpec, manifest: Manifest) -> float:
+    """How far the candidate's parity (and its stand-ins' proofs) are outside the precision's gate."""
+    gate = spec.gates[manifest.precision.produced]
+    return gate_shortfall(manifest.parity, gate) + sum(gate_shortfall(rg.proof, gate)
+                                                       for rg in manifest.runtime_graphs.values())
 
 
 def _manifest(tmp: Path, spec: ExportSpec, precision: Precision, exports: dict[Path, Any],

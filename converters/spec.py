@@ -31,7 +31,7 @@ class ConvertOptions:
     precision: str = "fp32"
     calibration: Any = None
     target: str = "cpu"
-    int8_method: str | None = None  # "static" (Q/DQ, TensorRT-ready) | "dynamic" (CPU)
+    int8_method: str | None = None  # "static" (Q/DQ, TensorRT-ready) | "dynamic" | "block" (CPU)
     strict: bool = True  # parity outside tolerance fails the convert
     int4_block_size: int | None = None  # None: chosen by the parity gate (precision.INT4_CANDIDATES)
     scores: str | None = None  # classify: how outputs become scores (ClassifySection.scores); None: detected
@@ -79,6 +79,20 @@ def gate_failures(measures: dict[str, float], gate: Gate, prefix: str = "") -> l
     """"name=value (limit ...)" for every gated measure outside its limit."""
     return [f"{prefix}{k}={measures[k]:.4g} (limit {lim})" for k, lim in gate.items()
             if k in measures and lim.fails(measures[k])]
+
+
+def gate_shortfall(measures: dict[str, Any], gate: Gate) -> float:
+    """How far a report is from its gate: the sum over gated measures of each one's distance outside
+    its limit, relative to the limit (0 when within). Ranks candidates that all miss their gate."""
+    total = 0.0
+    for k, lim in gate.items():
+        if k not in measures:
+            continue
+        v, bound = float(measures[k]), lim.min if lim.min is not None else lim.max
+        assert bound is not None
+        over = (bound - v) if lim.min is not None else (v - bound)
+        total += max(over, 0.0) / max(abs(bound), 1e-6)
+    return total
 
 
 class ExportSpec(abc.ABC):

@@ -71,7 +71,8 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Artifact folder to write.")
 @click.option("--task", type=click.Choice(["classify", "generate", "recognize"]), help="Inferred from HF configs.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
-@click.option("--int8-method", type=click.Choice(["static", "dynamic"]), help="static Q/DQ (TensorRT) or dynamic (CPU).")
+@click.option("--int8-method", type=click.Choice(["static", "dynamic", "block"]),
+              help="static Q/DQ (TensorRT), dynamic or block (per-block int8, CPU; decoders' default).")
 @click.option("--calibration", type=click.Path(exists=True, path_type=Path), help="int8: folder of images, .npy, or .txt of texts.")
 @click.option("--target", type=click.Choice(["cpu", "cuda", "tensorrt", "jetson"]), default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact folder (atomically).")
