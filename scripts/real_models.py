@@ -13,7 +13,6 @@ Usage: python scripts/real_models.py [smollm2-135m-instruct]  (prints the folder
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import sys
 import tempfile
@@ -44,9 +43,8 @@ def _build_smollm2(out: Path) -> None:
     gguf = smollm2_gguf()
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = loaded.config
-    for key in ("quantization_config",):  # the GGUF loader's, which save_pretrained refuses
-        if hasattr(config, key):
-            delattr(config, key)
+    if hasattr(config, "quantization_config"):  # the GGUF loader's, which save_pretrained refuses
+        del config.quantization_config
     model = LlamaForCausalLM(config).eval()
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     # Tied embeddings: lm_head.weight is the embedding matrix, absent from a tied state dict.
@@ -75,13 +73,10 @@ def real_model(name: str = SMOLLM2) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{name}-") as tmp:
         BUILDERS[name](Path(tmp) / "m")
-        (Path(tmp) / "m" / "edgekit-real.json").write_text(json.dumps({"built_from": str(smollm2_gguf().name)}))
         shutil.move(str(Path(tmp) / "m"), out)
     return out
 
 
 if __name__ == "__main__":
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root))
     for n in sys.argv[1:] or [SMOLLM2]:
         print(real_model(n))
