@@ -150,7 +150,7 @@ class GeneratorSpec(ExportSpec):
         chat_rows = _chat_agreement(ref, model)
         if chat_rows:
             measures.update(chat_agreement=float(np.mean(chat_rows)), chat_prompts=len(chat_rows))
-            what += f", chat answers equal {sum(chat_rows)}/{len(chat_rows)}"
+            what += f", chat answers equal {int(sum(chat_rows))}/{len(chat_rows)}"
         return self.report(measures, precision, what)
 
 
