@@ -117,7 +117,7 @@ def _rows(task: str, spec: TaskBench, precision: str, work: Path) -> list[list[s
             "recognize": lambda: f"RTF {r['real_time_factor']:.4f} ({r['audio_seconds']:g} s clip)",
         }[task]()
         rows.append([task, spec.model, r["precision"],
-                     f"{'pass' if parity.get('passed') else 'FAIL'}: {parity.get('summary', '')}"[:140],
+                     f"{'pass' if parity and parity.passed else 'FAIL'}: {parity.summary if parity else ''}"[:140],
                      f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
                      f"{r['throughput']['value']:.1f} {r['throughput']['unit']}", figure,
                      f"{r['memory_mb']['peak_rss']:.0f}", f"{a['pytorch_ms']['p50']:.2f} / {a['edgekit_ms']['p50']:.2f}",

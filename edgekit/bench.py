@@ -264,7 +264,8 @@ def bench(
         "latency_ms": _percentiles(latencies),
         "throughput": {"value": work.items * len(latencies) / sum(latencies), "unit": work.unit},
         "memory_mb": {"rss_before_load": before / 2**20, "peak_rss": rss.peak / 2**20},
-        "parity_at_convert": {"passed": m.parity.get("passed"), "summary": m.parity.get("summary")},
+        "parity_at_convert": {"passed": m.parity.passed if m.parity else None,
+                              "summary": m.parity.summary if m.parity else None},
         "latencies_ms": [s * 1000.0 for s in latencies],
     }
     report.update(work.summarize(measured))

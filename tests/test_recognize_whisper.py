@@ -35,7 +35,7 @@ def hf_model(whisper_dir: Path) -> Any:
 def test_fp32_convert_gate_is_exact_token_parity(whisper_fp32: Path) -> None:
     m = edgekit.load(whisper_fp32, device="cpu")
     r = m.manifest.parity
-    assert r["passed"] and r["token_agreement"] == 1.0 and r["identical_sequences"] == r["samples"]
+    assert r.passed and r.measures["token_agreement"] == 1.0 and r.measures["identical_sequences"] == r.samples
     assert set(m.runners) == {"encoder", "decoder"}
     names = [t.name for t in m.runners["decoder"].inputs]
     assert names[0] == "input_ids" and "past_key_values.0.key" in names and "cross.1.value" in names
@@ -101,8 +101,8 @@ def test_int8_reports_token_agreement_and_wer(whisper_dir: Path, tmp_path: Path)
     art = edgekit.convert(whisper_dir, tmp_path / "int8", precision="int8", strict=False)
     r = art.manifest.parity
     assert art.manifest.precision.method == "blockwise-matmulnbits"
-    assert 0.0 <= r["token_agreement"] <= 1.0 and r["wer_vs_pytorch"] >= 0.0
-    assert "WER vs PyTorch" in r["summary"]
+    assert 0.0 <= r.measures["token_agreement"] <= 1.0 and r.measures["wer_vs_pytorch"] >= 0.0
+    assert "WER vs PyTorch" in r.summary
     m = edgekit.load(art.path, device="cpu")
     assert isinstance(m.recognize(synthetic_audio(2.0, 16000, 3), language="en", max_new_tokens=8).text, str)
 

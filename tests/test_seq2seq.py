@@ -66,8 +66,9 @@ def test_fp32_greedy_and_beams_match_transformers(built: dict[str, tuple[Path, P
     m = json.loads((built[family][1] / "edgekit.json").read_text())
     p = m["parity"]
     assert p["passed"], p
-    assert p["greedy_rows"] == [1.0, 1.0, 1.0] and p["beam_agreement"] == 1.0 and p["top1_agreement"] == 1.0
-    assert p["logits_max_rel"] < 1e-4
+    measures = p["measures"]
+    assert p["rows"]["greedy_rows"] == [1.0, 1.0, 1.0] and measures["beam_agreement"] == 1.0
+    assert measures["top1_agreement"] == 1.0 and measures["logits_max_rel"] < 1e-4
     assert set(m["graphs"]) == {"encoder", "decoder"} and m["contract"]["encoder"]["max_source"] >= 64
     dec = [t["name"] for t in m["graphs"]["decoder"]["inputs"]]
     assert "encoder_attention_mask" in dec and "cross.1.value" in dec and "past_key_values.1.key" in dec
@@ -185,7 +186,8 @@ def test_parity_command_against_the_source(built: dict[str, tuple[Path, Path]]) 
     r = CliRunner().invoke(cli, ["parity", str(art), "--against", str(src), "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["passed"] and report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0
+    assert report["passed"] and report["measures"]["greedy_agreement"] == 1.0
+    assert report["measures"]["beam_agreement"] == 1.0
 
 
 def test_bad_inputs_are_edgekit_errors(built: dict[str, tuple[Path, Path]]) -> None:
@@ -205,7 +207,7 @@ def test_fp16(built: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
     src, _ = built["marian"]
     art = edgekit.convert(src, tmp_path / "fp16", precision="fp16")
     p = art.manifest.parity
-    assert art.manifest.precision.produced == "fp16" and p["passed"] and p["top1_agreement"] >= 0.9, p
+    assert art.manifest.precision.produced == "fp16" and p.passed and p.measures["top1_agreement"] >= 0.9, p
     out = edgekit.load(art.path, device="cpu").generate(TEXTS, max_new_tokens=6, num_beams=2)
     assert isinstance(out, list) and len(out) == 3
 

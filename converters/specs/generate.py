@@ -22,6 +22,7 @@ import numpy as np
 from edgekit.contract.generate import ChatTemplate, GenerationDefaults
 from edgekit.converters.spec import Calibration, ExportSpec, Gate, Limit
 from edgekit.errors import ConfigError, SourceError
+from edgekit.parity_report import ParityReport
 from edgekit.tasks.generator import left_pad  # the runtime's own padding: parity pads as users' calls do
 from edgekit.tasks.options import GenerateOptions, refuse_unimplemented
 
@@ -76,7 +77,7 @@ class GeneratorSpec(ExportSpec):
                           found=type(data).__name__)
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
-               calibration: Calibration | None = None) -> dict[str, Any]:
+               calibration: Calibration | None = None) -> ParityReport:
         ref = self.reference
         texts = list(calibration.samples) if calibration is not None else []
         rows = _parity_rows(model, ref.vocab, texts, samples)
@@ -111,7 +112,7 @@ class GeneratorSpec(ExportSpec):
 
 
     def runtime_proof(self, portable: Any, runtime: Any, precision: str,
-                      calibration: Calibration | None) -> dict[str, Any]:
+                      calibration: Calibration | None) -> ParityReport:
         """The stand-in graph against PyTorch (the same gates), and its greedy tokens against the
         portable graph's: fp32 must give the same tokens, or the stand-in is wrong."""
         report = self.parity(runtime, precision, calibration=calibration)
@@ -121,11 +122,10 @@ class GeneratorSpec(ExportSpec):
             ids, mask = left_pad(batch, runtime.contract.pad_token_id)
             kw = dict(input_ids=ids, attention_mask=mask, **PARITY_CALL)
             same += [prefix_share(a, b) for a, b in zip(portable.generate(**kw), runtime.generate(**kw))]
-        report["tokens_vs_portable"] = float(np.mean(same))
-        if precision == "fp32" and report["tokens_vs_portable"] < 1.0:
-            report["passed"] = False
-            report["summary"] = (f"greedy tokens differ from the portable graph's "
-                                 f"(agreement {report['tokens_vs_portable']:.3f}); {report['summary']}")
+        report = report.with_measures(tokens_vs_portable=float(np.mean(same)))
+        if precision == "fp32" and report.measures["tokens_vs_portable"] < 1.0:
+            return report.failed(f"greedy tokens differ from the portable graph's "
+                                 f"(agreement {report.measures['tokens_vs_portable']:.3f})")
         return report
 
 
