@@ -282,7 +282,7 @@ def bench(artifact: Path, against: str | None, device: str, runs: int | None, wa
                      audio_seconds=audio_seconds, progress=None if quiet else _progress_bar(), num_beams=bench_beams)
     if plot_file is not None:
         B.plot(report, plot_file)
-    _emit(report, as_json, B.format_report)
+    _emit(encode(report), as_json, lambda _: B.format_report(report))
 
 
 def _progress_bar() -> Callable[[str, int, int], None]:

@@ -214,17 +214,20 @@ def test_fp16(built: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
 
 def test_bench_encoder_latency_beams_and_per_graph_replay(built: dict[str, tuple[Path, Path]]) -> None:
     from edgekit.bench import bench, format_report
+    from edgekit.bench_report import GenerateWork
 
     src, art = built["t5"]
     for beams in (1, 4):
         r = bench(art, against=str(src), device="cpu", runs=2, warmup=1, prompt_tokens=6, max_new_tokens=5,
                   num_beams=beams)
-        assert r["num_beams"] == beams and r["new_tokens_per_call"] == 5 and r["decode_tokens_per_s"] > 0
-        assert 0 < r["encoder_latency_ms"]["p50"] < r["latency_ms"]["p50"]
+        w, a = r.work, r.against
+        assert isinstance(w, GenerateWork) and w.num_beams == beams and w.new_tokens_per_call == 5
+        assert w.decode_tokens_per_s is not None and w.decode_tokens_per_s > 0
+        assert w.encoder_latency_ms is not None and 0 < w.encoder_latency_ms.p50 < r.latency_ms.p50
         # The encoder alone, then a one-token call (encoder, prompt) and the full call (encoder, prompt, 4 steps).
-        assert r["against"]["graph_calls_per_run"] == 1 + 2 + 6
-        assert set(r["against"]["per_graph"]) == {"encoder", "decoder"}
-        assert all(g["speedup_p50"] > 0 for g in r["against"]["per_graph"].values())
+        assert a is not None and a.graph_calls_per_run == 1 + 2 + 6
+        assert set(a.per_graph) == {"encoder", "decoder"}
+        assert all(g.speedup_p50 > 0 for g in a.per_graph.values())
         assert "encoder     p50" in format_report(r) and "decoder:" in format_report(r)
 
 
