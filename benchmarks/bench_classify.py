@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
                                   calibration=calib if precision == "int8" else None, overwrite=True, strict=False)
         convert_s = time.perf_counter() - t
         clf = edgekit.load(art.path, device="cpu")
-        par = art.manifest.parity["outputs"]["logits"]
+        par = art.manifest.parity.outputs["logits"]
         kept = art.manifest.precision.details.get("kept_float_nodes", {}).get("model", [])
         print(f"{precision}: convert {convert_s:.1f} s, parity cosine {par['cosine']:.5f} max_rel {par['max_rel']:.4f} "
-              f"top1 {par['top1']:.3f} (passed: {art.manifest.parity['passed']}), kept float: {len(kept)}", flush=True)
+              f"top1 {par['top1']:.3f} (passed: {art.manifest.parity.passed}), kept float: {len(kept)}", flush=True)
         for b in args.batches:
             x = rng.random((b, 3, args.size, args.size), dtype=np.float32)
             xt = torch.from_numpy(x)

@@ -112,7 +112,8 @@ def main() -> None:
         model = edgekit.load(path, device="cpu")
         r = timed(lambda n: model.generate(input_ids=ids, max_new_tokens=n, eos_token_id=[]), args.runs, args.new)
         r["weight_mb"] = weight_bytes_per_token(path / "model.onnx") / 1e6
-        r["greedy_agreement"] = model.manifest.parity.get("greedy_agreement", float("nan"))
+        par = model.manifest.parity
+        r["greedy_agreement"] = par.measures.get("greedy_agreement", float("nan")) if par else float("nan")
         rows[f"edgekit {precision}"] = r
         del model
     base = rows["transformers fp32"]

@@ -71,7 +71,7 @@ def main() -> None:
         out = work / f"edgekit-{precision}"
         art = edgekit.convert(folder, out, precision=precision, strict=False)
         model = edgekit.load(out, device="cpu")
-        print(f"edgekit {precision}: parity {art.manifest.parity['summary']}", flush=True)
+        print(f"edgekit {precision}: parity {art.manifest.parity.summary}", flush=True)
 
         def run_ek(m: object = model) -> list[int]:
             return m.greedy_tokens(m.features(wave), language="en", max_new_tokens=args.tokens)  # type: ignore[attr-defined]

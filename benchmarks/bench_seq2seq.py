@@ -85,7 +85,7 @@ def main() -> None:
             edgekit.convert(src, path, precision=precision, strict=False, overwrite=True)
             print(f"converted {precision} in {time.perf_counter() - t:.0f} s", flush=True)
         models[precision] = edgekit.load(path, device="cpu")
-        print(f"{precision} parity at convert: {models[precision].manifest.parity['summary']}", flush=True)
+        print(f"{precision} parity at convert: {models[precision].manifest.parity.summary}", flush=True)
 
     def torch_gen(n: int, beams: int) -> Any:
         with torch.inference_mode():

@@ -53,7 +53,7 @@ def measure(name: str, precision: str, samples: int, out: Path) -> dict[str, Any
             "top1_equal": float((got.argmax(1) == ref.argmax(1)).mean()),
             "score_max_abs": float(np.abs(p_got - p_ref).max()), "logits_max_abs": float(np.abs(got - ref).max()),
             "logits_scale": float(np.abs(ref).max()), "cosine_min": float(cos.min()),
-            "gate_passed": bool(art.manifest.parity["passed"]),
+            "gate_passed": art.manifest.parity.passed,
             "kept_float": art.manifest.precision.details.get("kept_float_nodes", {}).get("model", []),
             "float_infinite_padding": art.manifest.precision.details.get("float_infinite_padding", {}).get("model", []),
             "convert_s": round(seconds, 1), "graph_mb": round(size / 2**20, 1)}

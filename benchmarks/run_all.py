@@ -105,19 +105,19 @@ def _rows(task: str, spec: TaskBench, precision: str, work: Path) -> list[list[s
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             rows.append([task, spec.model, precision, f"bench failed: {str(e)[:160]}"] + [""] * 8)
             continue
-        lat, a = r["latency_ms"], r["against"]
+        lat, a, w = r["latency_ms"], r["against"], r["work"]
         figure = {
-            "classify": lambda: f"batch {r['batch']}",
-            "generate": lambda: (f"prompt {r['prompt_latency_ms']['p50']:.1f} ms ({r['prompt_tokens']} tok), "
-                                 f"decode {r['decode_tokens_per_s']:.0f} tok/s"),
-            "translate": lambda: (f"{r['num_beams']} beam(s): encoder {r['encoder_latency_ms']['p50']:.1f} ms "
-                                  f"({r['prompt_tokens']} tok), decode {r['decode_tokens_per_s']:.0f} tok/s; vs "
+            "classify": lambda: f"batch {w['batch']}",
+            "generate": lambda: (f"prompt {w['prompt_latency_ms']['p50']:.1f} ms ({w['prompt_tokens']} tok), "
+                                 f"decode {w['decode_tokens_per_s']:.0f} tok/s"),
+            "translate": lambda: (f"{w['num_beams']} beam(s): encoder {w['encoder_latency_ms']['p50']:.1f} ms "
+                                  f"({w['prompt_tokens']} tok), decode {w['decode_tokens_per_s']:.0f} tok/s; vs "
                                   f"PyTorch encoder {a['per_graph']['encoder']['speedup_p50']:.2f}x, decoder "
                                   f"{a['per_graph']['decoder']['speedup_p50']:.2f}x"),
-            "recognize": lambda: f"RTF {r['real_time_factor']:.4f} ({r['audio_seconds']:g} s clip)",
+            "recognize": lambda: f"RTF {w['real_time_factor']:.4f} ({w['audio_seconds']:g} s clip)",
         }[task]()
         rows.append([task, spec.model, r["precision"],
-                     f"{'pass' if parity.get('passed') else 'FAIL'}: {parity.get('summary', '')}"[:140],
+                     f"{'pass' if parity and parity.passed else 'FAIL'}: {parity.summary if parity else ''}"[:140],
                      f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}",
                      f"{r['throughput']['value']:.1f} {r['throughput']['unit']}", figure,
                      f"{r['memory_mb']['peak_rss']:.0f}", f"{a['pytorch_ms']['p50']:.2f} / {a['edgekit_ms']['p50']:.2f}",

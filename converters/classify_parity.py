@@ -14,13 +14,15 @@ top-1 and cosine, their scores reported).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from edgekit.contract.classify import ImageInput, TextInput
+from edgekit.converters.parity import ALL_WITHIN
 from edgekit.converters.spec import Limit, gate_failures
+from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 
 PREPROCESS_MAX_ABS = 1e-4  # transformers' arithmetic is reproduced: measured 0 to 1e-6 (README)
 SCORE_GATES = {"fp32": Limit(max=1e-4), "fp16": Limit(max=2e-2)}
@@ -34,7 +36,7 @@ class Reference:
 
     feeds: dict[str, np.ndarray] | None  # the source pre-processing's graph feeds; None: not separate
     scores: np.ndarray  # (batch, classes), float64
-    preprocess: dict[str, Any] | None  # measured difference, or None to compare `feeds` here
+    preprocess: PreprocessCheck | None  # measured difference, or None to compare `feeds` here
     note: str = ""
 
 
@@ -81,42 +83,39 @@ def pipeline_size(x: ImageInput, height: int, width: int) -> tuple[int, int]:
     return height, width
 
 
-def end_to_end(spec: Any, model: Any, report: dict[str, Any], given: list[Any]) -> dict[str, Any]:
-    """Add the end-to-end measures to a graph parity `report`, and its gates."""
+def end_to_end(spec: Any, model: Any, report: ParityReport, given: list[Any]) -> ParityReport:
+    """The graph parity `report` with the end-to-end measures added, and their gates."""
     raw = raw_inputs(model.contract.input, given)
     if not raw:  # a plain tensor model: its raw input is the tensor the graph check fed
-        report["end_to_end"] = "the inputs are tensors: the graph check above is end to end"
-        return report
+        return replace(report, notes={**report.notes,
+                                      "end_to_end": "the inputs are tensors: the graph check above is end to end"})
     try:
         ref = spec.reference(model, raw)
     except Exception as e:  # the source's own pipeline failed on these inputs: said, and the gate fails
-        report["end_to_end"] = {"samples": len(raw), "error": f"{type(e).__name__}: {str(e)[:300]}"}
-        report["passed"] = False
-        report["summary"] = f"{report['summary']}; end to end: the source's pipeline failed ({type(e).__name__}: " \
-                            f"{str(e)[:200]})"
-        return report
+        error = f"{type(e).__name__}: {str(e)[:300]}"
+        return replace(report, passed=False, end_to_end=EndToEnd(samples=len(raw), error=error),
+                       summary=f"{report.summary}; end to end: the source's pipeline failed ({error[:200]})")
     got = np.concatenate([model.scores(model.logits(raw[i : i + 8])) for i in range(0, len(raw), 8)]).astype(np.float64)
     pre = ref.preprocess if ref.preprocess is not None else preprocess_difference(model.prepare(raw), ref.feeds)
     diff = float(np.abs(got - ref.scores).max()) if got.shape == ref.scores.shape else float("inf")
-    measures = {"samples": len(raw), "scores_max_abs": diff,
-                "top1": float((got.argmax(-1) == ref.scores.argmax(-1)).mean()) if np.isfinite(diff) else 0.0,
-                "preprocess": pre, "reference": ref.note}
-    failures = [f"pre-processing differs from the source's: {pre['summary']}"] if not pre["passed"] else []
-    gate = SCORE_GATES.get(report["precision"])
+    top1 = float((got.argmax(-1) == ref.scores.argmax(-1)).mean()) if np.isfinite(diff) else 0.0
+    failures = [f"pre-processing differs from the source's: {pre.summary}"] if not pre.passed else []
+    gate = SCORE_GATES.get(report.precision)
     if gate is not None:
         failures += gate_failures({"scores_max_abs": diff}, {"scores_max_abs": gate}, prefix="end_to_end.")
-    report["end_to_end"] = measures
-    report["passed"] = bool(report["passed"] and not failures)
-    line = f"end to end ({len(raw)} raw inputs): scores max abs diff {diff:.3g}; pre-processing {pre['summary']}"
-    report["summary"] = "; ".join([*(f for f in [report["summary"]] if f != "all outputs within tolerance"),
-                                   *failures, line] if failures else [report["summary"], line])
-    return report
+    line = f"end to end ({len(raw)} raw inputs): scores max abs diff {diff:.3g}; pre-processing {pre.summary}"
+    summary = "; ".join([*(f for f in [report.summary] if f != ALL_WITHIN), *failures, line] if failures
+                        else [report.summary, line])
+    # A shape mismatch (inf) is stored as None: JSON has no infinity, and the failure is in the summary.
+    e2e = EndToEnd(samples=len(raw), scores_max_abs=diff if np.isfinite(diff) else None, top1=top1,
+                   preprocess=pre, reference=ref.note)
+    return replace(report, passed=report.passed and not failures, summary=summary, end_to_end=e2e)
 
 
-def preprocess_difference(mine: dict[str, np.ndarray], theirs: dict[str, np.ndarray] | None) -> dict[str, Any]:
+def preprocess_difference(mine: dict[str, np.ndarray], theirs: dict[str, np.ndarray] | None) -> PreprocessCheck:
     """Max abs difference of float feeds (pixels), or count of differing integer feeds (tokens)."""
     if theirs is None:
-        return {"passed": True, "summary": "same steps (declared)"}
+        return PreprocessCheck(passed=True, summary="same steps (declared)")
     worst, tokens, problems = 0.0, 0, []
     for name, a in mine.items():
         b = theirs.get(name)
@@ -131,4 +130,4 @@ def preprocess_difference(mine: dict[str, np.ndarray], theirs: dict[str, np.ndar
     passed = not problems and tokens == 0 and worst <= PREPROCESS_MAX_ABS
     summary = "; ".join(problems) if problems else (f"{tokens} token ids differ" if tokens else
                                                     f"max abs difference {worst:.3g} (limit {PREPROCESS_MAX_ABS:g})")
-    return {"passed": passed, "max_abs": worst, "tokens_differ": tokens, "summary": summary}
+    return PreprocessCheck(passed=passed, summary=summary, max_abs=worst, tokens_differ=tokens)

@@ -8,12 +8,14 @@ int8 accuracy budget (sensitivity.py) holds the quantized graph to the same int8
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 
 from edgekit.converters.spec import Gate, Limit, gate_failures
+from edgekit.parity_report import ParityReport
 from edgekit.runtimes.base import Runner
+
+ALL_WITHIN = "all outputs within tolerance"  # the summary of a graph check that passed
 
 # Measured on this project's test models (trained digits CNNs, ResNet-18/MobileNet shapes, tiny
 # ViT/BERT; see tests/test_classify_*.py): fp32 max_rel ~1e-6, fp16 ~1e-3 (cosine > 0.99999),
@@ -46,7 +48,7 @@ def compare_outputs(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
 def graph_parity(
     reference: Runner, candidate: Runner, feeds: Iterable[dict[str, np.ndarray]], precision: str,
     argmax_output: str | None = None,
-) -> dict[str, Any]:
+) -> ParityReport:
     """Run both runners on the same feeds; report per output and pass/fail against OUTPUT_GATES."""
     refs: dict[str, list[np.ndarray]] = {}
     gots: dict[str, list[np.ndarray]] = {}
@@ -59,16 +61,15 @@ def graph_parity(
             gots.setdefault(k, []).append(g[k].astype(np.float32).reshape(r[k].shape[0], -1))
         n += 1
     gate = OUTPUT_GATES[precision]
-    report: dict[str, Any] = {"precision": precision, "samples": n,
-                              "tolerances": {k: str(v) for k, v in gate.items()}, "outputs": {}}
+    outputs: dict[str, dict[str, float]] = {}
     failures = []
     for k in refs:
         ref, got = np.concatenate(refs[k]), np.concatenate(gots[k])
         stats = compare_outputs(ref, got)
         if k == argmax_output:
             stats["top1"] = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
-        report["outputs"][k] = stats
+        outputs[k] = stats
         failures += gate_failures(stats, gate, prefix=f"{k}.")
-    report["passed"] = not failures
-    report["summary"] = "; ".join(failures) if failures else "all outputs within tolerance"
-    return report
+    return ParityReport(passed=not failures, summary="; ".join(failures) if failures else ALL_WITHIN,
+                        precision=precision, tolerances={k: str(v) for k, v in gate.items()}, samples=n,
+                        outputs=outputs)

@@ -23,6 +23,7 @@ from edgekit.converters.specs import match
 from edgekit.converters.stand_ins import StandIns
 from edgekit.errors import ConfigError, ExportError, ParityError, SourceError, UnsupportedError
 from edgekit.manifest import PRECISIONS, Manifest, Precision, SourceInfo
+from edgekit.parity_report import ParityReport
 from edgekit.runtimes.onnxruntime import import_onnxruntime
 
 log = logging.getLogger("edgekit")
@@ -127,11 +128,11 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
             manifest = _manifest(tmp, spec, precision, exports, stand_ins)
             # The portable graphs alone pick the setting: a stand-in never changes what the artifact is.
             manifest.parity = _parity(tmp, spec, precision.produced, calibration, opts.strict and last)
-            passed = bool(manifest.parity.get("passed"))
-            short = gate_shortfall(manifest.parity, spec.gates[precision.produced])
+            passed = manifest.parity.passed
+            short = gate_shortfall(manifest.parity.measures, spec.gates[precision.produced])
             if candidate is not None:
                 tried.append({**asdict(candidate), "passed": passed, "shortfall": round(short, 6),
-                              "summary": manifest.parity.get("summary")})
+                              "summary": manifest.parity.summary})
             if passed or len(candidates) == 1:
                 break
             if best is None or short < best[0]:
@@ -144,10 +145,10 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
                 manifest = _manifest(tmp, spec, best[1].precision, exports, stand_ins)
                 manifest.parity = best[1].parity
                 log.warning("edgekit: no %s setting passed its parity gate; keeping the closest (%s)",
-                            opts.precision, manifest.parity.get("summary"))
+                            opts.precision, manifest.parity.summary)
                 break
             log.info("edgekit: %s %s is outside its parity gate (%s); trying the next setting", opts.precision,
-                     candidate, manifest.parity.get("summary"))
+                     candidate, manifest.parity.summary)
     stand_ins.prove(manifest, lambda: _proof(tmp, spec, manifest.precision.produced, calibration))
     if tried:
         manifest.precision = replace(manifest.precision, details={**manifest.precision.details, "tried": tried})
@@ -185,22 +186,22 @@ def _copy_graphs(paths: list[Path], src_root: Path, dst_root: Path) -> None:
             shutil.copyfile(f, target)
 
 
-def _parity(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration, strict: bool) -> dict[str, Any]:
+def _parity(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration, strict: bool) -> ParityReport:
     """Parity measured on the artifact exactly as a user will load it (its portable graphs)."""
     from edgekit.api import load
 
     with load(folder, device="cpu", portable=True) as model:
         report = spec.parity(model, precision, calibration=calibration)
-    if strict and not report.get("passed", False):
+    if strict and not report.passed:
         raise ParityError(
             f"the {precision} model does not match PyTorch within tolerance",
-            found=report.get("summary", str(report)),
+            found=report.summary,
             fix="use a higher precision, give representative calibration data, or pass strict=False to keep it",
         )
     return report
 
 
-def _proof(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration) -> dict[str, Any]:
+def _proof(folder: Path, spec: ExportSpec, precision: str, calibration: Calibration) -> ParityReport:
     """The proof of the artifact's onnxruntime stand-ins (on the CPU, before they count as proven):
     the task's parity through them, and their agreement with the portable graphs."""
     from edgekit.api import load, open_model

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekit.contract import GraphSpec, Section
 from edgekit.errors import UnsupportedError
+from edgekit.parity_report import ParityReport
 
 if TYPE_CHECKING:
     from edgekit.converters.export import GraphExport
@@ -62,6 +63,8 @@ class Limit:
 
 
 Gate = dict[str, Limit]  # measure -> limit, for one precision
+# What a spec's parity measured, before `ExportSpec.report` sorts it into a ParityReport's sections.
+Measure = float | int | str | list[float] | dict[str, float]
 
 
 class NoRuntimeGraph(Exception):
@@ -133,8 +136,8 @@ class ExportSpec(abc.ABC):
 
     @abc.abstractmethod
     def parity(self, model: Model, precision: str, samples: int | None = None,
-               calibration: Calibration | None = None) -> dict[str, Any]:
-        """Compare the loaded artifact with the PyTorch source; a report with `passed` and `summary`."""
+               calibration: Calibration | None = None) -> ParityReport:
+        """Compare the loaded artifact with the PyTorch source: the report, passed or not, with its summary."""
 
     def files(self, calibration: Calibration | None) -> dict[str, bytes]:
         """Files shipped beside the graphs (tokenizer.json, stored parity inputs...)."""
@@ -145,7 +148,7 @@ class ExportSpec(abc.ABC):
         return []
 
     def runtime_proof(self, portable: Model, runtime: Model, precision: str,
-                      calibration: Calibration | None) -> dict[str, Any]:
+                      calibration: Calibration | None) -> ParityReport:
         """How the artifact answers through its stand-in graphs: the parity report against PyTorch."""
         return self.parity(runtime, precision, calibration=calibration)
 
@@ -156,9 +159,18 @@ class ExportSpec(abc.ABC):
         raise UnsupportedError(f"calibration data is not used for {self.task} ({self.family})",
                                fix="leave calibration out, or use int8_method='dynamic'")
 
-    def report(self, measures: dict[str, Any], precision: str, what: str) -> dict[str, Any]:
-        """A parity report: the measures, the gate, pass/fail and a one-line summary."""
+    def report(self, values: dict[str, Measure], precision: str, what: str) -> ParityReport:
+        """A parity report from a spec's values: the gate applied to the numbers, a one-line summary.
+
+        Values are sorted by kind into the report's sections (so a new measure needs no schema change):
+        `samples` -> samples, numbers -> measures, text -> notes, lists -> rows, dicts -> outputs."""
         gate = self.gates[precision]
+        samples = values.get("samples", 0)
+        measures = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and k != "samples"}
         failures = gate_failures(measures, gate)
-        return {**measures, "precision": precision, "tolerances": {k: str(v) for k, v in gate.items()},
-                "passed": not failures, "summary": "; ".join([*failures, what])}
+        return ParityReport(
+            passed=not failures, summary="; ".join([*failures, what]), precision=precision,
+            tolerances={k: str(v) for k, v in gate.items()}, samples=int(samples) if isinstance(samples, int) else 0,
+            measures=measures, notes={k: v for k, v in values.items() if isinstance(v, str)},
+            rows={k: tuple(float(x) for x in v) for k, v in values.items() if isinstance(v, list)},
+            outputs={k: {n: float(x) for n, x in v.items()} for k, v in values.items() if isinstance(v, dict)})

@@ -13,12 +13,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from edgekit.converters.export import GraphExport, describe_onnx, export_graph
 from edgekit.converters.precision import Int4Config, apply_precision
 from edgekit.converters.spec import Calibration, ConvertOptions, NoRuntimeGraph, RuntimeGraphExport
 from edgekit.manifest import Manifest, RuntimeGraph
+from edgekit.parity_report import ParityReport
 
 log = logging.getLogger("edgekit")
 
@@ -87,20 +87,20 @@ class StandIns:
                 out[key] = rg
         return out
 
-    def prove(self, manifest: Manifest, proof: Callable[[], dict[str, Any]]) -> None:
+    def prove(self, manifest: Manifest, proof: Callable[[], ParityReport]) -> None:
         """Run `proof` (the artifact through its stand-ins, all at once); keep them only if it passed."""
         if not manifest.runtime_graphs:
             return
-        report: dict[str, Any] | None = None
+        report: ParityReport | None = None
         try:
             report = proof()
         except Exception as e:  # noqa: BLE001 - any failure keeps the portable graph, recorded below
             for path, s in list(self.live.items()):
                 self.fail(s.plan.replaces, path, "proof", e)
-        if report is not None and not report.get("passed", False):
+        if report is not None and not report.passed:
             for path, s in list(self.live.items()):
-                self.drop(s.plan.replaces, path, f"failed its proof: {report.get('summary')}")
-        manifest.runtime_graphs = {k: replace(rg, proof=report or {}) for k, rg in manifest.runtime_graphs.items()
+                self.drop(s.plan.replaces, path, f"failed its proof: {report.summary}")
+        manifest.runtime_graphs = {k: replace(rg, proof=report) for k, rg in manifest.runtime_graphs.items()
                                    if self.tmp / rg.file in self.live}
         manifest.runtime_graph_notes = dict(self.notes)
 

@@ -10,6 +10,7 @@ from edgekit.tasks import resolve
 from edgekit.tasks.model import Model
 
 if TYPE_CHECKING:
+    from edgekit.parity_report import ParityReport
     from edgekit.runtimes.base import Runner
 
 
@@ -20,7 +21,7 @@ def convert(source: Any, out: str | os.PathLike[str], **kwargs: Any) -> Artifact
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     >>> out = tempfile.mkdtemp() + "/tiny"
     >>> art = edgekit.convert(net, out, example_inputs=torch.rand(1, 3, 2, 2), labels=["a", "b", "c"])
-    >>> art.manifest.task, art.manifest.parity["passed"]
+    >>> art.manifest.task, art.manifest.parity.passed
     ('classify', True)
     """
     import inspect
@@ -68,11 +69,11 @@ def open_model(art: Artifact, runners: dict[str, Runner]) -> Model:
 
 def parity(
     artifact: str | os.PathLike[str], against: Any, device: str = "cpu", samples: int | None = None, **source_kwargs: Any
-) -> dict[str, Any]:
+) -> ParityReport:
     """Compare an artifact with its PyTorch source on the same inputs; returns the report.
 
-    The report has the task's measures (top-1 and logit differences, greedy tokens, transcripts)
-    and `passed` against the precision's tolerances; exit 1 from `edgekit parity` when not.
+    The report (edgekit/parity_report.py) has the task's measures (top-1 and logit differences, greedy
+    tokens, transcripts) and `passed` against the precision's tolerances; exit 1 from `edgekit parity` when not.
     """
     from edgekit.converters.pipeline import reference_spec
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekit.bench_report import (Against, BenchReport, ClassifyWork, GenerateWork, GraphTiming, Memory,
+                                  ParityAtConvert, Percentiles, RecognizeWork, Throughput, Work)
 from edgekit.errors import ConfigError, EdgekitError, SourceError, UnsupportedError
 from edgekit.runtimes.base import HostStepper
 from edgekit.tasks import TASKS, resolve
@@ -31,13 +33,12 @@ Call = Callable[[], dict[str, float]]  # one unit of work -> figures measured in
 
 @dataclass
 class Workload:
-    """What one task times: `call` does one unit of work; `summarize` turns runs into figures."""
+    """What one task times: `call` does one unit of work; `figures` turns the runs (and the calls'
+    latency) into the task's own figures, which also say how many items a call is (throughput)."""
 
     call: Call
-    items: float  # items per call, for throughput (images, new tokens, audio seconds)
     unit: str  # throughput unit
-    describe: dict[str, Any]
-    summarize: Callable[[list[dict[str, float]]], dict[str, Any]]
+    figures: Callable[[list[dict[str, float]], Percentiles], Work]
 
 
 # ------------------------------------------------------------------ per-task workloads
@@ -63,7 +64,7 @@ def classify_workload(model: Any, opts: dict[str, Any]) -> Workload:
         model.classify(items, top_k=1)
         return {}
 
-    return Workload(call, batch, "items/s", {"batch": batch, "inputs": what}, lambda runs: {})
+    return Workload(call, "items/s", lambda runs, latency: ClassifyWork(batch, what))
 
 
 def generate_workload(model: Any, opts: dict[str, Any]) -> Workload:
@@ -91,21 +92,18 @@ def generate_workload(model: Any, opts: dict[str, Any]) -> Workload:
         made = int(np.asarray(out).shape[1] - start)
         return {**figures, "prompt_s": t1 - t0, "full_s": t2 - t1, "new_tokens": made, "latency_s": t2 - t1}
 
-    def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
-        decode = [(r["new_tokens"] - 1) / max(r["full_s"] - r["prompt_s"], 1e-9) for r in runs if r["new_tokens"] > 1]
-        out = {
-            "prompt_latency_ms": _percentiles([r["prompt_s"] for r in runs]),
-            "decode_tokens_per_s": float(np.median(decode)) if decode else None,
-            "new_tokens_per_call": float(np.mean([r["new_tokens"] for r in runs])),
-        }
-        if seq2seq:
-            out["encoder_latency_ms"] = _percentiles([r["encoder_s"] for r in runs])
-        return out
-
     what = "greedy" if beams == 1 else f"beam search, {beams} beams (tokens/s per sequence)"
-    return Workload(call, new, "new tokens/s (end to end)",
-                    {"prompt_tokens": int(ids.shape[1]), "max_new_tokens": new, "num_beams": beams,
-                     "decoding": f"{what}, eos ignored"}, summarize)
+
+    def figures(runs: list[dict[str, float]], latency: Percentiles) -> GenerateWork:
+        decode = [(r["new_tokens"] - 1) / max(r["full_s"] - r["prompt_s"], 1e-9) for r in runs if r["new_tokens"] > 1]
+        return GenerateWork(
+            prompt_tokens=int(ids.shape[1]), max_new_tokens=new, num_beams=beams, decoding=f"{what}, eos ignored",
+            prompt_latency_ms=Percentiles.of_seconds([r["prompt_s"] for r in runs]),
+            decode_tokens_per_s=float(np.median(decode)) if decode else None,
+            new_tokens_per_call=float(np.mean([r["new_tokens"] for r in runs])),
+            encoder_latency_ms=Percentiles.of_seconds([r["encoder_s"] for r in runs]) if seq2seq else None)
+
+    return Workload(call, "new tokens/s (end to end)", figures)
 
 
 def recognize_workload(model: Any, opts: dict[str, Any]) -> Workload:
@@ -121,10 +119,10 @@ def recognize_workload(model: Any, opts: dict[str, Any]) -> Workload:
         model.recognize(wave, sample_rate=rate)
         return {}
 
-    def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
-        return {}  # the real-time factor needs the latencies: added in `bench`
+    def figures(runs: list[dict[str, float]], latency: Percentiles) -> RecognizeWork:
+        return RecognizeWork(seconds, int(rate), real_time_factor=latency.p50 / 1000.0 / seconds)
 
-    return Workload(call, seconds, "audio seconds/s", {"audio_seconds": seconds, "sample_rate": rate}, summarize)
+    return Workload(call, "audio seconds/s", figures)
 
 
 _TEXT = "The quick brown fox jumps over the lazy dog while the cat watches from the window sill."
@@ -139,13 +137,6 @@ def _prompt_ids(model: Any, n: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ measuring
-
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
-    p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(ms.mean()),
-            "min": float(ms.min()), "max": float(ms.max())}
 
 
 class _RssSampler:
@@ -227,14 +218,14 @@ def bench(
     audio_seconds: float = 5.0,
     progress: Progress | None = None,
     num_beams: int = 1,
-) -> dict[str, Any]:
-    """Benchmark an artifact; returns a JSON-able report (see module doc).
+) -> BenchReport:
+    """Benchmark an artifact; returns the report (edgekit/bench_report.py; see module doc).
 
     >>> import tempfile, edgekit, torch
     >>> out = tempfile.mkdtemp() + "/lin"
     >>> _ = edgekit.convert(torch.nn.Linear(8, 2), out, example_inputs=torch.rand(1, 8), labels=["a", "b"])
     >>> report = bench(out, runs=3, warmup=1, device="cpu")
-    >>> report["task"], report["runs"], report["latency_ms"]["p50"] > 0
+    >>> report.task, report.runs, report.latency_ms.p50 > 0
     ('classify', 3, True)
     """
     import edgekit
@@ -258,21 +249,16 @@ def bench(
         measured = _timed(work.call, warmup, runs, "edgekit", progress)
     latencies = [r["latency_s"] for r in measured]
     m = model.manifest
-    report: dict[str, Any] = {
-        "artifact": str(artifact), "task": task.name, "family": m.family, "precision": m.produced_precision,
-        "device": model.device, "threads": threads, "warmup": warmup, "runs": runs, **work.describe,
-        "latency_ms": _percentiles(latencies),
-        "throughput": {"value": work.items * len(latencies) / sum(latencies), "unit": work.unit},
-        "memory_mb": {"rss_before_load": before / 2**20, "peak_rss": rss.peak / 2**20},
-        "parity_at_convert": {"passed": m.parity.get("passed"), "summary": m.parity.get("summary")},
-        "latencies_ms": [s * 1000.0 for s in latencies],
-    }
-    report.update(work.summarize(measured))
-    if task.name == "recognize":
-        report["real_time_factor"] = report["latency_ms"]["p50"] / 1000.0 / work.items
-    if against is not None:
-        report["against"] = _against(model, work, against, threads, max(warmup, 1), runs, progress)
-    return report
+    latency = Percentiles.of_seconds(latencies)
+    work_figures = work.figures(measured, latency)
+    return BenchReport(
+        artifact=str(artifact), task=task.name, family=m.family, precision=m.produced_precision, device=model.device,
+        threads=threads, warmup=warmup, runs=runs, latency_ms=latency,
+        throughput=Throughput(work_figures.items * len(latencies) / sum(latencies), work.unit),
+        memory_mb=Memory(rss_before_load=before / 2**20, peak_rss=rss.peak / 2**20),
+        parity_at_convert=ParityAtConvert(m.parity.passed, m.parity.summary) if m.parity else None,
+        latencies_ms=tuple(s * 1000.0 for s in latencies), work=work_figures,
+        against=None if against is None else _against(model, work, against, threads, max(warmup, 1), runs, progress))
 
 
 # ------------------------------------------------------------------ --against: replay on PyTorch
@@ -323,7 +309,7 @@ def _check_same_graphs(model: Any, spec: Any, description: str) -> None:
 
 
 def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int, runs: int,
-             progress: Progress | None) -> dict[str, Any]:
+             progress: Progress | None) -> Against:
     import torch
 
     from edgekit.converters.ort_attention import portable_feeds
@@ -367,52 +353,47 @@ def _against(model: Any, work: Workload, source: Any, threads: int, warmup: int,
                     per_graph[g][side].append(v)
             if progress:
                 progress(f"replay on {side}", i + 1, warmup + runs)
-    ours, theirs = _percentiles(timings["edgekit"]), _percentiles(timings["pytorch"])
-    report = {
-        "source": src.description, "pytorch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "graph_calls_per_run": len(calls), "what": "the same graph calls on the same inputs, pre/post-processing excluded",
-        "edgekit_ms": ours, "pytorch_ms": theirs,
-        "speedup_p50": theirs["p50"] / ours["p50"], "speedup_mean": theirs["mean"] / ours["mean"],
-        "pytorch_latencies_ms": [s * 1000.0 for s in timings["pytorch"]],
-        "edgekit_latencies_ms": [s * 1000.0 for s in timings["edgekit"]],
-    }
-    if len(per_graph) > 1:  # e.g. an encoder-decoder: the encoder and the decode steps apart
-        report["per_graph"] = {g: {"edgekit_ms": float(np.median(t["edgekit"]) * 1e3),
-                                   "pytorch_ms": float(np.median(t["pytorch"]) * 1e3),
-                                   "speedup_p50": float(np.median(t["pytorch"]) / max(np.median(t["edgekit"]), 1e-12))}
-                               for g, t in per_graph.items()}
-    return report
+    ours, theirs = Percentiles.of_seconds(timings["edgekit"]), Percentiles.of_seconds(timings["pytorch"])
+    graphs = {} if len(per_graph) < 2 else {  # e.g. an encoder-decoder: the encoder and the decode steps apart
+        g: GraphTiming(edgekit_ms=float(np.median(t["edgekit"]) * 1e3), pytorch_ms=float(np.median(t["pytorch"]) * 1e3),
+                       speedup_p50=float(np.median(t["pytorch"]) / max(np.median(t["edgekit"]), 1e-12)))
+        for g, t in per_graph.items()}
+    return Against(
+        source=src.description, pytorch=torch.__version__, torch_threads=torch.get_num_threads(),
+        graph_calls_per_run=len(calls), what="the same graph calls on the same inputs, pre/post-processing excluded",
+        edgekit_ms=ours, pytorch_ms=theirs, speedup_p50=theirs.p50 / ours.p50, speedup_mean=theirs.mean / ours.mean,
+        pytorch_latencies_ms=tuple(s * 1000.0 for s in timings["pytorch"]),
+        edgekit_latencies_ms=tuple(s * 1000.0 for s in timings["edgekit"]), per_graph=graphs)
 
 
 # ------------------------------------------------------------------ people: text and plot
 
 
-def format_report(r: dict[str, Any]) -> str:
-    lat = r["latency_ms"]
+def format_report(r: BenchReport) -> str:
+    lat, w = r.latency_ms, r.work
     lines = [
-        f"{r['task']} {r['family']} {r['precision']} on {r['device']}, {r['threads']} threads, "
-        f"{r['runs']} runs after {r['warmup']} warm-up",
-        f"  latency     p50 {lat['p50']:.2f} ms  p90 {lat['p90']:.2f} ms  p99 {lat['p99']:.2f} ms",
-        f"  throughput  {r['throughput']['value']:.1f} {r['throughput']['unit']}",
+        f"{r.task} {r.family} {r.precision} on {r.device}, {r.threads} threads, {r.runs} runs after {r.warmup} warm-up",
+        f"  latency     p50 {lat.p50:.2f} ms  p90 {lat.p90:.2f} ms  p99 {lat.p99:.2f} ms",
+        f"  throughput  {r.throughput.value:.1f} {r.throughput.unit}",
     ]
-    if "encoder_latency_ms" in r:
-        lines.append(f"  encoder     p50 {r['encoder_latency_ms']['p50']:.2f} ms ({r['prompt_tokens']} tokens)")
-    if "prompt_latency_ms" in r:
-        lines.append(f"  prompt      p50 {r['prompt_latency_ms']['p50']:.2f} ms ({r['prompt_tokens']} tokens"
-                     f"{', ' + str(r['num_beams']) + ' beams' if r.get('num_beams', 1) > 1 else ''})")
-        tps = r["decode_tokens_per_s"]
+    if isinstance(w, GenerateWork):
+        if w.encoder_latency_ms is not None:
+            lines.append(f"  encoder     p50 {w.encoder_latency_ms.p50:.2f} ms ({w.prompt_tokens} tokens)")
+        lines.append(f"  prompt      p50 {w.prompt_latency_ms.p50:.2f} ms ({w.prompt_tokens} tokens"
+                     f"{', ' + str(w.num_beams) + ' beams' if w.num_beams > 1 else ''})")
+        tps = w.decode_tokens_per_s
         lines.append(f"  decode      {tps:.1f} tokens/s" if tps is not None else "  decode      n/a (stopped at 1 token)")
-    if "real_time_factor" in r:
-        lines.append(f"  real-time factor {r['real_time_factor']:.4f} ({r['audio_seconds']:g} s of audio)")
-    lines.append(f"  peak RSS    {r['memory_mb']['peak_rss']:.1f} MB")
-    if "against" in r:
-        a = r["against"]
-        lines.append(f"  vs PyTorch {a['pytorch']} ({a['graph_calls_per_run']} graph calls, same inputs, "
-                     f"{a['torch_threads']} threads): edgekit {a['edgekit_ms']['p50']:.2f} ms, "
-                     f"pytorch {a['pytorch_ms']['p50']:.2f} ms p50 -> {a['speedup_p50']:.2f}x")
-        for g, t in a.get("per_graph", {}).items():
-            lines.append(f"    {g}: edgekit {t['edgekit_ms']:.2f} ms, pytorch {t['pytorch_ms']:.2f} ms -> "
-                         f"{t['speedup_p50']:.2f}x")
+    if isinstance(w, RecognizeWork):
+        lines.append(f"  real-time factor {w.real_time_factor:.4f} ({w.audio_seconds:g} s of audio)")
+    lines.append(f"  peak RSS    {r.memory_mb.peak_rss:.1f} MB")
+    if r.against is not None:
+        a = r.against
+        lines.append(f"  vs PyTorch {a.pytorch} ({a.graph_calls_per_run} graph calls, same inputs, "
+                     f"{a.torch_threads} threads): edgekit {a.edgekit_ms.p50:.2f} ms, "
+                     f"pytorch {a.pytorch_ms.p50:.2f} ms p50 -> {a.speedup_p50:.2f}x")
+        for g, t in a.per_graph.items():
+            lines.append(f"    {g}: edgekit {t.edgekit_ms:.2f} ms, pytorch {t.pytorch_ms:.2f} ms -> "
+                         f"{t.speedup_p50:.2f}x")
     return "\n".join(lines)
 
 
@@ -428,31 +409,28 @@ def pyplot() -> Any:
     return plt
 
 
-def plot(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def plot(report: BenchReport, path: str | os.PathLike[str]) -> None:
     """The latency distribution, and with --against the latency and throughput of edgekit and PyTorch
     on the same graph calls side by side, as a PNG for people."""
     plt = pyplot()
-    panels = 3 if "against" in report else 1
+    a = report.against
+    panels = 3 if a is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
     ax = axes[0][0]
-    ax.hist(report["latencies_ms"], bins=30, color="tab:blue", alpha=0.8, label="edgekit (end to end)")
-    for q in ("p50", "p90", "p99"):
-        ax.axvline(report["latency_ms"][q], linestyle="--", color="gray")
-    ax.set(xlabel="latency per call (ms)", ylabel="calls", title=f"{report['task']} {report['precision']} on {report['device']}")
+    ax.hist(report.latencies_ms, bins=30, color="tab:blue", alpha=0.8, label="edgekit (end to end)")
+    for q in (report.latency_ms.p50, report.latency_ms.p90, report.latency_ms.p99):
+        ax.axvline(q, linestyle="--", color="gray")
+    ax.set(xlabel="latency per call (ms)", ylabel="calls", title=f"{report.task} {report.precision} on {report.device}")
     ax.legend()
-    if "against" in report:
-        a, colors = report["against"], ["tab:blue", "tab:orange"]
-        p50 = [a["edgekit_ms"]["p50"], a["pytorch_ms"]["p50"]]
+    if a is not None:
+        colors = ["tab:blue", "tab:orange"]
+        p50 = [a.edgekit_ms.p50, a.pytorch_ms.p50]
         axes[0][1].bar(["edgekit", "pytorch"], p50, color=colors)
-        axes[0][1].set(ylabel="p50 ms, same graph calls", title=f"latency: {a['speedup_p50']:.2f}x vs PyTorch")
+        axes[0][1].set(ylabel="p50 ms, same graph calls", title=f"latency: {a.speedup_p50:.2f}x vs PyTorch")
         # Throughput of the same work: the call's items (images, new tokens, audio seconds) per p50.
-        items, unit = _items_per_call(report), report["throughput"]["unit"].split(" (")[0]
+        items, unit = report.work.items, report.throughput.unit.split(" (")[0]
         axes[0][2].bar(["edgekit", "pytorch"], [items / (ms / 1000) for ms in p50], color=colors)
         axes[0][2].set(ylabel=unit, title="throughput, same graph calls")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def _items_per_call(report: dict[str, Any]) -> float:
-    return float(report.get("batch") or report.get("max_new_tokens") or report.get("audio_seconds") or 1)

@@ -9,11 +9,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from edgekit.contract.codec import encode
 from edgekit.errors import EdgekitError
+
+if TYPE_CHECKING:
+    from edgekit.parity_report import ParityReport
 
 log = logging.getLogger("edgekit")
 
@@ -90,9 +94,10 @@ def convert(source: str, out: Path, task: str | None, precision: str, int8_metho
                           overwrite=overwrite, int8_method=int8_method, strict=not no_strict, scores=scores)
     m = art.manifest
     summary = {"artifact": str(art.path), "task": m.task, "family": m.family,
-               "precision": json.loads(m.to_json())["precision"], "parity": m.parity}
+               "precision": encode(m.precision), "parity": encode(m.parity)}
+    said = m.parity.summary if m.parity else "not measured"
     _emit(summary, as_json, lambda s: f"wrote {s['artifact']} ({s['task']}, {s['family']}, "
-                                      f"{s['precision']['produced']}); parity: {m.parity.get('summary')}")
+                                      f"{s['precision']['produced']}); parity: {said}")
 
 
 # `edgekit run` per task (edgekit/tasks/__init__.py names them): (model, inputs, options) -> (JSON data, text).
@@ -193,24 +198,25 @@ def parity(artifact: Path, against: str, samples: int | None, as_json: bool) -> 
     import edgekit
 
     report = edgekit.parity(artifact, against, samples=samples)
-    _emit(report, as_json, _parity_text)
-    if not report.get("passed", False):
+    _emit(encode(report), as_json, lambda _: _parity_text(report))
+    if not report.passed:
         sys.exit(1)
 
 
-def _parity_text(r: dict[str, Any]) -> str:
-    lines = [f"precision {r.get('precision')}, {r.get('samples')} samples: {'PASS' if r.get('passed') else 'FAIL'}"]
-    for name, s in r.get("outputs", {}).items():
-        lines.append(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in s.items() if isinstance(v, float)))
-    for k, v in r.items():
-        if k not in ("outputs", "tolerances", "passed", "precision", "samples", "summary") and not isinstance(v, dict):
-            lines.append(f"  {k}: {v}")
-    e2e = r.get("end_to_end")
-    if isinstance(e2e, dict) and "scores_max_abs" in e2e:  # classify: raw inputs to scores, pre-processing
-        lines.append(f"  end to end: {e2e['samples']} raw inputs, scores max abs diff {e2e['scores_max_abs']:.4g}, "
-                     f"top-1 {e2e['top1']:.4g} (against {e2e['reference']})")
-        lines.append(f"  pre-processing: {e2e['preprocess']['summary']}")
-    lines.append(f"  {r.get('summary', '')}")
+def _parity_text(r: ParityReport) -> str:
+    lines = [f"precision {r.precision}, {r.samples} samples: {'PASS' if r.passed else 'FAIL'}"]
+    for name, stats in r.outputs.items():
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
+    lines += [f"  {k}: {v:.4g}" for k, v in r.measures.items()]
+    lines += [f"  {k}: {', '.join(f'{x:.4g}' for x in v)}" for k, v in r.rows.items()]
+    lines += [f"  {k}: {v}" for k, v in r.notes.items()]
+    e2e = r.end_to_end
+    if e2e is not None and e2e.scores_max_abs is not None and e2e.top1 is not None:  # classify: raw inputs to scores
+        lines.append(f"  end to end: {e2e.samples} raw inputs, scores max abs diff {e2e.scores_max_abs:.4g}, "
+                     f"top-1 {e2e.top1:.4g} (against {e2e.reference})")
+    if e2e is not None and e2e.preprocess is not None:
+        lines.append(f"  pre-processing: {e2e.preprocess.summary}")
+    lines.append(f"  {r.summary}")
     return "\n".join(lines)
 
 
@@ -233,11 +239,11 @@ def _info_text(m: Any) -> str:
         lines += [f"  in  {t.name}: {t.dtype} {t.shape}" for t in g.inputs]
         lines += [f"  out {t.name}: {t.dtype} {t.shape}" for t in g.outputs]
     if m.parity:
-        lines.append(f"parity at convert: {'PASS' if m.parity.get('passed') else 'FAIL'} - {m.parity.get('summary')}")
+        lines.append(f"parity at convert: {'PASS' if m.parity.passed else 'FAIL'} - {m.parity.summary}")
     for rg in m.runtime_graphs.values():
+        proof = f"{'PASS' if rg.proof.passed else 'FAIL'} - {rg.proof.summary}" if rg.proof else "none"
         lines.append(f"{rg.backend} graph for '{rg.replaces}' ({rg.file}, {rg.kv_layout} cache, {'/'.join(rg.devices)}, "
-                     f"{rg.backend} {rg.version}): proof {'PASS' if rg.proof.get('passed') else 'FAIL'} - "
-                     f"{rg.proof.get('summary')}")
+                     f"{rg.backend} {rg.version}): proof {proof}")
     for name, why in m.runtime_graph_notes.items():
         lines.append(f"onnxruntime graph for '{name}': none, the portable graph runs ({why})")
     lines.append(f"engines: {', '.join(m.engines) or 'none (run `edgekit build` on the target)'}")
@@ -276,7 +282,7 @@ def bench(artifact: Path, against: str | None, device: str, runs: int | None, wa
                      audio_seconds=audio_seconds, progress=None if quiet else _progress_bar(), num_beams=bench_beams)
     if plot_file is not None:
         B.plot(report, plot_file)
-    _emit(report, as_json, B.format_report)
+    _emit(encode(report), as_json, lambda _: B.format_report(report))
 
 
 def _progress_bar() -> Callable[[str, int, int], None]:

@@ -1,11 +1,11 @@
 """The artifact manifest, `edgekit.json`: the typed contract plus what every artifact records.
 
-Format 2: `task`, `family`, `graphs` (each ONNX file's inputs and outputs with named dims), the
+Format 3: `task`, `family`, `graphs` (each ONNX file's inputs and outputs with named dims), the
 task's `contract` section (edgekit/contract/<task>.py), `precision`, `source`, the sha256 of every
-file, versions, the parity report, TensorRT engine records, and onnxruntime's proven stand-in graphs
-(with why a graph has none: `runtime_graph_notes`). Reading checks every value's type
-and that the graphs are what the contract says (`check_graphs`); nothing named in the manifest is
-imported or executed.
+file, versions, the parity report (edgekit/parity_report.py), TensorRT engine records, and
+onnxruntime's proven stand-in graphs (with why a graph has none: `runtime_graph_notes`). Reading
+checks every value's type and that the graphs are what the contract says (`check_graphs`); nothing
+named in the manifest is imported or executed.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from edgekit.contract.base import check_graph
 from edgekit.contract.codec import ContractError, decode, encode
 from edgekit.engines import EngineRecord
 from edgekit.errors import ArtifactError, ArtifactVersionError
+from edgekit.parity_report import ParityReport
 
-FORMAT_VERSION = 2  # 2: typed contract sections (1: free preprocess/postprocess dicts)
+FORMAT_VERSION = 3  # 3: typed parity reports; 2: typed contract sections (1: free preprocess/postprocess dicts)
 MANIFEST_NAME = "edgekit.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 CONVERT_AGAIN = "convert the model again with this version of edgekit (`edgekit convert`)"
@@ -66,7 +67,7 @@ class RuntimeGraph:
     kv_layout: Literal["shared"]  # how the task feeds its caches (contract: Section.runtime_needs)
     graph: GraphSpec
     passes: dict[str, int] = field(default_factory=dict)  # graph passes applied, and how often
-    proof: dict[str, Any] = field(default_factory=dict)
+    proof: ParityReport | None = None
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Manifest:
     source: SourceInfo
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     versions: dict[str, str] = field(default_factory=dict)
-    parity: dict[str, Any] = field(default_factory=dict)  # the report measured at convert time
+    parity: ParityReport | None = None  # the report measured at convert time
     engines: dict[str, EngineRecord] = field(default_factory=dict)  # plans built by runtimes/tensorrt, by id
     runtime_graphs: dict[str, RuntimeGraph] = field(default_factory=dict)  # proven stand-ins only
     # Portable graph name -> why no stand-in replaces it (not expressible, or failed to build/export/prove).
@@ -101,7 +102,8 @@ class Manifest:
         doc = {"format_version": self.format_version, "task": self.task, "family": self.family,
                "graphs": encode(self.graphs), "contract": encode(self.contract), "precision": encode(self.precision),
                "source": encode(self.source), "files": self.files, "versions": self.versions,
-               "parity": self.parity, "engines": encode(self.engines), "runtime_graphs": encode(self.runtime_graphs),
+               "parity": encode(self.parity), "engines": encode(self.engines),
+               "runtime_graphs": encode(self.runtime_graphs),
                "runtime_graph_notes": self.runtime_graph_notes}
         return json.dumps(doc, indent=2) + "\n"
 
@@ -139,7 +141,7 @@ class Manifest:
                     source=decode(SourceInfo, d.get("source"), "source"),
                     files=decode(dict[str, str], d.get("files", {}), "files"),
                     versions=decode(dict[str, str], d.get("versions", {}), "versions"),
-                    parity=decode(dict[str, Any], d.get("parity", {}), "parity"),
+                    parity=decode(ParityReport | None, d.get("parity"), "parity"),
                     engines=decode(dict[str, EngineRecord], d.get("engines", {}), "engines"),
                     runtime_graphs=decode(dict[str, RuntimeGraph], d.get("runtime_graphs", {}), "runtime_graphs"),
                     runtime_graph_notes=decode(dict[str, str], d.get("runtime_graph_notes", {}),

@@ -39,7 +39,7 @@ def classify_demo(out: Path, epochs: int) -> None:
     clf = edgekit.load(art.path)
     picks = test_idx[:5]
     preds = clf.classify(list(pics[picks]), top_k=2)
-    print(f"\n[classify] {art.path} ({clf.device}, int8; parity: {art.manifest.parity['summary']})")
+    print(f"\n[classify] {art.path} ({clf.device}, int8; parity: {art.manifest.parity.summary})")
     for i, p in zip(picks, preds):
         print(f"  digit {labels[i]} -> " + ", ".join(f"{q.label} ({q.score:.2f})" for q in p))
     everything = clf.classify(list(pics[test_idx]), top_k=1)
@@ -63,7 +63,7 @@ def generate_demo(out: Path, steps: int) -> None:
     tok.save(str(folder / "tokenizer.json"))
     art = edgekit.convert(folder, out / "char-gpt", overwrite=True)
     lm = edgekit.load(art.path)
-    print(f"\n[generate] {art.path} ({lm.device}, fp32; parity: {art.manifest.parity['summary']})")
+    print(f"\n[generate] {art.path} ({lm.device}, fp32; parity: {art.manifest.parity.summary})")
     for prompt in ("The for statement", "A class definition"):
         print(f"  {prompt!r} -> {lm.generate(prompt, max_new_tokens=60)!r}")
 
@@ -77,7 +77,7 @@ def recognize_demo(out: Path) -> None:
     art = edgekit.convert(model, out / "digits-asr", task="recognize", labels=LABELS, preprocess=PREPROCESS,
                           overwrite=True)
     asr = edgekit.load(art.path)
-    print(f"\n[recognize] {art.path} ({asr.device}, fp32; parity: {art.manifest.parity['summary']})")
+    print(f"\n[recognize] {art.path} ({asr.device}, fp32; parity: {art.manifest.parity.summary})")
     for wav in sorted((speech / "heldout").glob("*.wav"))[:4]:
         truth = wav.stem.split("_", 1)[1].replace("-", " ")
         print(f"  {wav.name}: {asr.recognize(wav).text!r} (said: {truth!r})")

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     lm = edgekit.load(fp32.path)
     for n in held_out[:3] + [3005, 110, 9999]:
         print(f"  {english(n)!r} -> {lm.generate(english(n))!r} (expected {chinese(n)})")
-    print(f"  parity fp32: {fp32.manifest.parity['summary']}\n  parity int8: {int8.manifest.parity['summary']}")
+    print(f"  parity fp32: {fp32.manifest.parity.summary}\n  parity int8: {int8.manifest.parity.summary}")
     print(f"  try: edgekit run {fp32.path} --prompt 'three hundred and twenty-one'")
     return 0
 

@@ -11,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.bench import bench
+from edgekit.bench_report import BenchReport, ClassifyWork, GenerateWork, RecognizeWork
 from edgekit.cli import cli
+from edgekit.contract.codec import decode, encode
 from edgekit.errors import ConfigError, EdgekitError
 from reliability_models import converted
 
@@ -22,33 +24,39 @@ def cnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(cnn: Path) -> dict:
+def report(cnn: Path) -> BenchReport:
     return bench(cnn, against="reliability_models:image_net", device="cpu", runs=12, warmup=2, threads=2)
 
 
-def test_latency_figures_are_consistent(report: dict) -> None:
-    lat = report["latency_ms"]
-    assert len(report["latencies_ms"]) == report["runs"] == 12
-    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-    assert lat["p50"] == pytest.approx(float(np.median(report["latencies_ms"])))
+def test_latency_figures_are_consistent(report: BenchReport) -> None:
+    lat = report.latency_ms
+    assert len(report.latencies_ms) == report.runs == 12
+    assert 0 < lat.min <= lat.p50 <= lat.p90 <= lat.p99 <= lat.max
+    assert lat.p50 == pytest.approx(float(np.median(report.latencies_ms)))
     # throughput = items over the time the timed calls took, batch 1 here
-    assert report["throughput"]["value"] == pytest.approx(12 / (sum(report["latencies_ms"]) / 1000), rel=1e-9)
-    assert report["task"] == "classify" and report["device"] == "onnxruntime-cpu" and report["threads"] == 2
-    assert report["memory_mb"]["peak_rss"] >= report["memory_mb"]["rss_before_load"] > 0
-    assert report["parity_at_convert"]["passed"] is True
+    assert report.throughput.value == pytest.approx(12 / (sum(report.latencies_ms) / 1000), rel=1e-9)
+    assert report.task == "classify" and report.device == "onnxruntime-cpu" and report.threads == 2
+    assert report.memory_mb.peak_rss >= report.memory_mb.rss_before_load > 0
+    assert report.parity_at_convert is not None and report.parity_at_convert.passed is True
 
 
-def test_against_replays_the_same_graph_calls(report: dict) -> None:
-    a = report["against"]
-    assert a["graph_calls_per_run"] == 1 and a["torch_threads"] == 2
-    assert len(a["pytorch_latencies_ms"]) == len(a["edgekit_latencies_ms"]) == 12
-    assert a["speedup_p50"] == pytest.approx(a["pytorch_ms"]["p50"] / a["edgekit_ms"]["p50"])
+def test_against_replays_the_same_graph_calls(report: BenchReport) -> None:
+    a = report.against
+    assert a is not None and a.graph_calls_per_run == 1 and a.torch_threads == 2
+    assert len(a.pytorch_latencies_ms) == len(a.edgekit_latencies_ms) == 12
+    assert a.speedup_p50 == pytest.approx(a.pytorch_ms.p50 / a.edgekit_ms.p50)
+
+
+def test_report_round_trips_through_its_json(report: BenchReport) -> None:
+    """What `--json` prints is the codec's encode: it decodes back to the same report."""
+    assert decode(BenchReport, json.loads(json.dumps(encode(report))), "bench") == report
 
 
 def test_batches_over_the_chunk_size_make_two_graph_calls(cnn: Path) -> None:
     r = bench(cnn, against="reliability_models:image_net", device="cpu", runs=2, warmup=0, batch=40)
-    assert r["batch"] == 40 and r["against"]["graph_calls_per_run"] == 2  # classify runs 32 at a time
-    assert r["throughput"]["value"] == pytest.approx(80 / (sum(r["latencies_ms"]) / 1000), rel=1e-9)
+    assert isinstance(r.work, ClassifyWork) and r.work.batch == 40
+    assert r.against is not None and r.against.graph_calls_per_run == 2  # classify runs 32 at a time
+    assert r.throughput.value == pytest.approx(80 / (sum(r.latencies_ms) / 1000), rel=1e-9)
 
 
 def test_against_a_source_of_another_shape_is_an_edgekit_error(cnn: Path, tmp_path: Path,
@@ -67,7 +75,7 @@ def test_cli_json_is_one_document_and_progress_goes_to_stderr(cnn: Path) -> None
     r = CliRunner().invoke(cli, ["bench", str(cnn), "--json", "--runs", "3", "--warmup", "1", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
-    assert data["runs"] == 3 and "against" not in data
+    assert data["runs"] == 3 and data["against"] is None and data["work"]["type"] == "classify"
     assert "3 calls done" in r.stderr
 
 
@@ -141,13 +149,14 @@ def gpt2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_generate_prompt_latency_decode_rate_and_replayed_steps(gpt2: tuple[Path, Path]) -> None:
     art, folder = gpt2
     r = bench(art, against=str(folder), device="cpu", runs=3, warmup=1, prompt_tokens=8, max_new_tokens=8)
-    assert r["task"] == "generate" and r["prompt_tokens"] == 8 and r["new_tokens_per_call"] == 8
-    assert 0 < r["prompt_latency_ms"]["min"] <= r["prompt_latency_ms"]["p50"] <= r["prompt_latency_ms"]["max"]
-    assert r["decode_tokens_per_s"] > 0
-    assert r["throughput"]["value"] == pytest.approx(3 * 8 / (sum(r["latencies_ms"]) / 1000), rel=1e-9)
+    w = r.work
+    assert r.task == "generate" and isinstance(w, GenerateWork) and w.prompt_tokens == 8 and w.new_tokens_per_call == 8
+    assert 0 < w.prompt_latency_ms.min <= w.prompt_latency_ms.p50 <= w.prompt_latency_ms.max
+    assert w.decode_tokens_per_s is not None and w.decode_tokens_per_s > 0
+    assert r.throughput.value == pytest.approx(3 * 8 / (sum(r.latencies_ms) / 1000), rel=1e-9)
     # 1 prefill for the one-token call, then prefill + 7 decode steps (IO-bound): all replayed on PyTorch
-    assert r["against"]["graph_calls_per_run"] == 1 + 8
-    assert r["against"]["speedup_p50"] > 0
+    assert r.against is not None and r.against.graph_calls_per_run == 1 + 8
+    assert r.against.speedup_p50 > 0
 
 
 def test_generate_cli_text_report(gpt2: tuple[Path, Path]) -> None:
@@ -165,8 +174,9 @@ def test_recognize_real_time_factor_and_replay(tmp_path_factory: pytest.TempPath
 
     art, folder = converted_w2v(tmp_path_factory), w2v_folder(tmp_path_factory)
     r = bench(art, against=str(folder), device="cpu", runs=3, warmup=1, audio_seconds=2.0)
-    assert r["task"] == "recognize" and r["audio_seconds"] == 2.0 and r["sample_rate"] == 16000
-    assert r["real_time_factor"] == pytest.approx(r["latency_ms"]["p50"] / 1000 / 2.0)
-    assert r["throughput"]["value"] == pytest.approx(3 * 2.0 / (sum(r["latencies_ms"]) / 1000), rel=1e-9)
-    assert r["against"]["graph_calls_per_run"] >= 1 and r["against"]["speedup_p50"] > 0
+    w = r.work
+    assert r.task == "recognize" and isinstance(w, RecognizeWork) and w.audio_seconds == 2.0 and w.sample_rate == 16000
+    assert w.real_time_factor == pytest.approx(r.latency_ms.p50 / 1000 / 2.0)
+    assert r.throughput.value == pytest.approx(3 * 2.0 / (sum(r.latencies_ms) / 1000), rel=1e-9)
+    assert r.against is not None and r.against.graph_calls_per_run >= 1 and r.against.speedup_p50 > 0
     assert "real-time factor" in __import__("edgekit.bench", fromlist=["format_report"]).format_report(r)

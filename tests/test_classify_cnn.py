@@ -29,8 +29,8 @@ def test_cnn_parity(session_dir: Path, name: str, precision: str) -> None:
     m = clf.manifest
     assert m.precision.produced == precision and m.precision.requested == precision
     report = m.parity
-    assert report["passed"], report["summary"]
-    stats = report["outputs"]["logits"]
+    assert report.passed, report.summary
+    stats = report.outputs["logits"]
     # The convert-time gate ran on the calibration pictures (int8) or random pictures.
     assert stats["top1"] >= {"fp32": 1.0, "fp16": 0.98, "int8": 0.9}[precision]
     assert stats["cosine"] >= {"fp32": 0.99999, "fp16": 0.999, "int8": 0.98}[precision]

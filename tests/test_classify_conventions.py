@@ -51,7 +51,7 @@ def test_scores_are_what_the_model_outputs(tmp_path: Path, head: nn.Module | Non
     for preds, row in zip(clf.classify(images, top_k=2), want):
         for p in preds:
             assert abs(p.score - row[p.index]) < 1e-5
-    assert clf.manifest.parity["end_to_end"]["scores_max_abs"] < 1e-5
+    assert clf.manifest.parity.end_to_end.scores_max_abs < 1e-5
 
 
 def test_scores_override_at_convert(tmp_path: Path) -> None:

@@ -52,9 +52,9 @@ def test_fixed_size_module_converts_and_matches(tmp_path: Path, precision: str, 
     art = edgekit.convert(net, tmp_path / "m", example_inputs=torch.rand(1, 3, SIDE, SIDE), preprocess=PRE, task="classify",
                           precision=precision, calibration=calibration)
     report = art.manifest.parity
-    assert report["passed"], report["summary"]
-    e2e = report["end_to_end"]
-    assert e2e["samples"] == (10 if calibrated else 6)
+    assert report.passed, report.summary
+    e2e = report.end_to_end
+    assert e2e is not None and e2e.samples == (10 if calibrated else 6)
 
     clf = edgekit.load(tmp_path / "m", device="cpu")
     pics = _pictures(12, 2)
@@ -81,13 +81,13 @@ def test_any_size_pipeline_still_gets_odd_photos(tmp_path: Path) -> None:
     art = edgekit.convert(_fixed_size_cnn(), tmp_path / "m", example_inputs=torch.rand(1, 3, SIDE, SIDE),
                           preprocess={"mean": MEAN, "std": STD}, task="classify", precision="fp32")
     report = art.manifest.parity
-    assert report["passed"], report["summary"]
+    assert report.passed, report.summary
     from edgekit.converters.classify_parity import photos, raw_inputs
 
     clf = edgekit.load(tmp_path / "m", device="cpu")
     raw = raw_inputs(clf.contract.input, [])
     assert [p.size for p in raw] == [p.size for p in photos()]
-    assert len({p.size for p in raw}) > 1 and report["end_to_end"]["samples"] == len(raw)
+    assert len({p.size for p in raw}) > 1 and report.end_to_end is not None and report.end_to_end.samples == len(raw)
 
 
 def test_fixed_size_photos_keep_their_modes() -> None:

@@ -41,8 +41,8 @@ def test_hf_parity(session_dir: Path, name: str, precision: str) -> None:
     clf = edgekit.load(folder, device="cpu")
     m = clf.manifest
     assert m.task == "classify" and m.family == name and m.precision.produced == precision
-    assert m.parity["passed"], m.parity["summary"]
-    stats = m.parity["outputs"]["logits"]
+    assert m.parity.passed, m.parity.summary
+    stats = m.parity.outputs["logits"]
     assert stats["cosine"] >= {"fp32": 0.99999, "fp16": 0.999, "int8": 0.98}[precision]
     assert clf.labels == {"vit": ["cat", "dog", "owl", "fox"], "bert": ["negative", "neutral", "positive"]}[name]
     if precision == "int8":
@@ -127,7 +127,7 @@ def test_bert_int8_keeps_sensitive_layers_float(session_dir: Path) -> None:
     graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
     pooler = [n.name for n in graph.node if any(i.endswith("pooler.dense.weight") for i in n.input)]
     assert kept == pooler and len(pooler) == 1, (kept, pooler)
-    assert rounds[-1]["kept_float"] == 1 and rounds[-1]["cosine"] >= 0.98 and m.parity["passed"]
+    assert rounds[-1]["kept_float"] == 1 and rounds[-1]["cosine"] >= 0.98 and m.parity.passed
     dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     gemm = next(n for n in graph.node if n.name == pooler[0])
     assert not dq_outputs.intersection(gemm.input)  # really float: no Q/DQ in front of it

@@ -207,7 +207,7 @@ def test_manifests_with_any_field_replaced(manifest_art: tuple[Path, dict[str, A
         os.link(f, art / f.name)  # hard links: cheap, and the manifest is rewritten, not edited
     (art / "edgekit.json").unlink()
     doc = json.loads(json.dumps(manifest))
-    path = data.draw(st.sampled_from([p for p in _paths(doc) if p and p[0] not in ("parity", "versions", "source")]))
+    path = data.draw(st.sampled_from([p for p in _paths(doc) if p and p[0] not in ("versions", "source")]))
     target = doc
     for k in path[:-1]:
         target = target[k]
@@ -231,7 +231,7 @@ def test_every_manifest_field_refuses_each_other_kind(manifest_art: tuple[Path, 
             os.link(f, tmp_path / f.name)
     kinds = [True, 7, 2.5, "x", [1], {"a": 1}]
     accepted = []
-    for path in [p for p in _paths(manifest) if p and p[0] not in ("parity", "versions", "source")]:
+    for path in [p for p in _paths(manifest) if p and p[0] not in ("versions", "source")]:
         doc = json.loads(json.dumps(manifest))
         target = doc
         for k in path[:-1]:

@@ -128,7 +128,7 @@ def test_nanogpt_without_cache_is_token_identical(session_dir: Path) -> None:
     model, tok = trained()
     lm = _convert(model, tok, session_dir / "nanogpt")
     assert lm.manifest.family == "torch-decoder" and lm.contract.cache.tag == "full"
-    assert lm.manifest.parity["greedy_agreement"] == 1.0
+    assert lm.manifest.parity.measures["greedy_agreement"] == 1.0
     for prompt in PROMPTS:
         ids = torch.tensor([tok.encode(prompt).ids])
         want = model.generate(ids, 30)[0, ids.shape[1]:].tolist()
@@ -145,7 +145,7 @@ def test_module_with_its_own_cache_is_token_identical(tmp_path: Path) -> None:
     cached.load_state_dict(model.state_dict())
     lm = _convert(cached.eval(), tok, tmp_path / "gpt-kv")
     assert lm.manifest.family == "torch-kv-decoder" and lm.contract.cache.tag == "kv"
-    assert lm.manifest.parity["greedy_agreement"] == 1.0
+    assert lm.manifest.parity.measures["greedy_agreement"] == 1.0
     for prompt in PROMPTS:
         ids = torch.tensor([tok.encode(prompt).ids])
         want = model.generate(ids, 30)[0, ids.shape[1]:].tolist()  # the uncached module's own tokens

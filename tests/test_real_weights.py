@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from edgekit.parity_report import ParityReport
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -25,7 +27,7 @@ def smollm2() -> Path:
     return real_model()  # built once from the installed package, cached under ~/.cache/edgekit/real
 
 
-def _proofs(art: Any) -> list[dict[str, Any]]:
+def _proofs(art: Any) -> list[ParityReport | None]:
     return [art.manifest.parity, *(rg.proof for rg in art.manifest.runtime_graphs.values())]
 
 
@@ -41,13 +43,14 @@ def test_smollm2_holds_its_gates(smollm2: Path, tmp_path: Path, precision: str) 
     art = edgekit.convert(str(smollm2), tmp_path / precision, precision=precision)  # strict: raises outside
     assert art.manifest.precision.produced == precision
     for p in _proofs(art):
-        assert p["passed"], p["summary"]
-        assert p["held_out"].startswith("natural text")
-        assert p["chat_prompts"] == CHAT_PROMPTS  # reported, not gated: 4 answers are too few to gate on
+        assert p is not None and p.passed, p
+        m = p.measures
+        assert p.notes["held_out"].startswith("natural text")
+        assert m["chat_prompts"] == CHAT_PROMPTS  # reported, not gated: 4 answers are too few to gate on
         if precision == "fp32":
             # Same math in float32 over 30 layers: summed-log differences of order 1e-5 relative.
-            assert abs(p["ppl_rel"]) < 1e-4 and p["chat_agreement"] == 1.0 and p["greedy_agreement"] == 1.0
+            assert abs(m["ppl_rel"]) < 1e-4 and m["chat_agreement"] == 1.0 and m["greedy_agreement"] == 1.0
         else:
-            assert p["ppl_rel"] <= GATES[precision]["ppl_rel"].max
+            assert m["ppl_rel"] <= GATES[precision]["ppl_rel"].max
     if precision == "int8":  # the per-block form, not per-tensor dynamic (which fails here: +57% perplexity)
         assert art.manifest.precision.method == "blockwise-matmulnbits"

@@ -8,6 +8,7 @@ its proof passes, else the portable graph with the reason recorded in the manife
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -26,6 +27,7 @@ from edgekit.converters.export import GraphExport
 from edgekit.converters.spec import RuntimeGraphExport
 from edgekit.converters.specs.causal_lm import HFCausalLM
 from edgekit.converters.stand_ins import RUNTIME_DIR, StandIns
+from edgekit.parity_report import ParityReport
 
 VOCAB = 96
 STAND_IN = "stand-in"
@@ -137,11 +139,11 @@ def test_converts_and_runs_the_graph_it_can(converted: Callable[[str], tuple[Pat
     expected = CASES[case][3]
     m = edgekit.load(art, device="cpu")
     manifest = m.manifest
-    assert manifest.parity["passed"] and manifest.parity["greedy_rows"] == [1.0, 1.0, 1.0], manifest.parity
+    assert manifest.parity.passed and manifest.parity.rows["greedy_rows"] == (1.0, 1.0, 1.0), manifest.parity
     if expected == STAND_IN:
         [rg] = manifest.runtime_graphs.values()
-        assert rg.proof["passed"] and rg.proof["tokens_vs_portable"] == 1.0, rg.proof
-        assert rg.proof["greedy_rows"] == [1.0, 1.0, 1.0]  # the stand-in's own tokens against transformers
+        assert rg.proof.passed and rg.proof.measures["tokens_vs_portable"] == 1.0, rg.proof
+        assert rg.proof.rows["greedy_rows"] == (1.0, 1.0, 1.0)  # the stand-in's own tokens against transformers
         assert manifest.runtime_graph_notes == {} and m.runners["model"].kv_layout == "shared"
     else:
         assert manifest.runtime_graphs == {} and expected in manifest.runtime_graph_notes["model"]
@@ -170,8 +172,8 @@ def test_failed_proof_keeps_the_portable_graph(tmp_path: Path, monkeypatch: pyte
     graph, its files are gone, the manifest and `edgekit info` say why."""
     real = HFCausalLM.runtime_proof
 
-    def failing(self: Any, *args: Any) -> dict[str, Any]:
-        return {**real(self, *args), "passed": False, "summary": "forced failure"}
+    def failing(self: Any, *args: Any) -> ParityReport:
+        return dataclasses.replace(real(self, *args), passed=False, summary="forced failure")
 
     monkeypatch.setattr(HFCausalLM, "runtime_proof", failing)
     art = edgekit.convert(_save("qwen3_moe-16", tmp_path / "hf"), tmp_path / "art")

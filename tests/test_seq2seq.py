@@ -76,8 +76,9 @@ def test_fp32_greedy_and_beams_match_transformers(built: dict[str, tuple[Path, P
     m = json.loads((built[family][1] / "edgekit.json").read_text())
     p = m["parity"]
     assert p["passed"], p
-    assert p["greedy_rows"] == [1.0, 1.0, 1.0] and p["beam_agreement"] == 1.0 and p["top1_agreement"] == 1.0
-    assert p["logits_max_rel"] < 1e-4
+    measures = p["measures"]
+    assert p["rows"]["greedy_rows"] == [1.0, 1.0, 1.0] and measures["beam_agreement"] == 1.0
+    assert measures["top1_agreement"] == 1.0 and measures["logits_max_rel"] < 1e-4
     assert set(m["graphs"]) == {"encoder", "decoder"} and m["contract"]["encoder"]["max_source"] >= 64
     dec = [t["name"] for t in m["graphs"]["decoder"]["inputs"]]
     assert "encoder_attention_mask" in dec and "cross.1.value" in dec and "past_key_values.1.key" in dec
@@ -236,7 +237,8 @@ def test_parity_command_against_the_source(built: dict[str, tuple[Path, Path]]) 
     r = CliRunner().invoke(cli, ["parity", str(art), "--against", str(src), "--json"])
     assert r.exit_code == 0, r.output
     report = json.loads(r.stdout)
-    assert report["passed"] and report["greedy_agreement"] == 1.0 and report["beam_agreement"] == 1.0
+    assert report["passed"] and report["measures"]["greedy_agreement"] == 1.0
+    assert report["measures"]["beam_agreement"] == 1.0
 
 
 def test_bad_inputs_are_edgekit_errors(built: dict[str, tuple[Path, Path]]) -> None:
@@ -256,24 +258,27 @@ def test_fp16(built: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
     src, _ = built["marian"]
     art = edgekit.convert(src, tmp_path / "fp16", precision="fp16")
     p = art.manifest.parity
-    assert art.manifest.precision.produced == "fp16" and p["passed"] and p["top1_agreement"] >= 0.9, p
+    assert art.manifest.precision.produced == "fp16" and p.passed and p.measures["top1_agreement"] >= 0.9, p
     out = edgekit.load(art.path, device="cpu").generate(TEXTS, max_new_tokens=6, num_beams=2)
     assert isinstance(out, list) and len(out) == 3
 
 
 def test_bench_encoder_latency_beams_and_per_graph_replay(built: dict[str, tuple[Path, Path]]) -> None:
     from edgekit.bench import bench, format_report
+    from edgekit.bench_report import GenerateWork
 
     src, art = built["t5"]
     for beams in (1, 4):
         r = bench(art, against=str(src), device="cpu", runs=2, warmup=1, prompt_tokens=6, max_new_tokens=5,
                   num_beams=beams)
-        assert r["num_beams"] == beams and r["new_tokens_per_call"] == 5 and r["decode_tokens_per_s"] > 0
-        assert 0 < r["encoder_latency_ms"]["p50"] < r["latency_ms"]["p50"]
+        w, a = r.work, r.against
+        assert isinstance(w, GenerateWork) and w.num_beams == beams and w.new_tokens_per_call == 5
+        assert w.decode_tokens_per_s is not None and w.decode_tokens_per_s > 0
+        assert w.encoder_latency_ms is not None and 0 < w.encoder_latency_ms.p50 < r.latency_ms.p50
         # The encoder alone, then a one-token call (encoder, prompt) and the full call (encoder, prompt, 4 steps).
-        assert r["against"]["graph_calls_per_run"] == 1 + 2 + 6
-        assert set(r["against"]["per_graph"]) == {"encoder", "decoder"}
-        assert all(g["speedup_p50"] > 0 for g in r["against"]["per_graph"].values())
+        assert a is not None and a.graph_calls_per_run == 1 + 2 + 6
+        assert set(a.per_graph) == {"encoder", "decoder"}
+        assert all(g.speedup_p50 > 0 for g in a.per_graph.values())
         assert "encoder     p50" in format_report(r) and "decoder:" in format_report(r)
 
 

@@ -21,7 +21,7 @@ def test_pt2_source(session_dir: Path, tmp_path: Path) -> None:
     torch.export.save(program, str(pt2))
     art = edgekit.convert(str(pt2), tmp_path / "art", labels=LABELS)
     m = art.manifest
-    assert m.source.origin == "pt2" and m.parity["passed"], m.parity
+    assert m.source.origin == "pt2" and m.parity.passed, m.parity
     clf = edgekit.load(art.path, device="cpu")
     pics, _ = held_out("mnist", 5)
     x = clf.prepare(list(pics))["pixel_values"]
@@ -38,8 +38,8 @@ def test_factory_string_and_parity_against_it(tmp_path: Path) -> None:
                           calibration=calibration("mnist"))
     assert art.manifest.source == SourceInfo("factory", "classify_models:mnist_factory", art.manifest.source.sha256)
     report = edgekit.parity(art.path, against="classify_models:mnist_factory", samples=16)
-    assert report["passed"], report["summary"]
-    assert report["precision"] == "int8" and report["outputs"]["logits"]["top1"] >= 0.9
+    assert report.passed, report.summary
+    assert report.precision == "int8" and report.outputs["logits"]["top1"] >= 0.9
 
 
 def test_hf_folder_parity_later(session_dir: Path) -> None:
@@ -49,8 +49,8 @@ def test_hf_folder_parity_later(session_dir: Path) -> None:
     folder = bert_folder(session_dir)
     art = edgekit.convert(str(folder), session_dir / "bert-parity-fp16", precision="fp16")
     report = edgekit.parity(art.path, against=str(folder), samples=20)
-    assert report["passed"] and report["samples"] == 3, report
-    assert report["outputs"]["logits"]["cosine"] > 0.999
+    assert report.passed and report.samples == 3, report
+    assert report.outputs["logits"]["cosine"] > 0.999
 
 
 def test_module_preprocess_override(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import io
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ from edgekit.converters.classify_parity import Reference, end_to_end, preprocess
 from edgekit.converters.wrappers import Logits, callable_module, first_output
 from edgekit.tasks.classifier import apply_scores
 from edgekit.errors import ConfigError, SourceError, UnsupportedError
+from edgekit.parity_report import ParityReport, PreprocessCheck
 
 _BATCH = 8  # calibration and parity feeds per run
 _PARITY_SAMPLES = 32
@@ -108,7 +110,7 @@ class _Classifier(ExportSpec):
         return TextEncoder(Tokenizer.from_str(self.tokenizer_json.decode("utf-8")), self.input)(texts)
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
-               calibration: Calibration | None = None) -> dict[str, Any]:
+               calibration: Calibration | None = None) -> ParityReport:
         # Calibration data is the user's real distribution: prefer it (at convert time, or as stored
         # in the artifact) over random inputs.
         stored = _load_feeds(model.artifact.path / PARITY_INPUTS)
@@ -121,7 +123,7 @@ class _Classifier(ExportSpec):
         g = self.graph
         ref = TorchRunner(g.module, model.manifest.graph(), g.input_names, g.output_names)
         report = graph_parity(ref, model.runners["model"], feeds, precision, argmax_output="logits")
-        report["inputs"] = origin
+        report = replace(report, notes={**report.notes, "inputs": origin})
         raw = calibration.raw if calibration is not None and calibration.raw and samples is None else []
         return end_to_end(self, model, report, raw)
 
@@ -387,7 +389,7 @@ class HFTextClassifier(_Classifier):
                         tokens += int((mine[n] != feeds[n]).sum())
         passed = not shapes and tokens == 0
         summary = f"token counts differ ({'; '.join(shapes[:3])})" if shapes else f"{tokens} token ids differ"
-        return Reference(None, np.concatenate(scores), {"passed": passed, "tokens_differ": tokens, "summary": summary},
+        return Reference(None, np.concatenate(scores), PreprocessCheck(passed, summary, tokens_differ=tokens),
                          f"transformers {type(tok).__name__}")
 
 

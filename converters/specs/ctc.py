@@ -23,6 +23,7 @@ from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Gate, Limit
 from edgekit.converters.wrappers import Logits
 from edgekit.errors import ConfigError, InputError, SourceError, UnsupportedError
+from edgekit.parity_report import ParityReport
 from edgekit.preprocess.audio import load_audio
 from edgekit.tasks.ctc import FRONT_ENDS, ctc_features, decode_with
 from edgekit.tasks.recognizer import word_error_rate
@@ -77,7 +78,7 @@ class _Ctc(ExportSpec):
         return Calibration([{"model": {self.section.input: ctc_features(w, self.section)[None]}} for w in waves], waves)
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
-               calibration: Calibration | None = None) -> dict[str, Any]:
+               calibration: Calibration | None = None) -> ParityReport:
         # The user's audio (calibration) is the real distribution: prefer it to synthetic signals.
         waves = calibration.samples if calibration is not None and calibration.samples and samples is None else [
             synthetic_audio(PARITY_SECONDS[i % 3], self.section.audio.sample_rate, i) for i in range(samples or 3)]
@@ -105,8 +106,7 @@ class _Ctc(ExportSpec):
                                                   f"{measures['logits']['max_abs']:.3g}; pre-processing max abs "
                                                   f"difference {pre:.3g} (limit {PREPROCESS_MAX_ABS:g})")
         if pre > PREPROCESS_MAX_ABS:
-            report["passed"] = False
-            report["summary"] = f"pre-processing differs from the source's feature extractor; {report['summary']}"
+            return report.failed("pre-processing differs from the source's feature extractor")
         return report
 
     def preprocess_difference(self, waves: list[np.ndarray], c: CtcSection) -> float:

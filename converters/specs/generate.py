@@ -30,6 +30,7 @@ from edgekit.contract.generate import ChatTemplate, GenerationDefaults
 from edgekit.converters.spec import Calibration, ExportSpec, Gate, Limit
 from edgekit.converters.specs.natural_text import CHAT_TURNS, held_out_paragraphs
 from edgekit.errors import ConfigError, SourceError
+from edgekit.parity_report import ParityReport
 from edgekit.tasks.generator import left_pad  # the runtime's own padding: parity pads as users' calls do
 from edgekit.tasks.options import GenerateOptions, refuse_unimplemented
 
@@ -112,7 +113,7 @@ class GeneratorSpec(ExportSpec):
         return _Memo(self.reference)
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
-               calibration: Calibration | None = None) -> dict[str, Any]:
+               calibration: Calibration | None = None) -> ParityReport:
         # The PyTorch side is the same for every candidate and graph the convert scores: computed once.
         ref = self._memo
         texts, held_out = held_out_texts(model, calibration)
@@ -155,7 +156,7 @@ class GeneratorSpec(ExportSpec):
 
 
     def runtime_proof(self, portable: Any, runtime: Any, precision: str,
-                      calibration: Calibration | None) -> dict[str, Any]:
+                      calibration: Calibration | None) -> ParityReport:
         """The stand-in graph against PyTorch (the same gates), and its greedy tokens against the
         portable graph's: fp32 must give the same tokens, or the stand-in is wrong."""
         report = self.parity(runtime, precision, calibration=calibration)
@@ -165,11 +166,10 @@ class GeneratorSpec(ExportSpec):
             ids, mask = left_pad(batch, runtime.contract.pad_token_id)
             kw = dict(input_ids=ids, attention_mask=mask, **PARITY_CALL)
             same += [prefix_share(a, b) for a, b in zip(portable.generate(**kw), runtime.generate(**kw))]
-        report["tokens_vs_portable"] = float(np.mean(same))
-        if precision == "fp32" and report["tokens_vs_portable"] < 1.0:
-            report["passed"] = False
-            report["summary"] = (f"greedy tokens differ from the portable graph's "
-                                 f"(agreement {report['tokens_vs_portable']:.3f}); {report['summary']}")
+        report = report.with_measures(tokens_vs_portable=float(np.mean(same)))
+        if precision == "fp32" and report.measures["tokens_vs_portable"] < 1.0:
+            return report.failed(f"greedy tokens differ from the portable graph's "
+                                 f"(agreement {report.measures['tokens_vs_portable']:.3f})")
         return report
 
 

@@ -27,6 +27,7 @@ from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import (GATES, PARITY_NEW_TOKENS, GeneratorSpec, chat_template,
                                                generation_defaults, prefix_share, torch_step)
 from edgekit.errors import SourceError
+from edgekit.parity_report import ParityReport
 from edgekit.tasks.generator import token_ids
 from edgekit.tasks.prompts import right_pad
 
@@ -159,7 +160,7 @@ class HFSeq2Seq(GeneratorSpec):
     # ---------------------------------------------------------------- parity
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
-               calibration: Calibration | None = None) -> dict[str, Any]:
+               calibration: Calibration | None = None) -> ParityReport:
         texts = list(calibration.samples) if calibration is not None else []
         rows = _source_rows(model, int(self.model.config.vocab_size), texts, samples)
         pad, start = model.contract.pad_token_id, model.contract.encoder.decoder_start_token_id

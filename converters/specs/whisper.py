@@ -24,6 +24,7 @@ from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Gat
 from edgekit.converters.specs.classify import hf_tokenizer_json
 from edgekit.converters.specs.ctc import PARITY_SECONDS, synthetic_audio
 from edgekit.errors import SourceError
+from edgekit.parity_report import ParityReport
 from edgekit.preprocess.audio import whisper_log_mel
 from edgekit.tasks.recognizer import word_error_rate
 
@@ -190,7 +191,7 @@ class Whisper(ExportSpec):
             max_target_positions=int(cfg.max_target_positions), time_precision=0.02)
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
-               calibration: Calibration | None = None, max_new_tokens: int | None = None) -> dict[str, Any]:
+               calibration: Calibration | None = None, max_new_tokens: int | None = None) -> ParityReport:
         """Greedy tokens of `transformers` generate vs the artifact's loop, over the whole output."""
         rate = self.section.audio.sample_rate
         waves = [synthetic_audio(PARITY_SECONDS[i % 3] * (1 + i), rate, i) for i in range(samples or 2)]

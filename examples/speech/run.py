@@ -51,7 +51,7 @@ def main() -> None:
         rec = edgekit.load(out, device="cpu")
         hyps = [rec.recognize(f).text for f in files]
         results[f"edgekit-{precision}"] = corpus_wer(refs, hyps)
-        print(f"{precision}: parity {art.manifest.parity['summary']}")
+        print(f"{precision}: parity {art.manifest.parity.summary}")
     print(f"held-out utterances: {len(files)}, words: {sum(len(r.split()) for r in refs)}")
     for name, wer in results.items():
         print(f"WER {name:14s} {100 * wer:5.1f} %")

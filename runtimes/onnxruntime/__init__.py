@@ -133,12 +133,12 @@ def runtime_graph(art: Artifact, name: str, device: str, unproven: bool = False)
     version = ".".join(import_onnxruntime().__version__.split(".")[:2])
     for rg in ours:
         if device in rg.devices and rg.version == version:
-            if unproven or rg.proof.get("passed") is True:
+            if unproven or (rg.proof is not None and rg.proof.passed):
                 return rg
             # A stand-in is an optimisation: one that did not pass its proof (kept by an older edgekit
             # with strict=False, or an edited manifest) never runs in place of the portable graph.
             log.warning("edgekit: %s: the onnxruntime graph for '%s' did not pass its proof at convert (%s); "
-                        "running the portable graph", art.path.name, name, rg.proof.get("summary", "no proof"))
+                        "running the portable graph", art.path.name, name, rg.proof.summary if rg.proof else "no proof")
             return None
     # Graphs with contrib ops are proven on the onnxruntime they were made with; another version (or
     # device) runs the portable graph, which is correct and slower: say so.
