@@ -181,10 +181,47 @@ def _to_fp16(path: Path) -> None:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(path))
-    fp16 = convert_float_to_float16(
-        model, keep_io_types=True, op_block_list=sorted(set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_FP32))
-    )
+    ops = set(DEFAULT_OP_BLOCK_LIST) | set(FP16_KEEP_FP32)
+    fp16 = convert_float_to_float16(model, keep_io_types=True, op_block_list=sorted(ops),
+                                    node_block_list=_fp32_chains(model.graph, ops))
+    _drop_fp16_round_trips(fp16.graph)
     _save(fp16, path)
+
+
+def _fp32_chains(graph: Any, ops: set[str]) -> list[str]:
+    """Named nodes that only continue a kept-fp32 computation: every input is a kept node's output or
+    a constant. RMSNorm's variance + eps (an Add after ReduceMean) is one: on SmolLM2-135M the mean of
+    x^2 reaches 8.9e5, past fp16's 65504, so that Add must stay fp32 with the Pow and ReduceMean."""
+    consts = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    kept: set[str] = set()  # outputs of nodes that stay fp32
+    names: list[str] = []
+    for n in graph.node:  # ONNX stores nodes in topological order
+        inputs = [i for i in n.input if i]
+        chained = bool(inputs) and any(i in kept for i in inputs) and all(i in kept or i in consts for i in inputs)
+        if n.op_type in ops or (chained and n.name):
+            kept.update(n.output)
+            if n.op_type not in ops:
+                names.append(n.name)
+    return names
+
+
+def _drop_fp16_round_trips(graph: Any) -> None:
+    """Make each Cast-to-fp32 of a Cast-to-fp16 read the source directly. The converter casts every
+    kept-fp32 node's output to fp16, then back for the next kept node: RMSNorm's Pow -> ReduceMean went
+    through fp16 and overflowed to inf once |x| > 255 (SmolLM2-135M residual stream: |x| up to 942)."""
+    from onnx import TensorProto
+
+    def cast_to(n: Any) -> int | None:
+        return next((a.i for a in n.attribute if a.name == "to"), None) if n.op_type == "Cast" else None
+
+    producer = {o: n for n in graph.node for o in n.output}
+    for n in graph.node:
+        src = producer.get(n.input[0]) if cast_to(n) == TensorProto.FLOAT else None
+        if src is not None and cast_to(src) == TensorProto.FLOAT16:
+            n.input[0] = src.input[0]
+    read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    for n in [n for n in graph.node if n.op_type == "Cast" and not any(o in read for o in n.output)]:
+        graph.node.remove(n)
 
 
 class _Reader:

@@ -106,3 +106,41 @@ def test_parity_tolerances_are_ordered() -> None:
     ref = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]])
     s = compare_outputs(ref, ref + [[0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
     assert s["max_abs"] == 0.5 and abs(s["max_rel"] - 0.5 / 3) < 1e-12 and s["cosine"] < 1.0
+
+
+def test_fp16_rmsnorm_statistics_stay_fp32_past_fp16_range(tmp_path: Path) -> None:
+    """Decomposed RMSNorm (Pow, ReduceMean, Add eps, Sqrt, Reciprocal: Llama's export at opset 18) on an
+    input with one channel at 1000: x^2 = 1e6 and its mean exceed fp16's 65504. Before the fix the
+    converter passed Pow's output through fp16 to ReduceMean and ran the Add in fp16: inf, outputs 0."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekit.converters.precision import _to_fp16
+
+    d = 8
+    w = np.diag([1.0, 2.0, 0.5, 1.0, 4.0, 1.0, 0.25, 1.0]).astype(np.float32)  # exact in fp16
+    gamma = np.full(d, 0.5, np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Pow", ["h", "two"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq", "axes"], ["ms"], keepdims=1),
+             helper.make_node("Add", ["ms", "eps"], ["v"]), helper.make_node("Sqrt", ["v"], ["s"]),
+             helper.make_node("Reciprocal", ["s"], ["r"]), helper.make_node("Mul", ["h", "r"], ["n"]),
+             helper.make_node("Mul", ["n", "gamma"], ["y"])]
+    for i, n in enumerate(nodes):
+        n.name = f"node_{i}"
+    inits = [numpy_helper.from_array(a, k) for k, a in (
+        ("w", w), ("two", np.array(2.0, np.float32)), ("axes", np.array([-1], np.int64)),
+        ("eps", np.array(1e-5, np.float32)), ("gamma", gamma))]
+    graph = helper.make_graph(nodes, "rms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, d])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, d])], inits)
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    _to_fp16(path)
+    # Integers and halves: h = x @ w is exact in fp16; only the normalized values round.
+    x = np.array([[[1000, 3, -2, 0.5, 1, -7, 8, 2], [-500, 1, 1, 1, -1, 0.5, 2, 3]]], np.float32)
+    h = x.astype(np.float64) @ w
+    want = h / np.sqrt((h ** 2).mean(-1, keepdims=True) + 1e-5) * gamma
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.isfinite(got).all()
+    # Three fp16 roundings after the fp32 statistics (rsqrt's Cast, then two Muls): 3 * 2^-11 relative.
+    np.testing.assert_allclose(got, want, rtol=3 * 2.0 ** -11, atol=1e-6)
