@@ -111,6 +111,7 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=4)
     ap.add_argument("--fp32", type=Path, default=None, help="an fp32 artifact of the folder (else converted)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/real-bench"))
+    ap.add_argument("--forms", default=None, help="comma-separated names of the forms to measure (fp32 always runs)")
     a = ap.parse_args()
     from real_models import real_model
 
@@ -127,7 +128,8 @@ def main() -> None:
             convert_s = time.perf_counter() - t
     texts, turns = held_out_paragraphs(a.rows), list(CHAT_TURNS[: a.turns])
     paths, results = {}, {}
-    for name, form in forms().items():
+    chosen = {k: f for k, f in forms().items() if a.forms is None or f is None or k in a.forms.split(",")}
+    for name, form in chosen.items():
         path = fp32 if form is None else a.out / name.split(" (")[0].replace(" ", "-")
         q_s = 0.0 if form is None else derive(fp32, path, form)
         paths[name] = path
