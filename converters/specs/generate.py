@@ -148,7 +148,7 @@ class GeneratorSpec(ExportSpec):
         }
         what = (f"greedy agreement {measures['greedy_agreement']:.3f}, top-1 {top1:.3f}, "
                 f"step logits max abs diff {step_err:.3g}")
-        if texts:  # perplexity means something on text, not on random ids
+        if texts and ppl_ref is not None and ppl is not None:  # perplexity means something on text, not on random ids
             measures.update(ppl_reference=ppl_ref, ppl=ppl, ppl_rel=ppl / ppl_ref - 1.0)
             what += f", perplexity {ppl:.3f} vs PyTorch {ppl_ref:.3f} ({100 * (ppl / ppl_ref - 1):+.2f}%)"
         chat_rows = _chat_agreement(ref, model)
@@ -207,23 +207,32 @@ def prefix_share(want: np.ndarray, got: np.ndarray) -> float:
     return (int(diff[0]) if len(diff) else len(want)) / max(len(want), 1)
 
 
-def _teacher_forced(ref: Reference, model: Any, rows: list[list[int]]) -> tuple[float, float, float]:
+def _teacher_forced(ref: Reference, model: Any, rows: list[list[int]]) -> tuple[float, float | None, float | None]:
     """Next-token top-1 agreement over every position of every row, and the perplexity of the rows'
     own next tokens under PyTorch and under the artifact (same tokens, so the change is paired).
 
     A position agrees when the artifact's pick is PyTorch's, or when PyTorch itself scores the two
     within TIE_REL of its logits' scale: a tie that float32 summation order alone may break either way
-    (a random model over 600 natural-text positions has several; counting them made fp32 fail)."""
+    (a random model over 600 natural-text positions has several; counting them made fp32 fail).
+    Perplexity is None for a model that returns fewer positions than it reads (nanoGPT's GPT without
+    targets returns the last one); top-1 is then over the positions both return."""
     agree = total = 0
     nll = np.zeros(2)
+    every_position = True
     for r in rows:
         ids = np.asarray([r], dtype=np.int64)
         want, got = ref.full_logits(ids)[0], model.logits(ids)[0]
+        n = min(len(want), len(got))
+        want, got = want[-n:], got[-n:]
+        every_position &= n == len(r)
         pick = got.argmax(-1)
         margin = want.max(-1) - want[np.arange(len(want)), pick]
         agree += int((margin <= TIE_REL * float(np.abs(want).max())).sum())
         total += len(want)
-        nll += [_nll(want, r), _nll(got, r)]
+        if every_position:
+            nll += [_nll(want, r), _nll(got, r)]
+    if not every_position:
+        return agree / max(total, 1), None, None
     scored = max(sum(len(r) - 1 for r in rows), 1)
     return agree / max(total, 1), float(np.exp(nll[0] / scored)), float(np.exp(nll[1] / scored))
 
