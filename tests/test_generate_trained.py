@@ -46,7 +46,7 @@ def test_char_gpt_artifacts_report_parity(trained: dict[str, Any]) -> None:
         assert m["parity"]["notes"]["held_out"] == "texts"
         assert m["parity"]["passed"], m["parity"]
     fp32 = json.loads((Path(trained["gpt_artifacts"]["fp32"]) / "edgekit.json").read_text())["parity"]
-    assert fp32["greedy_agreement"] == 1.0
+    assert fp32["measures"]["greedy_agreement"] == 1.0
 
 
 def test_lstm_generator(trained: dict[str, Any]) -> None:
