@@ -134,8 +134,10 @@ class HFCausalLM(GeneratorSpec):
         window = getattr(config, "sliding_window", None)
         if isinstance(window, int) and 0 < window < context:
             # The runtime's cache keeps unfilled slots between past and current tokens; a sliding
-            # window counted in slots would cut too early past this length, so it is the limit.
-            context = window
+            # window counted in slots would cut too early past this length, so it is the limit. One
+            # less: transformers' sliding layers keep window - 1 past tokens, so a call whose past
+            # already holds that many returns no new keys/values (an empty present, which fails).
+            context = window - 1
         # Padding only fills masked slots, but it is still looked up in the embedding table: an id
         # outside the vocabulary (GPT2Config's default 50256 on a small vocab) would fail the Gather.
         vocab = int(config.vocab_size)
