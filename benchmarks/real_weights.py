@@ -81,7 +81,8 @@ def quality(m: Any, texts: list[str], turns: list[str], tokens: int) -> tuple[fl
     answers = []
     for turn in turns:
         ids = np.asarray(m.encode(m.chat_prompt([{"role": "user", "content": turn}]), special=False), np.int64)
-        answers.append(m.generate(input_ids=ids, max_new_tokens=32, do_sample=False, eos_token_id=[])[0, ids.shape[1]:]
+        answers.append(m.generate(input_ids=ids, attention_mask=np.ones_like(ids), max_new_tokens=32, do_sample=False,
+                                  eos_token_id=[])[0, ids.shape[1]:]
                        .tolist())
     return math.exp(nll / sum(len(r) - 1 for r in rows)), answers
 

@@ -256,7 +256,9 @@ def _chat_agreement(ref: Reference, model: Any) -> list[float]:
         ids = np.asarray(model.encode(model.chat_prompt([{"role": "user", "content": turn}]), special=False),
                          np.int64)
         want = ref.greedy(ids, np.ones_like(ids), PARITY_NEW_TOKENS)[0]
-        got = model.generate(input_ids=ids, **PARITY_CALL)[0, ids.shape[1]:]
+        # The mask given, as the reference gets it: with eos switched off, a mask inferred from the pad
+        # id would hide the turn-ending tokens inside the prompt when pad is also eos (SmolLM2).
+        got = model.generate(input_ids=ids, attention_mask=np.ones_like(ids), **PARITY_CALL)[0, ids.shape[1]:]
         end = next((i + 1 for i, t in enumerate(want) if int(t) in eos), len(want))
         out.append(float(np.array_equal(want[:end], got[:end])))
     return out
