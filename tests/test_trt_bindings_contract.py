@@ -71,6 +71,7 @@ def _known_attributes(tree: ast.Module) -> set[str]:
     import edgekit.engines as ENG
     import edgekit.errors as E
     import edgekit.manifest as M
+    import edgekit.parity_report as PR
     import edgekit.runtimes.base as B
     import edgekit.runtimes.cuda as CU
     import edgekit.runtimes.tensorrt.build as T
@@ -84,7 +85,7 @@ def _known_attributes(tree: ast.Module) -> set[str]:
                ort.IOBinding, B.StepSpec, B.HostStepper(None, B.StepSpec({}, {}, {}, {})), CU.DeviceBuffers(None), dict, list, str, bytes, tuple, set, int, float, object, np.ndarray, np.dtype, Path, logging.Logger,
                threading.local(), threading.Lock(), hashlib.sha256(), Exception, M.Manifest, C.GraphSpec,
                C.TensorSpec, C.Section, M.Precision, M.RuntimeGraph, A.Artifact, T.BuildOptions, T.Eta, ENG.Machine, ENG.Fingerprint,
-               ENG.EngineRecord, ENG.EngineOptions, ENG.Profile, E.EngineError("an edgekit error", found="", fix="")]
+               ENG.EngineRecord, ENG.EngineOptions, ENG.Profile, PR.ParityReport, E.EngineError("an edgekit error", found="", fix="")]
     known = {a for o in objects for a in dir(o)}
     known |= {f for o in objects for f in getattr(o, "__dataclass_fields__", {})}
     for node in ast.walk(tree):
