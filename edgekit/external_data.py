@@ -189,3 +189,4 @@ def check_external_data(folder: Path, graph_file: str, listed: set[str]) -> None
                 f"'{graph_file}' reads external data from '{loc}', which the manifest has no sha256 for",
                 fix="convert the model again so every weight file is checksummed",
             )
+

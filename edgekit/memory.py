@@ -11,7 +11,8 @@
   copy are both alive; an encoder-decoder also keeps its encoder's keys/values for `max_source`;
 - prompt logits: the prompt run returns (rows, prompt, vocab) float32, and the generator keeps a
   copy of it beside the runner's (kvcache.py `prefill`), for a prompt of up to context - 1 tokens;
-- overhead: onnxruntime itself and the activations, measured (benchmarks/memory_peak.py), not derived.
+- overhead: onnxruntime's own memory and its prepacked copy of the weights, measured
+  (benchmarks/memory_peak.py; RUNTIME_BYTES, PREPACK_FACTOR below), not derived.
 `check_fits(...)` compares it with what `MemoryProbe` says is free and raises `MemoryFitError`.
 """
 from __future__ import annotations
@@ -31,11 +32,19 @@ log = logging.getLogger("edgekit")
 
 ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
 MIB = 1 << 20
-# Measured with benchmarks/memory_peak.py (fresh process: load, prompt of context - 32 tokens, 32 new
-# tokens, onnxruntime 1.2x CPU): peak RSS minus the RSS after `import edgekit`, minus weights, cache
-# and prompt logits. Tiny GPT-2 (2 layers): OVERHEAD_TINY; SmolLM2-135M int4 at context 2048:
-# OVERHEAD_REAL. The larger is the term: onnxruntime's own memory is most of it at these sizes.
-OVERHEAD_BYTES = 0
+# The overhead, measured with benchmarks/memory_peak.py (a fresh process on the CPU, onnxruntime 1.32:
+# load, then 32 new tokens after a 16-token prompt; peak RSS less the RSS after `import edgekit`, less
+# weights, cache and prompt logits):
+# - RUNTIME_BYTES: a 2-layer GPT-2 of 0.2 MiB weights took 36.0 MiB beyond them: onnxruntime's
+#   library and session, whatever the model;
+# - PREPACK_FACTOR: SmolLM2-135M int4 (186.1 MiB weights) took 134.3 MiB more than that, 0.72 of its
+#   weights: onnxruntime repacks the weights of MatMul/MatMulNBits into its kernels' layout at session
+#   start (with session.disable_prepacking the session took 67 MiB, with it 393 MiB) while the
+#   weights file stays mapped and is read by the other nodes.
+# Not in the estimate: the prompt run's activations beyond its logits, ~80 KiB per prompt token on
+# SmolLM2 (measured 145 MiB at 2016 tokens, 660 MiB at 8160): README "Memory" has the numbers.
+RUNTIME_BYTES = 36 * MIB
+PREPACK_FACTOR = 0.72
 
 
 @dataclass(frozen=True)
@@ -122,12 +131,16 @@ def estimate(art: Artifact, device: str = "cpu", context: int | None = None, bat
     c = art.manifest.contract
     n = context if context is not None else getattr(c, "max_context", 0)
     if not isinstance(c, GenerateSection):
-        return MemoryEstimate(device, n, batch, weights, 0, f"no cache: a {c.task} artifact", 0, OVERHEAD_BYTES)
+        return MemoryEstimate(device, n, batch, weights, 0, f"no cache: a {c.task} artifact", 0, _overhead(weights))
     if n < 2 or batch < 1:
         raise ValueError(f"a context of at least 2 tokens and a batch of at least 1 row are needed, found {n}, {batch}")
     step = graphs["decoder" if c.encoder is not None else "model"][1]
     cache, note = _cache_bytes(c, step, n, batch)
-    return MemoryEstimate(device, n, batch, weights, cache, note, _logits_bytes(c, step, n, batch), OVERHEAD_BYTES)
+    return MemoryEstimate(device, n, batch, weights, cache, note, _logits_bytes(c, step, n, batch), _overhead(weights))
+
+
+def _overhead(weights: tuple[GraphWeights, ...]) -> int:
+    return RUNTIME_BYTES + round(PREPACK_FACTOR * sum(w.bytes for w in weights))
 
 
 def _past_itemsize(spec: GraphSpec, name: str) -> int:
@@ -222,7 +235,7 @@ def check_fits(est: MemoryEstimate, memory: MemoryProbe) -> Availability:
     raise MemoryFitError(
         f"running this model on {est.device} at context {est.context} with {est.batch} row(s) needs "
         f"{mib(est.total_bytes)} (weights {mib(est.weights_bytes)}, cache {mib(est.cache_bytes)}, "
-        f"prompt logits {mib(est.logits_bytes)}, runtime {mib(est.overhead_bytes)})",
+        f"prompt logits {mib(est.logits_bytes)}, onnxruntime {mib(est.overhead_bytes)})",
         found=f"{mib(free.bytes)} free ({free.source})",
         fix="load with a smaller max_context= (the cache and prompt logits scale with it) or batch=, "
             "convert at a lower precision (int8, int4) for smaller weights, or free memory")
