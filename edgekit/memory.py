@@ -41,8 +41,8 @@ MIB = 1 << 20
 #   weights: onnxruntime repacks the weights of MatMul/MatMulNBits into its kernels' layout at session
 #   start (with session.disable_prepacking the session took 67 MiB, with it 393 MiB) while the
 #   weights file stays mapped and is read by the other nodes.
-# Not in the estimate: the prompt run's activations beyond its logits, ~80 KiB per prompt token on
-# SmolLM2 (measured 145 MiB at 2016 tokens, 660 MiB at 8160): README "Memory" has the numbers.
+# Not in the estimate: the prompt run's activations beyond its logits, 75-85 KiB per prompt token on
+# SmolLM2 (167 MiB at a 2016-token prompt, 592 and 682 MiB in two runs at 8160): README "Memory".
 RUNTIME_BYTES = 36 * MIB
 PREPACK_FACTOR = 0.72
 
