@@ -251,7 +251,7 @@ def _memory_text(est: Any) -> str:
     lines = [f"memory on {est.device} at context {est.context}, {est.batch} row(s): {mib(est.total_bytes)}"]
     lines += [f"  weights {w.graph} ({w.file}): {mib(w.bytes)}" for w in est.weights]
     lines.append(f"  cache: {mib(est.cache_bytes)} ({est.cache_note})")
-    lines.append(f"  prompt logits: {mib(est.logits_bytes)} (a prompt of context - 1 tokens, two copies)")
+    lines.append(f"  prompt logits: {mib(est.logits_bytes)} (a prompt of context - 1 tokens, kept for the call)")
     lines.append(f"  overhead: {mib(est.overhead_bytes)} (onnxruntime and its prepacked weights, measured; the prompt "
                  "run's other activations are not counted)")
     return "\n".join(lines)

@@ -9,8 +9,9 @@
   (rows, kv heads, prompt + new - 1, head dim) per layer for keys and values (tasks/generator.py);
   compact caches (tasks/compactkv.py) grow by concatenation, so at their longest the old and the new
   copy are both alive; an encoder-decoder also keeps its encoder's keys/values for `max_source`;
-- prompt logits: the prompt run returns (rows, prompt, vocab) float32, and the generator keeps a
-  copy of it beside the runner's (kvcache.py `prefill`), for a prompt of up to context - 1 tokens;
+- prompt logits: the prompt run returns (rows, prompt, vocab) float32 for a prompt of up to
+  context - 1 tokens, and the generator keeps them for the whole call (twice with onnxruntime's
+  shared-buffer stand-in, which lays them out again: kvcache.py `SharedKVCache.prefill`);
 - overhead: onnxruntime's own memory and its prepacked copy of the weights, measured
   (benchmarks/memory_peak.py; RUNTIME_BYTES, PREPACK_FACTOR below), not derived.
 `check_fits(...)` compares it with what `MemoryProbe` says is free and raises `MemoryFitError`.
@@ -92,9 +93,18 @@ class MemoryProbe(Protocol):
     def available(self, device: str) -> Availability: ...
 
 
-def run_graphs(art: Artifact, device: str, portable: bool = False) -> dict[str, tuple[str, GraphSpec]]:
-    """Graph name -> (file, spec) of what `load` runs for it on `device` ("cpu" | "cuda" | "tensorrt")."""
-    out = {name: (g.file, g) for name, g in art.manifest.graphs.items()}
+@dataclass(frozen=True)
+class RunGraph:
+    """The ONNX file `load` runs for one graph on a device, its tensors, and how it takes its cache."""
+
+    file: str
+    spec: GraphSpec
+    kv_layout: str  # "slots" (portable graphs) | "shared" (onnxruntime's fused-attention stand-ins)
+
+
+def run_graphs(art: Artifact, device: str, portable: bool = False) -> dict[str, RunGraph]:
+    """Graph name -> what `load` runs for it on `device` ("cpu" | "cuda" | "tensorrt")."""
+    out = {name: RunGraph(g.file, g, "slots") for name, g in art.manifest.graphs.items()}
     if portable or device == "tensorrt":
         return out
     from edgekit.runtimes.onnxruntime import runtime_graph
@@ -102,7 +112,7 @@ def run_graphs(art: Artifact, device: str, portable: bool = False) -> dict[str, 
     for name in out:
         rg = runtime_graph(art, name, device)
         if rg is not None:
-            out[name] = (rg.file, rg.graph)
+            out[name] = RunGraph(rg.file, rg.graph, rg.kv_layout)
     return out
 
 
@@ -127,16 +137,17 @@ def estimate(art: Artifact, device: str = "cpu", context: int | None = None, bat
     """The memory `art` takes on `device` for calls of up to `context` tokens (default: the model's
     own context length) of `batch` rows."""
     graphs = run_graphs(art, device, portable)
-    weights = tuple(GraphWeights(name, file, tensor_bytes(art.file(file))) for name, (file, _) in graphs.items())
+    weights = tuple(GraphWeights(name, g.file, tensor_bytes(art.file(g.file))) for name, g in graphs.items())
     c = art.manifest.contract
     n = context if context is not None else getattr(c, "max_context", 0)
     if not isinstance(c, GenerateSection):
         return MemoryEstimate(device, n, batch, weights, 0, f"no cache: a {c.task} artifact", 0, _overhead(weights))
     if n < 2 or batch < 1:
         raise ValueError(f"a context of at least 2 tokens and a batch of at least 1 row are needed, found {n}, {batch}")
-    step = graphs["decoder" if c.encoder is not None else "model"][1]
-    cache, note = _cache_bytes(c, step, n, batch)
-    return MemoryEstimate(device, n, batch, weights, cache, note, _logits_bytes(c, step, n, batch), _overhead(weights))
+    step = graphs["decoder" if c.encoder is not None else "model"]
+    cache, note = _cache_bytes(c, step.spec, n, batch)
+    logits = _logits_bytes(c, step, n, batch)
+    return MemoryEstimate(device, n, batch, weights, cache, note, logits, _overhead(weights))
 
 
 def _overhead(weights: tuple[GraphWeights, ...]) -> int:
@@ -170,12 +181,15 @@ def _cache_bytes(c: GenerateSection, step: GraphSpec, context: int, batch: int) 
     return total, note
 
 
-def _logits_bytes(c: GenerateSection, step: GraphSpec, context: int, batch: int) -> int:
-    """The prompt run's logits (rows, prompt, vocab) float32, twice: the runner's and the generator's."""
+def _logits_bytes(c: GenerateSection, step: RunGraph, context: int, batch: int) -> int:
+    """The prompt run's logits (rows, prompt, vocab) float32. The slot cache keeps the runner's output
+    (numpy over onnxruntime's buffer); the shared-buffer cache lays them out again beside it
+    (kvcache.py `SharedKVCache.prefill`): two copies alive at once."""
     if c.encoder is not None:  # the decoder's prompt is its start token
         return 0
-    vocab = {t.name: t for t in step.outputs}["logits"].shape[-1]
-    return 2 * batch * (context - 1) * vocab * 4 if isinstance(vocab, int) else 0
+    vocab = {t.name: t for t in step.spec.outputs}["logits"].shape[-1]
+    copies = 2 if step.kv_layout == "shared" else 1
+    return copies * batch * (context - 1) * vocab * 4 if isinstance(vocab, int) else 0
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,8 @@ def test_cache_and_logits_are_what_the_generator_allocates(gpt2: Path, portable:
         assert type(state.cache).__name__ == ("SlotCache" if portable else "SharedKVCache")
         assert est.cache_bytes == sum(a.nbytes for a in buffers.values())
         state.prefill(np.ones((batch, context - 1), np.int64), np.ones((batch, context - 1), np.int64))
-        assert est.logits_bytes == 2 * state.prompt_logits.nbytes  # type: ignore[union-attr]
+        # The shared-buffer cache lays the runner's logits out again in a second array; the slot cache keeps them.
+        assert est.logits_bytes == (1 if portable else 2) * state.prompt_logits.nbytes  # type: ignore[union-attr]
     finally:
         state.close()
 
@@ -185,3 +186,22 @@ def test_the_estimate_imports_no_torch(gpt2: Path) -> None:
     r = subprocess.run([sys.executable, "-c", _NO_TORCH, str(gpt2)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]"
+
+
+def test_seq2seq_cache_counts_the_encoders_keys_values(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from reliability_models import converted_seq2seq
+
+    model = edgekit.load(converted_seq2seq(tmp_path_factory), device="cpu")
+    enc = model.contract.encoder
+    assert enc is not None
+    context, batch = 20, 2
+    est = estimate(model.artifact, "cpu", context, batch)
+    ids = np.full((batch, enc.max_source), 5, np.int64)  # the longest input the encoder takes
+    state = model._decoder_state(ids, np.ones_like(ids), np.arange(batch), 1, context - 1)
+    try:
+        cache = state.cache
+        cross = sum(a.nbytes for n, a in cache.resident.items() if n.startswith("cross."))  # type: ignore[union-attr]
+        assert est.cache_bytes == sum(a.nbytes for a in cache.past.values()) + cross
+        assert est.logits_bytes == 0  # the decoder's prompt is its start token
+    finally:
+        state.close()
