@@ -141,7 +141,8 @@ def estimate(art: Artifact, device: str = "cpu", context: int | None = None, bat
     c = art.manifest.contract
     n = context if context is not None else getattr(c, "max_context", 0)
     if not isinstance(c, GenerateSection):
-        return MemoryEstimate(device, n, batch, weights, 0, f"no cache: a {c.task} artifact", 0, _overhead(weights))
+        note = f"no generate cache counted (a {c.task} artifact)"
+        return MemoryEstimate(device, n, batch, weights, 0, note, 0, _overhead(weights))
     if n < 2 or batch < 1:
         raise ValueError(f"a context of at least 2 tokens and a batch of at least 1 row are needed, found {n}, {batch}")
     step = graphs["decoder" if c.encoder is not None else "model"]
