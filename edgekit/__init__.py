@@ -20,6 +20,7 @@ from edgekit.errors import (
     EngineError,
     ExportError,
     InputError,
+    MemoryFitError,
     OutputExistsError,
     ParityError,
     SourceError,
@@ -32,7 +33,7 @@ __all__ = [
     "convert", "load", "parity", "serve", "Prediction", "Transcript", "__version__",
     "EdgekitError", "InputError", "ConfigError", "SourceError", "ExportError", "UnsupportedError",
     "ArtifactError", "ChecksumError", "ArtifactVersionError", "OutputExistsError",
-    "BackendUnavailableError", "EngineError", "ParityError",
+    "BackendUnavailableError", "EngineError", "ParityError", "MemoryFitError",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

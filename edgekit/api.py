@@ -10,6 +10,7 @@ from edgekit.tasks import resolve
 from edgekit.tasks.model import Model
 
 if TYPE_CHECKING:
+    from edgekit.memory import MemoryProbe
     from edgekit.parity_report import ParityReport
     from edgekit.runtimes.base import Runner
 
@@ -36,13 +37,20 @@ def convert(source: Any, out: str | os.PathLike[str], **kwargs: Any) -> Artifact
     return _convert(source, Path(out), **kwargs)
 
 
-def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True, portable: bool = False) -> Model:
+def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True, portable: bool = False, *,
+         max_context: int | None = None, batch: int = 1, memory: MemoryProbe | None = None) -> Model:
     """Load an artifact folder for inference on `device` ("auto" | "cpu" | "cuda" | "tensorrt").
 
     The manifest is checked (format, types, graphs against the contract) and every file's sha256
     before anything runs; the task object comes from the contract (`Classifier`, `Generator`, ...).
     onnxruntime runs the artifact's faster stand-in graphs where it has them (fused attention for
     decoders), unless `portable=True`: the standard ONNX graphs every backend reads.
+
+    Before any session opens, the memory the model needs (edgekit/memory.py: weights, and for
+    generate the cache and prompt logits of calls up to `max_context` tokens, default the model's
+    own context length, of `batch` rows, beams included) is checked against what `memory` says is
+    free (default: this machine's, `SystemMemory`); `MemoryFitError` when it does not fit. The check
+    bounds nothing: generate still takes any length up to the model's context.
 
     >>> import tempfile, edgekit, torch
     >>> out = tempfile.mkdtemp() + "/tiny"
@@ -51,9 +59,12 @@ def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True
     >>> model.device, type(model).__name__
     ('onnxruntime-cpu', 'Classifier')
     """
-    from edgekit.runtimes.select import open_runners
+    from edgekit.memory import SystemMemory, call_size, check_fits, estimate
+    from edgekit.runtimes.select import open_runners, resolve_device
 
     art = open_artifact(path, verify=verify)
+    context, rows = call_size(art, max_context, batch)
+    check_fits(estimate(art, resolve_device(device), context, rows, portable), memory or SystemMemory())
     return open_model(art, open_runners(art, device, portable))
 
 

@@ -223,12 +223,38 @@ def _parity_text(r: ParityReport) -> str:
 @cli.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True)
-def info(artifact: Path, as_json: bool) -> None:
+@click.option("--context", type=click.IntRange(min=2),
+              help="generate: also the memory a run needs with calls up to N tokens (weights, cache, overhead).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="with --context: rows per call (inputs times beams).")
+@click.option("--device", "mem_device", type=click.Choice(("cpu", "cuda", "tensorrt")), default="cpu",
+              show_default=True, help="with --context: the device whose graphs are counted.")
+def info(artifact: Path, as_json: bool, context: int | None, batch: int, mem_device: str) -> None:
     """Show what an artifact holds: task, family, precision, inputs/outputs, parity, stand-in graphs, engines."""
     from edgekit.artifact import open_artifact
 
-    m = open_artifact(artifact).manifest
-    _emit(json.loads(m.to_json()), as_json, lambda d: _info_text(m))
+    art = open_artifact(artifact)
+    m = art.manifest
+    doc = json.loads(m.to_json())
+    est = None
+    if context is not None:
+        from edgekit.memory import call_size, estimate
+
+        est = estimate(art, mem_device, *call_size(art, context, batch))
+        doc["memory"] = {**encode(est), "weights_bytes": est.weights_bytes, "total_bytes": est.total_bytes}
+    _emit(doc, as_json, lambda d: _info_text(m) + ("" if est is None else "\n" + _memory_text(est)))
+
+
+def _memory_text(est: Any) -> str:
+    from edgekit.memory import mib
+
+    lines = [f"memory on {est.device} at context {est.context}, {est.batch} row(s): {mib(est.total_bytes)}"]
+    lines += [f"  weights {w.graph} ({w.file}): {mib(w.bytes)}" for w in est.weights]
+    lines.append(f"  cache: {mib(est.cache_bytes)} ({est.cache_note})")
+    lines.append(f"  prompt logits: {mib(est.logits_bytes)} (a prompt of context - 1 tokens, kept for the call)")
+    lines.append(f"  overhead: {mib(est.overhead_bytes)} (onnxruntime and its prepacked weights, measured; the prompt "
+                 "run's other activations are not counted)")
+    return "\n".join(lines)
 
 
 def _info_text(m: Any) -> str:

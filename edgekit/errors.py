@@ -64,6 +64,10 @@ class BackendUnavailableError(EdgekitError):
     """The requested device/backend is not usable on this machine."""
 
 
+class MemoryFitError(EdgekitError):
+    """The model would not fit in the memory the device has free at the context and batch asked for."""
+
+
 class EngineError(EdgekitError):
     """A TensorRT engine cannot be built, or does not match this GPU/TensorRT."""
 

@@ -4,13 +4,16 @@ An ONNX graph may keep tensors in side files named by a relative path inside the
 crafted file could name `../../home/user/.ssh/id_rsa` or `/etc/shadow`, and the backend would read
 it. `external_locations(path)` lists those paths with a minimal protobuf reader (no `onnx` needed
 on the device, no 2 GB protobuf limit, nothing executed), and `check_external_data` confines them
-to the artifact folder and to the files whose sha256 the manifest records.
+to the artifact folder and to the files whose sha256 the manifest records. `tensor_bytes(path)`
+sums the bytes of the tensors a graph holds or references: the weights its session loads
+(edgekit/memory.py).
 
 The reader walks only the messages that can hold a tensor; the field numbers are onnx.proto's
 (a test checks them against the `onnx` package's own descriptors).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from edgekit.errors import ArtifactError
@@ -28,6 +31,11 @@ SCHEMA: dict[str, dict[int, str]] = {
 }
 _TENSOR_EXTERNAL_DATA = 13  # TensorProto.external_data: repeated StringStringEntryProto {1: key, 2: value}
 _MAX_DEPTH = 64  # nested subgraphs (If/Loop bodies); deeper means a crafted file
+_TENSOR_DIMS, _TENSOR_TYPE, _TENSOR_STRINGS = 1, 2, 6  # TensorProto.dims, .data_type, .string_data
+# TensorProto.DataType -> bits per element (onnx.proto; 4-bit types are stored two to a byte).
+# STRING (8) is absent: its bytes are its strings' lengths.
+ELEMENT_BITS: dict[int, int] = {1: 32, 2: 8, 3: 8, 4: 16, 5: 16, 6: 32, 7: 64, 9: 8, 10: 16, 11: 64, 12: 32,
+                                13: 64, 14: 64, 15: 128, 16: 16, 17: 8, 18: 8, 19: 8, 20: 8, 21: 4, 22: 4, 23: 4}
 
 
 def _varint(buf: memoryview, i: int) -> tuple[int, int]:
@@ -69,34 +77,97 @@ def _fields(buf: memoryview) -> list[tuple[int, memoryview]]:
     return out
 
 
-def _walk(buf: memoryview, kind: str, depth: int, found: list[str]) -> None:
+def _varints(buf: memoryview, number: int) -> list[int]:
+    """The integer values of field `number` of one message, packed (wire 2) or not (wire 0)."""
+    out: list[int] = []
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+            if key >> 3 == number:
+                out.append(value)
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            if key >> 3 == number:
+                j, end = i, i + size
+                while j < end:
+                    value, j = _varint(buf, j)
+                    out.append(value)
+            i += size
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+    return out
+
+
+def _walk(buf: memoryview, kind: str, depth: int, visit: Callable[[memoryview], None]) -> None:
+    """Call `visit` on every TensorProto of the message `buf` of type `kind`, subgraphs included."""
     if depth > _MAX_DEPTH:
         raise ValueError("graphs nested too deeply")
     if kind == "TensorProto":
-        for number, sub in _fields(buf):
-            if number == _TENSOR_EXTERNAL_DATA:
-                entry = dict(_fields(sub))
-                if bytes(entry.get(1, b"")) == b"location":
-                    found.append(bytes(entry.get(2, b"")).decode("utf-8", errors="replace"))
+        visit(buf)
         return
     children = SCHEMA[kind]
     for number, sub in _fields(buf):
         if number in children:
-            _walk(sub, children[number], depth + 1, found)
+            _walk(sub, children[number], depth + 1, visit)
 
 
-def external_locations(path: Path) -> list[str]:
-    """Every external-data `location` in the ONNX file at `path`, in file order."""
+def _read_tensors(path: Path, visit: Callable[[memoryview], None]) -> None:
     # Read whole: with external data the graph file is small; without, the backend reads it all anyway.
     data = path.read_bytes()
     if not data:
         raise ArtifactError(f"'{path.name}' is empty", fix="convert the model again")
-    found: list[str] = []
     try:
-        _walk(memoryview(data), "ModelProto", 0, found)
+        _walk(memoryview(data), "ModelProto", 0, visit)
     except (ValueError, IndexError) as e:
         raise ArtifactError(f"'{path.name}' is not a readable ONNX file ({e})", fix="convert the model again") from None
+
+
+def external_locations(path: Path) -> list[str]:
+    """Every external-data `location` in the ONNX file at `path`, in file order."""
+    found: list[str] = []
+
+    def visit(tensor: memoryview) -> None:
+        for number, sub in _fields(tensor):
+            if number == _TENSOR_EXTERNAL_DATA:
+                entry = dict(_fields(sub))
+                if bytes(entry.get(1, b"")) == b"location":
+                    found.append(bytes(entry.get(2, b"")).decode("utf-8", errors="replace"))
+
+    _read_tensors(path, visit)
     return found
+
+
+def _tensor_bytes(tensor: memoryview) -> int:
+    """The bytes of one tensor's values, wherever they are stored (raw, typed fields, external file):
+    its element count times its type's size, as the runtime holds it."""
+    (dtype,) = _varints(tensor, _TENSOR_TYPE) or [0]
+    if dtype == 8:
+        return sum(len(sub) for number, sub in _fields(tensor) if number == _TENSOR_STRINGS)
+    if dtype not in ELEMENT_BITS:
+        raise ValueError(f"a tensor has unknown data type {dtype}")
+    count = 1
+    for d in _varints(tensor, _TENSOR_DIMS):
+        count *= d
+    return (count * ELEMENT_BITS[dtype] + 7) // 8
+
+
+def tensor_bytes(path: Path) -> int:
+    """The bytes of every tensor the ONNX file at `path` holds or references (initializers, constants,
+    subgraphs'), summed per tensor: a weights file shared by several graphs counts once per graph
+    that reads it, which is what each graph's session loads."""
+    total = 0
+
+    def visit(tensor: memoryview) -> None:
+        nonlocal total
+        total += _tensor_bytes(tensor)
+
+    _read_tensors(path, visit)
+    return total
 
 
 def check_external_data(folder: Path, graph_file: str, listed: set[str]) -> None:
@@ -118,3 +189,4 @@ def check_external_data(folder: Path, graph_file: str, listed: set[str]) -> None
                 f"'{graph_file}' reads external data from '{loc}', which the manifest has no sha256 for",
                 fix="convert the model again so every weight file is checksummed",
             )
+

@@ -36,6 +36,13 @@ def cuda_call(cudart: Any, result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values) if values else None
 
 
+def free_device_memory() -> int:
+    """Bytes free on the current CUDA device (cudaMemGetInfo: free, total)."""
+    cudart = import_cudart()
+    free, _ = cuda_call(cudart, cudart.cudaMemGetInfo())
+    return int(free)
+
+
 def copy_slot(cu: Any, dst: int, src: int, cache_shape: tuple[int, ...], itemsize: int, slot: int,
               stream: Any, count: int = 1) -> None:
     """Write a (batch, heads, count, dim) tensor at `src` into slots [slot, slot + count) of a
