@@ -52,6 +52,8 @@ def rewrite(model: Any, block: int, accuracy_level: int) -> dict[str, int]:
 
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in [*graph.input, *graph.value_info]
+             if v.type.tensor_type.HasField("shape")}
     nodes, done, small, kept = [], 0, 0, []
     for node in graph.node:
         w = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "MatMul" and node.input[1] in inits else None
@@ -69,21 +71,11 @@ def rewrite(model: Any, block: int, accuracy_level: int) -> dict[str, int]:
             numpy_helper.from_array(pack(q), f"{p}_q4"),
             numpy_helper.from_array(np.ascontiguousarray(d.T).reshape(-1), f"{p}_q4_scales"),
             numpy_helper.from_array(m + MID * d, f"{p}_q4_min"),
-            numpy_helper.from_array(np.array([-1, k // b, b], np.int64), f"{p}_q4_blocks"),
-            numpy_helper.from_array(np.array([2], np.int64), f"{p}_q4_axis"),
         ])
-        nodes += [
-            helper.make_node("MatMulNBits", [x, f"{p}_q4", f"{p}_q4_scales"], [f"{p}_q4_main"], name=f"{p}_q4",
-                             domain="com.microsoft", K=k, N=n, bits=4, block_size=b,
-                             accuracy_level=accuracy_level),
-            helper.make_node("Reshape", [x, f"{p}_q4_blocks"], [f"{p}_q4_xb"], name=f"{p}_q4_xb"),
-            helper.make_node("ReduceSum", [f"{p}_q4_xb", f"{p}_q4_axis"], [f"{p}_q4_sums"], name=f"{p}_q4_sums",
-                             keepdims=0),
-            helper.make_node("MatMul", [f"{p}_q4_sums", f"{p}_q4_min"], [f"{p}_q4_corr"], name=f"{p}_q4_corr"),
-            helper.make_node("Shape", [f"{p}_q4_main"], [f"{p}_q4_shape"], name=f"{p}_q4_shape"),
-            helper.make_node("Reshape", [f"{p}_q4_corr", f"{p}_q4_shape"], [f"{p}_q4_corr_r"], name=f"{p}_q4_corr_r"),
-            helper.make_node("Add", [f"{p}_q4_main", f"{p}_q4_corr_r"], [y], name=f"{p}_q4_add"),
-        ]
+        nodes += [helper.make_node("MatMulNBits", [x, f"{p}_q4", f"{p}_q4_scales"], [f"{p}_q4_main"], name=f"{p}_q4",
+                                   domain="com.microsoft", K=k, N=n, bits=4, block_size=b,
+                                   accuracy_level=accuracy_level),
+                  *_correction(graph, p, x, y, k // b, b, ranks.get(x))]
         done += 1
     del graph.node[:]
     graph.node.extend(nodes)
@@ -97,3 +89,24 @@ def rewrite(model: Any, block: int, accuracy_level: int) -> dict[str, int]:
         log.warning("edgekit: int4: %d MatMuls kept in float (K not a multiple of %d): %s", len(kept),
                     SMALLEST_BLOCK, kept[:8])
     return {"int4": done, "int4_block16": small, "float": len(kept)}
+
+
+def _correction(graph: Any, p: str, x: str, y: str, blocks: int, block: int, rank: int | None) -> list[Any]:
+    """y = main + (x's block sums) @ min: 4 nodes where x's rank is known (its leading dims kept by
+    Reshape's 0s, so the sums' MatMul already has main's shape), else 6 (the sums flattened to
+    (-1, blocks), the correction reshaped to main's shape at run time)."""
+    from onnx import helper, numpy_helper
+
+    lead = [0] * (rank - 1) if rank else [-1]
+    graph.initializer.extend([numpy_helper.from_array(np.array([*lead, blocks, block], np.int64), f"{p}_q4_blocks"),
+                              numpy_helper.from_array(np.array([-1], np.int64), f"{p}_q4_axis")])
+    corr = f"{p}_q4_corr"
+    nodes = [helper.make_node("Reshape", [x, f"{p}_q4_blocks"], [f"{p}_q4_xb"], name=f"{p}_q4_xb"),
+             helper.make_node("ReduceSum", [f"{p}_q4_xb", f"{p}_q4_axis"], [f"{p}_q4_sums"], name=f"{p}_q4_sums",
+                              keepdims=0),
+             helper.make_node("MatMul", [f"{p}_q4_sums", f"{p}_q4_min"], [corr], name=corr)]
+    if not rank:
+        nodes += [helper.make_node("Shape", [f"{p}_q4_main"], [f"{p}_q4_shape"], name=f"{p}_q4_shape"),
+                  helper.make_node("Reshape", [corr, f"{p}_q4_shape"], [f"{corr}_r"], name=f"{corr}_r")]
+        corr = f"{corr}_r"
+    return [*nodes, helper.make_node("Add", [f"{p}_q4_main", corr], [y], name=f"{p}_q4_add")]

@@ -8,6 +8,8 @@
    A decode step is a chain of matrix-vector products bound by reading the weights: one wide
    product instead of three narrow ones reads the same bytes with fewer kernel calls and splits
    better across threads. The int4/int8 stage then quantizes the packed weight.
+3. `ort_simplify.simplify`: GroupQueryAttention reads the packed q/k/v projection itself (no Split),
+   identity Reshape chains and the shape arithmetic feeding them go, SiLU becomes QuickGelu.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from edgekit.converters.ort_simplify import simplify
 
 log = logging.getLogger("edgekit")
 
@@ -34,6 +38,7 @@ def finish_for_onnxruntime(path: Path) -> dict[str, int]:
     proto = ir.serde.serialize_model(model)
     counts = {k: int(v) for k, v in counts.items() if v}
     counts["packed_matmuls"] = pack_matmuls(proto)
+    counts.update({k: v for k, v in simplify(proto).items() if v})
     data = path.with_name(path.name + ".data")
     data.unlink(missing_ok=True)
     onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
@@ -46,7 +51,7 @@ def pack_matmuls(model: onnx.ModelProto) -> int:
     """Pack MatMuls sharing their activation and having constant 2-D weights; returns the packs made.
 
     When every one of them feeds only an Add of a constant bias (q/k/v projections with biases), the
-    biases are packed too: one MatMul, one Add, one Split.
+    biases are packed too: one MatMul, one Add (none where every bias is zero), one Split.
     """
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -73,8 +78,8 @@ def pack_matmuls(model: onnx.ModelProto) -> int:
         sizes = numpy_helper.from_array(np.asarray([w.shape[1] for w in weights], np.int64), f"{name}.sizes")
         graph.initializer.append(sizes)
         made = [helper.make_node("MatMul", [x, f"{name}.weight"], [f"{name}.out"], name=name)]
-        if with_bias:
-            biases = [numpy_helper.to_array(inits[_const(a, inits)]) for a in adds]  # type: ignore[arg-type]
+        biases = [numpy_helper.to_array(inits[_const(a, inits)]) for a in adds] if with_bias else []  # type: ignore
+        if any(b.any() for b in biases):  # all-zero biases (a fresh Qwen2's q/k/v): adding 0 changes nothing
             graph.initializer.append(numpy_helper.from_array(np.concatenate(biases), f"{name}.bias"))
             made.append(helper.make_node("Add", [f"{name}.out", f"{name}.bias"], [f"{name}.biased"], name=f"{name}.add"))
         ends = [a.output[0] for a in adds] if with_bias else [n.output[0] for n in nodes]  # type: ignore[union-attr]

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 
-def _matmul(w: np.ndarray) -> object:
+def _matmul(w: np.ndarray, x_shape: bool = True) -> object:
     from onnx import TensorProto, helper, numpy_helper
 
     k, n = w.shape
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", k])],
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", k] if x_shape else None)],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", "s", n])],
                           [numpy_helper.from_array(w, "w")])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -32,17 +32,20 @@ def test_weights_on_a_q4_1_grid_come_back_exactly() -> None:
 
 
 @pytest.mark.parametrize("k", [64, 48])  # 48: blocks of 16, the fallback for K not a multiple of 32
-def test_graph_computes_the_dequantized_weights(k: int) -> None:
+@pytest.mark.parametrize("x_shape, nodes", [(True, 5), (False, 7)], ids=["rank-known", "rank-unknown"])
+def test_graph_computes_the_dequantized_weights(k: int, x_shape: bool, nodes: int) -> None:
     import onnxruntime as ort
 
     from edgekit.converters.int4_minmax import quantize_blocks, rewrite
 
     rng = np.random.default_rng(1)
     w = (rng.standard_normal((k, 24)) * 0.05 + 0.03).astype(np.float32)
-    model = _matmul(w)
+    model = _matmul(w, x_shape)
     counts = rewrite(model, 32, accuracy_level=1)  # float activations: only the weights are quantized
     assert counts == {"int4": 1, "int4_block16": int(k % 32 != 0), "float": 0}
-    assert [n.op_type for n in model.graph.node].count("MatMulNBits") == 1  # type: ignore[attr-defined]
+    ops = [n.op_type for n in model.graph.node]  # type: ignore[attr-defined]
+    # MatMulNBits, the block sums (Reshape, ReduceSum), their MatMul, Add; + Shape, Reshape without x's rank
+    assert ops.count("MatMulNBits") == 1 and len(ops) == nodes, ops
     block = 32 if k % 32 == 0 else 16
     q, d, m = quantize_blocks(w, block)
     deq = (d[:, None] * q + m[:, None]).reshape(k, 24)
