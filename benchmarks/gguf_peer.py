@@ -51,6 +51,7 @@ def gguf_file(hf_folder: Path, out: Path, kind: str, sdist: Path | None = None) 
     path = out / f"model-{kind}.gguf"
     if path.is_file():
         return path
+    out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".gguf.tmp")
     if kind in CONVERTER_TYPES:
         tree = converter_tree(out, sdist)
