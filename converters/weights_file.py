@@ -1,0 +1,138 @@
+"""One weights file per artifact: every graph's external data moved into `weights.data`, each byte string once.
+
+A decoder artifact holds two graphs of the same model (the portable graph and onnxruntime's
+stand-in), each exported with its own `<graph>.onnx.data`: the embedding, the norms, the output and
+down projections are the same bytes in both, and quantized q/k/v and gate/up are rows of the
+stand-in's packed weights. `share_weights` writes each payload once and points every graph's
+external-data entries (location, offset, length) into that one file.
+
+onnxruntime refuses an external-data location that leaves the model's folder ("External data path
+escapes model directory", checked at session creation in onnxruntime 1.32), so every graph sharing
+the file sits beside it, in the artifact root. Offsets are page-aligned (4096): onnxruntime maps
+external data with mmap from the page below a tensor's offset, so an aligned tensor starts its own
+pages and shares none with its neighbour.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from edgekit.errors import ExportError
+
+WEIGHTS_FILE = "weights.data"
+ALIGN = 4096
+
+
+@dataclass(frozen=True)
+class Shared:
+    tensors: int  # external tensors over all graphs
+    stored: int  # payloads written
+    inside: int  # tensors whose bytes are a row range of a larger stored tensor (a packed weight's part)
+    bytes_in: int  # what the graphs' own data files held
+    bytes_out: int  # the weights file's size (alignment padding included)
+
+
+@dataclass
+class _Stored:
+    offset: int
+    data: bytes
+    row: int  # bytes per row (dim 0) of the tensor first stored here
+
+
+def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor of `graph` and its subgraphs: initializers and node attributes."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _tensors(attr.g)
+            for g in attr.graphs:
+                yield from _tensors(g)
+
+
+def _external(tensor: onnx.TensorProto) -> dict[str, str] | None:
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return None
+    return {e.key: e.value for e in tensor.external_data}
+
+
+def _kind(tensor: onnx.TensorProto) -> tuple[int, tuple[int, ...]]:
+    """What a tensor can be a row range of: the same element type and the same dims after the first."""
+    return tensor.data_type, tuple(tensor.dims[1:])
+
+
+def share_weights(folder: Path, graph_files: list[str]) -> Shared:
+    """Rewrite the graphs `graph_files` (paths relative to `folder`, all in its root) to read their
+    external data from `folder/weights.data`, each payload stored once; their own data files are removed.
+
+    A tensor equal to another is stored once (sha256 of its bytes). A tensor equal to a row range of a
+    larger one of its kind reads that range: onnxruntime's stand-in packs q/k/v (and gate/up) into one
+    weight, [q; k; v] along the output dimension, and MatMulNBits keeps the output dimension first
+    in its weights, scales and zero points, so each of the portable graph's int4/int8 projections is
+    rows of the packed one. Larger tensors are stored first, so a packed weight precedes its parts.
+    """
+    if any(Path(f).parent != Path(".") for f in graph_files):
+        raise ExportError("graphs sharing one weights file must sit in the artifact root", found=str(graph_files),
+                          fix="report this as a bug in edgekit")
+    models = {f: onnx.load(str(folder / f), load_external_data=False) for f in graph_files}
+    found = [(t, info) for m in models.values() for t in _tensors(m.graph) if (info := _external(t)) is not None]
+    payloads = [_read(folder, info) for _, info in found]
+    stored: dict[str, _Stored] = {}  # sha256 -> where its bytes are
+    by_kind: dict[tuple[int, tuple[int, ...]], list[_Stored]] = {}
+    written = inside = 0
+    out_path = folder / (WEIGHTS_FILE + ".partial")  # the graphs' data files are read while it is written
+    with open(out_path, "wb") as out:
+        for i in sorted(range(len(found)), key=lambda i: -len(payloads[i])):
+            tensor, data = found[i][0], payloads[i]
+            digest = hashlib.sha256(data).hexdigest()
+            offset = stored[digest].offset if digest in stored else _row_range(by_kind.get(_kind(tensor), []), data)
+            if offset is None:
+                offset = -out.tell() % ALIGN + out.tell()
+                out.write(b"\0" * (offset - out.tell()))
+                out.write(data)
+                written += 1
+                rows = tensor.dims[0] if tensor.dims else 1
+                by_kind.setdefault(_kind(tensor), []).append(_Stored(offset, data, len(data) // max(rows, 1)))
+            elif digest not in stored:
+                inside += 1
+            stored.setdefault(digest, _Stored(offset, data, 0))
+            del tensor.external_data[:]
+            for key, value in (("location", WEIGHTS_FILE), ("offset", str(offset)), ("length", str(len(data)))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+        size = out.tell()
+    for f, model in models.items():
+        (folder / f).write_bytes(model.SerializeToString())  # weights stay external: no 2 GB protobuf limit
+    for loc in {info["location"] for _, info in found}:
+        (folder / loc).unlink()
+    if found:
+        out_path.replace(folder / WEIGHTS_FILE)
+    else:
+        out_path.unlink()
+    return Shared(len(found), written, inside, sum(map(len, payloads)), size)
+
+
+def _row_range(candidates: list[_Stored], data: bytes) -> int | None:
+    """The file offset of `data` as whole rows of a stored tensor of its kind, if it is one."""
+    for c in candidates:
+        if len(c.data) <= len(data) or not c.row:
+            continue
+        at = c.data.find(data)
+        while at >= 0 and at % c.row:
+            at = c.data.find(data, at + 1)
+        if at >= 0:
+            return c.offset + at
+    return None
+
+def _read(folder: Path, info: dict[str, str]) -> bytes:
+    offset, length = int(info.get("offset", "0")), info.get("length")
+    with open(folder / info["location"], "rb") as f:
+        f.seek(offset)
+        return f.read(int(length)) if length is not None else f.read()
