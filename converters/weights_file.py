@@ -8,9 +8,12 @@ external-data entries (location, offset, length) into that one file.
 
 onnxruntime refuses an external-data location that leaves the model's folder ("External data path
 escapes model directory", checked at session creation in onnxruntime 1.32), so every graph sharing
-the file sits beside it, in the artifact root. Offsets are page-aligned (4096): onnxruntime maps
-external data with mmap from the page below a tensor's offset, so an aligned tensor starts its own
-pages and shares none with its neighbour.
+the file sits beside it, in the artifact root. onnxruntime maps a tensor's external data (mmap, pages
+read only when touched) where its offset is a multiple of the allocation granularity, 4 KB (64 KB on
+Windows), and copies it into memory otherwise (onnxruntime's model_saving_options.h): every stored
+tensor starts at a multiple of 4 KB, those of 1 MB or more (its own threshold) at a multiple of 64 KB.
+A tensor that is rows of a packed one starts inside it, unaligned: the portable graph's q/k/v, which
+onnxruntime reads only where the stand-in does not run.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import onnx
 from edgekit.errors import ExportError
 
 WEIGHTS_FILE = "weights.data"
-ALIGN = 4096
+ALIGN, ALIGN_LARGE, LARGE = 4096, 65536, 1 << 20
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def share_weights(folder: Path, graph_files: list[str]) -> Shared:
             digest = hashlib.sha256(data).hexdigest()
             offset = stored[digest].offset if digest in stored else _row_range(by_kind.get(_kind(tensor), []), data)
             if offset is None:
-                offset = -out.tell() % ALIGN + out.tell()
+                offset = -out.tell() % (ALIGN_LARGE if len(data) >= LARGE else ALIGN) + out.tell()
                 out.write(b"\0" * (offset - out.tell()))
                 out.write(data)
                 written += 1

@@ -96,6 +96,33 @@ def test_a_tensor_that_is_rows_of_a_stored_one_reads_those_rows(tmp_path: Path) 
     np.testing.assert_array_equal(_run(tmp_path / "packed.onnx", x16), before[1])
 
 
+def test_a_tied_weight_is_untied_for_its_matmul_and_stored_once(tmp_path: Path) -> None:
+    """A tied embedding and output projection (Gather and Gemm reading one weight): the Gemm gets its own
+    initializer, so onnxruntime can drop it once packed; the weights file still holds the bytes once."""
+    from edgekit.converters.ort_graph import untie_prepacked
+
+    w = np.random.default_rng(2).standard_normal((16, 8)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["w", "ids"], ["e"]), helper.make_node("Gemm", ["e", "w"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 16])],
+                              [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    ids = np.array([3, 0, 15])
+    want = w[ids] @ w.T
+
+    assert untie_prepacked(model) == 1
+    assert [list(n.input) for n in model.graph.node] == [["w", "ids"], ["e", "w.packed_use"]]
+    onnx.save_model(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.onnx.data",
+                    size_threshold=0)
+    shared = share_weights(tmp_path, ["m.onnx"])
+    assert (shared.tensors, shared.stored) == (2, 1)
+    import onnxruntime as ort
+
+    got = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)  # fp32 sums of 8 products of unit normals
+
+
 def test_graphs_sharing_weights_must_sit_in_the_root(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     _matmul_graph(tmp_path / "sub" / "one.onnx", {"a": np.eye(8, dtype=np.float32)})
