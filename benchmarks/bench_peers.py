@@ -197,8 +197,8 @@ def main() -> None:
     keys = args.contenders.split(",")
     src = make_model(work / "hf", args.size)
     graphs = {k: convert(src, work, k) for k in keys if k != "torch"}
-    weights = {k: decode_bytes(p / "ort" / "model.onnx" if (p / "ort").is_dir() else p / "model.onnx")
-               for k, p in graphs.items()}
+    weights = {k: decode_bytes(next(g for g in (p / "model.ort.onnx", p / "ort" / "model.onnx", p / "model.onnx")
+                                    if g.is_file())) for k, p in graphs.items()}
     gb_s = bandwidth()
     procs: dict[str, subprocess.Popen[str]] = {}
     trials: dict[str, list[dict[str, float]]] = {k: [] for k in keys}

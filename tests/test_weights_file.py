@@ -15,7 +15,7 @@ from edgekit.converters.weights_file import ALIGN, WEIGHTS_FILE, share_weights
 from edgekit.errors import ExportError
 from edgekit.external_data import external_locations
 
-from generate_models import save_tiny, train_tokenizer
+from generate_models import FAMILIES, train_tokenizer
 
 
 def _regions(path: Path) -> dict[str, tuple[int, int]]:
@@ -130,12 +130,27 @@ def test_graphs_sharing_weights_must_sit_in_the_root(tmp_path: Path) -> None:
         share_weights(tmp_path, ["sub/one.onnx"])
 
 
+def _tied_llama(folder: Path) -> Path:
+    """generate_models' tiny Llama with its embedding tied to the output projection (as SmolLM2's)."""
+    import torch
+    import transformers
+
+    tokenizer = train_tokenizer()
+    eos, pad = tokenizer.token_to_id("<eos>"), tokenizer.token_to_id("<pad>")
+    config = transformers.LlamaConfig(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2, eos_token_id=eos,
+                                      bos_token_id=eos, pad_token_id=pad, tie_word_embeddings=True,
+                                      **FAMILIES["llama"][2])
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    return folder
+
+
 def test_decoder_artifact_has_one_weights_file(tmp_path: Path) -> None:
-    """A tiny Llama (heads of 16: onnxruntime's stand-in is made): both graphs in the root read one
-    weights file, no payload is in it twice, the graphs share what they hold alike, and both run the
-    same greedy tokens."""
-    src = save_tiny("llama", tmp_path / "hf", train_tokenizer())
-    art = edgekit.convert(src, tmp_path / "art")
+    """A tiny tied Llama (heads of 16: onnxruntime's stand-in is made): both graphs in the root read one
+    weights file, no payload is in it twice, the graphs share what they hold alike (the tied weight,
+    untied in the stand-in, once), and both run the same greedy tokens."""
+    art = edgekit.convert(_tied_llama(tmp_path / "hf"), tmp_path / "art")
     m = art.manifest
     [rg] = m.runtime_graphs.values()
     assert rg.file == "model.ort.onnx" and m.graph_files() == ["model.onnx", "model.ort.onnx"]
@@ -149,6 +164,8 @@ def test_decoder_artifact_has_one_weights_file(tmp_path: Path) -> None:
     both = set(portable.values()) & set(stand_in.values())
     vocab, hidden = 320, 64
     assert sum(n for _, n in both) >= vocab * hidden * 4  # at least the embedding is one copy for both
+    [tied] = [k for k in stand_in if k.endswith(".packed_use")]
+    assert stand_in[tied] == stand_in[tied.removesuffix(".packed_use")]
     ids = np.array([[5, 9, 17, 33, 2, 70]])
     fast = edgekit.load(art.path, device="cpu")
     plain = edgekit.load(art.path, device="cpu", portable=True)
