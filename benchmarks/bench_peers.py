@@ -124,7 +124,7 @@ def weights_read(key: str, path: Path, work: Path, sdist: Path | None) -> int | 
         return None
     if key.startswith("llama"):
         return gguf_peer.weight_bytes(path, gguf_peer.converter_tree(work / "gguf", sdist))
-    return decode_bytes(path / "ort" / "model.onnx" if (path / "ort").is_dir() else path / "model.onnx")
+    return decode_bytes(path / "model.ort.onnx" if (path / "model.ort.onnx").is_file() else path / "model.onnx")
 
 
 def prompt_ids(src: Path, n: int) -> list[int]:

@@ -54,6 +54,7 @@ def forms() -> dict[str, Callable[[Path], Any] | None]:
 def derive(fp32: Path, out: Path, form: Callable[[Path], Any]) -> float:
     """A copy of the fp32 artifact with every graph rewritten by `form`, re-hashed; seconds it took."""
     from edgekit.artifact import hash_files
+    from edgekit.converters.weights_file import share_weights
 
     if (out / "bench.json").is_file():
         return float(json.loads((out / "bench.json").read_text())["quantize_s"])
@@ -61,9 +62,12 @@ def derive(fp32: Path, out: Path, form: Callable[[Path], Any]) -> float:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(fp32, tmp)
     t = time.perf_counter()
-    for g in tmp.rglob("*.onnx"):
+    graphs = sorted(tmp.rglob("*.onnx"))
+    for g in graphs:
         form(g)
     dt = time.perf_counter() - t
+    if all(g.parent == tmp for g in graphs):  # one weights file, as the convert leaves it (older layouts: ort/)
+        share_weights(tmp, [g.name for g in graphs])
     manifest = json.loads((tmp / "edgekit.json").read_text())
     manifest["files"] = hash_files(tmp)
     (tmp / "edgekit.json").write_text(json.dumps(manifest, indent=1))

@@ -10,6 +10,12 @@
    better across threads. The int4/int8 stage then quantizes the packed weight.
 3. `ort_simplify.simplify`: GroupQueryAttention reads the packed q/k/v projection itself (no Split),
    identity Reshape chains and the shape arithmetic feeding them go, SiLU becomes QuickGelu.
+4. `untie_prepacked`: a weight read by a Gather and by a MatMul (a tied embedding and output
+   projection) becomes two initializers, one per use; the weights file stores its bytes once
+   (converters/weights_file.py). onnxruntime's CPU MatMul copies its constant weight into a packed
+   layout at session creation and then drops the original, but only if nothing else reads it: tied,
+   SmolLM2-135M's 113 MB head stayed resident twice (mapped file pages and the packed copy). Untied,
+   the Gather's mapping keeps only the pages of the rows it reads.
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ def finish_for_onnxruntime(path: Path) -> dict[str, int]:
     counts = {k: int(v) for k, v in counts.items() if v}
     counts["packed_matmuls"] = pack_matmuls(proto)
     counts.update({k: v for k, v in simplify(proto).items() if v})
+    counts["untied_weights"] = untie_prepacked(proto)
     data = path.with_name(path.name + ".data")
     data.unlink(missing_ok=True)
     onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
@@ -94,6 +101,33 @@ def pack_matmuls(model: onnx.ModelProto) -> int:
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
     return packs
+
+
+_PREPACKED = ("MatMul", "FusedMatMul", "Gemm")  # onnxruntime CPU kernels that pack a constant weight at load
+
+
+def untie_prepacked(model: onnx.ModelProto) -> int:
+    """Give the MatMuls reading a weight that a Gather also reads their own copy of it; returns how many."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, set[str]] = defaultdict(set)
+    for node in graph.node:
+        for i in node.input:
+            if i in inits:
+                readers[i].add(node.op_type)
+    untied = 0
+    for name, ops in readers.items():
+        if "Gather" not in ops or not ops & set(_PREPACKED):
+            continue
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[name])
+        copy.name = f"{name}.packed_use"
+        graph.initializer.append(copy)
+        for node in graph.node:
+            if node.op_type in _PREPACKED:
+                node.input[:] = [copy.name if i == name else i for i in node.input]
+        untied += 1
+    return untied
 
 
 def _bias_add(matmul: Any, consumers: dict[str, list[Any]], inits: dict[str, Any], outputs: set[str]) -> Any:

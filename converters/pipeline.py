@@ -21,6 +21,7 @@ from edgekit.converters.sources import resolve_source
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, gate_shortfall
 from edgekit.converters.specs import match
 from edgekit.converters.stand_ins import StandIns
+from edgekit.converters.weights_file import share_weights
 from edgekit.errors import ConfigError, ExportError, ParityError, SourceError, UnsupportedError
 from edgekit.manifest import PRECISIONS, Manifest, Precision, SourceInfo
 from edgekit.parity_report import ParityReport
@@ -152,6 +153,9 @@ def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) 
     stand_ins.prove(manifest, lambda: _proof(tmp, spec, manifest.precision.produced, calibration))
     if tried:
         manifest.precision = replace(manifest.precision, details={**manifest.precision.details, "tried": tried})
+    shared = share_weights(tmp, manifest.graph_files())
+    log.info("edgekit: %d external tensors of %d graphs stored as %d (%.1f MB -> %.1f MB)", shared.tensors,
+             len(manifest.graph_files()), shared.stored, shared.bytes_in / 1e6, shared.bytes_out / 1e6)
     manifest.files = hash_files(tmp)  # a stand-in dropped by its proof took its files with it
     manifest.save(tmp)
     return manifest

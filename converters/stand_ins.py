@@ -22,7 +22,9 @@ from edgekit.parity_report import ParityReport
 
 log = logging.getLogger("edgekit")
 
-RUNTIME_DIR = "ort"  # onnxruntime's stand-in graphs, in the artifact folder
+# onnxruntime's stand-in for graph NAME is NAME.ort.onnx beside it: the two share one weights file
+# (converters/weights_file.py), and onnxruntime reads external data only from the graph's own folder.
+RUNTIME_SUFFIX = ".ort.onnx"
 
 
 @dataclass
@@ -43,13 +45,12 @@ class StandIns:
     def make(self, plans: list[RuntimeGraphExport]) -> None:
         """Build, export and finish each planned stand-in."""
         for plan in plans:
-            path = self.tmp / RUNTIME_DIR / f"{plan.replaces}.onnx"
+            path = self.tmp / f"{plan.replaces}{RUNTIME_SUFFIX}"
             stage = "build"
             try:
                 export = plan.build()
                 stage = "export"
                 log.info("edgekit: exporting graph '%s' (onnxruntime)", export.name)
-                path.parent.mkdir(exist_ok=True)
                 export_graph(export, path)
                 stage = "graph passes"
                 passes = plan.finish(path) if plan.finish else {}
@@ -113,10 +114,8 @@ class StandIns:
 
     def drop(self, replaces: str, path: Path, reason: str, level: int = logging.WARNING) -> None:
         """Forget a stand-in: its files leave the staging folder, the reason is recorded and logged."""
-        for f in path.parent.glob(path.name + "*"):  # model.onnx, model.onnx.data
+        for f in path.parent.glob(path.name + "*"):  # model.ort.onnx, model.ort.onnx.data
             f.unlink()
-        if path.parent.is_dir() and not any(path.parent.iterdir()):
-            path.parent.rmdir()
         self.live.pop(path, None)
         self.notes[replaces] = reason
         log.log(level, "edgekit: no onnxruntime stand-in for graph '%s' (%s); the portable graph runs everywhere",

@@ -60,7 +60,7 @@ class RuntimeGraph:
     """
 
     replaces: str  # the portable graph's name
-    file: str  # e.g. "ort/model.onnx"
+    file: str  # e.g. "model.ort.onnx" (older artifacts: "ort/model.onnx")
     backend: Literal["onnxruntime"]
     devices: tuple[str, ...]  # the backend's devices it was made for, e.g. ("cpu", "cuda")
     version: str  # the backend's major.minor it was made and proven with

@@ -51,7 +51,7 @@ def test_the_artifact_has_external_data_listed_with_its_checksum(art: Path) -> N
     assert external_locations(art / "model.onnx") and set(external_locations(art / "model.onnx")) <= set(files)
 
 
-@pytest.mark.parametrize("rel", ["model.onnx", "model.onnx.data"])
+@pytest.mark.parametrize("rel", ["model.onnx", "weights.data"])
 def test_truncated_file_is_refused_by_checksum(art: Path, rel: str) -> None:
     data = (art / rel).read_bytes()
     (art / rel).write_bytes(data[: len(data) // 2])
@@ -59,7 +59,7 @@ def test_truncated_file_is_refused_by_checksum(art: Path, rel: str) -> None:
         edgekit.load(art, device="cpu")
 
 
-@pytest.mark.parametrize("rel", ["model.onnx", "model.onnx.data"])
+@pytest.mark.parametrize("rel", ["model.onnx", "weights.data"])
 def test_one_flipped_byte_is_refused_by_checksum(art: Path, rel: str) -> None:
     data = bytearray((art / rel).read_bytes())
     data[len(data) // 3] ^= 0x01
@@ -69,15 +69,15 @@ def test_one_flipped_byte_is_refused_by_checksum(art: Path, rel: str) -> None:
 
 
 def test_missing_file_is_refused(art: Path) -> None:
-    (art / "model.onnx.data").unlink()
+    (art / "weights.data").unlink()
     with pytest.raises(ArtifactError, match="missing"):
         edgekit.load(art, device="cpu")
 
 
 def test_truncated_weights_without_verification_are_still_an_edgekit_error(art: Path) -> None:
     # verify=False skips the sha256 pass; the backend's refusal must still come out as ours.
-    data = (art / "model.onnx.data").read_bytes()
-    (art / "model.onnx.data").write_bytes(data[: len(data) // 2])
+    data = (art / "weights.data").read_bytes()
+    (art / "weights.data").write_bytes(data[: len(data) // 2])
     with pytest.raises(ArtifactError):
         edgekit.load(art, device="cpu", verify=False)
 
@@ -128,7 +128,7 @@ def test_external_data_outside_the_folder_is_refused(art: Path, where: str) -> N
     # A secret beside the artifact, holding exactly the bytes the graph expects: if anything
     # read it, the model would load and run.
     secret = art.parent / "secret"
-    shutil.copy(art / "model.onnx.data", secret)
+    shutil.copy(art / "weights.data", secret)
     location = {"parent": "../secret", "absolute": str(secret), "symlink": "link.data"}[where]
     if where == "symlink":
         (art / "link.data").symlink_to(secret)
@@ -139,7 +139,7 @@ def test_external_data_outside_the_folder_is_refused(art: Path, where: str) -> N
 
 
 def test_external_data_not_checksummed_is_refused(art: Path) -> None:
-    shutil.copy(art / "model.onnx.data", art / "unlisted.data")
+    shutil.copy(art / "weights.data", art / "unlisted.data")
     _point_external_data_at(art, "unlisted.data")
     with pytest.raises(ArtifactError, match="no sha256"):
         edgekit.load(art, device="cpu")
@@ -150,7 +150,7 @@ def test_onnxruntime_alone_also_refuses_the_escape(art: Path) -> None:
     # makes no such promise, which is why the check sits in open_artifact, before any backend.
     import onnxruntime as ort
 
-    shutil.copy(art / "model.onnx.data", art.parent / "secret")
+    shutil.copy(art / "weights.data", art.parent / "secret")
     _point_external_data_at(art, "../secret")
     with pytest.raises(Exception, match="escapes model directory"):
         ort.InferenceSession(str(art / "model.onnx"), providers=["CPUExecutionProvider"])

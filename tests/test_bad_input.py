@@ -126,14 +126,14 @@ def _copy(session_dir: Path, tmp_path: Path) -> Path:
 
 def test_missing_or_altered_files(session_dir: Path, tmp_path: Path) -> None:
     art = _copy(session_dir, tmp_path)
-    data = art / "model.onnx.data"
+    data = art / "weights.data"
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     data.write_bytes(bytes(raw))
     with pytest.raises(ChecksumError, match="sha256"):
         edgekit.load(art)
     data.unlink()
-    with pytest.raises(ArtifactError, match="missing 'model.onnx.data'"):
+    with pytest.raises(ArtifactError, match="missing 'weights.data'"):
         edgekit.load(art)
     (art / "edgekit.json").unlink()
     with pytest.raises(ArtifactError, match="not an edgekit artifact"):

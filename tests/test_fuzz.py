@@ -271,7 +271,7 @@ outcomes = {"ok": 0, "edgekit": 0}
 for i in range(n):
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(src, work)
-    rel = ["model.onnx", "model.onnx.data"][i % 2]
+    rel = ["model.onnx", "weights.data"][i % 2]
     data = bytearray(open(f"{work}/{rel}", "rb").read())
     how = i % 3
     if how == 0:

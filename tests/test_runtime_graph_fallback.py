@@ -26,7 +26,7 @@ from edgekit.cli import cli
 from edgekit.converters.export import GraphExport
 from edgekit.converters.spec import RuntimeGraphExport
 from edgekit.converters.specs.causal_lm import HFCausalLM
-from edgekit.converters.stand_ins import RUNTIME_DIR, StandIns
+from edgekit.converters.stand_ins import RUNTIME_SUFFIX, StandIns
 from edgekit.parity_report import ParityReport
 
 VOCAB = 96
@@ -147,7 +147,7 @@ def test_converts_and_runs_the_graph_it_can(converted: Callable[[str], tuple[Pat
         assert manifest.runtime_graph_notes == {} and m.runners["model"].kv_layout == "shared"
     else:
         assert manifest.runtime_graphs == {} and expected in manifest.runtime_graph_notes["model"]
-        assert m.runners["model"].kv_layout == "slots" and not (art / RUNTIME_DIR).exists()
+        assert m.runners["model"].kv_layout == "slots" and not (art / f"model{RUNTIME_SUFFIX}").exists()
     _greedy_matches_transformers(src, m)
 
 
@@ -177,9 +177,9 @@ def test_failed_proof_keeps_the_portable_graph(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(HFCausalLM, "runtime_proof", failing)
     art = edgekit.convert(_save("qwen3_moe-16", tmp_path / "hf"), tmp_path / "art")
-    assert art.manifest.runtime_graphs == {} and not (art.path / RUNTIME_DIR).exists()
+    assert art.manifest.runtime_graphs == {} and not (art.path / f"model{RUNTIME_SUFFIX}").exists()
     assert art.manifest.runtime_graph_notes == {"model": "failed its proof: forced failure"}
-    assert all(not f.startswith(RUNTIME_DIR) for f in art.manifest.files)
+    assert not any(RUNTIME_SUFFIX in f for f in art.manifest.files)
     assert edgekit.load(art.path, device="cpu").runners["model"].kv_layout == "slots"
     r = CliRunner().invoke(cli, ["info", str(art.path)])
     assert r.exit_code == 0, r.output

@@ -16,6 +16,7 @@ from pathlib import Path
 from edgekit.artifact import Artifact
 from edgekit.contract.classify import ClassifySection
 from edgekit.errors import UnsupportedError
+from edgekit.external_data import external_locations
 from edgekit.serving.config import _TRITON_DTYPE, ServeOptions
 
 PLAIN_SUFFIX = "_model"
@@ -29,9 +30,9 @@ def plain_model(art: Artifact, name: str, backend: str, opts: ServeOptions) -> t
                                fix="export it without --plain (generation and recognition loop in edgekit)")
     graph = art.manifest.graphs["model"]
     if backend == "onnxruntime":
+        # The graph names its weights file (weights.data, shared with other graphs) relative to itself.
         files = [(art.file(graph.file), "model.onnx")]
-        data = art.path / (graph.file + ".data")
-        files += [(data, data.name)] if data.is_file() else []
+        files += [(art.file(loc), loc) for loc in sorted(set(external_locations(art.file(graph.file))))]
     else:
         plans = [r for r in art.manifest.engines.values() if r.graph == "model"]
         if len(plans) != 1:
