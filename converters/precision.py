@@ -382,31 +382,49 @@ def _int8_blockwise(path: Path) -> None:
 
 
 def _fold_transposed_weights(model: Any) -> dict[str, str]:
-    """MatMul(x, Transpose(W)) with W a 2-D initializer -> MatMul(x, W^T as its own initializer), in place;
-    returns {W^T's name: W's name}.
+    """MatMul(x, Transpose(W)), or FusedMatMul(x, W, transB=1), with W a 2-D initializer -> MatMul(x, W^T as
+    its own initializer), in place; returns {W^T's name: W's name}.
 
-    Tied output projections export so (the embedding table, transposed at run time); the quantizer only
-    rewrites MatMuls whose weight is a constant, and would leave this one, the largest, in float."""
+    Tied output projections export so (the embedding table, transposed at run time), and onnxruntime's
+    graph passes fuse that Transpose into a FusedMatMul (the stand-in graph of SmolLM2); the quantizers
+    only rewrite MatMuls whose weight is a constant, and would leave this one, the largest, in float."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
     folded: dict[str, str] = {}
     for node in model.graph.node:
-        t = producer.get(node.input[1]) if node.op_type == "MatMul" else None
-        if t is None or t.op_type != "Transpose" or t.input[0] not in inits or len(inits[t.input[0]].dims) != 2:
+        w = _transposed_weight(node, producer)
+        if w is None or w not in inits or len(inits[w].dims) != 2:
             continue
-        name = t.input[0] + "_T"
+        name = w + "_T"
         if name not in folded:  # one transposed copy per table, however many MatMuls read it
-            model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[t.input[0]]).T.copy(),
-                                                                   name))
-            folded[name] = t.input[0]
+            model.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[w]).T.copy(), name))
+            folded[name] = w
+        if node.op_type == "FusedMatMul":
+            node.op_type, node.domain = "MatMul", ""
+            del node.attribute[:]
         node.input[1] = name
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
     dead = [n for n in model.graph.node if n.op_type == "Transpose" and not any(o in used for o in n.output)]
     for n in dead:
         model.graph.node.remove(n)
     return folded
+
+
+def _transposed_weight(node: Any, producer: dict[str, Any]) -> str | None:
+    """The W of a plain x @ W^T: MatMul(x, Transpose(W)), or FusedMatMul(x, W) with transB=1 alone."""
+    from onnx import helper
+
+    if node.op_type == "MatMul":
+        t = producer.get(node.input[1])
+        perm = next((list(a.ints) for a in t.attribute if a.name == "perm"), [1, 0]) if t is not None else None
+        return t.input[0] if t is not None and t.op_type == "Transpose" and perm == [1, 0] else None
+    if node.op_type != "FusedMatMul" or node.domain != "com.microsoft":
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    plain = {"alpha": 1.0, "transA": 0, "transB": 1, "transBatchA": 0, "transBatchB": 0}
+    return node.input[1] if {**plain, **attrs} == plain and len(node.input) == 2 else None
 
 
 def _int8_embeddings(model: Any) -> int:

@@ -50,10 +50,10 @@ class Shared:
 
 
 def quantize(model: Any, folded: dict[str, str], bits: int, block: int, accuracy_level: int) -> Shared:
-    """Each MatMul reading a folded tied table (`folded`: its initializer -> the table's) at `bits` per
-    weight in blocks of `block` along K (16 where K is not a multiple of it), and every axis-0 Gather of
-    that table reading the same blocks; in place. A table whose K is not a multiple of 16 is left to the
-    caller (the plain MatMul and embedding rewrites)."""
+    """Each MatMul reading a tied table's transpose (`folded`: its initializer -> the table's, or a constant
+    equal to it) at `bits` per weight in blocks of `block` along K (16 where K is not a multiple of it),
+    and every axis-0 Gather of that table reading the same blocks; in place. A table whose K is not a
+    multiple of 16 is left to the caller (the plain MatMul and embedding rewrites)."""
     from onnx import numpy_helper
 
     if bits not in HEAD_BITS:
@@ -61,7 +61,8 @@ def quantize(model: Any, folded: dict[str, str], bits: int, block: int, accuracy
                           fix=f"use head_bits in {HEAD_BITS}")
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    gathered = {n.input[0] for n in graph.node if _row_gather(n)}
+    gathered = {n.input[0] for n in graph.node if _row_gather(n) and n.input[0] in inits}
+    folded = {**_transposed_copies(graph, inits, gathered), **folded}
     heads: dict[str, _Head] = {}
     nodes: list[Any] = []
     for node in graph.node:
@@ -91,6 +92,22 @@ def quantize(model: Any, folded: dict[str, str], bits: int, block: int, accuracy
     del graph.initializer[:]
     graph.initializer.extend(keep)
     return Shared(len(heads), frozenset(h.minimums for h in heads.values() if h.minimums))
+
+
+def _transposed_copies(graph: Any, inits: dict[str, Any], tables: set[str]) -> dict[str, str]:
+    """MatMul weights equal to a gathered table's transpose -> that table. The exporter folds the Transpose
+    of a small tied table into a constant of its own (GPT-2 with 98 tokens x 64: a (64, 98) initializer
+    beside the (98, 64) table), where SmolLM2's 49152 x 576 keeps the Transpose node."""
+    from onnx import numpy_helper
+
+    by_shape = {tuple(inits[t].dims[::-1]): t for t in tables if len(inits[t].dims) == 2}
+    out: dict[str, str] = {}
+    for node in graph.node:
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        t = by_shape.get(tuple(w.dims)) if w is not None else None
+        if t is not None and np.array_equal(numpy_helper.to_array(w).T, numpy_helper.to_array(inits[t])):
+            out[w.name] = t
+    return out
 
 
 def _row_gather(node: Any) -> bool:

@@ -106,6 +106,61 @@ def test_tied_llama_at_int4_keeps_no_float_matrix(tmp_path: Path) -> None:
 
 
 def assert_no_float_weights(model: Any, hidden: int) -> None:
-    """No float 2-D initializer but the 4-bit blocks' minimums (one row per block of 32 along hidden)."""
+    """No float 2-D initializer but the 4-bit blocks' minimums (one row per block of 32 along hidden) and
+    int8 row tables' scales (one column)."""
     left = _float_matrices(model)
-    assert all(name.endswith("_q4_min") and dims[0] == hidden // 32 for name, dims in left.items()), left
+    assert all((name.endswith("_q4_min") and dims[0] == hidden // 32) or (name.endswith("_scale") and dims[1] == 1)
+               for name, dims in left.items()), left
+
+
+def test_a_table_exported_with_its_transpose_as_a_constant_is_shared(tmp_path: Path) -> None:
+    """A small tied table's Transpose is folded by the exporter into a constant (GPT-2's 98 x 64): it is
+    recognised by value and shared too; a constant that merely has the transposed shape is not."""
+    import onnx
+
+    from edgekit.converters.precision import Int4Config, _int4_weights
+
+    rng = np.random.default_rng(2)
+    table = rng.standard_normal((V, K)).astype(np.float32)
+    for weight, tied in ((table.T.copy(), 1), (table.T + np.float32(1e-3), 0)):
+        model = _tied_graph(table, np.eye(K, dtype=np.float32))
+        g = model.graph
+        g.node.remove(next(n for n in g.node if n.op_type == "Transpose"))
+        g.initializer.append(onnx.numpy_helper.from_array(weight, "table_t"))
+        path = tmp_path / f"tied{tied}.onnx"
+        onnx.save(model, str(path))
+        counts = _int4_weights(path, Int4Config(32, accuracy_level=1, head_bits=8))
+        assert (counts["tied_tables"], counts["int8_tables"]) == (tied, 1 - tied)
+        assert_no_float_weights(onnx.load(str(path)), K)
+
+
+@pytest.mark.parametrize("head_bits", [4, 8])
+def test_onnxruntimes_fused_transposed_head_is_shared(tmp_path: Path, head_bits: int) -> None:
+    """onnxruntime's graph passes fuse the tied head's Transpose into FusedMatMul(h, table, transB=1) (the
+    stand-in graph): folded and shared the same; the logits are the quantized table's."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from edgekit.converters.precision import Int4Config, _int4_weights
+
+    rng = np.random.default_rng(3)
+    table = (rng.standard_normal((V, K)) * 0.05).astype(np.float32)
+    model = _tied_graph(table, np.eye(K, dtype=np.float32))
+    g = model.graph
+    nodes = [n for n in g.node if n.op_type != "Transpose"]
+    nodes[-1] = helper.make_node("FusedMatMul", ["h", "table"], ["logits"], name="lm_head", domain="com.microsoft",
+                                 transB=1)
+    del g.node[:]
+    g.node.extend(nodes)
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    counts = _int4_weights(path, Int4Config(32, accuracy_level=1, head_bits=head_bits))
+    assert (counts["tied_tables"], counts["int8_tables"]) == (1, 0)
+    assert_no_float_weights(onnx.load(str(path)), K)
+    ids = np.array([[1, 2, V - 2]], np.int64)
+    _, logits = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
+    deq = _dequantized(table, head_bits, 32)
+    want = deq[ids] @ deq.T
+    assert np.abs(logits - want).max() <= 1e-5 * np.abs(want).max()  # as above: sqrt(K) ulps
