@@ -52,7 +52,7 @@ def test_char_gpt_int4_quantizes_its_tied_matrix(trained: dict[str, Any]) -> Non
     graphs = sorted(path.rglob("*.onnx"))
     assert len(graphs) == 2, graphs  # the portable graph and onnxruntime's stand-in, both quantized so
     for g in graphs:
-        assert_no_float_weights(onnx.load(str(g)), hidden=64)
+        assert_no_float_weights(onnx.load(str(g)))
 
 
 def test_char_gpt_artifacts_report_parity(trained: dict[str, Any]) -> None:

@@ -61,7 +61,7 @@ def test_token_rows_and_logits_come_from_one_quantized_copy(tmp_path: Path, head
     assert counts["tied_tables"] == 1 and counts["int8_tables"] == 0 and counts["float"] == 0
     model = onnx.load(str(path))
     # No float table, transposed copy or head left: only the 4-bit blocks' minimums, one row per block of 32.
-    assert_no_float_weights(model, K)
+    assert_no_float_weights(model)
     assert ("lm_head_q4_min" in _float_matrices(model)) == (head_bits == 4)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("GatherBlockQuantized") == 1 and ("Gather" in ops) == (head_bits == 4)  # rows of minimums
@@ -92,7 +92,6 @@ def test_tied_llama_at_int4_keeps_no_float_matrix(tmp_path: Path) -> None:
     from edgekit.converters.precision import TIED_HEAD_BITS
 
     src = gm.save_tiny("llama", tmp_path / "hf", gm.train_tokenizer(), tied=True)
-    hidden = gm.FAMILIES["llama"][2]["hidden_size"]
     art = edgekit.convert(src, tmp_path / "int4", precision="int4", strict=False)
     details = art.manifest.precision.details
     assert details["tied_head"]["bits"] == TIED_HEAD_BITS and details["tied_head"]["tables"] >= 1, details
@@ -100,17 +99,23 @@ def test_tied_llama_at_int4_keeps_no_float_matrix(tmp_path: Path) -> None:
     for g in sorted(art.path.rglob("*.onnx")):
         model = onnx.load(str(g))
         assert any(n.op_type == "GatherBlockQuantized" for n in model.graph.node), g
-        assert_no_float_weights(model, hidden)
+        assert_no_float_weights(model)
     model = edgekit.load(art.path, device="cpu")
     assert model.generate(input_ids=np.array([[3, 4, 5]]), max_new_tokens=5, eos_token_id=[]).shape == (1, 8)
 
 
-def assert_no_float_weights(model: Any, hidden: int) -> None:
-    """No float 2-D initializer but the 4-bit blocks' minimums (one row per block of 32 along hidden) and
-    int8 row tables' scales (one column)."""
-    left = _float_matrices(model)
-    assert all((name.endswith("_q4_min") and dims[0] == hidden // 32) or (name.endswith("_scale") and dims[1] == 1)
-               for name, dims in left.items()), left
+def assert_no_float_weights(model: Any) -> None:
+    """No float 2-D initializer read as a weight (by a MatMul, Gemm or Gather) but a 4-bit MatMulNBits' block
+    minimums (`<node>_min`: 1/32 the size of its weight) and int8 row tables' scales (one column)."""
+    from onnx import TensorProto
+
+    nbits = {n.name for n in model.graph.node if n.op_type == "MatMulNBits"}
+    matrices = {i.name: tuple(i.dims) for i in model.graph.initializer
+                if i.data_type == TensorProto.FLOAT and len(i.dims) == 2}
+    read = {t for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "FusedMatMul", "Gather") for t in n.input}
+    left = {name: dims for name, dims in matrices.items() if name in read}
+    assert all((name.endswith("_q4_min") and name.removesuffix("_min") in nbits) or
+               (name.endswith("_scale") and dims[1] == 1) for name, dims in left.items()), left
 
 
 def test_a_table_exported_with_its_transpose_as_a_constant_is_shared(tmp_path: Path) -> None:
@@ -131,7 +136,7 @@ def test_a_table_exported_with_its_transpose_as_a_constant_is_shared(tmp_path: P
         onnx.save(model, str(path))
         counts = _int4_weights(path, Int4Config(32, accuracy_level=1, head_bits=8))
         assert (counts["tied_tables"], counts["int8_tables"]) == (tied, 1 - tied)
-        assert_no_float_weights(onnx.load(str(path)), K)
+        assert_no_float_weights(onnx.load(str(path)))
 
 
 @pytest.mark.parametrize("head_bits", [4, 8])
@@ -158,7 +163,7 @@ def test_onnxruntimes_fused_transposed_head_is_shared(tmp_path: Path, head_bits:
     onnx.save(model, str(path))
     counts = _int4_weights(path, Int4Config(32, accuracy_level=1, head_bits=head_bits))
     assert (counts["tied_tables"], counts["int8_tables"]) == (1, 0)
-    assert_no_float_weights(onnx.load(str(path)), K)
+    assert_no_float_weights(onnx.load(str(path)))
     ids = np.array([[1, 2, V - 2]], np.int64)
     _, logits = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})
     deq = _dequantized(table, head_bits, 32)
