@@ -65,13 +65,13 @@ def forms() -> dict[str, Callable[[Path], Any] | None]:
         rewrite(model, 32, 4)
         P._save(model, g)
 
-    def int4_head(bits: int) -> Callable[[Path], Any]:
+    def int4_head(bits: int) -> Callable[[Path], Any]:  # the tied matrix quantized once (tied_head.py)
         return lambda g: P._int4_weights(g, replace(P.INT4_CANDIDATES[0], head_bits=bits))
 
     return {"fp32": None, "int8 dynamic (old default)": lambda g: P._int8_dynamic(g, False),
             "int8 blockwise (default)": P._int8_blockwise, "int4 round-to-nearest (old)": rtn_int4,
             "int4 tied-fp32 (old)": int4_tied_float, "int4 head-int4 table-int8-rows": int4_int8_rows,
-            "int4 head-int4 shared": int4_head(4), "int4 head-8bit shared": int4_head(8)}
+            "int4 head-int4 shared": int4_head(4), "int4 head-8bit shared (default)": int4_head(8)}
 
 
 def derive(fp32: Path, out: Path, form: Callable[[Path], Any]) -> float:
