@@ -5,9 +5,9 @@ MatMul(h, Transpose(table)), which precision._fold_transposed_weights turns into
 That weight becomes MatMulNBits, whose packed blocks are laid out (N, K / block, bytes per block): one row
 per token. onnxruntime's contrib GatherBlockQuantized reads exactly that (uint8 data at 4 or 8 bits,
 gather_axis 0, blocks along the last axis, scales (N, K / block, 1) in float, and without zero points the
-same implicit 2^(bits - 1) as MatMulNBits; a CPU kernel in onnxruntime 1.32). So the token Gathers dequantize their
-rows from the output projection's own initializers: one quantized copy on disk, not a quantized head
-beside a float or int8 table (SmolLM2-135M: 49152 x 576, 113 MB in fp32).
+same implicit 2^(bits - 1) as MatMulNBits; a CPU kernel in onnxruntime 1.32). So the token Gathers
+dequantize their rows from the output projection's own initializers: one quantized copy on disk, not a
+quantized head beside a float or int8 table (SmolLM2-135M: 49152 x 576, 113 MB in fp32).
 
 At 4 bits the blocks carry a float minimum (int4_minmax.py): GatherBlockQuantized gives d * (q - 8) and
 the block's m + 8d, gathered from the same table of minimums the MatMul's correction reads, is added.
