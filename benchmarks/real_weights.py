@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,31 @@ def forms() -> dict[str, Callable[[Path], Any] | None]:
         q.process()
         P._save(q.model.model, g)
 
+    def int4_tied_float(g: Path) -> None:  # the float-minimum int4 before tied_head.py: the tied matrix in fp32
+        from edgekit.converters.int4_minmax import rewrite
+
+        model = onnx.load(str(g))
+        P._gemm_to_matmul(model)
+        rewrite(model, 32, 4)
+        P._save(model, g)
+
+    def int4_int8_rows(g: Path) -> None:  # the head int4 beside the token table as its own int8 rows
+        from edgekit.converters.int4_minmax import rewrite
+
+        model = onnx.load(str(g))
+        P._gemm_to_matmul(model)
+        P._fold_transposed_weights(model)
+        P._int8_embeddings(model)
+        rewrite(model, 32, 4)
+        P._save(model, g)
+
+    def int4_head(bits: int) -> Callable[[Path], Any]:  # the tied matrix quantized once (tied_head.py)
+        return lambda g: P._int4_weights(g, replace(P.INT4_CANDIDATES[0], head_bits=bits))
+
     return {"fp32": None, "int8 dynamic (old default)": lambda g: P._int8_dynamic(g, False),
             "int8 blockwise (default)": P._int8_blockwise, "int4 round-to-nearest (old)": rtn_int4,
-            "int4 float-minimum (default)": lambda g: P._int4_weights(g, P.INT4_CANDIDATES[0])}
+            "int4 tied-fp32 (old)": int4_tied_float, "int4 head-int4 table-int8-rows": int4_int8_rows,
+            "int4 head-int4 shared": int4_head(4), "int4 head-8bit shared (default)": int4_head(8)}
 
 
 def derive(fp32: Path, out: Path, form: Callable[[Path], Any]) -> float:
@@ -143,19 +166,22 @@ def main() -> None:
             eos = set(m.contract.eos_token_id)
             ids = np.asarray([m.encode(texts[:1])[0][:64]], np.int64)
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
-        results[name] = {"ppl": ppl, "answers": answers, "size_mb": size, "quantize_s": q_s}
+        graphs = {d: sum(f.stat().st_size for f in (path / d).glob("model.onnx*")) / 1e6 for d in (".", "ort")}
+        results[name] = {"ppl": ppl, "answers": answers, "size_mb": size, "graphs_mb": graphs, "quantize_s": q_s}
         print(f"{name}: perplexity {ppl:.3f}", flush=True)
     models = {k: edgekit.load(p, device="cpu") for k, p in paths.items()}
     speed = decode_speed(models, ids)
     base = results["fp32"]
     print(f"\nSmolLM2-135M-Instruct: {len(texts)} held-out paragraphs (<= {a.tokens} tokens each), {len(turns)} chat "
           f"turns; fp32 convert {convert_s:.0f} s (0: given or cached)\n")
-    print("| form | perplexity | vs fp32 | chat answers = fp32 | size MB | quantize s | decode tok/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| form | perplexity | vs fp32 | chat answers = fp32 | size MB | model.onnx+data MB | ort/model.onnx+data MB "
+          "| quantize s | decode tok/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for k, r in results.items():
         same = sum(same_until_eos(w, g, eos) for w, g in zip(base["answers"], r["answers"]))
         print(f"| {k} | {r['ppl']:.3f} | {100 * (r['ppl'] / base['ppl'] - 1):+.2f}% | {same}/{len(turns)} | "
-              f"{r['size_mb']:.0f} | {r['quantize_s']:.0f} | {speed[k]:.1f} |")
+              f"{r['size_mb']:.0f} | {r['graphs_mb']['.']:.0f} | {r['graphs_mb']['ort']:.0f} | {r['quantize_s']:.0f} | "
+              f"{speed[k]:.1f} |")
 
 
 if __name__ == "__main__":

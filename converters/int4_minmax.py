@@ -14,6 +14,7 @@ input's block sums (K / block rows, about 3% of the main MatMul's work at block 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,9 @@ def pack(q: np.ndarray) -> np.ndarray:
 SMALLEST_BLOCK = 16  # MatMulNBits' smallest block
 
 
-def rewrite(model: Any, block: int, accuracy_level: int) -> dict[str, int]:
-    """Every MatMul with a constant (K, N) weight as MatMulNBits plus the block-sum correction, in place:
+def rewrite(model: Any, block: int, accuracy_level: int, skip: Collection[str] = ()) -> dict[str, int]:
+    """Every MatMul with a constant (K, N) weight (but those named in `skip`) as MatMulNBits plus the
+    block-sum correction, in place:
     blocks of `block` along K, or of 16 where K is not a multiple of it; MatMuls whose K is not a multiple
     of 16 stay float (logged). Returns the counts: {"int4": ..., "int4_block16": ..., "float": ...}."""
     from onnx import helper, numpy_helper
@@ -56,7 +58,8 @@ def rewrite(model: Any, block: int, accuracy_level: int) -> dict[str, int]:
              if v.type.tensor_type.HasField("shape")}
     nodes, done, small, kept = [], 0, 0, []
     for node in graph.node:
-        w = numpy_helper.to_array(inits[node.input[1]]) if node.op_type == "MatMul" and node.input[1] in inits else None
+        const = node.op_type == "MatMul" and node.input[1] in inits and node.input[1] not in skip
+        w = numpy_helper.to_array(inits[node.input[1]]) if const else None
         b = next((c for c in (block, SMALLEST_BLOCK) if w is not None and w.ndim == 2 and w.shape[0] % c == 0), None)
         if w is None or b is None or w.dtype != np.float32:
             if w is not None:
@@ -64,18 +67,8 @@ def rewrite(model: Any, block: int, accuracy_level: int) -> dict[str, int]:
             nodes.append(node)
             continue
         small += b != block
-        k, n = w.shape
-        q, d, m = quantize_blocks(w, b)
-        p, x, y = node.name or f"matmul{done}", node.input[0], node.output[0]
-        graph.initializer.extend([
-            numpy_helper.from_array(pack(q), f"{p}_q4"),
-            numpy_helper.from_array(np.ascontiguousarray(d.T).reshape(-1), f"{p}_q4_scales"),
-            numpy_helper.from_array(m + MID * d, f"{p}_q4_min"),
-        ])
-        nodes += [helper.make_node("MatMulNBits", [x, f"{p}_q4", f"{p}_q4_scales"], [f"{p}_q4_main"], name=f"{p}_q4",
-                                   domain="com.microsoft", K=k, N=n, bits=4, block_size=b,
-                                   accuracy_level=accuracy_level),
-                  *_correction(graph, p, x, y, k // b, b, ranks.get(x))]
+        nodes += matmul_nodes(graph, node.name or f"matmul{done}", node.input[0], node.output[0], w, b,
+                              accuracy_level, ranks.get(node.input[0]))
         done += 1
     del graph.node[:]
     graph.node.extend(nodes)
@@ -89,6 +82,25 @@ def rewrite(model: Any, block: int, accuracy_level: int) -> dict[str, int]:
         log.warning("edgekit: int4: %d MatMuls kept in float (K not a multiple of %d): %s", len(kept),
                     SMALLEST_BLOCK, kept[:8])
     return {"int4": done, "int4_block16": small, "float": len(kept)}
+
+
+def matmul_nodes(graph: Any, p: str, x: str, y: str, w: np.ndarray, b: int, accuracy_level: int,
+                 rank: int | None = None) -> list[Any]:
+    """y = x @ w for a (K, N) float weight, K a multiple of `b`: MatMulNBits plus the block-sum correction
+    (`rank`: x's rank where the graph knows it). Adds the initializers (named `p`_q4...) to `graph`;
+    returns the nodes, in order."""
+    from onnx import helper, numpy_helper
+
+    k, n = w.shape
+    q, d, m = quantize_blocks(w, b)
+    graph.initializer.extend([
+        numpy_helper.from_array(pack(q), f"{p}_q4"),
+        numpy_helper.from_array(np.ascontiguousarray(d.T).reshape(-1), f"{p}_q4_scales"),
+        numpy_helper.from_array(m + MID * d, f"{p}_q4_min"),
+    ])
+    return [helper.make_node("MatMulNBits", [x, f"{p}_q4", f"{p}_q4_scales"], [f"{p}_q4_main"], name=f"{p}_q4",
+                             domain="com.microsoft", K=k, N=n, bits=4, block_size=b, accuracy_level=accuracy_level),
+            *_correction(graph, p, x, y, k // b, b, rank)]
 
 
 def _correction(graph: Any, p: str, x: str, y: str, blocks: int, block: int, rank: int | None) -> list[Any]:

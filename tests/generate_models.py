@@ -46,7 +46,7 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
-def save_tiny(family: str, folder: Path, tokenizer: Any, seed: int = 0) -> Path:
+def save_tiny(family: str, folder: Path, tokenizer: Any, seed: int = 0, tied: bool = False) -> Path:
     import torch
     import transformers
 
@@ -54,7 +54,7 @@ def save_tiny(family: str, folder: Path, tokenizer: Any, seed: int = 0) -> Path:
     eos, pad = tokenizer.token_to_id("<eos>"), tokenizer.token_to_id("<pad>")
     config = getattr(transformers, cfg_name)(vocab_size=tokenizer.get_vocab_size(), initializer_range=0.2,
                                              eos_token_id=eos, bos_token_id=eos, pad_token_id=pad,
-                                             tie_word_embeddings=False, **kwargs)
+                                             tie_word_embeddings=tied, **kwargs)
     torch.manual_seed(seed)
     model = getattr(transformers, model_name)(config).eval()
     model.save_pretrained(folder)

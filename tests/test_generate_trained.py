@@ -39,6 +39,22 @@ def test_char_gpt_perplexity_by_precision(trained: dict[str, Any]) -> None:
     assert r["int4"]["size_mb"] < 0.7 * r["fp32"]["size_mb"] and r["int8"]["size_mb"] < 0.7 * r["fp32"]["size_mb"]
 
 
+def test_char_gpt_int4_quantizes_its_tied_matrix(trained: dict[str, Any]) -> None:
+    """GPT-2 ties its output projection to the token table: at int4 both read one quantized copy (the
+    perplexity and agreement above are measured through it), and no float weight matrix is left."""
+    import onnx
+
+    from test_int4_tied import assert_no_float_weights
+
+    path = Path(trained["gpt_artifacts"]["int4"])
+    details = json.loads((path / "edgekit.json").read_text())["precision"]["details"]
+    assert details["tied_head"]["tables"] == 1 and details["int8_row_tables"] == 1  # wte shared; wpe int8 rows
+    graphs = sorted(path.rglob("*.onnx"))
+    assert len(graphs) == 2, graphs  # the portable graph and onnxruntime's stand-in, both quantized so
+    for g in graphs:
+        assert_no_float_weights(onnx.load(str(g)))
+
+
 def test_char_gpt_artifacts_report_parity(trained: dict[str, Any]) -> None:
     for precision, path in trained["gpt_artifacts"].items():
         m = json.loads((Path(path) / "edgekit.json").read_text())

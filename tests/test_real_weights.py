@@ -53,3 +53,11 @@ def test_smollm2_holds_its_gates(smollm2: Path, tmp_path: Path, precision: str) 
             assert m["ppl_rel"] <= GATES[precision]["ppl_rel"].max
     if precision == "int8":  # the per-block form, not per-tensor dynamic (which fails here: +57% perplexity)
         assert art.manifest.precision.method == "blockwise-matmulnbits"
+    if precision == "int4":  # the tied 49152 x 576 embedding / lm_head matrix quantized too, in every graph
+        import onnx
+
+        from test_int4_tied import assert_no_float_weights
+
+        assert art.manifest.precision.details["tied_head"]["tables"] == 1
+        for g in sorted(art.path.rglob("*.onnx")):
+            assert_no_float_weights(onnx.load(str(g), load_external_data=False))
