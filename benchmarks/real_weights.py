@@ -145,6 +145,7 @@ def main() -> None:
 
     import edgekit
     from edgekit.converters.specs.natural_text import CHAT_TURNS, held_out_paragraphs
+    from edgekit.external_data import tensor_bytes
 
     folder = real_model()
     fp32, convert_s = a.fp32, 0.0
@@ -166,7 +167,9 @@ def main() -> None:
             eos = set(m.contract.eos_token_id)
             ids = np.asarray([m.encode(texts[:1])[0][:64]], np.int64)
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
-        graphs = {d: sum(f.stat().st_size for f in (path / d).glob("model.onnx*")) / 1e6 for d in (".", "ort")}
+        # each graph's weights (the two graphs share one weights file: summed per tensor they read)
+        graphs = {g: tensor_bytes(path / g) / 1e6 if (path / g).is_file() else 0.0
+                  for g in ("model.onnx", "model.ort.onnx")}
         results[name] = {"ppl": ppl, "answers": answers, "size_mb": size, "graphs_mb": graphs, "quantize_s": q_s}
         print(f"{name}: perplexity {ppl:.3f}", flush=True)
     models = {k: edgekit.load(p, device="cpu") for k, p in paths.items()}
@@ -174,13 +177,13 @@ def main() -> None:
     base = results["fp32"]
     print(f"\nSmolLM2-135M-Instruct: {len(texts)} held-out paragraphs (<= {a.tokens} tokens each), {len(turns)} chat "
           f"turns; fp32 convert {convert_s:.0f} s (0: given or cached)\n")
-    print("| form | perplexity | vs fp32 | chat answers = fp32 | size MB | model.onnx+data MB | ort/model.onnx+data MB "
+    print("| form | perplexity | vs fp32 | chat answers = fp32 | size MB | model.onnx weights MB | model.ort.onnx weights MB "
           "| quantize s | decode tok/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for k, r in results.items():
         same = sum(same_until_eos(w, g, eos) for w, g in zip(base["answers"], r["answers"]))
         print(f"| {k} | {r['ppl']:.3f} | {100 * (r['ppl'] / base['ppl'] - 1):+.2f}% | {same}/{len(turns)} | "
-              f"{r['size_mb']:.0f} | {r['graphs_mb']['.']:.0f} | {r['graphs_mb']['ort']:.0f} | {r['quantize_s']:.0f} | "
+              f"{r['size_mb']:.0f} | {r['graphs_mb']['model.onnx']:.0f} | {r['graphs_mb']['model.ort.onnx']:.0f} | {r['quantize_s']:.0f} | "
               f"{speed[k]:.1f} |")
 
 

@@ -113,6 +113,11 @@ def perplexity(logits: np.ndarray, windows: np.ndarray) -> float:
     return float(math.exp(nll))
 
 
+def graphs_mb(artifact: Path) -> float:
+    """The artifact's graphs and the weights file they share, in MB."""
+    return sum(f.stat().st_size for f in [*artifact.glob("*.onnx"), artifact / "weights.data"] if f.is_file()) / 1e6
+
+
 def evaluate(name: str, reference: np.ndarray, artifacts: dict[str, Path], windows: np.ndarray,
              prompt: str) -> dict[str, dict[str, float]]:
     """Held-out perplexity and top-1 agreement with PyTorch, per precision; prints a table."""
@@ -124,7 +129,7 @@ def evaluate(name: str, reference: np.ndarray, artifacts: dict[str, Path], windo
         logits = model.logits(windows)
         rows[precision] = {"perplexity": perplexity(logits, windows),
                            "top1_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
-                           "size_mb": sum(f.stat().st_size for f in Path(path).glob("model.onnx*")) / 1e6}
+                           "size_mb": graphs_mb(Path(path))}
         sample = model.generate(prompt, max_new_tokens=60)
         print(f"  {name} {precision} greedy: {prompt!r} -> {sample!r}")
     base = rows["pytorch"]["perplexity"]

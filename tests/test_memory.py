@@ -75,11 +75,11 @@ def test_weights_are_the_tensor_bytes_of_the_graph_load_runs(precision: str,
         est = estimate(art, "cpu", portable=portable)
         # The stand-in (fused attention, a shared cache) where one is proven, else the portable graph.
         assert model.decoder.kv_layout == ("slots" if portable else "shared")
-        assert [(w.graph, w.file) for w in est.weights] == [("model", "model.onnx" if portable else "ort/model.onnx")]
+        assert [(w.graph, w.file) for w in est.weights] == [("model", "model.onnx" if portable else "model.ort.onnx")]
         for w in est.weights:
             assert w.bytes == onnx_tensor_bytes(art.file(w.file)) > 0
     # The stand-in and the portable graph hold different tensors (fused attention): counted per graph.
-    assert tensor_bytes(art.file("model.onnx")) != tensor_bytes(art.file("ort/model.onnx"))
+    assert tensor_bytes(art.file("model.onnx")) != tensor_bytes(art.file("model.ort.onnx"))
 
 
 @pytest.mark.parametrize("portable", [False, True])  # the shared-buffer cache and the slot cache
@@ -162,7 +162,7 @@ def test_info_context_prints_the_estimate(gpt2: Path) -> None:
     assert r.exit_code == 0, r.output
     mib = lambda n: f"{n / 2**20:.1f} MiB"  # noqa: E731
     assert f"memory on cpu at context 128, 2 row(s): {mib(est.total_bytes)}" in r.stdout
-    assert f"weights model (ort/model.onnx): {mib(est.weights_bytes)}" in r.stdout
+    assert f"weights model (model.ort.onnx): {mib(est.weights_bytes)}" in r.stdout
     assert f"cache: {mib(est.cache_bytes)} (float32 keys/values, 2 layers" in r.stdout
     assert "127 slots x 2 rows" in r.stdout
     assert f"overhead: {mib(est.overhead_bytes)}" in r.stdout
