@@ -62,7 +62,9 @@ def quantize(model: Any, folded: dict[str, str], bits: int, block: int, accuracy
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     gathered = {n.input[0] for n in graph.node if _row_gather(n) and n.input[0] in inits}
-    folded = {**_transposed_copies(graph, inits, gathered), **folded}
+    # A weight equal to a gathered table's transpose is that table's, whatever `folded` says: the stand-in
+    # graph gives its tied output projection a copy of its own (ort_graph.untie_prepacked).
+    folded = {**folded, **_transposed_copies(graph, inits, gathered)}
     heads: dict[str, _Head] = {}
     nodes: list[Any] = []
     for node in graph.node:

@@ -104,6 +104,33 @@ def test_tied_llama_at_int4_keeps_no_float_matrix(tmp_path: Path) -> None:
     assert model.generate(input_ids=np.array([[3, 4, 5]]), max_new_tokens=5, eos_token_id=[]).shape == (1, 8)
 
 
+def test_the_stand_in_graphs_untied_head_is_quantized_once(tmp_path: Path) -> None:
+    """The onnxruntime stand-in gives its tied output projection a copy of the table (ort_graph.untie_prepacked)
+    read by a FusedMatMul(transB=1): int4 still finds the tie by value and stores the matrix once (the copy
+    read as its own table put SmolLM2's head at 4 bits: +7.3% perplexity, the stand-in failed its proof)."""
+    import shutil
+
+    import onnx
+
+    import edgekit
+    import generate_models as gm
+    from edgekit.converters.precision import TIED_HEAD_BITS, Int4Config, _int4_weights
+
+    src = gm.save_tiny("llama", tmp_path / "hf", gm.train_tokenizer(), tied=True)
+    art = edgekit.convert(src, tmp_path / "fp32")
+    stand_in = tmp_path / "q" / "model.ort.onnx"
+    stand_in.parent.mkdir()
+    for f in ("model.ort.onnx", "weights.data"):
+        shutil.copy(art.path / f, stand_in.parent / f)
+    ops = [n.op_type for n in onnx.load(str(stand_in), load_external_data=False).graph.node]
+    assert "FusedMatMul" in ops, ops  # the form this test is about
+    counts = _int4_weights(stand_in, Int4Config(block_size=32, accuracy_level=4, head_bits=TIED_HEAD_BITS))
+    assert counts["tied_tables"] == 1 and counts["int8_tables"] == 0, counts
+    model = onnx.load(str(stand_in))
+    assert [n.op_type for n in model.graph.node].count("GatherBlockQuantized") == 1
+    assert_no_float_weights(model)
+
+
 def assert_no_float_weights(model: Any) -> None:
     """No float 2-D initializer read as a weight (by a MatMul, Gemm or Gather) but a 4-bit MatMulNBits' block
     minimums (`<node>_min`: 1/32 the size of its weight) and int8 row tables' scales (one column)."""
