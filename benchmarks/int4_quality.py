@@ -68,6 +68,7 @@ def main(steps: int, out: Path) -> dict[str, dict[str, Any]]:
 
     import edgekit
     import train_char_gpt as C
+    from edgekit.external_data import tensor_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     folder = train_folder(out, steps)
@@ -78,18 +79,18 @@ def main(steps: int, out: Path) -> dict[str, dict[str, Any]]:
     with torch.no_grad():
         ref = Qwen2ForCausalLM.from_pretrained(folder).eval()(torch.from_numpy(windows)).logits.numpy()
 
-    def row(logits: np.ndarray, files: list[Path], setting: str) -> dict[str, Any]:
+    def row(logits: np.ndarray, weights_bytes: int, setting: str) -> dict[str, Any]:
         return {"perplexity": C.perplexity(logits, windows), "top1": float((logits.argmax(-1) == ref.argmax(-1)).mean()),
-                "weights_mb": sum(f.stat().st_size for f in files) / 1e6, "setting": setting}
+                "weights_mb": weights_bytes / 1e6, "setting": setting}
 
-    rows = {"pytorch fp32": row(ref, [], "")}
+    rows = {"pytorch fp32": row(ref, 0, "")}
     for name, kw in (("edgekit fp32", {"precision": "fp32"}), ("edgekit int4", {"precision": "int4"}),
                      ("edgekit int4 block 32", {"precision": "int4", "int4_block_size": 32})):
         art = edgekit.convert(folder, out / name.replace(" ", "-"), calibration=held, overwrite=True, strict=False, **kw)
         d = art.manifest.precision.details
         setting = f"block {d['block_size']}, accuracy level {d['accuracy_level']}" if "block_size" in d else ""
         with edgekit.load(art.path, device="cpu") as model:
-            rows[name] = row(model.logits(windows), list(Path(art.path).glob("model.onnx*")), setting)
+            rows[name] = row(model.logits(windows), tensor_bytes(Path(art.path) / "model.onnx"), setting)
     for precision in ("fp32", "int4"):
         path = out / f"genai-{precision}"
         if not (path / "genai_config.json").is_file():
@@ -97,7 +98,7 @@ def main(steps: int, out: Path) -> dict[str, dict[str, Any]]:
                             "-p", precision, "-e", "cpu", "-c", str(out / "genai-cache")], check=True,
                            capture_output=True)
         rows[f"onnxruntime-genai {precision}"] = row(genai_logits(path, windows, tok.get_vocab_size()),
-                                                     list(path.glob("*.onnx*")), "builder default")
+                                                     sum(f.stat().st_size for f in path.glob("*.onnx*")), "builder default")
     base = rows["pytorch fp32"]["perplexity"]
     print(f"held-out perplexity over {windows.size} characters, teacher-forced")
     print("| model | setting | perplexity | vs PyTorch | top-1 vs PyTorch | weights MB |\n|---|---|---|---|---|---|")

