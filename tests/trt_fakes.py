@@ -414,6 +414,8 @@ def make_cudart(calls: Calls, gpu: bytes = b"NVIDIA H100 80GB HBM3", cc: tuple[i
     cu.cudaStreamSynchronize = lambda s: (ok,)
     cu.cudaStreamDestroy = lambda s: (ok,)
     cu.cudaGetErrorString = lambda e: (ok, b"invalid argument")
+    total = 80 << 30  # the fake device's memory; what is allocated is not free
+    cu.cudaMemGetInfo = lambda: (ok, total - sum(a.nbytes for a in memory.values()), total)
     cu.live = memory  # for leak checks in tests
     return cu
 
