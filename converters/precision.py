@@ -412,10 +412,7 @@ def _fold_transposed_weights(model: Any) -> dict[str, str]:
     dead = [n for n in model.graph.node if n.op_type == "Transpose" and not any(o in used for o in n.output)]
     for n in dead:
         model.graph.node.remove(n)
-    used = {i for n in model.graph.node for i in n.input}
-    for init in [i for i in model.graph.initializer if i.name in set(folded.values()) - used]:
-        model.graph.initializer.remove(init)  # a copy only the folded MatMul read (ort_graph.untie_prepacked)
-    return folded
+    return folded  # W stays where nothing reads it now: each precision's last step drops unread initializers
 
 
 def _transposed_weight(node: Any, producer: dict[str, Any]) -> str | None:

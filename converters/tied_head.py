@@ -53,7 +53,8 @@ def quantize(model: Any, folded: dict[str, str], bits: int, block: int, accuracy
     """Each MatMul reading a tied table's transpose (`folded`: its initializer -> the table's, or a constant
     equal to it) at `bits` per weight in blocks of `block` along K (16 where K is not a multiple of it),
     and every axis-0 Gather of that table reading the same blocks; in place. A table whose K is not a
-    multiple of 16 is left to the caller (the plain MatMul and embedding rewrites)."""
+    multiple of 16 is left to the caller (the plain MatMul and embedding rewrites), and so are the
+    initializers nothing reads any more (int4_minmax.rewrite drops them)."""
     from onnx import numpy_helper
 
     if bits not in HEAD_BITS:
@@ -87,12 +88,7 @@ def quantize(model: Any, folded: dict[str, str], bits: int, block: int, accuracy
         head = heads.get(node.input[0]) if _row_gather(node) else None
         out += [node] if head is None else _gather_nodes(graph, node, head)
     del graph.node[:]
-    graph.node.extend(out)
-    used = {t for n in graph.node for t in n.input}
-    gone = {*heads, *(f for f, t in folded.items() if t in heads)} - used  # the float table and its transpose
-    keep = [i for i in graph.initializer if i.name not in gone]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    graph.node.extend(out)  # the float table and its transpose, now unread, go with int4_minmax.rewrite's pruning
     return Shared(len(heads), frozenset(h.minimums for h in heads.values() if h.minimums))
 
 
