@@ -115,6 +115,10 @@ class ExportSpec(abc.ABC):
     default_int8: ClassVar[str] = "static"  # "static" (Q/DQ) | "dynamic" | "blockwise"
     static_int8: ClassVar[bool] = True  # whether static Q/DQ int8 is offered at all
     gates: ClassVar[dict[str, Gate]]  # precision -> what parity must reach
+    # True: serves every source of its task that no specific spec claims (HFCausalLM: any HF decoder
+    # with a key/value cache). `specs.match` asks the specific specs first, so where a spec sits
+    # in the package never decides which one converts a source.
+    generic: ClassVar[bool] = False
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         self.src = src

@@ -75,6 +75,7 @@ class KVDecoder(torch.nn.Module):
 
 
 class HFCausalLM(GeneratorSpec):
+    generic = True
     # Per-block int8 (MatMulNBits 8-bit): per-tensor dynamic int8 fails on real LMs' outlier channels
     # (SmolLM2-135M held-out perplexity +57%); precision.py's _int8_blockwise says why.
     default_int8 = "blockwise"
