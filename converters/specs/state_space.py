@@ -1,0 +1,182 @@
+"""Hugging Face decoders whose cache holds recurrent state (Mamba, Mamba-2, hybrids of attention and state).
+
+transformers 5 keeps their state in its unified `DynamicCache(config=...)`: per layer a
+`LinearAttentionLayer` (conv_states / recurrent_states, one pair per state index) or an attention
+layer (keys/values), mixed per layer in hybrids. The prompt path of a state layer (a chunked scan)
+is not one graph for all lengths, but its decode path (`has_previous_state`, one token) is static,
+so the graph is a STEP graph: one token per call, the runtime feeding a prompt token by token.
+A state that starts at zero and takes a prompt token by token equals transformers' prefill: the
+conv window of the first token is zero-padded (LinearAttentionLayer.update_conv_state pads the
+prefill with zeros to the kernel) and the scan's initial state is zero.
+
+    inputs   input_ids (batch, 1), attention_mask (batch, slots + 1), position_ids (batch, 1);
+             per attention layer i past_key_values.{i}.key / .value (batch, heads, slots, dim);
+             per state layer i and state index k conv_state.{i}.{k} / ssm_state.{i}.{k} (batch, ...)
+    outputs  logits (batch, 1, vocab); present.{i}.key / .value (this call's token);
+             conv_state_out.{i}.{k} / ssm_state_out.{i}.{k} (the whole next state)
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.export import Dim
+from transformers.cache_utils import DynamicCache, LinearAttentionCacheLayerMixin
+
+from edgekit.contract.base import BATCH, PAST, TOTAL
+from edgekit.errors import UnsupportedError
+
+MAX_BATCH = 256
+MAX_LEN = 32768
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """What one decoder layer keeps: keys/values (heads, key dim, value dim) and/or state tensors
+    (state index -> dims after batch) for its conv and recurrent (SSM) states."""
+
+    index: int
+    kv: tuple[int, int, int] | None = None
+    conv: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    ssm: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    def inputs(self) -> list[str]:
+        names = [f"past_key_values.{self.index}.{k}" for k in ("key", "value")] if self.kv else []
+        names += [f"conv_state.{self.index}.{k}" for k, _ in self.conv]
+        return names + [f"ssm_state.{self.index}.{k}" for k, _ in self.ssm]
+
+    def outputs(self) -> list[str]:
+        names = [f"present.{self.index}.{k}" for k in ("key", "value")] if self.kv else []
+        names += [f"conv_state_out.{self.index}.{k}" for k, _ in self.conv]
+        return names + [f"ssm_state_out.{self.index}.{k}" for k, _ in self.ssm]
+
+
+def cache_keyword(model: Any) -> str:
+    """The forward keyword the cache goes in: Mamba-style models name it `cache_params`."""
+    params = inspect.signature(model.forward).parameters
+    return "cache_params" if "cache_params" in params else "past_key_values"
+
+
+def has_state_layers(model_config: Any) -> bool:
+    """Whether `DynamicCache(config)` of this config holds linear-attention (state) layers."""
+    try:
+        cache = DynamicCache(config=model_config)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+    return any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers)
+
+
+def probe_layers(model: Any) -> tuple[LayerState, ...]:
+    """Every layer's state from one two-token prefill: shapes read off the filled cache, no
+    per-family config knowledge (a layer the model never fills keeps nothing)."""
+    cache = DynamicCache(config=model.config)
+    ids = torch.zeros((1, 2), dtype=torch.long)
+    kwargs = _forward_kwargs(model, ids, torch.ones_like(ids), torch.arange(2)[None], cache)
+    try:
+        with torch.no_grad():
+            model(**kwargs)
+    except (ValueError, TypeError, AttributeError, RuntimeError) as e:
+        raise UnsupportedError(f"'{model.config.model_type}' does not run on transformers' DynamicCache",
+                               found=f"{type(e).__name__}: {str(e)[:200]}",
+                               fix="generate supports state-space decoders whose cache is DynamicCache(config)") from None
+    layers = []
+    for i, layer in enumerate(cache.layers):
+        kv = None
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.numel():
+            kv = (int(keys.shape[1]), int(keys.shape[3]), int(values.shape[3]))
+        conv, ssm = (), ()
+        if isinstance(layer, LinearAttentionCacheLayerMixin):
+            conv = tuple((k, tuple(v.shape[1:])) for k, v in layer.conv_states.items() if v is not None)
+            ssm = tuple((k, tuple(v.shape[1:])) for k, v in layer.recurrent_states.items() if v is not None)
+        layers.append(LayerState(i, kv, conv, ssm))
+    return tuple(layers)
+
+
+def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> dict[str, Any]:
+    params = inspect.signature(model.forward).parameters
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, cache_keyword(model): cache, "use_cache": True}
+    if "position_ids" in params:
+        kwargs["position_ids"] = pos
+    return kwargs
+
+
+class StateDecoder(torch.nn.Module):
+    """(input_ids, attention_mask, position_ids, *flat state) in, (logits, *this step's state) out: one token."""
+
+    def __init__(self, model: Any, layers: tuple[LayerState, ...]) -> None:
+        super().__init__()
+        self.model, self.layers = model, layers
+        self.attends = any(layer.kv for layer in layers)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cache = DynamicCache(config=self.model.config)
+        given = iter(flat)
+        for spec in self.layers:
+            layer = cache.layers[spec.index]
+            if spec.kv:
+                layer.update(next(given), next(given))
+            for k, _ in spec.conv:
+                _set_state(layer, "conv", k, next(given))
+            for k, _ in spec.ssm:
+                _set_state(layer, "recurrent", k, next(given))
+        # Without attention layers the mask is this token's column only: Mamba-style mixers multiply
+        # their input by it as (batch, sequence); the runtime feeds real tokens, so it holds ones.
+        mask = attention_mask if self.attends else attention_mask[:, -1:]
+        out = self.model(**_forward_kwargs(self.model, input_ids, mask, position_ids, cache))
+        new: list[torch.Tensor] = []
+        for spec in self.layers:
+            layer = cache.layers[spec.index]
+            if spec.kv:
+                new += [layer.keys[:, :, -1:], layer.values[:, :, -1:]]  # this call's one token
+            new += [layer.conv_states[k] for k, _ in spec.conv]
+            new += [layer.recurrent_states[k] for k, _ in spec.ssm]
+        return (out.logits.float(), *new)
+
+
+def _set_state(layer: Any, kind: str, index: int, value: torch.Tensor) -> None:
+    """Put a decode-time state into a LinearAttentionLayer, as its own prefill leaves it (initialized,
+    `has_previous_state`); a copy, since the model's decode path updates the state in place."""
+    getattr(layer, f"{kind}_states")[index] = value.clone()
+    getattr(layer, f"is_{kind}_states_initialized")[index] = True
+    layer.has_previous_state[index] = True
+    if kind == "conv":
+        layer.conv_kernel_size[index] = int(value.shape[-1])
+    layer.dtype, layer.device = value.dtype, value.device
+
+
+def input_names(layers: tuple[LayerState, ...]) -> list[str]:
+    return ["input_ids", "attention_mask", "position_ids", *(n for layer in layers for n in layer.inputs())]
+
+
+def output_names(layers: tuple[LayerState, ...]) -> list[str]:
+    return ["logits", *(n for layer in layers for n in layer.outputs())]
+
+
+def example(model: Any, layers: tuple[LayerState, ...]) -> tuple[torch.Tensor, ...]:
+    """Traced at batch 2 after 3 past slots (no dim 0 or 1 that torch.export would specialize), random state."""
+    b, p = 2, 3
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, int(model.config.vocab_size), (b, 1), generator=gen)
+    flat: list[torch.Tensor] = []
+    for spec in layers:
+        if spec.kv:
+            heads, kd, vd = spec.kv
+            flat += [torch.randn((b, heads, p, kd), generator=gen), torch.randn((b, heads, p, vd), generator=gen)]
+        flat += [torch.randn((b, *shape), generator=gen) for _, shape in (*spec.conv, *spec.ssm)]
+    return (ids, torch.ones((b, p + 1), dtype=torch.long), torch.full((b, 1), p), *flat)
+
+
+def dynamic_shapes(layers: tuple[LayerState, ...]) -> tuple[Any, ...]:
+    """Batch everywhere, the slots of attention layers; the token axis stays 1 (one token per call)."""
+    batch = Dim(BATCH, min=1, max=MAX_BATCH)
+    past = Dim(PAST, min=0, max=MAX_LEN)
+    total = Dim(TOTAL, min=1, max=MAX_LEN + 1)
+    flat: list[dict[int, Any]] = []
+    for spec in layers:
+        flat += [{0: batch, 2: past}] * (2 if spec.kv else 0)
+        flat += [{0: batch}] * (len(spec.conv) + len(spec.ssm))
+    return ({0: batch}, {0: batch, 1: total}, {0: batch}, tuple(flat))
