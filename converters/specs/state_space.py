@@ -26,6 +26,7 @@ from torch.export import Dim
 from transformers.cache_utils import DynamicCache, LinearAttentionCacheLayerMixin
 
 from edgekit.contract.base import BATCH, PAST, TOTAL
+from edgekit.converters.wrappers import export_experts
 from edgekit.errors import UnsupportedError
 
 MAX_BATCH = 256
@@ -126,7 +127,8 @@ class StateDecoder(torch.nn.Module):
         # Without attention layers the mask is this token's column only: Mamba-style mixers multiply
         # their input by it as (batch, sequence); the runtime feeds real tokens, so it holds ones.
         mask = attention_mask if self.attends else attention_mask[:, -1:]
-        out = self.model(**_forward_kwargs(self.model, input_ids, mask, position_ids, cache))
+        with export_experts(self.model):
+            out = self.model(**_forward_kwargs(self.model, input_ids, mask, position_ids, cache))
         new: list[torch.Tensor] = []
         for spec in self.layers:
             layer = cache.layers[spec.index]
