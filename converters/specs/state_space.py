@@ -18,6 +18,7 @@ prefill with zeros to the kernel) and the scan's initial state is zero.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,7 +62,8 @@ def cache_keyword(model: Any) -> str:
 
 
 def has_state_layers(model_config: Any) -> bool:
-    """Whether `DynamicCache(config)` of this config holds linear-attention (state) layers."""
+    """Whether `DynamicCache(config)` of this config holds linear-attention (state) layers: the layer
+    types transformers reads from the config, so MiniMax (which builds its own cache) is found too."""
     try:
         cache = DynamicCache(config=model_config)
     except (ValueError, TypeError, KeyError, AttributeError):
@@ -69,36 +71,49 @@ def has_state_layers(model_config: Any) -> bool:
     return any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers)
 
 
-def probe_layers(model: Any) -> tuple[LayerState, ...]:
-    """Every layer's state from one two-token prefill: shapes read off the filled cache, no
-    per-family config knowledge (a layer the model never fills keeps nothing)."""
-    cache = DynamicCache(config=model.config)
+def probe_layers(model: Any) -> tuple[tuple[LayerState, ...], type]:
+    """Every layer's state, and the cache class, from one two-token prefill on the cache the model
+    makes itself: shapes read off the filled cache, no per-family config knowledge (a layer the
+    model never fills keeps nothing)."""
     ids = torch.zeros((1, 2), dtype=torch.long)
-    kwargs = _forward_kwargs(model, ids, torch.ones_like(ids), torch.arange(2)[None], cache)
     try:
         with torch.no_grad():
-            model(**kwargs)
+            out = model(**_forward_kwargs(model, ids, torch.ones_like(ids), torch.arange(2)[None], None))
     except (ValueError, TypeError, AttributeError, RuntimeError) as e:
-        raise UnsupportedError(f"'{model.config.model_type}' does not run on transformers' DynamicCache",
+        raise UnsupportedError(f"'{model.config.model_type}' does not run a two-token prompt with its cache",
                                found=f"{type(e).__name__}: {str(e)[:200]}",
-                               fix="generate supports state-space decoders whose cache is DynamicCache(config)") from None
+                               fix="generate supports state-space decoders with transformers' own cache") from None
+    cache = out.past_key_values if getattr(out, "cache_params", None) is None else out.cache_params
     layers = []
-    for i, layer in enumerate(cache.layers):
+    for i in range(len(cache.layers)):
+        layer = cache.layers[i]
         kv = None
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.numel():
             kv = (int(keys.shape[1]), int(keys.shape[3]), int(values.shape[3]))
-        conv, ssm = (), ()
+        conv: tuple[tuple[int, tuple[int, ...]], ...] = ()
+        ssm: tuple[tuple[int, tuple[int, ...]], ...] = ()
         if isinstance(layer, LinearAttentionCacheLayerMixin):
             conv = tuple((k, tuple(v.shape[1:])) for k, v in layer.conv_states.items() if v is not None)
             ssm = tuple((k, tuple(v.shape[1:])) for k, v in layer.recurrent_states.items() if v is not None)
+        elif isinstance(linear := _linear_list(cache, i), torch.Tensor):
+            ssm = ((0, tuple(linear.shape[1:])),)
         layers.append(LayerState(i, kv, conv, ssm))
-    return tuple(layers)
+    return tuple(layers), type(cache)
+
+
+def _linear_list(cache: Any, index: int) -> torch.Tensor | None:
+    """MiniMax's own cache (MiniMaxCache): a list of one recurrent state per linear-attention layer
+    beside plain attention layers, instead of LinearAttentionLayer entries."""
+    states = getattr(cache, "linear_cache", None)
+    return states[index] if isinstance(states, list) and index < len(states) else None
 
 
 def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> dict[str, Any]:
     params = inspect.signature(model.forward).parameters
-    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, cache_keyword(model): cache, "use_cache": True}
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
+    if cache is not None:
+        kwargs[cache_keyword(model)] = cache
     if "position_ids" in params:
         kwargs["position_ids"] = pos
     return kwargs
@@ -107,23 +122,19 @@ def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor, pos: torc
 class StateDecoder(torch.nn.Module):
     """(input_ids, attention_mask, position_ids, *flat state) in, (logits, *this step's state) out: one token."""
 
-    def __init__(self, model: Any, layers: tuple[LayerState, ...]) -> None:
+    def __init__(self, model: Any, layers: tuple[LayerState, ...], cache_class: type) -> None:
         super().__init__()
-        self.model, self.layers = model, layers
+        self.model, self.layers, self.cache_class = model, layers, cache_class
         self.attends = any(layer.kv for layer in layers)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        cache = DynamicCache(config=self.model.config)
+        # The cache the model makes itself: DynamicCache(config) (its layers typed per layer), or a
+        # family's own class built without arguments (MiniMaxCache).
+        cache = DynamicCache(config=self.model.config) if self.cache_class is DynamicCache else self.cache_class()
         given = iter(flat)
         for spec in self.layers:
-            layer = cache.layers[spec.index]
-            if spec.kv:
-                layer.update(next(given), next(given))
-            for k, _ in spec.conv:
-                _set_state(layer, "conv", k, next(given))
-            for k, _ in spec.ssm:
-                _set_state(layer, "recurrent", k, next(given))
+            _put(cache, spec, given)
         # Without attention layers the mask is this token's column only: Mamba-style mixers multiply
         # their input by it as (batch, sequence); the runtime feeds real tokens, so it holds ones.
         mask = attention_mask if self.attends else attention_mask[:, -1:]
@@ -131,12 +142,30 @@ class StateDecoder(torch.nn.Module):
             out = self.model(**_forward_kwargs(self.model, input_ids, mask, position_ids, cache))
         new: list[torch.Tensor] = []
         for spec in self.layers:
-            layer = cache.layers[spec.index]
-            if spec.kv:
-                new += [layer.keys[:, :, -1:], layer.values[:, :, -1:]]  # this call's one token
-            new += [layer.conv_states[k] for k, _ in spec.conv]
-            new += [layer.recurrent_states[k] for k, _ in spec.ssm]
+            new += _take(cache, spec)
         return (out.logits.float(), *new)
+
+
+def _put(cache: Any, spec: LayerState, given: Iterator[torch.Tensor]) -> None:
+    if spec.kv:
+        cache.update(next(given), next(given), spec.index)  # a lazily built cache adds layers up to this one
+    if hasattr(cache, "set_linear_cache"):
+        for _ in spec.ssm:
+            cache.set_linear_cache(spec.index, next(given).clone())
+        return
+    layer = cache.layers[spec.index]
+    for k, _ in spec.conv:
+        _set_state(layer, "conv", k, next(given))
+    for k, _ in spec.ssm:
+        _set_state(layer, "recurrent", k, next(given))
+
+
+def _take(cache: Any, spec: LayerState) -> list[torch.Tensor]:
+    layer = cache.layers[spec.index] if spec.index < len(cache.layers) else None
+    new = [layer.keys[:, :, -1:], layer.values[:, :, -1:]] if spec.kv else []  # this call's one token
+    if hasattr(cache, "set_linear_cache"):
+        return new + [cache.linear_cache[spec.index] for _ in spec.ssm]
+    return new + [layer.conv_states[k] for k, _ in spec.conv] + [layer.recurrent_states[k] for k, _ in spec.ssm]
 
 
 def _set_state(layer: Any, kind: str, index: int, value: torch.Tensor) -> None:
