@@ -7,10 +7,14 @@ is not one graph for all lengths, but its decode path (`has_previous_state`, one
 so the graph is a STEP graph: one token per call, the runtime feeding a prompt token by token.
 A state that starts at zero and takes a prompt token by token equals transformers' prefill: the
 conv window of the first token is zero-padded (LinearAttentionLayer.update_conv_state pads the
-prefill with zeros to the kernel) and the scan's initial state is zero.
+prefill with zeros to the kernel) and the scan's initial state is zero. Rows of a left-padded
+batch are fed on their own, pads skipped (edgekit/tasks/state_loop.py): transformers zeroes padded
+positions' inputs (apply_mask_to_padding_states) so that a state starting at zero stays zero
+through leading pads, which is the same thing.
 
-    inputs   input_ids (batch, 1), attention_mask (batch, slots + 1), position_ids (batch, 1);
-             per attention layer i past_key_values.{i}.key / .value (batch, heads, slots, dim);
+    inputs   input_ids (batch, 1); with attention layers attention_mask (batch, slots + 1) and
+             position_ids (batch, 1), and per attention layer i past_key_values.{i}.key / .value
+             (batch, heads, slots, dim);
              per state layer i and state index k conv_state.{i}.{k} / ssm_state.{i}.{k} (batch, ...)
     outputs  logits (batch, 1, vocab); present.{i}.key / .value (this call's token);
              conv_state_out.{i}.{k} / ssm_state_out.{i}.{k} (the whole next state)
@@ -20,14 +24,23 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from edgekit.converters.export import GraphExport
+from edgekit.converters.sources import Source
+from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
+from edgekit.converters.specs.causal_lm import Family, HFCausalLM, HFReference, _tokenizer_json
+from edgekit.converters.specs.generate import GeneratorSpec
+from edgekit.converters.wrappers import export_experts
 from torch.export import Dim
 from transformers.cache_utils import DynamicCache, LinearAttentionCacheLayerMixin
 
 from edgekit.contract.base import BATCH, PAST, TOTAL
-from edgekit.converters.wrappers import export_experts
+from edgekit.contract.state import AttentionKV, ConvState, DecoderState, SSMState, StateEntry
+from edgekit.contract.state.base import STEP_INPUTS
 from edgekit.errors import UnsupportedError
 
 MAX_BATCH = 256
@@ -109,12 +122,12 @@ def _linear_list(cache: Any, index: int) -> torch.Tensor | None:
     return states[index] if isinstance(states, list) and index < len(states) else None
 
 
-def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cache: Any) -> dict[str, Any]:
-    params = inspect.signature(model.forward).parameters
+def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
+                    cache: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
     if cache is not None:
         kwargs[cache_keyword(model)] = cache
-    if "position_ids" in params:
+    if pos is not None and "position_ids" in inspect.signature(model.forward).parameters:
         kwargs["position_ids"] = pos
     return kwargs
 
@@ -127,19 +140,19 @@ class StateDecoder(torch.nn.Module):
         self.model, self.layers, self.cache_class = model, layers, cache_class
         self.attends = any(layer.kv for layer in layers)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, input_ids: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # With attention layers: the mask over past slots + this token, and its position, then the
+        # state; without, the state only (transformers' own decode steps pass Mamba no mask: a
+        # generated token is never padding, and the runtime never feeds a pad).
+        mask, position, flat = (rest[0], rest[1], rest[2:]) if self.attends else (None, None, rest)
         # The cache the model makes itself: DynamicCache(config) (its layers typed per layer), or a
         # family's own class built without arguments (MiniMaxCache).
         cache = DynamicCache(config=self.model.config) if self.cache_class is DynamicCache else self.cache_class()
         given = iter(flat)
         for spec in self.layers:
             _put(cache, spec, given)
-        # Without attention layers the mask is this token's column only: Mamba-style mixers multiply
-        # their input by it as (batch, sequence); the runtime feeds real tokens, so it holds ones.
-        mask = attention_mask if self.attends else attention_mask[:, -1:]
         with export_experts(self.model):
-            out = self.model(**_forward_kwargs(self.model, input_ids, mask, position_ids, cache))
+            out = self.model(**_forward_kwargs(self.model, input_ids, mask, position, cache))
         new: list[torch.Tensor] = []
         for spec in self.layers:
             new += _take(cache, spec)
@@ -179,8 +192,13 @@ def _set_state(layer: Any, kind: str, index: int, value: torch.Tensor) -> None:
     layer.dtype, layer.device = value.dtype, value.device
 
 
+def small_inputs(layers: tuple[LayerState, ...]) -> tuple[str, ...]:
+    """What each call takes beside the state: the mask and positions only where attention reads them."""
+    return STEP_INPUTS if any(layer.kv for layer in layers) else ("input_ids",)
+
+
 def input_names(layers: tuple[LayerState, ...]) -> list[str]:
-    return ["input_ids", "attention_mask", "position_ids", *(n for layer in layers for n in layer.inputs())]
+    return [*small_inputs(layers), *(n for layer in layers for n in layer.inputs())]
 
 
 def output_names(layers: tuple[LayerState, ...]) -> list[str]:
@@ -198,6 +216,8 @@ def example(model: Any, layers: tuple[LayerState, ...]) -> tuple[torch.Tensor, .
             heads, kd, vd = spec.kv
             flat += [torch.randn((b, heads, p, kd), generator=gen), torch.randn((b, heads, p, vd), generator=gen)]
         flat += [torch.randn((b, *shape), generator=gen) for _, shape in (*spec.conv, *spec.ssm)]
+    if len(small_inputs(layers)) == 1:
+        return (ids, *flat)
     return (ids, torch.ones((b, p + 1), dtype=torch.long), torch.full((b, 1), p), *flat)
 
 
@@ -210,4 +230,70 @@ def dynamic_shapes(layers: tuple[LayerState, ...]) -> tuple[Any, ...]:
     for spec in layers:
         flat += [{0: batch, 2: past}] * (2 if spec.kv else 0)
         flat += [{0: batch}] * (len(spec.conv) + len(spec.ssm))
-    return ({0: batch}, {0: batch, 1: total}, {0: batch}, tuple(flat))
+    if len(small_inputs(layers)) == 1:
+        return ({0: batch}, (*flat,))
+    return ({0: batch}, ({0: batch, 1: total}, {0: batch}, *flat))  # varargs nest as one tuple
+
+
+# ---------------------------------------------------------------- the spec
+
+
+class HFStateSpaceLM(HFCausalLM):
+    """Hugging Face causal LMs whose cache holds state layers: the step graph above, the state declared
+    per layer (attention keys/values, conv and SSM states), prompts fed stepwise. The contract,
+    tokenizer and transformers' generate as the reference are the generic causal LM's."""
+
+    generic = False
+
+    @classmethod
+    def matches(cls, src: Source, task: str | None) -> bool:
+        return HFCausalLM.matches(src, task) and src.hf_dir is not None and _keeps_state(src.hf_dir)
+
+    def __init__(self, src: Source, options: ConvertOptions) -> None:
+        GeneratorSpec.__init__(self, src, options)  # not HFCausalLM's: its probe wants keys/values everywhere
+        from transformers import AutoModelForCausalLM
+
+        assert src.hf_dir is not None
+        self.model = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
+        self.family = str(getattr(self.model.config, "model_type", "") or "state-space")
+        self.facts = Family()
+        self.layers, cache_class = probe_layers(self.model)
+        self.cache = decoder_state(self.layers)
+        self.graph = GraphExport("model", StateDecoder(self.model, self.layers, cache_class),
+                                 example(self.model, self.layers), input_names(self.layers),
+                                 output_names(self.layers), dynamic_shapes(self.layers))
+        self.tokenizer_json = _tokenizer_json(src)
+        self.reference = StateReference(self.model, self.graph)
+
+    def runtime_graphs(self, target: str) -> list[RuntimeGraphExport]:
+        return []  # onnxruntime's fused-attention stand-in holds keys/values only, not these states
+
+
+def decoder_state(layers: tuple[LayerState, ...]) -> DecoderState:
+    """The contract's entries, layer by layer: keys/values, then conv and SSM states (dims after batch)."""
+    entries: list[StateEntry] = []
+    for spec in layers:
+        if spec.kv:
+            entries.append(AttentionKV(spec.index, *spec.kv))
+        entries += [ConvState(spec.index, k, shape) for k, shape in spec.conv]
+        entries += [SSMState(spec.index, k, shape) for k, shape in spec.ssm]
+    return DecoderState(tuple(entries), inputs=small_inputs(layers), prompt="stepwise")
+
+
+def _keeps_state(folder: Path) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError):
+        return False  # not this spec's to explain: the generic spec reports what is wrong with the folder
+    return has_state_layers(config)
+
+
+class StateReference(HFReference):
+    """transformers' generate (HFReference.greedy), and teacher-forced logits from the model's own
+    forward over whole rows: the prefill (chunked scan) that the artifact's stepwise feed must equal."""
+
+    def full_logits(self, ids: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
