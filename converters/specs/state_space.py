@@ -76,7 +76,8 @@ def cache_keyword(model: Any) -> str:
 
 def has_state_layers(model_config: Any) -> bool:
     """Whether `DynamicCache(config)` of this config holds linear-attention (state) layers: the layer
-    types transformers reads from the config, so MiniMax (which builds its own cache) is found too."""
+    types transformers reads from the config (MiniMax, which builds a cache of its own, is claimed and
+    refused by `probe_layers`, saying why)."""
     try:
         cache = DynamicCache(config=model_config)
     except (ValueError, TypeError, KeyError, AttributeError):
@@ -84,10 +85,9 @@ def has_state_layers(model_config: Any) -> bool:
     return any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers)
 
 
-def probe_layers(model: Any) -> tuple[tuple[LayerState, ...], type]:
-    """Every layer's state, and the cache class, from one two-token prefill on the cache the model
-    makes itself: shapes read off the filled cache, no per-family config knowledge (a layer the
-    model never fills keeps nothing)."""
+def probe_layers(model: Any) -> tuple[LayerState, ...]:
+    """Every layer's state from one two-token prefill on the cache the model makes itself: shapes read
+    off the filled cache, no per-family config knowledge (a layer the model never fills keeps nothing)."""
     ids = torch.zeros((1, 2), dtype=torch.long)
     try:
         with torch.no_grad():
@@ -95,11 +95,20 @@ def probe_layers(model: Any) -> tuple[tuple[LayerState, ...], type]:
     except (ValueError, TypeError, AttributeError, RuntimeError) as e:
         raise UnsupportedError(f"'{model.config.model_type}' does not run a two-token prompt with its cache",
                                found=f"{type(e).__name__}: {str(e)[:200]}",
-                               fix="generate supports state-space decoders with transformers' own cache") from None
+                               fix="generate supports state-space decoders whose cache is transformers' DynamicCache") from None
     cache = out.past_key_values if getattr(out, "cache_params", None) is None else out.cache_params
+    if type(cache) is not DynamicCache:
+        # MiniMax (transformers 5.23, MiniMaxCache): its linear states sit in a list beside untyped
+        # layers, so beam search never reorders them (reorder_cache walks the layers only) and decode
+        # steps size the attention mask from layer 0, a linear layer (a left-padded row then masks
+        # every key): transformers' own generate is not one that a correct graph reproduces.
+        raise UnsupportedError(f"'{model.config.model_type}' keeps its own cache class, {type(cache).__name__}",
+                               found="its linear-attention states sit in a list beside the cache layers: beam search "
+                                     "does not reorder them, and decode steps mask a left-padded row's every key",
+                               fix="generate supports state-space decoders whose cache is transformers' DynamicCache; "
+                                   "this family is not supported")
     layers = []
-    for i in range(len(cache.layers)):
-        layer = cache.layers[i]
+    for i, layer in enumerate(cache.layers):
         kv = None
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.numel():
@@ -109,17 +118,8 @@ def probe_layers(model: Any) -> tuple[tuple[LayerState, ...], type]:
         if isinstance(layer, LinearAttentionCacheLayerMixin):
             conv = tuple((k, tuple(v.shape[1:])) for k, v in layer.conv_states.items() if v is not None)
             ssm = tuple((k, tuple(v.shape[1:])) for k, v in layer.recurrent_states.items() if v is not None)
-        elif isinstance(linear := _linear_list(cache, i), torch.Tensor):
-            ssm = ((0, tuple(linear.shape[1:])),)
         layers.append(LayerState(i, kv, conv, ssm))
-    return tuple(layers), type(cache)
-
-
-def _linear_list(cache: Any, index: int) -> torch.Tensor | None:
-    """MiniMax's own cache (MiniMaxCache): a list of one recurrent state per linear-attention layer
-    beside plain attention layers, instead of LinearAttentionLayer entries."""
-    states = getattr(cache, "linear_cache", None)
-    return states[index] if isinstance(states, list) and index < len(states) else None
+    return tuple(layers)
 
 
 def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
@@ -135,9 +135,9 @@ def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, po
 class StateDecoder(torch.nn.Module):
     """(input_ids, attention_mask, position_ids, *flat state) in, (logits, *this step's state) out: one token."""
 
-    def __init__(self, model: Any, layers: tuple[LayerState, ...], cache_class: type) -> None:
+    def __init__(self, model: Any, layers: tuple[LayerState, ...]) -> None:
         super().__init__()
-        self.model, self.layers, self.cache_class = model, layers, cache_class
+        self.model, self.layers = model, layers
         self.attends = any(layer.kv for layer in layers)
 
     def forward(self, input_ids: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -145,9 +145,7 @@ class StateDecoder(torch.nn.Module):
         # state; without, the state only (transformers' own decode steps pass Mamba no mask: a
         # generated token is never padding, and the runtime never feeds a pad).
         mask, position, flat = (rest[0], rest[1], rest[2:]) if self.attends else (None, None, rest)
-        # The cache the model makes itself: DynamicCache(config) (its layers typed per layer), or a
-        # family's own class built without arguments (MiniMaxCache).
-        cache = DynamicCache(config=self.model.config) if self.cache_class is DynamicCache else self.cache_class()
+        cache = DynamicCache(config=self.model.config)  # its layers typed per layer, as the model makes it
         given = iter(flat)
         for spec in self.layers:
             _put(cache, spec, given)
@@ -159,25 +157,18 @@ class StateDecoder(torch.nn.Module):
         return (out.logits.float(), *new)
 
 
-def _put(cache: Any, spec: LayerState, given: Iterator[torch.Tensor]) -> None:
+def _put(cache: DynamicCache, spec: LayerState, given: Iterator[torch.Tensor]) -> None:
     if spec.kv:
-        cache.update(next(given), next(given), spec.index)  # a lazily built cache adds layers up to this one
-    if hasattr(cache, "set_linear_cache"):
-        for _ in spec.ssm:
-            cache.set_linear_cache(spec.index, next(given).clone())
-        return
-    layer = cache.layers[spec.index]
+        cache.layers[spec.index].update(next(given), next(given))
     for k, _ in spec.conv:
-        _set_state(layer, "conv", k, next(given))
+        _set_state(cache.layers[spec.index], "conv", k, next(given))
     for k, _ in spec.ssm:
-        _set_state(layer, "recurrent", k, next(given))
+        _set_state(cache.layers[spec.index], "recurrent", k, next(given))
 
 
-def _take(cache: Any, spec: LayerState) -> list[torch.Tensor]:
-    layer = cache.layers[spec.index] if spec.index < len(cache.layers) else None
+def _take(cache: DynamicCache, spec: LayerState) -> list[torch.Tensor]:
+    layer = cache.layers[spec.index]
     new = [layer.keys[:, :, -1:], layer.values[:, :, -1:]] if spec.kv else []  # this call's one token
-    if hasattr(cache, "set_linear_cache"):
-        return new + [cache.linear_cache[spec.index] for _ in spec.ssm]
     return new + [layer.conv_states[k] for k, _ in spec.conv] + [layer.recurrent_states[k] for k, _ in spec.ssm]
 
 
@@ -257,9 +248,9 @@ class HFStateSpaceLM(HFCausalLM):
         self.model = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         self.family = str(getattr(self.model.config, "model_type", "") or "state-space")
         self.facts = Family()
-        self.layers, cache_class = probe_layers(self.model)
+        self.layers = probe_layers(self.model)
         self.cache = decoder_state(self.layers)
-        self.graph = GraphExport("model", StateDecoder(self.model, self.layers, cache_class),
+        self.graph = GraphExport("model", StateDecoder(self.model, self.layers),
                                  example(self.model, self.layers), input_names(self.layers),
                                  output_names(self.layers), dynamic_shapes(self.layers))
         self.tokenizer_json = _tokenizer_json(src)
