@@ -95,8 +95,15 @@ def probe_layers(model: Any) -> tuple[LayerState, ...]:
     except (ValueError, TypeError, AttributeError, RuntimeError) as e:
         raise UnsupportedError(f"'{model.config.model_type}' does not run a two-token prompt with its cache",
                                found=f"{type(e).__name__}: {str(e)[:200]}",
-                               fix="generate supports state-space decoders whose cache is transformers' DynamicCache") from None
-    cache = out.past_key_values if getattr(out, "cache_params", None) is None else out.cache_params
+                               fix="generate supports state-space decoders whose cache is transformers' "
+                                   "DynamicCache") from None
+    cache = getattr(out, "cache_params", None)
+    cache = getattr(out, "past_key_values", None) if cache is None else cache
+    if cache is None:  # Recurrent Gemma keeps its recurrent states inside its modules, not in a cache
+        raise UnsupportedError(f"'{model.config.model_type}' returns no cache from its forward",
+                               found=f"{type(out).__name__} without past_key_values or cache_params",
+                               fix="generate supports state-space decoders whose cache is transformers' DynamicCache; "
+                                   "this family is not supported")
     if type(cache) is not DynamicCache:
         # MiniMax (transformers 5.23, MiniMaxCache): its linear states sit in a list beside untyped
         # layers, so beam search never reorders them (reorder_cache walks the layers only) and decode
