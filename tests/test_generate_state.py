@@ -22,7 +22,8 @@ import edgekit  # noqa: E402
 
 # The sweep's small configs (Bamba: a Mamba-2 layer, then an attention layer whose keys/values the graph
 # carries beside layer 0's state). Bamba's chunk of 4 tokens (default 256) makes transformers' prefill a
-# multi-chunk scan on these prompts (up to 14 tokens), the path the stepwise feed must equal.
+# multi-chunk scan on these prompts (up to 13 tokens) and on the parity rows, the path the stepwise feed
+# must equal.
 FAMILIES: dict[str, dict[str, Any]] = {"mamba": {}, "bamba": dict(mamba_chunk_size=4)}
 NEW = 24
 CALLS = {"greedy": dict(do_sample=False), "beam": dict(do_sample=False, num_beams=3)}
