@@ -29,7 +29,7 @@ from transformers.cache_utils import DynamicCache
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.generate import STEP_INPUTS, GenerateSection
-from edgekit.contract.state import AttentionKV, DecoderState
+from edgekit.contract.state import AttentionKV, DecoderState, IndexerKeys, StateEntry
 from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.errors import UnsupportedError
 from edgekit.tasks.generator import token_ids
@@ -55,17 +55,24 @@ FAMILIES: dict[str, Family] = {
 
 
 class KVDecoder(torch.nn.Module):
-    """(input_ids, attention_mask, position_ids, *flat past) in, (logits, *this call's keys/values) out."""
+    """(input_ids, attention_mask, position_ids, *flat past) in, (logits, *this call's keys/values) out.
 
-    def __init__(self, model: Any, layers: int) -> None:
+    The flat past: keys and values of every layer, then the sparse-attention indexer's keys of the
+    `indexed` layers ((batch, 1, past, dim): transformers keeps them (batch, past, dim))."""
+
+    def __init__(self, model: Any, layers: int, indexed: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.model, self.layers = model, layers
+        self.model, self.layers, self.indexed = model, layers, indexed
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
-        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)],
+        n = self.layers
+        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(n)],
                              config=self.model.config)
+        for j, i in enumerate(self.indexed):
+            cache.layers[i].indexer_keys = past[2 * n + j][:, 0]
+            cache.layers[i].is_indexer_initialized = True
         with export_experts(self.model):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache, use_cache=True)
@@ -73,6 +80,7 @@ class KVDecoder(torch.nn.Module):
         new: list[torch.Tensor] = []
         for layer in cache.layers:
             new += [layer.keys[:, :, start:], layer.values[:, :, start:]]
+        new += [cache.layers[i].indexer_keys[:, None, start:] for i in self.indexed]
         return (out.logits.float(), *new)
 
 
@@ -97,7 +105,8 @@ class HFCausalLM(GeneratorSpec):
         self.family = str(getattr(self.model.config, "model_type", "") or "causal-lm")
         self.facts = FAMILIES.get(self.family, Family())
         self.cache = decoder_state(self.model)
-        self.wrapper = KVDecoder(self.model, len(self.cache.entries))
+        indexed = tuple(e.layer for e in self.cache.entries if isinstance(e, IndexerKeys))
+        self.wrapper = KVDecoder(self.model, len(self.cache.entries) - len(indexed), indexed)
         if depends_on_slots(self.wrapper, self.cache):
             self.cache = DecoderState(tuple(dataclasses.replace(e, compact=True) for e in self.cache.entries))
         inputs = [*STEP_INPUTS, *self.cache.past()]
@@ -179,10 +188,13 @@ def decoder_state(model: Any) -> DecoderState:
                                    "state-space hybrids (edgekit.converters.specs.state_space)")
     window = getattr(model.config, "sliding_window", None)
     types = getattr(model.config, "layer_types", None) or []
-    entries = []
+    entries: list[StateEntry] = []
     for i, (heads, kd, vd) in enumerate(k for k in kinds if k is not None):
         sliding = i < len(types) and "sliding" in str(types[i]) and isinstance(window, int)
         entries.append(AttentionKV(i, heads, kd, vd, window=window if sliding else None))
+    # Sparse-attention indexers (DynamicIndexedLayer) keep one more key per token: (batch, past, dim).
+    entries += [IndexerKeys(i, int(layer.indexer_keys.shape[-1])) for i, layer in enumerate(cache.layers)
+                if isinstance(getattr(layer, "indexer_keys", None), torch.Tensor) and layer.indexer_keys.ndim == 3]
     return DecoderState(tuple(entries))
 
 
