@@ -491,7 +491,8 @@ def _transformers_generate(model: Any, ids: Any, mask: Any) -> np.ndarray:
     import torch
 
     with torch.no_grad():
-        if ids.shape[0] == 1 or model.prepare_inputs_for_generation(ids, attention_mask=mask).get("attention_mask") is not None:
+        keeps_mask = model.prepare_inputs_for_generation(ids, attention_mask=mask).get("attention_mask") is not None
+        if ids.shape[0] == 1 or keeps_mask:
             return model.generate(input_ids=ids, attention_mask=mask).numpy()
         rows = [row[m.bool()][None] for row, m in zip(ids, mask)]
         new = [model.generate(input_ids=r, attention_mask=torch.ones_like(r))[:, r.shape[1]:] for r in rows]

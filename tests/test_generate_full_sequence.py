@@ -26,7 +26,8 @@ def _openai_gpt(folder: Path) -> torch.nn.Module:
     torch.manual_seed(0)
     # Untied: with the output layer tied to the embeddings a tiny random GPT repeats the last prompt token
     # (every answer alike, a weak comparison); untied, its greedy tokens vary.
-    config = OpenAIGPTConfig(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4, tie_word_embeddings=False)
+    config = OpenAIGPTConfig(vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                             tie_word_embeddings=False)
     model = OpenAIGPTLMHeadModel(config).eval()
     model.save_pretrained(folder)
     return model
@@ -40,12 +41,14 @@ def test_openai_gpt_tokens_equal_transformers(tmp_path: Path) -> None:
     assert [t.name for t in gen.decoder.inputs] == ["input_ids"]
     ids = np.array([[0, 0, 0, 5, 9, 3], [7, 1, 8, 2, 6, 4]], np.int64)  # row 0 left-padded
     mask = np.array([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]], np.int64)
-    for rows in (slice(1, 2), slice(0, 2)):  # one prompt, then the padded batch
+    # One prompt, then the padded batch; greedy, then beam search (the loop reorders its rows).
+    for rows, beams in ((slice(1, 2), 1), (slice(0, 2), 1), (slice(1, 2), 3), (slice(0, 2), 3)):
         with torch.no_grad():
             want = model.generate(input_ids=torch.from_numpy(ids[rows]), attention_mask=torch.from_numpy(mask[rows]),
-                                  max_new_tokens=NEW, do_sample=False, eos_token_id=None, pad_token_id=0).numpy()
+                                  max_new_tokens=NEW, do_sample=False, num_beams=beams, eos_token_id=None,
+                                  pad_token_id=0).numpy()
         got = gen.generate(input_ids=ids[rows], attention_mask=mask[rows], max_new_tokens=NEW, do_sample=False,
-                           eos_token_id=[])
+                           num_beams=beams, eos_token_id=[])
         assert len(set(want[:, 6:].ravel().tolist())) > 2  # not one repeated token
         np.testing.assert_array_equal(got[:, 6:], want[:, 6:])
 
@@ -69,7 +72,8 @@ def test_leaves_cached_and_unknown_models(arch: str) -> None:
 def test_xlnet_with_mems_is_refused(tmp_path: Path) -> None:
     from transformers import XLNetConfig, XLNetLMHeadModel
 
-    XLNetLMHeadModel(XLNetConfig(vocab_size=VOCAB, d_model=32, n_layer=1, n_head=4, d_inner=64)).save_pretrained(tmp_path)
+    config = XLNetConfig(vocab_size=VOCAB, d_model=32, n_layer=1, n_head=4, d_inner=64)  # use_mems_eval: True
+    XLNetLMHeadModel(config).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedError, match="mems") as e:
         edgekit.convert(tmp_path, tmp_path / "art")
     assert "use_mems_eval" in str(e.value.fix)

@@ -52,7 +52,7 @@ def model_class(src: Source) -> type | None:
 
     try:
         cls = getattr(transformers, src.architecture, None)
-    except (ImportError, AttributeError):  # an optional dependency of that model is missing
+    except (ImportError, AttributeError):  # a dependency of that model is missing: loading it reports that
         return None
     return cls if inspect.isclass(cls) else None
 
@@ -97,6 +97,8 @@ def _is_causal(step: GenerateStep, vocab: int) -> bool:
     other[0, -1] = (ids[0, -1] + 1) % vocab
     with torch.no_grad():
         a, b = step(ids), step(other)
+    # float32 rounding moves the earlier positions by under 1e-6 relative, if at all; a bidirectional
+    # model's move with the changed token, by orders of magnitude more
     return a.shape[1] == ids.shape[1] and torch.allclose(a[:, :-1], b[:, :-1], rtol=1e-5, atol=1e-6)
 
 
