@@ -2,9 +2,10 @@
 
 For each (task, model_type, shape): build a random config from the family's own config class (sizes
 shrunk by the keys it has; shape "tiny": heads of 8, "real": heads of 64 with the family's own rotary
-settings, see _REAL_INTS), save model + tokenizer / image processor / feature extractor to a folder,
-convert it at fp32 (optionally fp16, int8) and compare from the raw input to the answer with
-transformers, as a user of the folder would call it:
+settings, see _REAL_INTS; hybrids keep one layer of each kind, and families whose defaults build no
+runnable model get what their checkpoints set, _FAMILY_KW), save model + tokenizer / image processor /
+feature extractor to a folder, convert it at fp32 (optionally fp16, int8) and compare from the raw
+input to the answer with transformers, as a user of the folder would call it:
   generate        text in: prompt ids, greedy new ids and new text identical to the tokenizer's and
                   `model.generate`'s (eos off on both sides; _check_generate)
   classify-text   probabilities within 1e-4 of `pipeline("text-classification", top_k=None)`
@@ -22,7 +23,7 @@ import tempfile
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,6 +79,13 @@ SKIPPED: dict[str, str] = {
     "trocr": "image-to-text decoder (needs the vision encoder's states)",
     "mistral4": "multimodal (vision-language)",
     "t5gemma2": "multimodal encoder-decoder",
+    # Speculative-decoding drafters: their forward raises unless given the target model's inputs_embeds
+    # and shared_kv_states (transformers 5.23, modeling_gemma4_*assistant.py).
+    "gemma4_assistant": "transformers 5.23 cannot run generate on it alone: it is a speculative-decoding "
+                        "assistant whose forward needs the target Gemma 4 model's inputs_embeds and shared KV states",
+    "gemma4_unified_assistant": "transformers 5.23 cannot run generate on it alone: it is a speculative-decoding "
+                                "assistant whose forward needs the target Gemma 4 Unified model's inputs_embeds and "
+                                "shared KV states",
 }
 
 
@@ -201,6 +209,101 @@ _VISION_FAMILIES: dict[str, dict[str, Any]] = {
 }
 
 
+# Layer kinds that keep a fixed-size state instead of a growing key/value cache (transformers 5.23's
+# layer_types names, Recurrent Gemma's block_types).
+_STATE_KINDS = ("linear_attention", "conv", "recurrent")
+_LAYER_COUNTS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def _hybrid_layers(base: dict[str, Any], kw: dict[str, Any]) -> dict[str, Any]:
+    """A hybrid's per-layer kind lists, one layer of each kind in the default's order (more layers where
+    it has more than two kinds). Shrinking the depth alone lets the config re-derive the list from its
+    period, which at two layers leaves only state layers (Qwen3-Next: attention every 4th) and
+    transformers' cache cannot then measure the sequence (`get_seq_length` needs an attention layer),
+    or, for a fixed default list (Zamba2's 54), fails validation."""
+    lists = {k: base[k] for k in ("layer_types", "layers_block_type", "block_types") if isinstance(base.get(k), list)}
+    kinds = {k: list(dict.fromkeys(v)) for k, v in lists.items()}
+    hybrid = {k: v for k, v in kinds.items() if any(x in _STATE_KINDS for x in v) and len(v) > 1}
+    if not hybrid:
+        return {}
+    count = next((k for k in _LAYER_COUNTS if k in kw), "num_hidden_layers")
+    n = max(kw.get(count, 2), *(len(v) for v in hybrid.values()))
+    out: dict[str, Any] = {count: n}
+    for key, value in hybrid.items():
+        out[key] = value + value[-1:] * (n - len(value))
+    if isinstance(base.get("mlp_layer_types"), list):  # dense / sparse per layer: the same depth
+        mlp = list(dict.fromkeys(base["mlp_layer_types"]))
+        out["mlp_layer_types"] = (mlp + mlp[-1:] * n)[:n]
+    return out
+
+
+def _mamba_widths(base: dict[str, Any], kw: dict[str, Any]) -> dict[str, Any]:
+    """Mamba-2 mixers: heads x head size must equal expand x hidden (the configs validate it), so the
+    head count follows from the shrunk width at the shape's head size (8 tiny, 64 real)."""
+    hidden = kw.get("hidden_size")
+    if not isinstance(hidden, int):
+        return {}
+    if "mamba_n_heads" in base and isinstance(kw.get("mamba_d_head"), int):
+        width = base.get("mamba_expand", 2) * hidden
+        out = {"mamba_n_heads": width // kw["mamba_d_head"]}
+        if base.get("mamba_d_ssm") is not None:  # Falcon-H1: an absolute mixer width (1024) overrides expand
+            out["mamba_d_ssm"] = width
+        return out
+    if {"num_heads", "expand", "n_groups"} <= base.keys() and isinstance(kw.get("head_dim"), int):  # Mamba2
+        return {"num_heads": base["expand"] * hidden // kw["head_dim"]}
+    return {}
+
+
+# Families whose defaults cannot make a small model that runs generate: what each needs, and why.
+# Each takes (the keyword arguments so far, the shape's ints) and returns the ones to set.
+_FamilyKw = Callable[[dict[str, Any], dict[str, int | None]], dict[str, Any]]
+_FAMILY_KW: dict[str, _FamilyKw] = {
+    # Bamba-9B and Granite-4.0-H interleave attention layers; the default configs are all Mamba, and
+    # transformers' generate needs an attention layer to measure the cache (`get_seq_length`).
+    "bamba": lambda kw, ints: {"attn_layer_indices": [kw["num_hidden_layers"] - 1]},
+    "granitemoehybrid": lambda kw, ints: {"layer_types": ["linear_attention", "full_attention"]},
+    # Jamba places attention at i % attn_layer_period == attn_layer_offset (8 / 4): none in 2 layers.
+    "jamba": lambda kw, ints: {"attn_layer_period": 2, "attn_layer_offset": 1},
+    # LFM2-MoE checkpoints list their layer kinds; the default config has none (layer_types None).
+    # num_dense_layers 2 would leave no MoE layer in two.
+    "lfm2_moe": lambda kw, ints: {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
+    # Gemma 3n's last num_kv_shared_layers (15 of 35) reuse the cache of the last earlier layer of their
+    # kind, and the config checks that every kind has one: two layers producing, two reusing.
+    "gemma3n_text": lambda kw, ints: {"num_hidden_layers": 4, "num_kv_shared_layers": 2,
+                                      "layer_types": ["sliding_attention", "full_attention"] * 2},
+    # GPT-Neo's per-layer kinds come from attention_types (pattern, repeats): 12 repeats of two.
+    "gpt_neo": lambda kw, ints: {"attention_types": [[["global", "local"], kw["num_layers"] // 2]]},
+    # DBRX reads attn_config.rope_theta, which DbrxAttentionConfig's defaults lack, and clamps q/k/v to
+    # clip_qkv, which torch's clamp refuses as None (checkpoints set both: dbrx-instruct's clip_qkv is 8);
+    # the experts' width lives in ffn_config.
+    "dbrx": lambda kw, ints: {"attn_config": {"kv_n_heads": kw["num_key_value_heads"], "rope_theta": 10000.0,
+                                              "clip_qkv": 8.0},
+                              "ffn_config": {"ffn_hidden_size": ints["ffn_hidden_size"]}},
+    # Cohere Compass keys its rotary settings by layer type; the default config has none.
+    "cohere_compass_text": lambda kw, ints: {"rope_parameters": {"full_attention": {"rope_type": "default",
+                                                                                    "rope_theta": 10000.0}}},
+    # Reformer's axial position embeddings split the hidden size (64 + 192 of 256): the same split.
+    "reformer": lambda kw, ints: {"axial_pos_embds_dim": [kw["hidden_size"] // 4, kw["hidden_size"] * 3 // 4]},
+    # xLSTM rounds its query / value widths (hidden x 0.5, x 1.0) up to multiples of 64; at hidden 32 they
+    # no longer match its recurrent state ("matC_old has wrong shape"). 128 needs no rounding (64, 128).
+    "xlstm": lambda kw, ints: {"hidden_size": max(kw["hidden_size"], 128)},
+    # Kimi Linear and Bailing hybrid name their routing keys num_experts_per_token / num_expert_group
+    # (the standard names are aliases, absent from to_dict): 8 of 4 experts, or 8 groups of 4, break top-k.
+    "kimi_linear": lambda kw, ints: {"num_experts_per_tok": ints["num_experts_per_tok"], "n_group": ints["n_group"]},
+    "bailing_hybrid": lambda kw, ints: {"num_experts_per_tok": ints["num_experts_per_tok"], "n_group": ints["n_group"]},
+    # Qwen4-Exp's indexed_attention layers build a QSA indexer whose sizes default to None; checkpoints
+    # set them. One key head (it validates that), heads of the attention's size, and a budget of 16
+    # tokens in blocks of 4, so the selection is exercised once a prompt plus new tokens pass 16.
+    "qwen4_exp_text": lambda kw, ints: {"indexer_n_heads": kw["num_attention_heads"], "indexer_kv_heads": 1,
+                                        "indexer_head_dim": kw["head_dim"], "indexer_budget": 16,
+                                        "indexer_compress_ratio": 4},
+    # ZAYA supports one expert per token only (its config validates it).
+    "zaya": lambda kw, ints: {"num_experts_per_tok": 1},
+    # X-MOD's adapters need a language; the default config names one (en_XX) but selects none.
+    "xmod": lambda kw, ints: {"default_language": "en_XX"},
+}
+
+
 def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **extra: Any) -> Any:
     """The family's config with few layers and a small vocab; `shape` "tiny" (heads of 8) or "real"
     (heads of 64, see _REAL_INTS)."""
@@ -224,6 +327,11 @@ def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **e
         if "hidden_sizes" in base and isinstance(kw.get("num_attention_heads"), int):
             kw.pop("num_attention_heads")
         kw.update({k: v for k, v in family.items() if k in base})
+    else:
+        kw.update(_hybrid_layers(base, kw))
+        kw.update(_mamba_widths(base, kw))
+        if model_type in _FAMILY_KW:
+            kw.update(_FAMILY_KW[model_type](kw, _shape_ints(task, shape)))
     if "vocab_size" in base:
         kw["vocab_size"] = vocab
     for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
