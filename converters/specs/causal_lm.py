@@ -146,7 +146,7 @@ class HFCausalLM(GeneratorSpec):
         eos = token_ids(gen.get("eos_token_id", getattr(config, "eos_token_id", None)))
         pad = gen.get("pad_token_id", getattr(config, "pad_token_id", None))
         bos = gen.get("bos_token_id", getattr(config, "bos_token_id", None))
-        context = next((int(getattr(config, k)) for k in self.facts.context_keys if getattr(config, k, None)), MAX_LEN)
+        context = position_table(config, self.facts)
         window = getattr(config, "sliding_window", None)
         if isinstance(window, int) and 0 < window < context:
             # The runtime's cache keeps unfilled slots between past and current tokens; a sliding
@@ -163,6 +163,12 @@ class HFCausalLM(GeneratorSpec):
             eos_token_id=tuple(eos), bos_token_id=None if bos is None else int(bos), pad_token_id=pad,
             max_context=min(context, MAX_LEN), cache=self.cache,
             generation=generation_defaults(gen), chat=chat_template(self.src))
+
+
+def position_table(config: Any, facts: Family) -> int:
+    """The longest context the config names (its position table), else MAX_LEN; a non-positive value
+    names none (XLNet's max_position_embeddings is -1: relative positions, no table)."""
+    return next((v for k in facts.context_keys if isinstance(v := getattr(config, k, None), int) and v > 0), MAX_LEN)
 
 
 def decoder_state(model: Any) -> DecoderState:
