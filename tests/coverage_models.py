@@ -545,6 +545,7 @@ def _short(e: BaseException) -> str:
 
 
 NEW_TOKENS = 32
+BEAMS, BEAM_TOKENS = 3, 12
 
 
 def _check_generate(folder: Path, art: Path, precision: str) -> str:
@@ -552,7 +553,8 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
     transformers' `model.generate` on the same prompt texts, greedy, NEW_TOKENS new tokens, eos and
     forced eos switched off on both sides so every token is compared; one prompt, then four of
     different lengths. The prompt ids must equal the folder's tokenizer's; at fp32 the new ids and
-    the decoded new text must be identical (lower precisions may diverge: only the prompt is checked)."""
+    the decoded new text must be identical (lower precisions may diverge: only the prompt is checked), and
+    so must beam search's best sequences (BEAMS beams, BEAM_TOKENS new tokens)."""
     import copy
 
     import torch
@@ -589,10 +591,18 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
         texts = [tok.decode(row[n:], skip_special_tokens=True) for row in want]
         if list(out.texts) != texts:
             return f"new text {list(out.texts)!r} vs transformers' decode {texts!r}"
+        # Beam search: every beam's state reordered each step (keys/values, conv/SSM states).
+        want = _transformers_generate(model, enc["input_ids"], enc["attention_mask"], num_beams=BEAMS,
+                                      max_new_tokens=BEAM_TOKENS)
+        got = np.asarray(gen.generate(prompts, max_new_tokens=BEAM_TOKENS, num_beams=BEAMS, do_sample=False,
+                                      eos_token_id=[], forced_eos_token_id=None, return_dict_in_generate=True).sequences)
+        if got.shape != want.shape or not np.array_equal(got[:, n:], want[:, n:]):
+            return (f"beam search ({BEAMS} beams) differs from transformers' generate ({len(prompts)} prompts): "
+                    f"{got[:, n:].tolist()} vs {want[:, n:].tolist()}")
     return ""
 
 
-def _transformers_generate(model: Any, ids: Any, mask: Any) -> np.ndarray:
+def _transformers_generate(model: Any, ids: Any, mask: Any, **kw: Any) -> np.ndarray:
     """transformers' generate on the padded batch; row by row, unpadded, where its generate drops the
     attention mask (XLM's and XLNet's prepare_inputs_for_generation: pads would then be read as
     tokens, so a row's answer would depend on the others' lengths)."""
@@ -601,9 +611,9 @@ def _transformers_generate(model: Any, ids: Any, mask: Any) -> np.ndarray:
     with torch.no_grad():
         keeps_mask = model.prepare_inputs_for_generation(ids, attention_mask=mask).get("attention_mask") is not None
         if ids.shape[0] == 1 or keeps_mask:
-            return model.generate(input_ids=ids, attention_mask=mask).numpy()
+            return model.generate(input_ids=ids, attention_mask=mask, **kw).numpy()
         rows = [row[m.bool()][None] for row, m in zip(ids, mask)]
-        new = [model.generate(input_ids=r, attention_mask=torch.ones_like(r))[:, r.shape[1]:] for r in rows]
+        new = [model.generate(input_ids=r, attention_mask=torch.ones_like(r), **kw)[:, r.shape[1]:] for r in rows]
     return torch.cat([ids, torch.cat(new)], dim=1).numpy()
 
 
