@@ -22,7 +22,8 @@ from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import ConvertOptions, NoRuntimeGraph, RuntimeGraphExport
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, chat_template, generation_defaults, torch_step
-from edgekit.converters.wrappers import export_experts
+from edgekit.converters.rotary import real_rotary
+from edgekit.converters.wrappers import export_experts, filled_cache
 from torch.export import Dim
 from transformers.cache_utils import DynamicCache
 
@@ -62,9 +63,8 @@ class KVDecoder(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
-        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)],
-                             config=self.model.config)
-        with export_experts(self.model):
+        cache = filled_cache(self.model.config, [(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
+        with export_experts(self.model), real_rotary(self.model):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache, use_cache=True)
         start = past[0].shape[2]
