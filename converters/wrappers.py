@@ -29,15 +29,24 @@ def filled_cache(config: Any, past: Sequence[tuple[torch.Tensor, torch.Tensor]])
     128 failed the export; Gemma 2 only passed because the ONNX exporter narrowed the dim). The full
     layer returns the same keys and values while past + new tokens < window, which the generate
     contract's max_context keeps; the window itself is still applied, by the sliding-window mask
-    (masking_utils reads it from the config, not from the layer). Hybrid layers (a sliding window
-    beside a linear-attention state) are not plain sliding layers and stay as they are."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+    (masking_utils reads it from the config, not from the layer). A hybrid layer (a sliding window
+    beside a linear-attention state) becomes the full-attention hybrid with as many states."""
+    from transformers import cache_utils as cu
 
-    cache = DynamicCache(config=config)
-    cache.layers = [DynamicLayer() if type(layer) is DynamicSlidingWindowLayer else layer for layer in cache.layers]
+    cache = cu.DynamicCache(config=config)
+    cache.layers = [_full_window(layer, cu) for layer in cache.layers]
     for layer, (keys, values) in zip(cache.layers, past):
         layer.update(keys, values)
     return cache
+
+
+def _full_window(layer: Any, cu: Any) -> Any:
+    """`layer` (an empty cache layer) without its sliding window; any other layer as it is."""
+    if type(layer) is cu.DynamicSlidingWindowLayer:
+        return cu.DynamicLayer()
+    if type(layer) is cu.LinearAttentionAndSlidingWindowAttentionLayer:
+        return cu.LinearAttentionAndFullAttentionLayer(number_of_states=layer.number_of_states)
+    return layer
 
 
 @contextlib.contextmanager
