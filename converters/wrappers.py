@@ -35,7 +35,7 @@ def filled_cache(config: Any, past: Sequence[tuple[torch.Tensor, torch.Tensor]])
 
     cache = cu.DynamicCache(config=config)
     cache.layers = [_full_window(layer, cu) for layer in cache.layers]
-    for layer, (keys, values) in zip(cache.layers, past):
+    for layer, (keys, values) in zip(cache.layers, past, strict=True):
         layer.update(keys, values)
     return cache
 
