@@ -40,7 +40,7 @@ from transformers import AttentionInterface
 from transformers.cache_utils import DynamicCache
 
 from edgekit.contract.base import BATCH, SEQUENCE
-from edgekit.contract.generate import KVCache
+from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.converters.export import GraphExport
 from edgekit.converters.spec import NoRuntimeGraph
 from edgekit.converters.wrappers import export_experts
@@ -288,7 +288,7 @@ class SharedKVDecoder(torch.nn.Module):
         return (out.logits.float(), *[t for i in range(self.layers) for t in present[i]])
 
 
-def shared_kv_graph(hf_model: Any, cache: KVCache, quant_exclude_ops: list[str]) -> GraphExport:
+def shared_kv_graph(hf_model: Any, cache: KVGeometry, quant_exclude_ops: list[str]) -> GraphExport:
     """The onnxruntime decoder of `hf_model` (a copy switched to ATTENTION), checked in torch first.
 
     Raises NotExpressible when the family's attention cannot be written as GroupQueryAttention, or

@@ -19,13 +19,16 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from edgekit.artifact import Artifact
 from edgekit.contract import GraphSpec
-from edgekit.contract.generate import GenerateSection, KVCache, RecurrentState
+from edgekit.contract.base import PAST
+from edgekit.contract.generate import GenerateSection
+from edgekit.contract.state import DecoderState
 from edgekit.errors import ConfigError, MemoryFitError
 from edgekit.external_data import tensor_bytes
 
@@ -160,24 +163,23 @@ def _past_itemsize(spec: GraphSpec, name: str) -> int:
 
 
 def _cache_bytes(c: GenerateSection, step: GraphSpec, context: int, batch: int) -> tuple[int, str]:
-    """What the generator allocates for one call whose prompt + new tokens are `context`."""
+    """What the generator allocates for one call whose prompt + new tokens are `context`: every state
+    tensor at its size for that many slots (a fixed size for replaced states)."""
     cfg = c.cache
-    if isinstance(cfg, RecurrentState):
-        itemsize = _past_itemsize(step, cfg.inputs[0])
-        return len(cfg.inputs) * cfg.layers * batch * cfg.hidden * itemsize, "recurrent state (fixed size)"
-    if not isinstance(cfg, KVCache):
+    if not isinstance(cfg, DecoderState) or not cfg.tensors():
         return 0, "no cache: every step runs the whole sequence"
-    itemsize = _past_itemsize(step, cfg.past()[0])
     slots = context - 1  # the last new token is never fed back
-    per_slot = 2 * cfg.layers * batch * cfg.heads * cfg.head_dim * itemsize
-    dtype = next(t.dtype for t in step.inputs if t.name == cfg.past()[0])
-    note = (f"{dtype} keys/values, {cfg.layers} layers x {cfg.heads} heads x {cfg.head_dim}, {slots} slots "
-            f"x {batch} rows, allocated per generate call")
-    total = per_slot * slots
+    sizes = {t.input: math.prod(t.shape(batch, slots)) * _past_itemsize(step, t.input) for t in cfg.tensors()}
+    slotted = sum(sizes[t.input] for t in cfg.tensors() if PAST in t.dims)
+    total = sum(sizes.values())
+    kinds = sorted({type(e).__name__ for e in cfg.entries})
+    dtype = next(t.dtype for t in step.inputs if t.name == cfg.tensors()[0].input)
+    note = f"{dtype} state ({', '.join(kinds)}) of {len(cfg.entries)} entries, {slots} slots x {batch} rows, " \
+           "allocated per generate call"
     if cfg.compact:  # grown by concatenation: the old and the new past are alive together
-        total, note = 2 * total, note + ", grown per step (two copies at the longest)"
-    if c.encoder is not None:  # the encoder's keys/values, resident for the whole call
-        total += per_slot * c.encoder.max_source
+        total, note = total + slotted, note + ", grown per step (two copies at the longest)"
+    if c.encoder is not None and slots:  # the encoder's keys/values, resident for the whole call
+        total += slotted // slots * c.encoder.max_source
         note += f", plus the encoder's for {c.encoder.max_source} source tokens"
     return total, note
 

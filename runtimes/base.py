@@ -61,7 +61,7 @@ class Runner(abc.ABC):
         """
         validate_feeds(self.inputs, {**spec.inputs, **spec.caches})
         outputs = {o.name for o in self.outputs}
-        bad = [f"{o} -> {c}" for o, c in {**spec.writes, **spec.shared}.items()
+        bad = [f"{o} -> {c}" for o, c in {**spec.writes, **spec.shared, **spec.replaces}.items()
                if o not in outputs or c not in spec.caches]
         bad += [n for n in spec.outputs if n not in outputs]
         if bad:
@@ -89,6 +89,10 @@ class StepSpec:
     - `outputs`: preallocated host arrays that each step fills (the logits).
     - `shared`: output name -> cache name, for graphs that write the new keys/values into the cache
       buffer themselves (kv_layout "shared"): the output is bound to the cache, nothing is copied.
+    - `replaces`: output name -> cache name: the output is the cache's next contents, same shape
+      (recurrent states: conv windows, SSM states, LSTM h/c). The graph reads the cache while it
+      computes the output, so they are two buffers; the output is copied over the cache after each
+      run, on the backend's side.
     """
 
     inputs: dict[str, np.ndarray]
@@ -96,6 +100,7 @@ class StepSpec:
     writes: dict[str, str]
     outputs: dict[str, np.ndarray]
     shared: dict[str, str] = field(default_factory=dict)
+    replaces: dict[str, str] = field(default_factory=dict)
 
     @property
     def slots(self) -> int:
@@ -112,7 +117,8 @@ class Stepper(abc.ABC):
         self.spec = spec
 
     def step(self, slot: int) -> None:
-        if not 0 <= slot < self.spec.slots:
+        """`slot`: where this step's tokens go in the slot caches (unused by a graph without any)."""
+        if (self.spec.writes or self.spec.shared) and not 0 <= slot < self.spec.slots:
             raise InputError(f"cache slot {slot} is outside the cache", found=f"{self.spec.slots} slots")
         self._step_impl(slot)
 
@@ -136,7 +142,8 @@ class Stepper(abc.ABC):
 
     @abc.abstractmethod
     def _step_impl(self, slot: int) -> None:
-        """Send `inputs`, run, write each `writes` output into its cache at `slot`, fill `outputs`."""
+        """Send `inputs`, run, write each `writes` output into its cache at `slot`, copy each
+        `replaces` output over its cache, fill `outputs`."""
 
     def run(self, feeds: Mapping[str, np.ndarray], slot: int = 0) -> dict[str, np.ndarray]:
         """One call with other inputs than a step's (a prompt) over the resident caches.
@@ -144,7 +151,7 @@ class Stepper(abc.ABC):
         `feeds` give every small input (other shapes allowed) and may stand in for caches (a slot
         graph's prompt runs on empty pasts); the others are the resident caches. Each `writes`
         output (batch, heads, n, dim) fills its cache's slots [slot, slot + n); `shared` outputs are
-        written by the graph itself. The spec's `outputs` come back as new arrays of this call's
+        written by the graph itself; `replaces` outputs overwrite their caches. The spec's `outputs` come back as new arrays of this call's
         shapes. This is the prefill: the prompt's keys/values go straight into the resident cache
         (on a GPU: never down to the host and back up).
         """
@@ -193,7 +200,7 @@ class HostStepper(Stepper):
             s.caches[cache][:, :, slot] = out[name][:, :, 0]
         for name, host in s.outputs.items():
             host[...] = out[name]
-        for name, cache in s.shared.items():
+        for name, cache in {**s.shared, **s.replaces}.items():
             s.caches[cache][...] = out[name]
 
     def _run_impl(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
@@ -201,7 +208,7 @@ class HostStepper(Stepper):
         out = self.runner.run({**s.caches, **feeds})
         for name, cache in s.writes.items():
             s.caches[cache][:, :, slot : slot + out[name].shape[2]] = out[name]
-        for name, cache in s.shared.items():
+        for name, cache in {**s.shared, **s.replaces}.items():
             s.caches[cache][...] = out[name]
         return {name: out[name] for name in s.outputs}
 

@@ -58,6 +58,12 @@ def copy_slot(cu: Any, dst: int, src: int, cache_shape: tuple[int, ...], itemsiz
                                        cu.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
 
 
+def copy_whole(cu: Any, dst: int, src: int, nbytes: int, stream: Any) -> None:
+    """A replaced state: the graph's output at `src` over the state at `dst`, device to device. Two
+    buffers, not one bound as input and output: the graph reads the state while it writes the next."""
+    cuda_call(cu, cu.cudaMemcpyAsync(dst, src, nbytes, cu.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
+
+
 def gather_rows(cu: Any, ptr: int, scratch: int, rows: np.ndarray, row_bytes: int, stream: Any) -> None:
     """Row i of the (batch, ...) tensor at `ptr` becomes its row rows[i], device to device.
 

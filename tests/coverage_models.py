@@ -2,9 +2,10 @@
 
 For each (task, model_type, shape): build a random config from the family's own config class (sizes
 shrunk by the keys it has; shape "tiny": heads of 8, "real": heads of 64 with the family's own rotary
-settings, see _REAL_INTS), save model + tokenizer / image processor / feature extractor to a folder,
-convert it at fp32 (optionally fp16, int8) and compare from the raw input to the answer with
-transformers, as a user of the folder would call it:
+settings, see _REAL_INTS; hybrids keep one layer of each kind, and families whose defaults build no
+runnable model get what their checkpoints set, _FAMILY_KW), save model + tokenizer / image processor /
+feature extractor to a folder, convert it at fp32 (optionally fp16, int8) and compare from the raw
+input to the answer with transformers, as a user of the folder would call it:
   generate        text in: prompt ids, greedy new ids and new text identical to the tokenizer's and
                   `model.generate`'s (eos off on both sides; _check_generate)
   classify-text   probabilities within 1e-4 of `pipeline("text-classification", top_k=None)`
@@ -22,7 +23,7 @@ import tempfile
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -78,6 +79,13 @@ SKIPPED: dict[str, str] = {
     "trocr": "image-to-text decoder (needs the vision encoder's states)",
     "mistral4": "multimodal (vision-language)",
     "t5gemma2": "multimodal encoder-decoder",
+    # Speculative-decoding drafters: their forward raises unless given the target model's inputs_embeds
+    # and shared_kv_states (transformers 5.23, modeling_gemma4_*assistant.py).
+    "gemma4_assistant": "transformers 5.23 cannot run generate on it alone: it is a speculative-decoding "
+                        "assistant whose forward needs the target Gemma 4 model's inputs_embeds and shared KV states",
+    "gemma4_unified_assistant": "transformers 5.23 cannot run generate on it alone: it is a speculative-decoding "
+                                "assistant whose forward needs the target Gemma 4 Unified model's inputs_embeds and "
+                                "shared KV states",
 }
 
 
@@ -107,11 +115,12 @@ class Outcome:
 
 _INTS = {  # key -> tiny value, set where the family's config has the key
     "hidden_size": 32, "d_model": 32, "n_embd": 32, "n_embed": 32, "dim": 32, "embed_dim": 32, "word_embed_proj_dim": 32,
+    "emb_dim": 32,  # XLM / FlauBERT's width (their hidden_size is an alias of it)
     "num_hidden_layers": 2, "n_layer": 2, "num_layers": 2, "n_layers": 2, "decoder_layers": 2, "encoder_layers": 2,
     "num_attention_heads": 4, "n_head": 4, "n_heads": 4, "decoder_attention_heads": 4, "encoder_attention_heads": 4,
     "num_key_value_heads": 2, "num_kv_heads": 2, "multi_query_group_num": 2,
     "intermediate_size": 64, "ffn_dim": 64, "n_inner": 64, "d_ff": 64, "decoder_ffn_dim": 64, "encoder_ffn_dim": 64,
-    "ffn_hidden_size": 64, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+    "ffn_hidden_size": 64, "d_inner": 64, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
     "head_dim": 8, "kv_channels": 8, "attention_head_size": 8,
     "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_topk": 2,
     "top_k": 2, "n_shared_experts": 1, "num_shared_experts": 1, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
@@ -134,13 +143,13 @@ _VISION_INTS = {"image_size": 32, "embed_dim": 16, "hidden_size": 32, "num_chann
 # own head sizes, which are real ones already).
 SHAPES = ("tiny", "real")
 _HIDDEN = ("hidden_size", "d_model", "n_embd", "n_embed", "dim", "embed_dim", "word_embed_proj_dim",
-           "embedding_size", "projection_dim")
+           "embedding_size", "projection_dim", "emb_dim")
 _HEADS = ("num_attention_heads", "n_head", "n_heads", "decoder_attention_heads", "encoder_attention_heads")
 _REAL_INTS: dict[str, int | None] = {
     **dict.fromkeys(_HIDDEN, 4 * 64), **dict.fromkeys(_HEADS, 4),
     "head_dim": 64, "kv_channels": 64, "attention_head_size": 64,
     **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "decoder_ffn_dim", "encoder_ffn_dim",
-                     "ffn_hidden_size"), 512),
+                     "ffn_hidden_size", "d_inner"), 512),
     "moe_intermediate_size": 256, "shared_expert_intermediate_size": 256, "kv_lora_rank": 64, "q_lora_rank": 64,
     "qk_rope_head_dim": None, "qk_nope_head_dim": None, "v_head_dim": None, "qk_head_dim": None,
     "mamba_n_heads": 8, "mamba_d_head": 64, "linear_key_head_dim": 64, "linear_value_head_dim": 64,
@@ -200,6 +209,101 @@ _VISION_FAMILIES: dict[str, dict[str, Any]] = {
 }
 
 
+# Layer kinds that keep a fixed-size state instead of a growing key/value cache (transformers 5.23's
+# layer_types names, Recurrent Gemma's block_types).
+_STATE_KINDS = ("linear_attention", "conv", "recurrent")
+_LAYER_COUNTS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+
+
+def _hybrid_layers(base: dict[str, Any], kw: dict[str, Any]) -> dict[str, Any]:
+    """A hybrid's per-layer kind lists, one layer of each kind in the default's order (more layers where
+    it has more than two kinds). Shrinking the depth alone lets the config re-derive the list from its
+    period, which at two layers leaves only state layers (Qwen3-Next: attention every 4th) and
+    transformers' cache cannot then measure the sequence (`get_seq_length` needs an attention layer),
+    or, for a fixed default list (Zamba2's 54), fails validation."""
+    lists = {k: base[k] for k in ("layer_types", "layers_block_type", "block_types") if isinstance(base.get(k), list)}
+    kinds = {k: list(dict.fromkeys(v)) for k, v in lists.items()}
+    hybrid = {k: v for k, v in kinds.items() if any(x in _STATE_KINDS for x in v) and len(v) > 1}
+    if not hybrid:
+        return {}
+    count = next((k for k in _LAYER_COUNTS if k in kw), "num_hidden_layers")
+    n = max(kw.get(count, 2), *(len(v) for v in hybrid.values()))
+    out: dict[str, Any] = {count: n}
+    for key, value in hybrid.items():
+        out[key] = value + value[-1:] * (n - len(value))
+    if isinstance(base.get("mlp_layer_types"), list):  # dense / sparse per layer: the same depth
+        mlp = list(dict.fromkeys(base["mlp_layer_types"]))
+        out["mlp_layer_types"] = (mlp + mlp[-1:] * n)[:n]
+    return out
+
+
+def _mamba_widths(base: dict[str, Any], kw: dict[str, Any]) -> dict[str, Any]:
+    """Mamba-2 mixers: heads x head size must equal expand x hidden (the configs validate it), so the
+    head count follows from the shrunk width at the shape's head size (8 tiny, 64 real)."""
+    hidden = kw.get("hidden_size")
+    if not isinstance(hidden, int):
+        return {}
+    if "mamba_n_heads" in base and isinstance(kw.get("mamba_d_head"), int):
+        width = base.get("mamba_expand", 2) * hidden
+        out = {"mamba_n_heads": width // kw["mamba_d_head"]}
+        if base.get("mamba_d_ssm") is not None:  # Falcon-H1: an absolute mixer width (1024) overrides expand
+            out["mamba_d_ssm"] = width
+        return out
+    if {"num_heads", "expand", "n_groups"} <= base.keys() and isinstance(kw.get("head_dim"), int):  # Mamba2
+        return {"num_heads": base["expand"] * hidden // kw["head_dim"]}
+    return {}
+
+
+# Families whose defaults cannot make a small model that runs generate: what each needs, and why.
+# Each takes (the keyword arguments so far, the shape's ints) and returns the ones to set.
+_FamilyKw = Callable[[dict[str, Any], dict[str, int | None]], dict[str, Any]]
+_FAMILY_KW: dict[str, _FamilyKw] = {
+    # Bamba-9B and Granite-4.0-H interleave attention layers; the default configs are all Mamba, and
+    # transformers' generate needs an attention layer to measure the cache (`get_seq_length`).
+    "bamba": lambda kw, ints: {"attn_layer_indices": [kw["num_hidden_layers"] - 1]},
+    "granitemoehybrid": lambda kw, ints: {"layer_types": ["linear_attention", "full_attention"]},
+    # Jamba places attention at i % attn_layer_period == attn_layer_offset (8 / 4): none in 2 layers.
+    "jamba": lambda kw, ints: {"attn_layer_period": 2, "attn_layer_offset": 1},
+    # LFM2-MoE checkpoints list their layer kinds; the default config has none (layer_types None).
+    # num_dense_layers 2 would leave no MoE layer in two.
+    "lfm2_moe": lambda kw, ints: {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},
+    # Gemma 3n's last num_kv_shared_layers (15 of 35) reuse the cache of the last earlier layer of their
+    # kind, and the config checks that every kind has one: two layers producing, two reusing.
+    "gemma3n_text": lambda kw, ints: {"num_hidden_layers": 4, "num_kv_shared_layers": 2,
+                                      "layer_types": ["sliding_attention", "full_attention"] * 2},
+    # GPT-Neo's per-layer kinds come from attention_types (pattern, repeats): 12 repeats of two.
+    "gpt_neo": lambda kw, ints: {"attention_types": [[["global", "local"], kw["num_layers"] // 2]]},
+    # DBRX reads attn_config.rope_theta, which DbrxAttentionConfig's defaults lack, and clamps q/k/v to
+    # clip_qkv, which torch's clamp refuses as None (checkpoints set both: dbrx-instruct's clip_qkv is 8);
+    # the experts' width lives in ffn_config.
+    "dbrx": lambda kw, ints: {"attn_config": {"kv_n_heads": kw["num_key_value_heads"], "rope_theta": 10000.0,
+                                              "clip_qkv": 8.0},
+                              "ffn_config": {"ffn_hidden_size": ints["ffn_hidden_size"]}},
+    # Cohere Compass keys its rotary settings by layer type; the default config has none.
+    "cohere_compass_text": lambda kw, ints: {"rope_parameters": {"full_attention": {"rope_type": "default",
+                                                                                    "rope_theta": 10000.0}}},
+    # Reformer's axial position embeddings split the hidden size (64 + 192 of 256): the same split.
+    "reformer": lambda kw, ints: {"axial_pos_embds_dim": [kw["hidden_size"] // 4, kw["hidden_size"] * 3 // 4]},
+    # xLSTM rounds its query / value widths (hidden x 0.5, x 1.0) up to multiples of 64; at hidden 32 they
+    # no longer match its recurrent state ("matC_old has wrong shape"). 128 needs no rounding (64, 128).
+    "xlstm": lambda kw, ints: {"hidden_size": max(kw["hidden_size"], 128)},
+    # Kimi Linear and Bailing hybrid name their routing keys num_experts_per_token / num_expert_group
+    # (the standard names are aliases, absent from to_dict): 8 of 4 experts, or 8 groups of 4, break top-k.
+    "kimi_linear": lambda kw, ints: {"num_experts_per_tok": ints["num_experts_per_tok"], "n_group": ints["n_group"]},
+    "bailing_hybrid": lambda kw, ints: {"num_experts_per_tok": ints["num_experts_per_tok"], "n_group": ints["n_group"]},
+    # Qwen4-Exp's indexed_attention layers build a QSA indexer whose sizes default to None; checkpoints
+    # set them. One key head (it validates that), heads of the attention's size, and a budget of 16
+    # tokens in blocks of 4, so the selection is exercised once a prompt plus new tokens pass 16.
+    "qwen4_exp_text": lambda kw, ints: {"indexer_n_heads": kw["num_attention_heads"], "indexer_kv_heads": 1,
+                                        "indexer_head_dim": kw["head_dim"], "indexer_budget": 16,
+                                        "indexer_compress_ratio": 4},
+    # ZAYA supports one expert per token only (its config validates it).
+    "zaya": lambda kw, ints: {"num_experts_per_tok": 1},
+    # X-MOD's adapters need a language; the default config names one (en_XX) but selects none.
+    "xmod": lambda kw, ints: {"default_language": "en_XX"},
+}
+
+
 def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **extra: Any) -> Any:
     """The family's config with few layers and a small vocab; `shape` "tiny" (heads of 8) or "real"
     (heads of 64, see _REAL_INTS)."""
@@ -223,11 +327,18 @@ def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **e
         if "hidden_sizes" in base and isinstance(kw.get("num_attention_heads"), int):
             kw.pop("num_attention_heads")
         kw.update({k: v for k, v in family.items() if k in base})
+    else:
+        kw.update(_hybrid_layers(base, kw))
+        kw.update(_mamba_widths(base, kw))
+        if model_type in _FAMILY_KW:
+            kw.update(_FAMILY_KW[model_type](kw, _shape_ints(task, shape)))
     if "vocab_size" in base:
         kw["vocab_size"] = vocab
     for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if k in base:
             kw[k] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}[k]
+    if "mask_token_id" in base:  # the tokenizer's [MASK]: XLM's default 0 is the pad id here, and XLM's generate
+        kw["mask_token_id"] = 6  # appends it, so its hidden state would be masked out and every token the same
     if "kv_lora_rank" in base and "num_key_value_heads" in kw:  # latent attention (MLA): one KV head per head
         kw["num_key_value_heads"] = kw.get("num_attention_heads", 4)
     if "sliding_window" in base and base["sliding_window"] is not None:
@@ -434,6 +545,7 @@ def _short(e: BaseException) -> str:
 
 
 NEW_TOKENS = 32
+BEAMS, BEAM_TOKENS = 3, 12
 
 
 def _check_generate(folder: Path, art: Path, precision: str) -> str:
@@ -441,7 +553,8 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
     transformers' `model.generate` on the same prompt texts, greedy, NEW_TOKENS new tokens, eos and
     forced eos switched off on both sides so every token is compared; one prompt, then four of
     different lengths. The prompt ids must equal the folder's tokenizer's; at fp32 the new ids and
-    the decoded new text must be identical (lower precisions may diverge: only the prompt is checked)."""
+    the decoded new text must be identical (lower precisions may diverge: only the prompt is checked), and
+    so must beam search's best sequences (BEAMS beams, BEAM_TOKENS new tokens)."""
     import copy
 
     import torch
@@ -460,8 +573,7 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
     gen = edgekit.load(art, device="cpu")
     for prompts in ([TEXTS[0]], TEXTS):
         enc = tok(prompts, return_tensors="pt", padding=True)
-        with torch.no_grad():
-            want = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).numpy()
+        want = _transformers_generate(model, enc["input_ids"], enc["attention_mask"])
         out = gen.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=[],
                            forced_eos_token_id=None, return_dict_in_generate=True)
         got, n = np.asarray(out.sequences), enc["input_ids"].shape[1]
@@ -479,7 +591,30 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
         texts = [tok.decode(row[n:], skip_special_tokens=True) for row in want]
         if list(out.texts) != texts:
             return f"new text {list(out.texts)!r} vs transformers' decode {texts!r}"
+        # Beam search: every beam's state reordered each step (keys/values, conv/SSM states).
+        want = _transformers_generate(model, enc["input_ids"], enc["attention_mask"], num_beams=BEAMS,
+                                      max_new_tokens=BEAM_TOKENS)
+        got = np.asarray(gen.generate(prompts, max_new_tokens=BEAM_TOKENS, num_beams=BEAMS, do_sample=False,
+                                      eos_token_id=[], forced_eos_token_id=None, return_dict_in_generate=True).sequences)
+        if got.shape != want.shape or not np.array_equal(got[:, n:], want[:, n:]):
+            return (f"beam search ({BEAMS} beams) differs from transformers' generate ({len(prompts)} prompts): "
+                    f"{got[:, n:].tolist()} vs {want[:, n:].tolist()}")
     return ""
+
+
+def _transformers_generate(model: Any, ids: Any, mask: Any, **kw: Any) -> np.ndarray:
+    """transformers' generate on the padded batch; row by row, unpadded, where its generate drops the
+    attention mask (XLM's and XLNet's prepare_inputs_for_generation: pads would then be read as
+    tokens, so a row's answer would depend on the others' lengths)."""
+    import torch
+
+    with torch.no_grad():
+        keeps_mask = model.prepare_inputs_for_generation(ids, attention_mask=mask).get("attention_mask") is not None
+        if ids.shape[0] == 1 or keeps_mask:
+            return model.generate(input_ids=ids, attention_mask=mask, **kw).numpy()
+        rows = [row[m.bool()][None] for row, m in zip(ids, mask)]
+        new = [model.generate(input_ids=r, attention_mask=torch.ones_like(r), **kw)[:, r.shape[1]:] for r in rows]
+    return torch.cat([ids, torch.cat(new)], dim=1).numpy()
 
 
 def _check_text(folder: Path, art: Path, precision: str) -> str:

@@ -58,7 +58,8 @@ def test_fp32_greedy_matches_transformers(built: dict[str, tuple[Path, Path]], f
     assert p["measures"]["new_tokens"] >= 32
     assert p["rows"]["greedy_rows"] == [1.0, 1.0, 1.0]  # batch 1, then both rows of a left-padded batch
     assert p["measures"]["logits_max_abs"] < 1e-4
-    assert manifest["contract"]["cache"]["type"] == "kv"
+    entries = manifest["contract"]["cache"]["entries"]
+    assert manifest["contract"]["cache"]["type"] == "state" and {e["type"] for e in entries} == {"attention_kv"}
     names = [t["name"] for t in manifest["graphs"]["model"]["inputs"]]
     assert names[:3] == ["input_ids", "attention_mask", "position_ids"] and "past_key_values.1.value" in names
     # onnxruntime's fused-attention stand-in (head size 16 here; Mistral's 8 is not one GroupQueryAttention
@@ -169,16 +170,16 @@ def test_cache_is_preallocated_and_written_in_place(built: dict[str, tuple[Path,
     """The portable graph returns each token's keys/values and the loop writes its slot (the mask's
     last column is the current token); onnxruntime's fused-attention graph writes the buffer itself
     (each row's tokens from slot 0, its length given instead of a mask)."""
-    from edgekit.tasks.generator import _KVCache
+    from edgekit.tasks.generator import cache_for
 
     gpt2 = edgekit.load(built["gpt2"][1], device="cpu", portable=portable)
     assert gpt2.runners["model"].kv_layout == ("slots" if portable else "shared")
     ids = np.array([[3, 4, 5, 6]], np.int64)
-    cache = _KVCache(gpt2.runners["model"], gpt2.contract.cache, 1, 4, 6).cache
-    before = {n: (a.ctypes.data, a.shape) for n, a in cache.past.items()}
+    cache = cache_for(gpt2.runners["model"], gpt2.contract.cache, 1, 4, 6)
+    before = {n: (a.ctypes.data, a.shape) for n, a in cache.caches.items()}
     cache.prefill(ids, np.ones_like(ids))
     logits = [cache.step(np.array([t])) for t in (7, 8, 9)]
-    assert {n: (a.ctypes.data, a.shape) for n, a in cache.past.items()} == before
+    assert {n: (a.ctypes.data, a.shape) for n, a in cache.caches.items()} == before
     assert cache.filled == 7
     if portable:
         assert cache.mask[0].tolist() == [1] * 7 + [0, 0] + [1]

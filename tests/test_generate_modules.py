@@ -144,7 +144,7 @@ def test_module_with_its_own_cache_is_token_identical(tmp_path: Path) -> None:
     cached = CachedGPT(tok.get_vocab_size())
     cached.load_state_dict(model.state_dict())
     lm = _convert(cached.eval(), tok, tmp_path / "gpt-kv")
-    assert lm.manifest.family == "torch-kv-decoder" and lm.contract.cache.tag == "kv"
+    assert lm.manifest.family == "torch-kv-decoder" and {e.tag for e in lm.contract.cache.entries} == {"attention_kv"}
     assert lm.manifest.parity.measures["greedy_agreement"] == 1.0
     for prompt in PROMPTS:
         ids = torch.tensor([tok.encode(prompt).ids])

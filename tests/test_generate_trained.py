@@ -75,7 +75,7 @@ def test_lstm_generator(trained: dict[str, Any]) -> None:
     assert _rel(r["int8"]["perplexity"], r["fp32"]["perplexity"]) < 0.03
     path = trained["lstm_artifacts"]["fp32"]
     m = json.loads((Path(path) / "edgekit.json").read_text())
-    assert m["contract"]["cache"]["type"] == "recurrent" and m["parity"]["rows"]["greedy_rows"] == [1.0, 1.0, 1.0]
+    assert [e["type"] for e in m["contract"]["cache"]["entries"]] == ["lstm_state"] and m["parity"]["rows"]["greedy_rows"] == [1.0, 1.0, 1.0]
     model = edgekit.load(path, device="cpu")
     texts = model.generate(["The if", "A"], max_new_tokens=20)
     assert all(0 < len(t) <= 20 for t in texts)  # one character per token

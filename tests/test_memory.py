@@ -91,8 +91,8 @@ def test_cache_and_logits_are_what_the_generator_allocates(gpt2: Path, portable:
     prompt, new = context - 9, 9  # prompt + new tokens = context, as generate sizes its cache
     state = cache_for(model.decoder, model.contract.cache, batch, prompt, new)
     try:
-        buffers = state.cache.past  # type: ignore[union-attr]
-        assert type(state.cache).__name__ == ("SlotCache" if portable else "SharedKVCache")
+        buffers = state.caches  # type: ignore[union-attr]
+        assert type(state).__name__ == ("StateLoop" if portable else "SharedKVCache")
         assert est.cache_bytes == sum(a.nbytes for a in buffers.values())
         state.prefill(np.ones((batch, context - 1), np.int64), np.ones((batch, context - 1), np.int64))
         # The shared-buffer cache lays the runner's logits out again in a second array; the slot cache keeps them.
@@ -163,7 +163,7 @@ def test_info_context_prints_the_estimate(gpt2: Path) -> None:
     mib = lambda n: f"{n / 2**20:.1f} MiB"  # noqa: E731
     assert f"memory on cpu at context 128, 2 row(s): {mib(est.total_bytes)}" in r.stdout
     assert f"weights model (model.ort.onnx): {mib(est.weights_bytes)}" in r.stdout
-    assert f"cache: {mib(est.cache_bytes)} (float32 keys/values, 2 layers" in r.stdout
+    assert f"cache: {mib(est.cache_bytes)} (float32 state (AttentionKV) of 2 entries" in r.stdout
     assert "127 slots x 2 rows" in r.stdout
     assert f"overhead: {mib(est.overhead_bytes)}" in r.stdout
     data = json.loads(CliRunner().invoke(cli, ["info", str(gpt2), "--context", "128", "--batch", "2", "--json"]).stdout)
@@ -201,9 +201,8 @@ def test_seq2seq_cache_counts_the_encoders_keys_values(tmp_path_factory: pytest.
     ids = np.full((batch, enc.max_source), 5, np.int64)  # the longest input the encoder takes
     state = model._decoder_state(ids, np.ones_like(ids), np.arange(batch), 1, context - 1)
     try:
-        cache = state.cache
-        cross = sum(a.nbytes for n, a in cache.resident.items() if n.startswith("cross."))  # type: ignore[union-attr]
-        assert est.cache_bytes == sum(a.nbytes for a in cache.past.values()) + cross
+        cross = sum(a.nbytes for n, a in state.resident.items() if n.startswith("cross."))  # type: ignore[union-attr]
+        assert est.cache_bytes == sum(a.nbytes for a in state.caches.values()) + cross  # type: ignore[union-attr]
         assert est.logits_bytes == 0  # the decoder's prompt is its start token
     finally:
         state.close()

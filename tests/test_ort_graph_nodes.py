@@ -16,7 +16,8 @@ from edgekit.converters.export import export_graph
 from edgekit.converters.ort_attention import shared_kv_graph
 from edgekit.converters.ort_graph import finish_for_onnxruntime
 from edgekit.converters.ort_simplify import simplify
-from edgekit.converters.specs.causal_lm import cache_geometry
+from edgekit.converters.kv_geometry import KVGeometry
+from edgekit.converters.specs.causal_lm import decoder_state
 
 # Measured on a Qwen2 layer with its q/k/v biases (what onnxruntime-genai's builder makes in 11 too):
 # MatMul q|k|v, Add bias, GroupQueryAttention (reads the packed projection), MatMul o, SkipSimplified-
@@ -40,7 +41,7 @@ def _stand_in(layers: int, folder: Path) -> onnx.ModelProto:
             if name.endswith("proj.bias"):
                 p.normal_()
     path = folder / f"{layers}.onnx"
-    export_graph(shared_kv_graph(model, cache_geometry(model), []), path)
+    export_graph(shared_kv_graph(model, KVGeometry.of(decoder_state(model)), []), path)
     finish_for_onnxruntime(path)
     return onnx.load(str(path), load_external_data=False)
 

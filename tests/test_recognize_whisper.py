@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgekit.converters.kv_geometry import KVGeometry
 import edgekit
 import trt_fakes as F
 from edgekit.converters.specs.ctc import synthetic_audio
@@ -160,7 +161,7 @@ def test_decode_steps_go_through_the_stepper(whisper_fp32: Path, hf_model: Any) 
         [spec] = dec["specs"]
         assert dec["steps"] == list(range(4, 4 + NEW - 1)) and dec["closed"] == [spec]
         # The cross K/V are caches without writes: the encoder's own arrays, bound once per chunk.
-        kv = m.contract.cache
+        kv = KVGeometry.of(m.contract.cache)
         assert set(kv.cross()) <= set(spec.caches) and not set(kv.cross()) & set(spec.writes.values())
         assert spec.writes == dict(zip(kv.present(), kv.past()))
         assert spec.caches["past_key_values.0.key"].shape == (1, kv.heads, 4 + NEW - 1, kv.head_dim)
@@ -215,7 +216,7 @@ def test_tensorrt_decode_keeps_cross_kv_on_the_device(whisper_fp32: Path, tmp_pa
     T.build_engines(art, Manifest.load(art), T.BuildOptions())
     with edgekit.load(art, device="tensorrt") as m:
         assert m.device == "tensorrt"
-        kv = m.contract.cache
+        kv = KVGeometry.of(m.contract.cache)
         cross = m.runners["encoder"].run({"input_features": m.features(wave)[None]})
         [size] = {v.nbytes for v in cross.values()}
         uploads.clear()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgekit.converters.kv_geometry import KVGeometry
 import edgekit
 import seq2seq_models as sm
 from edgekit.errors import ConfigError, InputError
@@ -302,7 +303,7 @@ def test_gpu_loops_keep_the_encoder_output_resident(built: dict[str, tuple[Path,
         runner = cpu.decoder
         runner._stepper_impl = lambda spec: OrtStepper(runner._session, spec, DeviceMemory(F.make_cudart(calls), "cpu"))
         assert all(np.array_equal(cpu.generate(input_ids=ids, attention_mask=mask, **k), w) for k, w in zip(kw, want))
-        cfg = cpu.contract.cache
+        cfg = KVGeometry.of(cpu.contract.cache)
     row = cfg.heads * 10 * cfg.head_dim * 4  # one beam's self-attention cache: start token + 10 new - 1 slots
     assert calls.copies and {n for _, n in calls.copies} == {row}  # reorders: self-attention rows only
     calls = F.Calls()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgekit.converters.kv_geometry import KVGeometry
 import edgekit
 import generate_models as gm
 import trt_fakes as F
@@ -68,7 +69,7 @@ def test_onnxruntime_device_loop_writes_slots_device_side(gpt2_art: Path, prompt
     with edgekit.load(gpt2_art, device="cpu", portable=True) as m:
         _through(m, lambda r, spec: OrtStepper(r._session, spec, DeviceMemory(cu, "cpu")))
         got = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
-        cfg = m.contract.cache
+        cfg = KVGeometry.of(m.contract.cache)
     np.testing.assert_array_equal(got, host_tokens)
     # The prompt's keys/values go into the resident cache device-side (one strided copy of 5 slots per
     # cache tensor), then one strided copy per cache tensor per decode step: batch*heads rows of
@@ -208,7 +209,7 @@ def test_onnxruntime_device_loop_reorders_beams_device_side(gpt2_art: Path, prom
     with edgekit.load(gpt2_art, device="cpu") as m:
         _through(m, lambda r, spec: OrtStepper(r._session, spec, DeviceMemory(cu, "cpu")))
         np.testing.assert_array_equal(_beams(m, prompts), host_beams)
-        cfg = m.contract.cache
+        cfg = KVGeometry.of(m.contract.cache)
     # Every reorder copy is device to device, one cache row (heads * slots * dim floats) at a time.
     row = cfg.heads * (5 + NEW - 1) * cfg.head_dim * 4
     assert calls.copies and all(kind == "cudaMemcpyDeviceToDevice" and n == row for kind, n in calls.copies)
@@ -221,7 +222,7 @@ def test_tensorrt_decode_reorders_beams_on_the_device(trt_art: tuple[Path, F.Cal
     with edgekit.load(art, device="tensorrt") as m:
         calls.copies.clear()
         np.testing.assert_array_equal(_beams(m, prompts), host_beams)
-        cfg = m.contract.cache
+        cfg = KVGeometry.of(m.contract.cache)
     cache_bytes = BEAMS * cfg.heads * (5 + NEW - 1) * cfg.head_dim * 4
     up = [n for kind, n in calls.copies if kind == "cudaMemcpyHostToDevice"]
     down = [n for kind, n in calls.copies if kind == "cudaMemcpyDeviceToHost"]

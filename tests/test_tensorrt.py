@@ -22,7 +22,7 @@ from edgekit.engines import EngineRecord, Machine
 from edgekit.errors import BackendUnavailableError, EngineError, InputError
 from edgekit.contract import ClassifySection, CtcSection, GenerateSection, GraphSpec, TensorSpec, WhisperSection
 from edgekit.contract.classify import TensorInput
-from edgekit.contract.generate import KVCache
+from edgekit.contract.generate import kv_state
 from edgekit.contract.recognize import Chunking
 from edgekit.manifest import Manifest
 from edgekit.runtimes.tensorrt import profiles as P
@@ -67,11 +67,11 @@ def _classify() -> ClassifySection:
 
 
 def _generate(max_context: int) -> GenerateSection:
-    return GenerateSection(None, True, (), None, 0, max_context, KVCache(1, 2, 16))
+    return GenerateSection(None, True, (), None, 0, max_context, kv_state(1, 2, 16))
 
 
 def _whisper(max_length: int, max_target_positions: int) -> WhisperSection:
-    return WhisperSection(Chunking(16000, 30.0, 5.0), 80, 400, 160, 480000, "tokenizer.json", KVCache(1, 6, 64),
+    return WhisperSection(Chunking(16000, 30.0, 5.0), 80, 400, 160, 480000, "tokenizer.json", kv_state(1, 6, 64),
                           1, 2, 3, False, {}, {}, (), (), None, max_length, max_target_positions, 0.02)
 
 

@@ -1,7 +1,7 @@
 """Hugging Face causal LMs (`*ForCausalLM`, `*LMHeadModel`): one spec for every decoder with a KV cache.
 
-The cache geometry (layers, KV heads, head size) comes from one probe forward, not from per-family
-config keys; `FAMILIES` holds the few facts that truly differ per family. The graph is the
+The state (per layer: KV heads, key and value head sizes) comes from one probe forward, not from
+per-family config keys; `FAMILIES` holds the few facts that truly differ per family. The graph is the
 slot-cache decoder of edgekit/contract/generate.py: the prompt (past length 0) and every decode
 step through one graph, `present` holding only this call's keys/values.
 """
@@ -29,7 +29,9 @@ from transformers.cache_utils import DynamicCache
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
-from edgekit.contract.generate import STEP_INPUTS, GenerateSection, KVCache
+from edgekit.contract.generate import STEP_INPUTS, GenerateSection
+from edgekit.contract.state import AttentionKV, DecoderState, IndexerKeys, StateEntry
+from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.errors import UnsupportedError
 from edgekit.tasks.generator import token_ids
 
@@ -65,16 +67,23 @@ FAMILIES: dict[str, Family] = {
 
 
 class KVDecoder(torch.nn.Module):
-    """(input_ids, attention_mask, position_ids, *flat past) in, (logits, *this call's keys/values) out."""
+    """(input_ids, attention_mask, position_ids, *flat past) in, (logits, *this call's keys/values) out.
 
-    def __init__(self, model: Any, layers: int) -> None:
+    The flat past: keys and values of every layer, then the sparse-attention indexer's keys of the
+    `indexed` layers ((batch, 1, past, dim): transformers keeps them (batch, past, dim))."""
+
+    def __init__(self, model: Any, layers: int, indexed: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.model, self.layers = model, layers
+        self.model, self.layers, self.indexed = model, layers, indexed
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
-        cache = filled_cache(self.model.config, [(past[2 * i], past[2 * i + 1]) for i in range(self.layers)])
+        n = self.layers
+        cache = filled_cache(self.model.config, [(past[2 * i], past[2 * i + 1]) for i in range(n)])
+        for j, i in enumerate(self.indexed):
+            cache.layers[i].indexer_keys = past[2 * n + j][:, 0]
+            cache.layers[i].is_indexer_initialized = True
         with export_experts(self.model), real_rotary(self.model):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache, use_cache=True)
@@ -82,6 +91,7 @@ class KVDecoder(torch.nn.Module):
         new: list[torch.Tensor] = []
         for layer in cache.layers:
             new += [layer.keys[:, :, start:], layer.values[:, :, start:]]
+        new += [cache.layers[i].indexer_keys[:, None, start:] for i in self.indexed]
         return (out.logits.float(), *new)
 
 
@@ -110,13 +120,14 @@ class HFCausalLM(GeneratorSpec):
                                    found=self.facts.not_a_kv_decoder,
                                    fix="run this family with transformers; edgekit's generate supports decoders whose "
                                        "forward takes only the new tokens beside a key/value cache (docs/coverage.md)")
-        self.cache = cache_geometry(self.model)
-        self.wrapper = KVDecoder(self.model, self.cache.layers)
+        self.cache = decoder_state(self.model)
+        indexed = tuple(e.layer for e in self.cache.entries if isinstance(e, IndexerKeys))
+        self.wrapper = KVDecoder(self.model, len(self.cache.entries) - len(indexed), indexed)
         if depends_on_slots(self.wrapper, self.cache):
-            self.cache = dataclasses.replace(self.cache, compact=True)
+            self.cache = DecoderState(tuple(dataclasses.replace(e, compact=True) for e in self.cache.entries))
         inputs = [*STEP_INPUTS, *self.cache.past()]
         self.graph = GraphExport("model", self.wrapper, _example(self.model, self.cache), inputs,
-                                 ["logits", *self.cache.present()], _dynamic_shapes(self.cache.layers),
+                                 ["logits", *self.cache.present()], _dynamic_shapes(len(self.cache.past())),
                                  quant_exclude_ops=list(self.facts.quant_exclude_ops))
         self.tokenizer_json = _tokenizer_json(src)
         self.reference = HFReference(self.model, self.graph)
@@ -134,7 +145,11 @@ class HFCausalLM(GeneratorSpec):
         if self.cache.compact:
             raise NoRuntimeGraph("attention depends on where past slots sit (the past must stay compact); "
                                  "the fused graph keeps fixed slots")
-        return shared_kv_graph(self.model, self.cache, list(self.facts.quant_exclude_ops))
+        geometry = KVGeometry.of(self.cache)
+        if geometry is None:
+            raise NoRuntimeGraph("the layers' keys/values differ in head count or size (GroupQueryAttention's "
+                                 "stand-in takes one shape in every layer)")
+        return shared_kv_graph(self.model, geometry, list(self.facts.quant_exclude_ops))
 
     def files(self, calibration: Any) -> dict[str, bytes]:
         return {"tokenizer.json": self.tokenizer_json} if self.tokenizer_json else {}
@@ -147,7 +162,7 @@ class HFCausalLM(GeneratorSpec):
         eos = token_ids(gen.get("eos_token_id", getattr(config, "eos_token_id", None)))
         pad = gen.get("pad_token_id", getattr(config, "pad_token_id", None))
         bos = gen.get("bos_token_id", getattr(config, "bos_token_id", None))
-        context = next((int(getattr(config, k)) for k in self.facts.context_keys if getattr(config, k, None)), MAX_LEN)
+        context = position_table(config, self.facts)
         window = getattr(config, "sliding_window", None)
         if isinstance(window, int) and 0 < window < context:
             # The runtime's cache keeps unfilled slots between past and current tokens; a sliding
@@ -166,51 +181,73 @@ class HFCausalLM(GeneratorSpec):
             generation=generation_defaults(gen), chat=chat_template(self.src))
 
 
-def cache_geometry(model: Any) -> KVCache:
-    """(layers, KV heads, head size) from one probe forward: no per-family config knowledge needed."""
+def position_table(config: Any, facts: Family) -> int:
+    """The longest context the config names (its position table), else MAX_LEN; a non-positive value
+    names none (XLNet's max_position_embeddings is -1: relative positions, no table)."""
+    return next((v for k in facts.context_keys if isinstance(v := getattr(config, k, None), int) and v > 0), MAX_LEN)
+
+
+def decoder_state(model: Any) -> DecoderState:
+    """Each layer's keys/values (KV heads, key and value head sizes) from one probe forward: no
+    per-family config knowledge needed, and layers may differ (sliding and global layers with their
+    own heads; latent attention's keys hold the rotary part, so they are wider than the values)."""
     cache = DynamicCache(config=model.config)
     ids = torch.zeros((1, 2), dtype=torch.long)
     try:
         with torch.no_grad():
             model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache, use_cache=True)
-    except (ValueError, TypeError, AttributeError) as e:  # recurrent / linear-attention states
+    except (ValueError, TypeError, AttributeError) as e:  # a cache of the model's own kind
         raise UnsupportedError(f"'{model.config.model_type}' keeps a cache edgekit's decoder graph cannot hold",
                                found=f"{type(e).__name__}: {str(e)[:200]}",
-                               fix="generate supports decoders with a (batch, heads, seq, dim) key/value cache") from None
-    keys = [getattr(layer, "keys", None) for layer in cache.layers]  # linear-attention layers have none
-    shapes = {tuple(k.shape[1::2]) if isinstance(k, torch.Tensor) and k.ndim == 4 else None for k in keys}
-    if not keys or len(shapes) != 1 or None in shapes:
-        raise UnsupportedError(f"'{model.config.model_type}' does not keep one (batch, heads, seq, dim) key/value "
-                               "cache shape in every layer", found=f"per-layer shapes {sorted(map(str, shapes))[:4]}",
-                               fix="generate supports decoders with a standard Hugging Face key/value cache")
-    k, v = keys[0], getattr(cache.layers[0], "values", None)
-    if not isinstance(v, torch.Tensor) or v.shape[1::2] != k.shape[1::2]:
-        raise UnsupportedError(f"'{model.config.model_type}' keeps keys and values of different sizes",
-                               found=f"keys {list(k.shape)}, values {list(v.shape) if isinstance(v, torch.Tensor) else v}"
-                                     " (latent attention: the key head dim includes the rotary part)",
-                               fix="edgekit's KV cache holds keys and values of one head size; this family is not "
-                                   "supported for generate yet")
-    return KVCache(len(cache.layers), int(k.shape[1]), int(k.shape[3]))
+                               fix="generate supports decoders whose transformers cache holds keys/values "
+                                   "and conv/SSM states (DynamicCache)") from None
+    kinds = [_layer_kv(layer) for layer in cache.layers]
+    if not kinds or None in kinds:
+        found = [type(layer).__name__ for layer, k in zip(cache.layers, kinds) if k is None][:3]
+        raise UnsupportedError(f"'{model.config.model_type}' keeps something other than keys/values in some layers",
+                               found=f"{len(kinds)} cache layers, without keys/values: {found or 'all'}",
+                               fix="generate supports decoders whose layers each cache keys and values, and "
+                                   "state-space hybrids (edgekit.converters.specs.state_space)")
+    window = getattr(model.config, "sliding_window", None)
+    types = getattr(model.config, "layer_types", None) or []
+    entries: list[StateEntry] = []
+    for i, (heads, kd, vd) in enumerate(k for k in kinds if k is not None):
+        sliding = i < len(types) and "sliding" in str(types[i]) and isinstance(window, int)
+        entries.append(AttentionKV(i, heads, kd, vd, window=window if sliding else None))
+    # Sparse-attention indexers (DynamicIndexedLayer) keep one more key per token: (batch, past, dim).
+    entries += [IndexerKeys(i, int(layer.indexer_keys.shape[-1])) for i, layer in enumerate(cache.layers)
+                if isinstance(getattr(layer, "indexer_keys", None), torch.Tensor) and layer.indexer_keys.ndim == 3]
+    return DecoderState(tuple(entries))
 
 
-def depends_on_slots(wrapper: KVDecoder, cache: KVCache) -> bool:
+def _layer_kv(layer: Any) -> tuple[int, int, int] | None:
+    """(KV heads, key head size, value head size) of one cache layer after the probe, or None."""
+    k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor) and k.ndim == v.ndim == 4):
+        return None
+    if k.shape[1] != v.shape[1] or k.shape[2] != v.shape[2]:
+        return None
+    return int(k.shape[1]), int(k.shape[3]), int(v.shape[3])
+
+
+def depends_on_slots(wrapper: KVDecoder, state: DecoderState) -> bool:
     """Whether the model's step logits change when masked, unfilled slots sit between the past and
     the current token (positions from the cache length, ALiBi by key index): then the runtime must
-    keep the past compact (KVCache.compact). One prompt step and the next token twice, in PyTorch."""
+    keep the past compact (AttentionKV.compact). One prompt step and the next token twice, in PyTorch."""
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, int(wrapper.model.config.vocab_size), (1, 5), generator=g)
-    empty = [torch.zeros((1, cache.heads, 0, cache.head_dim)) for _ in range(2 * cache.layers)]
+    empty = [torch.zeros(t.shape(1, 0)) for t in state.tensors()]
     with torch.no_grad():
         present = wrapper(ids[:, :4], torch.ones((1, 4), dtype=torch.long), torch.arange(4)[None], *empty)[1:]
         pos = torch.tensor([[4]])
         compact = wrapper(ids[:, 4:], torch.ones((1, 5), dtype=torch.long), pos, *present)[0]
-        gap = [torch.cat([p, torch.zeros((1, cache.heads, 3, cache.head_dim))], dim=2) for p in present]
+        gap = [torch.cat([p, torch.zeros(t.shape(1, 3))], dim=2) for p, t in zip(present, state.tensors())]
         mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 1]])
         slotted = wrapper(ids[:, 4:], mask, pos, *gap)[0]
     return not torch.allclose(compact, slotted, rtol=1e-4, atol=1e-5)
 
 
-def _example(model: Any, cache: KVCache) -> tuple[Any, ...]:
+def _example(model: Any, state: DecoderState) -> tuple[Any, ...]:
     # Traced at batch 2, 4 new tokens after 3 past ones: no dim is 0 or 1 (torch.export would
     # specialize those); past length 0 still runs through the same graph, no 0/1 specialization.
     b, s, p = 2, 4, 3
@@ -218,16 +255,16 @@ def _example(model: Any, cache: KVCache) -> tuple[Any, ...]:
     ids = torch.randint(0, int(model.config.vocab_size), (b, s), generator=gen)
     mask = torch.ones((b, p + s), dtype=torch.long)
     pos = torch.arange(p, p + s).expand(b, s).contiguous()
-    past = tuple(torch.zeros((b, cache.heads, p, cache.head_dim)) for _ in range(2 * cache.layers))
+    past = tuple(torch.zeros(t.shape(b, p)) for t in state.tensors())
     return (ids, mask, pos, *past)
 
 
-def _dynamic_shapes(layers: int) -> tuple[Any, ...]:
+def _dynamic_shapes(tensors: int) -> tuple[Any, ...]:
     batch = Dim(BATCH, min=1, max=MAX_BATCH)
     seq = Dim(SEQUENCE, min=1, max=MAX_LEN)
     past = Dim(PAST, min=0, max=MAX_LEN)
     total = Dim(TOTAL, min=1, max=2 * MAX_LEN)
-    kv = tuple({0: batch, 2: past} for _ in range(2 * layers))  # varargs nest as one tuple
+    kv = tuple({0: batch, 2: past} for _ in range(tensors))  # varargs nest as one tuple
     return ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, kv)
 
 

@@ -14,7 +14,8 @@ from torch.export import Dim
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH
-from edgekit.contract.generate import GenerateSection, RecurrentState
+from edgekit.contract.generate import GenerateSection
+from edgekit.contract.state import DecoderState, LSTMState
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions
@@ -28,13 +29,16 @@ _USER_KEYS = ("eos_token_id", "pad_token_id", "max_context")
 
 
 class LSTMStep(torch.nn.Module):
+    """One step with the state batch-first, (batch, layers, hidden), as every state entry keeps it
+    (a beam reorder gathers axis 0); nn.LSTM itself takes (layers, batch, hidden)."""
+
     def __init__(self, module: Any) -> None:
         super().__init__()
         self.module = module
 
     def forward(self, ids: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, (h2, c2) = self.module(ids, (h, c))
-        return logits.float(), h2, c2
+        logits, (h2, c2) = self.module(ids, (h.transpose(0, 1), c.transpose(0, 1)))
+        return logits.float(), h2.transpose(0, 1), c2.transpose(0, 1)
 
 
 class RecurrentGenerator(GeneratorSpec):
@@ -60,15 +64,15 @@ class RecurrentGenerator(GeneratorSpec):
             raise ConfigError(f"unknown preprocess keys {sorted(set(user) - set(_USER_KEYS))}",
                               found=f"known keys {list(_USER_KEYS)}")
         self.user = user
-        self.state = RecurrentState(int(lstm.num_layers), int(lstm.hidden_size), ("state.h", "state.c"),
-                                    ("state_out.h", "state_out.c"))
+        entry = LSTMState(int(lstm.num_layers), int(lstm.hidden_size))
+        self.state = DecoderState((entry,), inputs=("input_ids",), prompt="stepwise")
         self.step_module = LSTMStep(module).eval()
         batch = Dim(BATCH, min=1, max=MAX_BATCH)
         ids = torch.randint(0, 2, (2, 1))
-        state = torch.zeros((self.state.layers, 2, self.state.hidden))
+        state = torch.zeros((2, entry.layers, entry.hidden))
         self.graph = GraphExport("model", self.step_module, (ids, state, state.clone()),
-                                 ["input_ids", *self.state.inputs], ["logits", *self.state.outputs],
-                                 ({0: batch}, {1: batch}, {1: batch}))
+                                 ["input_ids", *self.state.past()], ["logits", *self.state.present()],
+                                 ({0: batch}, {0: batch}, {0: batch}))
         self.tokenizer_json = as_tokenizer(src.tokenizer).to_str().encode("utf-8")
         with torch.no_grad():
             vocab = int(self.step_module(ids, state, state)[0].shape[-1])
@@ -91,18 +95,17 @@ class RecurrentGenerator(GeneratorSpec):
 class RecurrentReference:
     """PyTorch side of parity for a recurrent generator: its own greedy loop, one prompt at a time."""
 
-    def __init__(self, step: Any, graph: GraphExport, vocab: int, state: RecurrentState) -> None:
+    def __init__(self, step: Any, graph: GraphExport, vocab: int, state: DecoderState) -> None:
         self.step_module, self.graph, self.vocab, self.state = step, graph, vocab, state
 
     def _zeros(self, batch: int) -> dict[str, np.ndarray]:
-        z = np.zeros((self.state.layers, batch, self.state.hidden), np.float32)
-        return {n: z for n in self.state.inputs}
+        return {t.input: np.zeros(t.shape(batch, 0), np.float32) for t in self.state.tensors()}
 
     def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
         rows = []
         for row, m in zip(ids, mask):
             x = torch.from_numpy(row[m.astype(bool)][None].copy())
-            h = c = torch.zeros((self.state.layers, 1, self.state.hidden))
+            h = c = torch.from_numpy(next(iter(self._zeros(1).values())))
             out = []
             with torch.no_grad():
                 for _ in range(new):

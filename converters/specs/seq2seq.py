@@ -19,7 +19,8 @@ from torch.export import Dim
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, SOURCE, TOTAL
-from edgekit.contract.generate import ENCODER_MASK, STEP_INPUTS, EncoderPart, GenerateSection, KVCache
+from edgekit.contract.generate import ENCODER_MASK, STEP_INPUTS, EncoderPart, GenerateSection
+from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import Calibration, ConvertOptions, Gate, Limit
@@ -91,7 +92,7 @@ class HFSeq2Seq(GeneratorSpec):
         self.model = AutoModelForSeq2SeqLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         cfg = self.model.config
         proj = _cross_geometry(self.model)
-        self.cache = KVCache(*proj)
+        self.cache = KVGeometry(*proj)
         self.tokenizer = _tokenizer(src)
         from edgekit.converters.specs.seq2seq_graphs import BartDecoder, Encoder, T5Decoder
 
@@ -123,7 +124,7 @@ class HFSeq2Seq(GeneratorSpec):
         return GenerateSection(
             tokenizer="tokenizer.json" if self.tokenizer is not None else None, add_special_tokens=True,
             eos_token_id=tuple(eos), bos_token_id=None, pad_token_id=pad, max_context=self.positions,
-            cache=self.cache, generation=generation_defaults(gen),
+            cache=self.cache.state(), generation=generation_defaults(gen),
             encoder=EncoderPart(int(start), self.positions, languages, self.facts.language_prefix and bool(languages)),
             chat=chat_template(self.src))
 
@@ -250,7 +251,7 @@ def _positions(cfg: Any) -> int:
     return int(min(n, MAX_LEN))
 
 
-def _graphs(enc: Any, dec: Any, cache: KVCache, vocab: int) -> tuple[GraphExport, GraphExport]:
+def _graphs(enc: Any, dec: Any, cache: KVGeometry, vocab: int) -> tuple[GraphExport, GraphExport]:
     # Traced at batch 2, source 5, 4 new tokens after 3 past ones: no dim is 0 or 1, none equal
     # (torch.export would specialize or tie them); past length 0 runs through the same graph.
     b, s, t, p = 2, 5, 4, 3

@@ -31,7 +31,9 @@ from torch.export import Dim
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, SEQUENCE
-from edgekit.contract.generate import STEP_INPUTS, FullSequence, GenerateSection, KVCache
+from edgekit.contract.generate import STEP_INPUTS, FullSequence, GenerateSection
+from edgekit.contract.state import DecoderState
+from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions
@@ -63,7 +65,7 @@ def _context(module: Any, user: dict[str, Any]) -> int:
 class _PlainDecoder(GeneratorSpec):
     """What both plain decoders share: user keys, tokenizer, the contract's special ids."""
 
-    cache: KVCache | FullSequence
+    cache: DecoderState | FullSequence
 
     def _setup(self, src: Source) -> None:
         user = dict(src.preprocess or {})
@@ -103,6 +105,10 @@ class FullStep(torch.nn.Module):
 
 
 class TorchDecoder(_PlainDecoder):
+    # Any plain forward(input_ids) -> logits module: a spec for a module with a state of its own
+    # (one file, converters/specs or the user's code) is asked first.
+    generic = True
+
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
         return src.is_plain and task == "generate" and not _has_lstm(src.module) and not takes_past(src.module)
@@ -195,20 +201,20 @@ class TorchKVDecoder(_PlainDecoder):
         try:
             logits, present = out
             k = present[0][0]
-            geometry = KVCache(len(present), int(k.shape[1]), int(k.shape[3]))
+            geometry = KVGeometry(len(present), int(k.shape[1]), int(k.shape[3]))
         except (TypeError, ValueError, IndexError, AttributeError) as e:
             raise SourceError("the module does not follow the past_key_values protocol",
                               found=f"forward(ids, mask, positions, None) returned {type(out).__name__} ({e})",
                               fix="return (logits, ((key, value) per layer)); see edgekit.converters.specs."
                                   "torch_decoder") from None
-        self.cache = geometry
+        self.cache = geometry.state()
         self.wrapper = KVStep(module, geometry.layers).eval()
         b, s, p = 2, 4, 3
         example = (torch.randint(0, int(logits.shape[-1]), (b, s)), torch.ones((b, p + s), dtype=torch.long),
                    torch.arange(p, p + s).expand(b, s).contiguous(),
                    *[torch.zeros((b, geometry.heads, p, geometry.head_dim)) for _ in range(2 * geometry.layers)])
         self.graph = GraphExport("model", self.wrapper, example, [*STEP_INPUTS, *geometry.past()],
-                                 ["logits", *geometry.present()], _dynamic_shapes(geometry.layers))
+                                 ["logits", *geometry.present()], _dynamic_shapes(2 * geometry.layers))
         self.reference = KVReference(self.wrapper, self.graph, int(logits.shape[-1]))
 
 

@@ -16,7 +16,8 @@ import torch
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
-from edgekit.contract.generate import STEP_INPUTS, KVCache
+from edgekit.contract.generate import STEP_INPUTS
+from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.contract.recognize import Chunking, WhisperSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
@@ -135,7 +136,7 @@ class Whisper(ExportSpec):
         self.model = WhisperForConditionalGeneration.from_pretrained(src.hf_dir).eval()
         cfg = self.model.config
         heads = cfg.decoder_attention_heads
-        self.cache = KVCache(cfg.decoder_layers, heads, cfg.d_model // heads)
+        self.cache = KVGeometry(cfg.decoder_layers, heads, cfg.d_model // heads)
         fe_path = src.hf_dir / "preprocessor_config.json"
         self.fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
         self.frames = 2 * cfg.max_source_positions  # conv2 has stride 2
@@ -179,7 +180,7 @@ class Whisper(ExportSpec):
         return WhisperSection(
             audio=Chunking(int(fe.get("sampling_rate", 16000)), float(fe.get("chunk_length", 30)), 5.0),
             n_mels=cfg.num_mel_bins, n_fft=int(fe.get("n_fft", 400)), hop_length=hop, n_samples=hop * self.frames,
-            tokenizer="tokenizer.json", cache=self.cache,
+            tokenizer="tokenizer.json", cache=self.cache.state(),
             decoder_start_token_id=int(gen.decoder_start_token_id), eos_token_id=int(gen.eos_token_id),
             no_timestamps_token_id=int(no_ts), is_multilingual=bool(getattr(gen, "is_multilingual", False)),
             lang_to_id={k: int(v) for k, v in (getattr(gen, "lang_to_id", None) or {}).items()},

@@ -7,8 +7,10 @@ numpy error in the middle of a call.
 
 Annotations understood: the dataclasses themselves, `int` (not bool), `float` (ints accepted),
 `str`, `bool`, `Literal[...]`, `X | None`, `tuple[X, ...]`, `tuple[X, Y]`, `dict[str, X]`, and
-unions of dataclasses. A dataclass that is one member of a union carries a `tag` class variable;
-its JSON object holds `"type": tag`, the only key with that name in the contract.
+unions of dataclasses, and open families: a base class with a `members()` classmethod (the state
+entries, edgekit/contract/state) takes any of the tagged dataclasses it lists. A dataclass that is
+one member of a union or family carries a `tag` class variable; its JSON object holds
+`"type": tag`, the only key with that name in the contract.
 """
 from __future__ import annotations
 
@@ -67,6 +69,8 @@ def _value(tp: Any, v: Any, path: str) -> Any:
         return _dataclass(tp, v, path)
     if _is_union(tp):
         return _union(tp, v, path)
+    if isinstance(tp, type) and callable(getattr(tp, "members", None)):  # an open family of tagged dataclasses
+        return _tagged(tuple(tp.members()), v, path)
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
         if not any(v == a and type(v) is type(a) for a in args):
@@ -125,9 +129,13 @@ def _union(tp: Any, v: Any, path: str) -> Any:
                 pass
         raise ContractError(path, f"must be {' or '.join(getattr(m, '__name__', str(m)) for m in members)}, "
                                   f"found {_show(v)}")
+    return _tagged(tuple(members), v, path)
+
+
+def _tagged(members: tuple[Any, ...], v: Any, path: str) -> Any:
     tagged = {getattr(m, "tag", None): m for m in members if dataclasses.is_dataclass(m)}
     if len(tagged) != len(members) or None in tagged:
-        raise TypeError(f"union {tp!r} must be of tagged dataclasses")  # a bug in a contract class
+        raise TypeError(f"{members!r} must be tagged dataclasses with distinct tags")  # a bug in a contract class
     tag = v.get("type") if isinstance(v, dict) else None
     if not isinstance(tag, str) or tag not in tagged:
         raise ContractError(path, f"must be an object with \"type\" one of {sorted(tagged)}, found {_show(v)}")

@@ -1,16 +1,16 @@
-"""What a `generate` artifact contains: a decoder graph with its cache, the tokenizer, special ids.
+"""What a `generate` artifact contains: a decoder graph with its state, the tokenizer, special ids.
 
-Transformer decoders (cache `KVCache`), graph "model", one graph for the prompt and every step:
-    inputs   input_ids (batch, sequence), attention_mask (batch, total_sequence),
-             position_ids (batch, sequence) int64; per layer i the cache
-             past_key_values.{i}.key / .value (batch, heads, past_sequence, head_dim)
-    outputs  logits (batch, sequence, vocab); present.{i}.key / .value: the keys/values of this
-             call's tokens only (batch, heads, sequence, head_dim)
-A past slot is attended iff its mask column is 1, so the runtime preallocates the cache once per
-call and writes each step's keys/values into the next slot (edgekit/tasks/kvcache.py).
-
-Recurrent generators (`RecurrentState`, LSTM-style): input_ids (batch, 1) and the state tensors
-(layers, batch, hidden) in; logits and the next state out.
+Decoders with a state (`DecoderState`, edgekit/contract/state: typed entries per layer), graph
+"model", one graph for the prompt and every step:
+    inputs   input_ids (batch, sequence) and, where the model attends, attention_mask (batch,
+             total_sequence) and position_ids (batch, sequence), int64; every entry's tensors:
+             attention keys/values past_key_values.{i}.key / .value (batch, heads, past_sequence,
+             key or value head size), convolution / SSM states conv_state.{i}.{k} / ssm_state.{i}.{k},
+             an LSTM's state.h / state.c (batch, ...)
+    outputs  logits (batch, sequence, vocab); per tensor its update: present.{i}.key / .value, the
+             keys/values of this call's tokens only (written into the next slots: a past slot is
+             attended iff its mask column is 1, edgekit/tasks/state_loop.py); *_out.* the next state
+A "stepwise" state's graph takes one token per call (recurrent models); the prompt is fed token by token.
 
 Decoders without a cache (`FullSequence`, plain `forward(input_ids) -> logits` modules such as
 nanoGPT's): input_ids (batch, sequence) in, logits (batch, sequence or 1, vocab) out; every step
@@ -28,54 +28,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from edgekit.contract.base import BATCH, FLOAT, INT64, PAST, SEQUENCE, SOURCE, TOTAL, GraphNeeds, Need, Phase, Section
-
-
-@dataclass(frozen=True)
-class KVCache:
-    """Keys/values per layer, (batch, heads, slots, head_dim); the one place their names are spelled."""
-
-    tag: ClassVar[str] = "kv"
-    layers: int
-    heads: int
-    head_dim: int
-    # True for models whose answer depends on where the past slots sit, not only on which are
-    # attended (positions taken from the cache length: BART-family decoders; ALiBi biases by key
-    # index: MPT): the runtime then keeps exactly the tokens so far (edgekit/tasks/compactkv.py)
-    # instead of preallocated slots with the unfilled ones masked. Detected at convert.
-    compact: bool = False
-
-    def __post_init__(self) -> None:
-        if min(self.layers, self.heads, self.head_dim) < 1:
-            raise ValueError(f"the cache geometry must be positive, found {self}")
-
-    def past(self) -> list[str]:
-        return [f"past_key_values.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
-
-    def present(self) -> list[str]:
-        return [f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
-
-    def cross(self) -> list[str]:
-        """An encoder's keys/values per decoder layer (cross-attention), fed unchanged every step."""
-        return [f"cross.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
-
-    def writes(self) -> dict[str, str]:
-        """present output -> the past input it fills."""
-        return dict(zip(self.present(), self.past()))
-
-
-@dataclass(frozen=True)
-class RecurrentState:
-    """Fixed-size state tensors (layers, batch, hidden) carried from step to step."""
-
-    tag: ClassVar[str] = "recurrent"
-    layers: int
-    hidden: int
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.inputs) != len(self.outputs) or not self.inputs:
-            raise ValueError("the state needs one output per input")
+from edgekit.contract.state import AttentionKV, DecoderState
+from edgekit.contract.state.base import STEP_INPUTS
 
 
 @dataclass(frozen=True)
@@ -146,36 +100,47 @@ class ChatTemplate:
     special_tokens: dict[str, str] = field(default_factory=dict)
 
 
-STEP_INPUTS = ("input_ids", "attention_mask", "position_ids")
 ENCODER_MASK = "encoder_attention_mask"
 
 
-def decoder_needs(cache: KVCache, resident: list[str] | None = None, extra: tuple[Need, ...] = ()) -> GraphNeeds:
-    """The slot-cache decoder: what generate (and Whisper's decoder) feed and read each step."""
-    ins = [Need(n, INT64, 2) for n in STEP_INPUTS] + [Need(n, FLOAT, 4) for n in cache.past() + (resident or [])]
-    outs = [Need("logits", FLOAT, 3)] + [Need(n, FLOAT, 4) for n in cache.present()]
-    return GraphNeeds(tuple(ins) + extra, tuple(outs))
+def kv_state(layers: int, heads: int, head_dim: int, compact: bool = False) -> DecoderState:
+    """Keys and values of one size in every layer: most transformer decoders, Whisper's and the
+    encoder-decoders' self-attention."""
+    return DecoderState(tuple(AttentionKV(i, heads, head_dim, head_dim, compact=compact) for i in range(layers)))
 
 
-def shared_decoder_needs(cache: KVCache) -> GraphNeeds:
+def cross_names(state: DecoderState) -> list[str]:
+    """An encoder's keys/values per decoder layer (cross-attention), fed unchanged every step: one
+    pair per entry of an encoder-decoder's decoder state (one attention entry per layer)."""
+    return [f"cross.{i}.{k}" for i in range(len(state.entries)) for k in ("key", "value")]
+
+
+def shared_decoder_needs(state: DecoderState) -> GraphNeeds:
     """The onnxruntime stand-in of a KV decoder (GroupQueryAttention, converters/ort_attention.py): the
     cache buffers are fed whole and written in place (each present is bound to its past); each row's
     tokens are right-aligned in its buffer and `total_length` says how many there are after the call."""
     ins = [Need("input_ids", INT64, 2), Need("position_ids", INT64, 2), Need("total_length", INT64, 1)]
-    ins += [Need(n, FLOAT, 4) for n in cache.past()]
-    outs = [Need("logits", FLOAT, 3)] + [Need(n, FLOAT, 4) for n in cache.present()]
+    ins += [Need(n, FLOAT, 4) for n in state.past()]
+    outs = [Need("logits", FLOAT, 3)] + [Need(n, FLOAT, 4) for n in state.present()]
     return GraphNeeds(tuple(ins), tuple(outs))
 
 
-def decoder_phases(max_context: int, batch: tuple[int, int, int]) -> list[Phase]:
+def decoder_phases(max_context: int, batch: tuple[int, int, int], state: DecoderState | None = None) -> list[Phase]:
     """The prompt (any length, empty cache) and decode steps (one token, up to max_context - 1 slots).
 
     Two phases, not one static max-context shape: the cache is sized per call (prompt +
-    max_new_tokens), so a short answer does not attend over the whole context every step.
+    max_new_tokens), so a short answer does not attend over the whole context every step. A
+    stepwise state feeds its prompt through the decode step, so that is its one phase. Only the
+    dims the graph has are kept (a state-space model has no past sequence).
     """
     n, opt = max_context, min(128, max_context)
+    decode = {BATCH: batch, SEQUENCE: (1, 1, 1), PAST: (1, n // 2, n - 1), TOTAL: (2, n // 2 + 1, n)}
+    if state is not None and not state.slotted:
+        decode = {BATCH: batch, SEQUENCE: (1, 1, 1)}
+    if state is not None and state.prompt == "stepwise":
+        return [("decode", decode)]
     return [("prompt", {BATCH: batch, SEQUENCE: (1, opt, n), PAST: (0, 0, n - 1), TOTAL: (1, opt, n)}),
-            ("decode", {BATCH: batch, SEQUENCE: (1, 1, 1), PAST: (1, n // 2, n - 1), TOTAL: (2, n // 2 + 1, n)})]
+            ("decode", decode)]
 
 
 @dataclass(frozen=True)
@@ -190,7 +155,7 @@ class GenerateSection(Section):
     bos_token_id: int | None
     pad_token_id: int
     max_context: int
-    cache: KVCache | RecurrentState | FullSequence
+    cache: DecoderState | FullSequence
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
     encoder: EncoderPart | None = None  # set: an encoder-decoder ("encoder" + "decoder" graphs)
     chat: ChatTemplate | None = None
@@ -198,22 +163,19 @@ class GenerateSection(Section):
     def __post_init__(self) -> None:
         if self.max_context < 2:
             raise ValueError(f"max_context must be at least 2 tokens, found {self.max_context}")
-        if self.encoder is not None and not isinstance(self.cache, KVCache):
-            raise ValueError("an encoder-decoder artifact needs a KV cache")
+        if self.encoder is not None and not (isinstance(self.cache, DecoderState) and self.cache.slotted
+                                             and self.cache.prompt == "whole"):
+            raise ValueError("an encoder-decoder artifact needs a key/value cache")
 
     def needs(self) -> dict[str, GraphNeeds]:
         c = self.cache
-        if isinstance(c, KVCache) and self.encoder is not None:
-            enc = GraphNeeds((Need("input_ids", INT64, 2), Need("attention_mask", INT64, 2)),
-                             tuple(Need(n, FLOAT, 4) for n in c.cross()))
-            return {"encoder": enc, "decoder": decoder_needs(c, c.cross(), (Need(ENCODER_MASK, INT64, 2),))}
-        if isinstance(c, KVCache):
-            return {"model": decoder_needs(c)}
         if isinstance(c, FullSequence):
             return {"model": GraphNeeds((Need(c.input, INT64, 2),), (Need("logits", FLOAT, 3),))}
-        ins = (Need("input_ids", INT64, 2), *(Need(n, FLOAT, 3) for n in c.inputs))
-        outs = (Need("logits", FLOAT, 3), *(Need(n, FLOAT, 3) for n in c.outputs))
-        return {"model": GraphNeeds(ins, outs)}
+        if self.encoder is not None:
+            enc = GraphNeeds((Need("input_ids", INT64, 2), Need("attention_mask", INT64, 2)),
+                             tuple(Need(n, FLOAT, 4) for n in cross_names(c)))
+            return {"encoder": enc, "decoder": c.needs(cross_names(c), (Need(ENCODER_MASK, INT64, 2),))}
+        return {"model": c.needs()}
 
     def call_shapes(self, graph: str) -> list[Phase]:
         if self.encoder is not None:
@@ -223,14 +185,12 @@ class GenerateSection(Section):
                 return [("all", {BATCH: self.batch, SOURCE: source})]
             # Beam search runs batch * num_beams rows through the decoder.
             return [(name, {**dims, SOURCE: source}) for name, dims in decoder_phases(self.max_context, (1, 4, 16))]
-        if isinstance(self.cache, KVCache):
-            return decoder_phases(self.max_context, self.batch)
         if isinstance(self.cache, FullSequence):
             return [("all", {BATCH: self.batch, SEQUENCE: (1, min(128, self.max_context), self.max_context)})]
-        return [("all", {BATCH: self.batch})]
+        return decoder_phases(self.max_context, self.batch, self.cache)
 
     def runtime_needs(self, graph: str, kv_layout: str) -> GraphNeeds | None:
-        if graph == "model" and kv_layout == "shared" and isinstance(self.cache, KVCache):
+        if graph == "model" and kv_layout == "shared" and isinstance(self.cache, DecoderState):
             return shared_decoder_needs(self.cache)
         return None
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from edgekit.contract.base import BATCH, FLOAT, FRAMES, SAMPLES, GraphNeeds, Need, Phase, Section
-from edgekit.contract.generate import KVCache, decoder_needs, decoder_phases
+from edgekit.contract.generate import cross_names, decoder_phases
+from edgekit.contract.state import DecoderState
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class WhisperSection(Section):
     hop_length: int
     n_samples: int  # the fixed window the encoder takes (30 s)
     tokenizer: str
-    cache: KVCache
+    cache: DecoderState
     decoder_start_token_id: int
     eos_token_id: int
     no_timestamps_token_id: int
@@ -103,9 +104,9 @@ class WhisperSection(Section):
     time_precision: float
 
     def needs(self) -> dict[str, GraphNeeds]:
-        cross = self.cache.cross()
+        cross = cross_names(self.cache)
         return {"encoder": GraphNeeds((Need("input_features", FLOAT, 3),), tuple(Need(n, FLOAT, 4) for n in cross)),
-                "decoder": decoder_needs(self.cache, cross)}
+                "decoder": self.cache.needs(cross)}
 
     def call_shapes(self, graph: str) -> list[Phase]:
         if graph == "encoder":

@@ -1,6 +1,6 @@
-"""The decode-loop state for decoders whose past must hold exactly the tokens so far (`KVCache.compact`).
+"""The decode-loop state for decoders whose past must hold exactly the tokens so far ("append" tensors).
 
-The fixed-slot cache (kvcache.py) feeds a preallocated buffer with the unfilled slots masked; that
+The slot loop (state_loop.py) feeds a preallocated buffer with the unfilled slots masked; that
 is exact for models that only look at which slots are attended. Some models also look at where
 they sit: BART-family decoders take positions from the cache length, ALiBi decoders such as MPT
 bias attention by key index. For those the past grows by concatenation each step (the graph's
@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekit.contract.generate import KVCache
+from edgekit.contract.state import APPEND, SLOT_AXIS, DecoderState
 from edgekit.runtimes.base import Runner
 
 
 class CompactKV:
     """prefill / step / reorder / close, like every decode-loop state (tasks/generator.py)."""
 
-    def __init__(self, runner: Runner, cfg: KVCache, batch: int) -> None:
+    def __init__(self, runner: Runner, state: DecoderState, batch: int) -> None:
         self.runner = runner
-        self.cfg = cfg
-        self.writes = cfg.writes()
-        self.dtype = np.dtype({s.name: s for s in runner.inputs}[cfg.past()[0]].dtype)
+        self.state = state
+        dtypes = {s.name: np.dtype(s.dtype) for s in runner.inputs}
+        self.first = {t.input: np.zeros(t.initial_shape(batch), dtypes[t.input]) for t in state.tensors()}
+        self.grows = {t.output: t.input for t in state.tensors() if t.update == APPEND}
+        self.replaces = {t.output: t.input for t in state.tensors() if t.update != APPEND}
         self.past: dict[str, np.ndarray] = {}
         self.mask = np.zeros((batch, 0), np.int64)
         self.position = np.zeros((batch, 1), np.int64)
@@ -30,11 +32,9 @@ class CompactKV:
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The prompt with an empty past; returns the last position's logits (batch, vocab)."""
-        b = ids.shape[0]
-        empty = {n: np.zeros((b, self.cfg.heads, 0, self.cfg.head_dim), self.dtype) for n in self.cfg.past()}
         pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **empty})
-        self.past = {past: out[present] for present, past in self.writes.items()}
+        out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **self.first})
+        self.past = {past: out[present] for present, past in {**self.grows, **self.replaces}.items()}
         self.mask = np.asarray(mask, np.int64).copy()
         self.position = pos[:, -1:] + 1
         self.prompt_logits = out["logits"]
@@ -45,8 +45,9 @@ class CompactKV:
         self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), np.int64)], axis=1)
         out = self.runner.run({"input_ids": np.asarray(tokens, np.int64)[:, None], "attention_mask": self.mask,
                                "position_ids": self.position, **self.past})
-        self.past = {past: np.concatenate([self.past[past], out[present]], axis=2)
-                     for present, past in self.writes.items()}
+        grown = {past: np.concatenate([self.past[past], out[present]], axis=SLOT_AXIS)
+                 for present, past in self.grows.items()}
+        self.past = {**grown, **{past: out[present] for present, past in self.replaces.items()}}
         self.position = self.position + 1
         return out["logits"][:, -1]
 

@@ -1,9 +1,10 @@
 """`generate`: text generation with Hugging Face `generate()` keyword names, meaning and tokens.
 
-The contract's cache layout picks the loop state (`cache_for`): keys/values per layer for
-transformer decoders (`KVCache`), fixed state tensors for LSTM-style generators (`RecurrentState`);
-an encoder-decoder's decoder is the same KV loop with the encoder's output resident. Every state
-is sized once per call for the longest sequence it may make; nothing grows per step. The decode
+The contract's decoder state (edgekit/contract/state: typed entries per layer, keys/values,
+convolution and SSM states, LSTM h/c) runs through one loop (`StateLoop`, tasks/state_loop.py);
+an encoder-decoder's decoder is the same loop with the encoder's output resident. Every state is
+sized once per call for the longest sequence it may make; nothing grows per step, except the
+compact pasts of models that need exactly the tokens so far (tasks/compactkv.py). The decode
 loops (greedy, sampling, beam search) are tasks/search.py, the logits processors
 tasks/processors.py, the keywords tasks/options.py, chat prompts tasks/chat.py.
 """
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.contract.generate import ENCODER_MASK, FullSequence, GenerateSection, KVCache, RecurrentState
+from edgekit.contract.generate import ENCODER_MASK, FullSequence, GenerateSection
+from edgekit.contract.state import DecoderState
 from edgekit.errors import ArtifactError, ConfigError, InputError
 from edgekit.preprocess.text import check_texts, read_tokenizer
 from edgekit.results import GenerateOutput
@@ -24,7 +26,8 @@ from edgekit.runtimes.base import Runner
 from edgekit.tasks import chat
 from edgekit.tasks.compactkv import CompactKV
 from edgekit.tasks.fullseq import FullSequenceState
-from edgekit.tasks.kvcache import SharedKVCache, SlotCache
+from edgekit.tasks.kvcache import SharedKVCache
+from edgekit.tasks.state_loop import StateLoop
 from edgekit.tasks.model import Model
 from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, GenerateOptions, refuse_unimplemented
 from edgekit.tasks.processors import LogitsPipeline
@@ -32,106 +35,21 @@ from edgekit.tasks.prompts import Prompt, check_rows, from_ids, language_code, l
 from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
 
 
-class _KVCache:
-    """Keys/values for prompt + max_new_tokens, preallocated; each step adds one token's.
-
-    Layout per layer: (batch, heads, prompt + max_new - 1, dim), contiguous (the last new token
-    is never fed back). Every decode step feeds the whole buffer with the unwritten slots masked,
-    so nothing changes shape or address: the runner's `stepper` keeps the buffers where it
-    computes (GPU memory on CUDA/TensorRT, where a CUDA graph replays the step). Portable graphs
-    return the token's keys/values and the loop writes them into the next slot (`SlotCache`);
-    onnxruntime's fused-attention graphs write them into the buffer themselves (`SharedKVCache`).
-    Position ids are explicit (count of real tokens so far), so the unfilled slots between past
-    and current token change nothing but the attention work over masked slots.
-    """
-
-    def __init__(self, runner: Runner, cfg: KVCache, batch: int, prompt: int, new: int,
-                 resident: Mapping[str, np.ndarray] | None = None, origin: np.ndarray | None = None) -> None:
-        shape = (batch, cfg.heads, prompt + new - 1, cfg.head_dim)
-        self.cache: SlotCache | SharedKVCache
-        if runner.kv_layout == "shared":  # onnxruntime's decoder-only stand-in: no resident inputs
-            if resident:
-                raise ArtifactError("a shared-buffer decoder graph cannot take an encoder's output",
-                                    found=f"resident inputs {sorted(resident)}", fix="convert the model again")
-            self.cache = SharedKVCache(runner, cfg.writes(), shape)
-        else:
-            self.cache = SlotCache(runner, cfg.writes(), shape, resident, origin)
-        self.prompt_logits: np.ndarray | None = None
-
-    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The prompt step, past length 0; returns the last logits (batch, vocab)."""
-        self.prompt_logits = self.cache.prefill(ids, mask)
-        return self.prompt_logits[:, -1]
-
-    def step(self, tokens: np.ndarray) -> np.ndarray:
-        return self.cache.step(tokens)
-
-    def reorder(self, rows: np.ndarray) -> None:
-        self.cache.reorder(rows)
-
-    def close(self) -> None:
-        self.cache.close()
-
-
-class _RecurrentState:
-    """(h, c) per layer for LSTM-style generators: fixed size, replaced each step.
-
-    Prompts are run one row at a time (no padding enters the state), then stacked on the batch axis.
-    """
-
-    def __init__(self, runner: Runner, cfg: RecurrentState, batch: int, prompt: int, new: int) -> None:
-        self.runner = runner
-        self.inputs = list(cfg.inputs)
-        self.outputs = list(cfg.outputs)
-        self.shape = (cfg.layers, cfg.hidden)
-        self.state: list[np.ndarray] = []
-        self.prompt_logits: np.ndarray | None = None
-
-    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Feed the prompt token by token (the graph takes one). Unpadded batches run together;
-        a padded batch runs row by row so that no pad token enters a row's state."""
-        if mask.all():
-            last, self.state, full = self._feed(ids)
-            self.prompt_logits = full
-            return last
-        lasts, states = [], []
-        for row, m in zip(ids, mask):
-            last, state, _ = self._feed(row[m.astype(bool)][None])
-            lasts.append(last)
-            states.append(state)
-        self.state = [np.concatenate([s[i] for s in states], axis=1) for i in range(len(self.inputs))]
-        return np.concatenate(lasts)
-
-    def _feed(self, ids: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-        state = [np.zeros((self.shape[0], ids.shape[0], self.shape[1]), np.float32) for _ in self.inputs]
-        logits = []
-        for t in range(ids.shape[1]):
-            out = self.runner.run({"input_ids": np.ascontiguousarray(ids[:, t : t + 1]), **dict(zip(self.inputs, state))})
-            state = [out[n] for n in self.outputs]
-            logits.append(out["logits"][:, -1])
-        full = np.stack(logits, axis=1)
-        return full[:, -1], state, full
-
-    def step(self, tokens: np.ndarray) -> np.ndarray:
-        out = self.runner.run({"input_ids": tokens[:, None], **dict(zip(self.inputs, self.state))})
-        self.state = [out[n] for n in self.outputs]
-        return out["logits"][:, -1]
-
-    def reorder(self, rows: np.ndarray) -> None:
-        self.state = [np.ascontiguousarray(s[:, rows]) for s in self.state]
-
-    def close(self) -> None:
-        pass  # nothing held beyond numpy arrays
-
-
-def cache_for(runner: Runner, cfg: KVCache | RecurrentState | FullSequence, batch: int, prompt: int,
-              new: int) -> _KVCache | _RecurrentState | FullSequenceState | CompactKV:
-    """The loop state for the contract's cache layout, sized for prompt + new tokens."""
-    if isinstance(cfg, KVCache):
-        return CompactKV(runner, cfg, batch) if cfg.compact else _KVCache(runner, cfg, batch, prompt, new)
+def cache_for(runner: Runner, cfg: DecoderState | FullSequence, batch: int, prompt: int, new: int,
+              resident: Mapping[str, np.ndarray] | None = None,
+              origin: np.ndarray | None = None) -> StateLoop | SharedKVCache | CompactKV | FullSequenceState:
+    """The loop state for the contract's state, sized for prompt + new tokens (the last new token is
+    never fed back, so prompt + new - 1 slots)."""
     if isinstance(cfg, FullSequence):
         return FullSequenceState(runner, cfg, batch, prompt, new)
-    return _RecurrentState(runner, cfg, batch, prompt, new)
+    if cfg.compact:
+        return CompactKV(runner, cfg, batch)
+    if runner.kv_layout == "shared":  # onnxruntime's decoder-only stand-in: no resident inputs
+        if resident:
+            raise ArtifactError("a shared-buffer decoder graph cannot take an encoder's output",
+                                found=f"resident inputs {sorted(resident)}", fix="convert the model again")
+        return SharedKVCache(runner, cfg, batch, prompt + new - 1)
+    return StateLoop(runner, cfg, batch, prompt + new - 1, resident, origin)
 
 
 @dataclass
@@ -392,14 +310,13 @@ class Generator(Model):
             logits = state.prefill(p.ids[rows], p.mask[rows])
         return _Run(state, logits, seqs, o, pipeline, stop, pad, expand)
 
-    def _decoder_state(self, ids: np.ndarray, mask: np.ndarray, rows: np.ndarray, prompt: int, new: int) -> _KVCache:
+    def _decoder_state(self, ids: np.ndarray, mask: np.ndarray, rows: np.ndarray, prompt: int,
+                       new: int) -> DecodeState:
         """An encoder-decoder's decoder cache for inputs' rows `rows`: the encoder runs once per input
         and its output (each row's input's) stays resident."""
         cross = self.runners["encoder"].run({"input_ids": ids, "attention_mask": mask})
         resident = {name: np.ascontiguousarray(a[rows]) for name, a in {**cross, ENCODER_MASK: mask}.items()}
-        cfg = self.contract.cache
-        assert isinstance(cfg, KVCache)
-        return _KVCache(self.decoder, cfg, len(rows), prompt, new, resident, origin=rows)
+        return cache_for(self.decoder, self.contract.cache, len(rows), prompt, new, resident, origin=rows)
 
     def _result(self, out: Searched, p: Prompt, run: _Run, eos: tuple[int, ...]) -> Any:
         start = run.seqs.shape[1]

@@ -3,8 +3,8 @@
 The loop is greedy search (or `num_beams` beam search, tasks/search.py) with Whisper's own logits
 rules, applied in the order `transformers` applies them: forced start/language/task tokens,
 `begin_suppress_tokens` at the first free position, `suppress_tokens`, and
-`WhisperTimeStampLogitsProcessor`'s timestamp rules. Its cache is the shared fixed-slot cache
-(tasks/kvcache.py): decode steps through the runner's stepper, the encoder's cross keys/values
+`WhisperTimeStampLogitsProcessor`'s timestamp rules. Its cache is the decoder state loop
+(tasks/state_loop.py): decode steps through the runner's stepper, the encoder's cross keys/values
 resident on the backend for the whole chunk; beams reorder its rows where it lives.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from edgekit.errors import ConfigError, InputError
 from edgekit.preprocess import audio
 from edgekit.preprocess.text import read_tokenizer
 from edgekit.results import Segment, Transcript
-from edgekit.tasks.kvcache import SlotCache
+from edgekit.tasks.state_loop import StateLoop
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.recognizer import Options, Recognizer
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser
@@ -159,18 +159,17 @@ class WhisperRecognizer(Recognizer):
         names = {v: k.strip("<|>") for k, v in self.contract.lang_to_id.items()}
         return names.get(tokens[1]) if len(tokens) > 1 else None
 
-    def _cache(self, slots: int, cross: dict[str, np.ndarray], rows: int = 1) -> SlotCache:
+    def _cache(self, slots: int, cross: dict[str, np.ndarray], rows: int = 1) -> StateLoop:
         """A self-attention cache of `slots` tokens for `rows` rows of one chunk (its beams); the
         chunk's cross K/V ride along as resident inputs, one copy per row."""
-        kv = self.contract.cache
         resident = {name: np.ascontiguousarray(np.repeat(a, rows, axis=0)) for name, a in cross.items()}
-        return SlotCache(self.runners["decoder"], kv.writes(), (rows, kv.heads, slots, kv.head_dim), resident,
+        return StateLoop(self.runners["decoder"], self.contract.cache, rows, slots, resident,
                          origin=np.zeros(rows, np.int64))
 
     @staticmethod
-    def _prefill(cache: SlotCache, ids: list[int]) -> np.ndarray:
+    def _prefill(cache: StateLoop, ids: list[int]) -> np.ndarray:
         prompt = np.asarray([ids], dtype=np.int64)
-        return cache.prefill(prompt, np.ones_like(prompt))[0, -1].astype(np.float32)
+        return cache.prefill(prompt, np.ones_like(prompt))[0].astype(np.float32)
 
     def greedy_tokens(self, features: np.ndarray, language: str | None = None, task: str | None = None,
                       timestamps: bool = False, max_new_tokens: int | None = None) -> list[int]:
@@ -223,7 +222,7 @@ class WhisperRecognizer(Recognizer):
         opts = GenerateOptions.make({"num_beams": beams}, GenerationDefaults())
         seqs = np.repeat(np.asarray([prompt], np.int64), beams, axis=0)
         with self._cache(limit - 1, cross, beams) as cache:  # the prompt runs on every beam's row, as in transformers
-            logits = cache.prefill(seqs, np.ones_like(seqs))[:, -1]
+            logits = cache.prefill(seqs, np.ones_like(seqs))
             out = beam_search(cache, logits, seqs, opts, _Rules(c, len(prompt), timestamps),
                               Stopper(limit, (c.eos_token_id,), len(prompt)), c.eos_token_id, (False, False))
         return [int(t) for t in out.sequences[0]]

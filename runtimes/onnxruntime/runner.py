@@ -10,7 +10,7 @@ import numpy as np
 from edgekit.errors import ArtifactError, BackendUnavailableError, InputError
 from edgekit.contract import GraphSpec
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
-from edgekit.runtimes.cuda import copy_slot, cuda_call, gather_rows, import_cudart
+from edgekit.runtimes.cuda import copy_slot, copy_whole, cuda_call, gather_rows, import_cudart
 from edgekit.runtimes.onnxruntime import PROVIDERS
 
 # TF32 (onnxruntime's CUDA default) rounds fp32 matmuls to a 10-bit mantissa: an fp32 artifact would
@@ -97,6 +97,11 @@ class HostMemory:
         new = value.numpy()
         cache.array[:, :, slot : slot + new.shape[2]] = new
 
+    def replace(self, cache: _Buf, value: Any) -> None:
+        """An OrtValue of the cache's shape over the cache (a recurrent state's next contents)."""
+        assert cache.array is not None
+        np.copyto(cache.array, value.numpy())
+
     def reorder(self, buf: _Buf, rows: np.ndarray) -> None:
         assert buf.array is not None
         buf.array[...] = buf.array[rows]  # in place: the bound address stays
@@ -142,6 +147,10 @@ class DeviceMemory:
         copy_slot(self.cu, cache.value.data_ptr(), value.data_ptr(), cache.shape, cache.dtype.itemsize, slot,
                   self.stream, count=value.shape()[2])
 
+    def replace(self, cache: _Buf, value: Any) -> None:
+        copy_whole(self.cu, cache.value.data_ptr(), value.data_ptr(), int(np.prod(cache.shape)) * cache.dtype.itemsize,
+                   self.stream)
+
     def reorder(self, buf: _Buf, rows: np.ndarray) -> None:
         nbytes = int(np.prod(buf.shape)) * buf.dtype.itemsize
         if self._scratch is None or self._scratch.shape[0] < nbytes:
@@ -179,6 +188,9 @@ class OrtStepper(Stepper):
             self._binding.bind_ortvalue_output(out, self._new[out].value)
         for out, cache in spec.shared.items():
             self._binding.bind_ortvalue_output(out, self._caches[cache].value)
+        for out, cache in spec.replaces.items():  # the next state, copied over the state after each step
+            self._new[out] = memory.empty(spec.caches[cache].shape, spec.caches[cache].dtype)
+            self._binding.bind_ortvalue_output(out, self._new[out].value)
         for name, host in spec.outputs.items():  # onnxruntime copies these to the host buffer itself
             self._binding.bind_output(name, "cpu", 0, host.dtype, list(host.shape), host.ctypes.data)
 
@@ -191,6 +203,8 @@ class OrtStepper(Stepper):
             raise InputError(f"the model cannot run on these inputs: {e}") from None
         for out, cache in self.spec.writes.items():
             self._mem.write_slot(self._caches[cache], self._new[out], slot)
+        for out, cache in self.spec.replaces.items():
+            self._mem.replace(self._caches[cache], self._new[out].value)
         self._mem.finish()  # one synchronize for all the step's writes
 
     def _run_impl(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
@@ -205,7 +219,7 @@ class OrtStepper(Stepper):
                 binding.bind_ortvalue_input(name, buf.value)
         for out, cache in self.spec.shared.items():
             binding.bind_ortvalue_output(out, self._caches[cache].value)
-        written, names = list(self.spec.writes), list(self.spec.outputs)
+        written, names = [*self.spec.writes, *self.spec.replaces], list(self.spec.outputs)
         for name in written:  # sized by the run; copied into the cache slots below, on the device
             binding.bind_output(name, self._mem.device)
         for name in names:
@@ -216,7 +230,10 @@ class OrtStepper(Stepper):
             raise InputError(f"the model cannot run on these inputs: {e}") from None
         values = binding.get_outputs()[len(self.spec.shared):]
         for name, value in zip(written, values):
-            self._mem.write_slots(self._caches[self.spec.writes[name]], value, slot)
+            if name in self.spec.writes:
+                self._mem.write_slots(self._caches[self.spec.writes[name]], value, slot)
+            else:
+                self._mem.replace(self._caches[self.spec.replaces[name]], value)
         self._mem.finish()
         return {name: v.numpy() for name, v in zip(names, values[len(written):])}
 

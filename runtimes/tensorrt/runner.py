@@ -36,7 +36,7 @@ from edgekit.contract import GraphSpec
 from edgekit.engines import EngineRecord, Machine
 from edgekit.errors import EngineError, InputError
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
-from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, cuda_call, gather_rows, import_cudart
+from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, copy_whole, cuda_call, gather_rows, import_cudart
 from edgekit.runtimes.tensorrt import import_trt
 from edgekit.runtimes.tensorrt.fingerprint import mismatches
 from edgekit.runtimes.tensorrt.logger import logged_errors, make_logger
@@ -326,6 +326,8 @@ class TrtStepper(Stepper):
             arr = s.caches[cache]
             copy_slot(cu, held[cache][0], held[f"run:{out}"][0], arr.shape, arr.itemsize, slot, lane.stream,
                       count=shapes[out][2])
+        for out, cache in s.replaces.items():
+            copy_whole(cu, held[cache][0], held[f"run:{out}"][0], s.caches[cache].nbytes, lane.stream)
         dtypes = {o.name: np.dtype(o.dtype) for o in r.outputs}
         result = {name: np.empty(shapes[name], dtypes[name]) for name in s.outputs}
         for name, host in result.items():
@@ -348,6 +350,8 @@ class TrtStepper(Stepper):
         for out, cache in s.writes.items():
             arr = s.caches[cache]
             copy_slot(cu, held[cache][0], held[out][0], arr.shape, arr.itemsize, slot, lane.stream)
+        for out, cache in s.replaces.items():  # after the launch: the engine read the state while writing this
+            copy_whole(cu, held[cache][0], held[out][0], s.caches[cache].nbytes, lane.stream)
         for name, host in s.outputs.items():
             lane.buffers.download(name, host, lane.stream)
         cuda_call(cu, cu.cudaStreamSynchronize(lane.stream))
@@ -400,6 +404,8 @@ def _expected_shape(spec: StepSpec, output: str) -> tuple[int, ...] | None:
     if output in spec.writes:
         b, h, _, d = spec.caches[spec.writes[output]].shape
         return (b, h, 1, d)
+    if output in spec.replaces:
+        return tuple(spec.caches[spec.replaces[output]].shape)
     if output in spec.outputs:
         return tuple(spec.outputs[output].shape)
     return None

@@ -1,0 +1,148 @@
+"""The decode loop's state for any `DecoderState` (edgekit/contract/state), through `Runner.stepper`.
+
+Every tensor is sized once per call and never changes shape or address, so the runner's stepper
+keeps it where it computes (GPU memory on CUDA/TensorRT): a "slots" tensor (attention keys/values)
+gets this call's tokens written at the next slot, with unfilled slots masked; a "replace" tensor
+(conv, SSM, LSTM state) is overwritten by its output. Only token, position and mask go in and the
+logits come out. Resident inputs (an encoder's cross-attention keys/values) are sent once.
+
+A "whole" prompt runs as one call with an empty past; a "stepwise" one (recurrent graphs take one
+token per call) is fed token by token, each row of a left-padded batch on its own so that no pad
+token enters a state (what transformers' masking of padded positions gives too).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from edgekit.contract.state import REPLACE, SLOTS, DecoderState
+from edgekit.errors import ArtifactError
+from edgekit.runtimes.base import HostStepper, Runner, StepSpec, Stepper
+
+
+def vocab_of(runner: Runner) -> int:
+    """The logits' last dim, fixed in every decoder graph edgekit exports."""
+    vocab = {s.name: s for s in runner.outputs}["logits"].shape[-1]
+    if not isinstance(vocab, int):
+        raise ArtifactError("the decoder's logits have no fixed vocabulary size", found=f"dim '{vocab}'",
+                            fix="convert the model again")
+    return vocab
+
+
+class StateLoop:
+    """prefill / step / reorder / close over one decoder state, `slots` tokens per row at most.
+
+    `resident` are inputs fed unchanged to every run (kept on the backend by the stepper, never
+    written); `origin` says which input's resident rows each row holds (the beams of one input
+    share them). `host=True` keeps every tensor in the host arrays (a row's stepwise prompt).
+    """
+
+    def __init__(self, runner: Runner, state: DecoderState, batch: int, slots: int,
+                 resident: Mapping[str, np.ndarray] | None = None, origin: np.ndarray | None = None,
+                 host: bool = False) -> None:
+        self.runner, self.state, self.slots, self.host = runner, state, slots, host
+        dtypes = {s.name: np.dtype(s.dtype) for s in runner.inputs}
+        self.caches = {t.input: np.zeros(t.shape(batch, slots), dtypes[t.input]) for t in state.tensors()}
+        self.writes = {t.output: t.input for t in state.tensors() if t.update == SLOTS}
+        self.replaces = {t.output: t.input for t in state.tensors() if t.update == REPLACE}
+        self.resident = dict(resident or {})
+        self.token = np.zeros((batch, 1), np.int64)
+        self.position = np.zeros((batch, 1), np.int64)
+        # The mask has one column more than the slots, always 1: the current token, which the graph appends.
+        self.mask = np.zeros((batch, slots + 1), np.int64)
+        self.mask[:, -1] = 1
+        self.logits = np.zeros((batch, 1, vocab_of(runner)), np.float32)
+        self.filled = 0
+        self.origin = np.arange(batch) if origin is None else np.asarray(origin, np.int64)
+        self.prompt_logits: np.ndarray | None = None
+        self._stepper: Stepper | None = None
+
+    def _small(self) -> dict[str, np.ndarray]:
+        small = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position}
+        return {n: small[n] for n in self.state.inputs}
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The prompt (at most `slots` tokens, left-padded); returns the last position's logits
+        (batch, vocab) and keeps all of them (batch, tokens, vocab) in `prompt_logits`."""
+        if self.state.prompt == "whole":
+            self.prompt_logits = self._prefill_whole(ids, mask)
+        elif mask.all():
+            self.prompt_logits = self._feed(ids)
+        else:
+            self.prompt_logits = self._prefill_rows(ids, mask)
+        return self.prompt_logits[:, -1]
+
+    def _prefill_whole(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        # Through the stepper, so the prompt's keys/values go into the resident cache where the backend
+        # keeps it (on a GPU they never come down to the host and back up); only the logits come out.
+        b, p = ids.shape
+        first = {t.input: np.zeros(t.initial_shape(b), self.caches[t.input].dtype) for t in self.state.tensors()}
+        pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
+        small = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+        out = self._stepper_made().run({**{n: small[n] for n in self.state.inputs}, **first}, slot=0)
+        self.mask[:, :p] = mask
+        self.filled = p
+        self.position[:, 0] = pos[:, -1] + 1
+        return out["logits"]
+
+    def _feed(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of one length (no padding), token by token through the step."""
+        return np.stack([self.step(ids[:, t]) for t in range(ids.shape[1])], axis=1)
+
+    def _prefill_rows(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Each row's real tokens on its own (host arrays), then the rows laid side by side: row r's
+        tokens fill its first slots, the batch decodes on from the longest row's next slot."""
+        b, p = ids.shape
+        lengths = mask.sum(axis=1).astype(np.int64)
+        logits = np.zeros((b, p, self.logits.shape[-1]), np.float32)
+        for r in range(b):
+            with StateLoop(self.runner, self.state, 1, self.slots, host=True) as one:
+                logits[r, p - lengths[r]:] = one._feed(ids[r : r + 1, p - lengths[r]:])[0]
+                for name, cache in one.caches.items():
+                    self.caches[name][r] = cache[0]
+                self.mask[r, : lengths[r]] = 1
+        self.filled = int(lengths.max())
+        self.position[:, 0] = lengths
+        return logits
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        """Feed one token per row at the next slot; returns the logits (batch, vocab)."""
+        self.token[:, 0] = tokens
+        self._stepper_made().step(self.filled)
+        if self.filled < self.slots:
+            self.mask[:, self.filled] = 1
+        self.filled += 1
+        self.position += 1
+        return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Keep batch rows `rows` (in that order, possibly repeated; the batch size stays): beam search
+        after each step. The stepper gathers the rows where the state lives; resident inputs only
+        when a row's source changes, which beam search never does."""
+        rows = np.asarray(rows, np.int64)
+        origin = self.origin[rows]
+        moved = [] if np.array_equal(origin, self.origin) else list(self.resident)
+        self._stepper_made().reorder(rows, [*self.caches, *moved])
+        self.mask[...], self.position[...] = self.mask[rows], self.position[rows]
+        self.origin = origin
+
+    def _stepper_made(self) -> Stepper:
+        if self._stepper is None:
+            spec = StepSpec(inputs=self._small(), caches={**self.caches, **self.resident}, writes=self.writes,
+                            outputs={"logits": self.logits}, replaces=self.replaces)
+            self._stepper = HostStepper(self.runner, spec) if self.host else self.runner.stepper(spec)
+        return self._stepper
+
+    def close(self) -> None:
+        """Free the stepper (it may hold GPU memory and a CUDA graph). Safe to call twice."""
+        if self._stepper is not None:
+            self._stepper.close()
+            self._stepper = None
+
+    def __enter__(self) -> StateLoop:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
