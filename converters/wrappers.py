@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -18,6 +18,35 @@ def first_output(out: Any) -> torch.Tensor:
     if isinstance(out, (tuple, list)):
         return out[0]
     return getattr(out, "logits", out)
+
+
+def filled_cache(config: Any, past: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """transformers' DynamicCache for `config` holding `past`, each sliding-window layer as a full one.
+
+    A DynamicSlidingWindowLayer crops what it keeps to the last window - 1 tokens and sizes the mask
+    by `cumulative_length >= sliding_window`: branches on the past length, which torch.export turns
+    into a guard (past < window) that violates the graph's dynamic past (Granite-MoE-SWA's window of
+    128 failed the export; Gemma 2 only passed because the ONNX exporter narrowed the dim). The full
+    layer returns the same keys and values while past + new tokens < window, which the generate
+    contract's max_context keeps; the window itself is still applied, by the sliding-window mask
+    (masking_utils reads it from the config, not from the layer). A hybrid layer (a sliding window
+    beside a linear-attention state) becomes the full-attention hybrid with as many states."""
+    from transformers import cache_utils as cu
+
+    cache = cu.DynamicCache(config=config)
+    cache.layers = [_full_window(layer, cu) for layer in cache.layers]
+    for layer, (keys, values) in zip(cache.layers, past, strict=True):
+        layer.update(keys, values)
+    return cache
+
+
+def _full_window(layer: Any, cu: Any) -> Any:
+    """`layer` (an empty cache layer) without its sliding window; any other layer as it is."""
+    if type(layer) is cu.DynamicSlidingWindowLayer:
+        return cu.DynamicLayer()
+    if type(layer) is cu.LinearAttentionAndSlidingWindowAttentionLayer:
+        return cu.LinearAttentionAndFullAttentionLayer(number_of_states=layer.number_of_states)
+    return layer
 
 
 @contextlib.contextmanager

@@ -22,7 +22,8 @@ from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import ConvertOptions, NoRuntimeGraph, RuntimeGraphExport
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, chat_template, generation_defaults, torch_step
-from edgekit.converters.wrappers import export_experts
+from edgekit.converters.rotary import real_rotary
+from edgekit.converters.wrappers import export_experts, filled_cache
 from torch.export import Dim
 from transformers.cache_utils import DynamicCache
 
@@ -45,12 +46,23 @@ class Family:
     quant_exclude_ops: list[str] = field(default_factory=list)
     # Config keys naming the longest context, first found wins (GPT-2 aliases n_positions).
     context_keys: tuple[str, ...] = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+    # Why the family's cached forward cannot be the decoder graph (new tokens beside a key/value
+    # cache, one program for the prompt and every step); empty where it can.
+    not_a_kv_decoder: str = ""
 
 
 FAMILIES: dict[str, Family] = {
     # Gemma 2/3 cap logits with tanh; keep it in float under int8 (the cap is sensitive to scale).
     "gemma2": Family(quant_exclude_ops=["Tanh"]),
     "gemma3_text": Family(quant_exclude_ops=["Tanh"]),
+    # transformers' CpmAntForCausalLM.prepare_inputs_for_generation passes the whole sequence at
+    # every step (forward drops the cached prefix itself) and CpmAntModel masks by token id 0.
+    "cpmant": Family(not_a_kv_decoder="its forward takes the whole sequence at every step and drops the cached "
+                                      "part itself, and it masks padding by token id 0, not attention_mask"),
+    # ProphetNetDecoder asserts one token per call once its cache holds tokens, and then builds no
+    # attention mask: the prompt and the steps are two different programs.
+    "prophetnet": Family(not_a_kv_decoder="with a cache its decoder takes one token per call and ignores "
+                                          "attention_mask; the prompt runs a different program than the steps"),
 }
 
 
@@ -68,12 +80,11 @@ class KVDecoder(torch.nn.Module):
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
         n = self.layers
-        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(n)],
-                             config=self.model.config)
+        cache = filled_cache(self.model.config, [(past[2 * i], past[2 * i + 1]) for i in range(n)])
         for j, i in enumerate(self.indexed):
             cache.layers[i].indexer_keys = past[2 * n + j][:, 0]
             cache.layers[i].is_indexer_initialized = True
-        with export_experts(self.model):
+        with export_experts(self.model), real_rotary(self.model):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache, use_cache=True)
         start = past[0].shape[2]
@@ -104,6 +115,11 @@ class HFCausalLM(GeneratorSpec):
         self.model = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         self.family = str(getattr(self.model.config, "model_type", "") or "causal-lm")
         self.facts = FAMILIES.get(self.family, Family())
+        if self.facts.not_a_kv_decoder:
+            raise UnsupportedError(f"'{self.family}' cannot run as edgekit's decoder graph",
+                                   found=self.facts.not_a_kv_decoder,
+                                   fix="run this family with transformers; edgekit's generate supports decoders whose "
+                                       "forward takes only the new tokens beside a key/value cache (docs/coverage.md)")
         self.cache = decoder_state(self.model)
         indexed = tuple(e.layer for e in self.cache.entries if isinstance(e, IndexerKeys))
         self.wrapper = KVDecoder(self.model, len(self.cache.entries) - len(indexed), indexed)
