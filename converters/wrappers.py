@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from edgekit.converters.expert_loops import gathered_expert_loops
+
 
 def callable_module(model: Any) -> Any:
     """A .pt2 source is an ExportedProgram; its `.module()` is the callable graph."""
@@ -55,14 +57,16 @@ def export_experts(model: Any) -> Iterator[None]:
     token's k experts' weights gathered, then batched matmuls. The default kernels sort tokens per
     expert into data-dependent groups (`transformers.grouped_mm_fallback`, a custom op no ONNX
     exporter translates). The same products, so the same tokens; PyTorch runs keep the default.
-    A gather per token: prefill memory grows with tokens x k x expert size."""
+    A gather per token: prefill memory grows with tokens x k x expert size. Expert classes outside
+    transformers' experts interface (DBRX, LongCat-Flash) get the same: expert_loops.py."""
     default = getattr(getattr(model, "config", None), "_experts_implementation", None)
     switch = (torch.compiler.is_exporting() and default not in (None, "batched_mm")
               and hasattr(model, "set_experts_implementation") and model._can_set_experts_implementation())
     if switch:
         model.set_experts_implementation("batched_mm")
     try:
-        yield
+        with gathered_expert_loops(model):
+            yield
     finally:
         if switch:
             model.set_experts_implementation(default)

@@ -205,7 +205,7 @@ def decoder_state(model: Any) -> DecoderState:
     if not kinds or None in kinds:
         found = [type(layer).__name__ for layer, k in zip(cache.layers, kinds) if k is None][:3]
         raise UnsupportedError(f"'{model.config.model_type}' keeps something other than keys/values in some layers",
-                               found=f"{len(kinds)} cache layers, without keys/values: {found or 'all'}",
+                               found=f"{len(kinds)} cache layers, not keys/values alone: {found or 'all'}",
                                fix="generate supports decoders whose layers each cache keys and values, and "
                                    "state-space hybrids (edgekit.converters.specs.state_space)")
     window = getattr(model.config, "sliding_window", None)
@@ -221,7 +221,12 @@ def decoder_state(model: Any) -> DecoderState:
 
 
 def _layer_kv(layer: Any) -> tuple[int, int, int] | None:
-    """(KV heads, key head size, value head size) of one cache layer after the probe, or None."""
+    """(KV heads, key head size, value head size) of one cache layer after the probe, or None where
+    it keeps more: conv / recurrent state beside the keys/values (transformers' LinearAttention*Layer;
+    ZAYA's CCA keeps its q/k convolution window and the delayed value), which a KV graph would drop."""
+    if any(isinstance(v, torch.Tensor) for a in ("conv_states", "recurrent_states")
+           for v in (getattr(layer, a, None) or {}).values()):
+        return None
     k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
     if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor) and k.ndim == v.ndim == 4):
         return None
