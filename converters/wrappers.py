@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+
+from edgekit.converters.expert_loops import gathered_expert_loops
 
 
 def callable_module(model: Any) -> Any:
@@ -20,20 +22,51 @@ def first_output(out: Any) -> torch.Tensor:
     return getattr(out, "logits", out)
 
 
+def filled_cache(config: Any, past: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """transformers' DynamicCache for `config` holding `past`, each sliding-window layer as a full one.
+
+    A DynamicSlidingWindowLayer crops what it keeps to the last window - 1 tokens and sizes the mask
+    by `cumulative_length >= sliding_window`: branches on the past length, which torch.export turns
+    into a guard (past < window) that violates the graph's dynamic past (Granite-MoE-SWA's window of
+    128 failed the export; Gemma 2 only passed because the ONNX exporter narrowed the dim). The full
+    layer returns the same keys and values while past + new tokens < window, which the generate
+    contract's max_context keeps; the window itself is still applied, by the sliding-window mask
+    (masking_utils reads it from the config, not from the layer). A hybrid layer (a sliding window
+    beside a linear-attention state) becomes the full-attention hybrid with as many states."""
+    from transformers import cache_utils as cu
+
+    cache = cu.DynamicCache(config=config)
+    cache.layers = [_full_window(layer, cu) for layer in cache.layers]
+    for layer, (keys, values) in zip(cache.layers, past, strict=True):
+        layer.update(keys, values)
+    return cache
+
+
+def _full_window(layer: Any, cu: Any) -> Any:
+    """`layer` (an empty cache layer) without its sliding window; any other layer as it is."""
+    if type(layer) is cu.DynamicSlidingWindowLayer:
+        return cu.DynamicLayer()
+    if type(layer) is cu.LinearAttentionAndSlidingWindowAttentionLayer:
+        return cu.LinearAttentionAndFullAttentionLayer(number_of_states=layer.number_of_states)
+    return layer
+
+
 @contextlib.contextmanager
 def export_experts(model: Any) -> Iterator[None]:
     """While exporting, mixture-of-experts layers run transformers' "batched_mm" experts: each
     token's k experts' weights gathered, then batched matmuls. The default kernels sort tokens per
     expert into data-dependent groups (`transformers.grouped_mm_fallback`, a custom op no ONNX
     exporter translates). The same products, so the same tokens; PyTorch runs keep the default.
-    A gather per token: prefill memory grows with tokens x k x expert size."""
+    A gather per token: prefill memory grows with tokens x k x expert size. Expert classes outside
+    transformers' experts interface (DBRX, LongCat-Flash) get the same: expert_loops.py."""
     default = getattr(getattr(model, "config", None), "_experts_implementation", None)
     switch = (torch.compiler.is_exporting() and default not in (None, "batched_mm")
               and hasattr(model, "set_experts_implementation") and model._can_set_experts_implementation())
     if switch:
         model.set_experts_implementation("batched_mm")
     try:
-        yield
+        with gathered_expert_loops(model):
+            yield
     finally:
         if switch:
             model.set_experts_implementation(default)

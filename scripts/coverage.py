@@ -2,7 +2,7 @@
 and the per-family table in docs/coverage.md.
 
     .venv/bin/python scripts/coverage.py run [--precisions fp32,fp16,int8] [--shapes tiny,real] [--only TASK]
-                                             [--out docs/coverage.jsonl]
+                                             [--families a,b] [--out docs/coverage.jsonl]
     .venv/bin/python scripts/coverage.py table [--results docs/coverage.jsonl]   # rewrites both tables
 
 Each family runs in a worker process (recycled every few families; a family that hangs past the
@@ -48,7 +48,8 @@ def _one(args: tuple[str, str, str, str]) -> str:
     return outcome(task, family, precision, None, shape).to_json()
 
 
-def run(out: Path, precisions: list[str], shapes: list[str], only: str | None, workers: int) -> None:
+def run(out: Path, precisions: list[str], shapes: list[str], only: str | None, workers: int,
+        again: list[str] | None = None) -> None:
     from coverage_models import SHAPES, TASKS, families
 
     if not set(shapes) <= set(SHAPES):
@@ -59,8 +60,9 @@ def run(out: Path, precisions: list[str], shapes: list[str], only: str | None, w
             r = json.loads(line)
             done.add((r["task"], r["family"], r["precision"], r.get("shape", "tiny")))
     tasks = list(TASKS) if only is None else [t for t in only.split(",") if t in TASKS]
+    # `again`: these families run even where recorded (the table reads a family's last row).
     jobs = [(t, f, p, s) for p in precisions for s in shapes for t in tasks for f in families(t)
-            if (t, f, p, s) not in done]
+            if ((t, f, p, s) not in done and again is None) or (again is not None and f in again)]
     print(f"{len(jobs)} to run ({len(done)} already in {out})", flush=True)
     ctx = mp.get_context("spawn")
     while jobs:
@@ -159,10 +161,12 @@ def main() -> None:
     ap.add_argument("--shapes", default="tiny,real", help="tiny (heads of 8), real (heads of 64)")
     ap.add_argument("--only", default=None, help="comma-separated tasks, in this order")
     ap.add_argument("--workers", type=int, default=1, help="families converted at once")
+    ap.add_argument("--families", default=None, help="comma-separated families to run again (only these)")
     a = ap.parse_args()
     if a.command == "run":
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        run(a.out, a.precisions.split(","), a.shapes.split(","), a.only, a.workers)
+        again = a.families.split(",") if a.families else None
+        run(a.out, a.precisions.split(","), a.shapes.split(","), a.only, a.workers, again)
     else:
         write_tables(a.out)
 

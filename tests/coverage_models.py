@@ -115,11 +115,12 @@ class Outcome:
 
 _INTS = {  # key -> tiny value, set where the family's config has the key
     "hidden_size": 32, "d_model": 32, "n_embd": 32, "n_embed": 32, "dim": 32, "embed_dim": 32, "word_embed_proj_dim": 32,
+    "emb_dim": 32,  # XLM / FlauBERT's width (their hidden_size is an alias of it)
     "num_hidden_layers": 2, "n_layer": 2, "num_layers": 2, "n_layers": 2, "decoder_layers": 2, "encoder_layers": 2,
     "num_attention_heads": 4, "n_head": 4, "n_heads": 4, "decoder_attention_heads": 4, "encoder_attention_heads": 4,
     "num_key_value_heads": 2, "num_kv_heads": 2, "multi_query_group_num": 2,
     "intermediate_size": 64, "ffn_dim": 64, "n_inner": 64, "d_ff": 64, "decoder_ffn_dim": 64, "encoder_ffn_dim": 64,
-    "ffn_hidden_size": 64, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
+    "ffn_hidden_size": 64, "d_inner": 64, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 32,
     "head_dim": 8, "kv_channels": 8, "attention_head_size": 8,
     "num_local_experts": 4, "num_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2, "moe_topk": 2,
     "top_k": 2, "n_shared_experts": 1, "num_shared_experts": 1, "n_group": 1, "topk_group": 1, "first_k_dense_replace": 1,
@@ -142,13 +143,13 @@ _VISION_INTS = {"image_size": 32, "embed_dim": 16, "hidden_size": 32, "num_chann
 # own head sizes, which are real ones already).
 SHAPES = ("tiny", "real")
 _HIDDEN = ("hidden_size", "d_model", "n_embd", "n_embed", "dim", "embed_dim", "word_embed_proj_dim",
-           "embedding_size", "projection_dim")
+           "embedding_size", "projection_dim", "emb_dim")
 _HEADS = ("num_attention_heads", "n_head", "n_heads", "decoder_attention_heads", "encoder_attention_heads")
 _REAL_INTS: dict[str, int | None] = {
     **dict.fromkeys(_HIDDEN, 4 * 64), **dict.fromkeys(_HEADS, 4),
     "head_dim": 64, "kv_channels": 64, "attention_head_size": 64,
     **dict.fromkeys(("intermediate_size", "ffn_dim", "n_inner", "d_ff", "decoder_ffn_dim", "encoder_ffn_dim",
-                     "ffn_hidden_size"), 512),
+                     "ffn_hidden_size", "d_inner"), 512),
     "moe_intermediate_size": 256, "shared_expert_intermediate_size": 256, "kv_lora_rank": 64, "q_lora_rank": 64,
     "qk_rope_head_dim": None, "qk_nope_head_dim": None, "v_head_dim": None, "qk_head_dim": None,
     "mamba_n_heads": 8, "mamba_d_head": 64, "linear_key_head_dim": 64, "linear_value_head_dim": 64,
@@ -336,6 +337,8 @@ def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **e
     for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if k in base:
             kw[k] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}[k]
+    if "mask_token_id" in base:  # the tokenizer's [MASK]: XLM's default 0 is the pad id here, and XLM's generate
+        kw["mask_token_id"] = 6  # appends it, so its hidden state would be masked out and every token the same
     if "kv_lora_rank" in base and "num_key_value_heads" in kw:  # latent attention (MLA): one KV head per head
         kw["num_key_value_heads"] = kw.get("num_attention_heads", 4)
     if "sliding_window" in base and base["sliding_window"] is not None:
@@ -542,6 +545,7 @@ def _short(e: BaseException) -> str:
 
 
 NEW_TOKENS = 32
+BEAMS, BEAM_TOKENS = 3, 12
 
 
 def _check_generate(folder: Path, art: Path, precision: str) -> str:
@@ -549,7 +553,8 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
     transformers' `model.generate` on the same prompt texts, greedy, NEW_TOKENS new tokens, eos and
     forced eos switched off on both sides so every token is compared; one prompt, then four of
     different lengths. The prompt ids must equal the folder's tokenizer's; at fp32 the new ids and
-    the decoded new text must be identical (lower precisions may diverge: only the prompt is checked)."""
+    the decoded new text must be identical (lower precisions may diverge: only the prompt is checked), and
+    so must beam search's best sequences (BEAMS beams, BEAM_TOKENS new tokens)."""
     import copy
 
     import torch
@@ -568,8 +573,7 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
     gen = edgekit.load(art, device="cpu")
     for prompts in ([TEXTS[0]], TEXTS):
         enc = tok(prompts, return_tensors="pt", padding=True)
-        with torch.no_grad():
-            want = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).numpy()
+        want = _transformers_generate(model, enc["input_ids"], enc["attention_mask"])
         out = gen.generate(prompts, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=[],
                            forced_eos_token_id=None, return_dict_in_generate=True)
         got, n = np.asarray(out.sequences), enc["input_ids"].shape[1]
@@ -587,7 +591,30 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
         texts = [tok.decode(row[n:], skip_special_tokens=True) for row in want]
         if list(out.texts) != texts:
             return f"new text {list(out.texts)!r} vs transformers' decode {texts!r}"
+        # Beam search: every beam's state reordered each step (keys/values, conv/SSM states).
+        want = _transformers_generate(model, enc["input_ids"], enc["attention_mask"], num_beams=BEAMS,
+                                      max_new_tokens=BEAM_TOKENS)
+        got = np.asarray(gen.generate(prompts, max_new_tokens=BEAM_TOKENS, num_beams=BEAMS, do_sample=False,
+                                      eos_token_id=[], forced_eos_token_id=None, return_dict_in_generate=True).sequences)
+        if got.shape != want.shape or not np.array_equal(got[:, n:], want[:, n:]):
+            return (f"beam search ({BEAMS} beams) differs from transformers' generate ({len(prompts)} prompts): "
+                    f"{got[:, n:].tolist()} vs {want[:, n:].tolist()}")
     return ""
+
+
+def _transformers_generate(model: Any, ids: Any, mask: Any, **kw: Any) -> np.ndarray:
+    """transformers' generate on the padded batch; row by row, unpadded, where its generate drops the
+    attention mask (XLM's and XLNet's prepare_inputs_for_generation: pads would then be read as
+    tokens, so a row's answer would depend on the others' lengths)."""
+    import torch
+
+    with torch.no_grad():
+        keeps_mask = model.prepare_inputs_for_generation(ids, attention_mask=mask).get("attention_mask") is not None
+        if ids.shape[0] == 1 or keeps_mask:
+            return model.generate(input_ids=ids, attention_mask=mask, **kw).numpy()
+        rows = [row[m.bool()][None] for row, m in zip(ids, mask)]
+        new = [model.generate(input_ids=r, attention_mask=torch.ones_like(r), **kw)[:, r.shape[1]:] for r in rows]
+    return torch.cat([ids, torch.cat(new)], dim=1).numpy()
 
 
 def _check_text(folder: Path, art: Path, precision: str) -> str:

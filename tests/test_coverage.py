@@ -2,8 +2,8 @@
 folder at fp32 and compared from the raw input to the answer with transformers (generate: its
 `model.generate` from the same text; the others: its pipelines; tests/coverage_models.py says how).
 
-CI runs FAST, one family per convention that broke before (MoE experts, cache-length positions, GPT-2-style
-and token types, FNet's padding, crop_pct processors, CTC special tokens; ALiBi is tests/test_generate_modules.py's MPT),
+CI runs FAST, one family per convention that broke before (MoE experts, cache-length positions, sliding-window
+caches, GPT-2-style and token types, FNet's padding, crop_pct processors, CTC special tokens; ALiBi is tests/test_generate_modules.py's MPT),
 plus Llama at real head sizes (onnxruntime's fused-attention stand-in): a few minutes on 2 cores.
 `EDGEKIT_COVERAGE=full` parametrizes over every family of the four mappings at both shapes and
 fails where a family regressed against docs/coverage.jsonl (written by `scripts/coverage.py run`,
@@ -23,6 +23,7 @@ import pytest
 from coverage_models import SHAPES, TASKS, Outcome, families, outcome
 
 FAST = [("generate", "llama", "tiny"), ("generate", "llama", "real"), ("generate", "mixtral", "tiny"),
+        ("generate", "granitemoe_swa", "tiny"),
         ("generate", "bart", "tiny"), ("classify-text", "gpt2", "tiny"), ("classify-text", "fnet", "tiny"),
         ("classify-image", "convnext", "tiny"), ("classify-image", "poolformer", "tiny"),
         ("recognize", "hubert", "tiny")]

@@ -234,3 +234,55 @@ def test_tensorrt_decode_reorders_beams_on_the_device(trt_art: tuple[Path, F.Cal
     logits = BEAMS * m.decoder.outputs[0].shape[-1] * 4
     assert cache_bytes not in down and down.count(logits) >= NEW - 2  # each step: the logits, no cache
     assert calls.graph_launches > 0  # the CUDA graph survives the reorders (same addresses)
+
+
+# ---------------------------------------------------------------- replaced states (SSM, conv, LSTM kinds)
+
+@pytest.fixture(scope="module")
+def decay_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-token step graph whose state is replaced every step (tests/test_new_state_kind.py's kind)."""
+    from test_new_state_kind import DecayLM  # its state kind and spec, defined there
+
+    return edgekit.convert(DecayLM().eval(), tmp_path_factory.mktemp("decay") / "art", task="generate").path
+
+
+def _decay(m: Any, prompts: tuple[np.ndarray, np.ndarray], beams: int = 1) -> np.ndarray:
+    return m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW, num_beams=beams)
+
+
+def test_onnxruntime_device_loop_replaces_states_device_side(decay_art: Path,
+                                                             prompts: tuple[np.ndarray, np.ndarray]) -> None:
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
+
+    with edgekit.load(decay_art, device="cpu") as m:
+        want, want_beams = _decay(m, prompts), _decay(m, prompts, BEAMS)
+        calls = F.Calls()
+        _through(m, lambda r, spec: OrtStepper(r._session, spec, DeviceMemory(F.make_cudart(calls), "cpu")))
+        np.testing.assert_array_equal(_decay(m, prompts), want)
+        state = m.contract.cache.tensors()[0]
+        # The padded batch's prompt runs row by row on the host; then one device-side copy of the
+        # next state over the state per decode step, and nothing else of the state crosses.
+        state_bytes = int(np.prod(state.shape(2, 0))) * 4
+        assert calls.copies == [("cudaMemcpyDeviceToDevice", state_bytes)] * (NEW - 1)
+        np.testing.assert_array_equal(_decay(m, prompts, BEAMS), want_beams)
+
+
+def test_tensorrt_loop_replaces_states_on_the_device(decay_art: Path, prompts: tuple[np.ndarray, np.ndarray],
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from edgekit.manifest import Manifest
+    from edgekit.runtimes.tensorrt import build as T
+
+    with edgekit.load(decay_art, device="cpu") as m:
+        want = _decay(m, (prompts[0][1:], prompts[1][1:]), BEAMS)
+    calls = F.Calls()
+    F.install(monkeypatch, F.make_trt(calls), F.make_cudart(calls))
+    art = tmp_path / "decay"
+    shutil.copytree(decay_art, art)
+    T.build_engines(art, Manifest.load(art), T.BuildOptions())
+    with edgekit.load(art, device="tensorrt") as m:
+        calls.copies.clear()
+        np.testing.assert_array_equal(_decay(m, (prompts[0][1:], prompts[1][1:]), BEAMS), want)
+    d2d = [n for kind, n in calls.copies if kind == "cudaMemcpyDeviceToDevice"]
+    assert d2d and calls.graph_launches > 0  # state replaced and beams reordered device-side; graph replays

@@ -1,10 +1,11 @@
 """The export specs, one per model family, and `match`: the one place that picks a spec for a source.
 
-Every concrete `ExportSpec` defined in a module of this package is a candidate: a new family is one
-new file here, with no registry to edit. The modules now:
+Every concrete `ExportSpec` is a candidate, those of this package's modules and any defined
+elsewhere: a new family is one new file here (or in the user's code), with no registry to edit. The modules now:
 
     classify.py   TorchClassifier, HFImageClassifier, HFTextClassifier
     causal_lm.py  HFCausalLM (generic: every Hugging Face decoder no specific spec claims)
+    full_sequence_lm.py  HFFullSequenceLM (Hugging Face decoders generate runs without a cache: OpenAI-GPT, XLM)
     state_space.py  HFStateSpaceLM (decoders whose cache holds conv/SSM states: Mamba, hybrids; a step graph)
     seq2seq.py    HFSeq2Seq (Marian, BART/mBART, M2M100/NLLB, Pegasus, T5/mT5/UMT5; graphs in seq2seq_graphs.py)
     recurrent.py  RecurrentGenerator (plain LSTM modules)
@@ -27,15 +28,23 @@ from edgekit.converters.spec import ConvertOptions, ExportSpec
 from edgekit.errors import ConfigError, SourceError
 
 
-@cache
 def specs() -> tuple[type[ExportSpec], ...]:
-    """The concrete specs of this package's modules, specific ones first, each group by name."""
-    found: list[type[ExportSpec]] = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        found += [c for _, c in inspect.getmembers(module, inspect.isclass)
-                  if issubclass(c, ExportSpec) and not inspect.isabstract(c) and c.__module__ == module.__name__]
-    return tuple(sorted(found, key=lambda c: (c.generic, c.__module__, c.__name__)))
+    """Every concrete ExportSpec: this package's modules (imported once) and any subclass defined
+    elsewhere (a user's own family), specific ones first, each group by module and name."""
+    _import_specs()
+    found, todo = [], list(ExportSpec.__subclasses__())
+    while todo:
+        c = todo.pop()
+        todo += c.__subclasses__()
+        if not inspect.isabstract(c):
+            found.append(c)
+    return tuple(sorted(set(found), key=lambda c: (c.generic, c.__module__, c.__name__)))
+
+
+@cache
+def _import_specs() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
 
 def match(src: Source, options: ConvertOptions) -> ExportSpec:

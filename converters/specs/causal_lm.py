@@ -22,14 +22,15 @@ from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import ConvertOptions, NoRuntimeGraph, RuntimeGraphExport
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import GeneratorSpec, chat_template, generation_defaults, torch_step
-from edgekit.converters.wrappers import export_experts
+from edgekit.converters.rotary import real_rotary
+from edgekit.converters.wrappers import export_experts, filled_cache
 from torch.export import Dim
 from transformers.cache_utils import DynamicCache
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.generate import STEP_INPUTS, GenerateSection
-from edgekit.contract.state import AttentionKV, DecoderState
+from edgekit.contract.state import AttentionKV, DecoderState, IndexerKeys, StateEntry
 from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.errors import UnsupportedError
 from edgekit.tasks.generator import token_ids
@@ -45,34 +46,52 @@ class Family:
     quant_exclude_ops: list[str] = field(default_factory=list)
     # Config keys naming the longest context, first found wins (GPT-2 aliases n_positions).
     context_keys: tuple[str, ...] = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+    # Why the family's cached forward cannot be the decoder graph (new tokens beside a key/value
+    # cache, one program for the prompt and every step); empty where it can.
+    not_a_kv_decoder: str = ""
 
 
 FAMILIES: dict[str, Family] = {
     # Gemma 2/3 cap logits with tanh; keep it in float under int8 (the cap is sensitive to scale).
     "gemma2": Family(quant_exclude_ops=["Tanh"]),
     "gemma3_text": Family(quant_exclude_ops=["Tanh"]),
+    # transformers' CpmAntForCausalLM.prepare_inputs_for_generation passes the whole sequence at
+    # every step (forward drops the cached prefix itself) and CpmAntModel masks by token id 0.
+    "cpmant": Family(not_a_kv_decoder="its forward takes the whole sequence at every step and drops the cached "
+                                      "part itself, and it masks padding by token id 0, not attention_mask"),
+    # ProphetNetDecoder asserts one token per call once its cache holds tokens, and then builds no
+    # attention mask: the prompt and the steps are two different programs.
+    "prophetnet": Family(not_a_kv_decoder="with a cache its decoder takes one token per call and ignores "
+                                          "attention_mask; the prompt runs a different program than the steps"),
 }
 
 
 class KVDecoder(torch.nn.Module):
-    """(input_ids, attention_mask, position_ids, *flat past) in, (logits, *this call's keys/values) out."""
+    """(input_ids, attention_mask, position_ids, *flat past) in, (logits, *this call's keys/values) out.
 
-    def __init__(self, model: Any, layers: int) -> None:
+    The flat past: keys and values of every layer, then the sparse-attention indexer's keys of the
+    `indexed` layers ((batch, 1, past, dim): transformers keeps them (batch, past, dim))."""
+
+    def __init__(self, model: Any, layers: int, indexed: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.model, self.layers = model, layers
+        self.model, self.layers, self.indexed = model, layers, indexed
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
-        cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(self.layers)],
-                             config=self.model.config)
-        with export_experts(self.model):
+        n = self.layers
+        cache = filled_cache(self.model.config, [(past[2 * i], past[2 * i + 1]) for i in range(n)])
+        for j, i in enumerate(self.indexed):
+            cache.layers[i].indexer_keys = past[2 * n + j][:, 0]
+            cache.layers[i].is_indexer_initialized = True
+        with export_experts(self.model), real_rotary(self.model):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              past_key_values=cache, use_cache=True)
         start = past[0].shape[2]
         new: list[torch.Tensor] = []
         for layer in cache.layers:
             new += [layer.keys[:, :, start:], layer.values[:, :, start:]]
+        new += [cache.layers[i].indexer_keys[:, None, start:] for i in self.indexed]
         return (out.logits.float(), *new)
 
 
@@ -96,8 +115,14 @@ class HFCausalLM(GeneratorSpec):
         self.model = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         self.family = str(getattr(self.model.config, "model_type", "") or "causal-lm")
         self.facts = FAMILIES.get(self.family, Family())
+        if self.facts.not_a_kv_decoder:
+            raise UnsupportedError(f"'{self.family}' cannot run as edgekit's decoder graph",
+                                   found=self.facts.not_a_kv_decoder,
+                                   fix="run this family with transformers; edgekit's generate supports decoders whose "
+                                       "forward takes only the new tokens beside a key/value cache (docs/coverage.md)")
         self.cache = decoder_state(self.model)
-        self.wrapper = KVDecoder(self.model, len(self.cache.entries))
+        indexed = tuple(e.layer for e in self.cache.entries if isinstance(e, IndexerKeys))
+        self.wrapper = KVDecoder(self.model, len(self.cache.entries) - len(indexed), indexed)
         if depends_on_slots(self.wrapper, self.cache):
             self.cache = DecoderState(tuple(dataclasses.replace(e, compact=True) for e in self.cache.entries))
         inputs = [*STEP_INPUTS, *self.cache.past()]
@@ -137,7 +162,7 @@ class HFCausalLM(GeneratorSpec):
         eos = token_ids(gen.get("eos_token_id", getattr(config, "eos_token_id", None)))
         pad = gen.get("pad_token_id", getattr(config, "pad_token_id", None))
         bos = gen.get("bos_token_id", getattr(config, "bos_token_id", None))
-        context = next((int(getattr(config, k)) for k in self.facts.context_keys if getattr(config, k, None)), MAX_LEN)
+        context = position_table(config, self.facts)
         window = getattr(config, "sliding_window", None)
         if isinstance(window, int) and 0 < window < context:
             # The runtime's cache keeps unfilled slots between past and current tokens; a sliding
@@ -154,6 +179,12 @@ class HFCausalLM(GeneratorSpec):
             eos_token_id=tuple(eos), bos_token_id=None if bos is None else int(bos), pad_token_id=pad,
             max_context=min(context, MAX_LEN), cache=self.cache,
             generation=generation_defaults(gen), chat=chat_template(self.src))
+
+
+def position_table(config: Any, facts: Family) -> int:
+    """The longest context the config names (its position table), else MAX_LEN; a non-positive value
+    names none (XLNet's max_position_embeddings is -1: relative positions, no table)."""
+    return next((v for k in facts.context_keys if isinstance(v := getattr(config, k, None), int) and v > 0), MAX_LEN)
 
 
 def decoder_state(model: Any) -> DecoderState:
@@ -174,20 +205,28 @@ def decoder_state(model: Any) -> DecoderState:
     if not kinds or None in kinds:
         found = [type(layer).__name__ for layer, k in zip(cache.layers, kinds) if k is None][:3]
         raise UnsupportedError(f"'{model.config.model_type}' keeps something other than keys/values in some layers",
-                               found=f"{len(kinds)} cache layers, without keys/values: {found or 'all'}",
+                               found=f"{len(kinds)} cache layers, not keys/values alone: {found or 'all'}",
                                fix="generate supports decoders whose layers each cache keys and values, and "
                                    "state-space hybrids (edgekit.converters.specs.state_space)")
     window = getattr(model.config, "sliding_window", None)
     types = getattr(model.config, "layer_types", None) or []
-    entries = []
+    entries: list[StateEntry] = []
     for i, (heads, kd, vd) in enumerate(k for k in kinds if k is not None):
         sliding = i < len(types) and "sliding" in str(types[i]) and isinstance(window, int)
         entries.append(AttentionKV(i, heads, kd, vd, window=window if sliding else None))
+    # Sparse-attention indexers (DynamicIndexedLayer) keep one more key per token: (batch, past, dim).
+    entries += [IndexerKeys(i, int(layer.indexer_keys.shape[-1])) for i, layer in enumerate(cache.layers)
+                if isinstance(getattr(layer, "indexer_keys", None), torch.Tensor) and layer.indexer_keys.ndim == 3]
     return DecoderState(tuple(entries))
 
 
 def _layer_kv(layer: Any) -> tuple[int, int, int] | None:
-    """(KV heads, key head size, value head size) of one cache layer after the probe, or None."""
+    """(KV heads, key head size, value head size) of one cache layer after the probe, or None where
+    it keeps more: conv / recurrent state beside the keys/values (transformers' LinearAttention*Layer;
+    ZAYA's CCA keeps its q/k convolution window and the delayed value), which a KV graph would drop."""
+    if any(isinstance(v, torch.Tensor) for a in ("conv_states", "recurrent_states")
+           for v in (getattr(layer, a, None) or {}).values()):
+        return None
     k, v = getattr(layer, "keys", None), getattr(layer, "values", None)
     if not (isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor) and k.ndim == v.ndim == 4):
         return None

@@ -105,6 +105,10 @@ class FullStep(torch.nn.Module):
 
 
 class TorchDecoder(_PlainDecoder):
+    # Any plain forward(input_ids) -> logits module: a spec for a module with a state of its own
+    # (one file, converters/specs or the user's code) is asked first.
+    generic = True
+
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
         return src.is_plain and task == "generate" and not _has_lstm(src.module) and not takes_past(src.module)

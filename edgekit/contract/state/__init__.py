@@ -16,8 +16,8 @@ Batch is axis 0 of every state tensor, so a beam reorder is one row gather for a
 kind is one module in this package defining a `StateEntry` subclass (found by `kinds()`).
 """
 from edgekit.contract.state.base import APPEND, REPLACE, SLOT_AXIS, SLOTS, DecoderState, StateEntry, StateTensor, kinds
-from edgekit.contract.state.kinds_attention import AttentionKV
+from edgekit.contract.state.kinds_attention import AttentionKV, IndexerKeys
 from edgekit.contract.state.kinds_recurrent import ConvState, LSTMState, SSMState
 
-__all__ = ["APPEND", "REPLACE", "SLOT_AXIS", "SLOTS", "AttentionKV", "ConvState", "DecoderState", "LSTMState", "SSMState",
+__all__ = ["APPEND", "REPLACE", "SLOT_AXIS", "SLOTS", "AttentionKV", "ConvState", "DecoderState", "IndexerKeys", "LSTMState", "SSMState",
            "StateEntry", "StateTensor", "kinds"]

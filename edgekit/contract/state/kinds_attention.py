@@ -37,3 +37,22 @@ class AttentionKV(StateEntry):
                             update),
                 StateTensor(f"past_key_values.{i}.value", f"present.{i}.value",
                             (BATCH, self.heads, PAST, self.value_dim), update))
+
+
+@dataclass(frozen=True)
+class IndexerKeys(StateEntry):
+    """A sparse-attention indexer's keys of layer `layer` (DeepSeek-V3.2, GLM-MoE-DSA: one head of
+    size `dim` per token, scored to pick the keys each query attends), kept per slot like keys:
+    (batch, 1, past, dim)."""
+
+    tag: ClassVar[str] = "indexer_keys"
+    layer: int
+    dim: int
+    compact: bool = False  # as the layer's keys/values (AttentionKV.compact)
+
+    def __post_init__(self) -> None:
+        self._check_sizes(self.dim, self.layer + 1)
+
+    def tensors(self) -> tuple[StateTensor, ...]:
+        return (StateTensor(f"indexer_keys.{self.layer}", f"present_indexer_keys.{self.layer}",
+                            (BATCH, 1, PAST, self.dim), APPEND if self.compact else SLOTS),)
