@@ -1,0 +1,297 @@
+"""Hugging Face decoders whose cache holds recurrent state (Mamba, Mamba-2, hybrids of attention and state).
+
+transformers 5 keeps their state in its unified `DynamicCache(config=...)`: per layer a
+`LinearAttentionLayer` (conv_states / recurrent_states, one pair per state index) or an attention
+layer (keys/values), mixed per layer in hybrids. The prompt path of a state layer (a chunked scan)
+is not one graph for all lengths, but its decode path (`has_previous_state`, one token) is static,
+so the graph is a STEP graph: one token per call, the runtime feeding a prompt token by token.
+A state that starts at zero and takes a prompt token by token equals transformers' prefill: the
+conv window of the first token is zero-padded (LinearAttentionLayer.update_conv_state pads the
+prefill with zeros to the kernel) and the scan's initial state is zero. Rows of a left-padded
+batch are fed on their own, pads skipped (edgekit/tasks/state_loop.py): transformers zeroes padded
+positions' inputs (apply_mask_to_padding_states) so that a state starting at zero stays zero
+through leading pads, which is the same thing.
+
+    inputs   input_ids (batch, 1); with attention layers attention_mask (batch, slots + 1) and
+             position_ids (batch, 1), and per attention layer i past_key_values.{i}.key / .value
+             (batch, heads, slots, dim);
+             per state layer i and state index k conv_state.{i}.{k} / ssm_state.{i}.{k} (batch, ...)
+    outputs  logits (batch, 1, vocab); present.{i}.key / .value (this call's token);
+             conv_state_out.{i}.{k} / ssm_state_out.{i}.{k} (the whole next state)
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from edgekit.converters.export import GraphExport
+from edgekit.converters.sources import Source
+from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
+from edgekit.converters.specs.causal_lm import Family, HFCausalLM, HFReference, _tokenizer_json
+from edgekit.converters.specs.generate import GeneratorSpec
+from edgekit.converters.wrappers import export_experts
+from torch.export import Dim
+from transformers.cache_utils import DynamicCache, LinearAttentionCacheLayerMixin
+
+from edgekit.contract.base import BATCH, PAST, TOTAL
+from edgekit.contract.state import AttentionKV, ConvState, DecoderState, SSMState, StateEntry
+from edgekit.contract.state.base import STEP_INPUTS
+from edgekit.errors import UnsupportedError
+
+MAX_BATCH = 256
+MAX_LEN = 32768
+
+
+@dataclass(frozen=True)
+class LayerState:
+    """What one decoder layer keeps: keys/values (heads, key dim, value dim) and/or state tensors
+    (state index -> dims after batch) for its conv and recurrent (SSM) states."""
+
+    index: int
+    kv: tuple[int, int, int] | None = None
+    conv: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    ssm: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    def inputs(self) -> list[str]:
+        names = [f"past_key_values.{self.index}.{k}" for k in ("key", "value")] if self.kv else []
+        names += [f"conv_state.{self.index}.{k}" for k, _ in self.conv]
+        return names + [f"ssm_state.{self.index}.{k}" for k, _ in self.ssm]
+
+    def outputs(self) -> list[str]:
+        names = [f"present.{self.index}.{k}" for k in ("key", "value")] if self.kv else []
+        names += [f"conv_state_out.{self.index}.{k}" for k, _ in self.conv]
+        return names + [f"ssm_state_out.{self.index}.{k}" for k, _ in self.ssm]
+
+
+def cache_keyword(model: Any) -> str:
+    """The forward keyword the cache goes in: Mamba-style models name it `cache_params`."""
+    params = inspect.signature(model.forward).parameters
+    return "cache_params" if "cache_params" in params else "past_key_values"
+
+
+def has_state_layers(model_config: Any) -> bool:
+    """Whether `DynamicCache(config)` of this config holds linear-attention (state) layers: the layer
+    types transformers reads from the config (MiniMax, which builds a cache of its own, is claimed and
+    refused by `probe_layers`, saying why)."""
+    try:
+        cache = DynamicCache(config=model_config)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+    return any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers)
+
+
+def probe_layers(model: Any) -> tuple[LayerState, ...]:
+    """Every layer's state from one two-token prefill on the cache the model makes itself: shapes read
+    off the filled cache, no per-family config knowledge (a layer the model never fills keeps nothing)."""
+    ids = torch.zeros((1, 2), dtype=torch.long)
+    try:
+        with torch.no_grad():
+            out = model(**_forward_kwargs(model, ids, torch.ones_like(ids), torch.arange(2)[None], None))
+    except (ValueError, TypeError, AttributeError, RuntimeError) as e:
+        raise UnsupportedError(f"'{model.config.model_type}' does not run a two-token prompt with its cache",
+                               found=f"{type(e).__name__}: {str(e)[:200]}",
+                               fix="generate supports state-space decoders whose cache is transformers' "
+                                   "DynamicCache") from None
+    cache = getattr(out, "cache_params", None)
+    cache = getattr(out, "past_key_values", None) if cache is None else cache
+    if cache is None:  # Recurrent Gemma keeps its recurrent states inside its modules, not in a cache
+        raise UnsupportedError(f"'{model.config.model_type}' returns no cache from its forward",
+                               found=f"{type(out).__name__} without past_key_values or cache_params",
+                               fix="generate supports state-space decoders whose cache is transformers' DynamicCache; "
+                                   "this family is not supported")
+    if type(cache) is not DynamicCache:
+        # MiniMax (transformers 5.23, MiniMaxCache): its linear states sit in a list beside untyped
+        # layers, so beam search never reorders them (reorder_cache walks the layers only) and decode
+        # steps size the attention mask from layer 0, a linear layer (a left-padded row then masks
+        # every key): transformers' own generate is not one that a correct graph reproduces.
+        raise UnsupportedError(f"'{model.config.model_type}' keeps its own cache class, {type(cache).__name__}",
+                               found="its linear-attention states sit in a list beside the cache layers: beam search "
+                                     "does not reorder them, and decode steps mask a left-padded row's every key",
+                               fix="generate supports state-space decoders whose cache is transformers' DynamicCache; "
+                                   "this family is not supported")
+    layers = []
+    for i, layer in enumerate(cache.layers):
+        kv = None
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.numel():
+            kv = (int(keys.shape[1]), int(keys.shape[3]), int(values.shape[3]))
+        conv: tuple[tuple[int, tuple[int, ...]], ...] = ()
+        ssm: tuple[tuple[int, tuple[int, ...]], ...] = ()
+        if isinstance(layer, LinearAttentionCacheLayerMixin):
+            conv = tuple((k, tuple(v.shape[1:])) for k, v in layer.conv_states.items() if v is not None)
+            ssm = tuple((k, tuple(v.shape[1:])) for k, v in layer.recurrent_states.items() if v is not None)
+        layers.append(LayerState(i, kv, conv, ssm))
+    return tuple(layers)
+
+
+def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, pos: torch.Tensor | None,
+                    cache: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
+    if cache is not None:
+        kwargs[cache_keyword(model)] = cache
+    if pos is not None and "position_ids" in inspect.signature(model.forward).parameters:
+        kwargs["position_ids"] = pos
+    return kwargs
+
+
+class StateDecoder(torch.nn.Module):
+    """(input_ids, attention_mask, position_ids, *flat state) in, (logits, *this step's state) out: one token."""
+
+    def __init__(self, model: Any, layers: tuple[LayerState, ...]) -> None:
+        super().__init__()
+        self.model, self.layers = model, layers
+        self.attends = any(layer.kv for layer in layers)
+
+    def forward(self, input_ids: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # With attention layers: the mask over past slots + this token, and its position, then the
+        # state; without, the state only (transformers' own decode steps pass Mamba no mask: a
+        # generated token is never padding, and the runtime never feeds a pad).
+        mask, position, flat = (rest[0], rest[1], rest[2:]) if self.attends else (None, None, rest)
+        cache = DynamicCache(config=self.model.config)  # its layers typed per layer, as the model makes it
+        given = iter(flat)
+        for spec in self.layers:
+            _put(cache, spec, given)
+        with export_experts(self.model):
+            out = self.model(**_forward_kwargs(self.model, input_ids, mask, position, cache))
+        new: list[torch.Tensor] = []
+        for spec in self.layers:
+            new += _take(cache, spec)
+        return (out.logits.float(), *new)
+
+
+def _put(cache: DynamicCache, spec: LayerState, given: Iterator[torch.Tensor]) -> None:
+    if spec.kv:
+        cache.layers[spec.index].update(next(given), next(given))
+    for k, _ in spec.conv:
+        _set_state(cache.layers[spec.index], "conv", k, next(given))
+    for k, _ in spec.ssm:
+        _set_state(cache.layers[spec.index], "recurrent", k, next(given))
+
+
+def _take(cache: DynamicCache, spec: LayerState) -> list[torch.Tensor]:
+    layer = cache.layers[spec.index]
+    new = [layer.keys[:, :, -1:], layer.values[:, :, -1:]] if spec.kv else []  # this call's one token
+    return new + [layer.conv_states[k] for k, _ in spec.conv] + [layer.recurrent_states[k] for k, _ in spec.ssm]
+
+
+def _set_state(layer: Any, kind: str, index: int, value: torch.Tensor) -> None:
+    """Put a decode-time state into a LinearAttentionLayer, as its own prefill leaves it (initialized,
+    `has_previous_state`); a copy, since the model's decode path updates the state in place."""
+    getattr(layer, f"{kind}_states")[index] = value.clone()
+    getattr(layer, f"is_{kind}_states_initialized")[index] = True
+    layer.has_previous_state[index] = True
+    if kind == "conv":
+        layer.conv_kernel_size[index] = int(value.shape[-1])
+    layer.dtype, layer.device = value.dtype, value.device
+
+
+def small_inputs(layers: tuple[LayerState, ...]) -> tuple[str, ...]:
+    """What each call takes beside the state: the mask and positions only where attention reads them."""
+    return STEP_INPUTS if any(layer.kv for layer in layers) else ("input_ids",)
+
+
+def input_names(layers: tuple[LayerState, ...]) -> list[str]:
+    return [*small_inputs(layers), *(n for layer in layers for n in layer.inputs())]
+
+
+def output_names(layers: tuple[LayerState, ...]) -> list[str]:
+    return ["logits", *(n for layer in layers for n in layer.outputs())]
+
+
+def example(model: Any, layers: tuple[LayerState, ...]) -> tuple[torch.Tensor, ...]:
+    """Traced at batch 2 after 3 past slots (no dim 0 or 1 that torch.export would specialize), random state."""
+    b, p = 2, 3
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, int(model.config.vocab_size), (b, 1), generator=gen)
+    flat: list[torch.Tensor] = []
+    for spec in layers:
+        if spec.kv:
+            heads, kd, vd = spec.kv
+            flat += [torch.randn((b, heads, p, kd), generator=gen), torch.randn((b, heads, p, vd), generator=gen)]
+        flat += [torch.randn((b, *shape), generator=gen) for _, shape in (*spec.conv, *spec.ssm)]
+    if len(small_inputs(layers)) == 1:
+        return (ids, *flat)
+    return (ids, torch.ones((b, p + 1), dtype=torch.long), torch.full((b, 1), p), *flat)
+
+
+def dynamic_shapes(layers: tuple[LayerState, ...]) -> tuple[Any, ...]:
+    """Batch everywhere, the slots of attention layers; the token axis stays 1 (one token per call)."""
+    batch = Dim(BATCH, min=1, max=MAX_BATCH)
+    past = Dim(PAST, min=0, max=MAX_LEN)
+    total = Dim(TOTAL, min=1, max=MAX_LEN + 1)
+    flat: list[dict[int, Any]] = []
+    for spec in layers:
+        flat += [{0: batch, 2: past}] * (2 if spec.kv else 0)
+        flat += [{0: batch}] * (len(spec.conv) + len(spec.ssm))
+    if len(small_inputs(layers)) == 1:
+        return ({0: batch}, (*flat,))
+    return ({0: batch}, ({0: batch, 1: total}, {0: batch}, *flat))  # varargs nest as one tuple
+
+
+# ---------------------------------------------------------------- the spec
+
+
+class HFStateSpaceLM(HFCausalLM):
+    """Hugging Face causal LMs whose cache holds state layers: the step graph above, the state declared
+    per layer (attention keys/values, conv and SSM states), prompts fed stepwise. The contract,
+    tokenizer and transformers' generate as the reference are the generic causal LM's."""
+
+    generic = False
+
+    @classmethod
+    def matches(cls, src: Source, task: str | None) -> bool:
+        return HFCausalLM.matches(src, task) and src.hf_dir is not None and _keeps_state(src.hf_dir)
+
+    def __init__(self, src: Source, options: ConvertOptions) -> None:
+        GeneratorSpec.__init__(self, src, options)  # not HFCausalLM's: its probe wants keys/values everywhere
+        from transformers import AutoModelForCausalLM
+
+        assert src.hf_dir is not None
+        self.model = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
+        self.family = str(getattr(self.model.config, "model_type", "") or "state-space")
+        self.facts = Family()
+        self.layers = probe_layers(self.model)
+        self.cache = decoder_state(self.layers)
+        self.graph = GraphExport("model", StateDecoder(self.model, self.layers),
+                                 example(self.model, self.layers), input_names(self.layers),
+                                 output_names(self.layers), dynamic_shapes(self.layers))
+        self.tokenizer_json = _tokenizer_json(src)
+        self.reference = StateReference(self.model, self.graph)
+
+    def runtime_graphs(self, target: str) -> list[RuntimeGraphExport]:
+        return []  # onnxruntime's fused-attention stand-in holds keys/values only, not these states
+
+
+def decoder_state(layers: tuple[LayerState, ...]) -> DecoderState:
+    """The contract's entries, layer by layer: keys/values, then conv and SSM states (dims after batch)."""
+    entries: list[StateEntry] = []
+    for spec in layers:
+        if spec.kv:
+            entries.append(AttentionKV(spec.index, *spec.kv))
+        entries += [ConvState(spec.index, k, shape) for k, shape in spec.conv]
+        entries += [SSMState(spec.index, k, shape) for k, shape in spec.ssm]
+    return DecoderState(tuple(entries), inputs=small_inputs(layers), prompt="stepwise")
+
+
+def _keeps_state(folder: Path) -> bool:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError):
+        return False  # not this spec's to explain: the generic spec reports what is wrong with the folder
+    return has_state_layers(config)
+
+
+class StateReference(HFReference):
+    """transformers' generate (HFReference.greedy), and teacher-forced logits from the model's own
+    forward over whole rows: the prefill (chunked scan) that the artifact's stepwise feed must equal."""
+
+    def full_logits(self, ids: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
