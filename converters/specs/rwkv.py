@@ -41,6 +41,7 @@ from torch.export import Dim
 
 from edgekit.contract.base import BATCH
 from edgekit.contract.state import DecoderState, SSMState
+from edgekit.errors import UnsupportedError
 
 STATES = 5  # transformers' RWKV state list: ffn shift, attention shift, numerator, denominator, maximum
 FRESH_MAX = -1e30  # RwkvModel.forward: state[4] -= 1e30
@@ -104,9 +105,12 @@ def probe_hidden(model: Any) -> int:
     inference, once, before the export traces it: `_rescale_layers` runs at the first eval forward)."""
     with torch.no_grad():
         out = model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=True)
-    shapes = {tuple(s.shape) for s in out.state}
-    assert len(out.state) == STATES and len(shapes) == 1, shapes
-    return int(out.state[0].shape[1])
+    shapes = sorted({tuple(s.shape) for s in out.state})
+    if len(out.state) != STATES or len(shapes) != 1:  # transformers 5.23: five (batch, hidden, layers)
+        raise UnsupportedError("this RWKV keeps a state other than transformers 5.23's five (batch, hidden, layers) "
+                               "tensors", found=f"{len(out.state)} state tensors of shapes {shapes}",
+                               fix="convert with the transformers version edgekit supports (5.23)")
+    return int(shapes[0][1])
 
 
 def rwkv_state(layers: int, hidden: int) -> DecoderState:
