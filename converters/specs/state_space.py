@@ -32,7 +32,7 @@ import torch
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
-from edgekit.converters.specs.causal_lm import Family, HFCausalLM, HFReference, _tokenizer_json
+from edgekit.converters.specs.causal_lm import MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference, _tokenizer_json
 from edgekit.converters.specs.generate import GeneratorSpec
 from edgekit.converters.wrappers import export_experts
 from torch.export import Dim
@@ -42,9 +42,6 @@ from edgekit.contract.base import BATCH, PAST, TOTAL
 from edgekit.contract.state import AttentionKV, ConvState, DecoderState, SSMState, StateEntry
 from edgekit.contract.state.base import STEP_INPUTS
 from edgekit.errors import UnsupportedError
-
-MAX_BATCH = 256
-MAX_LEN = 32768
 
 
 @dataclass(frozen=True)
