@@ -34,9 +34,9 @@ import torch
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions
-from edgekit.converters.specs.causal_lm import Family, HFCausalLM, _tokenizer_json
+from edgekit.converters.specs.causal_lm import MAX_BATCH, Family, HFCausalLM, _tokenizer_json
 from edgekit.converters.specs.generate import GeneratorSpec
-from edgekit.converters.specs.state_space import MAX_BATCH, HFStateSpaceLM, StateReference
+from edgekit.converters.specs.state_space import HFStateSpaceLM, StateReference
 from torch.export import Dim
 
 from edgekit.contract.base import BATCH
