@@ -4,8 +4,8 @@ RWKV keeps its state in its own `state` argument, not a transformers Cache: five
 (batch, hidden, layers), per layer the channel-mix and time-mix token shifts (the previous token's
 normed hidden state) and the time-mix WKV numerator, denominator and running maximum. Each is
 declared per layer as an SSMState (index = its place in transformers' list, dims after batch
-(hidden,)), so batch is axis 0 and beam search reorders rows; the wrapper stacks them into the
-model's layout and slices the next state back out.
+(hidden,)), so batch is axis 0 and beam search reorders rows; the step reads and returns one
+layer's five tensors at a time (transformers' [:, :, layer] slices).
 
 Two facts of transformers 5.23's modeling_rwkv.py shape the graph:
 - the one-token path (`extract_key_value`, `RwkvFeedForward.forward`) reads the token shift as
