@@ -114,6 +114,17 @@ def probe_layers(model: Any) -> tuple[LayerState, ...]:
                                    "this family is not supported")
     layers = []
     for i, layer in enumerate(cache.layers):
+        if isinstance(getattr(layer, "indexer_keys", None), torch.Tensor):
+            # Qwen4-Exp (transformers 5.23): a sparse-attention indexer keeps its keys, and the first
+            # indexed layer all tokens' positions, beside the keys/values; its QSA indexer picks blocks
+            # of the visible keys per row with torch.nonzero (a data-dependent count torch.export cannot
+            # guard). The step graph carries neither: refused rather than exported without them.
+            raise UnsupportedError(f"'{model.config.model_type}' keeps a sparse-attention indexer's keys in "
+                                   f"layer {i} beside conv/recurrent state",
+                                   found=f"{type(layer).__name__} with indexer_keys; edgekit's step graph for state "
+                                         "layers carries keys/values and conv/SSM states only",
+                                   fix="generate supports indexer keys in attention-only decoders (DeepSeek-V3.2, "
+                                       "GLM-MoE-DSA); this family is not supported")
         kv = None
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.numel():
