@@ -621,15 +621,30 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
     return ""
 
 
+# transformers 5.23 families whose batched generate is not each row's own answer, so the reference runs
+# each row alone (unpadded, batch 1). RWKV ignores attention_mask (pads would be read as tokens), and
+# its one-token step broadcasts the (batch, hidden) token shift against (batch, 1, hidden) hidden
+# states (modeling_rwkv.py, RwkvSelfAttention.extract_key_value): at batch > 1 each row's step runs
+# over every row, logits (batch, batch, vocab); an unpadded batch already differs from its rows alone.
+ROWS_ALONE = {"rwkv"}
+# Families whose cache transformers' beam search cannot reorder (it raises "cannot use beam search
+# with a cache"): RWKV's state is a plain list. Their reference beam search runs uncached
+# (use_cache=False, every step reruns the whole row): the same search over the same scores.
+UNCACHED_BEAMS = {"rwkv"}
+
+
 def _transformers_generate(model: Any, ids: Any, mask: Any, **kw: Any) -> np.ndarray:
     """transformers' generate on the padded batch; row by row, unpadded, where its generate drops the
     attention mask (XLM's and XLNet's prepare_inputs_for_generation: pads would then be read as
-    tokens, so a row's answer would depend on the others' lengths)."""
+    tokens, so a row's answer would depend on the others' lengths) or the family is in ROWS_ALONE."""
     import torch
 
+    family = model.config.model_type
+    if kw.get("num_beams", 1) > 1 and family in UNCACHED_BEAMS:
+        kw["use_cache"] = False
     with torch.no_grad():
         keeps_mask = model.prepare_inputs_for_generation(ids, attention_mask=mask).get("attention_mask") is not None
-        if ids.shape[0] == 1 or keeps_mask:
+        if ids.shape[0] == 1 or (keeps_mask and family not in ROWS_ALONE):
             return model.generate(input_ids=ids, attention_mask=mask, **kw).numpy()
         rows = [row[m.bool()][None] for row, m in zip(ids, mask)]
         new = [model.generate(input_ids=r, attention_mask=torch.ones_like(r), **kw)[:, r.shape[1]:] for r in rows]
