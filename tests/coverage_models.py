@@ -423,9 +423,28 @@ def save_folder(task: str, family: str, folder: Path, seed: int = 0, shape: str 
     model.save_pretrained(folder)
     if task in ("classify-text", "generate"):  # generate: text in, as a user calls it (_check_generate)
         tok.save_pretrained(folder)
+        _as_transformers_loads_it(folder, tok)
     elif task == "classify-image":
         _save_image_processor(family, folder, config)
     return folder
+
+
+def _as_transformers_loads_it(folder: Path, tok: Any) -> None:
+    """Re-save the folder's tokenizer as transformers loads it where that differs from the one saved.
+    transformers 5 forces its own class for some model types whatever tokenizer_config.json names
+    (tokenization_auto's MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS: Qwen2, Qwen3.5-MoE...), and that class
+    builds its own pipeline (Qwen3_5Tokenizer: NFC, a split regex, byte-level BPE) from the saved vocab and
+    merges only: the word-level tokenizer saved is then not what transformers runs on the folder. A real
+    checkpoint's tokenizer.json is the pipeline its class builds; so is the folder's after this (its
+    prompts tokenize into fewer ids: the word-level vocab has no byte-level merges)."""
+    from transformers import AutoTokenizer
+
+    try:
+        loaded = AutoTokenizer.from_pretrained(folder)
+    except Exception:  # the check loads it again and reports why it fails (a failure, not a skip)
+        return
+    if loaded(TEXTS)["input_ids"] != tok(TEXTS)["input_ids"]:
+        loaded.save_pretrained(folder)
 
 
 def _save_image_processor(family: str, folder: Path, config: Any) -> None:

@@ -34,6 +34,7 @@ from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
 from edgekit.converters.specs.causal_lm import MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference, _tokenizer_json
 from edgekit.converters.specs.generate import GeneratorSpec
+from edgekit.converters.specs.state_slots import aligned, aligned_mask, choose_layout, right_aligned
 from edgekit.converters.wrappers import export_experts
 from torch.export import Dim
 from transformers.cache_utils import DynamicCache, LinearAttentionCacheLayerMixin
@@ -113,6 +114,17 @@ def probe_layers(model: Any) -> tuple[LayerState, ...]:
                                    "this family is not supported")
     layers = []
     for i, layer in enumerate(cache.layers):
+        if isinstance(getattr(layer, "indexer_keys", None), torch.Tensor):
+            # Qwen4-Exp (transformers 5.23): a sparse-attention indexer keeps its keys, and the first
+            # indexed layer all tokens' positions, beside the keys/values; its QSA indexer picks blocks
+            # of the visible keys per row with torch.nonzero (a data-dependent count torch.export cannot
+            # guard). The step graph carries neither: refused rather than exported without them.
+            raise UnsupportedError(f"'{model.config.model_type}' keeps a sparse-attention indexer's keys in "
+                                   f"layer {i} beside conv/recurrent state",
+                                   found=f"{type(layer).__name__} with indexer_keys; edgekit's step graph for state "
+                                         "layers carries keys/values and conv/SSM states only",
+                                   fix="generate supports indexer keys in attention-only decoders (DeepSeek-V3.2, "
+                                       "GLM-MoE-DSA); this family is not supported")
         kv = None
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.numel():
@@ -143,6 +155,7 @@ class StateDecoder(torch.nn.Module):
         super().__init__()
         self.model, self.layers = model, layers
         self.attends = any(layer.kv for layer in layers)
+        self.align = False  # keys/values right-aligned before the model reads them (state_slots.choose_layout)
 
     def forward(self, input_ids: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # With attention layers: the mask over past slots + this token, and its position, then the
@@ -150,9 +163,11 @@ class StateDecoder(torch.nn.Module):
         # generated token is never padding, and the runtime never feeds a pad).
         mask, position, flat = (rest[0], rest[1], rest[2:]) if self.attends else (None, None, rest)
         cache = DynamicCache(config=self.model.config)  # its layers typed per layer, as the model makes it
+        order = right_aligned(mask) if self.align and mask is not None else None
+        mask = aligned_mask(mask, order) if order is not None and mask is not None else mask
         given = iter(flat)
         for spec in self.layers:
-            _put(cache, spec, given)
+            _put(cache, spec, given, order)
         with export_experts(self.model):
             out = self.model(**_forward_kwargs(self.model, input_ids, mask, position, cache))
         new: list[torch.Tensor] = []
@@ -161,9 +176,12 @@ class StateDecoder(torch.nn.Module):
         return (out.logits.float(), *new)
 
 
-def _put(cache: DynamicCache, spec: LayerState, given: Iterator[torch.Tensor]) -> None:
+def _put(cache: DynamicCache, spec: LayerState, given: Iterator[torch.Tensor], order: torch.Tensor | None) -> None:
     if spec.kv:
-        cache.layers[spec.index].update(next(given), next(given))
+        keys, values = next(given), next(given)
+        if order is not None:
+            keys, values = aligned(keys, order), aligned(values, order)
+        cache.layers[spec.index].update(keys, values)
     for k, _ in spec.conv:
         _set_state(cache.layers[spec.index], "conv", k, next(given))
     for k, _ in spec.ssm:
@@ -254,7 +272,9 @@ class HFStateSpaceLM(HFCausalLM):
         self.facts = Family()
         self.layers = probe_layers(self.model)
         self.cache = decoder_state(self.layers)
-        self.graph = GraphExport("model", StateDecoder(self.model, self.layers),
+        decoder = StateDecoder(self.model, self.layers)
+        choose_layout(decoder)
+        self.graph = GraphExport("model", decoder,
                                  example(self.model, self.layers), input_names(self.layers),
                                  output_names(self.layers), dynamic_shapes(self.layers))
         self.tokenizer_json = _tokenizer_json(src)
