@@ -69,18 +69,21 @@ FAMILIES: dict[str, Family] = {
 class KVDecoder(torch.nn.Module):
     """(input_ids, attention_mask, position_ids, *flat past) in, (logits, *this call's keys/values) out.
 
-    The flat past: keys and values of every layer, then the sparse-attention indexer's keys of the
-    `indexed` layers ((batch, 1, past, dim): transformers keeps them (batch, past, dim))."""
+    The flat past: keys and values of the `kv` layers (the others reuse earlier layers' keys/values:
+    Gemma 3n's shared-KV layers), then the sparse-attention indexer's keys of the `indexed` layers
+    ((batch, 1, past, dim): transformers keeps them (batch, past, dim))."""
 
-    def __init__(self, model: Any, layers: int, indexed: tuple[int, ...] = ()) -> None:
+    def __init__(self, model: Any, kv: tuple[int, ...], indexed: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.model, self.layers, self.indexed = model, layers, indexed
+        self.model, self.kv, self.indexed = model, kv, indexed
+        self.layers = len(DynamicCache(config=model.config).layers) or len(kv)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
-        n = self.layers
-        cache = filled_cache(self.model.config, [(past[2 * i], past[2 * i + 1]) for i in range(n)])
+        given = {layer: (past[2 * j], past[2 * j + 1]) for j, layer in enumerate(self.kv)}
+        cache = filled_cache(self.model.config, [given.get(i, (None, None)) for i in range(self.layers)])
+        n = len(self.kv)
         for j, i in enumerate(self.indexed):
             cache.layers[i].indexer_keys = past[2 * n + j][:, 0]
             cache.layers[i].is_indexer_initialized = True
@@ -89,8 +92,8 @@ class KVDecoder(torch.nn.Module):
                              past_key_values=cache, use_cache=True)
         start = past[0].shape[2]
         new: list[torch.Tensor] = []
-        for layer in cache.layers:
-            new += [layer.keys[:, :, start:], layer.values[:, :, start:]]
+        for i in self.kv:
+            new += [cache.layers[i].keys[:, :, start:], cache.layers[i].values[:, :, start:]]
         new += [cache.layers[i].indexer_keys[:, None, start:] for i in self.indexed]
         return (out.logits.float(), *new)
 
@@ -122,7 +125,8 @@ class HFCausalLM(GeneratorSpec):
                                        "forward takes only the new tokens beside a key/value cache (docs/coverage.md)")
         self.cache = decoder_state(self.model)
         indexed = tuple(e.layer for e in self.cache.entries if isinstance(e, IndexerKeys))
-        self.wrapper = KVDecoder(self.model, len(self.cache.entries) - len(indexed), indexed)
+        kv = tuple(e.layer for e in self.cache.entries if isinstance(e, AttentionKV))
+        self.wrapper = KVDecoder(self.model, kv, indexed)
         if depends_on_slots(self.wrapper, self.cache):
             self.cache = DecoderState(tuple(dataclasses.replace(e, compact=True) for e in self.cache.entries))
         inputs = [*STEP_INPUTS, *self.cache.past()]
@@ -201,9 +205,11 @@ def decoder_state(model: Any) -> DecoderState:
                                found=f"{type(e).__name__}: {str(e)[:200]}",
                                fix="generate supports decoders whose transformers cache holds keys/values "
                                    "and conv/SSM states (DynamicCache)") from None
-    kinds = [_layer_kv(layer) for layer in cache.layers]
+    # A DummyLayer keeps nothing: it reads an earlier layer's keys/values (Gemma 3n's shared-KV layers).
+    own = [(i, layer) for i, layer in enumerate(cache.layers) if type(layer).__name__ != "DummyLayer"]
+    kinds = [_layer_kv(layer) for _, layer in own]
     if not kinds or None in kinds:
-        found = [type(layer).__name__ for layer, k in zip(cache.layers, kinds) if k is None][:3]
+        found = [type(layer).__name__ for (_, layer), k in zip(own, kinds) if k is None][:3]
         raise UnsupportedError(f"'{model.config.model_type}' keeps something other than keys/values in some layers",
                                found=f"{len(kinds)} cache layers, not keys/values alone: {found or 'all'}",
                                fix="generate supports decoders whose layers each cache keys and values, and "
@@ -211,7 +217,7 @@ def decoder_state(model: Any) -> DecoderState:
     window = getattr(model.config, "sliding_window", None)
     types = getattr(model.config, "layer_types", None) or []
     entries: list[StateEntry] = []
-    for i, (heads, kd, vd) in enumerate(k for k in kinds if k is not None):
+    for (i, _), (heads, kd, vd) in zip(own, (k for k in kinds if k is not None)):
         sliding = i < len(types) and "sliding" in str(types[i]) and isinstance(window, int)
         entries.append(AttentionKV(i, heads, kd, vd, window=window if sliding else None))
     # Sparse-attention indexers (DynamicIndexedLayer) keep one more key per token: (batch, past, dim).
