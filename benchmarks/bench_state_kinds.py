@@ -31,6 +31,7 @@ KINDS = {
     "sparse-attention indexer keys (DeepSeek-V3.2)": "deepseek_v32",
     "conv + SSM state (Mamba)": "mamba",
     "attention + SSM hybrid (Jamba)": "jamba",
+    "RWKV time/channel-mix state": "rwkv",
     "no cache, full sequence each step (OpenAI-GPT)": "openai-gpt",
 }
 
