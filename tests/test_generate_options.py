@@ -135,6 +135,25 @@ def test_option_is_token_identical_to_transformers(gpt: tuple[Any, Any], prompts
     assert any(changed), f"{name} changed nothing against the same call without it: the comparison proves little"
 
 
+@pytest.mark.parametrize("without, option", [
+    ({}, dict(encoder_no_repeat_ngram_size=2)), (dict(num_beams=3), dict(encoder_no_repeat_ngram_size=2)),
+    ({}, dict(encoder_repetition_penalty=3.0)), (dict(num_beams=2), dict(encoder_repetition_penalty=0.5)),
+], ids=["ngram_greedy", "ngram_beams", "penalty_greedy", "penalty_beams"])
+def test_encoder_options_on_a_decoder_only_model(gpt: tuple[Any, Any], prompts: tuple[np.ndarray, np.ndarray],
+                                                  without: dict[str, Any], option: dict[str, Any]) -> None:
+    """transformers applies the encoder processors to a decoder-only model too, reading its prompt as
+    passed (left padding included). The prompts end with the model's own greedy continuation, so
+    their tokens and n-grams come up again and the option bites (on the plain prompts they never do)."""
+    ids, mask = prompts
+    more = 8
+    grown = gpt[1].generate(input_ids=ids, attention_mask=mask, max_new_tokens=more, pad_token_id=PAD, eos_token_id=[])
+    grown_mask = np.concatenate([mask, np.ones((len(ids), more), np.int64)], axis=1)
+    ref, got = _both(gpt, grown, grown_mask, **without, **option)
+    assert ref.shape == got.shape and np.array_equal(ref, got), (option, ref, got)
+    base = gpt[1].generate(input_ids=grown, attention_mask=grown_mask, pad_token_id=PAD, max_new_tokens=NEW, **without)
+    assert base.shape != got.shape or not np.array_equal(base, got), f"{option} changed nothing"
+
+
 def _fp32_atol(hf: Any, reference: np.ndarray) -> float:
     """fp32 onnxruntime against fp32 torch on this GPT-2: round-off only (tests/tolerances.py)."""
     c = hf.config

@@ -61,6 +61,8 @@ class GenerationDefaults:
     early_stopping: bool | str | None = None  # True | False | "never"
     num_return_sequences: int | None = None
     no_repeat_ngram_size: int | None = None
+    encoder_repetition_penalty: float | None = None
+    encoder_no_repeat_ngram_size: int | None = None
     min_length: int | None = None
     min_new_tokens: int | None = None
     max_length: int | None = None

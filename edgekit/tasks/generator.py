@@ -177,10 +177,11 @@ class Generator(Model):
         start token and the new tokens). `stream=True` -> Iterator[str] of one text prompt.
         Options, with transformers' names and meaning: max_new_tokens, max_length, min_new_tokens,
         min_length, do_sample, temperature, top_k, top_p, min_p, typical_p, repetition_penalty,
-        no_repeat_ngram_size, bad_words_ids, suppress_tokens, begin_suppress_tokens,
-        forced_bos_token_id, forced_eos_token_id, num_beams, length_penalty, early_stopping,
-        num_return_sequences, return_dict_in_generate, output_scores, output_logits; and seed,
-        eos_token_id, pad_token_id, stop_strings, tgt_lang (encoder-decoders with language codes).
+        no_repeat_ngram_size, encoder_repetition_penalty, encoder_no_repeat_ngram_size, bad_words_ids,
+        suppress_tokens, begin_suppress_tokens, forced_bos_token_id, forced_eos_token_id, num_beams,
+        length_penalty, early_stopping, num_return_sequences, return_dict_in_generate, output_scores,
+        output_logits; and seed, eos_token_id, pad_token_id, stop_strings, tgt_lang (encoder-decoders
+        with language codes).
         """
         self._check_keywords(options)
         c = self.contract
@@ -294,7 +295,11 @@ class Generator(Model):
             raise ConfigError("max_length leaves no room for new tokens", found=f"max_length {total}, prompt {length}",
                               fix="use max_new_tokens instead of max_length")
         ignore = None if p.mask.all() or self.is_encoder_decoder else np.argmax(p.mask != 0, axis=1)
-        pipeline = LogitsPipeline(o, length, total, int(self.decoder.outputs[0].shape[-1]), eos, ignore, seed)
+        # The encoder processors read the input as transformers gets it: the caller's ids as passed
+        # (before any re-padding here), or the tokenized text.
+        source = p.given if p.given is not None else p.ids
+        pipeline = LogitsPipeline(o, length, total, int(self.decoder.outputs[0].shape[-1]), eos, ignore,
+                                  source.astype(np.int64), seed)
         stop = Stopper(total, eos, length, stops, self.decode if stops else None)
         # Each input's rows (beams, or sequences to return) from the start, as transformers expands
         # its inputs before the prompt runs: the cache is sized once and the beams start identical.

@@ -19,7 +19,8 @@ from edgekit.errors import ConfigError
 # transformers' global defaults (GenerationConfig._get_default_generation_params) for what edgekit does.
 DEFAULTS: dict[str, Any] = {
     "do_sample": False, "temperature": 1.0, "top_k": 50, "top_p": 1.0, "min_p": None, "typical_p": 1.0,
-    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0,
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0,
+    "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0,
     "min_new_tokens": None, "max_length": None, "max_new_tokens": None, "num_beams": 1, "length_penalty": 1.0,
     "early_stopping": False, "num_return_sequences": 1, "suppress_tokens": None, "begin_suppress_tokens": None,
     "forced_bos_token_id": None, "forced_eos_token_id": None, "return_dict_in_generate": False,
@@ -31,8 +32,7 @@ DEFAULT_MAX_LENGTH = 20  # transformers: max_length 20 counts the prompt, and is
 NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "num_beam_groups": (1,), "diversity_penalty": (0.0,), "penalty_alpha": (0.0,), "constraints": (),
     "force_words_ids": (), "guidance_scale": (1.0,), "negative_prompt_ids": (), "negative_prompt_attention_mask": (),
-    "sequence_bias": (), "encoder_repetition_penalty": (1.0,), "encoder_no_repeat_ngram_size": (0,),
-    "renormalize_logits": (False,), "remove_invalid_values": (False,), "epsilon_cutoff": (0.0,),
+    "sequence_bias": (), "renormalize_logits": (False,), "remove_invalid_values": (False,), "epsilon_cutoff": (0.0,),
     "eta_cutoff": (0.0,), "exponential_decay_length_penalty": (), "top_h": (), "token_healing": (False,),
     "watermarking_config": (), "max_time": (), "output_attentions": (False,), "output_hidden_states": (False,),
     "assistant_model": (), "prompt_lookup_num_tokens": (), "assistant_early_exit": (), "use_mtp": (False,),
@@ -70,6 +70,8 @@ class GenerateOptions:
     typical_p: float
     repetition_penalty: float
     no_repeat_ngram_size: int
+    encoder_repetition_penalty: float
+    encoder_no_repeat_ngram_size: int
     bad_words_ids: tuple[tuple[int, ...], ...] | None
     min_length: int
     min_new_tokens: int | None
@@ -106,6 +108,8 @@ class GenerateOptions:
             typical_p=_unit("typical_p", v["typical_p"], open_low=True),
             repetition_penalty=_positive("repetition_penalty", v["repetition_penalty"]),
             no_repeat_ngram_size=_count("no_repeat_ngram_size", v["no_repeat_ngram_size"]),
+            encoder_repetition_penalty=_positive("encoder_repetition_penalty", v["encoder_repetition_penalty"]),
+            encoder_no_repeat_ngram_size=_count("encoder_no_repeat_ngram_size", v["encoder_no_repeat_ngram_size"]),
             bad_words_ids=_sequences("bad_words_ids", v["bad_words_ids"]),
             min_length=_count("min_length", v["min_length"]),
             min_new_tokens=None if v["min_new_tokens"] is None else _count("min_new_tokens", v["min_new_tokens"]),

@@ -1,10 +1,13 @@
 """The logits processors of `transformers.generate`, in numpy, in its order (`_get_logits_processor`).
 
-    repetition penalty -> no-repeat n-grams -> bad words -> min length / min new tokens ->
+    encoder repetition penalty -> repetition penalty -> no-repeat n-grams -> encoder no-repeat n-grams ->
+    bad words -> min length / min new tokens ->
     forced BOS -> forced EOS -> suppress tokens -> begin-suppress tokens -> (sampling) warpers
 Each takes the sequences so far (rows, length: the prompt, padding included, then the new tokens;
 an encoder-decoder's decoder tokens) and one step's scores (rows, vocab, float32, as transformers
-keeps them), and returns new scores. `LogitsPipeline` is built once per generate call.
+keeps them), and returns new scores. `LogitsPipeline` is built once per generate call. The encoder
+processors read each row's input as transformers passes it (`encoder_input_ids`: the caller's ids,
+padding included; a decoder-only model's prompt, as transformers applies them there too).
 """
 from __future__ import annotations
 
@@ -17,18 +20,31 @@ from edgekit.tasks.sampling import SamplingConfig, TokenChooser, repetition_pena
 NEG = -np.inf
 
 
-def no_repeat_ngram(seqs: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
-    """Ban every token that would complete an n-gram already in the row (NoRepeatNGramLogitsProcessor)."""
+def no_repeat_ngram(seqs: np.ndarray, scores: np.ndarray, n: int, source: np.ndarray | None = None) -> np.ndarray:
+    """Ban every token that would complete an n-gram of `source` (NoRepeatNGramLogitsProcessor: the row
+    itself; EncoderNoRepeatNGramLogitsProcessor: the row's input) that starts with the row's last n - 1 tokens."""
+    src = seqs if source is None else source
     length = seqs.shape[1]
-    if n <= 0 or length < n:
+    if n <= 0 or length < n - 1 or src.shape[1] < n:  # no prefix to match, or no n-gram to match it in
         return scores
     out = scores.copy()
-    prefix = seqs[:, length + 1 - n:]
-    windows = np.lib.stride_tricks.sliding_window_view(seqs, n, axis=1)  # (rows, length - n + 1, n)
+    prefix = seqs[:, length + 1 - n:]  # n = 1: empty, so every token of `source` is banned
+    windows = np.lib.stride_tricks.sliding_window_view(src, n, axis=1)  # (rows, src length - n + 1, n)
     matches = (windows[..., :-1] == prefix[:, None]).all(axis=-1)
     for r in range(seqs.shape[0]):
         banned = windows[r, matches[r], -1]
         out[r, banned[banned < scores.shape[1]]] = NEG
+    return out
+
+
+def encoder_repetition_penalty(source: np.ndarray, scores: np.ndarray, penalty: float) -> np.ndarray:
+    """The repetition penalty inverted, on the tokens of each row's input (EncoderRepetitionPenaltyLogitsProcessor):
+    penalty > 1 makes them likelier. transformers keeps 1 / penalty and applies it to float32 scores
+    (negative times it, positive divided by it): the same float32 reciprocal here, for the same bits."""
+    inv = np.float32(1.0 / penalty)
+    picked = np.take_along_axis(scores, source, axis=1)
+    out = scores.copy()
+    np.put_along_axis(out, source, np.where(picked < 0, picked * inv, picked / inv), axis=1)
     return out
 
 
@@ -64,12 +80,14 @@ class LogitsPipeline:
 
     `prompt` is the length of the sequences the loop starts from (the padded prompt, or the
     decoder's start tokens); `ignore` is, per row, the count of leading positions the repetition
-    penalty skips (left padding, as transformers reads it from the attention mask).
+    penalty skips (left padding, as transformers reads it from the attention mask); `source` is, per
+    row, the input the encoder processors read.
     """
 
     def __init__(self, opts: GenerateOptions, prompt: int, max_length: int, vocab: int, eos: tuple[int, ...],
-                 ignore: np.ndarray | None, seed: int | None) -> None:
+                 ignore: np.ndarray | None, source: np.ndarray, seed: int | None) -> None:
         self.o, self.prompt, self.max_length, self.eos, self.ignore = opts, prompt, max_length, eos, ignore
+        self.source = source
         words = None
         if opts.bad_words_ids is not None:
             words = tuple(w for w in opts.bad_words_ids if not (len(w) == 1 and w[0] in eos))
@@ -94,15 +112,19 @@ class LogitsPipeline:
         """The batch was expanded (beams, return sequences): row i is now a copy of row rows[i]."""
         if self.ignore is not None:
             self.ignore = self.ignore[rows]
+        self.source = self.source[rows]
 
     def __call__(self, seqs: np.ndarray, scores: np.ndarray) -> np.ndarray:
         o, length, x = self.o, seqs.shape[1], scores
+        if o.encoder_repetition_penalty != 1.0:
+            x = encoder_repetition_penalty(self.source, x, o.encoder_repetition_penalty)
         if o.repetition_penalty != 1.0:
             seen = seqs
             if self.ignore is not None:  # skipped positions point past the vocabulary, then are dropped
                 seen = np.where(np.arange(length)[None, :] < self.ignore[:, None], x.shape[1], seqs)
             x = repetition_penalty(x, seen, o.repetition_penalty)
         x = no_repeat_ngram(seqs, x, o.no_repeat_ngram_size)
+        x = no_repeat_ngram(seqs, x, o.encoder_no_repeat_ngram_size, self.source)
         if self.words:
             x = bad_words(seqs, x, self.words)
         if self.eos and self.min_total > 0 and length < self.min_total:
