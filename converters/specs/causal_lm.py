@@ -8,6 +8,7 @@ step through one graph, `present` holding only this call's keys/values.
 from __future__ import annotations
 
 import copy
+import inspect
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -77,6 +78,10 @@ class KVDecoder(torch.nn.Module):
         super().__init__()
         self.model, self.kv, self.indexed = model, kv, indexed
         self.layers = len(DynamicCache(config=model.config).layers) or len(kv)
+        # transformers' generate passes position_ids only to a forward that names them; the others
+        # (WhisperForCausalLM) take positions from the cache length, pads counted, and so must the graph
+        # (which then depends on where slots sit: `depends_on_slots` makes its past compact).
+        self.positions = "position_ids" in inspect.signature(model.forward).parameters
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -88,7 +93,8 @@ class KVDecoder(torch.nn.Module):
             cache.layers[i].indexer_keys = past[2 * n + j][:, 0]
             cache.layers[i].is_indexer_initialized = True
         with export_experts(self.model), real_rotary(self.model):
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                             **({"position_ids": position_ids} if self.positions else {}),
                              past_key_values=cache, use_cache=True)
         start = past[0].shape[2]
         new: list[torch.Tensor] = []
