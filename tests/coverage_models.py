@@ -633,6 +633,23 @@ ROWS_ALONE = {"rwkv"}
 UNCACHED_BEAMS = {"rwkv"}
 
 
+def eos_off(folder: Path, new: int) -> tuple[Any, Any]:
+    """transformers' left-padding tokenizer and fp32 model of `folder`, the model's own generation
+    config with eos off (every new token is compared) and `new` new tokens."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    cfg = copy.deepcopy(model.generation_config)
+    cfg.eos_token_id = cfg.forced_eos_token_id = None
+    cfg.pad_token_id, cfg.max_new_tokens = tok.pad_token_id, new
+    model.generation_config = cfg
+    return tok, model
+
+
 def _transformers_generate(model: Any, ids: Any, mask: Any, **kw: Any) -> np.ndarray:
     """transformers' generate on the padded batch; row by row, unpadded, where its generate drops the
     attention mask (XLM's and XLNet's prepare_inputs_for_generation: pads would then be read as

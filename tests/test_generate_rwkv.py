@@ -3,7 +3,6 @@ state tensors per layer through a one-token step graph, against transformers' gr
 and a left-padded batch (each row as transformers answers it alone: tests/coverage_models.py ROWS_ALONE)."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from coverage_models import TEXTS, _architecture, _transformers_generate, tiny_config, tiny_tokenizer  # noqa: E402
+from coverage_models import TEXTS, _architecture, _transformers_generate, eos_off, tiny_config, tiny_tokenizer  # noqa: E402
 
 import edgekit  # noqa: E402
 
@@ -45,16 +44,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _model(src: Path) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(src, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-    cfg = copy.deepcopy(model.generation_config)  # eos off: every new token is compared
-    cfg.eos_token_id = cfg.forced_eos_token_id = None
-    cfg.pad_token_id, cfg.max_new_tokens = tok.pad_token_id, NEW
-    model.generation_config = cfg
-    return tok, model
+    return eos_off(src, NEW)
 
 
 def test_convert_declares_five_states_per_layer_and_passes_parity(built: tuple[Path, Path]) -> None:

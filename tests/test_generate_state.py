@@ -3,7 +3,6 @@ layers beside an attention layer), from saved folders, against transformers' gre
 batch 1 and a left-padded batch (converters/specs/state_space.py: the step graph, prompts fed stepwise)."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from coverage_models import TEXTS, _architecture, tiny_config, tiny_tokenizer  # noqa: E402
+from coverage_models import TEXTS, _architecture, eos_off, tiny_config, tiny_tokenizer  # noqa: E402
 
 import edgekit  # noqa: E402
 
@@ -68,15 +67,9 @@ def test_convert_declares_the_state_and_passes_parity(built: dict[str, tuple[Pat
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_tokens_match_transformers(built: dict[str, tuple[Path, Path]], family: str, call: str) -> None:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src, art = built[family]
-    tok = AutoTokenizer.from_pretrained(src, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-    cfg = copy.deepcopy(model.generation_config)  # eos off: every new token is compared
-    cfg.eos_token_id = cfg.forced_eos_token_id = None
-    cfg.pad_token_id, cfg.max_new_tokens = tok.pad_token_id, NEW
-    model.generation_config = cfg
+    tok, model = eos_off(src, NEW)
     gen = edgekit.load(art, device="cpu")
     for prompts in ([TEXTS[0]], TEXTS):  # batch 1, then four prompts of different lengths, left-padded
         enc = tok(prompts, return_tensors="pt", padding=True)

@@ -9,11 +9,10 @@ from edgekit.contract.state.base import REPLACE, StateEntry, StateTensor
 
 
 @dataclass(frozen=True)
-class ConvState(StateEntry):
-    """A causal convolution's last inputs in layer `layer` (Mamba, LFM2's short convolutions), the
-    `index`-th of the layer; `shape` the dims after batch (channels, kernel)."""
+class _LayerState(StateEntry):
+    """One state tensor of layer `layer`, the `index`-th of its kind there; `shape` the dims after batch."""
 
-    tag: ClassVar[str] = "conv_state"
+    prefix: ClassVar[str]
     layer: int
     index: int
     shape: tuple[int, ...]
@@ -23,25 +22,24 @@ class ConvState(StateEntry):
 
     def tensors(self) -> tuple[StateTensor, ...]:
         n = f"{self.layer}.{self.index}"
-        return (StateTensor(f"conv_state.{n}", f"conv_state_out.{n}", (BATCH, *self.shape), REPLACE),)
+        return (StateTensor(f"{self.prefix}.{n}", f"{self.prefix}_out.{n}", (BATCH, *self.shape), REPLACE),)
 
 
 @dataclass(frozen=True)
-class SSMState(StateEntry):
-    """A selective state-space or linear-attention recurrent state of layer `layer` (Mamba's
-    (channels, state), Mamba-2's (heads, head_dim, state), gated delta rules...), the `index`-th."""
+class ConvState(_LayerState):
+    """A causal convolution's last inputs (Mamba, LFM2's short convolutions): (channels, kernel)."""
+
+    tag: ClassVar[str] = "conv_state"
+    prefix: ClassVar[str] = "conv_state"
+
+
+@dataclass(frozen=True)
+class SSMState(_LayerState):
+    """A selective state-space or linear-attention recurrent state (Mamba's (channels, state),
+    Mamba-2's (heads, head_dim, state), gated delta rules, RWKV's time/channel-mix states)."""
 
     tag: ClassVar[str] = "ssm_state"
-    layer: int
-    index: int
-    shape: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        self._check_sizes(*self.shape, self.layer + 1, self.index + 1)
-
-    def tensors(self) -> tuple[StateTensor, ...]:
-        n = f"{self.layer}.{self.index}"
-        return (StateTensor(f"ssm_state.{n}", f"ssm_state_out.{n}", (BATCH, *self.shape), REPLACE),)
+    prefix: ClassVar[str] = "ssm_state"
 
 
 @dataclass(frozen=True)
