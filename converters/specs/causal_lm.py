@@ -78,10 +78,7 @@ class KVDecoder(torch.nn.Module):
         super().__init__()
         self.model, self.kv, self.indexed = model, kv, indexed
         self.layers = len(DynamicCache(config=model.config).layers) or len(kv)
-        # transformers' generate passes position_ids only to a forward that names them; the others
-        # (WhisperForCausalLM) take positions from the cache length, pads counted, and so must the graph
-        # (which then depends on where slots sit: `depends_on_slots` makes its past compact).
-        self.positions = "position_ids" in inspect.signature(model.forward).parameters
+        self.positions = takes_positions(model)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -189,6 +186,13 @@ class HFCausalLM(GeneratorSpec):
             eos_token_id=tuple(eos), bos_token_id=None if bos is None else int(bos), pad_token_id=pad,
             max_context=min(context, MAX_LEN), cache=self.cache,
             generation=generation_defaults(gen), chat=chat_template(self.src))
+
+
+def takes_positions(model: Any) -> bool:
+    """Whether transformers' generate passes position_ids: only to a forward that names them. The
+    others (WhisperForCausalLM) take positions from the cache length, pads counted, and so must the
+    graph (which then depends on where slots sit: `depends_on_slots` makes its past compact)."""
+    return "position_ids" in inspect.signature(model.forward).parameters
 
 
 def position_table(config: Any, facts: Family) -> int:
@@ -322,6 +326,12 @@ class HFReference:
         finally:
             self.model.generation_config = saved
         return out[:, ids.shape[1]:].numpy()
+
+    def greedy_alone(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
+        """`greedy` on each row alone, unpadded: the row's own answer where transformers' batched generate
+        is not one (it drops the mask and reads the pads, or mixes rows)."""
+        rows = [row[m.astype(bool)][None] for row, m in zip(ids, mask)]
+        return np.concatenate([HFReference.greedy(self, r, np.ones_like(r), new) for r in rows])
 
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         mask = np.ones_like(ids)

@@ -158,8 +158,7 @@ class FullSequenceReference(HFReference):
         if mask.all() or _generate_keeps_mask(self.model, ids, mask):
             return super().greedy(ids, mask, new)
         # generate would drop the mask and read the pads (see the module doc): each row alone, as edgekit runs it
-        rows = [row[m.astype(bool)][None] for row, m in zip(ids, mask)]
-        return np.concatenate([HFReference.greedy(self, r, np.ones_like(r), new) for r in rows])
+        return self.greedy_alone(ids, mask, new)
 
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -34,12 +34,10 @@ import torch
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions
-from edgekit.converters.specs.causal_lm import MAX_BATCH, Family, HFCausalLM, _tokenizer_json
+from edgekit.converters.specs.causal_lm import Family, HFCausalLM, _tokenizer_json
 from edgekit.converters.specs.generate import GeneratorSpec
-from edgekit.converters.specs.state_space import HFStateSpaceLM, StateReference
-from torch.export import Dim
+from edgekit.converters.specs.state_space import HFStateSpaceLM, StateReference, dynamic_shapes
 
-from edgekit.contract.base import BATCH
 from edgekit.contract.state import DecoderState, SSMState
 from edgekit.errors import UnsupportedError
 
@@ -138,7 +136,7 @@ class HFRwkvLM(HFStateSpaceLM):
         self.cache = rwkv_state(layers, hidden)
         self.graph = GraphExport("model", RwkvStep(self.model), _example(self.model, self.cache),
                                  ["input_ids", *self.cache.past()], ["logits", *self.cache.present()],
-                                 _dynamic_shapes(len(self.cache.past())))
+                                 dynamic_shapes(self.cache))
         self.tokenizer_json = _tokenizer_json(src)
         self.reference = RwkvReference(self.model, self.graph)
 
@@ -150,15 +148,9 @@ def _example(model: Any, state: DecoderState) -> tuple[torch.Tensor, ...]:
     return (ids, *(torch.rand(t.shape(2, 0), generator=gen) + 0.5 for t in state.tensors()))
 
 
-def _dynamic_shapes(tensors: int) -> tuple[Any, ...]:
-    batch = Dim(BATCH, min=1, max=MAX_BATCH)
-    return ({0: batch}, tuple({0: batch} for _ in range(tensors)))  # varargs nest as one tuple
-
-
 class RwkvReference(StateReference):
     """transformers' generate on each row alone, unpadded: what a row's answer is (the module
     docstring says why a batch is not), and the whole-row forward for teacher-forced logits."""
 
     def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
-        rows = [r[m.astype(bool)][None] for r, m in zip(ids, mask)]
-        return np.concatenate([super(RwkvReference, self).greedy(r, np.ones_like(r), new) for r in rows])
+        return self.greedy_alone(ids, mask, new)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from edgekit.contract.state import SLOTS
 from edgekit.errors import UnsupportedError
 
 if TYPE_CHECKING:
@@ -84,18 +85,11 @@ def depends_on_slots(decoder: StateDecoder) -> bool:
 
 
 def _is_kv(decoder: StateDecoder) -> list[bool]:
-    return [kv for spec in decoder.layers for kv in [True] * (2 if spec.kv else 0) + [False] * (
-        len(spec.conv) + len(spec.ssm))]
+    return [t.update == SLOTS for t in decoder.state.tensors()]
 
 
 def _empty(decoder: StateDecoder) -> list[torch.Tensor]:
-    flat: list[torch.Tensor] = []
-    for spec in decoder.layers:
-        if spec.kv:
-            heads, kd, vd = spec.kv
-            flat += [torch.zeros((1, heads, 0, kd)), torch.zeros((1, heads, 0, vd))]
-        flat += [torch.zeros((1, *shape)) for _, shape in (*spec.conv, *spec.ssm)]
-    return flat
+    return [torch.zeros(t.initial_shape(1)) for t in decoder.state.tensors()]
 
 
 def _advanced(decoder: StateDecoder, flat: list[torch.Tensor], new: list[torch.Tensor]) -> list[torch.Tensor]:

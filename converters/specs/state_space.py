@@ -32,7 +32,8 @@ import torch
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
-from edgekit.converters.specs.causal_lm import MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference, _tokenizer_json
+from edgekit.converters.specs.causal_lm import (MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference, _tokenizer_json,
+                                                takes_positions)
 from edgekit.converters.specs.generate import GeneratorSpec
 from edgekit.converters.specs.state_slots import aligned, aligned_mask, choose_layout, right_aligned
 from edgekit.converters.wrappers import export_experts
@@ -54,16 +55,6 @@ class LayerState:
     kv: tuple[int, int, int] | None = None
     conv: tuple[tuple[int, tuple[int, ...]], ...] = ()
     ssm: tuple[tuple[int, tuple[int, ...]], ...] = ()
-
-    def inputs(self) -> list[str]:
-        names = [f"past_key_values.{self.index}.{k}" for k in ("key", "value")] if self.kv else []
-        names += [f"conv_state.{self.index}.{k}" for k, _ in self.conv]
-        return names + [f"ssm_state.{self.index}.{k}" for k, _ in self.ssm]
-
-    def outputs(self) -> list[str]:
-        names = [f"present.{self.index}.{k}" for k in ("key", "value")] if self.kv else []
-        names += [f"conv_state_out.{self.index}.{k}" for k, _ in self.conv]
-        return names + [f"ssm_state_out.{self.index}.{k}" for k, _ in self.ssm]
 
 
 def cache_keyword(model: Any) -> str:
@@ -143,7 +134,7 @@ def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, po
     kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": True}
     if cache is not None:
         kwargs[cache_keyword(model)] = cache
-    if pos is not None and "position_ids" in inspect.signature(model.forward).parameters:
+    if pos is not None and takes_positions(model):
         kwargs["position_ids"] = pos
     return kwargs
 
@@ -154,7 +145,8 @@ class StateDecoder(torch.nn.Module):
     def __init__(self, model: Any, layers: tuple[LayerState, ...]) -> None:
         super().__init__()
         self.model, self.layers = model, layers
-        self.attends = any(layer.kv for layer in layers)
+        self.state = decoder_state(layers)  # the flat tensors' order, names and dims
+        self.attends = self.state.slotted
         self.align = False  # keys/values right-aligned before the model reads them (state_slots.choose_layout)
 
     def forward(self, input_ids: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -210,40 +202,24 @@ def small_inputs(layers: tuple[LayerState, ...]) -> tuple[str, ...]:
     return STEP_INPUTS if any(layer.kv for layer in layers) else ("input_ids",)
 
 
-def input_names(layers: tuple[LayerState, ...]) -> list[str]:
-    return [*small_inputs(layers), *(n for layer in layers for n in layer.inputs())]
-
-
-def output_names(layers: tuple[LayerState, ...]) -> list[str]:
-    return ["logits", *(n for layer in layers for n in layer.outputs())]
-
-
-def example(model: Any, layers: tuple[LayerState, ...]) -> tuple[torch.Tensor, ...]:
+def example(model: Any, state: DecoderState) -> tuple[torch.Tensor, ...]:
     """Traced at batch 2 after 3 past slots (no dim 0 or 1 that torch.export would specialize), random state."""
     b, p = 2, 3
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, int(model.config.vocab_size), (b, 1), generator=gen)
-    flat: list[torch.Tensor] = []
-    for spec in layers:
-        if spec.kv:
-            heads, kd, vd = spec.kv
-            flat += [torch.randn((b, heads, p, kd), generator=gen), torch.randn((b, heads, p, vd), generator=gen)]
-        flat += [torch.randn((b, *shape), generator=gen) for _, shape in (*spec.conv, *spec.ssm)]
-    if len(small_inputs(layers)) == 1:
+    flat = [torch.randn(t.shape(b, p), generator=gen) for t in state.tensors()]
+    if len(state.inputs) == 1:
         return (ids, *flat)
     return (ids, torch.ones((b, p + 1), dtype=torch.long), torch.full((b, 1), p), *flat)
 
 
-def dynamic_shapes(layers: tuple[LayerState, ...]) -> tuple[Any, ...]:
+def dynamic_shapes(state: DecoderState) -> tuple[Any, ...]:
     """Batch everywhere, the slots of attention layers; the token axis stays 1 (one token per call)."""
     batch = Dim(BATCH, min=1, max=MAX_BATCH)
     past = Dim(PAST, min=0, max=MAX_LEN)
     total = Dim(TOTAL, min=1, max=MAX_LEN + 1)
-    flat: list[dict[int, Any]] = []
-    for spec in layers:
-        flat += [{0: batch, 2: past}] * (2 if spec.kv else 0)
-        flat += [{0: batch}] * (len(spec.conv) + len(spec.ssm))
-    if len(small_inputs(layers)) == 1:
+    flat = [{0: batch, 2: past} if PAST in t.dims else {0: batch} for t in state.tensors()]
+    if len(state.inputs) == 1:
         return ({0: batch}, (*flat,))
     return ({0: batch}, ({0: batch, 1: total}, {0: batch}, *flat))  # varargs nest as one tuple
 
@@ -271,12 +247,12 @@ class HFStateSpaceLM(HFCausalLM):
         self.family = str(getattr(self.model.config, "model_type", "") or "state-space")
         self.facts = Family()
         self.layers = probe_layers(self.model)
-        self.cache = decoder_state(self.layers)
         decoder = StateDecoder(self.model, self.layers)
+        self.cache = decoder.state
         choose_layout(decoder)
-        self.graph = GraphExport("model", decoder,
-                                 example(self.model, self.layers), input_names(self.layers),
-                                 output_names(self.layers), dynamic_shapes(self.layers))
+        self.graph = GraphExport("model", decoder, example(self.model, self.cache),
+                                 [*self.cache.inputs, *self.cache.past()], ["logits", *self.cache.present()],
+                                 dynamic_shapes(self.cache))
         self.tokenizer_json = _tokenizer_json(src)
         self.reference = StateReference(self.model, self.graph)
 

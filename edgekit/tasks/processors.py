@@ -41,11 +41,7 @@ def encoder_repetition_penalty(source: np.ndarray, scores: np.ndarray, penalty: 
     """The repetition penalty inverted, on the tokens of each row's input (EncoderRepetitionPenaltyLogitsProcessor):
     penalty > 1 makes them likelier. transformers keeps 1 / penalty and applies it to float32 scores
     (negative times it, positive divided by it): the same float32 reciprocal here, for the same bits."""
-    inv = np.float32(1.0 / penalty)
-    picked = np.take_along_axis(scores, source, axis=1)
-    out = scores.copy()
-    np.put_along_axis(out, source, np.where(picked < 0, picked * inv, picked / inv), axis=1)
-    return out
+    return repetition_penalty(scores, source, np.float32(1.0 / penalty))
 
 
 def bad_words(seqs: np.ndarray, scores: np.ndarray, words: tuple[tuple[int, ...], ...]) -> np.ndarray:
