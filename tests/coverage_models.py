@@ -628,9 +628,11 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
 # over every row, logits (batch, batch, vocab); an unpadded batch already differs from its rows alone.
 ROWS_ALONE = {"rwkv"}
 # Families whose cache transformers' beam search cannot reorder (it raises "cannot use beam search
-# with a cache"): RWKV's state is a plain list. Their reference beam search runs uncached
-# (use_cache=False, every step reruns the whole row): the same search over the same scores.
-UNCACHED_BEAMS = {"rwkv"}
+# with a cache"): RWKV's state is a plain list. Recurrent Gemma's recurrent blocks keep their state in
+# their modules, which reorder_cache never reaches (its beams continue from other beams' recurrences).
+# Their reference beam search runs uncached (use_cache=False, every step reruns the whole row): the
+# same search over the same scores.
+UNCACHED_BEAMS = {"rwkv", "recurrent_gemma"}
 
 
 def eos_off(folder: Path, new: int) -> tuple[Any, Any]:
