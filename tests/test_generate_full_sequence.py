@@ -14,7 +14,7 @@ from edgekit.contract.generate import FullSequence
 from edgekit.converters.sources import Source
 from edgekit.converters.specs.causal_lm import HFCausalLM
 from edgekit.converters.specs.full_sequence_lm import HFFullSequenceLM
-from edgekit.errors import UnsupportedError
+from edgekit.converters.specs.xlnet import HFXLNetLM
 
 VOCAB = 40
 NEW = 12
@@ -69,11 +69,11 @@ def test_leaves_cached_and_unknown_models(arch: str) -> None:
     assert not HFFullSequenceLM.matches(_source("OpenAIGPTLMHeadModel"), "classify")
 
 
-def test_xlnet_with_mems_is_refused(tmp_path: Path) -> None:
-    from transformers import XLNetConfig, XLNetLMHeadModel
-
-    config = XLNetConfig(vocab_size=VOCAB, d_model=32, n_layer=1, n_head=4, d_inner=64)  # use_mems_eval: True
-    XLNetLMHeadModel(config).save_pretrained(tmp_path)
-    with pytest.raises(UnsupportedError, match="mems") as e:
-        edgekit.convert(tmp_path, tmp_path / "art")
-    assert "use_mems_eval" in str(e.value.fix)
+@pytest.mark.parametrize("mems", [True, False])
+def test_xlnet_is_full_sequence_only_with_mems_off(tmp_path: Path, mems: bool) -> None:
+    """generate keeps XLNet's mems when use_mems_eval is true (its default, then specs/xlnet.py's); with them
+    off it runs the whole sequence each step, as this spec's graph does."""
+    config = {"architectures": ["XLNetLMHeadModel"], "model_type": "xlnet"} | ({} if mems else {"use_mems_eval": False})
+    src = Source("hf-folder", "xlnet", None, hf_dir=tmp_path, config=config)
+    assert HFFullSequenceLM.matches(src, "generate") is not mems
+    assert HFXLNetLM.matches(src, "generate") is mems

@@ -6,6 +6,7 @@ elsewhere: a new family is one new file here (or in the user's code), with no re
     classify.py   TorchClassifier, HFImageClassifier, HFTextClassifier
     causal_lm.py  HFCausalLM (generic: every Hugging Face decoder no specific spec claims)
     full_sequence_lm.py  HFFullSequenceLM (Hugging Face decoders generate runs without a cache: OpenAI-GPT, XLM)
+    xlnet.py      HFXLNetLM (XLNet with mems: hidden-state memories, one graph)
     state_space.py  HFStateSpaceLM (decoders whose cache holds conv/SSM states: Mamba, hybrids; a step graph)
     rwkv.py       HFRwkvLM (RWKV: its own five-tensor state, a one-token step graph)
     recurrent_gemma.py  HFRecurrentGemmaLM (Recurrent Gemma: states its modules keep, a one-token step graph)

@@ -1,4 +1,4 @@
-"""Hugging Face causal LMs that generate without a key/value cache: OpenAI-GPT, XLM (and XLNet with mems off).
+"""Hugging Face causal LMs that generate without a key/value cache: OpenAI-GPT, XLM, XLNet with mems off.
 
 transformers' `generate` runs these over the whole sequence every step: their `forward` takes no
 cache argument that `generate` fills (`past_key_values`, `cache_params`, `state`...), so nothing
@@ -14,9 +14,8 @@ were alone; parity compares with transformers' generate per row for such models,
 padded batch for models whose generate keeps the mask (OpenAI-GPT).
 
 XLNet keeps `mems` when `config.use_mems_eval` is true (its default): each step then recomputes only
-the last two tokens against hidden states frozen at earlier steps (XLNetLMHeadModel.
-prepare_inputs_for_generation, offset = 2), so its tokens depend on where the prompt ended, which a
-full-sequence graph cannot see; it is refused, saying so.
+the last two tokens against hidden states frozen at earlier steps, so its tokens depend on where the
+prompt ended, which a full-sequence graph cannot see; specs/xlnet.py converts those.
 """
 from __future__ import annotations
 
@@ -37,11 +36,11 @@ from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
 from edgekit.converters.specs.causal_lm import (FAMILIES, MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference,
                                                 _tokenizer_json, position_table)
 from edgekit.converters.specs.generate import GeneratorSpec
+from edgekit.converters.specs.xlnet import uses_mems
 from edgekit.converters.wrappers import Logits
-from edgekit.errors import UnsupportedError
 
 # What `generate` passes a cache through (transformers.generation.utils.ALL_CACHE_NAMES, without XLNet's
-# `mems`: refused here when on, see above) and `use_cache` (a model that takes it keeps one somewhere,
+# `mems`: specs/xlnet.py's when on, see above) and `use_cache` (a model that takes it keeps one somewhere,
 # e.g. Gemma 4's assistant reads its target's keys/values).
 _CACHE_ARGS = frozenset({"past_key_values", "cache_params", "state", "past_buckets_states", "use_cache"})
 
@@ -110,7 +109,7 @@ class HFFullSequenceLM(HFCausalLM):
         if not HFCausalLM.matches(src, task):
             return False
         model_cls = model_class(src)
-        return model_cls is not None and takes_no_cache(model_cls)
+        return model_cls is not None and takes_no_cache(model_cls) and not uses_mems(src.config)
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         GeneratorSpec.__init__(self, src, options)
@@ -120,14 +119,6 @@ class HFFullSequenceLM(HFCausalLM):
         self.model = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         config = self.model.config
         self.family = str(getattr(config, "model_type", "") or "causal-lm")
-        if getattr(config, "use_mems_eval", False):
-            raise UnsupportedError(
-                f"'{self.family}' generates with mems (config use_mems_eval=true): each step recomputes only the "
-                "last two tokens against hidden states frozen at earlier steps, so its tokens depend on where the "
-                "prompt ended, which edgekit's full-sequence graph cannot see",
-                found=f"use_mems_eval={config.use_mems_eval}, mem_len={getattr(config, 'mem_len', None)}",
-                fix="set \"use_mems_eval\": false in config.json (transformers' generate then runs the whole "
-                    "sequence each step too, and edgekit converts it)")
         self.facts = FAMILIES.get(self.family, Family())
         self.cache = FullSequence()
         self.step_module = GenerateStep(self.model).eval()

@@ -22,7 +22,7 @@ import json
 from functools import cached_property
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -71,6 +71,15 @@ class Reference(Protocol):
         """Teacher-forced logits (batch, sequence, vocab) of unpadded ids."""
 
 
+@runtime_checkable
+class DecodeReference(Reference, Protocol):
+    """A reference whose decode steps compute other logits than a longer prompt would (XLNet's mems
+    freeze hidden states as the call that made them saw the sequence); any other's are `full_logits`."""
+
+    def decode_logits(self, ids: np.ndarray, steps: int) -> np.ndarray:
+        """(batch, steps + 1, vocab): the prompt ids[:, :-steps]'s last position, then `steps` decode steps'."""
+
+
 class _Memo:
     """A Reference that answers each distinct call once (PyTorch is the slow side of parity)."""
 
@@ -88,6 +97,16 @@ class _Memo:
         key = ("logits", ids.shape, ids.tobytes())
         if key not in self._seen:
             self._seen[key] = self.ref.full_logits(ids)
+        return self._seen[key]
+
+    def decode_logits(self, ids: np.ndarray, steps: int) -> np.ndarray:
+        """The logits of a prompt then `steps` decode steps, the last positions of `full_logits` where
+        decode steps compute what the prompt does (every exact cache)."""
+        if not isinstance(self.ref, DecodeReference):
+            return self.full_logits(ids)
+        key = ("decode", ids.shape, ids.tobytes(), steps)
+        if key not in self._seen:
+            self._seen[key] = self.ref.decode_logits(ids, steps)
         return self._seen[key]
 
 
@@ -112,7 +131,7 @@ class GeneratorSpec(ExportSpec):
                           found=type(data).__name__)
 
     @cached_property
-    def _memo(self) -> Reference:
+    def _memo(self) -> _Memo:
         return _Memo(self.reference)
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
@@ -133,7 +152,8 @@ class GeneratorSpec(ExportSpec):
         step_err, scale = 0.0, 1e-12
         for r in rows[:2]:
             ids = np.asarray([r], np.int64)
-            want, got = ref.full_logits(ids), model.logits(ids, decode_steps=min(3, len(r) - 1))
+            steps = min(3, len(r) - 1)
+            want, got = ref.decode_logits(ids, steps), model.logits(ids, decode_steps=steps)
             # The positions both return, counted from the end: all of them, or fewer where a module
             # returns only the last position's logits (nanoGPT's GPT without targets).
             n = min(want.shape[1], got.shape[1])

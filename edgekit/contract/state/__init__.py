@@ -17,7 +17,8 @@ kind is one module in this package defining a `StateEntry` subclass (found by `k
 """
 from edgekit.contract.state.base import APPEND, REPLACE, SLOT_AXIS, SLOTS, DecoderState, StateEntry, StateTensor, kinds
 from edgekit.contract.state.kinds_attention import AttentionKV, IndexerKeys
+from edgekit.contract.state.kinds_memory import HiddenMemory, TokenEmbedding
 from edgekit.contract.state.kinds_recurrent import ConvState, LSTMState, SSMState
 
-__all__ = ["APPEND", "REPLACE", "SLOT_AXIS", "SLOTS", "AttentionKV", "ConvState", "DecoderState", "IndexerKeys", "LSTMState", "SSMState",
-           "StateEntry", "StateTensor", "kinds"]
+__all__ = ["APPEND", "REPLACE", "SLOT_AXIS", "SLOTS", "AttentionKV", "ConvState", "DecoderState", "HiddenMemory", "IndexerKeys",
+           "LSTMState", "SSMState", "StateEntry", "StateTensor", "TokenEmbedding", "kinds"]
