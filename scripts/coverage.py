@@ -126,7 +126,7 @@ def table(results: Path) -> tuple[str, str]:
                         for (t, _), v in rows.items() if t == task)
             tested = c["pass"] + c["fail"] + c["refused"]
             lines.append(f"| {task} | {shape} | {sum(c.values())} | {c['pass']}/{tested} "
-                         f"({100 * c['pass'] / max(tested, 1):.0f}%) | {c['refused']} | {c['fail']} | {c['skip']} "
+                         f"({100 * c['pass'] / max(tested, 1):.1f}%) | {c['refused']} | {c['fail']} | {c['skip']} "
                          f"| {c['not run']} |")
     summary = "\n".join(lines)
     lines = ["# Coverage per family", "", "Written by `scripts/coverage.py table` from docs/coverage.jsonl; the summary",
