@@ -626,11 +626,13 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
 # its one-token step broadcasts the (batch, hidden) token shift against (batch, 1, hidden) hidden
 # states (modeling_rwkv.py, RwkvSelfAttention.extract_key_value): at batch > 1 each row's step runs
 # over every row, logits (batch, batch, vocab); an unpadded batch already differs from its rows alone.
-ROWS_ALONE = {"rwkv"}
+# xLSTM's forward takes no attention_mask (pads would be read as tokens).
+ROWS_ALONE = {"rwkv", "xlstm"}
 # Families whose cache transformers' beam search cannot reorder (it raises "cannot use beam search
-# with a cache"): RWKV's state is a plain list. Their reference beam search runs uncached
-# (use_cache=False, every step reruns the whole row): the same search over the same scores.
-UNCACHED_BEAMS = {"rwkv"}
+# with a cache"): RWKV's state is a plain list, xLSTM's xLSTMCache has no reorder_cache. Their reference
+# beam search runs uncached (use_cache=False, every step reruns the whole row): the same search over
+# the same scores.
+UNCACHED_BEAMS = {"rwkv", "xlstm"}
 
 
 def eos_off(folder: Path, new: int) -> tuple[Any, Any]:

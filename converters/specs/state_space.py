@@ -288,3 +288,12 @@ class StateReference(HFReference):
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
+
+
+class RowsAloneReference(StateReference):
+    """transformers' generate on each row alone, unpadded: a row's answer where transformers' batched
+    generate is not one (RWKV and xLSTM ignore attention_mask, so pads would be read as tokens; RWKV's
+    batched step also mixes rows), and the whole-row forward for teacher-forced logits."""
+
+    def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
+        return self.greedy_alone(ids, mask, new)
