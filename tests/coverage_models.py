@@ -292,9 +292,13 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     "kimi_linear": lambda kw, ints: {"num_experts_per_tok": ints["num_experts_per_tok"], "n_group": ints["n_group"]},
     "bailing_hybrid": lambda kw, ints: {"num_experts_per_tok": ints["num_experts_per_tok"], "n_group": ints["n_group"]},
     # Qwen4-Exp's indexed_attention layers build a QSA indexer whose sizes default to None; checkpoints
-    # set them. One key head (it validates that), heads of the attention's size, and a budget of 16
-    # tokens in blocks of 4, so the selection is exercised once a prompt plus new tokens pass 16.
-    "qwen4_exp_text": lambda kw, ints: {"indexer_n_heads": kw["num_attention_heads"], "indexer_kv_heads": 1,
+    # set them. One key head (it validates that) and a budget of 16 tokens in blocks of 4, so the
+    # selection is exercised once a prompt plus new tokens pass 16. Blocks tied at the cut are kept in
+    # torch's unspecified topk order (converters/indexers.py): 16 query heads and no pad id (its zero
+    # embedding row, once generated, gives a query of zeros that ties every block) keep the seeded model's
+    # scores at the cut distinct (with 4 heads and the pad id, 10 of 143 generate steps' cuts were ties).
+    "qwen4_exp_text": lambda kw, ints: {"pad_token_id": None, "indexer_n_heads": 16,
+                                        "indexer_kv_heads": 1,
                                         "indexer_head_dim": kw["head_dim"], "indexer_budget": 16,
                                         "indexer_compress_ratio": 4},
     # ZAYA supports one expert per token only (its config validates it).
@@ -335,7 +339,7 @@ def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **e
     if "vocab_size" in base:
         kw["vocab_size"] = vocab
     for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
-        if k in base:
+        if k in base and k not in kw:  # a family's own setting (_FAMILY_KW) stands
             kw[k] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}[k]
     if "mask_token_id" in base:  # the tokenizer's [MASK]: XLM's default 0 is the pad id here, and XLM's generate
         kw["mask_token_id"] = 6  # appends it, so its hidden state would be masked out and every token the same
