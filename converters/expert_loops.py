@@ -12,7 +12,7 @@ the same products per (token, chosen expert) with that expert's weights gathered
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -66,10 +66,17 @@ GATHERED: dict[str, Callable[..., torch.Tensor]] = {"DbrxExperts": _dbrx, "Longc
 @contextlib.contextmanager
 def gathered_expert_loops(model: Any) -> Iterator[None]:
     """While torch.export traces: GATHERED's forward on each such expert module of `model`."""
+    with swapped_forwards(model, GATHERED):
+        yield
+
+
+@contextlib.contextmanager
+def swapped_forwards(model: Any, table: Mapping[str, Callable[..., Any]]) -> Iterator[None]:
+    """While torch.export traces: table's forward (by class name) on each such module of `model`."""
     swapped: list[tuple[torch.nn.Module, Any]] = []
     if torch.compiler.is_exporting() and isinstance(model, torch.nn.Module):
         for module in model.modules():
-            fn = GATHERED.get(type(module).__name__)
+            fn = table.get(type(module).__name__)
             if fn is not None:
                 swapped.append((module, module.__dict__.get("forward")))
                 module.forward = fn.__get__(module)

@@ -312,9 +312,13 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     "kimi_linear": lambda kw, ints: {"num_experts_per_tok": ints["num_experts_per_tok"], "n_group": ints["n_group"]},
     "bailing_hybrid": lambda kw, ints: {"num_experts_per_tok": ints["num_experts_per_tok"], "n_group": ints["n_group"]},
     # Qwen4-Exp's indexed_attention layers build a QSA indexer whose sizes default to None; checkpoints
-    # set them. One key head (it validates that), heads of the attention's size, and a budget of 16
-    # tokens in blocks of 4, so the selection is exercised once a prompt plus new tokens pass 16.
-    "qwen4_exp_text": lambda kw, ints: {"indexer_n_heads": kw["num_attention_heads"], "indexer_kv_heads": 1,
+    # set them. One key head (it validates that) and a budget of 16 tokens in blocks of 4, so the
+    # selection is exercised once a prompt plus new tokens pass 16. Blocks tied at the cut are kept in
+    # torch's unspecified topk order (converters/indexers.py): 16 query heads and no pad id (its zero
+    # embedding row, once generated, gives a query of zeros that ties every block) keep the seeded model's
+    # scores at the cut distinct (with 4 heads and the pad id, 10 of 143 generate steps' cuts were ties).
+    "qwen4_exp_text": lambda kw, ints: {"pad_token_id": None, "indexer_n_heads": 16,
+                                        "indexer_kv_heads": 1,
                                         "indexer_head_dim": kw["head_dim"], "indexer_budget": 16,
                                         "indexer_compress_ratio": 4},
     "blt": _blt_parts,
@@ -671,13 +675,14 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
 # its one-token step broadcasts the (batch, hidden) token shift against (batch, 1, hidden) hidden
 # states (modeling_rwkv.py, RwkvSelfAttention.extract_key_value): at batch > 1 each row's step runs
 # over every row, logits (batch, batch, vocab); an unpadded batch already differs from its rows alone.
-ROWS_ALONE = {"rwkv"}
+# xLSTM's forward takes no attention_mask (pads would be read as tokens).
+ROWS_ALONE = {"rwkv", "xlstm"}
 # Families whose cache transformers' beam search cannot reorder (it raises "cannot use beam search
-# with a cache"): RWKV's state is a plain list. Recurrent Gemma's recurrent blocks keep their state in
-# their modules, which reorder_cache never reaches (its beams continue from other beams' recurrences).
-# Their reference beam search runs uncached (use_cache=False, every step reruns the whole row): the
-# same search over the same scores.
-UNCACHED_BEAMS = {"rwkv", "recurrent_gemma"}
+# with a cache"): RWKV's state is a plain list, xLSTM's xLSTMCache has no reorder_cache. Recurrent
+# Gemma's recurrent blocks keep their state in their modules, which reorder_cache never reaches (its
+# beams continue from other beams' recurrences). Their reference beam search runs uncached
+# (use_cache=False, every step reruns the whole row): the same search over the same scores.
+UNCACHED_BEAMS = {"rwkv", "recurrent_gemma", "xlstm"}
 
 
 def eos_off(folder: Path, new: int) -> tuple[Any, Any]:

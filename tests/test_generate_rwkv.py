@@ -77,7 +77,7 @@ def test_tokens_match_transformers(built: tuple[Path, Path], call: str) -> None:
 def test_transformers_batched_step_mixes_rows(built: tuple[Path, Path]) -> None:
     """Why the reference runs rows alone: transformers 5.23's one-token RWKV step at batch 3 returns
     logits (3, 3, vocab) (every row's step over all rows). Fails once transformers fixes it, and then
-    ROWS_ALONE (tests/coverage_models.py) and RwkvReference should go."""
+    "rwkv" in ROWS_ALONE (tests/coverage_models.py) and rwkv.py's RowsAloneReference should go."""
     import torch
 
     _, model = _model(built[0])

@@ -93,8 +93,7 @@ class KVDecoder(torch.nn.Module):
         cache = filled_cache(self.model.config, [given.get(i, (None, None)) for i in range(self.layers)])
         n = len(self.kv)
         for j, i in enumerate(self.indexed):
-            cache.layers[i].indexer_keys = past[2 * n + j][:, 0]
-            cache.layers[i].is_indexer_initialized = True
+            put_indexer_keys(cache.layers[i], past[2 * n + j])
         with export_experts(self.model), real_rotary(self.model):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask,
                              **({"position_ids": position_ids} if self.positions else {}),
@@ -103,8 +102,26 @@ class KVDecoder(torch.nn.Module):
         new: list[torch.Tensor] = []
         for i in self.kv:
             new += [cache.layers[i].keys[:, :, start:], cache.layers[i].values[:, :, start:]]
-        new += [cache.layers[i].indexer_keys[:, None, start:] for i in self.indexed]
+        new += [new_indexer_keys(cache.layers[i], start) for i in self.indexed]
         return (out.logits.float(), *new)
+
+
+def indexer_dim(layer: Any) -> int | None:
+    """The key size of a sparse-attention indexer in one probed cache layer, or None where it has none:
+    transformers' DynamicIndexedLayer keeps one indexer key per token, (batch, past, dim)."""
+    keys = getattr(layer, "indexer_keys", None)
+    return int(keys.shape[-1]) if isinstance(keys, torch.Tensor) and keys.ndim == 3 else None
+
+
+def put_indexer_keys(layer: Any, keys: torch.Tensor) -> None:
+    """The contract's (batch, 1, past, dim) indexer keys (IndexerKeys) into a DynamicIndexedLayer."""
+    layer.indexer_keys = keys[:, 0]
+    layer.is_indexer_initialized = True
+
+
+def new_indexer_keys(layer: Any, start: int) -> torch.Tensor:
+    """The indexer keys a forward added to `layer` from slot `start` on, (batch, 1, new, dim)."""
+    return layer.indexer_keys[:, None, start:]
 
 
 class HFCausalLM(GeneratorSpec):
@@ -237,8 +254,7 @@ def decoder_state(model: Any) -> DecoderState:
         sliding = i < len(types) and "sliding" in str(types[i]) and isinstance(window, int)
         entries.append(AttentionKV(i, heads, kd, vd, window=window if sliding else None))
     # Sparse-attention indexers (DynamicIndexedLayer) keep one more key per token: (batch, past, dim).
-    entries += [IndexerKeys(i, int(layer.indexer_keys.shape[-1])) for i, layer in enumerate(cache.layers)
-                if isinstance(getattr(layer, "indexer_keys", None), torch.Tensor) and layer.indexer_keys.ndim == 3]
+    entries += [IndexerKeys(i, dim) for i, layer in enumerate(cache.layers) if (dim := indexer_dim(layer))]
     return DecoderState(tuple(entries))
 
 

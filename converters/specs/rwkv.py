@@ -23,7 +23,7 @@ Two facts of transformers 5.23's modeling_rwkv.py shape the graph:
 Left-padded batches: RWKV ignores attention_mask, so transformers' generate would read pads as
 tokens, and its batched decode steps mix rows (above). Neither is a row's own answer; the runtime
 feeds each row's real tokens on its own (edgekit/tasks/state_loop.py), which equals transformers
-run on that row alone, and that is the reference (`RwkvReference`).
+run on that row alone, and that is the reference (`RowsAloneReference`).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions
 from edgekit.converters.specs.causal_lm import Family, HFCausalLM, _tokenizer_json
 from edgekit.converters.specs.generate import GeneratorSpec
-from edgekit.converters.specs.state_space import HFStateSpaceLM, StateReference, dynamic_shapes
+from edgekit.converters.specs.state_space import HFStateSpaceLM, RowsAloneReference, dynamic_shapes
 
 from edgekit.contract.state import DecoderState, SSMState
 from edgekit.errors import UnsupportedError
@@ -138,7 +138,7 @@ class HFRwkvLM(HFStateSpaceLM):
                                  ["input_ids", *self.cache.past()], ["logits", *self.cache.present()],
                                  dynamic_shapes(self.cache))
         self.tokenizer_json = _tokenizer_json(src)
-        self.reference = RwkvReference(self.model, self.graph)
+        self.reference = RowsAloneReference(self.model, self.graph)
 
 
 def _example(model: Any, state: DecoderState) -> tuple[torch.Tensor, ...]:
@@ -147,10 +147,3 @@ def _example(model: Any, state: DecoderState) -> tuple[torch.Tensor, ...]:
     ids = torch.randint(0, int(model.config.vocab_size), (2, 1), generator=gen)
     return (ids, *(torch.rand(t.shape(2, 0), generator=gen) + 0.5 for t in state.tensors()))
 
-
-class RwkvReference(StateReference):
-    """transformers' generate on each row alone, unpadded: what a row's answer is (the module
-    docstring says why a batch is not), and the whole-row forward for teacher-forced logits."""
-
-    def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
-        return self.greedy_alone(ids, mask, new)

@@ -14,10 +14,15 @@ through leading pads, which is the same thing.
 
     inputs   input_ids (batch, 1); with attention layers attention_mask (batch, slots + 1) and
              position_ids (batch, 1), and per attention layer i past_key_values.{i}.key / .value
-             (batch, heads, slots, dim);
+             (batch, heads, slots, dim), and indexer_keys.{i} (batch, 1, slots, dim) where a
+             sparse-attention indexer keeps its keys beside them (Qwen4-Exp);
              per state layer i and state index k conv_state.{i}.{k} / ssm_state.{i}.{k} (batch, ...)
-    outputs  logits (batch, 1, vocab); present.{i}.key / .value (this call's token);
-             conv_state_out.{i}.{k} / ssm_state_out.{i}.{k} (the whole next state)
+    outputs  logits (batch, 1, vocab); present.{i}.key / .value and present_indexer_keys.{i} (this
+             call's token); conv_state_out.{i}.{k} / ssm_state_out.{i}.{k} (the whole next state)
+
+Qwen4-Exp also keeps every token's positions on its first indexed layer (the indexer rotates each
+block of keys to its first position): the graph derives them from the mask (`_put`), and exports its
+QSA indexer's selection in a form torch.export can trace (converters/indexers.py).
 """
 from __future__ import annotations
 
@@ -33,28 +38,33 @@ from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
 from edgekit.converters.specs.causal_lm import (MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference, _tokenizer_json,
-                                                takes_positions)
+                                                indexer_dim, new_indexer_keys, put_indexer_keys, takes_positions)
 from edgekit.converters.specs.generate import GeneratorSpec
 from edgekit.converters.specs.state_slots import aligned, aligned_mask, choose_layout, right_aligned
+from edgekit.converters.indexers import exportable_indexers
 from edgekit.converters.wrappers import export_experts
 from torch.export import Dim
 from transformers.cache_utils import DynamicCache, LinearAttentionCacheLayerMixin
 
 from edgekit.contract.base import BATCH, PAST, TOTAL
-from edgekit.contract.state import AttentionKV, ConvState, DecoderState, SSMState, StateEntry
+from edgekit.contract.state import AttentionKV, ConvState, DecoderState, IndexerKeys, SSMState, StateEntry
 from edgekit.contract.state.base import STEP_INPUTS
 from edgekit.errors import UnsupportedError
 
 
 @dataclass(frozen=True)
 class LayerState:
-    """What one decoder layer keeps: keys/values (heads, key dim, value dim) and/or state tensors
-    (state index -> dims after batch) for its conv and recurrent (SSM) states."""
+    """What one decoder layer keeps: keys/values (heads, key dim, value dim), a sparse-attention
+    indexer's keys (their dim) and/or state tensors (state index -> dims after batch) for its conv and
+    recurrent (SSM) states. `positions`: the dims of the token positions the layer keeps for every
+    indexer (Qwen4-Exp's first indexed layer: (3, batch, past)), 0 where it keeps none."""
 
     index: int
     kv: tuple[int, int, int] | None = None
     conv: tuple[tuple[int, tuple[int, ...]], ...] = ()
     ssm: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    indexer: int | None = None
+    positions: int = 0
 
 
 def cache_keyword(model: Any) -> str:
@@ -105,17 +115,6 @@ def probe_layers(model: Any) -> tuple[LayerState, ...]:
                                    "this family is not supported")
     layers = []
     for i, layer in enumerate(cache.layers):
-        if isinstance(getattr(layer, "indexer_keys", None), torch.Tensor):
-            # Qwen4-Exp (transformers 5.23): a sparse-attention indexer keeps its keys, and the first
-            # indexed layer all tokens' positions, beside the keys/values; its QSA indexer picks blocks
-            # of the visible keys per row with torch.nonzero (a data-dependent count torch.export cannot
-            # guard). The step graph carries neither: refused rather than exported without them.
-            raise UnsupportedError(f"'{model.config.model_type}' keeps a sparse-attention indexer's keys in "
-                                   f"layer {i} beside conv/recurrent state",
-                                   found=f"{type(layer).__name__} with indexer_keys; edgekit's step graph for state "
-                                         "layers carries keys/values and conv/SSM states only",
-                                   fix="generate supports indexer keys in attention-only decoders (DeepSeek-V3.2, "
-                                       "GLM-MoE-DSA); this family is not supported")
         kv = None
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
         if isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.numel():
@@ -125,7 +124,9 @@ def probe_layers(model: Any) -> tuple[LayerState, ...]:
         if isinstance(layer, LinearAttentionCacheLayerMixin):
             conv = tuple((k, tuple(v.shape[1:])) for k, v in layer.conv_states.items() if v is not None)
             ssm = tuple((k, tuple(v.shape[1:])) for k, v in layer.recurrent_states.items() if v is not None)
-        layers.append(LayerState(i, kv, conv, ssm))
+        positions = getattr(layer, "indexer_position_ids", None)
+        positions = int(positions.shape[0]) if isinstance(positions, torch.Tensor) else 0
+        layers.append(LayerState(i, kv, conv, ssm, indexer_dim(layer), positions))
     return tuple(layers)
 
 
@@ -159,8 +160,8 @@ class StateDecoder(torch.nn.Module):
         mask = aligned_mask(mask, order) if order is not None and mask is not None else mask
         given = iter(flat)
         for spec in self.layers:
-            _put(cache, spec, given, order)
-        with export_experts(self.model):
+            _put(cache, spec, given, order, mask)
+        with export_experts(self.model), exportable_indexers(self.model):
             out = self.model(**_forward_kwargs(self.model, input_ids, mask, position, cache))
         new: list[torch.Tensor] = []
         for spec in self.layers:
@@ -168,12 +169,22 @@ class StateDecoder(torch.nn.Module):
         return (out.logits.float(), *new)
 
 
-def _put(cache: DynamicCache, spec: LayerState, given: Iterator[torch.Tensor], order: torch.Tensor | None) -> None:
+def _put(cache: DynamicCache, spec: LayerState, given: Iterator[torch.Tensor], order: torch.Tensor | None,
+         mask: torch.Tensor | None) -> None:
     if spec.kv:
         keys, values = next(given), next(given)
         if order is not None:
             keys, values = aligned(keys, order), aligned(values, order)
         cache.layers[spec.index].update(keys, values)
+    if spec.indexer:
+        keys = next(given)
+        put_indexer_keys(cache.layers[spec.index], aligned(keys, order) if order is not None else keys)
+    if spec.positions and mask is not None:
+        # The past slots' positions as the runtime numbers a row's tokens (edgekit/tasks/state_loop.py):
+        # its filled slots count from 0, as transformers' cumsum of the mask does; an unfilled slot is
+        # masked, so never indexed, whatever its number.
+        past = (mask[:, :-1].cumsum(1) - 1).clamp(min=0)
+        cache.layers[spec.index].indexer_position_ids = past[None].expand(spec.positions, -1, -1)
     for k, _ in spec.conv:
         _set_state(cache.layers[spec.index], "conv", k, next(given))
     for k, _ in spec.ssm:
@@ -183,6 +194,7 @@ def _put(cache: DynamicCache, spec: LayerState, given: Iterator[torch.Tensor], o
 def _take(cache: DynamicCache, spec: LayerState) -> list[torch.Tensor]:
     layer = cache.layers[spec.index]
     new = [layer.keys[:, :, -1:], layer.values[:, :, -1:]] if spec.kv else []  # this call's one token
+    new += [new_indexer_keys(layer, -1)] if spec.indexer else []
     return new + [layer.conv_states[k] for k, _ in spec.conv] + [layer.recurrent_states[k] for k, _ in spec.ssm]
 
 
@@ -264,11 +276,14 @@ class HFStateSpaceLM(HFCausalLM):
 
 
 def decoder_state(layers: tuple[LayerState, ...]) -> DecoderState:
-    """The contract's entries, layer by layer: keys/values, then conv and SSM states (dims after batch)."""
+    """The contract's entries, layer by layer: keys/values, indexer keys, then conv and SSM states (dims
+    after batch)."""
     entries: list[StateEntry] = []
     for spec in layers:
         if spec.kv:
             entries.append(AttentionKV(spec.index, *spec.kv))
+        if spec.indexer:
+            entries.append(IndexerKeys(spec.index, spec.indexer))
         entries += [ConvState(spec.index, k, shape) for k, shape in spec.conv]
         entries += [SSMState(spec.index, k, shape) for k, shape in spec.ssm]
     return DecoderState(tuple(entries), inputs=small_inputs(layers), prompt="stepwise")
@@ -291,3 +306,12 @@ class StateReference(HFReference):
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
+
+
+class RowsAloneReference(StateReference):
+    """transformers' generate on each row alone, unpadded: a row's answer where transformers' batched
+    generate is not one (RWKV and xLSTM ignore attention_mask, so pads would be read as tokens; RWKV's
+    batched step also mixes rows), and the whole-row forward for teacher-forced logits."""
+
+    def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
+        return self.greedy_alone(ids, mask, new)

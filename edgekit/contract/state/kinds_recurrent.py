@@ -36,7 +36,8 @@ class ConvState(_LayerState):
 @dataclass(frozen=True)
 class SSMState(_LayerState):
     """A selective state-space or linear-attention recurrent state (Mamba's (channels, state),
-    Mamba-2's (heads, head_dim, state), gated delta rules, RWKV's time/channel-mix states)."""
+    Mamba-2's (heads, head_dim, state), gated delta rules, RWKV's time/channel-mix states, xLSTM's mLSTM
+    matrix memory, normaliser and maximum)."""
 
     tag: ClassVar[str] = "ssm_state"
     prefix: ClassVar[str] = "ssm_state"
