@@ -20,6 +20,7 @@ from edgekit.contract.recognize import Chunking, CtcSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.parity import compare_outputs
 from edgekit.converters.sources import Source, auto_architectures
+from edgekit.converters.squeezed_encoders import DEFERRED_GUARDS
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Gate, Limit
 from edgekit.converters.wrappers import Logits
 from edgekit.errors import ConfigError, InputError, SourceError, UnsupportedError
@@ -161,7 +162,8 @@ class HFCtc(_Ctc):
             skip=tuple(sorted({t for t in labels if t.startswith("<") and t.endswith(">") and t != "<unk>"})))
         x = torch.from_numpy(np.stack([synthetic_audio(1.0, rate, s) for s in (0, 1)]))
         # Logits takes *args: torch.export sees one varargs argument, so its shapes nest in a tuple.
-        dims = (({0: torch.export.Dim(BATCH, min=1, max=64), 1: torch.export.Dim(SAMPLES, min=1600, max=16000 * 120)},),)
+        samples: Any = SAMPLES if self.family in DEFERRED_GUARDS else torch.export.Dim(SAMPLES, min=1600, max=16000 * 120)
+        dims = (({0: torch.export.Dim(BATCH, min=1, max=64), 1: samples},),)
         self.graph = GraphExport("model", Logits(model), (x,), ["input_values"], ["logits"], dims)
 
     def preprocess_difference(self, waves: list[np.ndarray], c: CtcSection) -> float:
