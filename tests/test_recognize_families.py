@@ -1,17 +1,60 @@
 """CTC families beyond the plain waveform ones, each from the sweep's tiny saved folder.
 
-SEW-D: its encoder pads an odd frame count back after upsampling (converters/squeezed_encoders.py);
-the graph must answer lengths whose frame count is odd and even, neither traced with.
+The filterbank front ends (edgekit/preprocess/filterbank.py, numpy only) against transformers' own
+extractors on waveforms of odd lengths, features and frame mask; then one family end to end (raw
+waveform -> transcript equal to transformers' pipeline). SEW-D: its encoder pads an odd frame count
+back after upsampling (converters/squeezed_encoders.py); the graph must answer lengths whose frame
+count is odd and even, neither traced with.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import edgekit
-from edgekit.converters.specs.ctc import synthetic_audio
+from edgekit.contract.recognize import Chunking, CtcSection
+from edgekit.converters.specs.ctc import PREPROCESS_MAX_ABS, front_end, synthetic_audio
+from edgekit.tasks.ctc import ctc_inputs
+
+LENGTHS = (1601, 4001, 17123, 36811)  # odd sample counts: odd and even frame counts, partial hops
+
+
+def _extractor(kind: str) -> Any:
+    import transformers
+
+    return {"ParakeetFeatureExtractor": lambda: transformers.ParakeetFeatureExtractor(feature_size=80),
+            "LasrFeatureExtractor": lambda: transformers.LasrFeatureExtractor(feature_size=128),
+            "SeamlessM4TFeatureExtractor": lambda: transformers.SeamlessM4TFeatureExtractor()}[kind]()
+
+
+@pytest.mark.parametrize("kind", ["ParakeetFeatureExtractor", "LasrFeatureExtractor", "SeamlessM4TFeatureExtractor"])
+def test_filterbank_front_ends_match_the_extractors(kind: str) -> None:
+    fe = _extractor(kind)
+    front = front_end(kind, fe.to_dict())
+    c = CtcSection(audio=Chunking(16000, 20.0, 2.0), vocabulary=("<pad>", "a"), blank_id=0, word_delimiter="|",
+                   skip=(), **front.section_fields())
+    for n in LENGTHS:
+        wave = synthetic_audio(n / 16000, 16000, seed=n) * np.float32(0.3 if n % 3 else 4.0)
+        theirs = fe(wave, sampling_rate=16000, return_tensors="np", return_attention_mask=True)
+        mine = ctc_inputs(wave, c)
+        assert mine[c.input].shape == theirs["input_features"].shape
+        assert np.abs(mine[c.input] - theirs["input_features"]).max() <= PREPROCESS_MAX_ABS[c.features]
+        assert c.mask is not None and (mine[c.mask].astype(bool) == theirs["attention_mask"].astype(bool)).all()
+
+
+def test_lasr_from_waveform_to_the_pipelines_transcript(tmp_path: Path) -> None:
+    from coverage_models import _check_ctc, save_folder
+
+    folder = save_folder("recognize", "lasr_ctc", tmp_path / "hf")
+    edgekit.convert(folder, tmp_path / "art")
+    report = edgekit.load(tmp_path / "art", device="cpu").manifest.parity
+    assert report.passed and report.measures["frame_agreement"] == 1.0
+    assert report.end_to_end is not None and report.end_to_end.preprocess is not None
+    assert "LasrFeatureExtractor" in report.end_to_end.preprocess.summary
+    assert _check_ctc(folder, tmp_path / "art", "fp32") == ""
 
 
 @pytest.fixture(scope="module")
