@@ -82,7 +82,8 @@ class CtcSection(Section):
         if self.features == "waveform":  # chunks of chunk_length_s; clips down to 0.1 s
             return [("all", {BATCH: self.batch, SAMPLES: (min(1600, samples), samples, samples)})]
         frames = samples // self.hop_length + 1
-        return [("all", {BATCH: self.batch, FRAMES: (1, frames, frames)})]
+        least = 1 if self.features == "log-mel" else 8  # a filterbank graph is exported for 8 frames and up
+        return [("all", {BATCH: self.batch, FRAMES: (least, frames, frames)})]
 
 
 @dataclass(frozen=True)
