@@ -153,7 +153,7 @@ def front_end(kind: str, fe: dict[str, Any]) -> FrontEnd:
     if kind == "ParakeetFeatureExtractor":
         return FrontEnd("parakeet-fbank", "input_features", n_fft=int(fe.get("n_fft", 512)),
                         hop_length=int(fe.get("hop_length", 160)), n_mels=int(fe.get("feature_size", 80)),
-                        win_length=int(fe.get("win_length", 400)), preemphasis=float(fe.get("preemphasis") or 0.0),
+                        win_length=int(fe.get("win_length", 400)), preemphasis=float(fe.get("preemphasis", 0.97) or 0.0),
                         mask=mask, mask_is_bool=True)
     if kind == "LasrFeatureExtractor":
         return FrontEnd("lasr-fbank", "input_features", n_fft=int(fe.get("n_fft", 512)),
