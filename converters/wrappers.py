@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from edgekit.converters.expert_loops import gathered_expert_loops
+from edgekit.converters.squeezed_encoders import padded_upsampling
 
 
 def callable_module(model: Any) -> Any:
@@ -92,7 +93,7 @@ class Logits(torch.nn.Module):
             default = self.model.config._attn_implementation
             self.model.set_attn_implementation("eager")
         try:
-            with export_experts(self.model):
+            with export_experts(self.model), padded_upsampling(self.model):
                 out = self.model(**dict(zip(self.names, args))) if self.names else self.model(*args)
         finally:
             if switch:

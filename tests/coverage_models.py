@@ -334,6 +334,10 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     "zaya": lambda kw, ints: {"num_experts_per_tok": 1},
     # X-MOD's adapters need a language; the default config names one (en_XX) but selects none.
     "xmod": lambda kw, ints: {"default_language": "en_XX"},
+    # Parakeet-CTC and LASR-CTC hold their conformer in encoder_config (24 and 17 layers of 1024 / 512
+    # by default, 0.4 GB): the shape's ints there, and a narrow subsampling stack.
+    "parakeet_ctc": lambda kw, ints: {"encoder_config": _sub_config("parakeet_encoder", ints)},
+    "lasr_ctc": lambda kw, ints: {"encoder_config": _sub_config("lasr_encoder", ints)},
 }
 
 
@@ -349,6 +353,13 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
 _REAL_DEPTH: dict[str, dict[str, Any]] = {
     "hrm_text": {"num_hidden_layers": 1, "H_cycles": 1, "L_cycles": 1},
 }
+
+
+def _sub_config(model_type: str, ints: dict[str, int | None]) -> dict[str, Any]:
+    from transformers import CONFIG_MAPPING
+
+    base = CONFIG_MAPPING[model_type]().to_dict()
+    return {**{k: v for k, v in ints.items() if k in base and v is not None}, "subsampling_conv_channels": 16}
 
 
 def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **extra: Any) -> Any:
@@ -523,12 +534,11 @@ def _save_image_processor(family: str, folder: Path, config: Any) -> None:
 
 def _save_ctc(family: str, folder: Path, seed: int, shape: str) -> Path:
     import torch
-    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor
+    from transformers import Wav2Vec2CTCTokenizer
 
     vocab = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
     extra = {k: v for k, v in dict(conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
                                      num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
                                      initializer_range=0.5).items()}
@@ -537,9 +547,26 @@ def _save_ctc(family: str, folder: Path, seed: int, shape: str) -> Path:
     base = CONFIG_MAPPING[family]().to_dict()
     config = tiny_config(family, "recognize", vocab=len(vocab), shape=shape,
                          **{k: v for k, v in extra.items() if k in base})
+    _ctc_extractor(config).save_pretrained(folder)
     torch.manual_seed(seed)
     _auto_model("recognize").from_config(config).eval().save_pretrained(folder)
     return folder
+
+
+def _ctc_extractor(config: Any) -> Any:
+    """The feature extractor a family's checkpoints ship (the waveform one unless it takes filterbanks),
+    sized to the tiny config's feature width."""
+    import transformers
+
+    enc = getattr(config, "encoder_config", None) or config
+    if config.model_type == "parakeet_ctc":
+        return transformers.ParakeetFeatureExtractor(feature_size=enc.num_mel_bins)
+    if config.model_type == "lasr_ctc":
+        return transformers.LasrFeatureExtractor(feature_size=enc.num_mel_bins)
+    if config.model_type == "wav2vec2-bert":  # facebook/w2v-bert-2.0: 80 Kaldi mels, 2 frames stacked
+        mels = config.feature_projection_input_dim // 2
+        return transformers.SeamlessM4TFeatureExtractor(feature_size=mels, num_mel_bins=mels, stride=2)
+    return transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
 
 
 # ---------------------------------------------------------------- the checks

@@ -7,6 +7,7 @@ speech-like signals of lengths not traced with.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,16 +21,26 @@ from edgekit.contract.recognize import Chunking, CtcSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.parity import compare_outputs
 from edgekit.converters.sources import Source, auto_architectures
+from edgekit.converters.squeezed_encoders import DEFERRED_GUARDS
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Gate, Limit
 from edgekit.converters.wrappers import Logits
 from edgekit.errors import ConfigError, InputError, SourceError, UnsupportedError
-from edgekit.parity_report import ParityReport
+from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 from edgekit.preprocess.audio import load_audio
-from edgekit.tasks.ctc import FRONT_ENDS, ctc_features, decode_with
+from edgekit.tasks.ctc import ctc_features, ctc_inputs, decode_with
 from edgekit.tasks.recognizer import word_error_rate
 
-PARITY_SECONDS = (1.3, 2.2, 3.1)
-PREPROCESS_MAX_ABS = 1e-4  # float32 mean/variance of the same samples: measured about 1e-6  # lengths not traced with: the samples axis really is dynamic
+PARITY_SECONDS = (1.3, 2.2, 3.1)  # lengths not traced with: the samples axis really is dynamic
+# edgekit's numpy front end against the source's feature extractor, per front end (largest abs difference).
+PREPROCESS_MAX_ABS: dict[str, float] = {
+    "waveform": 1e-4,  # float32 mean/variance of the same samples: measured about 1e-6
+    "log-mel": 1e-4,
+    # torch.stft in float32: the quietest mel bands (power ~1e-7 of the frame's) carry its FFT rounding,
+    # ~1e-4 relative, into the log; measured up to 3.1e-4 after normalization (a 3.1 s parity signal).
+    "parakeet-fbank": 1e-3,
+    "lasr-fbank": 1e-4,  # float64 on both sides: measured 0
+    "kaldi-fbank": 1e-4,  # numpy on both sides, float32 normalization: measured up to 2.5e-5
+}
 _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # Share of frames whose argmax id agrees with PyTorch's, per precision.
 GATES: dict[str, Gate] = {p: {"frame_agreement": Limit(min=v)}
@@ -75,7 +86,7 @@ class _Ctc(ExportSpec):
 
     def calibrate(self, data: Any) -> Calibration:
         waves = calibration_waves(data, self.section.audio.sample_rate)
-        return Calibration([{"model": {self.section.input: ctc_features(w, self.section)[None]}} for w in waves], waves)
+        return Calibration([{"model": ctc_inputs(w, self.section)} for w in waves], waves)
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
                calibration: Calibration | None = None) -> ParityReport:
@@ -85,10 +96,10 @@ class _Ctc(ExportSpec):
         c = model.contract
         same, total, diffs, errors, words = 0, 0, [], 0.0, 0
         for w in waves:
-            feats = ctc_features(w, c)[None]
+            feeds = ctc_inputs(w, c)
             with torch.inference_mode():
-                ref = self.graph.module(torch.from_numpy(feats)).float().numpy()
-            got = model.runners["model"].run({c.input: feats})["logits"].astype(np.float32)
+                ref = self.graph.module(*(torch.from_numpy(feeds[n]) for n in self.graph.input_names)).float().numpy()
+            got = model.runners["model"].run(feeds)["logits"].astype(np.float32)
             same += int((ref.argmax(-1) == got.argmax(-1)).sum())
             total += ref.shape[1]
             diffs.append(compare_outputs(ref[0], got[0]))
@@ -97,25 +108,81 @@ class _Ctc(ExportSpec):
             errors += word_error_rate(ref_text, got_text) * n
             words += n
         agreement = same / max(total, 1)
-        pre = self.preprocess_difference(waves, c)
+        pre = self.preprocess_check(waves, c)
         measures = {"samples": len(waves), "frame_agreement": agreement, "wer_vs_pytorch": errors / max(words, 1),
                     "logits": {"max_abs": max(d["max_abs"] for d in diffs), "cosine": min(d["cosine"] for d in diffs)},
-                    "preprocess_max_abs": pre}
+                    "preprocess_max_abs": pre.max_abs}
         report = self.report(measures, precision, f"CTC argmax ids agree on {agreement:.2%} of frames; WER vs "
                                                   f"PyTorch {measures['wer_vs_pytorch']:.3f}; logits max abs diff "
-                                                  f"{measures['logits']['max_abs']:.3g}; pre-processing max abs "
-                                                  f"difference {pre:.3g} (limit {PREPROCESS_MAX_ABS:g})")
-        if pre > PREPROCESS_MAX_ABS:
-            return report.failed("pre-processing differs from the source's feature extractor")
-        return report
+                                                  f"{measures['logits']['max_abs']:.3g}")
+        report = dataclasses.replace(report, end_to_end=EndToEnd(len(waves), preprocess=pre, reference=self.extractor))
+        return report if pre.passed else report.failed("pre-processing differs from the source's feature extractor")
 
-    def preprocess_difference(self, waves: list[np.ndarray], c: CtcSection) -> float:
-        """Largest difference between edgekit's front end and the source's own (0: the same steps)."""
-        return 0.0
+    extractor: str = "edgekit's own front end (the same steps)"
+
+    def preprocess_check(self, waves: list[np.ndarray], c: CtcSection) -> PreprocessCheck:
+        """edgekit's front end against the source's own (a plain module declares edgekit's: the same steps)."""
+        return PreprocessCheck(True, "same steps (declared by preprocess=)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontEnd:
+    """A folder's feature extractor as CtcSection's front-end fields, and how its mask reaches the model."""
+
+    features: str
+    input: str
+    normalize: bool = False
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    win_length: int = 0
+    preemphasis: float = 0.0
+    stack: int = 1
+    mask: str | None = None
+    mask_is_bool: bool = False  # the extractor's mask dtype (bool for Parakeet/LASR, integers for SeamlessM4T)
+
+    def section_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "mask_is_bool"}
+
+
+def front_end(kind: str, fe: dict[str, Any]) -> FrontEnd:
+    """The feature extractor `kind` with its preprocessor_config.json values, or UnsupportedError."""
+    mask = "attention_mask"
+    if kind == "Wav2Vec2FeatureExtractor":
+        return FrontEnd("waveform", "input_values", normalize=bool(fe.get("do_normalize", True)))
+    if kind == "ParakeetFeatureExtractor":
+        return FrontEnd("parakeet-fbank", "input_features", n_fft=int(fe.get("n_fft", 512)),
+                        hop_length=int(fe.get("hop_length", 160)), n_mels=int(fe.get("feature_size", 80)),
+                        win_length=int(fe.get("win_length", 400)), preemphasis=float(fe.get("preemphasis", 0.97) or 0.0),
+                        mask=mask, mask_is_bool=True)
+    if kind == "LasrFeatureExtractor":
+        return FrontEnd("lasr-fbank", "input_features", n_fft=int(fe.get("n_fft", 512)),
+                        hop_length=int(fe.get("hop_length", 160)), n_mels=int(fe.get("feature_size", 128)),
+                        win_length=int(fe.get("win_length", 400)), mask=mask, mask_is_bool=True)
+    if kind == "SeamlessM4TFeatureExtractor":  # frames of 400 every 160 samples, 512-point FFT: fixed in its code
+        return FrontEnd("kaldi-fbank", "input_features", n_fft=512, hop_length=160, win_length=400, preemphasis=0.97,
+                        n_mels=int(fe.get("num_mel_bins", 80)), stack=int(fe.get("stride", 2)), mask=mask)
+    raise UnsupportedError(f"edgekit cannot reproduce the feature extractor {kind}",
+                           found="edgekit's CTC front ends: Wav2Vec2FeatureExtractor (the waveform), "
+                                 "ParakeetFeatureExtractor, LasrFeatureExtractor, SeamlessM4TFeatureExtractor",
+                           fix="convert a CTC model with one of those feature extractors")
+
+
+class MaskedLogits(torch.nn.Module):
+    """(features, int64 frame mask) -> logits: the mask reaches the model in its extractor's dtype."""
+
+    def __init__(self, model: Any, front: FrontEnd) -> None:
+        super().__init__()
+        self.logits = Logits(model, [front.input, "attention_mask"])
+        self.as_bool = front.mask_is_bool
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.logits(features, mask.bool() if self.as_bool else mask)
 
 
 class HFCtc(_Ctc):
-    """Any `*ForCTC` folder (wav2vec2, HuBERT, Data2VecAudio, WavLM, ...) with its vocab.json."""
+    """Any `*ForCTC` folder (wav2vec2, HuBERT, Data2VecAudio, WavLM, Parakeet, LASR, wav2vec2-BERT, ...)
+    with its vocab.json; its feature extractor is ported to numpy (`front_end`)."""
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
@@ -129,17 +196,32 @@ class HFCtc(_Ctc):
         folder = src.hf_dir
         assert folder is not None
         fe = _json(folder / "preprocessor_config.json")
-        kind = fe.get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
-        if kind != "Wav2Vec2FeatureExtractor":  # fbank / mel front ends: not edgekit's waveform front end
-            raise UnsupportedError(f"edgekit cannot reproduce the feature extractor {kind} of '{folder.name}'",
-                                   found="edgekit's CTC front end is the raw waveform (Wav2Vec2FeatureExtractor)",
-                                   fix="convert a waveform CTC model (wav2vec2, HuBERT, WavLM, ...)")
+        self.extractor = fe.get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
+        front = front_end(self.extractor, fe)
         model = AutoModelForCTC.from_pretrained(folder).eval()
         self.family = str(src.config.get("model_type", "hf-ctc"))
-        if model.main_input_name != "input_values":
-            raise UnsupportedError(f"'{self.family}' takes {model.main_input_name} (filterbank features), not the waveform",
-                                   found=f"{type(model).__name__}.main_input_name = {model.main_input_name!r}",
-                                   fix="convert a waveform CTC model (wav2vec2, HuBERT, WavLM, ...)")
+        if model.main_input_name != front.input:
+            raise UnsupportedError(f"'{self.family}' takes {model.main_input_name}, but its {self.extractor} makes "
+                                   f"{front.input}", found=f"{type(model).__name__}.main_input_name",
+                                   fix="save the model's own feature extractor beside it (preprocessor_config.json)")
+        self.section = CtcSection(**self._section_fields(src, folder, fe), **front.section_fields())
+        rate = self.section.audio.sample_rate
+        feeds = [ctc_inputs(synthetic_audio(1.0, rate, s), self.section) for s in (0, 1)]
+        x = tuple(torch.from_numpy(np.concatenate([f[n] for f in feeds])) for n in feeds[0])
+        batch = torch.export.Dim(BATCH, min=1, max=64)
+        if front.mask is None:
+            samples: Any = SAMPLES if self.family in DEFERRED_GUARDS else torch.export.Dim(SAMPLES, min=1600,
+                                                                                             max=16000 * 120)
+            # Logits takes *args: torch.export sees one varargs argument, so its shapes nest in a tuple.
+            dims: Any = (({0: batch, 1: samples},),)
+            self.graph = GraphExport("model", Logits(model), x, [front.input], ["logits"], dims)
+        else:  # (batch, frames, width) features and their (batch, frames) mask
+            frames = torch.export.Dim(FRAMES, min=8, max=100 * 120)
+            self.graph = GraphExport("model", MaskedLogits(model, front), x, [front.input, "attention_mask"], ["logits"],
+                                     ({0: batch, 1: frames}, {0: batch, 1: frames}))
+
+    def _section_fields(self, src: Source, folder: Path, fe: dict[str, Any]) -> dict[str, Any]:
+        """The vocabulary, its conventions and the chunking: every CtcSection field but the front end's."""
         if not (folder / "vocab.json").is_file():
             raise SourceError(f"'{folder}' has no vocab.json", fix="save the processor/tokenizer beside the model")
         vocab = _json(folder / "vocab.json")
@@ -151,32 +233,37 @@ class HFCtc(_Ctc):
             if int(i) < n:
                 labels[int(i)] = token
         tok_cfg = _json(folder / "tokenizer_config.json")
-        rate = int(fe.get("sampling_rate", 16000))
         user = dict(src.preprocess or {})
-        self.section = CtcSection(
-            audio=Chunking(rate, float(user.get("chunk_length_s", 20.0)), float(user.get("stride_length_s", 2.0))),
-            features="waveform", normalize=bool(fe.get("do_normalize", True)), n_fft=400, hop_length=160, n_mels=80,
-            input="input_values", vocabulary=tuple(labels), blank_id=int(src.config.get("pad_token_id") or 0),
-            word_delimiter=tok_cfg.get("word_delimiter_token", "|"),
-            skip=tuple(sorted({t for t in labels if t.startswith("<") and t.endswith(">") and t != "<unk>"})))
-        x = torch.from_numpy(np.stack([synthetic_audio(1.0, rate, s) for s in (0, 1)]))
-        # Logits takes *args: torch.export sees one varargs argument, so its shapes nest in a tuple.
-        dims = (({0: torch.export.Dim(BATCH, min=1, max=64), 1: torch.export.Dim(SAMPLES, min=1600, max=16000 * 120)},),)
-        self.graph = GraphExport("model", Logits(model), (x,), ["input_values"], ["logits"], dims)
+        return dict(audio=Chunking(int(fe.get("sampling_rate", 16000)), float(user.get("chunk_length_s", 20.0)),
+                                   float(user.get("stride_length_s", 2.0))),
+                    vocabulary=tuple(labels), blank_id=int(src.config.get("pad_token_id") or 0),
+                    word_delimiter=tok_cfg.get("word_delimiter_token", "|"),
+                    skip=tuple(sorted({t for t in labels if t.startswith("<") and t.endswith(">") and t != "<unk>"})))
 
-    def preprocess_difference(self, waves: list[np.ndarray], c: CtcSection) -> float:
-        """edgekit's waveform front end against the folder's feature extractor (its normalization).
-        Chunks run one at a time, unpadded, so the extractor's attention mask is all ones there."""
+    def preprocess_check(self, waves: list[np.ndarray], c: CtcSection) -> PreprocessCheck:
+        """edgekit's front end against the folder's feature extractor, features and mask. Chunks run one
+        at a time, unpadded, as the extractor sees a single waveform."""
         from transformers import AutoFeatureExtractor
 
         assert self.src.hf_dir is not None
         fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
-        worst = 0.0
+        worst, problems = 0.0, []
         for w in waves:
-            theirs = np.asarray(fe(w, sampling_rate=c.audio.sample_rate, return_tensors="np")["input_values"][0])
-            mine = ctc_features(w, c)
-            worst = max(worst, float(np.abs(mine - theirs).max()) if mine.shape == theirs.shape else float("inf"))
-        return worst
+            theirs = fe(w, sampling_rate=c.audio.sample_rate, return_tensors="np", return_attention_mask=True)
+            mine = ctc_inputs(w, c)
+            a, b = mine[c.input][0], np.asarray(theirs[c.input][0], dtype=np.float32)
+            if a.shape != b.shape:
+                problems.append(f"{c.input} shape {list(a.shape)} vs {list(b.shape)}")
+                continue
+            worst = max(worst, float(np.abs(a - b).max()))
+            want = np.asarray(theirs["attention_mask"][0]).astype(bool)
+            got = mine[c.mask][0].astype(bool) if c.mask else np.ones(len(want), bool)
+            if got.shape != want.shape or (got != want).any():
+                problems.append(f"the frame mask differs ({int(got.sum())} vs {int(want.sum())} real frames)")
+        limit = PREPROCESS_MAX_ABS[c.features]
+        summary = "; ".join(problems) if problems else f"max abs difference {worst:.3g} (limit {limit:g})"
+        return PreprocessCheck(not problems and worst <= limit, f"{summary} against transformers {self.extractor}",
+                               max_abs=worst if not problems else float("inf"))
 
 
 class TorchCtc(_Ctc):
@@ -205,8 +292,8 @@ class TorchCtc(_Ctc):
         if unknown:
             raise ConfigError(f"unknown preprocess keys {sorted(unknown)}", found=f"known keys {sorted(self.DEFAULTS)}")
         u = {**self.DEFAULTS, **user}
-        if u["features"] not in FRONT_ENDS:
-            raise ConfigError(f"unknown features '{u['features']}'", found=f"front ends {sorted(FRONT_ENDS)}")
+        if u["features"] not in ("waveform", "log-mel"):  # the others are Hugging Face extractors' (HFCtc)
+            raise ConfigError(f"unknown features '{u['features']}'", found="front ends ['log-mel', 'waveform']")
         try:
             self.section = CtcSection(
                 audio=Chunking(int(u["sample_rate"]), float(u["chunk_length_s"]), float(u["stride_length_s"])),

@@ -1,7 +1,8 @@
 """What a `recognize` artifact contains: a CTC model, or Whisper's encoder and cached decoder.
 
-CTC (`CtcSection`), graph "model": the waveform (batch, samples) or log-mel features (batch, mels,
-frames) in, logits (batch, frames, vocabulary) out; greedy CTC decoding with `vocabulary`.
+CTC (`CtcSection`), graph "model": the waveform (batch, samples), log-mel features (batch, mels,
+frames) or a model's own filterbank features (batch, frames, width) in, with their frame mask where
+the graph takes one; logits (batch, frames, vocabulary) out; greedy CTC decoding with `vocabulary`.
 
 Whisper (`WhisperSection`):
     graph "encoder"  input_features (batch, mels, frames) -> cross.{i}.key / .value per decoder layer
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from edgekit.contract.base import BATCH, FLOAT, FRAMES, SAMPLES, GraphNeeds, Need, Phase, Section
+from edgekit.contract.base import BATCH, FLOAT, FRAMES, INT64, SAMPLES, GraphNeeds, Need, Phase, Section
 from edgekit.contract.generate import cross_names, decoder_phases
 from edgekit.contract.state import DecoderState
 
@@ -47,7 +48,9 @@ class CtcSection(Section):
     model: ClassVar[str] = "edgekit.tasks.ctc:CtcRecognizer"
 
     audio: Chunking
-    features: Literal["waveform", "log-mel"]
+    # The numpy front end (edgekit/tasks/ctc.py FRONT_ENDS): "parakeet-fbank", "lasr-fbank" and
+    # "kaldi-fbank" (wav2vec2-BERT's) are transformers' extractors of those names (preprocess/filterbank.py).
+    features: Literal["waveform", "log-mel", "parakeet-fbank", "lasr-fbank", "kaldi-fbank"]
     normalize: bool  # waveform: zero mean, unit variance per chunk (wav2vec2's do_normalize)
     n_fft: int
     hop_length: int
@@ -58,23 +61,29 @@ class CtcSection(Section):
     word_delimiter: str
     skip: tuple[str, ...]  # tokens never printed (<s>, </s>, ...)
     output: str = "logits"
+    win_length: int = 0  # the STFT window inside n_fft (0: n_fft)
+    preemphasis: float = 0.0  # x[t] - preemphasis * x[t - 1] before the STFT
+    stack: int = 1  # consecutive frames stacked into one feature vector (wav2vec2-BERT: 2)
+    mask: str | None = None  # the graph's frame-mask input (batch, frames): 1 for the front end's real frames
 
     def __post_init__(self) -> None:
         if not 0 <= self.blank_id < len(self.vocabulary):
             raise ValueError(f"blank_id {self.blank_id} is not an index of the {len(self.vocabulary)}-token vocabulary")
-        if min(self.n_fft, self.hop_length, self.n_mels) < 1:
-            raise ValueError("n_fft, hop_length and n_mels must be positive")
+        if min(self.n_fft, self.hop_length, self.n_mels, self.stack) < 1 or not 0 <= self.win_length <= self.n_fft:
+            raise ValueError("n_fft, hop_length, n_mels and stack must be positive, win_length within n_fft")
 
     def needs(self) -> dict[str, GraphNeeds]:
         rank = 2 if self.features == "waveform" else 3
-        return {"model": GraphNeeds((Need(self.input, FLOAT, rank),), (Need(self.output, FLOAT, 3),))}
+        mask = (Need(self.mask, INT64, 2),) if self.mask else ()
+        return {"model": GraphNeeds((Need(self.input, FLOAT, rank), *mask), (Need(self.output, FLOAT, 3),))}
 
     def call_shapes(self, graph: str) -> list[Phase]:
         samples = self.audio.window
         if self.features == "waveform":  # chunks of chunk_length_s; clips down to 0.1 s
             return [("all", {BATCH: self.batch, SAMPLES: (min(1600, samples), samples, samples)})]
         frames = samples // self.hop_length + 1
-        return [("all", {BATCH: self.batch, FRAMES: (1, frames, frames)})]
+        least = 1 if self.features == "log-mel" else 8  # a filterbank graph is exported for 8 frames and up
+        return [("all", {BATCH: self.batch, FRAMES: (least, frames, frames)})]
 
 
 @dataclass(frozen=True)

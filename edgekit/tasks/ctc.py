@@ -7,27 +7,55 @@ import numpy as np
 
 from edgekit.contract.recognize import CtcSection
 from edgekit.errors import UnsupportedError
-from edgekit.preprocess import audio
+from edgekit.preprocess import audio, filterbank
 from edgekit.results import Segment, Transcript
 from edgekit.tasks.recognizer import Options, Recognizer
 
 
-def _waveform(wave: np.ndarray, c: CtcSection) -> np.ndarray:
-    return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
+Features = tuple[np.ndarray, int]  # one chunk's graph input without the batch axis, and its real frames
 
 
-def _log_mel(wave: np.ndarray, c: CtcSection) -> np.ndarray:
-    return audio.log_mel(wave, c.audio.sample_rate, c.n_fft, c.hop_length, c.n_mels).astype(np.float32)
+def _waveform(wave: np.ndarray, c: CtcSection) -> Features:
+    return (audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)), len(wave)
+
+
+def _log_mel(wave: np.ndarray, c: CtcSection) -> Features:
+    feats = audio.log_mel(wave, c.audio.sample_rate, c.n_fft, c.hop_length, c.n_mels).astype(np.float32)
+    return feats, feats.shape[1]
+
+
+def _parakeet(wave: np.ndarray, c: CtcSection) -> Features:
+    return filterbank.parakeet_fbank(wave, c.audio.sample_rate, c.n_fft, c.win_length or c.n_fft, c.hop_length,
+                                     c.n_mels, c.preemphasis)
+
+
+def _lasr(wave: np.ndarray, c: CtcSection) -> Features:
+    return filterbank.lasr_fbank(wave, c.audio.sample_rate, c.n_fft, c.win_length or c.n_fft, c.hop_length, c.n_mels)
+
+
+def _kaldi(wave: np.ndarray, c: CtcSection) -> Features:
+    return filterbank.kaldi_fbank_stacked(wave, c.audio.sample_rate, c.n_mels, c.stack)
 
 
 # The contract's `features` -> numpy front end; a model with a new front end adds an entry here
 # and to CtcSection.features.
-FRONT_ENDS: dict[str, Callable[[np.ndarray, CtcSection], np.ndarray]] = {"waveform": _waveform, "log-mel": _log_mel}
+FRONT_ENDS: dict[str, Callable[[np.ndarray, CtcSection], Features]] = {
+    "waveform": _waveform, "log-mel": _log_mel, "parakeet-fbank": _parakeet, "lasr-fbank": _lasr, "kaldi-fbank": _kaldi}
 
 
 def ctc_features(wave: np.ndarray, c: CtcSection) -> np.ndarray:
     """One chunk's graph input without the batch axis."""
-    return FRONT_ENDS[c.features](wave, c)
+    return FRONT_ENDS[c.features](wave, c)[0]
+
+
+def ctc_inputs(wave: np.ndarray, c: CtcSection) -> dict[str, np.ndarray]:
+    """One chunk's graph feeds (batch of 1): its features, and their frame mask where the graph takes one."""
+    feats, valid = FRONT_ENDS[c.features](wave, c)
+    feeds = {c.input: feats[None]}
+    if c.mask:
+        frames = feats.shape[1] if c.features == "log-mel" else feats.shape[0]
+        feeds[c.mask] = (np.arange(frames) < valid).astype(np.int64)[None]
+    return feeds
 
 
 def ctc_words(ids: np.ndarray, vocabulary: Sequence[str], blank_id: int, word_delimiter: str = " ",
@@ -106,8 +134,7 @@ class CtcRecognizer(Recognizer):
         times: list[np.ndarray] = []  # start time (s) of every kept frame
         hop = 0.0
         for chunk in self.chunks(wave):
-            feats = ctc_features(chunk.wave, c)[None]
-            logits = self.runners["model"].run({c.input: feats}, outputs=[c.output])[c.output][0]
+            logits = self.runners["model"].run(ctc_inputs(chunk.wave, c), outputs=[c.output])[c.output][0]
             hop = len(chunk.wave) / logits.shape[0]  # samples per frame (the model's total stride)
             # Keep only this chunk's own span: the overlap gave context, its frames belong to a neighbour.
             lo, hi = int(round(chunk.keep_start / hop)), int(round(chunk.keep_end / hop))
