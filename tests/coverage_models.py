@@ -707,9 +707,10 @@ ROWS_ALONE = {"rwkv", "xlstm"}
 # Families whose cache transformers' beam search cannot reorder (it raises "cannot use beam search
 # with a cache"): RWKV's state is a plain list, xLSTM's xLSTMCache has no reorder_cache. Recurrent
 # Gemma's recurrent blocks keep their state in their modules, which reorder_cache never reaches (its
-# beams continue from other beams' recurrences). Their reference beam search runs uncached
+# beams continue from other beams' recurrences). MiniMax's MiniMaxCache reorders its attention layers
+# only, not the lightning states in its list. Their reference beam search runs uncached
 # (use_cache=False, every step reruns the whole row): the same search over the same scores.
-UNCACHED_BEAMS = {"rwkv", "recurrent_gemma", "xlstm"}
+UNCACHED_BEAMS = {"rwkv", "recurrent_gemma", "xlstm", "minimax"}
 
 
 def eos_off(folder: Path, new: int) -> tuple[Any, Any]:

@@ -8,6 +8,7 @@ elsewhere: a new family is one new file here (or in the user's code), with no re
     full_sequence_lm.py  HFFullSequenceLM (Hugging Face decoders generate runs without a cache: OpenAI-GPT, XLM)
     xlnet.py      HFXLNetLM (XLNet with mems: hidden-state memories, one graph)
     state_space.py  HFStateSpaceLM (decoders whose cache holds conv/SSM states: Mamba, hybrids; a step graph)
+    minimax.py    HFMiniMaxLM (MiniMax: lightning states and keys/values in its own MiniMaxCache; the step graph)
     rwkv.py       HFRwkvLM (RWKV: its own five-tensor state, a one-token step graph)
     recurrent_gemma.py  HFRecurrentGemmaLM (Recurrent Gemma: states its modules keep, a one-token step graph)
     xlstm.py      HFXlstmLM (xLSTM: its mLSTM states C, n, m per layer, a one-token step graph)

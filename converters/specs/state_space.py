@@ -103,14 +103,9 @@ def probe_layers(model: Any) -> tuple[LayerState, ...]:
                                found=f"{type(out).__name__} without past_key_values or cache_params",
                                fix="generate supports state-space decoders whose cache is transformers' DynamicCache; "
                                    "this family is not supported")
-    if type(cache) is not DynamicCache:
-        # MiniMax (transformers 5.23, MiniMaxCache): its linear states sit in a list beside untyped
-        # layers, so beam search never reorders them (reorder_cache walks the layers only) and decode
-        # steps size the attention mask from layer 0, a linear layer (a left-padded row then masks
-        # every key): transformers' own generate is not one that a correct graph reproduces.
+    if type(cache) is not DynamicCache:  # MiniMax's MiniMaxCache has a spec of its own (specs/minimax.py)
         raise UnsupportedError(f"'{model.config.model_type}' keeps its own cache class, {type(cache).__name__}",
-                               found="its linear-attention states sit in a list beside the cache layers: beam search "
-                                     "does not reorder them, and decode steps mask a left-padded row's every key",
+                               found="edgekit's step graph fills the layers of transformers' DynamicCache only",
                                fix="generate supports state-space decoders whose cache is transformers' DynamicCache; "
                                    "this family is not supported")
     layers = []
@@ -155,18 +150,28 @@ class StateDecoder(torch.nn.Module):
         # state; without, the state only (transformers' own decode steps pass Mamba no mask: a
         # generated token is never padding, and the runtime never feeds a pad).
         mask, position, flat = (rest[0], rest[1], rest[2:]) if self.attends else (None, None, rest)
-        cache = DynamicCache(config=self.model.config)  # its layers typed per layer, as the model makes it
+        cache = self.new_cache()
         order = right_aligned(mask) if self.align and mask is not None else None
         mask = aligned_mask(mask, order) if order is not None and mask is not None else mask
         given = iter(flat)
         for spec in self.layers:
-            _put(cache, spec, given, order, mask)
+            self.put(cache, spec, given, order, mask)
         with export_experts(self.model), exportable_indexers(self.model):
             out = self.model(**_forward_kwargs(self.model, input_ids, mask, position, cache))
         new: list[torch.Tensor] = []
         for spec in self.layers:
-            new += _take(cache, spec)
+            new += self.take(cache, spec)
         return (out.logits.float(), *new)
+
+    def new_cache(self) -> Any:
+        return DynamicCache(config=self.model.config)  # its layers typed per layer, as the model makes it
+
+    def put(self, cache: Any, spec: LayerState, given: Iterator[torch.Tensor], order: torch.Tensor | None,
+            mask: torch.Tensor | None) -> None:
+        _put(cache, spec, given, order, mask)
+
+    def take(self, cache: Any, spec: LayerState) -> list[torch.Tensor]:
+        return _take(cache, spec)
 
 
 def _put(cache: DynamicCache, spec: LayerState, given: Iterator[torch.Tensor], order: torch.Tensor | None,
@@ -245,13 +250,16 @@ class HFStateSpaceLM(HFCausalLM):
     tokenizer and transformers' generate as the reference are the generic causal LM's."""
 
     generic = False
+    probe = staticmethod(probe_layers)  # the layers' states, read off the model's own cache
+    decoder: type[StateDecoder] = StateDecoder
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
         # Recurrent Gemma's config names linear-attention layers too, but its recurrent blocks keep their
-        # state in their modules, not in the cache: specs/recurrent_gemma.py.
+        # state in their modules, not in the cache: specs/recurrent_gemma.py. MiniMax keeps a cache class
+        # of its own: specs/minimax.py.
         return (HFCausalLM.matches(src, task) and src.hf_dir is not None
-                and src.config.get("model_type") != "recurrent_gemma" and _keeps_state(src.hf_dir))
+                and src.config.get("model_type") not in ("recurrent_gemma", "minimax") and _keeps_state(src.hf_dir))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         GeneratorSpec.__init__(self, src, options)  # not HFCausalLM's: its probe wants keys/values everywhere
@@ -261,18 +269,21 @@ class HFStateSpaceLM(HFCausalLM):
         self.model = AutoModelForCausalLM.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         self.family = str(getattr(self.model.config, "model_type", "") or "state-space")
         self.facts = Family()
-        self.layers = probe_layers(self.model)
-        decoder = StateDecoder(self.model, self.layers)
+        self.layers = self.probe(self.model)
+        decoder = self.decoder(self.model, self.layers)
         self.cache = decoder.state
         choose_layout(decoder)
         self.graph = GraphExport("model", decoder, example(self.model, self.cache),
                                  [*self.cache.inputs, *self.cache.past()], ["logits", *self.cache.present()],
                                  dynamic_shapes(self.cache))
         self.tokenizer_json = _tokenizer_json(src)
-        self.reference = StateReference(self.model, self.graph)
+        self.reference = self.make_reference()
 
     def runtime_graphs(self, target: str) -> list[RuntimeGraphExport]:
         return []  # onnxruntime's fused-attention stand-in holds keys/values only, not these states
+
+    def make_reference(self) -> StateReference:
+        return StateReference(self.model, self.graph)
 
 
 def decoder_state(layers: tuple[LayerState, ...]) -> DecoderState:
