@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
-from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
+from edgekit.converters.spec import Calibration, ConvertOptions, RuntimeGraphExport
 from edgekit.converters.specs.causal_lm import (MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference, _tokenizer_json,
                                                 takes_positions)
-from edgekit.converters.specs.generate import GeneratorSpec
+from edgekit.converters.specs.generate import GATES, GeneratorSpec, _parity_rows, held_out_texts
 from edgekit.converters.specs.state_slots import aligned, aligned_mask, choose_layout, right_aligned
 from edgekit.converters.wrappers import export_experts
 from torch.export import Dim
@@ -44,6 +44,7 @@ from edgekit.contract.base import BATCH, PAST, TOTAL
 from edgekit.contract.state import AttentionKV, ConvState, DecoderState, SSMState, StateEntry
 from edgekit.contract.state.base import STEP_INPUTS
 from edgekit.errors import UnsupportedError
+from edgekit.parity_report import ParityReport
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,27 @@ class LayerState:
     kv: tuple[int, int, int] | None = None
     conv: tuple[tuple[int, tuple[int, ...]], ...] = ()
     ssm: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class ScanOnlyFloor:
+    """A Mamba-2 mixer (`module`) whose prompt scan floors the time step at `floor` and whose
+    one-token step does not floor it (see `scan_only_floors`)."""
+
+    module: str
+    floor: float
+
+
+def scan_only_floors(model: Any) -> tuple[ScanOnlyFloor, ...]:
+    """The mixers for which transformers' prompt path and its one-token step compute different things.
+
+    In transformers 5.23 every Mamba-2 mixer's scan (`mamba2_chunk_scan`, the prompt of `generate`)
+    clamps dt = softplus(dt + dt_bias) to the mixer's `time_step_limit`, and its one-token step
+    (`mamba2_selective_state_update`, every new token) takes no limit. Zamba2 and NemotronH set that
+    limit to (time_step_min, inf), 0.001 by default; Mamba-2, Bamba, Falcon-H1 and GraniteMoeHybrid
+    to config.time_step_limit, (0, inf) by default, where the clamp changes nothing."""
+    return tuple(ScanOnlyFloor(name, float(m.time_step_limit[0])) for name, m in model.named_modules()
+                 if isinstance(getattr(m, "time_step_limit", None), tuple) and m.time_step_limit[0] > 0)
 
 
 def cache_keyword(model: Any) -> str:
@@ -255,6 +277,35 @@ class HFStateSpaceLM(HFCausalLM):
                                  dynamic_shapes(self.cache))
         self.tokenizer_json = _tokenizer_json(src)
         self.reference = StateReference(self.model, self.graph)
+        self.floors = scan_only_floors(self.model)
+
+    def parity(self, model: Any, precision: str, samples: int | None = None,
+               calibration: Calibration | None = None) -> ParityReport:
+        """The generic parity; where transformers' prompt scan floors dt and its step does not
+        (`floors`), also how far transformers' two paths part on the first parity row, and a failure
+        named for that where they part by more than the fp32 logits gate.
+
+        Measured (tests/coverage_models.py's seeded models, 128 tokens, max abs diff over the logits'
+        scale): transformers' whole-row forward against its own one-token steps from an empty cache
+        parts by 0.0096 (Zamba2 tiny), 0.065 (Zamba2 real) and 0.033 (NemotronH real); with
+        time_step_min set to 1e-30 by 2.7e-6, 3.3e-5 and 1.3e-6. edgekit's step graph reproduces the
+        one-token steps (within 1.1e-5 in PyTorch, 1.9e-6 more in onnxruntime) and feeds a prompt
+        through them, so its prompt state is not generate's, whose prompt runs the scan."""
+        report = super().parity(model, precision, samples, calibration)
+        if not self.floors:
+            return report
+        row = _parity_rows(model, self.reference.vocab, held_out_texts(model, calibration)[0], samples)[0]
+        parted = self.reference.scan_vs_steps(np.asarray([row], np.int64))
+        report = report.with_measures(transformers_scan_vs_step_rel=parted)
+        gate = GATES["fp32"]["logits_max_rel"].max
+        if report.passed or gate is None or parted <= gate:
+            return report
+        floors = sorted({f.floor for f in self.floors})
+        return report.failed(
+            f"transformers' own prompt scan and one-token step part by {parted:.3g} of the logits' scale on "
+            f"this row: {len(self.floors)} Mamba-2 mixers floor the time step at {floors} in the scan (generate's "
+            f"prompt) and not in the step (its new tokens); edgekit's step graph runs the step for every token, "
+            f"as transformers decodes, so one graph cannot give both")
 
     def runtime_graphs(self, target: str) -> list[RuntimeGraphExport]:
         return []  # onnxruntime's fused-attention stand-in holds keys/values only, not these states
@@ -288,3 +339,22 @@ class StateReference(HFReference):
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
+
+    def step_logits(self, ids: np.ndarray) -> np.ndarray:
+        """Logits (batch, sequence, vocab) of transformers' own one-token steps over unpadded ids, from
+        an empty cache: the computation edgekit's step graph makes, prompt included."""
+        cache = DynamicCache(config=self.model.config)
+        tokens = torch.from_numpy(ids)
+        steps = []
+        with torch.no_grad():
+            for i in range(tokens.shape[1]):
+                mask = torch.ones((tokens.shape[0], i + 1), dtype=torch.long)
+                position = torch.full((tokens.shape[0], 1), i)
+                out = self.model(**_forward_kwargs(self.model, tokens[:, i:i + 1], mask, position, cache))
+                steps.append(out.logits[:, -1].float())
+        return torch.stack(steps, 1).numpy()
+
+    def scan_vs_steps(self, ids: np.ndarray) -> float:
+        """Max abs difference between `full_logits` (the prompt scan) and `step_logits`, over the former's scale."""
+        scan = self.full_logits(ids)
+        return float(np.abs(scan - self.step_logits(ids)).max() / max(float(np.abs(scan).max()), 1e-12))
