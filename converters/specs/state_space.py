@@ -285,12 +285,12 @@ class HFStateSpaceLM(HFCausalLM):
         (`floors`), also how far transformers' two paths part on the first parity row, and a failure
         named for that where they part by more than the fp32 logits gate.
 
-        Measured (tests/coverage_models.py's seeded models, 128 tokens, max abs diff over the logits'
-        scale): transformers' whole-row forward against its own one-token steps from an empty cache
-        parts by 0.0096 (Zamba2 tiny), 0.065 (Zamba2 real) and 0.033 (NemotronH real); with
-        time_step_min set to 1e-30 by 2.7e-6, 3.3e-5 and 1.3e-6. edgekit's step graph reproduces the
-        one-token steps (within 1.1e-5 in PyTorch, 1.9e-6 more in onnxruntime) and feeds a prompt
-        through them, so its prompt state is not generate's, whose prompt runs the scan."""
+        Measured (tests/coverage_models.py's seeded models, 128 random ids, max abs diff over the
+        logits' scale): transformers' whole-row forward against its own cached decode fed one token per
+        call parts by 0.0096 (Zamba2 tiny), 0.065 (Zamba2 real), 0.033 (NemotronH real); with
+        time_step_min set to 1e-30, by 2.7e-6, 3.3e-5, 1.3e-6. The exported graph in onnxruntime gives
+        its PyTorch module's logits within 2.5e-6, 3.0e-5, 1.6e-6: it runs transformers' one-token step
+        for every token, so its prompt state is not generate's, whose prompt runs the scan."""
         report = super().parity(model, precision, samples, calibration)
         if not self.floors:
             return report
@@ -341,8 +341,9 @@ class StateReference(HFReference):
             return self.model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
 
     def step_logits(self, ids: np.ndarray) -> np.ndarray:
-        """Logits (batch, sequence, vocab) of transformers' own one-token steps over unpadded ids, from
-        an empty cache: the computation edgekit's step graph makes, prompt included."""
+        """Logits (batch, sequence, vocab) of transformers' cached decode fed one token per call from an
+        empty cache (its first token through the scan, every later one through its one-token step):
+        how edgekit's step graph feeds a prompt, whose first token takes the step from a zero state."""
         cache = DynamicCache(config=self.model.config)
         tokens = torch.from_numpy(ids)
         steps = []
