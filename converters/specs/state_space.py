@@ -306,10 +306,9 @@ class HFStateSpaceLM(HFCausalLM):
             return report
         floors = sorted({f.floor for f in self.floors})
         return report.failed(
-            f"transformers' own prompt scan and one-token step part by {parted:.3g} of the logits' scale on "
-            f"this row: {len(self.floors)} Mamba-2 mixers floor the time step at {floors} in the scan (generate's "
-            f"prompt) and not in the step (its new tokens); edgekit's step graph runs the step for every token, "
-            f"as transformers decodes, so one graph cannot give both")
+            f"transformers' prompt scan floors the Mamba-2 time step at {floors}, its one-token step does not "
+            f"(logits part by {parted:.3g} of their scale here): generate's prompt and new tokens need both, "
+            f"edgekit's step graph runs the step alone")
 
     def runtime_graphs(self, target: str) -> list[RuntimeGraphExport]:
         return []  # onnxruntime's fused-attention stand-in holds keys/values only, not these states
