@@ -254,6 +254,26 @@ def _mamba_widths(base: dict[str, Any], kw: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _blt_parts(kw: dict[str, Any], ints: dict[str, int | None]) -> dict[str, Any]:
+    """BLT's four sub-models keep their checkpoint sizes whatever the top config's are (configuration_blt.py:
+    a 25-layer global transformer 2048 wide, a 9-layer local decoder and a 14-layer entropy patcher, and
+    6 hash-embedding tables of 500,002 rows x 1024: 4.6e9 weights, 17 GB at fp32), so each gets the
+    shape's width, heads and two layers (the encoder its default one), and tables of 1024 rows. The
+    global transformer stays cross_attn_k (2) x the local width with heads of the same size, as in the
+    checkpoint (2048 = 2 x 1024), so the encoder's patch states reach it without a projection. BltConfig
+    declares no num_hidden_layers, which its cached forward needs (it builds DynamicCache(config=...) for
+    the encoder's and the decoder's layers): the deeper of the two, as transformers' BLT tests set it."""
+    local = {"hidden_size": ints["hidden_size"], "num_attention_heads": ints["num_attention_heads"],
+             "intermediate_size": ints["intermediate_size"]}
+    wide = 2 * int(ints["hidden_size"] or 0)
+    both = {**local, "hidden_size_global": wide}
+    return {"patcher_config": {**local, "num_hidden_layers": 2},
+            "encoder_config": {**both, "num_hidden_layers": 1}, "decoder_config": {**both, "num_hidden_layers": 2},
+            "global_config": {"hidden_size": wide, "num_attention_heads": 2 * int(ints["num_attention_heads"] or 0),
+                              "intermediate_size": 2 * int(ints["intermediate_size"] or 0), "num_hidden_layers": 2},
+            "encoder_hash_byte_group_vocab": 1024, "num_hidden_layers": 2}
+
+
 # Families whose defaults cannot make a small model that runs generate: what each needs, and why.
 # Each takes (the keyword arguments so far, the shape's ints) and returns the ones to set.
 _FamilyKw = Callable[[dict[str, Any], dict[str, int | None]], dict[str, Any]]
@@ -297,10 +317,33 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     "qwen4_exp_text": lambda kw, ints: {"indexer_n_heads": kw["num_attention_heads"], "indexer_kv_heads": 1,
                                         "indexer_head_dim": kw["head_dim"], "indexer_budget": 16,
                                         "indexer_compress_ratio": 4},
+    "blt": _blt_parts,
+    # JetMoE's config names no pad id (JetMoeConfig's default, None). With the tokenizer's 0 as its pad id,
+    # row 0 of the embedding is zero (nn.Embedding padding_idx), and where the random model emits id 0
+    # as a new token, its next step's first attention router (JetMoeMoA routes the layer's normed input)
+    # reads zeros: all four logits tie at exactly 0.0. torch.topk's order of tied values is unspecified
+    # (its docs; on CPU it picks experts [2, 3]) and ONNX TopK's is lower index first ([0, 1]), so the
+    # tokens then part (at real width new token 7; transformers with a lower-index-first topk gives
+    # edgekit's 32 tokens exactly). Generate still pads with the tokenizer's 0 (masked either way).
+    "jetmoe": lambda kw, ints: {"pad_token_id": None},
     # ZAYA supports one expert per token only (its config validates it).
     "zaya": lambda kw, ints: {"num_experts_per_tok": 1},
     # X-MOD's adapters need a language; the default config names one (en_XX) but selects none.
     "xmod": lambda kw, ints: {"default_language": "en_XX"},
+}
+
+
+# Families whose random model at real width is too deep for an fp32 comparison: what the "real" shape
+# sets instead (real head sizes, not real depth). HRM-Text runs its two stacks H_cycles x (L_cycles + 1)
+# times, each run's input the sum of earlier runs' normed outputs (no residual across runs); at width
+# 256 and initializer_range 0.2 (a linear's gain 0.2 x sqrt(256) = 3.2) each run multiplies rounding
+# ~4x: PyTorch's own fp32 logits differ from its float64 logits by 0.37-0.98 of their scale at the
+# default 8 runs of 2 layers (H 2, L 3), and with 1 layer by 3-4e-3 at 6 runs, 2-3e-4 at 4, 1.1-1.7e-5
+# at 2 (3 seeds each; a 2-layer Llama at this width: 5-8e-6). Only 2 runs keep rounding under generate
+# parity's 1e-4 tie rule (converters/specs/generate.py TIE_REL). The tiny shape keeps the default
+# cycles (rounding 1e-6 there), so reused stacks' cache slots are compared at tiny width.
+_REAL_DEPTH: dict[str, dict[str, Any]] = {
+    "hrm_text": {"num_hidden_layers": 1, "H_cycles": 1, "L_cycles": 1},
 }
 
 
@@ -332,10 +375,12 @@ def tiny_config(model_type: str, task: str, vocab: int, shape: str = "tiny", **e
         kw.update(_mamba_widths(base, kw))
         if model_type in _FAMILY_KW:
             kw.update(_FAMILY_KW[model_type](kw, _shape_ints(task, shape)))
+        if shape == "real":
+            kw.update(_REAL_DEPTH.get(model_type, {}))
     if "vocab_size" in base:
         kw["vocab_size"] = vocab
     for k in ("pad_token_id", "bos_token_id", "eos_token_id"):
-        if k in base:
+        if k in base and k not in kw:  # the tokenizer's ids, unless the family's entry above says otherwise
             kw[k] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}[k]
     if "mask_token_id" in base:  # the tokenizer's [MASK]: XLM's default 0 is the pad id here, and XLM's generate
         kw["mask_token_id"] = 6  # appends it, so its hidden state would be masked out and every token the same
@@ -628,9 +673,11 @@ def _check_generate(folder: Path, art: Path, precision: str) -> str:
 # over every row, logits (batch, batch, vocab); an unpadded batch already differs from its rows alone.
 ROWS_ALONE = {"rwkv"}
 # Families whose cache transformers' beam search cannot reorder (it raises "cannot use beam search
-# with a cache"): RWKV's state is a plain list. Their reference beam search runs uncached
-# (use_cache=False, every step reruns the whole row): the same search over the same scores.
-UNCACHED_BEAMS = {"rwkv"}
+# with a cache"): RWKV's state is a plain list. Recurrent Gemma's recurrent blocks keep their state in
+# their modules, which reorder_cache never reaches (its beams continue from other beams' recurrences).
+# Their reference beam search runs uncached (use_cache=False, every step reruns the whole row): the
+# same search over the same scores.
+UNCACHED_BEAMS = {"rwkv", "recurrent_gemma"}
 
 
 def eos_off(folder: Path, new: int) -> tuple[Any, Any]:

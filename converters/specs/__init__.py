@@ -8,6 +8,7 @@ elsewhere: a new family is one new file here (or in the user's code), with no re
     full_sequence_lm.py  HFFullSequenceLM (Hugging Face decoders generate runs without a cache: OpenAI-GPT, XLM)
     state_space.py  HFStateSpaceLM (decoders whose cache holds conv/SSM states: Mamba, hybrids; a step graph)
     rwkv.py       HFRwkvLM (RWKV: its own five-tensor state, a one-token step graph)
+    recurrent_gemma.py  HFRecurrentGemmaLM (Recurrent Gemma: states its modules keep, a one-token step graph)
     seq2seq.py    HFSeq2Seq (Marian, BART/mBART, M2M100/NLLB, Pegasus, T5/mT5/UMT5; graphs in seq2seq_graphs.py)
     recurrent.py  RecurrentGenerator (plain LSTM modules)
     torch_decoder.py  TorchKVDecoder, TorchDecoder (plain transformer decoders, with or without a cache)

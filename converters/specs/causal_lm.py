@@ -64,6 +64,12 @@ FAMILIES: dict[str, Family] = {
     # attention mask: the prompt and the steps are two different programs.
     "prophetnet": Family(not_a_kv_decoder="with a cache its decoder takes one token per call and ignores "
                                           "attention_mask; the prompt runs a different program than the steps"),
+    # BltModel.forward with a cache runs its entropy patcher, its global transformer (which keeps no
+    # cache) and its local decoder on the new tokens alone, so each step's patches see none of the
+    # earlier ones; transformers' own BLT tests generate with use_cache=False.
+    "blt": Family(not_a_kv_decoder="with a cache each step patches and runs its global transformer over the new "
+                                   "tokens alone (that transformer keeps no cache), so its cached generate is not "
+                                   "the model of the whole sequence: its tokens part from use_cache=False's"),
 }
 
 

@@ -110,7 +110,7 @@ def probe_layers(model: Any) -> tuple[LayerState, ...]:
                                    "DynamicCache") from None
     cache = getattr(out, "cache_params", None)
     cache = getattr(out, "past_key_values", None) if cache is None else cache
-    if cache is None:  # Recurrent Gemma keeps its recurrent states inside its modules, not in a cache
+    if cache is None:  # a model keeping its state in its modules (Recurrent Gemma has a spec of its own)
         raise UnsupportedError(f"'{model.config.model_type}' returns no cache from its forward",
                                found=f"{type(out).__name__} without past_key_values or cache_params",
                                fix="generate supports state-space decoders whose cache is transformers' DynamicCache; "
@@ -258,7 +258,10 @@ class HFStateSpaceLM(HFCausalLM):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        return HFCausalLM.matches(src, task) and src.hf_dir is not None and _keeps_state(src.hf_dir)
+        # Recurrent Gemma's config names linear-attention layers too, but its recurrent blocks keep their
+        # state in their modules, not in the cache: specs/recurrent_gemma.py.
+        return (HFCausalLM.matches(src, task) and src.hf_dir is not None
+                and src.config.get("model_type") != "recurrent_gemma" and _keeps_state(src.hf_dir))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
         GeneratorSpec.__init__(self, src, options)  # not HFCausalLM's: its probe wants keys/values everywhere
