@@ -22,14 +22,14 @@ import json
 from functools import cached_property
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from edgekit.contract.generate import ChatTemplate, GenerationDefaults
 from edgekit.converters.spec import Calibration, ExportSpec, Gate, Limit
 from edgekit.converters.specs.natural_text import CHAT_TURNS, held_out_paragraphs
-from edgekit.errors import ConfigError, SourceError
+from edgekit.errors import ConfigError, SourceError, UnsupportedError
 from edgekit.parity_report import ParityReport
 from edgekit.tasks.generator import left_pad  # the runtime's own padding: parity pads as users' calls do
 from edgekit.tasks.options import GenerateOptions, refuse_unimplemented
@@ -71,6 +71,15 @@ class Reference(Protocol):
         """Teacher-forced logits (batch, sequence, vocab) of unpadded ids."""
 
 
+@runtime_checkable
+class CachedSteps(Protocol):
+    """A reference that also runs its own cached decode (what `cached_decode_reference` compares)."""
+
+    def cached_logits(self, ids: np.ndarray, steps: int) -> np.ndarray:
+        """Logits (batch, sequence, vocab) of unpadded ids: a prompt run over all but the last `steps`
+        tokens, then one cached call per token."""
+
+
 class _Memo:
     """A Reference that answers each distinct call once (PyTorch is the slow side of parity)."""
 
@@ -90,6 +99,17 @@ class _Memo:
             self._seen[key] = self.ref.full_logits(ids)
         return self._seen[key]
 
+    def cached_logits(self, ids: np.ndarray, steps: int) -> np.ndarray:
+        key = ("cached", ids.shape, ids.tobytes(), steps)
+        if key not in self._seen:
+            if not isinstance(self.ref, CachedSteps):
+                raise UnsupportedError("this spec compares decode steps with its reference's cached decode",
+                                       found=f"{type(self.ref).__name__} has no cached_logits",
+                                       fix="give the reference a cached_logits(ids, steps), or leave "
+                                           "cached_decode_reference False")
+            self._seen[key] = self.ref.cached_logits(ids, steps)
+        return self._seen[key]
+
 
 class GeneratorSpec(ExportSpec):
     task: ClassVar[str] = "generate"
@@ -99,6 +119,10 @@ class GeneratorSpec(ExportSpec):
     gates = GATES
 
     reference: Reference
+    # Whether parity's decode-step logits are compared with the reference's own cached decode
+    # (`CachedSteps`) rather than its whole-row forward: for models whose prompt runs a different
+    # program than their steps, so that no correct step graph gives the whole-row logits.
+    cached_decode_reference: bool = False
 
     def calibrate(self, data: Any) -> Calibration:
         """Held-out texts for parity: a list of strings or a .txt file (None: random token ids)."""
@@ -112,7 +136,7 @@ class GeneratorSpec(ExportSpec):
                           found=type(data).__name__)
 
     @cached_property
-    def _memo(self) -> Reference:
+    def _memo(self) -> _Memo:
         return _Memo(self.reference)
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
@@ -132,8 +156,9 @@ class GeneratorSpec(ExportSpec):
         # artifact's own cache loop), against PyTorch's over the same tokens.
         step_err, scale = 0.0, 1e-12
         for r in rows[:2]:
-            ids = np.asarray([r], np.int64)
-            want, got = ref.full_logits(ids), model.logits(ids, decode_steps=min(3, len(r) - 1))
+            ids, steps = np.asarray([r], np.int64), min(3, len(r) - 1)
+            want = ref.cached_logits(ids, steps) if self.cached_decode_reference else ref.full_logits(ids)
+            got = model.logits(ids, decode_steps=steps)
             # The positions both return, counted from the end: all of them, or fewer where a module
             # returns only the last position's logits (nanoGPT's GPT without targets).
             n = min(want.shape[1], got.shape[1])
