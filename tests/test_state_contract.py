@@ -14,6 +14,7 @@ from edgekit.contract.state import AttentionKV, ConvState, DecoderState, Indexer
 from edgekit.contract.state.base import PROMPT_FLAG, STEP_INPUTS
 from edgekit.runtimes.base import Runner
 from edgekit.runtimes.tensorrt.profiles import choose_profiles
+from edgekit.tasks.compactkv import CompactKV
 from edgekit.tasks.state_loop import StateLoop
 
 HYBRID = DecoderState((AttentionKV(0, 2, 4, 3), SSMState(1, 0, (2, 5))), prompt="stepwise")
@@ -166,18 +167,20 @@ def test_a_prompt_flag_is_an_input_only_where_declared() -> None:
     assert phase == "decode" and dims[BATCH] == (1, 1, 4)
 
 
-@pytest.mark.parametrize("prompt", ["whole", "stepwise"])
+@pytest.mark.parametrize("prompt", ["whole", "stepwise", "compact"])
 def test_the_loop_flags_the_prompt_calls_and_no_step(prompt: str) -> None:
     runner = FlagRunner()
-    state = DecoderState(FLAGGED_KV, inputs=(*STEP_INPUTS, PROMPT_FLAG), prompt=prompt)  # type: ignore[arg-type]
+    kv = (AttentionKV(0, 1, 2, 2, compact=True),) if prompt == "compact" else FLAGGED_KV
+    state = DecoderState(kv, inputs=(*STEP_INPUTS, PROMPT_FLAG), prompt="stepwise" if prompt == "stepwise" else "whole")
     ids = np.array([[0, 3, 5], [1, 2, 4]], np.int64)
     for mask in (np.ones_like(ids), (ids != 0).astype(np.int64)):  # unpadded, then row 0 left-padded
         runner.calls.clear()
-        with StateLoop(runner, state, 2, 3 + 2) as loop:
-            loop.prefill(ids, mask)
-            loop.step(np.array([1, 1]))
-            loop.step(np.array([1, 1]))
-        if prompt == "whole":
+        loop = CompactKV(runner, state, 2) if prompt == "compact" else StateLoop(runner, state, 2, 3 + 2)
+        loop.prefill(ids, mask)
+        loop.step(np.array([1, 1]))
+        loop.step(np.array([1, 1]))
+        loop.close()
+        if prompt != "stepwise":
             want = [(3, [1, 1])]
         elif mask.all():
             want = [(1, [1, 1])] * 3

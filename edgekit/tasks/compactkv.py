@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.contract.state import APPEND, SLOT_AXIS, DecoderState
+from edgekit.contract.state.base import PROMPT_FLAG
 from edgekit.runtimes.base import Runner
 
 
@@ -33,7 +34,8 @@ class CompactKV:
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The prompt with an empty past; returns the last position's logits (batch, vocab)."""
         pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **self.first})
+        out = self.runner.run({"input_ids": ids, "attention_mask": mask, "position_ids": pos, **self._flag(ids, 1),
+                               **self.first})
         self.past = {past: out[present] for present, past in {**self.grows, **self.replaces}.items()}
         self.mask = np.asarray(mask, np.int64).copy()
         self.position = pos[:, -1:] + 1
@@ -43,13 +45,18 @@ class CompactKV:
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """One token per row after the whole past; returns (batch, vocab)."""
         self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), np.int64)], axis=1)
-        out = self.runner.run({"input_ids": np.asarray(tokens, np.int64)[:, None], "attention_mask": self.mask,
-                               "position_ids": self.position, **self.past})
+        ids = np.asarray(tokens, np.int64)[:, None]
+        out = self.runner.run({"input_ids": ids, "attention_mask": self.mask, "position_ids": self.position,
+                               **self._flag(ids, 0), **self.past})
         grown = {past: np.concatenate([self.past[past], out[present]], axis=SLOT_AXIS)
                  for present, past in self.grows.items()}
         self.past = {**grown, **{past: out[present] for present, past in self.replaces.items()}}
         self.position = self.position + 1
         return out["logits"][:, -1]
+
+    def _flag(self, ids: np.ndarray, value: int) -> dict[str, np.ndarray]:
+        """The prompt flag (1 in the prompt's call, 0 in steps), where the graph declares it (DecoderState)."""
+        return {PROMPT_FLAG: np.full((ids.shape[0], 1), value, np.int64)} if PROMPT_FLAG in self.state.inputs else {}
 
     def reorder(self, rows: np.ndarray) -> None:
         """Keep the given batch rows in that order, possibly repeated (beam search)."""

@@ -8,7 +8,8 @@ logits come out. Resident inputs (an encoder's cross-attention keys/values) are 
 
 A "whole" prompt runs as one call with an empty past; a "stepwise" one (recurrent graphs take one
 token per call) is fed token by token, each row of a left-padded batch on its own so that no pad
-token enters a state (what transformers' masking of padded positions gives too).
+token enters a state (what transformers' masking of padded positions gives too). A graph that
+declares the prompt flag (DecoderState) is fed 1 in every prompt call and 0 in every step.
 """
 from __future__ import annotations
 
