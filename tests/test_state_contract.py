@@ -11,8 +11,10 @@ from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.codec import ContractError, decode, encode
 from edgekit.contract.generate import GenerateSection, decoder_phases
 from edgekit.contract.state import AttentionKV, ConvState, DecoderState, IndexerKeys, LSTMState, SSMState
+from edgekit.contract.state.base import PROMPT_FLAG, STEP_INPUTS
 from edgekit.runtimes.base import Runner
 from edgekit.runtimes.tensorrt.profiles import choose_profiles
+from edgekit.tasks.compactkv import CompactKV
 from edgekit.tasks.state_loop import StateLoop
 
 HYBRID = DecoderState((AttentionKV(0, 2, 4, 3), SSMState(1, 0, (2, 5))), prompt="stepwise")
@@ -120,3 +122,68 @@ def test_a_beam_reorder_moves_every_tensor_of_a_row() -> None:
         assert all(np.array_equal(a[0], a[1]) for a in loop.caches.values())
         assert loop.position[:, 0].tolist() == [3, 3]
         assert np.array_equal(loop.step(np.array([2, 2]))[0], loop.logits[1, 0])
+
+
+# ---------------------------------------------------------------- the prompt flag (specs/state_floor.py)
+
+FLAGGED_KV = (AttentionKV(0, 1, 2, 2),)
+
+
+class FlagRunner(Runner):
+    """One attention layer, any number of tokens per call; records each call's token count and prompt flag."""
+
+    name = "numpy-flag"
+
+    def __init__(self) -> None:
+        f, i = "float32", "int64"
+        ins = [TensorSpec("input_ids", i, (BATCH, SEQUENCE)), TensorSpec("attention_mask", i, (BATCH, TOTAL)),
+               TensorSpec("position_ids", i, (BATCH, SEQUENCE)), TensorSpec(PROMPT_FLAG, i, (BATCH, 1)),
+               TensorSpec("past_key_values.0.key", f, (BATCH, 1, PAST, 2)),
+               TensorSpec("past_key_values.0.value", f, (BATCH, 1, PAST, 2))]
+        outs = [TensorSpec("logits", f, (BATCH, SEQUENCE, VOCAB)), TensorSpec("present.0.key", f, (BATCH, 1, SEQUENCE, 2)),
+                TensorSpec("present.0.value", f, (BATCH, 1, SEQUENCE, 2))]
+        super().__init__(GraphSpec("flag.onnx", tuple(ins), tuple(outs)))
+        self.calls: list[tuple[int, list[int]]] = []
+
+    def _run_impl(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        b, n = feeds["input_ids"].shape
+        self.calls.append((n, feeds[PROMPT_FLAG][:, 0].tolist()))
+        kv = np.zeros((b, 1, n, 2), np.float32)
+        out = {"logits": np.zeros((b, n, VOCAB), np.float32), "present.0.key": kv, "present.0.value": kv}
+        return {k: out[k] for k in outputs}
+
+
+def test_a_prompt_flag_is_an_input_only_where_declared() -> None:
+    flagged = DecoderState(FLAGGED_KV, inputs=(*STEP_INPUTS, PROMPT_FLAG), prompt="stepwise")
+    assert decode(DecoderState, encode(flagged), "cache") == flagged
+    flag = flagged.needs().inputs[3]
+    assert (flag.name, flag.dtypes, flag.rank) == (PROMPT_FLAG, ("int64",), 2)
+    assert PROMPT_FLAG not in DecoderState(FLAGGED_KV).inputs
+    with pytest.raises(ValueError, match="prompt_flag"):
+        DecoderState(FLAGGED_KV, inputs=(*STEP_INPUTS, "prompt_mask"))
+    # TensorRT: the flag's one dynamic dim is the batch, which every phase ranges.
+    graph = FlagRunner().graph
+    [(phase, dims)] = choose_profiles(GenerateSection(None, True, (), None, 0, 64, flagged), "model", graph, max_batch=4)
+    assert phase == "decode" and dims[BATCH] == (1, 1, 4)
+
+
+@pytest.mark.parametrize("prompt", ["whole", "stepwise", "compact"])
+def test_the_loop_flags_the_prompt_calls_and_no_step(prompt: str) -> None:
+    runner = FlagRunner()
+    kv = (AttentionKV(0, 1, 2, 2, compact=True),) if prompt == "compact" else FLAGGED_KV
+    state = DecoderState(kv, inputs=(*STEP_INPUTS, PROMPT_FLAG), prompt="stepwise" if prompt == "stepwise" else "whole")
+    ids = np.array([[0, 3, 5], [1, 2, 4]], np.int64)
+    for mask in (np.ones_like(ids), (ids != 0).astype(np.int64)):  # unpadded, then row 0 left-padded
+        runner.calls.clear()
+        loop = CompactKV(runner, state, 2) if prompt == "compact" else StateLoop(runner, state, 2, 3 + 2)
+        loop.prefill(ids, mask)
+        loop.step(np.array([1, 1]))
+        loop.step(np.array([1, 1]))
+        loop.close()
+        if prompt != "stepwise":
+            want = [(3, [1, 1])]
+        elif mask.all():
+            want = [(1, [1, 1])] * 3
+        else:  # each row's real tokens alone
+            want = [(1, [1])] * 2 + [(1, [1])] * 3
+        assert runner.calls == want + [(1, [0, 0])] * 2

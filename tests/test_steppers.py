@@ -15,11 +15,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from edgekit.converters.kv_geometry import KVGeometry
 import edgekit
 import generate_models as gm
 import trt_fakes as F
+from edgekit.contract.base import BATCH
+from edgekit.contract.generate import GenerateSection
+from edgekit.contract.state import DecoderState
+from edgekit.contract.state.base import PROMPT_FLAG
+from edgekit.converters.export import GraphExport
+from edgekit.converters.specs.generate import GeneratorSpec
 from edgekit.errors import InputError
 from edgekit.runtimes.base import HostStepper, StepSpec
 
@@ -286,3 +293,111 @@ def test_tensorrt_loop_replaces_states_on_the_device(decay_art: Path, prompts: t
         np.testing.assert_array_equal(_decay(m, (prompts[0][1:], prompts[1][1:]), BEAMS), want)
     d2d = [n for kind, n in calls.copies if kind == "cudaMemcpyDeviceToDevice"]
     assert d2d and calls.graph_launches > 0  # state replaced and beams reordered device-side; graph replays
+
+
+# ---------------------------------------------------------------- a prompt flag (contract/state/base.py PROMPT_FLAG)
+
+class FlagDecayLM(torch.nn.Module):
+    """test_new_state_kind's DecayLM whose prompt runs another program than its steps: a prompt token
+    (prompt_flag 1) decays the state by 0.4, a generated one by 0.7."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.emb = torch.nn.Parameter(torch.randn(24, 16, generator=g))
+        self.out = torch.nn.Parameter(torch.randn(16, 24, generator=g))
+
+    def forward(self, ids: torch.Tensor, flag: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = 0.7 - 0.3 * flag.float()
+        h = a * h + (1 - a) * torch.tanh(self.emb[ids[:, 0]])
+        return (h @ self.out)[:, None], h
+
+
+class FlagDecayReference:
+    """The module's own loop, one unpadded row at a time: prompt tokens flagged, new ones not."""
+
+    def __init__(self, module: FlagDecayLM) -> None:
+        self.module, self.vocab = module, 24
+
+    def _run(self, row: np.ndarray, prompt: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        h, logits = torch.zeros((1, 16)), []
+        for i, t in enumerate(row):
+            out, h = self.module(torch.tensor([[int(t)]]), torch.tensor([[int(i < prompt)]]), h)
+            logits.append(out[:, 0])
+        return logits, h
+
+    def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int, flag: int = 1) -> np.ndarray:
+        rows = []
+        with torch.no_grad():
+            for row, m in zip(ids, mask):
+                logits, h = self._run(row[m.astype(bool)], len(row) * flag)
+                got = [int(logits[-1].argmax())]
+                for _ in range(new - 1):
+                    out, h = self.module(torch.tensor([[got[-1]]]), torch.tensor([[0]]), h)
+                    got.append(int(out[0, 0].argmax()))
+                rows.append(got)
+        return np.asarray(rows, np.int64)
+
+    def full_logits(self, ids: np.ndarray) -> np.ndarray:
+        return self.decode_logits(ids, 0)
+
+    def decode_logits(self, ids: np.ndarray, steps: int) -> np.ndarray:  # its steps are not its prompt's program
+        with torch.no_grad():
+            return np.stack([torch.cat(self._run(r, len(r) - steps)[0]).numpy() for r in ids])
+
+
+class FlagDecaySpec(GeneratorSpec):
+    @classmethod
+    def matches(cls, src: Any, task: str | None) -> bool:
+        return src.is_plain and task == "generate" and isinstance(src.module, FlagDecayLM)
+
+    def __init__(self, src: Any, options: Any) -> None:
+        from test_new_state_kind import DecayState  # its state kind, defined there
+        from torch.export import Dim
+
+        super().__init__(src, options)
+        self.family = "flag-decay-lm"
+        self.state = DecoderState((DecayState(16),), inputs=("input_ids", PROMPT_FLAG), prompt="stepwise")
+        batch = Dim(BATCH, min=1, max=64)
+        example = (torch.zeros((2, 1), dtype=torch.long), torch.tensor([[1], [0]]), torch.zeros((2, 16)))
+        self.graph = GraphExport("model", src.module.eval(), example, ["input_ids", PROMPT_FLAG, *self.state.past()],
+                                 ["logits", *self.state.present()], ({0: batch}, {0: batch}, {0: batch}))
+        self.reference = FlagDecayReference(src.module)
+
+    def graphs(self) -> list[GraphExport]:
+        return [self.graph]
+
+    def contract(self, graphs: dict[str, Any]) -> GenerateSection:
+        return GenerateSection(tokenizer=None, add_special_tokens=False, eos_token_id=(), bos_token_id=None,
+                               pad_token_id=0, max_context=64, cache=self.state)
+
+
+@pytest.fixture(scope="module")
+def flag_art(tmp_path_factory: pytest.TempPathFactory) -> tuple[FlagDecayLM, Path]:
+    module = FlagDecayLM().eval()
+    # fp32 parity: greedy tokens identical, decode steps against the module's own cached steps
+    return module, edgekit.convert(module, tmp_path_factory.mktemp("flag") / "art", task="generate").path
+
+
+def test_every_loop_sends_the_prompt_flag(flag_art: tuple[FlagDecayLM, Path], prompts: tuple[np.ndarray, np.ndarray],
+                                          tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from edgekit.manifest import Manifest
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
+    from edgekit.runtimes.tensorrt import build as T
+
+    module, art = flag_art
+    want = FlagDecayReference(module).greedy(*prompts, NEW)
+    assert not np.array_equal(FlagDecayReference(module).greedy(*prompts, NEW, flag=0), want)  # the flag matters
+    with edgekit.load(art, device="cpu") as m:
+        np.testing.assert_array_equal(_decay(m, prompts)[:, 5:], want)  # onnxruntime's CPU loop
+        _through(m, lambda r, spec: OrtStepper(r._session, spec, DeviceMemory(F.make_cudart(F.Calls()), "cpu")))
+        np.testing.assert_array_equal(_decay(m, prompts)[:, 5:], want)  # its device loop
+    calls = F.Calls()
+    F.install(monkeypatch, F.make_trt(calls), F.make_cudart(calls))
+    shutil.copytree(art, tmp_path / "flag")
+    T.build_engines(tmp_path / "flag", Manifest.load(tmp_path / "flag"), T.BuildOptions())
+    with edgekit.load(tmp_path / "flag", device="tensorrt") as m:
+        np.testing.assert_array_equal(_decay(m, prompts)[:, 5:], want)  # TensorRT's, a CUDA graph replayed
+    assert calls.graph_launches > 0

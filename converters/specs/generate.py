@@ -29,7 +29,7 @@ import numpy as np
 from edgekit.contract.generate import ChatTemplate, GenerationDefaults
 from edgekit.converters.spec import Calibration, ExportSpec, Gate, Limit
 from edgekit.converters.specs.natural_text import CHAT_TURNS, held_out_paragraphs
-from edgekit.errors import ConfigError, SourceError
+from edgekit.errors import ConfigError, SourceError, UnsupportedError
 from edgekit.parity_report import ParityReport
 from edgekit.tasks.generator import left_pad  # the runtime's own padding: parity pads as users' calls do
 from edgekit.tasks.options import GenerateOptions, refuse_unimplemented
@@ -73,11 +73,13 @@ class Reference(Protocol):
 
 @runtime_checkable
 class DecodeReference(Reference, Protocol):
-    """A reference whose decode steps compute other logits than a longer prompt would (XLNet's mems
-    freeze hidden states as the call that made them saw the sequence); any other's are `full_logits`."""
+    """A reference whose decode steps compute other logits than a longer prompt would: XLNet's mems
+    freeze hidden states as the call that made them saw the sequence; Zamba2's prompt scan floors a
+    time step its one-token step does not (state_floor.py). Any other's are `full_logits`."""
 
     def decode_logits(self, ids: np.ndarray, steps: int) -> np.ndarray:
-        """(batch, steps + 1, vocab): the prompt ids[:, :-steps]'s last position, then `steps` decode steps'."""
+        """(batch, positions, vocab) ending with the prompt ids[:, :-steps]'s last position, then
+        `steps` decode steps' (parity compares the positions both sides return, from the end)."""
 
 
 class _Memo:

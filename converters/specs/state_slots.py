@@ -71,14 +71,15 @@ def depends_on_slots(decoder: StateDecoder) -> bool:
     flat = _empty(decoder)
     with torch.no_grad():
         for t in range(4):
-            out = decoder(ids[:, t : t + 1], torch.ones((1, t + 1), dtype=torch.long), torch.tensor([[t]]), *flat)
+            out = decoder(ids[:, t : t + 1], *decoder.small(torch.ones((1, t + 1), dtype=torch.long),
+                                                            torch.tensor([[t]]), prompt=False), *flat)
             flat = _advanced(decoder, flat, list(out[1:]))
         pos = torch.tensor([[4]])
-        compact = decoder(ids[:, 4:], torch.ones((1, 5), dtype=torch.long), pos, *flat)[0]
+        compact = decoder(ids[:, 4:], *decoder.small(torch.ones((1, 5), dtype=torch.long), pos, prompt=False), *flat)[0]
         gapped = [torch.cat([t, t.new_zeros((*t.shape[:2], GAP, t.shape[3]))], dim=2) if kv else t
                   for t, kv in zip(flat, _is_kv(decoder))]
         mask = torch.tensor([[1] * 4 + [0] * GAP + [1]])
-        slotted = decoder(ids[:, 4:], mask, pos, *gapped)[0]
+        slotted = decoder(ids[:, 4:], *decoder.small(mask, pos, prompt=False), *gapped)[0]
     # The same tokens in the same order either way: only the float sums over more (zero-weighted) keys
     # differ, a few fp32 roundings; a misplaced position changes logits at their own scale.
     return not torch.allclose(compact, slotted, rtol=1e-4, atol=1e-5)

@@ -10,12 +10,13 @@ conv window of the first token is zero-padded (LinearAttentionLayer.update_conv_
 prefill with zeros to the kernel) and the scan's initial state is zero. Rows of a left-padded
 batch are fed on their own, pads skipped (edgekit/tasks/state_loop.py): transformers zeroes padded
 positions' inputs (apply_mask_to_padding_states) so that a state starting at zero stays zero
-through leading pads, which is the same thing.
+through leading pads, which is the same thing. Where the prefill and the step compute different
+things (a floor on the time step in the scan alone: state_floor.py), the step takes a prompt flag.
 
     inputs   input_ids (batch, 1); with attention layers attention_mask (batch, slots + 1) and
-             position_ids (batch, 1), and per attention layer i past_key_values.{i}.key / .value
-             (batch, heads, slots, dim), and indexer_keys.{i} (batch, 1, slots, dim) where a
-             sparse-attention indexer keeps its keys beside them (Qwen4-Exp);
+             position_ids (batch, 1); with floors prompt_flag (batch, 1); per attention layer i
+             past_key_values.{i}.key / .value (batch, heads, slots, dim), and indexer_keys.{i}
+             (batch, 1, slots, dim) where a sparse-attention indexer keeps its keys beside them (Qwen4-Exp);
              per state layer i and state index k conv_state.{i}.{k} / ssm_state.{i}.{k} (batch, ...)
     outputs  logits (batch, 1, vocab); present.{i}.key / .value and present_indexer_keys.{i} (this
              call's token); conv_state_out.{i}.{k} / ssm_state_out.{i}.{k} (the whole next state)
@@ -40,6 +41,7 @@ from edgekit.converters.spec import ConvertOptions, RuntimeGraphExport
 from edgekit.converters.specs.causal_lm import (MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference, _tokenizer_json,
                                                 indexer_dim, new_indexer_keys, put_indexer_keys, takes_positions)
 from edgekit.converters.specs.generate import GeneratorSpec
+from edgekit.converters.specs.state_floor import ScanOnlyFloor, floored_prompt_steps, scan_only_floors
 from edgekit.converters.specs.state_slots import aligned, aligned_mask, choose_layout, right_aligned
 from edgekit.converters.indexers import exportable_indexers
 from edgekit.converters.wrappers import export_experts
@@ -48,7 +50,7 @@ from transformers.cache_utils import DynamicCache, LinearAttentionCacheLayerMixi
 
 from edgekit.contract.base import BATCH, PAST, TOTAL
 from edgekit.contract.state import AttentionKV, ConvState, DecoderState, IndexerKeys, SSMState, StateEntry
-from edgekit.contract.state.base import STEP_INPUTS
+from edgekit.contract.state.base import PROMPT_FLAG, STEP_INPUTS
 from edgekit.errors import UnsupportedError
 
 
@@ -136,27 +138,36 @@ def _forward_kwargs(model: Any, ids: torch.Tensor, mask: torch.Tensor | None, po
 
 
 class StateDecoder(torch.nn.Module):
-    """(input_ids, attention_mask, position_ids, *flat state) in, (logits, *this step's state) out: one token."""
+    """(input_ids, attention_mask, position_ids, prompt_flag, *flat state) in, (logits, *this step's
+    state) out: one token. The small inputs are those `state.inputs` names, in that order."""
 
-    def __init__(self, model: Any, layers: tuple[LayerState, ...]) -> None:
+    def __init__(self, model: Any, layers: tuple[LayerState, ...], floors: tuple[ScanOnlyFloor, ...] = ()) -> None:
         super().__init__()
-        self.model, self.layers = model, layers
-        self.state = decoder_state(layers)  # the flat tensors' order, names and dims
+        self.model, self.layers, self.floors = model, layers, floors
+        self.state = decoder_state(layers, flagged=bool(floors))  # the flat tensors' order, names and dims
         self.attends = self.state.slotted
         self.align = False  # keys/values right-aligned before the model reads them (state_slots.choose_layout)
 
+    def small(self, mask: torch.Tensor, position: torch.Tensor, prompt: bool) -> tuple[torch.Tensor, ...]:
+        """The inputs after input_ids for an eager call (one token per row), in the graph's order."""
+        given = {"attention_mask": mask, "position_ids": position,
+                 PROMPT_FLAG: torch.full((position.shape[0], 1), int(prompt))}
+        return tuple(given[n] for n in self.state.inputs[1:])
+
     def forward(self, input_ids: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # With attention layers: the mask over past slots + this token, and its position, then the
-        # state; without, the state only (transformers' own decode steps pass Mamba no mask: a
-        # generated token is never padding, and the runtime never feeds a pad).
-        mask, position, flat = (rest[0], rest[1], rest[2:]) if self.attends else (None, None, rest)
+        # With attention layers: the mask over past slots + this token, and its position; without,
+        # neither (transformers' own decode steps pass Mamba no mask: a generated token is never
+        # padding, and the runtime never feeds a pad). The prompt flag where floors need it; then the state.
+        small = dict(zip(self.state.inputs[1:], rest))
+        mask, position, flat = small.get("attention_mask"), small.get("position_ids"), rest[len(small):]
         cache = self.new_cache()
         order = right_aligned(mask) if self.align and mask is not None else None
         mask = aligned_mask(mask, order) if order is not None and mask is not None else mask
         given = iter(flat)
         for spec in self.layers:
             self.put(cache, spec, given, order, mask)
-        with export_experts(self.model), exportable_indexers(self.model):
+        with (export_experts(self.model), exportable_indexers(self.model),
+              floored_prompt_steps(self.model, self.floors, small.get(PROMPT_FLAG))):
             out = self.model(**_forward_kwargs(self.model, input_ids, mask, position, cache))
         new: list[torch.Tensor] = []
         for spec in self.layers:
@@ -214,20 +225,23 @@ def _set_state(layer: Any, kind: str, index: int, value: torch.Tensor) -> None:
     layer.dtype, layer.device = value.dtype, value.device
 
 
-def small_inputs(layers: tuple[LayerState, ...]) -> tuple[str, ...]:
-    """What each call takes beside the state: the mask and positions only where attention reads them."""
-    return STEP_INPUTS if any(layer.kv for layer in layers) else ("input_ids",)
+def small_inputs(layers: tuple[LayerState, ...], flagged: bool) -> tuple[str, ...]:
+    """What each call takes beside the state: the mask and positions only where attention reads them,
+    the prompt flag only where a floor needs it (state_floor.py)."""
+    names = STEP_INPUTS if any(layer.kv for layer in layers) else ("input_ids",)
+    return (*names, PROMPT_FLAG) if flagged else names
 
 
 def example(model: Any, state: DecoderState) -> tuple[torch.Tensor, ...]:
-    """Traced at batch 2 after 3 past slots (no dim 0 or 1 that torch.export would specialize), random state."""
+    """Traced at batch 2 after 3 past slots (no dim 0 or 1 that torch.export would specialize), random
+    state; one prompt row and one generated row."""
     b, p = 2, 3
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, int(model.config.vocab_size), (b, 1), generator=gen)
+    small = {"attention_mask": torch.ones((b, p + 1), dtype=torch.long), "position_ids": torch.full((b, 1), p),
+             PROMPT_FLAG: torch.tensor([[1], [0]])}
     flat = [torch.randn(t.shape(b, p), generator=gen) for t in state.tensors()]
-    if len(state.inputs) == 1:
-        return (ids, *flat)
-    return (ids, torch.ones((b, p + 1), dtype=torch.long), torch.full((b, 1), p), *flat)
+    return (ids, *(small[n] for n in state.inputs[1:]), *flat)
 
 
 def dynamic_shapes(state: DecoderState) -> tuple[Any, ...]:
@@ -235,10 +249,9 @@ def dynamic_shapes(state: DecoderState) -> tuple[Any, ...]:
     batch = Dim(BATCH, min=1, max=MAX_BATCH)
     past = Dim(PAST, min=0, max=MAX_LEN)
     total = Dim(TOTAL, min=1, max=MAX_LEN + 1)
+    small = {"attention_mask": {0: batch, 1: total}, "position_ids": {0: batch}, PROMPT_FLAG: {0: batch}}
     flat = [{0: batch, 2: past} if PAST in t.dims else {0: batch} for t in state.tensors()]
-    if len(state.inputs) == 1:
-        return ({0: batch}, (*flat,))
-    return ({0: batch}, ({0: batch, 1: total}, {0: batch}, *flat))  # varargs nest as one tuple
+    return ({0: batch}, (*(small[n] for n in state.inputs[1:]), *flat))  # varargs nest as one tuple
 
 
 # ---------------------------------------------------------------- the spec
@@ -252,6 +265,7 @@ class HFStateSpaceLM(HFCausalLM):
     generic = False
     probe = staticmethod(probe_layers)  # the layers' states, read off the model's own cache
     decoder: type[StateDecoder] = StateDecoder
+    floors: tuple[ScanOnlyFloor, ...] = ()  # transformers' scan-only time-step floors (state_floor.py)
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
@@ -270,7 +284,8 @@ class HFStateSpaceLM(HFCausalLM):
         self.family = str(getattr(self.model.config, "model_type", "") or "state-space")
         self.facts = Family()
         self.layers = self.probe(self.model)
-        decoder = self.decoder(self.model, self.layers)
+        self.floors = scan_only_floors(self.model)
+        decoder = self.decoder(self.model, self.layers, self.floors)
         self.cache = decoder.state
         choose_layout(decoder)
         self.graph = GraphExport("model", decoder, example(self.model, self.cache),
@@ -283,12 +298,12 @@ class HFStateSpaceLM(HFCausalLM):
         return []  # onnxruntime's fused-attention stand-in holds keys/values only, not these states
 
     def make_reference(self) -> StateReference:
-        return StateReference(self.model, self.graph)
+        return (CachedStepsReference if self.floors else StateReference)(self.model, self.graph)
 
 
-def decoder_state(layers: tuple[LayerState, ...]) -> DecoderState:
+def decoder_state(layers: tuple[LayerState, ...], flagged: bool = False) -> DecoderState:
     """The contract's entries, layer by layer: keys/values, indexer keys, then conv and SSM states (dims
-    after batch)."""
+    after batch); `flagged`: the step takes the prompt flag."""
     entries: list[StateEntry] = []
     for spec in layers:
         if spec.kv:
@@ -297,7 +312,7 @@ def decoder_state(layers: tuple[LayerState, ...]) -> DecoderState:
             entries.append(IndexerKeys(spec.index, spec.indexer))
         entries += [ConvState(spec.index, k, shape) for k, shape in spec.conv]
         entries += [SSMState(spec.index, k, shape) for k, shape in spec.ssm]
-    return DecoderState(tuple(entries), inputs=small_inputs(layers), prompt="stepwise")
+    return DecoderState(tuple(entries), inputs=small_inputs(layers, flagged), prompt="stepwise")
 
 
 def _keeps_state(folder: Path) -> bool:
@@ -317,6 +332,30 @@ class StateReference(HFReference):
     def full_logits(self, ids: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return self.model(input_ids=torch.from_numpy(ids), use_cache=False).logits.float().numpy()
+
+
+
+class CachedStepsReference(StateReference):
+    """Where a floor parts transformers' prompt scan from its one-token step (state_floor.py), parity's
+    decode steps are compared with transformers' own cached steps, as generate runs them, not with
+    its whole-row forward (the scan over every token): even generate itself parts from that one.
+    Measured on the sweep's seeded models, two natural-text rows of 96 tokens, max abs difference
+    over the logits' scale: transformers' cached steps against its whole-row forward after 1 and 3
+    decode steps, 1.1e-3 and 3.9e-3 (Zamba2 real), 2.2e-3 and 1.1e-2 (NemotronH real), 6.8e-5 and
+    1.3e-4 (Zamba2 tiny), above or near the fp32 gate (1e-3); the prompt's last position 2.7e-6 at most."""
+
+    def decode_logits(self, ids: np.ndarray, steps: int) -> np.ndarray:
+        """Logits (batch, sequence, vocab) of transformers' cached decode as generate runs it: the prefill
+        over all but the last `steps` tokens, then one token per call."""
+        cache = DynamicCache(config=self.model.config)
+        tokens = torch.from_numpy(ids)
+        b, n = tokens.shape
+        out = []
+        with torch.no_grad():
+            for start, end in [(0, n - steps), *((i, i + 1) for i in range(n - steps, n))]:
+                mask, position = torch.ones((b, end), dtype=torch.long), torch.arange(start, end)[None].expand(b, -1)
+                out.append(self.model(**_forward_kwargs(self.model, tokens[:, start:end], mask, position, cache)).logits)
+        return torch.cat(out, 1).float().numpy()
 
 
 class RowsAloneReference(StateReference):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.contract.state import APPEND, SLOT_AXIS, DecoderState
+from edgekit.contract.state.base import PROMPT_FLAG
 from edgekit.runtimes.base import Runner
 
 
@@ -33,7 +34,7 @@ class CompactKV:
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The prompt with an empty past; returns the last position's logits (batch, vocab)."""
         pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        out = self.runner.run({**self._small(ids, mask, pos), **self.first})
+        out = self.runner.run({**self._small(ids, mask, pos, 1), **self.first})
         self.past = {past: out[present] for present, past in {**self.grows, **self.replaces}.items()}
         self.mask = np.asarray(mask, np.int64).copy()
         self.position = pos[:, -1:] + 1
@@ -43,7 +44,7 @@ class CompactKV:
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """One token per row after the whole past; returns (batch, vocab)."""
         self.mask = np.concatenate([self.mask, np.ones((self.mask.shape[0], 1), np.int64)], axis=1)
-        out = self.runner.run({**self._small(np.asarray(tokens, np.int64)[:, None], self.mask, self.position),
+        out = self.runner.run({**self._small(np.asarray(tokens, np.int64)[:, None], self.mask, self.position, 0),
                                **self.past})
         grown = {past: np.concatenate([self.past[past], out[present]], axis=SLOT_AXIS)
                  for present, past in self.grows.items()}
@@ -51,9 +52,11 @@ class CompactKV:
         self.position = self.position + 1
         return out["logits"][:, -1]
 
-    def _small(self, ids: np.ndarray, mask: np.ndarray, position: np.ndarray) -> dict[str, np.ndarray]:
-        """The call's inputs beside the state: those the DecoderState names (a model without positions takes none)."""
-        small = {"input_ids": ids, "attention_mask": mask, "position_ids": position}
+    def _small(self, ids: np.ndarray, mask: np.ndarray, position: np.ndarray, prompt: int) -> dict[str, np.ndarray]:
+        """The call's inputs beside the state: those the DecoderState names (a model without positions takes
+        none; the prompt flag, 1 in the prompt's call and 0 in steps, only where the graph declares it)."""
+        small = {"input_ids": ids, "attention_mask": mask, "position_ids": position,
+                 PROMPT_FLAG: np.full((ids.shape[0], 1), prompt, np.int64)}
         return {n: small[n] for n in self.state.inputs}
 
     def reorder(self, rows: np.ndarray) -> None:

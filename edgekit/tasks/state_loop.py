@@ -8,7 +8,8 @@ logits come out. Resident inputs (an encoder's cross-attention keys/values) are 
 
 A "whole" prompt runs as one call with an empty past; a "stepwise" one (recurrent graphs take one
 token per call) is fed token by token, each row of a left-padded batch on its own so that no pad
-token enters a state (what transformers' masking of padded positions gives too).
+token enters a state (what transformers' masking of padded positions gives too). A graph that
+declares the prompt flag (DecoderState) is fed 1 in every prompt call and 0 in every step.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.contract.state import REPLACE, SLOTS, DecoderState
+from edgekit.contract.state.base import PROMPT_FLAG
 from edgekit.errors import ArtifactError
 from edgekit.runtimes.base import HostStepper, Runner, StepSpec, Stepper
 
@@ -50,6 +52,7 @@ class StateLoop:
         self.resident = dict(resident or {})
         self.token = np.zeros((batch, 1), np.int64)
         self.position = np.zeros((batch, 1), np.int64)
+        self.flag = np.zeros((batch, 1), np.int64)  # the graph's prompt_flag, where it takes one: 1 while a prompt is fed
         # The mask has one column more than the slots, always 1: the current token, which the graph appends.
         self.mask = np.zeros((batch, slots + 1), np.int64)
         self.mask[:, -1] = 1
@@ -60,7 +63,8 @@ class StateLoop:
         self._stepper: Stepper | None = None
 
     def _small(self) -> dict[str, np.ndarray]:
-        small = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position}
+        small = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position,
+                 PROMPT_FLAG: self.flag}
         return {n: small[n] for n in self.state.inputs}
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -80,7 +84,7 @@ class StateLoop:
         b, p = ids.shape
         first = {t.input: np.zeros(t.initial_shape(b), self.caches[t.input].dtype) for t in self.state.tensors()}
         pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
-        small = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+        small = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, PROMPT_FLAG: np.ones((b, 1), np.int64)}
         out = self._stepper_made().run({**{n: small[n] for n in self.state.inputs}, **first}, slot=0)
         self.mask[:, :p] = mask
         self.filled = p
@@ -88,8 +92,12 @@ class StateLoop:
         return out["logits"]
 
     def _feed(self, ids: np.ndarray) -> np.ndarray:
-        """Rows of one length (no padding), token by token through the step."""
-        return np.stack([self.step(ids[:, t]) for t in range(ids.shape[1])], axis=1)
+        """Rows of one length (no padding), token by token through the step, flagged as prompt."""
+        self.flag[...] = 1
+        try:
+            return np.stack([self.step(ids[:, t]) for t in range(ids.shape[1])], axis=1)
+        finally:
+            self.flag[...] = 0
 
     def _prefill_rows(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Each row's real tokens on its own (host arrays), then the rows laid side by side: row r's

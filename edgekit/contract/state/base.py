@@ -79,6 +79,10 @@ def _subclasses(cls: type) -> tuple[type[StateEntry], ...]:
 
 
 STEP_INPUTS = ("input_ids", "attention_mask", "position_ids")
+# 1 in every row while a prompt is fed, 0 for generated tokens (see DecoderState). Not in STEP_INPUTS:
+# the key/value decoders' graphs take those three by that name (specs/causal_lm.py, seq2seq.py, ...).
+PROMPT_FLAG = "prompt_flag"
+DECODER_INPUTS = (*STEP_INPUTS, PROMPT_FLAG)
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,10 @@ class DecoderState:
     """A decoder graph's state: its entries, the small inputs of every call, how a prompt is fed.
 
     `inputs`: what each call takes beside the state: ids, and for models with attention the mask
-    over past slots + this call's tokens and the tokens' positions (all int64, (batch, n)).
+    over past slots + this call's tokens and the tokens' positions (all int64, (batch, n)); and
+    `prompt_flag` (int64 (batch, 1)), for models whose prompt runs a different program than their
+    steps: 1 in every call that feeds prompt tokens (a whole prompt's one call, or each token of a
+    stepwise prompt), 0 in every call that feeds a generated token. Only graphs that declare it take it.
     `prompt`: "whole" (one call takes the prompt; the graph's sequence dim is free) or "stepwise"
     (the graph takes one token per call, so the prompt is fed token by token: recurrent models,
     whose prompt path cannot be one graph for all lengths).
@@ -98,8 +105,8 @@ class DecoderState:
     prompt: Literal["whole", "stepwise"] = "whole"
 
     def __post_init__(self) -> None:
-        if "input_ids" not in self.inputs or not set(self.inputs) <= set(STEP_INPUTS):
-            raise ValueError(f"a decoder's inputs are input_ids and any of {STEP_INPUTS[1:]}, found {self.inputs}")
+        if "input_ids" not in self.inputs or not set(self.inputs) <= set(DECODER_INPUTS):
+            raise ValueError(f"a decoder's inputs are input_ids and any of {DECODER_INPUTS[1:]}, found {self.inputs}")
         names = [n for t in self.tensors() for n in (t.input, t.output)]
         if len(set(names)) != len(names):
             raise ValueError("state tensor names must be distinct")
