@@ -29,7 +29,7 @@ import numpy as np
 from edgekit.contract.generate import ChatTemplate, GenerationDefaults
 from edgekit.converters.spec import Calibration, ExportSpec, Gate, Limit
 from edgekit.converters.specs.natural_text import CHAT_TURNS, held_out_paragraphs
-from edgekit.errors import ConfigError, SourceError, UnsupportedError
+from edgekit.errors import ConfigError, SourceError
 from edgekit.parity_report import ParityReport
 from edgekit.tasks.generator import left_pad  # the runtime's own padding: parity pads as users' calls do
 from edgekit.tasks.options import GenerateOptions, refuse_unimplemented
