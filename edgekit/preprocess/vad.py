@@ -29,7 +29,8 @@ CONTEXT = 64  # samples of the previous window prepended to each window
 
 @dataclass(frozen=True)
 class VadOptions:
-    """Silero VAD's `get_speech_timestamps` parameters, with its defaults.
+    """Silero VAD's `get_speech_timestamps` parameters, with its defaults (`FOR_RECOGNITION`: those
+    `recognize(vad=True)` uses).
 
     `max_speech_duration_s` None: no limit for `speech_spans`; `recognize(vad=...)` then caps a
     span at the model's chunk length (30 s for Whisper), so each span is one encoder window.
@@ -74,6 +75,12 @@ class VadOptions:
         return VadOptions(self.threshold, self.neg_threshold, self.min_speech_duration_ms,
                           self.min_silence_duration_ms, self.speech_pad_ms, seconds,
                           self.min_silence_at_max_speech_ms, self.use_max_poss_sil_at_max_speech)
+
+
+# What `recognize(vad=True)` uses: faster-whisper's transcription settings (its VadOptions): 2 s of silence
+# before a span ends, so a sentence's pauses stay inside one span and the recognizer hears it whole, and
+# 400 ms of padding, so soft onsets under the threshold ("we" before a stressed word) are not cut off.
+FOR_RECOGNITION = VadOptions(min_silence_duration_ms=2000, speech_pad_ms=400)
 
 
 @dataclass(frozen=True)

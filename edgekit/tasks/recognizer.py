@@ -15,7 +15,7 @@ import numpy as np
 from edgekit.contract.recognize import Chunking
 from edgekit.errors import ConfigError
 from edgekit.preprocess import audio
-from edgekit.preprocess.vad import Span, VadOptions, detect
+from edgekit.preprocess.vad import FOR_RECOGNITION, Span, VadOptions, detect
 from edgekit.results import Segment, Transcript
 from edgekit.tasks.model import Model
 
@@ -51,9 +51,10 @@ class Recognizer(Model):
         `language`, `task` ("transcribe" | "translate"), `return_timestamps`, `max_new_tokens` and
         `num_beams` (beam search, as transformers and faster-whisper do it) are Whisper's; a CTC
         model has word timings in `segments` always and refuses the others.
-        `vad=True` (or a `VadOptions`): transcribe only the speech Silero VAD finds, each span at most
-        one chunk long (unless `max_speech_duration_s` says otherwise); `segments` are in the whole
-        audio's time and lie inside the speech spans; silence gives no segments.
+        `vad=True` (`preprocess.vad.FOR_RECOGNITION`) or a `VadOptions`: transcribe only the speech
+        Silero VAD finds, each span at most one chunk long (unless `max_speech_duration_s` says
+        otherwise); `segments` are in the whole audio's time and lie inside the speech spans;
+        silence gives no segments.
         """
         opts = Options(language, task, return_timestamps, max_new_tokens, num_beams)
         self._check(opts)
@@ -85,7 +86,7 @@ def _vad_options(vad: object) -> VadOptions | None:
     if vad is False:
         return None
     if vad is True:
-        return VadOptions()
+        return FOR_RECOGNITION
     if isinstance(vad, VadOptions):
         return vad
     raise ConfigError("recognize(vad=...) takes True, False or a VadOptions", found=repr(vad),
