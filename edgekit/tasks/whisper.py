@@ -19,10 +19,11 @@ from edgekit.contract.recognize import WhisperSection
 from edgekit.errors import ConfigError, InputError
 from edgekit.preprocess import audio
 from edgekit.preprocess.text import read_tokenizer
+from edgekit.preprocess.vad import Span
 from edgekit.results import Segment, Transcript
 from edgekit.tasks.state_loop import StateLoop
 from edgekit.tasks.options import GenerateOptions
-from edgekit.tasks.recognizer import Options, Recognizer
+from edgekit.tasks.recognizer import Options, Recognizer, stitch
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser
 from edgekit.tasks.search import Stopper, beam_search
 
@@ -116,6 +117,27 @@ class WhisperRecognizer(Recognizer):
                                            False)
         return Transcript(text=audio.join_words(texts), segments=segments, language=detected)
 
+    def _transcribe_spans(self, wave: np.ndarray, spans: list[Span], opts: Options) -> Transcript:
+        """Speech spans of one window at most go through the encoder and greedy search `batch` at a
+        time (the most the graphs are declared for); a longer span (`max_speech_duration_s` past the
+        window) is chunked as `_transcribe` chunks the whole audio."""
+        c, rate = self.contract, self.sample_rate
+        parts: dict[int, Transcript] = {}
+        short = [i for i, s in enumerate(spans) if s.end - s.start <= c.n_samples]
+        for k in range(0, len(short), c.batch[2]):
+            group = short[k:k + c.batch[2]]
+            feats = np.stack([self.features(wave[spans[i].start:spans[i].end]) for i in group]).astype(np.float32)
+            cross = self.runners["encoder"].run({"input_features": feats})
+            rows = self._decode_windows(cross, opts.language, opts.task, opts.return_timestamps, opts.max_new_tokens,
+                                        opts.num_beams or 1)
+            for i, tokens in zip(group, rows):
+                seconds = (spans[i].end - spans[i].start) / rate
+                parts[i] = Transcript(self.decode_text(tokens),
+                                      self._segments(tokens, 0.0, seconds, opts.return_timestamps),
+                                      opts.language or self._language_of(tokens))
+        whole = [parts[i] if i in parts else self._transcribe(wave[s.start:s.end], opts) for i, s in enumerate(spans)]
+        return stitch(whole, spans, rate, opts.language)
+
     def features(self, wave: np.ndarray) -> np.ndarray:
         c = self.contract
         return audio.whisper_log_mel(wave, c.n_mels, c.n_samples, c.n_fft, c.hop_length, c.audio.sample_rate)
@@ -160,11 +182,14 @@ class WhisperRecognizer(Recognizer):
         return names.get(tokens[1]) if len(tokens) > 1 else None
 
     def _cache(self, slots: int, cross: dict[str, np.ndarray], rows: int = 1) -> StateLoop:
-        """A self-attention cache of `slots` tokens for `rows` rows of one chunk (its beams); the
-        chunk's cross K/V ride along as resident inputs, one copy per row."""
-        resident = {name: np.ascontiguousarray(np.repeat(a, rows, axis=0)) for name, a in cross.items()}
-        return StateLoop(self.runners["decoder"], self.contract.cache, rows, slots, resident,
-                         origin=np.zeros(rows, np.int64))
+        """A self-attention cache of `slots` tokens for `rows` rows: the beams of one window (its cross
+        K/V repeated, one copy per row) or one row per window (`cross` has `rows` rows already); the
+        cross K/V ride along as resident inputs."""
+        windows = next(iter(cross.values())).shape[0]
+        resident = {name: np.ascontiguousarray(a if windows == rows else np.repeat(a, rows, axis=0))
+                    for name, a in cross.items()}
+        origin = np.arange(rows) if windows == rows else np.zeros(rows, np.int64)
+        return StateLoop(self.runners["decoder"], self.contract.cache, rows, slots, resident, origin=origin)
 
     @staticmethod
     def _prefill(cache: StateLoop, ids: list[int]) -> np.ndarray:
@@ -178,41 +203,63 @@ class WhisperRecognizer(Recognizer):
 
     def decode_tokens(self, features: np.ndarray, language: str | None = None, task: str | None = None,
                       timestamps: bool = False, max_new_tokens: int | None = None, num_beams: int = 1) -> list[int]:
-        """Greedy or beam search on one (n_mels, frames) feature array; the prompt is included.
+        """Greedy or beam search on one (n_mels, frames) feature array; the prompt is included."""
+        cross = self.runners["encoder"].run({"input_features": features[None].astype(np.float32)})
+        return self._decode_windows(cross, language, task, timestamps, max_new_tokens, num_beams)[0]
 
-        The prompt runs once (past length 0); every later token is one step of the runner's
-        stepper, which keeps the self-attention cache and the cross K/V on its side for the chunk.
-        """
+    def _decode_windows(self, cross: dict[str, np.ndarray], language: str | None, task: str | None,
+                        timestamps: bool, max_new_tokens: int | None, num_beams: int) -> list[list[int]]:
+        """Every encoded window of `cross` (batch axis first): greedy search on all together, beam
+        search one window at a time (its beams are the rows); each row's prompt included."""
         if isinstance(num_beams, bool) or not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
             raise ConfigError("num_beams must be an integer >= 1", found=repr(num_beams))
         c = self.contract
-        cross = self.runners["encoder"].run({"input_features": features[None].astype(np.float32)})
-        tokens = self.prompt(language, task, timestamps, cross)
-        begin = len(tokens)
+        windows = [{k: v[w:w + 1] for k, v in cross.items()} for w in range(next(iter(cross.values())).shape[0])]
+        prompts = [self.prompt(language, task, timestamps, one) for one in windows]
+        begin = len(prompts[0])  # every prompt has the same tokens but for the (detected) language
         # As transformers counts: the generation config's max_length bounds the tokens after the
         # forced prompt, like max_new_tokens; the position table bounds both.
         new = c.max_length if max_new_tokens is None else max_new_tokens
         limit = min(begin + new, c.max_target_positions)
         if limit <= begin:
-            return tokens
+            return prompts
         if num_beams > 1:
-            return self._beams(cross, tokens, limit, timestamps, int(num_beams))
+            return [self._beams(one, p, limit, timestamps, int(num_beams)) for one, p in zip(windows, prompts)]
+        return self._greedy_rows(cross, prompts, limit, timestamps)
+
+    def _greedy_rows(self, cross: dict[str, np.ndarray], prompts: list[list[int]], limit: int,
+                     timestamps: bool) -> list[list[int]]:
+        """Greedy search for every row of `cross` (one encoded window each) together, each row from its
+        prompt (all of one length) to eos or `limit` tokens; a finished row is fed eos and left alone.
+
+        The prompt runs once (past length 0); every later token is one step of the runner's stepper,
+        which keeps the self-attention cache and the cross K/V on its side for the window.
+        """
+        c = self.contract
+        begin, rows = len(prompts[0]), len(prompts)
         suppress = np.asarray(c.suppress_tokens, dtype=np.int64)
         begin_suppress = np.asarray(c.begin_suppress_tokens, dtype=np.int64)
-        with self._cache(limit - 1, cross) as cache:  # the last token is never fed back
-            logits = self._prefill(cache, tokens)
+        tokens = [list(p) for p in prompts]
+        done = [False] * rows
+        with self._cache(limit - 1, cross, rows) as cache:  # the last token is never fed back
+            ids = np.asarray(prompts, dtype=np.int64)
+            logits = cache.prefill(ids, np.ones_like(ids)).astype(np.float32)
             while True:
-                if len(tokens) == begin and begin_suppress.size:
-                    logits[begin_suppress] = -np.inf
-                if suppress.size:
-                    logits[suppress] = -np.inf
-                if timestamps:
-                    logits = _timestamp_rules(logits, tokens, begin, c)
-                nxt = int(np.argmax(logits))
-                tokens.append(nxt)
-                if nxt == c.eos_token_id or len(tokens) >= limit:
+                nxt = np.full(rows, c.eos_token_id, np.int64)
+                for r in (r for r in range(rows) if not done[r]):
+                    row = logits[r]
+                    if len(tokens[r]) == begin and begin_suppress.size:
+                        row[begin_suppress] = -np.inf
+                    if suppress.size:
+                        row[suppress] = -np.inf
+                    if timestamps:
+                        row = _timestamp_rules(row, tokens[r], begin, c)
+                    nxt[r] = int(np.argmax(row))
+                    tokens[r].append(int(nxt[r]))
+                    done[r] = nxt[r] == c.eos_token_id or len(tokens[r]) >= limit
+                if all(done):
                     return tokens
-                logits = cache.step(np.asarray([nxt], np.int64))[0].astype(np.float32)
+                logits = cache.step(nxt).astype(np.float32)
 
     def _beams(self, cross: dict[str, np.ndarray], prompt: list[int], limit: int, timestamps: bool,
                beams: int) -> list[int]:
