@@ -103,3 +103,24 @@ def test_stream_bad_input_is_refused_by_name(conv: Any) -> None:
         list(conv.recognize_stream([np.full(3200, np.nan, np.float32)]))
     with pytest.raises(InputError, match="float or int16"):
         list(conv.recognize_stream([np.zeros(3200, np.uint8)]))
+
+
+def test_cli_run_stream_prints_tentative_and_final_lines(burst: Any, tmp_path: Path) -> None:
+    import json
+
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    wav = tmp_path / "b.wav"
+    sf.write(wav, _bursts(3)[0], RATE)
+    art = str(burst.artifact.path)
+    r = CliRunner().invoke(cli, ["run", art, str(wav), "--stream", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert [x.split("  [")[0] for x in lines if x.startswith("=")] == ["= a"] * 3
+    assert lines.count("~ a") == 3 and lines[-1] == f"{wav}: a a a"
+    r = CliRunner().invoke(cli, ["run", art, str(wav), "--stream", "--device", "cpu", "--json"])
+    segments = json.loads(r.output)["results"][0]["segments"]
+    assert [s["text"] for s in segments] == ["a"] * 3 and all(s["end"] > s["start"] for s in segments)
