@@ -95,8 +95,9 @@ def test_stream_resamples_a_microphone_rate(conv: Any) -> None:
 def test_stream_bad_input_is_refused_by_name(conv: Any) -> None:
     with pytest.raises(InputError, match="sample_rate"):
         conv.recognize_stream([np.zeros(100, np.float32)], sample_rate=-5)  # refused at the call
-    with pytest.raises(ConfigError, match="lookahead_s"):
-        conv.recognize_stream([], lookahead_s=30.0)
+    for lookahead_s in (30.0, -0.1):
+        with pytest.raises(ConfigError, match="lookahead_s"):
+            conv.recognize_stream([], lookahead_s=lookahead_s)
     with pytest.raises(InputError, match="numpy arrays"):
         list(conv.recognize_stream([np.zeros(3200, np.float32), [0.0] * 100]))
     with pytest.raises(InputError, match="NaN"):
@@ -124,3 +125,12 @@ def test_cli_run_stream_prints_tentative_and_final_lines(burst: Any, tmp_path: P
     r = CliRunner().invoke(cli, ["run", art, str(wav), "--stream", "--device", "cpu", "--json"])
     segments = json.loads(r.output)["results"][0]["segments"]
     assert [s["text"] for s in segments] == ["a"] * 3 and all(s["end"] > s["start"] for s in segments)
+
+
+def test_stream_with_little_room_in_the_window_still_settles_everything(burst: Any) -> None:
+    wave, _ = _bursts(12)
+    with pytest.raises(ConfigError, match="room for new audio"):  # 3 s window: 2.5 + 0.5 leaves none
+        burst.recognize_stream([wave], lookahead_s=2.5, left_context_s=0.5)
+    # 2.45 + 0.5 leaves 0.05 s (5 frames) per window: 8 s at once takes ~160 windows, all settled.
+    updates = list(burst.recognize_stream([wave], lookahead_s=2.45, left_context_s=0.5))
+    assert updates[-1].text_final == burst.recognize(wave).text

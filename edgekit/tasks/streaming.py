@@ -159,13 +159,17 @@ def stream_ctc(model: CtcRecognizer, chunks: Iterable[Any], sample_rate: int | N
     """`CtcRecognizer.recognize_stream`: the options are checked now, the chunks read as they are iterated."""
     rate = model.sample_rate
     left_s = model.chunking.stride_length_s if left_context_s is None else left_context_s
-    window_s = model.chunking.chunk_length_s
-    if not (0 <= lookahead_s and 0 <= left_s and lookahead_s + left_s < window_s):
-        raise ConfigError("lookahead_s and left_context_s must be >= 0 and add up to less than the model's window",
-                          found=f"lookahead_s={lookahead_s}, left_context_s={left_s}, window {window_s} s",
-                          fix=f"e.g. lookahead_s=0.5, left_context_s={model.chunking.stride_length_s}")
     reader = _Reader(audio._check_rate(sample_rate, rate), rate)
-    state = CtcStream(model, frame_stride(model), int(left_s * rate), int(lookahead_s * rate))
+    stride = frame_stride(model)
+    left, lookahead = int(left_s * rate), int(lookahead_s * rate)
+    # A window (at most chunk_length_s, the longest call the graph was built for) holds the left
+    # context, the lookahead and new frames: at least two strides, as its start is rounded down to one.
+    if min(left, lookahead) < 0 or left + lookahead + 2 * stride > model.chunking.window:
+        raise ConfigError("lookahead_s and left_context_s must be >= 0 and leave room for new audio in the "
+                          "model's window", found=f"lookahead_s={lookahead_s}, left_context_s={left_s}, window "
+                          f"{model.chunking.chunk_length_s} s, frames {stride / rate} s apart",
+                          fix=f"e.g. lookahead_s=0.5, left_context_s={model.chunking.stride_length_s}")
+    state = CtcStream(model, stride, left, lookahead)
     return _updates(state, reader, chunks)
 
 
