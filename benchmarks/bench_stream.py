@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -57,13 +58,14 @@ def _w2v_base(work: Path) -> tuple[Any, np.ndarray]:
     return edgekit.load(work / "w2v-art", device="cpu"), synthetic_audio(30.0, RATE, 0)
 
 
-def stream_timed(model: Any, wave: np.ndarray, chunk: int, lookahead_s: float) -> tuple[list[float], list[float], str]:
+def stream_timed(model: Any, wave: np.ndarray, chunk: int, lookahead_s: float,
+                 left_s: float | None) -> tuple[list[float], list[float], str]:
     """Per-piece compute seconds, per-word emission latency (s), the final text."""
     pieces = [wave[i:i + chunk] for i in range(0, len(wave), chunk)]
     computes: list[float] = []
     latencies: list[float] = []
     done_at = 0.0  # when the previous piece finished (seconds on the stream's clock)
-    updates = model.recognize_stream(iter(pieces), lookahead_s=lookahead_s)
+    updates = model.recognize_stream(iter(pieces), lookahead_s=lookahead_s, left_context_s=left_s)
     final = ""
     for k in range(len(pieces) + 1):  # the last step is the end of the stream (arrives with the last piece)
         t = time.perf_counter()
@@ -86,8 +88,10 @@ def main() -> None:
     ap.add_argument("--model", choices=("burst", "wav2vec2-base"), default="burst")
     ap.add_argument("--chunk-ms", type=int, default=320)
     ap.add_argument("--lookahead", type=float, default=0.5)
+    ap.add_argument("--left", type=float, help="left context, seconds [the artifact's chunk overlap]")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    os.environ["EDGEKIT_THREADS"] = str(args.threads)  # onnxruntime sessions read it when created
     import torch
 
     import edgekit  # noqa: F401  (loaded before timing)
@@ -97,14 +101,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     model, wave = (_burst_model if args.model == "burst" else _w2v_base)(work)
     chunk = args.chunk_ms * RATE // 1000
-    stream_timed(model, wave[:RATE * 3], chunk, args.lookahead)  # warm-up
-    computes, lat, final = stream_timed(model, wave, chunk, args.lookahead)
+    stream_timed(model, wave[:RATE * 3], chunk, args.lookahead, args.left)  # warm-up
+    computes, lat, final = stream_timed(model, wave, chunk, args.lookahead, args.left)
+    t = time.perf_counter()
     offline = model.recognize(wave).text
+    offline_s = time.perf_counter() - t
+    left = model.chunking.stride_length_s if args.left is None else args.left
     print(f"{args.model}: {len(wave) / RATE:.2f} s of audio in {args.chunk_ms} ms pieces, lookahead "
-          f"{args.lookahead} s, left context {model.chunking.stride_length_s} s, {args.threads} thread(s)")
+          f"{args.lookahead} s, left context {left} s, {args.threads} thread(s)")
     print(f"  compute per piece: median {1000 * statistics.median(computes):.1f} ms, p95 "
           f"{1000 * _pct(computes, 95):.1f} ms, max {1000 * max(computes):.1f} ms "
-          f"(real-time factor {sum(computes) / (len(wave) / RATE):.3f})")
+          f"(real-time factor {sum(computes) / (len(wave) / RATE):.3f}; offline recognize "
+          f"{offline_s / (len(wave) / RATE):.3f})")
     print(f"  emission latency ({len(lat)} words): median {1000 * statistics.median(lat) if lat else float('nan'):.0f} ms, "
           f"p95 {1000 * _pct(lat, 95):.0f} ms, max {1000 * max(lat, default=float('nan')):.0f} ms")
     print(f"  final text vs offline recognize: WER {word_error_rate(offline, final):.3f} "
