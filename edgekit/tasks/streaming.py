@@ -10,7 +10,8 @@ Windows start on a multiple of the model's frame stride (measured on the artifac
 window's frame i is frame `start / stride + i` of the whole stream, as offline. For a model whose
 receptive field fits in the left context and the lookahead (a convolutional front end), settled
 frames equal offline's exactly; a model with attention over its whole input (wav2vec2) sees less
-context than an offline chunk, and `lookahead_s` trades latency against agreement.
+context than an offline chunk, and `lookahead_s` trades latency against agreement. Unlike offline
+`recognize`, which returns "" for a clip that is silent throughout, a stream runs every window.
 """
 from __future__ import annotations
 
