@@ -109,7 +109,7 @@ class CtcRecognizer(Recognizer):
         heard; each window also carries `left_context_s` (default: the artifact's chunk overlap)
         before the unsettled audio. See tasks/streaming.py.
         """
-        from edgekit.tasks.streaming import stream_ctc
+        from edgekit.tasks.streaming import stream_ctc  # here: streaming.py imports this module
 
         return stream_ctc(self, chunks, sample_rate, lookahead_s, left_context_s)
 
