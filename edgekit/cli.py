@@ -113,6 +113,8 @@ def run_classify(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> t
 def run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
     if not inputs:
         raise click.UsageError("recognize needs INPUT audio files (WAV, FLAC, OGG)")
+    if opts.get("stream"):
+        return _recognize_streamed(model, inputs, opts.get("as_json", False))
     from edgekit.subtitles import write
 
     fmt, out = opts.get("format"), opts.get("out")
@@ -148,6 +150,31 @@ def _write_new(out: Path, text: str, overwrite: bool) -> None:
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
+
+
+def _recognize_streamed(model: Any, inputs: tuple[str, ...], as_json: bool) -> tuple[Any, str]:
+    """Each file fed to recognize_stream in 320 ms pieces (a microphone's pace, not its clock);
+    a line per change: "~ text" while tentative, "= words" when words become final."""
+    from edgekit.preprocess.audio import load_audio
+
+    if not hasattr(model, "recognize_stream"):
+        raise click.UsageError(f"--stream needs a CTC artifact; this one is {model.manifest.family}")
+    data = []
+    for path in inputs:
+        wave = load_audio(path, None, model.sample_rate)
+        piece = model.sample_rate * 320 // 1000
+        words: list[Any] = []
+        partial = ""
+        for u in model.recognize_stream(wave[i:i + piece] for i in range(0, len(wave), piece)):
+            words += u.words
+            if not as_json and u.words:
+                click.echo(f"= {' '.join(w.text for w in u.words)}  [{u.words[0].start:.2f}-{u.words[-1].end:.2f} s]")
+            if not as_json and u.text_partial and (u.words or u.text_partial != partial):
+                click.echo(f"~ {u.text_partial}")
+            partial = u.text_partial
+        data.append({"input": path, "text": " ".join(w.text for w in words), "language": None,
+                     "segments": [{"text": w.text, "start": w.start, "end": w.end} for w in words]})
+    return data, "\n".join(f"{d['input']}: {d['text']}" for d in data)
 
 
 def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> tuple[Any, str]:
@@ -205,11 +232,13 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
               help="recognize: write the one INPUT's transcript to this file (--format, else plain text).")
 @click.option("--overwrite", is_flag=True, help="recognize: replace an existing -o file.")
+@click.option("--stream", is_flag=True, help="recognize (CTC): feed each file in 320 ms pieces to recognize_stream, "
+                                             "printing tentative (~) and final (=) text as it settles.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
 def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
         num_beams: int | None, tgt_lang: str | None, chat: bool, vad: bool, fmt: str | None, out: Path | None,
-        overwrite: bool, device: str, as_json: bool) -> None:
+        overwrite: bool, stream: bool, device: str, as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
     from edgekit.tasks import TASKS, resolve
@@ -220,11 +249,13 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
         asked = ", ".join(k for k, v in speech.items() if v)
         raise click.UsageError(f"{asked}: recognize options; this artifact's task is {model.manifest.task}")
     task_run = resolve(TASKS[model.manifest.task].run)
+    if stream and model.manifest.task != "recognize":
+        raise click.UsageError(f"--stream is for recognize artifacts; this one is {model.manifest.task}")
     given = click.get_current_context().get_parameter_source("top_k") == click.core.ParameterSource.COMMANDLINE
     data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k,
                                           "top_k_given": given, "num_beams": num_beams, "tgt_lang": tgt_lang,
                                           "chat": chat, "as_json": as_json, "vad": vad, "format": fmt, "out": out,
-                                          "overwrite": overwrite})
+                                          "overwrite": overwrite, "stream": stream})
     if text or as_json:
         _emit({"device": model.device, "results": data}, as_json, lambda _: text)
 

@@ -58,3 +58,20 @@ class GenerateOutput:
 
     def keys(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """One step of `recognize_stream`: what is settled so far and the guess for the rest.
+
+    `text_final` is the whole settled transcript so far (it only ever grows: a final word is
+    never changed); `words` are the words settled by this step, with their times in seconds from
+    the stream's start; `text_partial` is the tentative text after `text_final` (may change);
+    `audio_s` is the audio received so far; `is_final` marks the last update, after the stream ends.
+    """
+
+    text_final: str
+    text_partial: str
+    words: tuple[Segment, ...]
+    audio_s: float
+    is_final: bool = False

@@ -1,14 +1,15 @@
 """CTC speech recognition: numpy front end, one graph, greedy CTC decoding with word timings."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgekit.contract.recognize import CtcSection
 from edgekit.errors import UnsupportedError
 from edgekit.preprocess import audio, filterbank
-from edgekit.results import Segment, Transcript
+from edgekit.results import Segment, StreamUpdate, Transcript
 from edgekit.tasks.recognizer import Options, Recognizer
 
 
@@ -126,6 +127,19 @@ class CtcRecognizer(Recognizer):
             raise UnsupportedError(f"a CTC model takes no {', '.join(given)}",
                                    found=f"recognize({', '.join(f'{k}=...' for k in given)}) on a CTC artifact",
                                    fix="drop them (word timings are always in .segments)")
+
+    def recognize_stream(self, chunks: Iterable[Any], sample_rate: int | None = None, lookahead_s: float = 0.5,
+                         left_context_s: float | None = None) -> Iterator[StreamUpdate]:
+        """Transcribe audio as it arrives: one `StreamUpdate` per chunk, then a last one (`is_final`).
+
+        `chunks`: float32/int16 arrays of any length (mono or multi-channel) at `sample_rate` Hz
+        (default: the model's). A frame is final once `lookahead_s` of audio after it has been
+        heard; each window also carries `left_context_s` (default: the artifact's chunk overlap)
+        before the unsettled audio. See tasks/streaming.py.
+        """
+        from edgekit.tasks.streaming import stream_ctc  # here: streaming.py imports this module
+
+        return stream_ctc(self, chunks, sample_rate, lookahead_s, left_context_s)
 
     def _transcribe(self, wave: np.ndarray, opts: Options) -> Transcript:
         c = self.contract
