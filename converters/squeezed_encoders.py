@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from edgekit.converters.expert_loops import swapped_forwards
+
 # model_type -> why its samples axis is exported as a string dim (torch.export's Dim.DYNAMIC).
 DEFERRED_GUARDS: dict[str, str] = {"sew-d": "pooled and positional lengths are equal only modulo floor division"}
 
@@ -53,17 +55,5 @@ def _sew_d_encoder(self: Any, hidden_states: torch.Tensor, attention_mask: torch
 @contextlib.contextmanager
 def padded_upsampling(model: Any) -> Iterator[None]:
     """While torch.export traces: `_sew_d_encoder` on each SEWDEncoder of `model`."""
-    swapped: list[tuple[torch.nn.Module, Any]] = []
-    if torch.compiler.is_exporting() and isinstance(model, torch.nn.Module):
-        for module in model.modules():
-            if type(module).__name__ == "SEWDEncoder":
-                swapped.append((module, module.__dict__.get("forward")))
-                module.forward = _sew_d_encoder.__get__(module)
-    try:
+    with swapped_forwards(model, {"SEWDEncoder": _sew_d_encoder}):
         yield
-    finally:
-        for module, own in swapped:
-            if own is None:
-                del module.forward
-            else:
-                module.forward = own

@@ -23,6 +23,7 @@ seeded MiniMax (tests/coverage_models.py):
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,6 @@ from transformers.cache_utils import DummyLayer, DynamicLayer
 
 from edgekit.converters.sources import Source
 from edgekit.converters.specs.causal_lm import HFCausalLM
-from edgekit.converters.specs.state_slots import aligned
 from edgekit.converters.specs.state_space import (HFStateSpaceLM, LayerState, StateDecoder, StateReference,
                                                   _forward_kwargs)
 from edgekit.errors import UnsupportedError
@@ -75,11 +75,7 @@ class MiniMaxDecoder(StateDecoder):
 
     def put(self, cache: Any, spec: LayerState, given: Iterator[torch.Tensor], order: torch.Tensor | None,
             mask: torch.Tensor | None) -> None:
-        if spec.kv:
-            keys, values = next(given), next(given)
-            if order is not None:
-                keys, values = aligned(keys, order), aligned(values, order)
-            cache.layers[spec.index].update(keys, values)
+        super().put(cache, dataclasses.replace(spec, ssm=()), given, order, mask)  # keys/values as every hybrid's
         for _ in spec.ssm:
             cache.set_linear_cache(spec.index, next(given))  # the decode path builds a new tensor, never in place
 

@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import torch
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
@@ -40,7 +39,7 @@ from edgekit.converters.spec import ConvertOptions
 from edgekit.converters.specs.causal_lm import Family, HFCausalLM, _tokenizer_json
 from edgekit.converters.specs.generate import GeneratorSpec
 from edgekit.converters.specs.state_slots import aligned, aligned_mask, choose_layout, right_aligned
-from edgekit.converters.specs.state_space import (HFStateSpaceLM, LayerState, StateDecoder, StateReference,
+from edgekit.converters.specs.state_space import (HFStateSpaceLM, LayerState, StateDecoder, RowsAloneReference,
                                                   dynamic_shapes, example)
 from transformers.cache_utils import DynamicCache
 
@@ -162,12 +161,4 @@ class HFRecurrentGemmaLM(HFStateSpaceLM):
                                  [*self.cache.inputs, *self.cache.past()], ["logits", *self.cache.present()],
                                  dynamic_shapes(self.cache))
         self.tokenizer_json = _tokenizer_json(src)
-        self.reference = RecurrentGemmaReference(self.model, self.graph)
-
-
-class RecurrentGemmaReference(StateReference):
-    """transformers' generate on each row alone, unpadded (the module docstring says why a padded batch
-    is not a row's answer), and the whole-row forward for teacher-forced logits."""
-
-    def greedy(self, ids: np.ndarray, mask: np.ndarray, new: int) -> np.ndarray:
-        return self.greedy_alone(ids, mask, new)
+        self.reference = RowsAloneReference(self.model, self.graph)  # the module docstring says why
