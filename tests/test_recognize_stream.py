@@ -134,3 +134,29 @@ def test_stream_with_little_room_in_the_window_still_settles_everything(burst: A
     # 2.45 + 0.5 leaves 0.05 s (5 frames) per window: 8 s at once takes ~160 windows, all settled.
     updates = list(burst.recognize_stream([wave], lookahead_s=2.45, left_context_s=0.5))
     assert updates[-1].text_final == burst.recognize(wave).text
+
+
+def test_frames_a_whole_number_of_samples_but_not_per_second_apart(tmp_path: Path) -> None:
+    """80 ms frames (Parakeet's 8x subsampled 10 ms hop: 12.5 per second) stream: the stride is
+    measured over 4 s (50 frames), where one second adds 12 or 13."""
+    import torch
+    from torch import nn
+
+    from edgekit.tasks.streaming import frame_stride
+
+    class Hop1280(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.front, self.out = nn.Conv1d(1, 8, 2560, stride=1280), nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.front(x[:, None]).transpose(1, 2))
+
+    torch.manual_seed(0)
+    art = edgekit.convert(Hop1280().eval(), tmp_path / "hop", task="recognize", labels=["_", " ", "a"])
+    model = edgekit.load(art.path, device="cpu")
+    assert frame_stride(model) == 1280
+    wave = synthetic_audio(6.1, RATE, 5)
+    updates = list(model.recognize_stream(_pieces(wave, [5120])))
+    _check_growth(updates)
+    assert updates[-1].text_final == model.recognize(wave).text

@@ -41,19 +41,23 @@ def logits_of(model: CtcRecognizer, wave: np.ndarray) -> np.ndarray:
 
 
 def frame_stride(model: CtcRecognizer) -> int:
-    """Samples per output frame, measured on the graph: frames added by one more second of audio.
+    """Samples per output frame, measured on the graph: frames added by up to four more seconds of audio.
 
     A convolutional front end emits floor((n - field) / stride) + 1 frames for n samples, so the
-    difference between n and n + rate samples is rate / stride frames whatever the field.
+    difference between n and n + k * rate samples is k * rate / stride frames whatever the field.
+    Four seconds, not one: 80 ms frames (Parakeet's 8x subsampled 10 ms hop, 12.5 per second) are a
+    whole number of samples apart but not a whole number per second. The longer call stays inside
+    the longest the graph was built for (chunk_length_s).
     """
-    rate = model.sample_rate
-    counts = [logits_of(model, np.zeros(n, np.float32)).shape[0] for n in (rate, 2 * rate)]
+    rate, first = model.sample_rate, model.sample_rate
+    span = min(4 * rate, model.chunking.window - first)
+    counts = [logits_of(model, np.zeros(n, np.float32)).shape[0] for n in (first, first + span)]
     added = counts[1] - counts[0]
-    if added <= 0 or rate % added:
+    if added <= 0 or span % added:
         raise UnsupportedError("this CTC model's frames are not a whole number of samples apart",
-                               found=f"{added} frames per second of {rate} Hz audio",
+                               found=f"{added} frames in {span / rate:g} s of {rate} Hz audio",
                                fix="use recognize() on the whole audio instead of recognize_stream()")
-    return rate // added
+    return span // added
 
 
 class _Reader:
