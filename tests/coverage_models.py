@@ -437,6 +437,20 @@ def tiny_tokenizer() -> Any:
 TEXTS = ["the cat sat on the mat", "a big red dog ran", "night", "the sun was very good and the moon was not bad"]
 
 
+def assert_generate_equal(gen: Any, tok: Any, want: Callable[[Any, Any], np.ndarray], label: str, **kw: Any) -> None:
+    """edgekit's `gen.generate(**kw)` against `want(input_ids, attention_mask)` (transformers' ids, prompt
+    included) on one prompt, then TEXTS left-padded; every new token compared (eos off), and the tiny
+    model must not repeat one token (a check that could not tell two models apart would be no check)."""
+    for prompts in ([TEXTS[0]], TEXTS):
+        enc = tok(prompts, return_tensors="pt", padding=True)
+        expect = want(enc["input_ids"], enc["attention_mask"])
+        got = gen.generate(input_ids=enc["input_ids"].numpy(), attention_mask=enc["attention_mask"].numpy(),
+                           eos_token_id=[], forced_eos_token_id=None, **kw)
+        n = enc["input_ids"].shape[1]
+        np.testing.assert_array_equal(np.asarray(got)[:, n:], expect[:, n:], err_msg=f"{label} {len(prompts)}")
+        assert all(len(set(row)) > 2 for row in expect[:, n:].tolist())
+
+
 def _auto_model(task: str) -> Any:
     import transformers
 
