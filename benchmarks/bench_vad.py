@@ -33,12 +33,14 @@ class Recording:
 
 
 def recording(seconds: float, silence: tuple[float, float] = (4.0, 20.0), seed: int = 0,
-              sentences: tuple[int, ...] = tuple(range(len(SENTENCES)))) -> Recording:
+              sentences: tuple[int, ...] = tuple(range(len(SENTENCES))),
+              spoken: list[np.ndarray] | None = None) -> Recording:
     """`sentences` (indices of SENTENCES) in turn between seeded silences of `silence` seconds until
-    `seconds` are filled."""
+    `seconds` are filled; `spoken`: their audio at RATE (else espeak-ng speaks them now)."""
     rng = np.random.default_rng(seed)
     said = [SENTENCES[i] for i in sentences]
-    spoken = [speak(SENTENCES[i], VOICES[i % len(VOICES)]) for i in sentences]
+    if spoken is None:
+        spoken = [speak(SENTENCES[i], VOICES[i % len(VOICES)]) for i in sentences]
     parts, texts, spans, at = [], [], [], 0
     gap = int(rng.uniform(*silence) * RATE)
     while at + gap + len(spoken[len(texts) % len(spoken)]) < seconds * RATE:

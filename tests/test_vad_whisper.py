@@ -27,9 +27,13 @@ from edgekit.tasks.recognizer import word_error_rate
 
 @pytest.fixture(scope="module")
 def rec() -> Recording:
-    # tests/data/speech's three sentences (those Whisper base hears most steadily), 12-18 s of silence
-    # around each: 75 s, 13 s of it speech. Built from espeak-ng here (deterministic), in milliseconds.
-    return recording(75.0, silence=(12.0, 18.0), seed=1, sentences=TEST_SENTENCES)
+    # tests/data/speech's three sentences (those Whisper base hears most steadily: espeak-ng's voices,
+    # saved by benchmarks/real_speech.py --save-audio, so no espeak-ng is needed here), 12-18 s of
+    # silence around each: 75 s, 13 s of it speech.
+    files = sorted((Path(__file__).parent / "data" / "speech").glob("*.flac"))
+    spoken = [sf.read(f, dtype="float32")[0] for f in files]
+    assert len(spoken) == len(TEST_SENTENCES) and all(sf.info(f).samplerate == RATE for f in files)
+    return recording(75.0, silence=(12.0, 18.0), seed=1, sentences=TEST_SENTENCES, spoken=spoken)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +62,11 @@ def test_real_whisper_has_no_text_in_silence(real_whisper_int8: Path, rec: Recor
     ref, hyp = normalize(alone), normalize(got.text)
     edits = round(word_error_rate(ref, hyp) * len(ref.split()))
     # The cut moves the window's start (the VAD's pad instead of espeak-ng's lead-in), and Whisper base hears
-    # "She sells sea shells" differently with each start ("she fell, she fell", "she's held, she's held"):
-    # 4 of these 31 words. A lost or repeated sentence, or text from a silence, costs 8 words or more.
-    assert edits <= 4, (alone, got.text)
+    # "She sells sea shells" differently with each start ("she fell, she fell", "she's held, she's held")
+    # and may join "intelligence is": 4 and 5 of these 31 words measured (espeak-ng's float output, and
+    # its 16-bit FLAC). A lost or repeated sentence costs at least the shortest one's 7 words; text from a
+    # silence is caught above. So fewer than 7.
+    assert edits < 7, (edits, alone, got.text)
 
 
 def test_spans_batched_equal_spans_alone(rec: Recording, tmp_path_factory: pytest.TempPathFactory) -> None:
