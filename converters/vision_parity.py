@@ -18,7 +18,7 @@ PROMPTS = ("describe the picture", "what is on the left side of it")
 # Pixels: the same PIL resize on 8-bit values, then rescale and normalise in float32 on both sides:
 # only float32 rounding may differ (a few ulp of values of order 1-3).
 PIXEL_GATE = Limit(max=1e-5)
-IMAGE_GATES = {"image_greedy_agreement": Limit(min=1.0), "image_beam_agreement": Limit(min=1.0),
+IMAGE_GATES = {"image_logits_max_rel": Limit(max=1e-3), "image_greedy_agreement": Limit(min=1.0), "image_beam_agreement": Limit(min=1.0),
                "image_prompt_ids_equal": Limit(min=1.0)}
 
 
@@ -53,18 +53,23 @@ def image_parity(spec: Any, model: Any, precision: str, text: ParityReport) -> P
         ours = model.encode([prep.expand(prompt, [mine])], special=None)[0]
         ids_equal.append(float(ours == theirs["input_ids"][0].tolist()))
     greedy, beams = [], []
+    err, scale = 0.0, 1e-12
     for batch in ([0], [0, 1]):
         ps, ims = [prompts[i] for i in batch], [[pics[i]] for i in batch]
         want = _hf_generate(spec, ps, ims, NEW_TOKENS, 1)
-        got = _ours(model, ps, ims, NEW_TOKENS, 1)
+        got, first = _ours(model, ps, ims, NEW_TOKENS, 1)
         greedy += [_prefix(w, g) for w, g in zip(want, got)]
+        # The prompt's last logits with its images (the image rows, the merge and the masks at work).
+        with torch.no_grad():
+            ref = spec.model(**_processor(spec, ps, ims)).logits[:, -1].float().numpy()
+        err, scale = max(err, float(np.abs(ref - first).max())), max(scale, float(np.abs(ref).max()))
     ps, ims = list(prompts), [[p] for p in pics]
-    want, got = _hf_generate(spec, ps, ims, BEAM_TOKENS, BEAMS), _ours(model, ps, ims, BEAM_TOKENS, BEAMS)
+    want, got = _hf_generate(spec, ps, ims, BEAM_TOKENS, BEAMS), _ours(model, ps, ims, BEAM_TOKENS, BEAMS)[0]
     beams += [_prefix(w, g) for w, g in zip(want, got)]
-    measures = {"image_pixels_max_abs": pixels, "image_prompt_ids_equal": float(np.mean(ids_equal)),
+    measures = {"image_logits_max_rel": err / scale, "image_pixels_max_abs": pixels, "image_prompt_ids_equal": float(np.mean(ids_equal)),
                 "image_greedy_agreement": float(np.mean(greedy)), "image_beam_agreement": float(np.mean(beams))}
     what = (f"images: pixels max abs diff {pixels:.2g} vs the processor, prompt ids equal "
-            f"{int(sum(ids_equal))}/{len(ids_equal)}, greedy agreement {measures['image_greedy_agreement']:.3f}, "
+            f"{int(sum(ids_equal))}/{len(ids_equal)}, prompt logits max rel diff {err / scale:.2g}, greedy agreement {measures['image_greedy_agreement']:.3f}, "
             f"{BEAMS}-beam agreement {measures['image_beam_agreement']:.3f}")
     values: dict[str, Any] = {**text.measures, **measures, "samples": text.samples, **text.notes,
                               **{k: list(v) for k, v in text.rows.items()}, **text.outputs}
@@ -98,10 +103,11 @@ def _hf_generate(spec: Any, texts: list[str], pics: list[list[Any]], new: int, b
     return out[:, enc["input_ids"].shape[1]:].numpy()
 
 
-def _ours(model: Any, texts: list[str], pics: list[list[Any]], new: int, beams: int) -> np.ndarray:
+def _ours(model: Any, texts: list[str], pics: list[list[Any]], new: int, beams: int) -> tuple[np.ndarray, np.ndarray]:
+    """The new tokens, and the first step's raw logits (the prompt's last position)."""
     out = model.generate(texts, images=pics, max_new_tokens=new, do_sample=False, num_beams=beams, eos_token_id=[],
-                         forced_eos_token_id=None, return_dict_in_generate=True)
-    return out.sequences[:, -new:]
+                         forced_eos_token_id=None, return_dict_in_generate=True, output_logits=True)
+    return out.sequences[:, -new:], np.asarray(out.logits[0])
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> float:

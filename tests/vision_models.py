@@ -8,9 +8,16 @@ from typing import Any
 from coverage_models import tiny_tokenizer
 
 
-def _tokenizer(*specials: str) -> Any:
+def _tokenizer(*specials: str, **named: str) -> Any:
+    """The tiny word-level tokenizer with the family's special tokens; `named` ones are also attributes
+    (tok.boi_token, tok.boi_token_id), as Gemma 3's processor reads them."""
+    from transformers import PreTrainedTokenizerFast
+
     tok = tiny_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": list(specials)})
+    if named:
+        tok = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, **tok.special_tokens_map,
+                                      extra_special_tokens=named)
+    tok.add_special_tokens({"additional_special_tokens": [*specials, *named.values()]})
     return tok
 
 
@@ -32,6 +39,78 @@ def save_llava(folder: Path, seed: int = 0, hidden: int = 32, heads: int = 4) ->
     proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}),
                           tokenizer=tok, patch_size=6, vision_feature_select_strategy="default", image_token="<image>",
                           num_additional_image_tokens=1)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+def save_vipllava(folder: Path, seed: int = 0, hidden: int = 32, heads: int = 4) -> Path:
+    """VipLLaVA: LLaVA with features from several vision layers, saved with LLaVA's processor."""
+    import torch
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaProcessor, VipLlavaConfig,
+                              VipLlavaForConditionalGeneration)
+
+    tok = _tokenizer("<image>")
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                              image_size=30, patch_size=6)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=512)
+    config = VipLlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                            vision_feature_layers=[-2, -1])
+    torch.manual_seed(seed)
+    model = VipLlavaForConditionalGeneration(config).eval()
+    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}),
+                          tokenizer=tok, patch_size=6, vision_feature_select_strategy="default", image_token="<image>",
+                          num_additional_image_tokens=1)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+def save_paligemma(folder: Path, seed: int = 0, hidden: int = 32, heads: int = 4) -> Path:
+    """PaliGemma: a SigLIP tower (28x28 images, 7x7 patches: 16 rows), a Gemma decoder, its processor."""
+    import torch
+    from transformers import (GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor,
+                              SiglipImageProcessor, SiglipVisionConfig)
+
+    tok = _tokenizer("<image>")
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=28, patch_size=7, projection_dim=hidden)
+    text = GemmaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                       num_attention_heads=heads, num_key_value_heads=1, head_dim=hidden // heads,
+                       max_position_embeddings=512)
+    config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                             projection_dim=hidden)
+    config.vision_config.projection_dim = hidden
+    torch.manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(config).eval()
+    ip = SiglipImageProcessor(size={"height": 28, "width": 28})
+    ip.image_seq_length = 16
+    proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+def save_gemma3(folder: Path, seed: int = 0, hidden: int = 32, heads: int = 4) -> Path:
+    """Gemma 3: a SigLIP tower (28x28, 7x7 patches pooled to 4 rows), Gemma 3's decoder and processor."""
+    import torch
+    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessor, Gemma3Processor,
+                              Gemma3TextConfig, SiglipVisionConfig)
+
+    tok = _tokenizer(boi_token="<start_of_image>", eoi_token="<end_of_image>", image_token="<image_soft_token>")
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=28, patch_size=7)
+    text = Gemma3TextConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                            num_attention_heads=heads, num_key_value_heads=1, head_dim=hidden // heads,
+                            max_position_embeddings=512, sliding_window=64)
+    ids = tok.convert_tokens_to_ids(["<start_of_image>", "<end_of_image>", "<image_soft_token>"])
+    config = Gemma3Config(vision_config=vision, text_config=text, mm_tokens_per_image=4, boi_token_index=ids[0],
+                          eoi_token_index=ids[1], image_token_index=ids[2])
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config).eval()
+    proc = Gemma3Processor(image_processor=Gemma3ImageProcessor(size={"height": 28, "width": 28}), tokenizer=tok,
+                           image_seq_length=4)
     model.save_pretrained(folder)
     proc.save_pretrained(folder)
     return folder

@@ -10,7 +10,7 @@ text through the artifact's own pre-processing against the processor and transfo
 """
 from __future__ import annotations
 
-import json
+import inspect
 from typing import Any
 
 import numpy as np
@@ -72,13 +72,27 @@ class VisionKVDecoder(KVDecoder):
     def __init__(self, model: Any, kv: tuple[int, ...], image_token_id: int) -> None:
         super().__init__(model, kv)
         self.image_token_id = image_token_id
+        # PaliGemma's decoder attends bidirectionally over every unmasked key (its text config says so), so
+        # its prompt is one bidirectional block and a step sees all before it. transformers skips building
+        # that mask when nothing is padded, and the traced skip would not hold for a prompt call: the graph
+        # gets the mask itself, 4D, which transformers takes as is.
+        self.bidirectional = getattr(model.config.get_text_config(), "use_bidirectional_attention", False) is True
+        # Gemma 3 attends bidirectionally within each image's tokens (token_type_ids 1), causally elsewhere.
+        self.image_blocks = "token_type_ids" in inspect.signature(model.forward).parameters and \
+            model.config.model_type in ("gemma3",)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 image_features: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         is_image = input_ids == self.image_token_id
         embeds = merge_features(self.model.get_input_embeddings()(input_ids), is_image, image_features)
-        return self.run(past, inputs_embeds=embeds, attention_mask=attention_mask,
-                        position_ids=position_ids)
+        extra: dict[str, torch.Tensor] = {}
+        if self.image_blocks:
+            extra["token_type_ids"] = is_image.long()
+        mask: torch.Tensor = attention_mask
+        if self.bidirectional:
+            b, s = input_ids.shape
+            mask = attention_mask.bool()[:, None, None, :].expand(b, 1, s, attention_mask.shape[1])
+        return self.run(past, inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, **extra)
 
 
 class HFVisionLM(HFCausalLM):
@@ -157,7 +171,26 @@ class HFVisionLM(HFCausalLM):
 
 
 class VisionReference(HFReference):
-    """HFReference whose teacher-forced logits feed the decoder wrapper no image rows."""
+    """HFReference whose teacher-forced logits feed the decoder wrapper no image rows, and whose decode
+    steps run the wrapper's cached program (a prompt call, then one token per call): a prefix-LM
+    (PaliGemma attends bidirectionally over its whole prompt) computes other logits for a token fed as
+    a step than as a prompt position, and transformers' generate feeds it as a step."""
+
+    def decode_logits(self, ids: np.ndarray, steps: int) -> np.ndarray:
+        g = self.graph
+        hidden = g.args[3].shape[1]
+        b, n = ids.shape
+        past = [torch.zeros((b, a.shape[1], 0, a.shape[3])) for a in g.args[4:]]
+        out = []
+        with torch.inference_mode():
+            for start, end in [(0, n - steps), *((t, t + 1) for t in range(n - steps, n))]:
+                x = torch.from_numpy(ids[:, start:end])
+                mask = torch.ones((b, end), dtype=torch.long)
+                pos = torch.arange(start, end).expand(b, end - start)
+                logits, *new = g.module(x, mask, pos, torch.zeros(0, hidden), *past)
+                past = [torch.cat([p, q], dim=2) for p, q in zip(past, new)]
+                out.append(logits.float().numpy())
+        return np.concatenate(out, axis=1)
 
     def __init__(self, model: Any, graph: GraphExport) -> None:
         self.model, self.graph = model, graph
