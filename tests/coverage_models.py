@@ -30,15 +30,17 @@ import numpy as np
 from edgekit.manifest import Manifest
 
 PROB_TOL = 1e-4
-TASKS = ("generate", "classify-text", "classify-image", "recognize")
+TASKS = ("generate", "classify-text", "classify-image", "recognize", "image-text-to-text")
 _MAPPINGS = {
     "generate": "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
     "classify-text": "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
     "classify-image": "MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES",
     "recognize": "MODEL_FOR_CTC_MAPPING_NAMES",
+    "image-text-to-text": "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
 }
 
-# Families that are not a single-modality model of the task, or need code from the Hub: skipped, with why.
+# Families that are not a single-modality model of the task, or need code from the Hub: skipped, with why
+# (not for image-text-to-text, whose families are multimodal by definition: tests/vision_models.py).
 SKIPPED: dict[str, str] = {
     "timm_wrapper": "wraps a timm model loaded from the Hub (remote code / weights), not a transformers architecture",
     "clip": "multimodal (text + vision tower); the image classifier needs the joint config",
@@ -470,6 +472,10 @@ def save_folder(task: str, family: str, folder: Path, seed: int = 0, shape: str 
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
+    if task == "image-text-to-text":
+        import vision_models
+
+        return vision_models.save(family, folder, seed, shape)
     tok = tiny_tokenizer()
     if task == "recognize":
         return _save_ctc(family, folder, seed, shape)
@@ -599,7 +605,7 @@ def outcome(task: str, family: str, precision: str = "fp32", work: Path | None =
     import edgekit
     from edgekit.manifest import Manifest
 
-    if family in SKIPPED:
+    if family in SKIPPED and task != "image-text-to-text":
         return Outcome(task, family, precision, "skip", SKIPPED[family], shape=shape)
     start = time.perf_counter()
     graph, note = "", ""
@@ -839,5 +845,11 @@ def _check_ctc(folder: Path, art: Path, precision: str) -> str:
     return ""
 
 
+def _check_vision(folder: Path, art: Path, precision: str) -> str:
+    import vision_models
+
+    return vision_models.check(folder, art, precision)
+
+
 CHECKS = {"generate": _check_generate, "classify-text": _check_text, "classify-image": _check_image,
-          "recognize": _check_ctc}
+          "recognize": _check_ctc, "image-text-to-text": _check_vision}

@@ -29,6 +29,10 @@ def family_of(processor: Any) -> ModuleType:
     for m in _modules():
         if name in m.PROCESSORS:
             return m
-    known = sorted(p for m in _modules() for p in m.PROCESSORS)
-    raise UnsupportedError(f"edgekit cannot reproduce the processor {name} in numpy yet", found=f"supported: {known}",
+    raise UnsupportedError(f"edgekit cannot reproduce the processor {name} in numpy yet", found=f"supported: {list(supported())}",
                            fix="run this model with transformers, or file an issue naming the processor")
+
+
+def supported() -> tuple[str, ...]:
+    """Every processor class name a module here reads."""
+    return tuple(sorted(p for m in _modules() for p in m.PROCESSORS))
