@@ -21,7 +21,7 @@ from tolerances import fp32_atol, network_width_and_stages
 from edgekit.contract.codec import decode, encode
 from edgekit.contract.vision import ROWS
 from edgekit.converters.vision import family_of
-from edgekit.errors import SourceError
+from edgekit.errors import SourceError, UnsupportedError
 from edgekit.preprocess.vision import image_prep
 
 TOKEN = "<image>"
@@ -102,6 +102,9 @@ def test_llava_next_matches_processor(next_folder: Path) -> None:
     pair = [prep.prepare(x) for x in images[2:4]]  # two images in one prompt: expanded in order
     want = proc(text=[f"{TOKEN} and {TOKEN}"], images=images[2:4], return_tensors="np")
     assert proc.tokenizer(prep.expand(f"{TOKEN} and {TOKEN}", pair))["input_ids"] == want["input_ids"][0].tolist()
+    proc.num_additional_image_tokens = 0  # CLS dropped but not counted: transformers' own counts disagree too
+    with pytest.raises(UnsupportedError, match="15 feature rows"):
+        family_of(proc).steps(proc)
 
 
 def test_llava_onevision_matches_processor(tmp_path: Path) -> None:

@@ -24,24 +24,33 @@ _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 
 def steps(processor: Any) -> AnyresSteps:
     """The processor's saved anyres config (its image processor's, the feature count's fields)."""
     ip, name = processor.image_processor, type(processor).__name__
-    strategy = processor.vision_feature_select_strategy or "default"
-    if strategy not in ("default", "full"):
-        raise UnsupportedError(f"{name} has vision_feature_select_strategy {strategy!r}",
+    # The processor takes the CLS row off its count only when it says "default"; unset counts it.
+    saved = processor.vision_feature_select_strategy
+    strategy = {None: "full", "full": "full", "default": "default"}.get(saved)
+    if strategy is None:
+        raise UnsupportedError(f"{name} has vision_feature_select_strategy {saved!r}",
                                found="edgekit knows 'default' (drop CLS) and 'full'", fix="fix processor_config.json")
     size, crop = ip.size, ip.crop_size
     base = (size.height, size.width) if size.height and size.width else (size.shortest_edge, size.shortest_edge)
     tile_size = crop.height if crop and crop.height else size.height or size.shortest_edge
     common = {"tile": _tile(ip), "base_size": base, "tile_size": tile_size, "strategy": strategy,
               "grid_pinpoints": tuple((int(h), int(w)) for h, w in ip.image_grid_pinpoints)}
-    if name == "LlavaOnevisionProcessor":
-        ratio = str(processor.vision_aspect_ratio)
-        if not ratio.startswith("anyres_max_") or not ratio[len("anyres_max_"):].isdigit():
-            raise UnsupportedError(f"{name} has vision_aspect_ratio {ratio!r}", found="edgekit reads 'anyres_max_N'",
-                                   fix="use an anyres_max_N processor, or run this model with transformers")
+    try:
+        if name != "LlavaOnevisionProcessor":
+            return LlavaNextSteps(**common, patch_size=int(processor.patch_size),
+                                  extra_tokens=int(processor.num_additional_image_tokens or 0))
         return LlavaOnevisionSteps(**common, image_tokens=int(processor.num_image_tokens),
-                                   max_patches=int(ratio[len("anyres_max_"):]))
-    return LlavaNextSteps(**common, patch_size=int(processor.patch_size),
-                          extra_tokens=int(processor.num_additional_image_tokens or 0))
+                                   max_patches=_max_patches(str(processor.vision_aspect_ratio)))
+    except (ValueError, TypeError) as e:  # the contract's own checks, or a field the folder leaves unset
+        raise UnsupportedError(f"edgekit cannot reproduce the anyres config of {name} ({e})",
+                               fix="check processor_config.json against the model's config.json") from None
+
+
+def _max_patches(ratio: str) -> int:
+    """vision_aspect_ratio "anyres_max_N" -> N (OneVision's processor and model read it so)."""
+    if not ratio.startswith("anyres_max_") or not ratio[len("anyres_max_"):].isdigit():
+        raise ValueError(f"vision_aspect_ratio {ratio!r} is not 'anyres_max_N'")
+    return int(ratio[len("anyres_max_"):])
 
 
 def _tile(ip: Any) -> ImageInput:
