@@ -25,6 +25,8 @@ from edgekit.errors import UnsupportedError
 _STEPS = ("resize", "_preprocess", "center_crop", "rescale", "normalize", "process_image", "preprocess")
 # Classes whose overrides keep the base arithmetic for images (they add segmentation-map handling).
 _SAME_AS_BASE = ("BeitImageProcessorPil", "MobileNetV2ImageProcessorPil", "SegformerImageProcessorPil")
+# Classes whose overrides add one step behind an option: the base arithmetic while that option is off.
+_SAME_WHEN_OFF = {"LlavaImageProcessorPil": "do_pad", "Gemma3ImageProcessorPil": "do_pan_and_scan"}
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
@@ -55,7 +57,10 @@ def processor_keys(proc: Any, channels: int) -> dict[str, Any]:
     overridden = [m for m in _STEPS if any(m in k.__dict__ for k in type(proc).__mro__
                                             if k.__name__.endswith("Pil") and k.__name__ != "PilBackend")]
     translate = _FAMILIES.get(cls)
-    if translate is None and overridden and cls not in _SAME_AS_BASE:
+    option = _SAME_WHEN_OFF.get(cls)
+    if option is not None and getattr(proc, option, False):
+        raise UnsupportedError(f"edgekit cannot reproduce {cls} with {option} on", fix=f"set {option} to false")
+    if translate is None and overridden and cls not in _SAME_AS_BASE and option is None:
         raise UnsupportedError(
             f"edgekit cannot reproduce the image processor {cls}", found=f"it overrides {overridden}",
             fix="pass preprocess= with equivalent steps (the convert gate compares them with this processor)")

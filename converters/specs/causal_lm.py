@@ -95,6 +95,10 @@ class KVDecoder(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                 *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.run(past, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+
+    def run(self, past: tuple[torch.Tensor, ...], **inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The model on `inputs` (input_ids or inputs_embeds, mask, positions) beside the flat past."""
         # transformers 5.x caches are built from the flat tensors; the present is read back per layer.
         given = {layer: (past[2 * j], past[2 * j + 1]) for j, layer in enumerate(self.kv)}
         cache = filled_cache(self.model.config, [given.get(i, (None, None)) for i in range(self.layers)])
@@ -102,9 +106,9 @@ class KVDecoder(torch.nn.Module):
         for j, i in enumerate(self.indexed):
             put_indexer_keys(cache.layers[i], past[2 * n + j])
         with export_experts(self.model), real_rotary(self.model):
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                             **({"position_ids": position_ids} if self.positions else {}),
-                             past_key_values=cache, use_cache=True)
+            if not self.positions:
+                inputs.pop("position_ids")
+            out = self.model(**inputs, past_key_values=cache, use_cache=True)
         start = past[0].shape[2]
         new: list[torch.Tensor] = []
         for i in self.kv:
@@ -193,7 +197,7 @@ class HFCausalLM(GeneratorSpec):
 
     def contract(self, graphs: dict[str, GraphSpec]) -> GenerateSection:
         assert self.src.hf_dir is not None
-        config = self.model.config
+        config = self.model.config.get_text_config()  # a vision-language model's decoder holds these
         gen_path = self.src.hf_dir / "generation_config.json"
         gen = json.loads(gen_path.read_text(encoding="utf-8")) if gen_path.is_file() else {}
         eos = token_ids(gen.get("eos_token_id", getattr(config, "eos_token_id", None)))

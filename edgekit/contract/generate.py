@@ -30,6 +30,7 @@ from typing import ClassVar
 from edgekit.contract.base import BATCH, FLOAT, INT64, PAST, SEQUENCE, SOURCE, TOTAL, GraphNeeds, Need, Phase, Section
 from edgekit.contract.state import AttentionKV, DecoderState
 from edgekit.contract.state.base import STEP_INPUTS
+from edgekit.contract.vision import ROWS, VisionPart
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class GenerateSection(Section):
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
     encoder: EncoderPart | None = None  # set: an encoder-decoder ("encoder" + "decoder" graphs)
     chat: ChatTemplate | None = None
+    vision: VisionPart | None = None  # set: images beside the text ("vision" graph, edgekit/contract/vision)
 
     def __post_init__(self) -> None:
         if self.max_context < 2:
@@ -168,6 +170,9 @@ class GenerateSection(Section):
         if self.encoder is not None and not (isinstance(self.cache, DecoderState) and self.cache.slotted
                                              and self.cache.prompt == "whole"):
             raise ValueError("an encoder-decoder artifact needs a key/value cache")
+        if self.vision is not None and (self.encoder is not None or not isinstance(self.cache, DecoderState)
+                                        or self.cache.prompt != "whole"):
+            raise ValueError("a vision-language artifact needs a decoder-only key/value cache")
 
     def needs(self) -> dict[str, GraphNeeds]:
         c = self.cache
@@ -177,6 +182,8 @@ class GenerateSection(Section):
             enc = GraphNeeds((Need("input_ids", INT64, 2), Need("attention_mask", INT64, 2)),
                              tuple(Need(n, FLOAT, 4) for n in cross_names(c)))
             return {"encoder": enc, "decoder": c.needs(cross_names(c), (Need(ENCODER_MASK, INT64, 2),))}
+        if self.vision is not None:
+            return {"vision": self.vision.graph_needs(), "model": c.needs(extra=(self.vision.decoder_input(),))}
         return {"model": c.needs()}
 
     def call_shapes(self, graph: str) -> list[Phase]:
@@ -187,9 +194,16 @@ class GenerateSection(Section):
                 return [("all", {BATCH: self.batch, SOURCE: source})]
             # Beam search runs batch * num_beams rows through the decoder.
             return [(name, {**dims, SOURCE: source}) for name, dims in decoder_phases(self.max_context, (1, 4, 16))]
+        if graph == "vision":
+            return [("all", {})]  # one image per call; its family's dims are free (TensorRT: from the graph)
         if isinstance(self.cache, FullSequence):
             return [("all", {BATCH: self.batch, SEQUENCE: (1, min(128, self.max_context), self.max_context)})]
-        return decoder_phases(self.max_context, self.batch, self.cache)
+        phases = decoder_phases(self.max_context, self.batch, self.cache)
+        if self.vision is not None:  # the prompt takes its images' rows, a decode step none
+            n = self.max_context
+            rows = {"prompt": (0, min(576, n), n), "decode": (0, 0, 0)}
+            phases = [(name, {**dims, ROWS: rows[name]}) for name, dims in phases]
+        return phases
 
     def runtime_needs(self, graph: str, kv_layout: str) -> GraphNeeds | None:
         if graph == "model" and kv_layout == "shared" and isinstance(self.cache, DecoderState):

@@ -28,6 +28,7 @@ from edgekit.tasks.compactkv import CompactKV
 from edgekit.tasks.fullseq import FullSequenceState
 from edgekit.tasks.kvcache import SharedKVCache
 from edgekit.tasks.state_loop import StateLoop
+from edgekit.tasks.vision_inputs import VisionInputs, messages_images, per_prompt
 from edgekit.tasks.model import Model
 from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, GenerateOptions, refuse_unimplemented
 from edgekit.tasks.processors import LogitsPipeline
@@ -36,10 +37,13 @@ from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sa
 
 
 def cache_for(runner: Runner, cfg: DecoderState | FullSequence, batch: int, prompt: int, new: int,
-              resident: Mapping[str, np.ndarray] | None = None,
-              origin: np.ndarray | None = None) -> StateLoop | SharedKVCache | CompactKV | FullSequenceState:
+              resident: Mapping[str, np.ndarray] | None = None, origin: np.ndarray | None = None,
+              features: np.ndarray | None = None) -> StateLoop | SharedKVCache | CompactKV | FullSequenceState:
     """The loop state for the contract's state, sized for prompt + new tokens (the last new token is
-    never fed back, so prompt + new - 1 slots)."""
+    never fed back, so prompt + new - 1 slots). `features`: a vision-language prompt's image rows."""
+    if features is not None and (isinstance(cfg, FullSequence) or cfg.compact or runner.kv_layout == "shared"):
+        raise ArtifactError("image features need the portable slot-cache decoder graph",
+                            found=f"kv_layout {runner.kv_layout}", fix="load with the artifact's portable graph")
     if isinstance(cfg, FullSequence):
         return FullSequenceState(runner, cfg, batch, prompt, new)
     if cfg.compact:
@@ -49,7 +53,7 @@ def cache_for(runner: Runner, cfg: DecoderState | FullSequence, batch: int, prom
             raise ArtifactError("a shared-buffer decoder graph cannot take an encoder's output",
                                 found=f"resident inputs {sorted(resident)}", fix="convert the model again")
         return SharedKVCache(runner, cfg, batch, prompt + new - 1)
-    return StateLoop(runner, cfg, batch, prompt + new - 1, resident, origin)
+    return StateLoop(runner, cfg, batch, prompt + new - 1, resident, origin, features=features)
 
 
 @dataclass
@@ -168,7 +172,7 @@ class Generator(Model):
                  messages: Any = None, stream: bool = False, seed: int | None = None,
                  eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
                  stop_strings: str | Sequence[str] | None = None, tgt_lang: str | None = None,
-                 **options: Any) -> Any:
+                 images: Any = None, **options: Any) -> Any:
         """Generate, as `transformers.generate` does, token for token in fp32.
 
         Prompts: str -> str (the new text), list[str] -> list[str], `messages=[{"role": "user",
@@ -181,7 +185,9 @@ class Generator(Model):
         suppress_tokens, begin_suppress_tokens, forced_bos_token_id, forced_eos_token_id, num_beams,
         length_penalty, early_stopping, num_return_sequences, return_dict_in_generate, output_scores,
         output_logits; and seed, eos_token_id, pad_token_id, stop_strings, tgt_lang (encoder-decoders
-        with language codes).
+        with language codes). A vision-language artifact takes `images=` beside text prompts (a list
+        per prompt; paths, PIL images or HxWxC uint8 arrays), or {"type": "image", "image": ...} parts
+        in messages.
         """
         self._check_keywords(options)
         c = self.contract
@@ -196,7 +202,7 @@ class Generator(Model):
             raise ConfigError("stop_strings must be non-empty strings, on an artifact with a tokenizer",
                               found=repr(stop_strings))
         prompt = self._prompt(inputs, input_ids, attention_mask, messages, pad, eos,
-                              tgt_lang if c.encoder is not None and c.encoder.language_prefix else None)
+                              tgt_lang if c.encoder is not None and c.encoder.language_prefix else None, images)
         if stream:
             self._check_stream(prompt, opts)
         run = self._start(prompt, opts, pad, eos, stops, seed)
@@ -240,9 +246,26 @@ class Generator(Model):
                               found=f"{lang!r} is token {codes[code]}, forced_bos_token_id={given['forced_bos_token_id']}")
         return {"forced_bos_token_id": codes[code]}
 
+    @cached_property
+    def vision(self) -> VisionInputs | None:
+        """The image side of a vision-language artifact (None for text-only ones)."""
+        part = self.contract.vision
+        return None if part is None else VisionInputs(part, self.runners["vision"])
+
     def _prompt(self, inputs: Any, input_ids: Any, attention_mask: Any, messages: Any, pad: int,
-                eos: tuple[int, ...], prefix: str | None) -> Prompt:
+                eos: tuple[int, ...], prefix: str | None, images: Any = None) -> Prompt:
         left = not self.is_encoder_decoder  # a decoder's cache wants left padding, an encoder right
+        pics: list[list[Any]] | None = None
+        if messages is not None and self.vision is not None:
+            messages, pics = messages_images(messages)
+            pics = pics if any(pics) else None
+        if images is not None:
+            if self.vision is None:
+                raise ConfigError("this artifact reads text only, so it takes no images",
+                                  fix="convert a vision-language model folder (image-text-to-text) for images=")
+            if messages is not None or input_ids is not None:
+                raise ConfigError("images= goes with text prompts; put images in messages= as "
+                                  '{"type": "image", "image": ...} parts', found="images= with messages= or input_ids=")
         if sum(x is not None for x in (inputs, input_ids, messages)) != 1:
             raise ConfigError("pass one of: a text prompt, input_ids=, or messages=",
                               found="none" if inputs is input_ids is messages is None else "more than one")
@@ -264,10 +287,17 @@ class Generator(Model):
                              if not inputs else "a list with non-strings")
         if prefix is not None:
             texts = [f"{language_code(self.contract.encoder.languages, prefix)} {t}" for t in texts]  # type: ignore[union-attr]
+        features = None
+        if self.vision is not None:  # text alone feeds no image rows, and must hold no image tokens
+            given = pics if pics is not None else per_prompt(images, len(texts)) if images is not None else [[]] * len(texts)
+            made = self.vision.prompts(texts, given)
+            texts, features = made.texts, made.rows
         rows = self.encode(texts, special)
         check_rows(rows, self._limit)
         ids, mask = left_pad(rows, pad) if left else right_pad(rows, pad)
-        return Prompt(ids, mask, form)
+        if self.vision is not None and features is not None:
+            self.vision.check(ids, features)
+        return Prompt(ids, mask, form, features=features)
 
     @property
     def _limit(self) -> int:
@@ -311,7 +341,8 @@ class Generator(Model):
             state: DecodeState = self._decoder_state(p.ids, p.mask, rows, 1, total - 1)
             logits = state.prefill(seqs, np.ones_like(seqs))
         else:
-            state = cache_for(self.decoder, self.contract.cache, len(rows), length, total - length)
+            feats = None if p.features is None else np.concatenate([p.features[r] for r in rows])
+            state = cache_for(self.decoder, self.contract.cache, len(rows), length, total - length, features=feats)
             logits = state.prefill(p.ids[rows], p.mask[rows])
         return _Run(state, logits, seqs, o, pipeline, stop, pad, expand)
 

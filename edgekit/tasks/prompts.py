@@ -23,6 +23,7 @@ class Prompt:
     mask: np.ndarray
     form: str  # "text" | "texts" | "ids" (the caller's ids come back with the new tokens)
     given: np.ndarray | None = None  # the caller's input_ids, as passed
+    features: list[np.ndarray] | None = None  # a vision-language prompt's image rows, per row
 
 
 def from_ids(input_ids: Any, attention_mask: Any, pad: int, eos: tuple[int, ...], left: bool, vocab: Any,

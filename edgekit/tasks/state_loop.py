@@ -20,6 +20,7 @@ import numpy as np
 
 from edgekit.contract.state import REPLACE, SLOTS, DecoderState
 from edgekit.contract.state.base import PROMPT_FLAG
+from edgekit.contract.vision import IMAGE_FEATURES
 from edgekit.errors import ArtifactError
 from edgekit.runtimes.base import HostStepper, Runner, StepSpec, Stepper
 
@@ -43,9 +44,18 @@ class StateLoop:
 
     def __init__(self, runner: Runner, state: DecoderState, batch: int, slots: int,
                  resident: Mapping[str, np.ndarray] | None = None, origin: np.ndarray | None = None,
-                 host: bool = False) -> None:
+                 host: bool = False, features: np.ndarray | None = None) -> None:
         self.runner, self.state, self.slots, self.host = runner, state, slots, host
         dtypes = {s.name: np.dtype(s.dtype) for s in runner.inputs}
+        # A vision-language decoder's image rows (edgekit/contract/vision): the prompt call's, then none.
+        self.no_rows = {}
+        if IMAGE_FEATURES in dtypes:
+            hidden = {s.name: s for s in runner.inputs}[IMAGE_FEATURES].shape[-1]
+            self.no_rows = {IMAGE_FEATURES: np.zeros((0, int(hidden)), dtypes[IMAGE_FEATURES])}
+        elif features is not None and len(features):
+            raise ArtifactError("image features were given to a decoder graph without an image_features input",
+                                fix="convert the vision-language model again")
+        self.features = features
         self.caches = {t.input: np.zeros(t.shape(batch, slots), dtypes[t.input]) for t in state.tensors()}
         self.writes = {t.output: t.input for t in state.tensors() if t.update == SLOTS}
         self.replaces = {t.output: t.input for t in state.tensors() if t.update == REPLACE}
@@ -65,7 +75,7 @@ class StateLoop:
     def _small(self) -> dict[str, np.ndarray]:
         small = {"input_ids": self.token, "attention_mask": self.mask, "position_ids": self.position,
                  PROMPT_FLAG: self.flag}
-        return {n: small[n] for n in self.state.inputs}
+        return {**{n: small[n] for n in self.state.inputs}, **self.no_rows}
 
     def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The prompt (at most `slots` tokens, left-padded); returns the last position's logits
@@ -85,7 +95,8 @@ class StateLoop:
         first = {t.input: np.zeros(t.initial_shape(b), self.caches[t.input].dtype) for t in self.state.tensors()}
         pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         small = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, PROMPT_FLAG: np.ones((b, 1), np.int64)}
-        out = self._stepper_made().run({**{n: small[n] for n in self.state.inputs}, **first}, slot=0)
+        rows = {n: self.features if self.features is not None else empty for n, empty in self.no_rows.items()}
+        out = self._stepper_made().run({**{n: small[n] for n in self.state.inputs}, **rows, **first}, slot=0)
         self.mask[:, :p] = mask
         self.filled = p
         self.position[:, 0] = pos[:, -1] + 1
