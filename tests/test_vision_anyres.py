@@ -141,14 +141,14 @@ def test_llava_next_vision_graph_matches_model(next_folder: Path, tmp_path: Path
     steps = module.steps(proc)
     prep, enc = image_prep(steps, TOKEN), module.encoder(model, steps).eval()
     images = [_images(2)[i] for i in (0, 3, 7)]  # 3, 4 and 5 tiles
-    first = prep.prepare(images[0]).feeds
-    tiles, rows = torch.export.Dim(module.TILES, min=2, max=64), torch.export.Dim(ROWS, min=2, max=4096)
+    first, names = prep.prepare(images[0]).feeds, [n.name for n in steps.graph_inputs()]
+    axes = module.dims(steps)  # as the vision-LM spec exports it: these axes vary per image
+    dynamic = {n: {a: torch.export.Dim(d, min=1, max=1 << 16) for a, d in axes[n].items()} for n in names}
     path = tmp_path / "vision.onnx"
-    torch.onnx.export(enc, (torch.tensor(first["pixel_values"]), torch.tensor(first["pack_index"])), path,
-                      dynamo=True, opset_version=18, input_names=["pixel_values", "pack_index"],
-                      output_names=["image_features"],
-                      dynamic_shapes={"pixel_values": {0: tiles}, "pack_index": {0: rows}})
+    torch.onnx.export(enc, tuple(torch.tensor(first[n]) for n in names), path, dynamo=True, opset_version=18,
+                      input_names=names, output_names=["image_features"], dynamic_shapes=dynamic)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [sess.get_inputs()[0].shape[0], sess.get_outputs()[0].shape[0]] == [module.TILES, ROWS]
     width, stages = network_width_and_stages(enc)
     for img in images:
         got = sess.run(None, prep.prepare(img).feeds)[0]

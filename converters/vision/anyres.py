@@ -12,12 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.contract.classify import ImageInput
-from edgekit.contract.vision.anyres import AnyresSteps, LlavaNextSteps, LlavaOnevisionSteps
+from edgekit.contract.vision import ROWS
+from edgekit.contract.vision.anyres import (PACK_INDEX, PACK_WEIGHT, PIXEL_VALUES, AnyresSteps, LlavaNextSteps,
+                                            LlavaOnevisionSteps)
 from edgekit.converters.specs.classify import image_input
 from edgekit.errors import SourceError, UnsupportedError
 
 PROCESSORS = ("LlavaNextProcessor", "LlavaNextVideoProcessor", "LlavaOnevisionProcessor")
-TILES = "image_tiles"  # the vision graph's per-image dim of pixel_values (rows is contract.vision.ROWS)
+TILES = "image_tiles"  # the vision graph's per-image count of tiles
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
@@ -44,6 +46,17 @@ def steps(processor: Any) -> AnyresSteps:
     except (ValueError, TypeError) as e:  # the contract's own checks, or a field the folder leaves unset
         raise UnsupportedError(f"edgekit cannot reproduce the anyres config of {name} ({e})",
                                fix="check processor_config.json against the model's config.json") from None
+
+
+def image_token(processor: Any) -> str:
+    """The token whose embeddings the features replace (and that the user writes per image)."""
+    return str(processor.image_token)
+
+
+def dims(steps: AnyresSteps) -> dict[str, dict[int, str]]:
+    """The vision graph's axes that vary per image: tiles, and the packed rows."""
+    out = {PIXEL_VALUES: {0: TILES}, PACK_INDEX: {0: ROWS}}
+    return out | {PACK_WEIGHT: {0: ROWS}} if isinstance(steps, LlavaOnevisionSteps) else out
 
 
 def _max_patches(ratio: str) -> int:
