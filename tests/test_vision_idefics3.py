@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from converters.vision import family_of
+from edgekit.converters.vision import family_of
 from coverage_models import tiny_tokenizer
 from edgekit.contract.codec import decode, encode
 from edgekit.contract.vision import ImageSteps
@@ -147,5 +147,6 @@ def test_image_features_export_per_image(tmp_path: Path) -> None:
         with torch.no_grad():
             want = Features()(**{k: torch.from_numpy(v) for k, v in image.feeds.items()}).numpy()
         assert got.shape == (image.placeholder.count("<image>"), 24)
-        # float32 through one encoder layer and the projection: rounding, at 1e-6 of values of order 1
-        assert np.abs(got - want).max() <= 1e-5 * max(1.0, np.abs(want).max()), np.abs(got - want).max()
+        # Values of order 1 (0.7-0.77), float32 (eps 1.2e-7) through one encoder layer and the connector:
+        # a few ulps of rounding where onnxruntime fuses or orders sums differently (measured 3.0e-7 - 3.6e-7).
+        assert np.abs(got - want).max() <= 2e-6, np.abs(got - want).max()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.image_processors import _RESAMPLE
+from edgekit.converters.image_processors import _RESAMPLE
 from edgekit.contract.vision.idefics3 import Idefics3Steps
 from edgekit.errors import UnsupportedError
 
