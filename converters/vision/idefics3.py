@@ -36,7 +36,11 @@ def steps(processor: Any) -> Idefics3Steps:
         image_seq_len=int(processor.image_seq_len),
         interpolation=_RESAMPLE[int(ip.resample if ip.resample is not None else 2)],
         rescale=float(ip.rescale_factor) if ip.do_rescale else 1.0,
-        mean=tuple(float(v) for v in ip.image_mean) if normalize else (0.0, 0.0, 0.0),
-        std=tuple(float(v) for v in ip.image_std) if normalize else (1.0, 1.0, 1.0),
+        mean=_rgb(ip.image_mean) if normalize else (0.0, 0.0, 0.0),
+        std=_rgb(ip.image_std) if normalize else (1.0, 1.0, 1.0),
         fake_token=processor.fake_image_token,
         global_token=getattr(processor, "global_image_token", None) or processor.global_image_tag)
+
+
+def _rgb(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values) if isinstance(values, (list, tuple)) else (float(values),) * 3

@@ -80,7 +80,8 @@ def rope_index(input_ids: np.ndarray, image_token_id: int, grids: list[tuple[int
     Per row, over its unmasked tokens: a text run continues one position for all three rows; a run of
     image tokens takes the next grid and gets (start, start + row, start + column) over its merged
     (h / merge, w / merge) grid, after which text resumes at start + max(h, w) / merge. Masked
-    (padding) tokens keep position 0. A decode step's position is its index in the sequence + delta.
+    (padding) tokens keep position 0. A later token's position, on all three rows, is the number of
+    unmasked tokens before it + delta (transformers' decode steps: attention_mask.cumsum - 1 + delta).
     """
     ids = np.asarray(input_ids)
     mask = np.ones_like(ids, dtype=bool) if attention_mask is None else np.asarray(attention_mask).astype(bool)
