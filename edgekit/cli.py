@@ -189,6 +189,8 @@ def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> t
         kw["tgt_lang"] = opts["tgt_lang"]
     if opts.get("chat"):
         return _chat(model, prompts, kw, opts.get("as_json", False))
+    if getattr(model, "vision", None) is not None and opts.get("prompt") is not None and inputs:
+        return _with_images(model, opts["prompt"], list(inputs), kw)
     if not prompts:
         raise click.UsageError("generate needs --prompt TEXT or prompts as INPUT arguments")
     texts = model.generate(prompts, **kw)
@@ -196,6 +198,18 @@ def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> t
     if model.is_encoder_decoder:  # a translation (or summary) is not a continuation of its input
         return data, "\n".join(f"{p} -> {t}" for p, t in zip(prompts, texts))
     return data, "\n".join(p + t for p, t in zip(prompts, texts))
+
+
+def _with_images(model: Any, prompt: str, images: list[str], kw: dict[str, Any]) -> tuple[Any, str]:
+    """A vision-language artifact: INPUT images and the --prompt, as one user turn of the model's chat
+    template where it has one, else the prompt after one image placeholder per image (where it names none)."""
+    if model.contract.chat is not None:
+        content = [{"type": "image", "image": p} for p in images] + [{"type": "text", "text": prompt}]
+        text = model.generate(messages=[{"role": "user", "content": content}], **kw)
+    else:
+        mark = model.vision.placeholder
+        text = model.generate(prompt if mark in prompt else mark * len(images) + " " + prompt, images=images, **kw)
+    return [{"images": images, "prompt": prompt, "text": text}], text
 
 
 def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> tuple[Any, str]:

@@ -119,7 +119,7 @@ class HFVisionLM(HFCausalLM):
                               fix="save the model's processor beside it (processor.save_pretrained(folder))") from None
         fam = family_of(self.processor)
         self.steps = fam.steps(self.processor)
-        self.image_token = fam.image_token(self.processor)
+        self.image_token = fam.image_token(self.processor) if hasattr(fam, "image_token") else str(self.processor.image_token)
         self.model = AutoModelForImageTextToText.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         self.family = str(self.model.config.model_type)
         self.facts = Family()
@@ -144,10 +144,12 @@ class HFVisionLM(HFCausalLM):
         names = [n.name for n in self.steps.graph_inputs()]
         example = image_prep(self.steps, self.image_token).prepare(_probe_image())
         args = tuple(torch.from_numpy(np.ascontiguousarray(example.feeds[n])) for n in names)
-        module = fam.encoder(self.model, self.steps) if hasattr(fam, "encoder") else VisionEncoder(self.model, names)
+        own = hasattr(fam, "encoder")
+        module = fam.encoder(self.model, self.steps) if own else VisionEncoder(self.model, names)
         dims = fam.dims(self.steps) if hasattr(fam, "dims") else {}
-        dynamic = tuple({axis: Dim(dim, min=1, max=1 << 16) for axis, dim in dims.get(n, {}).items()} or None
-                        for n in names) if dims else None
+        made = {d: Dim(d, min=1, max=1 << 16) for axes in dims.values() for d in axes.values()}  # one Dim per name
+        dynamic: Any = tuple({axis: made[d] for axis, d in dims.get(n, {}).items()} or None for n in names)
+        dynamic = None if not dims else dynamic if own else (dynamic,)  # VisionEncoder's varargs nest as one tuple
         return GraphExport("vision", module, args, names, [IMAGE_FEATURES], dynamic)
 
     def graphs(self) -> list[GraphExport]:
@@ -230,7 +232,8 @@ def _probe_image() -> Any:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    # Large and oblong: tiling families give several tiles, so no traced tile dim is 1 (torch.export would fix it).
+    return Image.fromarray(rng.integers(0, 256, (150, 260, 3), dtype=np.uint8))
 
 
 def _example(model: Any, state: DecoderState, hidden: int, image_token_id: int) -> tuple[Any, ...]:

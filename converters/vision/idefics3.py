@@ -44,3 +44,8 @@ def steps(processor: Any) -> Idefics3Steps:
 
 def _rgb(values: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in values) if isinstance(values, (list, tuple)) else (float(values),) * 3
+
+
+def dims(steps: Idefics3Steps) -> dict[str, dict[int, str]]:
+    """The vision graph's axis that varies per image: its tile count (the global image included)."""
+    return {"pixel_values": {1: "image_tiles"}, "pixel_attention_mask": {1: "image_tiles"}}

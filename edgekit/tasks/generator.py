@@ -277,6 +277,9 @@ class Generator(Model):
                             self._limit)
         if messages is not None:
             texts, special, form = self.chat_prompt(messages), False, "texts" if chat.conversations(messages)[1] else "text"
+            if self.vision is not None:  # a processor's apply_chat_template adds special tokens unless its text starts with bos
+                bos = self.contract.chat.special_tokens.get("bos_token") if self.contract.chat is not None else None
+                special = False if bos and texts[0].startswith(bos) else None
         elif isinstance(inputs, str):
             texts, special, form = [inputs], None, "text"
         elif isinstance(inputs, (list, tuple)) and inputs and all(isinstance(t, str) for t in inputs):

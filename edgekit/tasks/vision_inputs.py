@@ -30,6 +30,9 @@ class VisionInputs:
     def __init__(self, part: VisionPart, runner: Runner) -> None:
         self.part, self.runner = part, runner
         self.prep: ImagePrep = image_prep(part.steps, part.image_token)
+        # What a user writes where an image goes: the processor's own trigger (Gemma 3's start-of-image
+        # token) where it differs from the token the features replace.
+        self.placeholder: str = getattr(part.steps, "trigger", part.image_token)
 
     def prompts(self, texts: Sequence[str], images: Sequence[Sequence[Any]]) -> ImagePrompts:
         """Each text with its images (`images[i]` belongs to `texts[i]`)."""
