@@ -47,6 +47,9 @@ class GraphExport:
     opset: int = DEFAULT_OPSET
     translations: dict[Any, Any] = field(default_factory=dict)
     path: Path | None = None  # where export_graph wrote it (specs read the graph back: last op, ...)
+    # An int4 artifact keeps this graph's weights at 8 bits (blockwise): a vision encoder, whose rows feed
+    # every image token of the prompt, while the decoder's weights (most of the model) go to 4 bits.
+    int4_as_int8: bool = False
 
 
 def export_graph(g: GraphExport, path: Path) -> GraphSpec:

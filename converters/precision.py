@@ -137,7 +137,11 @@ def apply_precision(graphs: dict[Path, GraphExport], opts: ConvertOptions, int8_
         cfg = int4 or precision_candidates(opts)[0]
         assert cfg is not None
         counts: dict[str, int] = {}  # MatMuls and tables per form, over every graph (portable and stand-ins)
-        for path in graphs:
+        eight = sorted(g.name for g in graphs.values() if g.int4_as_int8)
+        for path, g in graphs.items():
+            if g.int4_as_int8:
+                _int8_blockwise(path)
+                continue
             for k, v in _int4_weights(path, cfg).items():
                 counts[k] = counts.get(k, 0) + v
         tied = {"bits": cfg.head_bits, "tables": counts.pop("tied_tables"),
@@ -147,7 +151,8 @@ def apply_precision(graphs: dict[Path, GraphExport], opts: ConvertOptions, int8_
         return Precision(p, p, "weight-only-matmulnbits", False,
                          {"block_size": cfg.block_size, "accuracy_level": cfg.accuracy_level,
                           "blocks": "scale and float minimum (Q4_1 form)", "tied_head": tied,
-                          "int8_row_tables": counts.pop("int8_tables"), "matmuls": counts})
+                          "int8_row_tables": counts.pop("int8_tables"), "matmuls": counts,
+                          **({"int8_graphs": eight} if eight else {})})
     if int8_method == "blockwise":
         for path in graphs:
             _int8_blockwise(path)

@@ -150,7 +150,7 @@ class HFVisionLM(HFCausalLM):
         made = {d: Dim(d, min=1, max=1 << 16) for axes in dims.values() for d in axes.values()}  # one Dim per name
         dynamic: Any = tuple({axis: made[d] for axis, d in dims.get(n, {}).items()} or None for n in names)
         dynamic = None if not dims else dynamic if own else (dynamic,)  # VisionEncoder's varargs nest as one tuple
-        return GraphExport("vision", module, args, names, [IMAGE_FEATURES], dynamic)
+        return GraphExport("vision", module, args, names, [IMAGE_FEATURES], dynamic, int4_as_int8=True)
 
     def graphs(self) -> list[GraphExport]:
         return [self.vision, self.graph]
