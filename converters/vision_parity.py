@@ -4,13 +4,14 @@ greedy and beam, one image and a left-padded batch of two prompts with images of
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 
 from edgekit.converters.spec import Limit
-from edgekit.parity_report import ParityReport
+from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 
 NEW_TOKENS = 16
 BEAMS, BEAM_TOKENS = 3, 12
@@ -78,7 +79,15 @@ def image_parity(spec: Any, model: Any, precision: str, text: ParityReport) -> P
             f"{BEAMS}-beam agreement {measures['image_beam_agreement']:.3f}")
     values: dict[str, Any] = {**text.measures, **measures, "samples": text.samples, **text.notes,
                               **{k: list(v) for k, v in text.rows.items()}, **text.outputs}
-    return spec.report(values, precision, f"{_what(text)}; {what}")
+    report = spec.report(values, precision, f"{_what(text)}; {what}")
+    ok = pixels <= (PIXEL_GATE.max or 0.0) and all(ids_equal)
+    pre = PreprocessCheck(ok, f"{'PASS' if ok else 'FAIL'} - numpy + Pillow against {type(spec.processor).__name__} on "
+                              f"{len(pics)} images: pixels max abs diff {pixels:.2g}, expanded prompt ids equal "
+                              f"{int(sum(ids_equal))}/{len(ids_equal)}", max_abs=pixels,
+                          tokens_differ=len(ids_equal) - int(sum(ids_equal)))
+    e2e = EndToEnd(samples=len(pics), preprocess=pre,
+                   reference=f"{type(spec.processor).__name__} and transformers' generate")
+    return dataclasses.replace(report, end_to_end=e2e)
 
 
 def _what(report: ParityReport) -> str:

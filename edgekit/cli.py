@@ -352,6 +352,9 @@ def _info_text(m: Any) -> str:
         lines += [f"  out {t.name}: {t.dtype} {t.shape}" for t in g.outputs]
     if m.parity:
         lines.append(f"parity at convert: {'PASS' if m.parity.passed else 'FAIL'} - {m.parity.summary}")
+        pre = m.parity.end_to_end.preprocess if m.parity.end_to_end is not None else None
+        if pre is not None:
+            lines.append(f"pre-processing at convert: {pre.summary}")
     for rg in m.runtime_graphs.values():
         proof = f"{'PASS' if rg.proof.passed else 'FAIL'} - {rg.proof.summary}" if rg.proof else "none"
         lines.append(f"{rg.backend} graph for '{rg.replaces}' ({rg.file}, {rg.kv_layout} cache, {'/'.join(rg.devices)}, "

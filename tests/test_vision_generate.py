@@ -33,6 +33,10 @@ def test_convert_proves_images_end_to_end(llava: tuple[Path, Path]) -> None:
     assert got["image_greedy_agreement"] == 1.0 and got["image_beam_agreement"] == 1.0
     assert got["image_prompt_ids_equal"] == 1.0 and got["image_pixels_max_abs"] <= 1e-5
     assert got["image_logits_max_rel"] <= 1e-3
+    pre = m.parity.end_to_end.preprocess  # reported on its own line, as for image classification
+    assert pre is not None and pre.passed and pre.tokens_differ == 0 and "LlavaProcessor" in pre.summary
+    info = CliRunner().invoke(cli, ["info", str(llava[1])])
+    assert "pre-processing at convert: PASS" in info.output
 
 
 def _first_logits(gen: Any, prompt: str, pics: list[Any]) -> np.ndarray:
