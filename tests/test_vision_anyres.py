@@ -20,6 +20,7 @@ from tolerances import fp32_atol, network_width_and_stages
 
 from edgekit.contract.codec import decode, encode
 from edgekit.contract.vision import ROWS
+from edgekit.contract.vision.anyres import PACK_INDEX, PACK_WEIGHT
 from edgekit.converters.vision import family_of
 from edgekit.errors import SourceError, UnsupportedError
 from edgekit.preprocess.vision import image_prep
@@ -180,3 +181,37 @@ def test_llava_onevision_packing_matches_model(tmp_path: Path) -> None:
     cfg.image_grid_pinpoints = OV_PINS[:4]
     with pytest.raises(SourceError, match="grid_pinpoints"):
         module.encoder(model, steps)
+
+
+def _rows_and_dims(steps: Any, module: Any, images: list[Any]) -> tuple[list[int], dict[str, list[int]]]:
+    """Each image's feature rows and each named dim of the vision graph, from the real pre-processing,
+    checked inside the contract's ranges (the TensorRT profile of the vision graph)."""
+    ranges, rows = steps.dim_ranges(), steps.rows()
+    assert all(lo <= opt <= hi for lo, opt, hi in [*ranges.values(), rows])
+    prep, got_rows, got_dims = image_prep(steps, TOKEN), [], {d: [] for d in ranges}
+    for img in images:
+        image = prep.prepare(img)
+        got_rows.append(image.placeholder.count(TOKEN))
+        assert rows[0] <= got_rows[-1] <= rows[2], img.size
+        for name, axes in module.dims(steps).items():
+            for axis, dim in axes.items():
+                got_dims[dim].append(image.feeds[name].shape[axis])
+                assert ranges[dim][0] <= got_dims[dim][-1] <= ranges[dim][2], (img.size, name, dim)
+    return got_rows, got_dims
+
+
+def test_profile_ranges_hold_every_image(next_folder: Path, tmp_path: Path) -> None:
+    sizes = [*SIZES, (1, 300), (300, 1), (2000, 1500), (5, 5), (64, 64), (640, 640), (32, 96), (96, 32)]
+    images = [Image.new("RGB", (w, h)) for h, w in sizes]
+    proc = tf.AutoProcessor.from_pretrained(next_folder, backend="pil")
+    steps, module = family_of(proc).steps(proc), family_of(proc)
+    # NEXT_PINS in 32 px tiles of 4 x 4 rows: grids 1x2, 2x1, 2x2, 3x1, 1x3 (+1 whole-image tile); the
+    # most rows: 16 base + the 2x2 grid's 8 x 8 map + 8 newlines (a square image keeps it all).
+    assert steps.dim_ranges() == {module.TILES: (3, 5, 5), ROWS: (16, 88, 88)} and steps.rows() == (16, 88, 88)
+    rows, dims = _rows_and_dims(steps, module, images)
+    assert max(rows) == 88 and max(dims[module.TILES]) == 5 and min(dims[module.TILES]) == 3
+    ov = _onevision_processor(tmp_path, _tokenizer())
+    steps = family_of(ov).steps(ov)
+    rows, dims = _rows_and_dims(steps, module, images)
+    assert dims[ROWS] == [r for r in rows for _ in (PACK_INDEX, PACK_WEIGHT)]  # both carry an image's rows
+    assert max(dims[module.TILES]) == steps.dim_ranges()[module.TILES][2] == 10
