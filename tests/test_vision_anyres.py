@@ -24,6 +24,7 @@ from edgekit.contract.vision.anyres import PACK_INDEX, PACK_WEIGHT
 from edgekit.converters.vision import family_of
 from edgekit.errors import SourceError, UnsupportedError
 from edgekit.preprocess.vision import image_prep
+from edgekit.runtimes.tensorrt.runner import pick_profile
 
 TOKEN = "<image>"
 TILE, PATCH = 32, 8  # 4 x 4 feature rows per tile
@@ -132,6 +133,21 @@ def _features(model: Any, ip: Any, img: Any, **kw: Any) -> np.ndarray:
     return out.pooler_output[0].numpy()
 
 
+def _vision_profile(steps: Any, sess: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The exported graph's inputs and the one TensorRT profile its artifact gets."""
+    from edgekit.contract import GenerateSection, GraphSpec, TensorSpec
+    from edgekit.contract.generate import kv_state
+    from edgekit.contract.vision import VisionPart
+    from edgekit.runtimes.tensorrt.profiles import choose_profiles
+
+    dtypes = {"tensor(float)": "float32", "tensor(int64)": "int64"}
+    graph = GraphSpec("vision.onnx", tuple(TensorSpec(i.name, dtypes[i.type], tuple(i.shape)) for i in sess.get_inputs()), ())
+    section = GenerateSection(None, True, (), None, 0, 64, kv_state(1, 2, 16), vision=VisionPart(steps, TOKEN, 1, 32))
+    [(_, dims)] = choose_profiles(section, "vision", graph)
+    assert set(dims) == graph.dims() and all(lo <= opt <= hi for lo, opt, hi in dims.values())
+    return list(graph.inputs), dims
+
+
 def test_llava_next_vision_graph_matches_model(next_folder: Path, tmp_path: Path) -> None:
     """The exported graph (dynamic tiles and rows) against get_image_features + pack_image_features."""
     import onnxruntime as ort
@@ -150,9 +166,12 @@ def test_llava_next_vision_graph_matches_model(next_folder: Path, tmp_path: Path
                       input_names=names, output_names=["image_features"], dynamic_shapes=dynamic)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [sess.get_inputs()[0].shape[0], sess.get_outputs()[0].shape[0]] == [module.TILES, ROWS]
+    profile = _vision_profile(steps, sess)  # TensorRT's, from the contract: every named dim of the graph
     width, stages = network_width_and_stages(enc)
     for img in images:
-        got = sess.run(None, prep.prepare(img).feeds)[0]
+        feeds = prep.prepare(img).feeds
+        assert pick_profile(profile[0], [profile[1]], feeds) == 0  # raises where a size is outside it
+        got = sess.run(None, feeds)[0]
         want = _features(model, proc.image_processor, img)
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=fp32_atol(want, width, stages), err_msg=str(img.size))
