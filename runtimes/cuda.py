@@ -96,9 +96,12 @@ class DeviceBuffers:
         return ptr
 
     def upload(self, name: str, array: np.ndarray, stream: Any) -> int:
+        """`array` into buffer `name`; an empty array (a decode step's zero image rows) copies nothing
+        and still gets an address (TensorRT takes one for every tensor)."""
         ptr = self.get(name, array.nbytes)
-        cuda_call(self.cu, self.cu.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes,
-                                                   self.cu.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+        if array.nbytes:
+            cuda_call(self.cu, self.cu.cudaMemcpyAsync(ptr, array.ctypes.data, array.nbytes,
+                                                       self.cu.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
         return ptr
 
     def download(self, name: str, array: np.ndarray, stream: Any) -> None:

@@ -20,9 +20,11 @@ from tolerances import fp32_atol, network_width_and_stages
 
 from edgekit.contract.codec import decode, encode
 from edgekit.contract.vision import ROWS
+from edgekit.contract.vision.anyres import PACK_INDEX, PACK_WEIGHT
 from edgekit.converters.vision import family_of
 from edgekit.errors import SourceError, UnsupportedError
 from edgekit.preprocess.vision import image_prep
+from edgekit.runtimes.tensorrt.runner import pick_profile
 
 TOKEN = "<image>"
 TILE, PATCH = 32, 8  # 4 x 4 feature rows per tile
@@ -131,6 +133,21 @@ def _features(model: Any, ip: Any, img: Any, **kw: Any) -> np.ndarray:
     return out.pooler_output[0].numpy()
 
 
+def _vision_profile(steps: Any, sess: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The exported graph's inputs and the one TensorRT profile its artifact gets."""
+    from edgekit.contract import GenerateSection, GraphSpec, TensorSpec
+    from edgekit.contract.generate import kv_state
+    from edgekit.contract.vision import VisionPart
+    from edgekit.runtimes.tensorrt.profiles import choose_profiles
+
+    dtypes = {"tensor(float)": "float32", "tensor(int64)": "int64"}
+    graph = GraphSpec("vision.onnx", tuple(TensorSpec(i.name, dtypes[i.type], tuple(i.shape)) for i in sess.get_inputs()), ())
+    section = GenerateSection(None, True, (), None, 0, 64, kv_state(1, 2, 16), vision=VisionPart(steps, TOKEN, 1, 32))
+    [(_, dims)] = choose_profiles(section, "vision", graph)
+    assert set(dims) == graph.dims() and all(lo <= opt <= hi for lo, opt, hi in dims.values())
+    return list(graph.inputs), dims
+
+
 def test_llava_next_vision_graph_matches_model(next_folder: Path, tmp_path: Path) -> None:
     """The exported graph (dynamic tiles and rows) against get_image_features + pack_image_features."""
     import onnxruntime as ort
@@ -149,9 +166,12 @@ def test_llava_next_vision_graph_matches_model(next_folder: Path, tmp_path: Path
                       input_names=names, output_names=["image_features"], dynamic_shapes=dynamic)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [sess.get_inputs()[0].shape[0], sess.get_outputs()[0].shape[0]] == [module.TILES, ROWS]
+    profile = _vision_profile(steps, sess)  # TensorRT's, from the contract: every named dim of the graph
     width, stages = network_width_and_stages(enc)
     for img in images:
-        got = sess.run(None, prep.prepare(img).feeds)[0]
+        feeds = prep.prepare(img).feeds
+        assert pick_profile(profile[0], [profile[1]], feeds) == 0  # raises where a size is outside it
+        got = sess.run(None, feeds)[0]
         want = _features(model, proc.image_processor, img)
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=0, atol=fp32_atol(want, width, stages), err_msg=str(img.size))
@@ -180,3 +200,37 @@ def test_llava_onevision_packing_matches_model(tmp_path: Path) -> None:
     cfg.image_grid_pinpoints = OV_PINS[:4]
     with pytest.raises(SourceError, match="grid_pinpoints"):
         module.encoder(model, steps)
+
+
+def _rows_and_dims(steps: Any, module: Any, images: list[Any]) -> tuple[list[int], dict[str, list[int]]]:
+    """Each image's feature rows and each named dim of the vision graph, from the real pre-processing,
+    checked inside the contract's ranges (the TensorRT profile of the vision graph)."""
+    ranges, rows = steps.dim_ranges(), steps.rows()
+    assert all(lo <= opt <= hi for lo, opt, hi in [*ranges.values(), rows])
+    prep, got_rows, got_dims = image_prep(steps, TOKEN), [], {d: [] for d in ranges}
+    for img in images:
+        image = prep.prepare(img)
+        got_rows.append(image.placeholder.count(TOKEN))
+        assert rows[0] <= got_rows[-1] <= rows[2], img.size
+        for name, axes in module.dims(steps).items():
+            for axis, dim in axes.items():
+                got_dims[dim].append(image.feeds[name].shape[axis])
+                assert ranges[dim][0] <= got_dims[dim][-1] <= ranges[dim][2], (img.size, name, dim)
+    return got_rows, got_dims
+
+
+def test_profile_ranges_hold_every_image(next_folder: Path, tmp_path: Path) -> None:
+    sizes = [*SIZES, (1, 300), (300, 1), (2000, 1500), (5, 5), (64, 64), (640, 640), (32, 96), (96, 32)]
+    images = [Image.new("RGB", (w, h)) for h, w in sizes]
+    proc = tf.AutoProcessor.from_pretrained(next_folder, backend="pil")
+    steps, module = family_of(proc).steps(proc), family_of(proc)
+    # NEXT_PINS in 32 px tiles of 4 x 4 rows: grids 1x2, 2x1, 2x2, 3x1, 1x3 (+1 whole-image tile); the
+    # most rows: 16 base + the 2x2 grid's 8 x 8 map + 8 newlines (a square image keeps it all).
+    assert steps.dim_ranges() == {module.TILES: (3, 5, 5), ROWS: (16, 88, 88)} and steps.rows() == (16, 88, 88)
+    rows, dims = _rows_and_dims(steps, module, images)
+    assert max(rows) == 88 and max(dims[module.TILES]) == 5 and min(dims[module.TILES]) == 3
+    ov = _onevision_processor(tmp_path, _tokenizer())
+    steps = family_of(ov).steps(ov)
+    rows, dims = _rows_and_dims(steps, module, images)
+    assert dims[ROWS] == [r for r in rows for _ in (PACK_INDEX, PACK_WEIGHT)]  # both carry an image's rows
+    assert max(dims[module.TILES]) == steps.dim_ranges()[module.TILES][2] == 10

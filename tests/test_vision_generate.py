@@ -4,6 +4,7 @@ image parts (the processor's chat template), `edgekit run ART photo.png --prompt
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,52 @@ def test_cli_runs_an_image_with_a_prompt(llava: tuple[Path, Path], tmp_path: Pat
     gen = edgekit.load(llava[1], device="cpu")
     msgs = [{"role": "user", "content": [{"type": "image", "image": str(photo)}, {"type": "text", "text": "the cat"}]}]
     assert data["results"][0]["text"] == gen.generate(messages=msgs, max_new_tokens=5)
+
+
+def test_gpu_loops_send_the_image_rows_once(llava: tuple[Path, Path], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The onnxruntime CUDA loop (fake device memory) and TensorRT (tests/trt_fakes.py) give the CPU's text;
+    the prompt's image rows go up once, the decode steps' empty image_features copy nothing, and every
+    named dim of both graphs has a profile range that holds them (zero rows in the decode profile)."""
+    import shutil
+
+    import trt_fakes as F
+    from edgekit.manifest import Manifest
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
+    from edgekit.runtimes.tensorrt import build as T
+    from edgekit.runtimes.tensorrt.profiles import choose_profiles
+
+    a, _ = images()
+    with edgekit.load(llava[1], device="cpu") as m:
+        want = m.generate("<image> the cat", images=[a], max_new_tokens=6, eos_token_id=[])
+        vision = m.contract.vision
+        image_rows = (vision.steps.rows()[0], vision.hidden)
+        sent: list[tuple[int, ...]] = []
+
+        class Recorded(DeviceMemory):
+            def upload(self, buf: Any, array: np.ndarray) -> None:
+                sent.append(array.shape)
+                super().upload(buf, array)
+
+        runner = m.runners["model"]
+        runner._stepper_impl = lambda spec: OrtStepper(runner._session, spec, Recorded(F.make_cudart(F.Calls()), "cpu"))
+        assert m.generate("<image> the cat", images=[a], max_new_tokens=6, eos_token_id=[]) == want
+    assert sent.count(image_rows) == 1 and sent.count((0, vision.hidden)) == 6  # the binding's, then 5 steps
+
+    calls = F.Calls()
+    F.install(monkeypatch, F.make_trt(calls), F.make_cudart(calls))
+    art = tmp_path / "art"
+    shutil.copytree(llava[1], art)
+    manifest = Manifest.load(art)
+    T.build_engines(art, manifest, T.BuildOptions())
+    for name, graph in manifest.graphs.items():
+        for _, dims in choose_profiles(manifest.contract, name, graph):
+            assert set(dims) == graph.dims() and all(lo <= opt <= hi for lo, opt, hi in dims.values())
+    prompt, decode = (dict(p) for _, p in choose_profiles(manifest.contract, "model", manifest.graph("model")))
+    assert decode["image_rows"] == (0, 0, 0) and prompt["image_rows"][0] == 0
+    assert prompt["image_rows"][2] == min(vision.max_images * image_rows[0], manifest.contract.max_context)
+    with edgekit.load(art, device="tensorrt") as m:
+        assert m.generate("<image> the cat", images=[a], max_new_tokens=6, eos_token_id=[]) == want
+    up = [n for kind, n in calls.copies if kind == "cudaMemcpyHostToDevice"]
+    assert up.count(image_rows[0] * image_rows[1] * 4) == 1 and 0 not in up
+    assert sys.modules["cuda.bindings.runtime"].live == {}

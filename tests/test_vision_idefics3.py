@@ -150,3 +150,24 @@ def test_image_features_export_per_image(tmp_path: Path) -> None:
         # Values of order 1 (0.7-0.77), float32 (eps 1.2e-7) through one encoder layer and the connector:
         # a few ulps of rounding where onnxruntime fuses or orders sums differently (measured 3.0e-7 - 3.6e-7).
         assert np.abs(got - want).max() <= 2e-6, np.abs(got - want).max()
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_profile_ranges_hold_every_image(tmp_path: Path, split: bool) -> None:
+    """The vision graph's tiles and an image's rows (the TensorRT profiles) hold what the real
+    pre-processing gives, and its largest images reach the maximum."""
+    from edgekit.contract.vision import TILES
+    from edgekit.converters.vision import idefics3
+
+    processor = _processor(tmp_path, split)
+    steps = family_of(processor).steps(processor)
+    # 96 px long side in 32 px tiles: 3 x 3 tiles + the global image at most; one tile unsplit.
+    tiles = (1, 10, 10) if split else (1, 1, 1)
+    assert steps.dim_ranges() == {TILES: tiles} and steps.rows() == tuple(t * SEQ for t in tiles)
+    assert idefics3.dims(steps) == {"pixel_values": {1: TILES}, "pixel_attention_mask": {1: TILES}}
+    prep = _prep(processor)
+    big = [Image.new("RGB", (w, h)) for h, w in ((96, 96), (97, 95), (4000, 3999), (1, 5000), (33, 1))]
+    got = [prep.prepare(img) for img in [*_images(), *big]]
+    counts = [g.feeds["pixel_values"].shape[1] for g in got]
+    assert all(tiles[0] <= n <= tiles[2] for n in counts) and max(counts) == tiles[2]
+    assert [g.placeholder.count(processor.image_token) for g in got] == [n * SEQ for n in counts]

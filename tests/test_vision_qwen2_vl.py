@@ -173,3 +173,20 @@ def test_encoder_exports_once_for_every_image_size(tmp_path: Path, family: str) 
         # merger, softmax sums in another order: rounding only (measured 2e-8 - 5e-8 on 7 grids; the window
         # mask left out gives 9e-3).
         assert np.abs(got - want).max() <= 1e-6, np.abs(got - want).max()
+
+
+def test_rows_range_holds_every_size() -> None:
+    """An image's merged patches (its rows in the decoder's image_features) stay within the contract's
+    range for every size smart_resize takes, up to its 200:1 aspect limit, small and large budgets."""
+    from edgekit.contract.vision.qwen2_vl import Qwen2VLSteps
+    from edgekit.preprocess.vision.qwen2_vl import smart_resize
+
+    f = PATCH * MERGE
+    for lo, hi in ((4, 60), (1, 2), (16, 16), (4, 16384)):
+        steps = Qwen2VLSteps(lo * f * f, hi * f * f, PATCH, 2, MERGE, "bicubic", 1 / 255, (0.5,) * 3, (0.5,) * 3)
+        low, opt, most = steps.rows()
+        assert 1 == low <= opt == hi <= most
+        sides = sorted({*range(1, 80), *(int(1.37 ** k) for k in range(60))})
+        rows = [h * w // f ** 2 for h0 in sides for w0 in sides if max(h0, w0) <= 200 * min(h0, w0)
+                for h, w in [smart_resize(h0, w0, f, steps.min_pixels, steps.max_pixels)]]
+        assert low <= min(rows) and max(rows) <= most, (lo, hi, max(rows), most)

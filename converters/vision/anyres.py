@@ -12,14 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.contract.classify import ImageInput
-from edgekit.contract.vision import ROWS
+from edgekit.contract.vision import ROWS, TILES
 from edgekit.contract.vision.anyres import (PACK_INDEX, PACK_WEIGHT, PIXEL_VALUES, AnyresSteps, LlavaNextSteps,
                                             LlavaOnevisionSteps)
 from edgekit.converters.specs.classify import image_input
 from edgekit.errors import SourceError, UnsupportedError
 
 PROCESSORS = ("LlavaNextProcessor", "LlavaNextVideoProcessor", "LlavaOnevisionProcessor")
-TILES = "image_tiles"  # the vision graph's per-image count of tiles
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 

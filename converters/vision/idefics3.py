@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgekit.converters.image_processors import _RESAMPLE
+from edgekit.contract.vision import TILES
 from edgekit.contract.vision.idefics3 import Idefics3Steps
 from edgekit.errors import UnsupportedError
 
@@ -48,4 +49,4 @@ def _rgb(values: Any) -> tuple[float, ...]:
 
 def dims(steps: Idefics3Steps) -> dict[str, dict[int, str]]:
     """The vision graph's axis that varies per image: its tile count (the global image included)."""
-    return {"pixel_values": {1: "image_tiles"}, "pixel_attention_mask": {1: "image_tiles"}}
+    return {"pixel_values": {1: TILES}, "pixel_attention_mask": {1: TILES}}

@@ -194,14 +194,15 @@ class GenerateSection(Section):
                 return [("all", {BATCH: self.batch, SOURCE: source})]
             # Beam search runs batch * num_beams rows through the decoder.
             return [(name, {**dims, SOURCE: source}) for name, dims in decoder_phases(self.max_context, (1, 4, 16))]
-        if graph == "vision":
-            return [("all", {})]  # one image per call; its family's dims are free (TensorRT: from the graph)
+        if graph == "vision" and self.vision is not None:
+            return [("all", self.vision.steps.dim_ranges())]  # one image per call
         if isinstance(self.cache, FullSequence):
             return [("all", {BATCH: self.batch, SEQUENCE: (1, min(128, self.max_context), self.max_context)})]
         phases = decoder_phases(self.max_context, self.batch, self.cache)
-        if self.vision is not None:  # the prompt takes its images' rows, a decode step none
+        if self.vision is not None:  # the prompt takes its images' rows (each has its tokens), a decode step none
+            _, one, most = self.vision.steps.rows()
             n = self.max_context
-            rows = {"prompt": (0, min(576, n), n), "decode": (0, 0, 0)}
+            rows = {"prompt": (0, min(one, n), min(most * self.vision.max_images, n)), "decode": (0, 0, 0)}
             phases = [(name, {**dims, ROWS: rows[name]}) for name, dims in phases]
         return phases
 

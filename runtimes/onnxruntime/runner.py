@@ -127,7 +127,7 @@ class DeviceMemory:
 
     def wrap(self, array: np.ndarray) -> _Buf:
         buf = self.empty(array.shape, array.dtype)
-        buf.value.update_inplace(array)
+        self.upload(buf, array)
         return buf
 
     def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> _Buf:
@@ -137,7 +137,8 @@ class DeviceMemory:
         return _Buf(value, tuple(shape), dtype)
 
     def upload(self, buf: _Buf, array: np.ndarray) -> None:
-        buf.value.update_inplace(array)  # a synchronous host-to-device copy
+        if array.size:  # an empty tensor (a decode step's zero image rows) has no bytes to send
+            buf.value.update_inplace(array)  # a synchronous host-to-device copy
 
     def write_slot(self, cache: _Buf, new: _Buf, slot: int) -> None:
         copy_slot(self.cu, cache.value.data_ptr(), new.value.data_ptr(), cache.shape, cache.dtype.itemsize, slot,

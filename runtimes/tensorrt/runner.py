@@ -204,7 +204,9 @@ class TrtRunner(Runner):
 
     def use_profile(self, lane: _Lane, feeds: dict[str, np.ndarray]) -> None:
         profile = lane.copy * len(self.profiles) + self.pick_profile(feeds)
-        if profile != lane.profile:
+        # A static plan (no profiles built, e.g. a fixed-size vision graph) has TensorRT's one implicit
+        # profile, which every context holds without asking (set_optimization_profile_async "need not be called").
+        if self.profiles and profile != lane.profile:
             if not lane.context.set_optimization_profile_async(profile, int(lane.stream)):
                 raise EngineError(f"TensorRT refused optimization profile {profile}",
                                   found=logged_errors(self._logger) or None, fix="run `edgekit build --rebuild`")

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import ClassVar
 
-from edgekit.contract.base import FLOAT, GraphNeeds, Need
+from edgekit.contract.base import FLOAT, GraphNeeds, Need, Range
 
 IMAGE_FEATURES = "image_features"
 ROWS = "image_rows"  # the vision graph's output rows and the decoder's image_features rows
+TILES = "image_tiles"  # the vision graph's tiles of one image (tiling families)
 
 
 class ImageSteps(abc.ABC):
@@ -44,6 +45,15 @@ class ImageSteps(abc.ABC):
     @abc.abstractmethod
     def graph_inputs(self) -> tuple[Need, ...]:
         """The vision graph's inputs, named as the processor names its outputs."""
+
+    @abc.abstractmethod
+    def rows(self) -> Range:
+        """(min, typical, max) feature rows one image gives: its share of the decoder's image_features."""
+
+    def dim_ranges(self) -> dict[str, Range]:
+        """(min, typical, max) of each named dim of the vision graph, per image (TensorRT's profile);
+        none where every image has one shape."""
+        return {}
 
 
 def kinds() -> tuple[type[ImageSteps], ...]:

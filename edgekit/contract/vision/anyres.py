@@ -22,9 +22,9 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from edgekit.contract.base import FLOAT, INT64, Need
+from edgekit.contract.base import FLOAT, INT64, Need, Range
 from edgekit.contract.classify import ImageInput
-from edgekit.contract.vision import ImageSteps
+from edgekit.contract.vision import ROWS, TILES, ImageSteps
 
 PIXEL_VALUES = "pixel_values"
 PACK_INDEX = "pack_index"
@@ -56,6 +56,35 @@ class AnyresSteps(ImageSteps):
     @abc.abstractmethod
     def side(self) -> int:
         """Feature rows along one side of a tile."""
+
+    def map_rows(self, height: int, width: int) -> int:
+        """The most rows a grid's unpadded feature map (height x width) keeps in the packing."""
+        return height * width
+
+    def rows(self) -> Range:
+        # The packing: the base tile's side^2 rows, then the grid's unpadded map (at most the whole grid,
+        # gh*side x gw*side rows) with an image_newline after each of its rows. A square image on the
+        # square grid keeps its whole map. Unpadding may keep no map rows at all (an extreme aspect ratio).
+        s = self.side()
+
+        def most(grid: tuple[int, int]) -> int:
+            return s * s + self.map_rows(grid[0] * s, grid[1] * s) + grid[0] * s
+        return s * s, most(self.square_grid()), max(most(g) for g in self.grids())
+
+    def dim_ranges(self) -> dict[str, Range]:
+        tiles = [1 + gh * gw for gh, gw in self.grids()]  # the grid's tiles after the whole image's
+        gh, gw = self.square_grid()
+        return {TILES: (min(tiles), 1 + gh * gw, max(tiles)), ROWS: self.rows()}
+
+    def grids(self) -> tuple[tuple[int, int], ...]:
+        """Each pinpoint's (rows, columns) of tiles."""
+        return tuple((h // self.tile_size, w // self.tile_size) for h, w in self.grid_pinpoints)
+
+    def square_grid(self) -> tuple[int, int]:
+        """The grid select_best_resolution gives a large square image: the pinpoint keeping the most of
+        it (its short side squared), then the least padding, the first of equals."""
+        h, w = max(self.grid_pinpoints, key=lambda p: (min(p), -p[0] * p[1]))
+        return h // self.tile_size, w // self.tile_size
 
     @abc.abstractmethod
     def base_rows(self) -> int:
@@ -90,6 +119,11 @@ class LlavaOnevisionSteps(AnyresSteps):
 
     def side(self) -> int:
         return math.isqrt(self.image_tokens)
+
+    def map_rows(self, height: int, width: int) -> int:
+        # A map of at most 1.1^2 x max_patches tiles' rows is kept; a larger one shrinks to fewer than
+        # max_patches tiles' rows (edgekit/preprocess/vision/anyres.py `_shrink`).
+        return min(height * width, 121 * self.max_patches * self.side() ** 2 // 100)
 
     def base_rows(self) -> int:
         return self.image_tokens - (self.strategy == "default")

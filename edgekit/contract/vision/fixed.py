@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from edgekit.contract.base import FLOAT, Need
+from edgekit.contract.base import FLOAT, Need, Range
 from edgekit.contract.classify import ImageInput
 from edgekit.contract.vision import ImageSteps
 
@@ -36,3 +36,6 @@ class FixedImages(ImageSteps):
 
     def graph_inputs(self) -> tuple[Need, ...]:
         return (Need(self.image.name, FLOAT, 4),)
+
+    def rows(self) -> Range:
+        return self.tokens, self.tokens, self.tokens

@@ -9,12 +9,15 @@ pixel_attention_mask is all ones (the processor pads only across images of a bat
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from edgekit.contract.base import FLOAT, INT64, Need
+from edgekit.contract.base import FLOAT, INT64, Need, Range
 from edgekit.contract.classify import Interpolation
-from edgekit.contract.vision import ImageSteps
+from edgekit.contract.vision import TILES, ImageSteps
+
+MAX_IMAGE_SIZE = 4096  # the processor's MAX_IMAGE_SIZE: its first resize never makes a side longer
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,23 @@ class Idefics3Steps(ImageSteps):
 
     def graph_inputs(self) -> tuple[Need, ...]:
         return Need("pixel_values", FLOAT, 5), Need("pixel_attention_mask", INT64, 4)
+
+    def tiles(self) -> Range:
+        """Tiles of one image, the global image included: an n x n grid at most, n from the longest side
+        (longest_edge; without that resize, images up to MAX_IMAGE_SIZE a side), whose short side is
+        rounded up to even (one pixel past an odd longest_edge); an image of one tile is not split."""
+        if not self.split:
+            return 1, 1, 1
+        longest = min(self.longest_edge or MAX_IMAGE_SIZE, MAX_IMAGE_SIZE)
+
+        def grid(side: int) -> int:
+            n = math.ceil(side / self.tile)
+            return n * n + 1 if n > 1 else 1
+        return 1, grid(longest), grid(longest + longest % 2)
+
+    def rows(self) -> Range:
+        lo, opt, hi = self.tiles()
+        return lo * self.image_seq_len, opt * self.image_seq_len, hi * self.image_seq_len
+
+    def dim_ranges(self) -> dict[str, Range]:
+        return {TILES: self.tiles()}

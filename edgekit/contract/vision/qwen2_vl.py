@@ -12,10 +12,11 @@ graph has no shape that depends on values.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from edgekit.contract.base import FLOAT, INT64, Need
+from edgekit.contract.base import FLOAT, INT64, Need, Range
 from edgekit.contract.classify import Interpolation
 from edgekit.contract.vision import ImageSteps
 
@@ -44,3 +45,13 @@ class Qwen2VLSteps(ImageSteps):
 
     def graph_inputs(self) -> tuple[Need, ...]:
         return Need("pixel_values", FLOAT, 2), Need(POSITIONS, INT64, 2)
+
+    def rows(self) -> Range:
+        """Merged patches (smart_resize's area / (patch * merge)^2), with its aspect limit of 200:1: the
+        down-scale keeps the area within max_pixels unless a side would fall below one merged patch (then
+        that side is one, the other under 200); the up-scale from below min_pixels rounds sides a, b up,
+        so at most a*b + a + b + 1 with a*b = min_pixels / (patch * merge)^2 and a/b <= 200."""
+        f2 = (self.patch * self.merge) ** 2
+        budget, small = self.max_pixels // f2, self.min_pixels / f2
+        up = math.floor(small + math.sqrt(small) * (math.sqrt(200) + math.sqrt(1 / 200)) + 1)
+        return 1, max(1, budget), max(budget, 199, up)

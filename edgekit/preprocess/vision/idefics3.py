@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.contract.vision.idefics3 import Idefics3Steps
+from edgekit.contract.vision.idefics3 import MAX_IMAGE_SIZE, Idefics3Steps
 from edgekit.preprocess.image import _RESAMPLE, load_image, to_mode
 from edgekit.preprocess.vision import PreparedImage, replace_in_order, rows_of
 
-_MAX_SIDE = 4096  # the processor's MAX_IMAGE_SIZE: the first resize never makes a side longer
+_MAX_SIDE = MAX_IMAGE_SIZE
 
 
 def longest_edge_size(height: int, width: int, longest: int) -> tuple[int, int]:
