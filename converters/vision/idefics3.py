@@ -1,12 +1,15 @@
 """Idefics3 / SmolVLM processors -> `Idefics3Steps`.
 
-No `encoder`: `model.get_image_features(pixel_values (1, tiles, 3, tile, tile), pixel_attention_mask)`
-exports per image with a dynamic tile count (dynamo, opset 18; tests/test_vision_idefics3.py runs it
-on onnxruntime for 1, 4 and 7 tiles). Its rows are image_seq_len per tile, tiles in the prompt's order.
+`encoder`: get_image_features without its filter of all-zero (padding) tiles. That filter is a
+NonZero, so the exported rows would be data-dependent (TensorRT cannot size them); every tile of one
+image is real here (the processor pads only across images of a batch, and the vision graph runs one
+image). Its rows are image_seq_len per tile, tiles in the prompt's order.
 """
 from __future__ import annotations
 
 from typing import Any
+
+import torch
 
 from edgekit.converters.image_processors import _RESAMPLE
 from edgekit.contract.vision import TILES
@@ -50,3 +53,28 @@ def _rgb(values: Any) -> tuple[float, ...]:
 def dims(steps: Idefics3Steps) -> dict[str, dict[int, str]]:
     """The vision graph's axis that varies per image: its tile count (the global image included)."""
     return {"pixel_values": {1: TILES}, "pixel_attention_mask": {1: TILES}}
+
+
+class Encoder(torch.nn.Module):
+    """(pixel_values (1, tiles, 3, tile, tile), pixel_attention_mask (1, tiles, tile, tile)) -> (rows, hidden):
+    transformers' Idefics3Model.get_image_features, every tile kept."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.inner = model.model
+
+    def forward(self, pixel_values: torch.Tensor, pixel_attention_mask: torch.Tensor) -> torch.Tensor:
+        m = self.inner
+        b, n, c, h, w = pixel_values.shape
+        pixels = pixel_values.reshape(b * n, c, h, w).to(m.dtype)
+        mask = pixel_attention_mask.reshape(b * n, h, w)
+        patch = m.config.vision_config.patch_size
+        grid = mask.unfold(dimension=1, size=patch, step=patch).unfold(dimension=2, size=patch, step=patch)
+        states = m.vision_model(pixel_values=pixels, patch_attention_mask=grid.sum(dim=(-1, -2)) > 0,
+                                return_dict=True).last_hidden_state
+        rows = m.connector(states)
+        return rows.reshape(-1, rows.shape[-1]).float()
+
+
+def encoder(model: Any, steps: Idefics3Steps) -> torch.nn.Module:
+    return Encoder(model)
