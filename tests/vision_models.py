@@ -31,52 +31,49 @@ def _tokenizer(*specials: str, **named: str) -> Any:
     return tok
 
 
-def save_llava(folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
-    """LLaVA: a CLIP vision tower (30x30 images, 6x6 patches: 25 rows), a Llama decoder, CLIP's processor."""
+def _llama(tok: Any, shape: str, positions: int = 512) -> Any:
+    from transformers import LlamaConfig
+
+    (hidden, heads), _ = SIZES[shape]
+    return LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=positions)
+
+
+def _clip(shape: str, image: int, patch: int, layers: int = 2) -> Any:
+    from transformers import CLIPVisionConfig
+
+    _, (vh, vheads) = SIZES[shape]
+    return CLIPVisionConfig(hidden_size=vh, intermediate_size=2 * vh, num_hidden_layers=layers, num_attention_heads=vheads,
+                            image_size=image, patch_size=patch)
+
+
+def _llava_like(folder: Path, seed: int, shape: str, model_class: str, layers: int, chat: str | None, **config: Any) -> Path:
+    """A CLIP tower (30x30 images, 6x6 patches: 25 rows) and a Llama decoder, saved with LLaVA's processor."""
     import torch
-    (hidden, heads), (vh, vheads) = SIZES[shape]
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    import transformers
 
     tok = _tokenizer("<image>")
-    vision = CLIPVisionConfig(hidden_size=vh, intermediate_size=2 * vh, num_hidden_layers=2, num_attention_heads=vheads,
-                              image_size=30, patch_size=6)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=512)
-    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
-                         vision_feature_layer=-2, vision_feature_select_strategy="default")
+    cfg = getattr(transformers, model_class.replace("ForConditionalGeneration", "Config"))(
+        vision_config=_clip(shape, 30, 6, layers), text_config=_llama(tok, shape),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), **config)
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}),
-                          tokenizer=tok, patch_size=6, vision_feature_select_strategy="default", image_token="<image>",
-                          num_additional_image_tokens=1, chat_template=CHAT)
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
+    getattr(transformers, model_class)(cfg).eval().save_pretrained(folder)
+    ip = transformers.CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
+    transformers.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=6, vision_feature_select_strategy="default",
+                                image_token="<image>", num_additional_image_tokens=1,
+                                chat_template=chat).save_pretrained(folder)
     return folder
+
+
+def save_llava(folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
+    """LLaVA-1.5's layout: features from the second-to-last layer, CLS dropped; a chat template."""
+    return _llava_like(folder, seed, shape, "LlavaForConditionalGeneration", 2, CHAT, vision_feature_layer=-2,
+                       vision_feature_select_strategy="default")
 
 
 def save_vipllava(folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
-    """VipLLaVA: LLaVA with features from several vision layers, saved with LLaVA's processor."""
-    import torch
-    (hidden, heads), (vh, vheads) = SIZES[shape]
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaProcessor, VipLlavaConfig,
-                              VipLlavaForConditionalGeneration)
-
-    tok = _tokenizer("<image>")
-    vision = CLIPVisionConfig(hidden_size=vh, intermediate_size=2 * vh, num_hidden_layers=3, num_attention_heads=vheads,
-                              image_size=30, patch_size=6)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=512)
-    config = VipLlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
-                            vision_feature_layers=[-2, -1])
-    torch.manual_seed(seed)
-    model = VipLlavaForConditionalGeneration(config).eval()
-    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}),
-                          tokenizer=tok, patch_size=6, vision_feature_select_strategy="default", image_token="<image>",
-                          num_additional_image_tokens=1)
-    model.save_pretrained(folder)
-    proc.save_pretrained(folder)
-    return folder
+    """VipLLaVA: features from several vision layers, saved with LLaVA's processor."""
+    return _llava_like(folder, seed, shape, "VipLlavaForConditionalGeneration", 3, None, vision_feature_layers=[-2, -1])
 
 
 def save_paligemma(folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
@@ -133,17 +130,12 @@ def save_gemma3(folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
 def save_llava_next(folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
     """LLaVA-NeXT: CLIP tiles of 32 px (8 px patches: 16 rows a tile), any-resolution grids up to 2 x 2 tiles."""
     import torch
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration,
-                              LlavaNextImageProcessorPil, LlavaNextProcessor)
+    from transformers import (LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextImageProcessorPil,
+                              LlavaNextProcessor)
 
-    (hidden, heads), (vh, vheads) = SIZES[shape]
     pins = [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]]
     tok = _tokenizer("<image>")
-    vision = CLIPVisionConfig(hidden_size=vh, intermediate_size=2 * vh, num_hidden_layers=2, num_attention_heads=vheads,
-                              image_size=32, patch_size=8)
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=1024)
-    config = LlavaNextConfig(vision_config=vision, text_config=text, image_grid_pinpoints=pins,
+    config = LlavaNextConfig(vision_config=_clip(shape, 32, 8), text_config=_llama(tok, shape, 1024), image_grid_pinpoints=pins,
                              image_token_index=tok.convert_tokens_to_ids("<image>"))
     torch.manual_seed(seed)
     model = LlavaNextForConditionalGeneration(config).eval()
