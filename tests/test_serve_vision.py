@@ -13,7 +13,7 @@ import pytest
 import edgekit
 from edgekit.converters.vision_parity import images
 from serve_support import free_ports, serving_or_skip
-from vision_models import save_llava
+from vision_models import converted_llava
 
 PROMPT = "<image> the cat"
 
@@ -21,9 +21,7 @@ PROMPT = "<image> the cat"
 @pytest.fixture(scope="module")
 def art(tmp_path_factory: pytest.TempPathFactory) -> Path:
     serving_or_skip()
-    root = tmp_path_factory.mktemp("llava-serve")
-    edgekit.convert(save_llava(root / "hf"), root / "art")
-    return root / "art"
+    return converted_llava(tmp_path_factory)[1]  # shared with tests/test_vision_generate.py
 
 
 @pytest.fixture(scope="module")
