@@ -16,15 +16,12 @@ import edgekit
 from edgekit.cli import cli
 from edgekit.converters.vision_parity import images
 from edgekit.errors import ConfigError, InputError
-from vision_models import save_llava
+from vision_models import converted_llava
 
 
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("llava")
-    folder = save_llava(root / "hf")
-    edgekit.convert(folder, root / "art")  # strict: fails unless parity holds (tests below read its report)
-    return folder, root / "art"
+    return converted_llava(tmp_path_factory)  # strict: fails unless parity holds (tests below read its report)
 
 
 def test_convert_proves_images_end_to_end(llava: tuple[Path, Path]) -> None:

@@ -178,6 +178,16 @@ BUILDERS = {"llava": save_llava, "vipllava": save_vipllava, "paligemma": save_pa
             "llava_next": save_llava_next, "idefics3": save_idefics3}
 
 
+def converted_llava(factory: Any) -> tuple[Path, Path]:
+    """The tiny LLaVA folder and its artifact (strict convert: parity held), made at most once per session."""
+    import edgekit
+
+    root = factory.getbasetemp() / "vision-models" / "llava"
+    if not (root / "art" / "edgekit.json").is_file():
+        edgekit.convert(save_llava(root / "hf"), root / "art", overwrite=True)
+    return root / "hf", root / "art"
+
+
 def save(family: str, folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
     """The family's tiny folder, or why the sweep has none (a ValueError naming the processor)."""
     folder.mkdir(parents=True, exist_ok=True)

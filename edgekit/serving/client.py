@@ -3,6 +3,7 @@
     client = Client("127.0.0.1:8001", protocol="grpc")          # or "127.0.0.1:8000", protocol="http"
     client.classify("cnn", "cat.png", top_k=3)                    # -> [Prediction(label, score, index)]
     client.generate("gpt", "Once upon a time", max_new_tokens=16) # -> str; options as in Generator.generate
+    client.generate("llava", "<image> what is it?", images=["cat.jpg"])  # a vision-language artifact
     for piece in client.stream("gpt", "Once", max_new_tokens=16): # gRPC: the NAME_stream model, piece by piece
         print(piece, end="")
     client.recognize("asr", "speech.wav")                         # -> Transcript(text, segments, language)
@@ -73,15 +74,19 @@ class Client:
         return ranked[0] if single else ranked
 
     def generate(self, model: str, prompt: str | None = None, *, input_ids: np.ndarray | None = None,
-                 **options: Any) -> Any:
-        """Generate with the Generator's keyword options; str in -> str out, input_ids in -> ids out."""
-        out = self._infer(model, self._generate_inputs(prompt, input_ids, options))
+                 images: list[Any] | None = None, **options: Any) -> Any:
+        """Generate with the Generator's keyword options; str in -> str out, input_ids in -> ids out.
+
+        `images`: the prompt's images in order (a vision-language artifact), as paths or encoded bytes
+        (sent as IMAGE) or as HxWxC uint8 arrays of one size (sent as PIXELS).
+        """
+        out = self._infer(model, self._generate_inputs(prompt, input_ids, options, images))
         if "OUTPUT_IDS" in out:
             return out["OUTPUT_IDS"][None]
         return out["TEXT"].reshape(-1)[0].decode()
 
     def stream(self, model: str, prompt: str | None = None, *, input_ids: np.ndarray | None = None,
-               stop_after: int | None = None, **options: Any) -> Iterator[str]:
+               images: list[Any] | None = None, stop_after: int | None = None, **options: Any) -> Iterator[str]:
         """Pieces of text from the model's NAME_stream twin as they are generated (gRPC only).
 
         `stop_after=N` ends the stream after N pieces and cancels the request on the server.
@@ -93,7 +98,8 @@ class Client:
                                stream_timeout=self.timeout)
         done = False
         try:
-            self.conn.async_stream_infer(model + STREAM_SUFFIX, self._generate_inputs(prompt, input_ids, options),
+            tensors = self._generate_inputs(prompt, input_ids, options, images)
+            self.conn.async_stream_infer(model + STREAM_SUFFIX, tensors,
                                          enable_empty_final_response=True)
             got = 0
             while True:
@@ -131,8 +137,9 @@ class Client:
 
     # ---------------------------------------------------------------- tensors
 
-    def _generate_inputs(self, prompt: str | None, input_ids: np.ndarray | None, options: dict[str, Any]) -> list[Any]:
-        tensors = []
+    def _generate_inputs(self, prompt: str | None, input_ids: np.ndarray | None, options: dict[str, Any],
+                         images: list[Any] | None = None) -> list[Any]:
+        tensors = [] if images is None else [self._images(images)]
         if prompt is not None:
             tensors.append(self._tensor("PROMPT", np.array([prompt.encode()], dtype=np.object_)))
         if input_ids is not None:
@@ -140,6 +147,21 @@ class Client:
         if options:
             tensors.append(self._tensor("OPTIONS", np.array([json.dumps(options).encode()], dtype=np.object_)))
         return tensors
+
+    def _images(self, images: list[Any]) -> Any:
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        arrays = [isinstance(x, np.ndarray) for x in items]
+        if items and all(arrays):
+            if len({x.shape for x in items}) != 1:
+                raise InputError("image arrays travel as one PIXELS tensor, so they must have one size",
+                                 found=", ".join(str(list(x.shape)) for x in items),
+                                 fix="send encoded files (paths or bytes) for images of different sizes")
+            return self._tensor("PIXELS", np.stack(items).astype(np.uint8, copy=False))
+        if any(arrays):
+            raise InputError("images= takes arrays or files (paths, encoded bytes), not both in one request",
+                             fix="send every image as a path or bytes, or every image as an HxWxC uint8 array")
+        data = [Path(x).read_bytes() if isinstance(x, (str, os.PathLike)) else bytes(x) for x in items]
+        return self._tensor("IMAGE", np.array(data, dtype=np.object_))
 
     def _tensor(self, name: str, value: np.ndarray) -> Any:
         from tritonclient.utils import np_to_triton_dtype

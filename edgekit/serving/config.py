@@ -8,6 +8,8 @@ encoded files travel as TYPE_STRING (KServe v2 "BYTES") tensors; options are one
 | classify  | IMAGE (encoded bytes) or PIXELS (HxWxC uint8) / TEXT /      | LABELS, SCORES, INDICES (top-k)     |
 |           | TENSOR (one sample), TOP_K; batched rows, dynamic batching |                                     |
 | generate  | PROMPT or INPUT_IDS, OPTIONS (generate keywords, JSON)      | TEXT (+ OUTPUT_IDS for INPUT_IDS)   |
+|           | + vision-language: IMAGE [N] (encoded files) or PIXELS      |                                     |
+|           | [N,H,W,C] uint8, the prompt's images in order               |                                     |
 | NAME_stream (decoupled): same inputs, one response per streamed piece of TEXT, over gRPC streams |
 | recognize | AUDIO (file bytes) or PCM (float32) + SAMPLE_RATE, OPTIONS  | TEXT, SEGMENTS (JSON), LANGUAGE     |
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from edgekit.artifact import Artifact
 from edgekit.contract.base import TensorSpec
 from edgekit.contract.classify import ClassifySection, ImageInput, TextInput
+from edgekit.contract.generate import GenerateSection
 from edgekit.errors import ConfigError, UnsupportedError
 
 _TRITON_DTYPE = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int8": "TYPE_INT8",
@@ -66,6 +69,8 @@ class TritonModel:
         elif self.task == "generate":
             inputs = [_in("PROMPT", "TYPE_STRING", [1]), _in("INPUT_IDS", "TYPE_INT64", [-1]),
                       _in("OPTIONS", "TYPE_STRING", [1])]
+            if isinstance(art.manifest.contract, GenerateSection) and art.manifest.contract.vision is not None:
+                inputs += [_in("IMAGE", "TYPE_STRING", [-1]), _in("PIXELS", "TYPE_UINT8", [-1, -1, -1, -1])]
             outputs = [_out("TEXT", "TYPE_STRING", [1])] + ([] if self.stream else [_out("OUTPUT_IDS", "TYPE_INT64", [-1])])
             batch = 0
         elif self.task == "recognize":

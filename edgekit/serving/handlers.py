@@ -119,7 +119,7 @@ class ClassifyHandler:
         name = _one_of(inputs, self.data)
         arr = inputs[name]
         if name == "IMAGE":
-            items = [_image(v, r) for r, v in enumerate(arr.reshape(len(arr), -1)[:, 0])]
+            items = [_image(v, f"IMAGE row {r}") for r, v in enumerate(arr.reshape(len(arr), -1)[:, 0])]
         elif name == "TEXT":
             items = [text_of(v, "TEXT") for v in arr.reshape(len(arr), -1)[:, 0]]
         else:
@@ -146,7 +146,8 @@ class ClassifyHandler:
                 "INDICES": np.array([[p.index for p in row] for row in ranked], np.int32)}
 
 
-def _image(data: Any, row: int) -> Any:
+def _image(data: Any, what: str) -> Any:
+    """Encoded image bytes -> a PIL image; `what` names the element in the error ("IMAGE row 0")."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -154,15 +155,19 @@ def _image(data: Any, row: int) -> Any:
         img.load()
         return img
     except UnidentifiedImageError:
-        raise InputError(f"IMAGE row {row} is not an image PIL can read", found=f"{len(bytes(data))} bytes "
+        raise InputError(f"{what} is not an image PIL can read", found=f"{len(bytes(data))} bytes "
                          f"starting {bytes(data)[:8]!r}", fix="send the bytes of a JPEG, PNG, BMP or WebP file") from None
     except (OSError, ValueError, TypeError, Image.DecompressionBombError) as e:
-        raise InputError(f"IMAGE row {row} is not a readable image ({e})",
+        raise InputError(f"{what} is not a readable image ({e})",
                          fix="send the bytes of a JPEG, PNG, BMP or WebP file") from None
 
 
 class GenerateHandler:
-    """PROMPT (or INPUT_IDS) + OPTIONS -> TEXT (or OUTPUT_IDS); `stream` yields TEXT pieces."""
+    """PROMPT (or INPUT_IDS) + OPTIONS -> TEXT (or OUTPUT_IDS); `stream` yields TEXT pieces.
+
+    A vision-language artifact's PROMPT may come with its images, in prompt order: IMAGE (encoded
+    files, one per element) or PIXELS (N x H x W x C uint8), as generate(prompt, images=[...]) takes them.
+    """
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -175,6 +180,10 @@ class GenerateHandler:
         args: list[Any] = []
         if "PROMPT" in inputs:
             args.append(text_of(inputs["PROMPT"].reshape(-1)[0], "PROMPT"))
+        _no_server_paths(opts)
+        images = _images(inputs)
+        if images is not None:
+            opts["images"] = images  # the Generator refuses images without a text prompt, in its words
         if "INPUT_IDS" in inputs:
             if "input_ids" in opts:
                 raise ConfigError("input_ids came both as the INPUT_IDS tensor and in OPTIONS")
@@ -195,6 +204,36 @@ class GenerateHandler:
         args, opts = self._call(inputs)
         for piece in self.model.generate(*args, stream=True, **opts):
             yield {"TEXT": strings([piece])}
+
+
+def _no_server_paths(opts: dict[str, Any]) -> None:
+    """Images come as tensors only: a path in OPTIONS would make the server read its own files."""
+    if "images" in opts or _has_image_part(opts.get("messages")):
+        raise InputError("images travel in the IMAGE or PIXELS tensors, not in OPTIONS",
+                         found="images=" if "images" in opts else "an image part in messages",
+                         fix="send PROMPT with the image placeholder and the images as IMAGE (file bytes) or PIXELS")
+
+
+def _has_image_part(value: Any) -> bool:
+    if isinstance(value, dict):
+        return value.get("type") == "image" or any(_has_image_part(v) for v in value.values())
+    return isinstance(value, list) and any(_has_image_part(v) for v in value)
+
+
+def _images(inputs: Tensors) -> list[Any] | None:
+    """IMAGE (encoded files) or PIXELS (N x H x W x C uint8) -> the images of one prompt, in order."""
+    given = [n for n in ("IMAGE", "PIXELS") if n in inputs]
+    if not given:
+        return None
+    if len(given) == 2:  # two tensors have no order between them, and a prompt's images do
+        raise InputError("a request takes its images as IMAGE or as PIXELS, not both", found="IMAGE and PIXELS",
+                         fix="send every image as encoded bytes in IMAGE, or same-sized arrays in PIXELS")
+    if given[0] == "IMAGE":
+        return [_image(v, f"IMAGE {i}") for i, v in enumerate(inputs["IMAGE"].reshape(-1))]
+    pixels = inputs["PIXELS"]
+    if pixels.ndim != 4:
+        raise InputError("PIXELS must be N x H x W x C uint8 (N images of one size)", found=f"shape {list(pixels.shape)}")
+    return list(pixels)  # each HxWxC array is checked and read by the Generator's load_image
 
 
 class RecognizeHandler:
