@@ -309,6 +309,8 @@ class WhisperRecognizer(Recognizer):
                 at = start + (t - ts_begin) * c.time_precision
                 if open_at is None:
                     open_at, piece = at, []
+                elif at == open_at:  # a repeat of the opening timestamp opens it again, as transformers' _decode_asr
+                    continue
                 else:
                     text = self.decode_text([tokens[k] for k in piece])
                     if text:
@@ -324,15 +326,18 @@ class WhisperRecognizer(Recognizer):
         """One decoder pass over a window's tokens (the last never fed, as in generation), reading
         the alignment heads' weights and the logits; `samples`: the audio in the window."""
         c, runner = self.contract, self.runners["decoder"]
+        # The prompt (<|startoftranscript|>, language, task) is the leading special tokens: they sit
+        # between <|endoftext|> and the timestamps, and the first free token is a timestamp.
+        special = range(c.eos_token_id + 1, c.no_timestamps_token_id + 1)
+        begin = next((i for i, t in enumerate(tokens) if t not in special), len(tokens))
+        if begin == len(tokens):  # nothing decoded after the prompt: no token to time
+            return TokenTiming(tokens, begin, np.zeros(0), np.zeros(0), self._decode_piece, language)
         fed = np.asarray([tokens[:-1]], np.int64)
         dtypes = {s.name: np.dtype(s.dtype) for s in runner.inputs}
         small = {"input_ids": fed, "attention_mask": np.ones_like(fed), "position_ids": np.arange(fed.shape[1])[None]}
         feeds = {**{n: small[n] for n in c.cache.inputs}, **cross,
                  **{t.input: np.zeros(t.initial_shape(1), dtypes[t.input]) for t in c.cache.tensors()}}
         out = runner.run(feeds, outputs=["logits", ALIGNMENT])
-        # The prompt (<|startoftranscript|>, language, task) is the leading special tokens: they sit
-        # between <|endoftext|> and the timestamps, and the first free token is a timestamp.
-        begin = next((i for i, t in enumerate(tokens) if not c.eos_token_id < t <= c.no_timestamps_token_id), len(tokens))
         # The feature extractor's attention mask has one frame per started hop; encoder frames are two mel frames.
         frames = -(-min(samples, c.n_samples) // c.hop_length) // 2
         times = token_times(out[ALIGNMENT][0], begin, len(tokens) - begin, frames, c.median_filter_width,
