@@ -125,7 +125,8 @@ def run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> 
     data, files = [], []
     for path in inputs:
         t = model.recognize(path, vad=opts.get("vad", False), word_timestamps=opts.get("word_timestamps", False))
-        data.append({"input": path, "text": t.text, "language": t.language, "segments": [_segment(s) for s in t.segments]})
+        data.append({"input": path, "text": t.text, "language": t.language,
+                     "segments": [_segment(s) for s in t.segments]})
         files.append(write(t, fmt) if fmt else t.text + "\n")
     if out is not None:
         _write_new(out, files[0], opts.get("overwrite", False))

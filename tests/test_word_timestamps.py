@@ -194,3 +194,21 @@ def test_cli_json_has_words_only_when_asked(tmp_path_factory: pytest.TempPathFac
     assert out("--format", "srt", "--word-timestamps") == out("--format", "srt")
     listed = json.loads(out("--json", "--word-timestamps"))["results"][0]["segments"]
     assert listed[0]["words"][0]["word"] == listed[0]["text"]
+
+
+def test_whisper_without_alignment_heads_refuses_word_timestamps(tmp_path_factory: pytest.TempPathFactory,
+                                                                 tmp_path: Path) -> None:
+    import shutil
+
+    from edgekit.errors import UnsupportedError
+
+    art = tmp_path / "no-heads"
+    shutil.copytree(converted_whisper(tmp_path_factory), art)
+    manifest = json.loads((art / "edgekit.json").read_text())
+    manifest["contract"]["alignment_heads"] = []  # what a source without generation_config.alignment_heads gives
+    (art / "edgekit.json").write_text(json.dumps(manifest))
+    m = edgekit.load(art, device="cpu")
+    wave = synthetic_audio(1.0, 16000, 2)
+    assert m.recognize(wave, language="en", max_new_tokens=4).segments[0].words is None
+    with pytest.raises(UnsupportedError, match="alignment heads"):
+        m.recognize(wave, word_timestamps=True)

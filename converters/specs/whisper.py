@@ -169,9 +169,10 @@ class Whisper(ExportSpec):
         ids = torch.randint(0, cfg.vocab_size, (2, 4))
         mask, pos = torch.ones(2, 7, dtype=torch.long), torch.arange(3, 7).expand(2, 4).contiguous()
         kv_dims = tuple({0: batch, 2: past_len} for _ in past) + tuple({0: batch} for _ in cross)
+        alignment = [ALIGNMENT] if self.section.alignment_heads else []  # only a model with alignment heads
         self.decoder = GraphExport("decoder", dec_mod, (ids, mask, pos, *past, *cross),
                                    [*STEP_INPUTS, *self.cache.past(), *cross_names],
-                                   ["logits", *self.cache.present(), *([ALIGNMENT] if self.section.alignment_heads else [])],
+                                   ["logits", *self.cache.present(), *alignment],
                                    ({0: batch, 1: tokens}, {0: batch, 1: total}, {0: batch, 1: tokens}, kv_dims))
 
     def graphs(self) -> list[GraphExport]:
