@@ -30,7 +30,8 @@ from edgekit.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "convert", "load", "parity", "serve", "Prediction", "Transcript", "VadOptions", "__version__",
+    "convert", "load", "parity", "serve", "Prediction", "Transcript", "Segment", "Word", "VadOptions",
+    "__version__",
     "EdgekitError", "InputError", "ConfigError", "SourceError", "ExportError", "UnsupportedError",
     "ArtifactError", "ChecksumError", "ArtifactVersionError", "OutputExistsError",
     "BackendUnavailableError", "EngineError", "ParityError", "MemoryFitError",
@@ -39,12 +40,13 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.api import convert, load, parity
     from edgekit.preprocess.vad import VadOptions
-    from edgekit.results import Prediction, Transcript
+    from edgekit.results import Prediction, Segment, Transcript, Word
     from edgekit.serving import serve
 
 _LAZY = {
     "convert": "edgekit.api", "load": "edgekit.api", "parity": "edgekit.api",
     "Prediction": "edgekit.results", "Transcript": "edgekit.results",
+    "Segment": "edgekit.results", "Word": "edgekit.results",
     "VadOptions": "edgekit.preprocess.vad",
     "serve": "edgekit.serving",  # Triton: needs the [serve] extra, imported only when called
 }

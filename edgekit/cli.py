@@ -124,9 +124,9 @@ def run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> 
         _check_new(out, opts.get("overwrite", False))  # before the transcription, not after it
     data, files = [], []
     for path in inputs:
-        t = model.recognize(path, vad=opts.get("vad", False))
+        t = model.recognize(path, vad=opts.get("vad", False), word_timestamps=opts.get("word_timestamps", False))
         data.append({"input": path, "text": t.text, "language": t.language,
-                     "segments": [{"text": s.text, "start": s.start, "end": s.end} for s in t.segments]})
+                     "segments": [_segment(s) for s in t.segments]})
         files.append(write(t, fmt) if fmt else t.text + "\n")
     if out is not None:
         _write_new(out, files[0], opts.get("overwrite", False))
@@ -134,6 +134,14 @@ def run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> 
     if fmt:
         return data, "\n".join(files)
     return data, "\n".join(f"{d['input']}: {d['text']}" for d in data)
+
+
+def _segment(s: Any) -> dict[str, Any]:
+    """A segment for --json; its words only where --word-timestamps asked for them."""
+    seg = {"text": s.text, "start": s.start, "end": s.end}
+    if s.words is not None:
+        seg["words"] = [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability} for w in s.words]
+    return seg
 
 
 def _check_new(out: Path, overwrite: bool) -> None:
@@ -241,6 +249,8 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--chat", is_flag=True, help="generate: prompts are user turns of one conversation, rendered with "
                                            "the model's chat template (no prompt: one turn per line on stdin).")
 @click.option("--vad", is_flag=True, help="recognize: transcribe only the speech Silero VAD finds (long audio).")
+@click.option("--word-timestamps", is_flag=True, help="recognize: each segment's words with their times "
+                                                      "(--format json and --json; SRT/VTT cues stay segments).")
 @click.option("--format", "fmt", type=click.Choice(["srt", "vtt", "json"]),
               help="recognize: print (or write to -o) each transcript as SubRip, WebVTT or JSON.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path),
@@ -251,14 +261,15 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
 def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
-        num_beams: int | None, tgt_lang: str | None, chat: bool, vad: bool, fmt: str | None, out: Path | None,
-        overwrite: bool, stream: bool, device: str, as_json: bool) -> None:
+        num_beams: int | None, tgt_lang: str | None, chat: bool, vad: bool, word_timestamps: bool, fmt: str | None,
+        out: Path | None, overwrite: bool, stream: bool, device: str, as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
     from edgekit.tasks import TASKS, resolve
 
     model = edgekit.load(artifact, device=device)
-    speech = {"--vad": vad, "--format": fmt, "-o/--out": out, "--overwrite": overwrite}
+    speech = {"--vad": vad, "--word-timestamps": word_timestamps, "--format": fmt, "-o/--out": out,
+              "--overwrite": overwrite}
     if model.manifest.task != "recognize" and any(speech.values()):
         asked = ", ".join(k for k, v in speech.items() if v)
         raise click.UsageError(f"{asked}: recognize options; this artifact's task is {model.manifest.task}")
@@ -269,7 +280,7 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
     data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k,
                                           "top_k_given": given, "num_beams": num_beams, "tgt_lang": tgt_lang,
                                           "chat": chat, "as_json": as_json, "vad": vad, "format": fmt, "out": out,
-                                          "overwrite": overwrite, "stream": stream})
+                                          "overwrite": overwrite, "stream": stream, "word_timestamps": word_timestamps})
     if text or as_json:
         _emit({"device": model.device, "results": data}, as_json, lambda _: text)
 

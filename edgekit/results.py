@@ -15,12 +15,25 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class Word:
+    """One word of a segment, as faster-whisper's `Word`: its span in seconds from the start of the
+    file, its text (Whisper's keeps the leading space of its tokens) and how sure the model was of it
+    (Whisper: the mean probability of its tokens; CTC: the mean probability of its frames' labels)."""
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
 class Segment:
-    """A piece of a transcript with its time span in seconds."""
+    """A piece of a transcript with its time span in seconds; `words` with `word_timestamps=True`."""
 
     text: str
     start: float
     end: float
+    words: list[Word] | None = None
 
 
 @dataclass(frozen=True)

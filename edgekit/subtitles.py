@@ -47,7 +47,11 @@ def vtt(t: Transcript) -> str:
 
 
 def as_json(t: Transcript) -> str:
-    return json.dumps(asdict(t), indent=2, ensure_ascii=False) + "\n"
+    data = asdict(t)
+    for s in data["segments"]:  # words only where they were asked for (recognize(word_timestamps=True))
+        if s["words"] is None:
+            del s["words"]
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 FORMATS: dict[str, Callable[[Transcript], str]] = {"srt": srt, "vtt": vtt, "json": as_json}

@@ -3,7 +3,8 @@
     encoder  log-mel (batch, mels, frames) -> cross.{i}.key / .value of every decoder layer,
              computed once per 30 s chunk
     decoder  the slot-cache decoder of edgekit/contract/generate.py, the cross keys/values as
-             extra inputs (resident on the backend for the chunk)
+             extra inputs (resident on the backend for the chunk); with the model's alignment
+             heads, also their cross-attention weights ("alignment", for word timestamps)
 The greedy loop lives in edgekit/tasks/whisper.py, torch-free. Parity: greedy tokens of
 `transformers` generate vs the artifact's loop over the whole output, on synthetic audio.
 """
@@ -18,7 +19,7 @@ from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.generate import STEP_INPUTS
 from edgekit.converters.kv_geometry import KVGeometry
-from edgekit.contract.recognize import Chunking, WhisperSection
+from edgekit.contract.recognize import ALIGNMENT, Chunking, WhisperSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, Gate, Limit
@@ -61,25 +62,28 @@ class WhisperEncoder(torch.nn.Module):
 class WhisperDecoder(torch.nn.Module):
     """Decoder steps on the slot contract, with Hugging Face's weights and op order."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, alignment_heads: tuple[tuple[int, int], ...] = ()) -> None:
         super().__init__()
         self.dec = model.model.decoder
         self.proj = model.proj_out
         self.heads = model.config.decoder_attention_heads
         self.scale = self.dec.embed_scale
+        self.alignment_heads = alignment_heads
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
 
     def _attend(self, attn: Any, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                bias: torch.Tensor | None) -> torch.Tensor:
+                bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The attention's output and its weights (batch, heads, tokens, keys), after the softmax."""
         q = self._split(attn.q_proj(x) * attn.scaling)  # scale before the matmul, as HF does
         w = torch.matmul(q, k.transpose(2, 3))
         if bias is not None:
             w = w + bias
-        o = torch.matmul(torch.softmax(w, dim=-1), v).transpose(1, 2)
-        return attn.out_proj(o.reshape(x.shape[0], x.shape[1], -1))
+        p = torch.softmax(w, dim=-1)
+        o = torch.matmul(p, v).transpose(1, 2)
+        return attn.out_proj(o.reshape(x.shape[0], x.shape[1], -1)), p
 
     @staticmethod
     def _bias(mask: torch.Tensor, p: int, t: int, dtype: torch.dtype) -> torch.Tensor:
@@ -99,6 +103,7 @@ class WhisperDecoder(torch.nn.Module):
         h = self.dec.embed_tokens(input_ids) * self.scale + self.dec.embed_positions.weight[position_ids]
         bias = self._bias(attention_mask, past[0].shape[2], input_ids.shape[1], h.dtype)
         presents = []
+        cross_weights = []
         for i, layer in enumerate(self.dec.layers):
             x = layer.self_attn_layer_norm(h)
             k_new = self._split(layer.self_attn.k_proj(x))
@@ -106,13 +111,19 @@ class WhisperDecoder(torch.nn.Module):
             presents += [k_new, v_new]  # only the new tokens': the runtime writes them into its cache
             k = torch.cat([past[2 * i], k_new], dim=2)
             v = torch.cat([past[2 * i + 1], v_new], dim=2)
-            h = h + self._attend(layer.self_attn, x, k, v, bias)
-            h = h + self._attend(layer.encoder_attn, layer.encoder_attn_layer_norm(h), cross[2 * i],
-                                 cross[2 * i + 1], None)
+            h = h + self._attend(layer.self_attn, x, k, v, bias)[0]
+            out, weights = self._attend(layer.encoder_attn, layer.encoder_attn_layer_norm(h), cross[2 * i],
+                                        cross[2 * i + 1], None)
+            h = h + out
+            cross_weights.append(weights)
             x = layer.final_layer_norm(h)
             h = h + layer.fc2(layer.activation_fn(layer.fc1(x)))
         logits = self.proj(self.dec.layer_norm(h))
-        return (logits, *presents)
+        if not self.alignment_heads:
+            return (logits, *presents)
+        # (batch, pairs, tokens, frames): what transformers stacks from output_attentions for its DTW
+        alignment = torch.stack([cross_weights[layer][:, head] for layer, head in self.alignment_heads], dim=1)
+        return (logits, *presents, alignment)
 
 
 class Whisper(ExportSpec):
@@ -141,7 +152,8 @@ class Whisper(ExportSpec):
         self.fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
         self.frames = 2 * cfg.max_source_positions  # conv2 has stride 2
         self.section = self._section()
-        enc_mod, dec_mod = WhisperEncoder(self.model).eval(), WhisperDecoder(self.model).eval()
+        enc_mod = WhisperEncoder(self.model).eval()
+        dec_mod = WhisperDecoder(self.model, self.section.alignment_heads).eval()
         batch = torch.export.Dim(BATCH, min=1, max=16)
         feats = torch.randn(2, cfg.num_mel_bins, self.frames)
         cross_names = self.cache.cross()
@@ -157,8 +169,10 @@ class Whisper(ExportSpec):
         ids = torch.randint(0, cfg.vocab_size, (2, 4))
         mask, pos = torch.ones(2, 7, dtype=torch.long), torch.arange(3, 7).expand(2, 4).contiguous()
         kv_dims = tuple({0: batch, 2: past_len} for _ in past) + tuple({0: batch} for _ in cross)
+        alignment = [ALIGNMENT] if self.section.alignment_heads else []  # only a model with alignment heads
         self.decoder = GraphExport("decoder", dec_mod, (ids, mask, pos, *past, *cross),
-                                   [*STEP_INPUTS, *self.cache.past(), *cross_names], ["logits", *self.cache.present()],
+                                   [*STEP_INPUTS, *self.cache.past(), *cross_names],
+                                   ["logits", *self.cache.present(), *alignment],
                                    ({0: batch, 1: tokens}, {0: batch, 1: total}, {0: batch, 1: tokens}, kv_dims))
 
     def graphs(self) -> list[GraphExport]:
@@ -189,7 +203,18 @@ class Whisper(ExportSpec):
             begin_suppress_tokens=tuple(int(t) for t in (gen.begin_suppress_tokens or [])),
             max_initial_timestamp_index=getattr(gen, "max_initial_timestamp_index", None),
             max_length=int(min(gen.max_length or cfg.max_target_positions, cfg.max_target_positions)),
-            max_target_positions=int(cfg.max_target_positions), time_precision=0.02)
+            max_target_positions=int(cfg.max_target_positions), time_precision=0.02,
+            alignment_heads=self._alignment_heads(), median_filter_width=int(getattr(cfg, "median_filter_width", 7)))
+
+    def _alignment_heads(self) -> tuple[tuple[int, int], ...]:
+        cfg, heads = self.model.config, getattr(self.model.generation_config, "alignment_heads", None) or []
+        pairs = tuple((int(layer), int(head)) for layer, head in heads)
+        bad = [p for p in pairs if not (0 <= p[0] < cfg.decoder_layers and 0 <= p[1] < cfg.decoder_attention_heads)]
+        if bad:
+            raise SourceError(f"'{self.src.hf_dir}' names alignment heads outside the decoder",
+                              found=f"{bad} of {cfg.decoder_layers} layers x {cfg.decoder_attention_heads} heads",
+                              fix="fix generation_config.alignment_heads ([layer, head] pairs)")
+        return pairs
 
     def parity(self, model: Any, precision: str, samples: int | None = None,
                calibration: Calibration | None = None, max_new_tokens: int | None = None) -> ParityReport:

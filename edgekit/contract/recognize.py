@@ -7,7 +7,12 @@ the graph takes one; logits (batch, frames, vocabulary) out; greedy CTC decoding
 Whisper (`WhisperSection`):
     graph "encoder"  input_features (batch, mels, frames) -> cross.{i}.key / .value per decoder layer
     graph "decoder"  the slot-cache decoder of contract/generate.py, with the cross keys/values as
-                     extra inputs fed unchanged every step (resident on the backend for a chunk)
+                     extra inputs fed unchanged every step (resident on the backend for a chunk);
+                     where the model names `alignment_heads` (generation_config), one more output
+                     "alignment" (batch, heads, tokens, frames): the cross-attention weights (after
+                     softmax) of those (layer, head) pairs, in their order. Read only for
+                     recognize(word_timestamps=True): one pass over a window's decoded tokens, then
+                     dynamic time warping (tasks/word_times.py) maps tokens to 20 ms encoder frames.
 Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on each side.
 """
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import ClassVar, Literal
 from edgekit.contract.base import BATCH, FLOAT, FRAMES, INT64, SAMPLES, GraphNeeds, Need, Phase, Section
 from edgekit.contract.generate import cross_names, decoder_phases
 from edgekit.contract.state import DecoderState
+
+
+ALIGNMENT = "alignment"  # the Whisper decoder's cross-attention weights of its alignment heads
 
 
 @dataclass(frozen=True)
@@ -111,11 +119,18 @@ class WhisperSection(Section):
     max_length: int  # new tokens after the forced prompt (generation_config.max_length, as transformers counts)
     max_target_positions: int  # the decoder's position table
     time_precision: float
+    # (decoder layer, head) pairs whose cross-attention follows the audio (generation_config.alignment_heads);
+    # empty: the model has none, and no word timestamps.
+    alignment_heads: tuple[tuple[int, int], ...] = ()
+    median_filter_width: int = 7  # config.median_filter_width: smoothing of the weights along the frames
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)
+        decoder = self.cache.needs(cross)
+        if self.alignment_heads:
+            decoder = GraphNeeds(decoder.inputs, (*decoder.outputs, Need(ALIGNMENT, FLOAT, 4)))
         return {"encoder": GraphNeeds((Need("input_features", FLOAT, 3),), tuple(Need(n, FLOAT, 4) for n in cross)),
-                "decoder": self.cache.needs(cross)}
+                "decoder": decoder}
 
     def call_shapes(self, graph: str) -> list[Phase]:
         if graph == "encoder":

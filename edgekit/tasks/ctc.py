@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from edgekit.contract.recognize import CtcSection
 from edgekit.errors import UnsupportedError
 from edgekit.preprocess import audio, filterbank
-from edgekit.results import Segment, StreamUpdate, Transcript
+from edgekit.results import Segment, StreamUpdate, Transcript, Word
 from edgekit.tasks.recognizer import Options, Recognizer
 
 
@@ -141,11 +142,24 @@ class CtcRecognizer(Recognizer):
 
         return stream_ctc(self, chunks, sample_rate, lookahead_s, left_context_s)
 
+    @cached_property
+    def _frame_stride(self) -> int:
+        from edgekit.tasks.streaming import frame_stride  # here: streaming.py imports this module
+
+        return frame_stride(self)
+
     def _transcribe(self, wave: np.ndarray, opts: Options) -> Transcript:
+        """Greedy CTC per chunk; every word a segment, frame f of a chunk at f * (the chunk's samples
+        per frame). With `word_timestamps` each segment holds its word timed as transformers' pipeline
+        times it: frame f at f * the model's frame stride (its inputs_to_logits_ratio, measured on the
+        graph); the segment's own times (and so subtitles) stay as they were."""
         c = self.contract
         rate = self.sample_rate
+        stride = self._frame_stride if opts.word_timestamps else 0
         ids: list[np.ndarray] = []
+        probs: list[np.ndarray] = []  # the chosen label's softmax probability per kept frame
         times: list[np.ndarray] = []  # start time (s) of every kept frame
+        word_times: list[np.ndarray] = []  # the same by the model's stride
         hop = 0.0
         for chunk in self.chunks(wave):
             logits = self.runners["model"].run(ctc_inputs(chunk.wave, c), outputs=[c.output])[c.output][0]
@@ -153,8 +167,23 @@ class CtcRecognizer(Recognizer):
             # Keep only this chunk's own span: the overlap gave context, its frames belong to a neighbour.
             lo, hi = int(round(chunk.keep_start / hop)), int(round(chunk.keep_end / hop))
             ids.append(logits[lo:hi].argmax(-1))
-            times.append((chunk.start + np.arange(lo, lo + len(ids[-1])) * hop) / rate)
-        frame_times = np.concatenate(times)
+            probs.append(_chosen_probability(logits[lo:hi]))
+            frames = np.arange(lo, lo + len(ids[-1]))
+            times.append((chunk.start + frames * hop) / rate)
+            word_times.append((chunk.start + frames * stride) / rate)
+        frame_times, frame_probs, at = np.concatenate(times), np.concatenate(probs), np.concatenate(word_times)
         words = ctc_words(np.concatenate(ids), c.vocabulary, c.blank_id, c.word_delimiter, c.skip)
-        segments = [Segment(w, float(frame_times[s]), float(frame_times[e - 1]) + hop / rate) for w, s, e in words]
+        segments = []
+        for w, s, e in words:
+            timed = None
+            if opts.word_timestamps:
+                timed = [Word(float(at[s]), float(at[e - 1]) + stride / rate, w, float(frame_probs[s:e].mean()))]
+            segments.append(Segment(w, float(frame_times[s]), float(frame_times[e - 1]) + hop / rate, timed))
         return Transcript(text=" ".join(w for w, _, _ in words), segments=segments)
+
+
+def _chosen_probability(logits: np.ndarray) -> np.ndarray:
+    """Softmax probability of each frame's best label (frames, vocabulary) -> (frames,)."""
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(-1, keepdims=True))
+    return 1.0 / z.sum(-1)

@@ -16,19 +16,20 @@ from edgekit.contract.recognize import Chunking
 from edgekit.errors import ConfigError
 from edgekit.preprocess import audio
 from edgekit.preprocess.vad import FOR_RECOGNITION, Span, VadOptions, detect
-from edgekit.results import Segment, Transcript
+from edgekit.results import Segment, Transcript, Word
 from edgekit.tasks.model import Model
 
 
 @dataclass(frozen=True)
 class Options:
-    """What `recognize` was asked besides the audio (Whisper uses them all; CTC none)."""
+    """What `recognize` was asked besides the audio (Whisper uses them all; CTC word_timestamps only)."""
 
     language: str | None = None
     task: str | None = None
     return_timestamps: bool = False
     max_new_tokens: int | None = None
     num_beams: int | None = None
+    word_timestamps: bool = False
 
 
 class Recognizer(Model):
@@ -45,7 +46,7 @@ class Recognizer(Model):
     def recognize(self, audio_in: Any, sample_rate: int | None = None, language: str | None = None,
                   task: str | None = None, return_timestamps: bool = False,
                   max_new_tokens: int | None = None, num_beams: int | None = None,
-                  vad: bool | VadOptions = False) -> Transcript:
+                  vad: bool | VadOptions = False, word_timestamps: bool = False) -> Transcript:
         """Transcribe a path (WAV/FLAC/OGG) or a float32/int16 array (mono or stereo, `sample_rate` Hz).
 
         `language`, `task` ("transcribe" | "translate"), `return_timestamps`, `max_new_tokens` and
@@ -55,8 +56,13 @@ class Recognizer(Model):
         Silero VAD finds, each span at most one chunk long (unless `max_speech_duration_s` says
         otherwise); `segments` are in the whole audio's time and lie inside the speech spans;
         silence gives no segments.
+        `word_timestamps=True`: every segment gets `words` (`Word(start, end, word, probability)`,
+        seconds in the whole audio's time); Whisper then decodes with timestamp tokens, as
+        transformers' pipeline(return_timestamps="word") does.
         """
-        opts = Options(language, task, return_timestamps, max_new_tokens, num_beams)
+        if not isinstance(word_timestamps, bool):
+            raise ConfigError("recognize(word_timestamps=...) takes True or False", found=repr(word_timestamps))
+        opts = Options(language, task, return_timestamps, max_new_tokens, num_beams, word_timestamps)
         self._check(opts)
         speech = _vad_options(vad)
         wave = audio.load_audio(audio_in, sample_rate, self.sample_rate)
@@ -99,9 +105,17 @@ def stitch(parts: list[Transcript], spans: list[Span], rate: int, language: str 
     segments: list[Segment] = []
     for part, span in zip(parts, spans):
         lo, hi = span.start / rate, span.end / rate
-        segments += [Segment(s.text, min(hi, lo + s.start), min(hi, lo + s.end)) for s in part.segments]
+        segments += [Segment(s.text, min(hi, lo + s.start), min(hi, lo + s.end), _shifted(s.words, lo, hi))
+                     for s in part.segments]
     detected = language or next((p.language for p in parts if p.language), None)
     return Transcript(text=" ".join(p.text for p in parts if p.text), segments=segments, language=detected)
+
+
+def _shifted(words: list[Word] | None, lo: float, hi: float) -> list[Word] | None:
+    """Words moved by `lo` seconds and held inside [lo, hi], as their segment is."""
+    if words is None:
+        return None
+    return [Word(min(hi, lo + w.start), min(hi, lo + w.end), w.word, w.probability) for w in words]
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from edgekit.contract.generate import GenerationDefaults
-from edgekit.contract.recognize import WhisperSection
-from edgekit.errors import ConfigError, InputError
+from edgekit.contract.recognize import ALIGNMENT, WhisperSection
+from edgekit.errors import ConfigError, InputError, UnsupportedError
 from edgekit.preprocess import audio
 from edgekit.preprocess.text import read_tokenizer
 from edgekit.preprocess.vad import Span
@@ -26,6 +26,7 @@ from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.recognizer import Options, Recognizer, stitch
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser
 from edgekit.tasks.search import Stopper, beam_search
+from edgekit.tasks.word_times import TokenTiming, token_times
 
 
 def _timestamp_rules(logits: np.ndarray, tokens: list[int], begin: int, c: WhisperSection) -> np.ndarray:
@@ -97,21 +98,30 @@ class WhisperRecognizer(Recognizer):
     def _tokenizer(self) -> Any:
         return read_tokenizer(self.artifact.path, self.contract.tokenizer)
 
+    def _check(self, opts: Options) -> None:
+        if opts.word_timestamps and not self.contract.alignment_heads:
+            raise UnsupportedError("word_timestamps needs the model's alignment heads, and this Whisper has none",
+                                   found="no generation_config.alignment_heads when it was converted",
+                                   fix="add alignment_heads ([layer, head] pairs) to generation_config.json and "
+                                       "convert again, or recognize without word_timestamps")
+
     def _transcribe(self, wave: np.ndarray, opts: Options) -> Transcript:
         rate = self.sample_rate
         texts: list[str] = []
         segments: list[Segment] = []
         detected = opts.language
+        timestamps = opts.return_timestamps or opts.word_timestamps
         for c in self.chunks(wave):
             if audio.is_silence(c.wave):
                 continue
-            feats = self.features(c.wave)
-            tokens = self.decode_tokens(feats, opts.language, opts.task, opts.return_timestamps, opts.max_new_tokens,
-                                        opts.num_beams or 1)
+            cross = self.runners["encoder"].run({"input_features": self.features(c.wave)[None].astype(np.float32)})
+            tokens = self._decode_windows(cross, opts.language, opts.task, timestamps, opts.max_new_tokens,
+                                          opts.num_beams or 1)[0]
             detected = detected or self._language_of(tokens)
             texts.append(self.decode_text(tokens))
-            if opts.return_timestamps:  # timestamp tokens count from the window's first sample
-                segments += self._segments(tokens, c.start / rate, (c.start + len(c.wave)) / rate, True)
+            if timestamps:  # timestamp tokens count from the window's first sample
+                timing = self._timing(cross, tokens, len(c.wave), detected) if opts.word_timestamps else None
+                segments += self._segments(tokens, c.start / rate, (c.start + len(c.wave)) / rate, True, timing)
             else:  # one segment per chunk, over the span that chunk is responsible for
                 segments += self._segments(tokens, (c.start + c.keep_start) / rate, (c.start + c.keep_end) / rate,
                                            False)
@@ -128,13 +138,16 @@ class WhisperRecognizer(Recognizer):
             group = short[k:k + c.batch[2]]
             feats = np.stack([self.features(wave[spans[i].start:spans[i].end]) for i in group]).astype(np.float32)
             cross = self.runners["encoder"].run({"input_features": feats})
-            rows = self._decode_windows(cross, opts.language, opts.task, opts.return_timestamps, opts.max_new_tokens,
+            timestamps = opts.return_timestamps or opts.word_timestamps
+            rows = self._decode_windows(cross, opts.language, opts.task, timestamps, opts.max_new_tokens,
                                         opts.num_beams or 1)
-            for i, tokens in zip(group, rows):
-                seconds = (spans[i].end - spans[i].start) / rate
+            for r, (i, tokens) in enumerate(zip(group, rows)):
+                samples, language = spans[i].end - spans[i].start, opts.language or self._language_of(tokens)
+                timing = None
+                if opts.word_timestamps:
+                    timing = self._timing({k: v[r:r + 1] for k, v in cross.items()}, tokens, samples, language)
                 parts[i] = Transcript(self.decode_text(tokens),
-                                      self._segments(tokens, 0.0, seconds, opts.return_timestamps),
-                                      opts.language or self._language_of(tokens))
+                                      self._segments(tokens, 0.0, samples / rate, timestamps, timing), language)
         whole = [parts[i] if i in parts else self._transcribe(wave[s.start:s.end], opts) for i, s in enumerate(spans)]
         return stitch(whole, spans, rate, opts.language)
 
@@ -274,27 +287,62 @@ class WhisperRecognizer(Recognizer):
                               Stopper(limit, (c.eos_token_id,), len(prompt)), c.eos_token_id, (False, False))
         return [int(t) for t in out.sequences[0]]
 
+    def _decode_piece(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=False))
+
     def decode_text(self, tokens: list[int]) -> str:
         text_ids = [t for t in tokens if t < self.contract.eos_token_id]
         return str(self._tokenizer.decode(text_ids, skip_special_tokens=True)).strip()
 
-    def _segments(self, tokens: list[int], start: float, end: float, timestamps: bool) -> list[Segment]:
+    def _segments(self, tokens: list[int], start: float, end: float, timestamps: bool,
+                  timing: TokenTiming | None = None) -> list[Segment]:
+        """Segments between timestamp token pairs (or one for the whole window); with `timing`, each
+        with its words, grouped inside it as transformers' pipeline groups them per chunk."""
         c = self.contract
         ts_begin = c.no_timestamps_token_id + 1
         if not timestamps:
             text = self.decode_text(tokens)
             return [Segment(text, start, end)] if text else []
         out, open_at, piece = [], None, []
-        for t in tokens:
+        for i, t in enumerate(tokens):
             if t >= ts_begin:
                 at = start + (t - ts_begin) * c.time_precision
                 if open_at is None:
                     open_at, piece = at, []
+                elif at == open_at:  # a repeat of the opening timestamp opens it again, as transformers' _decode_asr
+                    continue
                 else:
-                    text = self.decode_text(piece)
+                    text = self.decode_text([tokens[k] for k in piece])
                     if text:
-                        out.append(Segment(text, open_at, at))
+                        words = None if timing is None else timing.words(piece, start)
+                        out.append(Segment(text, open_at, at, words))
                     open_at = None
-            elif open_at is not None:
-                piece.append(t)
+            elif open_at is not None and t < c.eos_token_id:  # text tokens only, as decode_text keeps
+                piece.append(i)
         return out
+
+    def _timing(self, cross: dict[str, np.ndarray], tokens: list[int], samples: int,
+                language: str | None) -> TokenTiming:
+        """One decoder pass over a window's tokens (the last never fed, as in generation), reading
+        the alignment heads' weights and the logits; `samples`: the audio in the window."""
+        c, runner = self.contract, self.runners["decoder"]
+        # The prompt (<|startoftranscript|>, language, task) is the leading special tokens: they sit
+        # between <|endoftext|> and the timestamps, and the first free token is a timestamp.
+        special = range(c.eos_token_id + 1, c.no_timestamps_token_id + 1)
+        begin = next((i for i, t in enumerate(tokens) if t not in special), len(tokens))
+        if begin == len(tokens):  # nothing decoded after the prompt: no token to time
+            return TokenTiming(tokens, begin, np.zeros(0), np.zeros(0), self._decode_piece, language)
+        fed = np.asarray([tokens[:-1]], np.int64)
+        dtypes = {s.name: np.dtype(s.dtype) for s in runner.inputs}
+        small = {"input_ids": fed, "attention_mask": np.ones_like(fed), "position_ids": np.arange(fed.shape[1])[None]}
+        feeds = {**{n: small[n] for n in c.cache.inputs}, **cross,
+                 **{t.input: np.zeros(t.initial_shape(1), dtypes[t.input]) for t in c.cache.tensors()}}
+        out = runner.run(feeds, outputs=["logits", ALIGNMENT])
+        # The feature extractor's attention mask has one frame per started hop; encoder frames are two mel frames.
+        frames = -(-min(samples, c.n_samples) // c.hop_length) // 2
+        times = token_times(out[ALIGNMENT][0], begin, len(tokens) - begin, frames, c.median_filter_width,
+                            c.time_precision)
+        logits = out["logits"][0, begin - 1:].astype(np.float64)  # row r predicts token r + 1
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        chosen = probs[np.arange(len(times)), tokens[begin:]] / probs.sum(-1)
+        return TokenTiming(tokens, begin, times, chosen, self._decode_piece, language)

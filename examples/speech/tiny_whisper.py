@@ -69,6 +69,9 @@ def make_tiny_whisper(folder: Path, d_model: int = 64, layers: int = 2, heads: i
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
         suppress_tokens=[1, 2, 7, 8, 9, 10], begin_suppress_tokens=[220 % vocab, eot],
         return_timestamps=False, max_initial_timestamp_index=50,
+        # Heads whose cross-attention the word timestamps read (a real Whisper's are chosen by hand);
+        # a head of each layer, so the DTW averages over both.
+        alignment_heads=[[layers - 1, 0], [layers - 1, heads - 1], [0, 1]],
     )
     model.generation_config = gen
     model.save_pretrained(folder)
