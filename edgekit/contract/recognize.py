@@ -8,6 +8,9 @@ Whisper (`WhisperSection`):
     graph "encoder"  input_features (batch, mels, frames) -> cross.{i}.key / .value per decoder layer
     graph "decoder"  the slot-cache decoder of contract/generate.py, with the cross keys/values as
                      extra inputs fed unchanged every step (resident on the backend for a chunk)
+Other speech encoder-decoders (`SpeechSeq2SeqSection`: Moonshine, ...):
+    graph "encoder"  `input` (the waveform (batch, samples)) -> cross.{i}.key / .value
+    graph "decoder"  the same decoder, also fed `encoder_attention_mask` (batch, encoder frames)
 Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on each side.
 """
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from edgekit.contract.base import BATCH, FLOAT, FRAMES, INT64, SAMPLES, GraphNeeds, Need, Phase, Section
-from edgekit.contract.generate import cross_names, decoder_phases
+from edgekit.contract.generate import ENCODER_MASK, cross_names, decoder_phases
 from edgekit.contract.state import DecoderState
 
 
@@ -122,3 +125,40 @@ class WhisperSection(Section):
             return [("all", {BATCH: self.batch})]
         # The position table bounds a decode, not max_length (recognize(max_new_tokens=...) may pass it).
         return decoder_phases(self.max_target_positions, self.batch)
+
+
+@dataclass(frozen=True)
+class SpeechSeq2SeqSection(Section):
+    """A speech encoder-decoder without Whisper's prompt and timestamp tokens: the decoder starts at
+    `decoder_start_token_id` and runs greedy or beam search to eos, with the generation config's
+    suppressed tokens."""
+
+    task: ClassVar[str] = "recognize"
+    tag: ClassVar[str] = "speech-seq2seq"
+    model: ClassVar[str] = "edgekit.tasks.speech_seq2seq:SpeechSeq2SeqRecognizer"
+    audio: Chunking
+    features: Literal["waveform"]  # the encoder's input as edgekit's front end makes it
+    normalize: bool  # waveform: zero mean, unit variance per chunk (the extractor's do_normalize)
+    input: str
+    tokenizer: str
+    cache: DecoderState
+    decoder_start_token_id: int
+    eos_token_id: int
+    suppress_tokens: tuple[int, ...]
+    begin_suppress_tokens: tuple[int, ...]
+    max_length: int  # new tokens after the start token (generation_config.max_length - 1, as transformers counts)
+    max_target_positions: int  # the decoder's positions
+
+    def needs(self) -> dict[str, GraphNeeds]:
+        cross = cross_names(self.cache)
+        return {"encoder": GraphNeeds((Need(self.input, FLOAT, 2),), tuple(Need(n, FLOAT, 4) for n in cross)),
+                "decoder": self.cache.needs(cross, (Need(ENCODER_MASK, INT64, 2),))}
+
+    def call_shapes(self, graph: str) -> list[Phase]:
+        samples = self.audio.window
+        if graph == "encoder":
+            return [("all", {BATCH: self.batch, SAMPLES: (min(1600, samples), samples, samples)})]
+        # The encoder's frames: at most one per 10 ms hop (Moonshine's are 24 ms). Beam search runs a
+        # row per beam through the decoder.
+        frames = (1, samples // 400, samples // 160)
+        return [(name, {**dims, FRAMES: frames}) for name, dims in decoder_phases(self.max_target_positions, (1, 4, 16))]

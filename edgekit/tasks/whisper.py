@@ -127,7 +127,7 @@ class WhisperRecognizer(Recognizer):
         for k in range(0, len(short), c.batch[2]):
             group = short[k:k + c.batch[2]]
             feats = np.stack([self.features(wave[spans[i].start:spans[i].end]) for i in group]).astype(np.float32)
-            cross = self.runners["encoder"].run({"input_features": feats})
+            cross = self.encode(feats)
             rows = self._decode_windows(cross, opts.language, opts.task, opts.return_timestamps, opts.max_new_tokens,
                                         opts.num_beams or 1)
             for i, tokens in zip(group, rows):
@@ -204,8 +204,12 @@ class WhisperRecognizer(Recognizer):
     def decode_tokens(self, features: np.ndarray, language: str | None = None, task: str | None = None,
                       timestamps: bool = False, max_new_tokens: int | None = None, num_beams: int = 1) -> list[int]:
         """Greedy or beam search on one (n_mels, frames) feature array; the prompt is included."""
-        cross = self.runners["encoder"].run({"input_features": features[None].astype(np.float32)})
+        cross = self.encode(features[None].astype(np.float32))
         return self._decode_windows(cross, language, task, timestamps, max_new_tokens, num_beams)[0]
+
+    def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch of windows' features -> what every decode step reads beside its cache (the cross K/V)."""
+        return self.runners["encoder"].run({"input_features": features})
 
     def _decode_windows(self, cross: dict[str, np.ndarray], language: str | None, task: str | None,
                         timestamps: bool, max_new_tokens: int | None, num_beams: int) -> list[list[int]]:
@@ -279,11 +283,11 @@ class WhisperRecognizer(Recognizer):
         return str(self._tokenizer.decode(text_ids, skip_special_tokens=True)).strip()
 
     def _segments(self, tokens: list[int], start: float, end: float, timestamps: bool) -> list[Segment]:
-        c = self.contract
-        ts_begin = c.no_timestamps_token_id + 1
         if not timestamps:
             text = self.decode_text(tokens)
             return [Segment(text, start, end)] if text else []
+        c = self.contract
+        ts_begin = c.no_timestamps_token_id + 1
         out, open_at, piece = [], None, []
         for t in tokens:
             if t >= ts_begin:
