@@ -360,6 +360,8 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     "moonshine": lambda kw, ints: {**{f"{s}_num_hidden_layers": 2 for s in ("encoder", "decoder")},
                                    **{f"{s}_num_{h}": ints["num_attention_heads"] for s in ("encoder", "decoder")
                                       for h in ("attention_heads", "key_value_heads")}},
+    # Speech2Text's subsampling convolutions are 1024 channels wide by default.
+    "speech_to_text": lambda kw, ints: {"conv_channels": 2 * int(ints["d_model"] or 0)},
 }
 
 

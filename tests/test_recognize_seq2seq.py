@@ -1,5 +1,6 @@
-"""recognize with speech encoder-decoders other than Whisper: a tiny random Moonshine folder (the
-waveform in, no filterbank), converted, its tokens against transformers' generate."""
+"""recognize with speech encoder-decoders other than Whisper: tiny random Moonshine (the waveform in,
+rotary decoder) and Speech2Text (Kaldi fbank features in, sinusoidal positions) folders, converted,
+their tokens against transformers' generate."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,14 +14,36 @@ from edgekit.converters.specs.ctc import synthetic_audio
 from edgekit.errors import UnsupportedError
 
 
-@pytest.fixture(scope="module")
-def moonshine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def _built(factory: pytest.TempPathFactory, family: str) -> tuple[Path, Path]:
     from coverage_models import save_folder
 
-    root = tmp_path_factory.mktemp("moonshine")
-    folder = save_folder("recognize", "moonshine", root / "hf")
+    root = factory.mktemp(family)
+    folder = save_folder("recognize", family, root / "hf")
     edgekit.convert(folder, root / "art")
     return folder, root / "art"
+
+
+@pytest.fixture(scope="module")
+def moonshine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return _built(tmp_path_factory, "moonshine")
+
+
+def test_speech2text_tokens_equal_transformers_generate(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import torch
+    from transformers import AutoFeatureExtractor
+
+    folder, art = _built(tmp_path_factory, "speech_to_text")
+    m = edgekit.load(art, device="cpu")
+    assert m.manifest.parity.passed and m.manifest.parity.measures["identical_share"] == 1.0
+    assert m.manifest.parity.end_to_end.preprocess.passed and m.contract.features == "speech2text-fbank"
+    hf, fe = _hf(folder), AutoFeatureExtractor.from_pretrained(folder)
+    wave = synthetic_audio(1.7, 16000, 9)
+    x = fe(wave, sampling_rate=16000, return_tensors="pt")["input_features"]
+    for beams in (1, 3):
+        with torch.inference_mode():
+            want = hf.generate(x, max_new_tokens=16, num_beams=beams, do_sample=False)[0].tolist()
+        assert m.decode_tokens(m.features(wave), max_new_tokens=16, num_beams=beams) == want
+        assert len(set(want)) > 2
 
 
 def _hf(folder: Path) -> Any:

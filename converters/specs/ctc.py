@@ -40,6 +40,7 @@ PREPROCESS_MAX_ABS: dict[str, float] = {
     "parakeet-fbank": 1e-3,
     "lasr-fbank": 1e-4,  # float64 on both sides: measured 0
     "kaldi-fbank": 1e-4,  # numpy on both sides, float32 normalization: measured up to 2.5e-5
+    "speech2text-fbank": 1e-4,  # Speech2Text's extractor without torchaudio: numpy on both sides
 }
 _AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 # Share of frames whose argmax id agrees with PyTorch's (near ties counted, `agreeing_frames`), per

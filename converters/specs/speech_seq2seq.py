@@ -1,7 +1,7 @@
-"""Speech encoder-decoders other than Whisper (Moonshine): the waveform through the encoder once per
-chunk, then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
+"""Speech encoder-decoders other than Whisper (Moonshine on the waveform, Speech2Text on Kaldi fbank
+features): the encoder once per chunk, then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
 
-    encoder  input_values (batch, samples) -> cross.{i}.key / .value of every decoder layer
+    encoder  input_values (batch, samples) or input_features (batch, frames, mels) -> cross.{i}.key / .value
     decoder  the slot-cache decoder with `encoder_attention_mask` and the cross keys/values resident
 The loop is tasks/speech_seq2seq.py (Whisper's, from the one start token). Parity: the tokens of
 `transformers` generate (greedy, and beam search) against the artifact's on synthetic audio, the
@@ -31,8 +31,11 @@ from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 from edgekit.tasks.recognizer import word_error_rate
 
 BEAMS = 4
-# Each family's front end: (its feature extractor's class, the encoder's input); "waveform" takes the samples.
-FRONT_ENDS: dict[str, tuple[str, str]] = {"moonshine": ("Wav2Vec2FeatureExtractor", "input_values")}
+# Each family's front end: (its feature extractor's class, the encoder's input, SpeechSeq2SeqSection.features).
+FRONT_ENDS: dict[str, tuple[str, str, str]] = {
+    "moonshine": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
+    "speech_to_text": ("Speech2TextFeatureExtractor", "input_features", "speech2text-fbank"),
+}
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
 MAX_SECONDS = 64  # the longest chunk the encoder graph is declared for (Moonshine's limit)
 
@@ -84,28 +87,40 @@ class HFSpeechSeq2Seq(ExportSpec):
             raise UnsupportedError(f"'{src.description}' is a {self.family} speech encoder-decoder, which edgekit "
                                    "cannot convert yet", found=f"model_type {self.family!r}",
                                    fix=f"recognize converts Whisper and the speech encoder-decoders {sorted(FRONT_ENDS)}")
-        kind, name = FRONT_ENDS[self.family]
+        kind, name, features = FRONT_ENDS[self.family]
         self.extractor = str(self.fe.get("feature_extractor_type", kind))
-        if self.extractor != kind:
+        # Speech2Text: dithering is random, and edgekit's CMVN is the default one (means and variances).
+        odd = {k: self.fe[k] for k in ("dither", "do_ceptral_normalize", "normalize_means", "normalize_vars")
+               if k in self.fe and self.fe[k] != {"dither": 0.0}.get(k, True)}
+        if self.extractor != kind or odd:
             raise UnsupportedError(f"edgekit cannot reproduce the {self.extractor} of this {self.family} model",
-                                   found=f"preprocessor_config.json feature_extractor_type {self.extractor!r}",
+                                   found=f"preprocessor_config.json feature_extractor_type {self.extractor!r} {odd or ''}",
                                    fix=f"save the {kind} {self.family} checkpoints ship beside the model")
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         cfg = self.model.config
         self.cache = KVGeometry(*_cross_geometry(self.model))
-        self.positions = int(cfg.max_position_embeddings)
+        self.positions = int(getattr(cfg, "max_position_embeddings", None) or cfg.max_target_positions)
         rate = int(self.fe.get("sampling_rate", 16000))
+        self.section = self._section(rate, name, features)
         enc = SpeechEncoder(self.model).eval()
         batch = torch.export.Dim(BATCH, min=1, max=16)
-        samples = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
-        waves = torch.from_numpy(np.stack([synthetic_audio(1.0, rate, s) for s in (0, 1)]))
-        self.encoder = GraphExport("encoder", enc, (waves,), [name], self.cache.cross(), ({0: batch, 1: samples},))
+        x = torch.from_numpy(np.stack([self.front_end(synthetic_audio(1.0, rate, s)) for s in (0, 1)]))
+        if features == "waveform":
+            axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
+        else:  # 10 ms frames
+            axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
+        self.encoder = GraphExport("encoder", enc, (x,), [name], self.cache.cross(), ({0: batch, 1: axis},))
         with torch.no_grad():
-            cross = enc(waves)
+            cross = enc(x)
         frames = torch.export.Dim(FRAMES, min=1, max=rate * MAX_SECONDS)
         self.decoder = decoder_graph(BartDecoder(self.model).eval(), self.cache, int(cfg.vocab_size), cross, batch,
                                      frames, self.positions, [])
-        self.section = self._section(rate, name)
+
+    def front_end(self, wave: np.ndarray) -> np.ndarray:
+        """edgekit's features of one waveform (tasks/speech_seq2seq.py), as the artifact computes them."""
+        from edgekit.tasks.speech_seq2seq import features
+
+        return features(wave, self.section)
 
     def graphs(self) -> list[GraphExport]:
         return [self.encoder, self.decoder]
@@ -116,7 +131,7 @@ class HFSpeechSeq2Seq(ExportSpec):
     def contract(self, graphs: dict[str, GraphSpec]) -> SpeechSeq2SeqSection:
         return self.section
 
-    def _section(self, rate: int, name: str) -> SpeechSeq2SeqSection:
+    def _section(self, rate: int, name: str, features: str) -> SpeechSeq2SeqSection:
         cfg, gen = self.model.config, self.model.generation_config
         start = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else cfg.decoder_start_token_id
         eos = gen.eos_token_id if gen.eos_token_id is not None else cfg.eos_token_id
@@ -125,8 +140,9 @@ class HFSpeechSeq2Seq(ExportSpec):
             raise SourceError(f"'{self.src.description}' names no decoder_start_token_id or eos_token_id",
                               fix="set both in its generation_config.json")
         return SpeechSeq2SeqSection(
-            audio=Chunking(rate, float(MAX_SECONDS // 2), 2.0), features="waveform",
+            audio=Chunking(rate, float(MAX_SECONDS // 2), 2.0), features=features,  # type: ignore[arg-type]
             normalize=bool(self.fe.get("do_normalize", False)), input=name, tokenizer="tokenizer.json",
+            n_mels=int(self.fe.get("num_mel_bins", 80)),
             cache=self.cache.state(), decoder_start_token_id=int(start), eos_token_id=int(eos),
             suppress_tokens=tuple(int(t) for t in (gen.suppress_tokens or [])),
             begin_suppress_tokens=tuple(int(t) for t in (gen.begin_suppress_tokens or [])),

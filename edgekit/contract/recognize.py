@@ -137,7 +137,9 @@ class SpeechSeq2SeqSection(Section):
     tag: ClassVar[str] = "speech-seq2seq"
     model: ClassVar[str] = "edgekit.tasks.speech_seq2seq:SpeechSeq2SeqRecognizer"
     audio: Chunking
-    features: Literal["waveform"]  # the encoder's input as edgekit's front end makes it
+    # The encoder's input as edgekit's front end makes it: the samples (batch, samples), or
+    # Speech2TextFeatureExtractor's Kaldi fbank with utterance CMVN (batch, frames, n_mels).
+    features: Literal["waveform", "speech2text-fbank"]
     normalize: bool  # waveform: zero mean, unit variance per chunk (the extractor's do_normalize)
     input: str
     tokenizer: str
@@ -148,14 +150,18 @@ class SpeechSeq2SeqSection(Section):
     begin_suppress_tokens: tuple[int, ...]
     max_length: int  # new tokens after the start token (generation_config.max_length - 1, as transformers counts)
     max_target_positions: int  # the decoder's positions
+    n_mels: int = 80  # speech2text-fbank: mel bands per frame
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)
-        return {"encoder": GraphNeeds((Need(self.input, FLOAT, 2),), tuple(Need(n, FLOAT, 4) for n in cross)),
+        rank = 2 if self.features == "waveform" else 3
+        return {"encoder": GraphNeeds((Need(self.input, FLOAT, rank),), tuple(Need(n, FLOAT, 4) for n in cross)),
                 "decoder": self.cache.needs(cross, (Need(ENCODER_MASK, INT64, 2),))}
 
     def call_shapes(self, graph: str) -> list[Phase]:
         samples = self.audio.window
+        if graph == "encoder" and self.features != "waveform":  # 10 ms frames of 25 ms
+            return [("all", {BATCH: self.batch, FRAMES: (8, samples // 160 - 1, samples // 160 - 1)})]
         if graph == "encoder":
             return [("all", {BATCH: self.batch, SAMPLES: (min(1600, samples), samples, samples)})]
         # The encoder's frames: at most one per 10 ms hop (Moonshine's are 24 ms). Beam search runs a

@@ -1,4 +1,4 @@
-"""Speech encoder-decoders other than Whisper (Moonshine, ...): the encoder once per chunk, then
+"""Speech encoder-decoders other than Whisper (Moonshine, Speech2Text): the encoder once per chunk, then
 Whisper's decoder loop (tasks/whisper.py: greedy rows, beam search, the cross keys/values resident on
 the backend) from the one start token, without Whisper's language, task and timestamp tokens."""
 from __future__ import annotations
@@ -8,11 +8,18 @@ import numpy as np
 from edgekit.contract.generate import ENCODER_MASK
 from edgekit.contract.recognize import SpeechSeq2SeqSection
 from edgekit.errors import UnsupportedError
-from edgekit.preprocess import audio
+from edgekit.preprocess import audio, filterbank
 from edgekit.preprocess.vad import Span
 from edgekit.results import Transcript
 from edgekit.tasks.recognizer import Options, Recognizer
 from edgekit.tasks.whisper import WhisperRecognizer
+
+
+def features(wave: np.ndarray, c: SpeechSeq2SeqSection) -> np.ndarray:
+    """One chunk's encoder input without the batch axis."""
+    if c.features == "speech2text-fbank":
+        return filterbank.speech2text_fbank(wave, c.audio.sample_rate, c.n_mels)
+    return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
 
 
 class SpeechSeq2SeqRecognizer(WhisperRecognizer):
@@ -29,7 +36,7 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
                                    fix="drop them (max_new_tokens and num_beams are taken)")
 
     def features(self, wave: np.ndarray) -> np.ndarray:
-        return audio.normalize_wave(wave) if self.contract.normalize else wave.astype(np.float32)
+        return features(wave, self.contract)
 
     def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
         cross = self.runners["encoder"].run({self.contract.input: features})
