@@ -37,11 +37,11 @@ FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     "speech_to_text": ("Speech2TextFeatureExtractor", "input_features", "speech2text-fbank"),
 }
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
-MAX_SECONDS = 64  # the longest chunk the encoder graph is declared for (Moonshine's limit)
+MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
 
 
 class SpeechEncoder(torch.nn.Module):
-    """The waveform -> every decoder layer's cross keys and values."""
+    """The waveform (or fbank features) -> every decoder layer's cross keys and values."""
 
     def __init__(self, model: Any) -> None:
         from edgekit.converters.specs.seq2seq_graphs import Encoder
@@ -83,19 +83,7 @@ class HFSpeechSeq2Seq(ExportSpec):
         self.family = str(src.config["model_type"])
         fe_path = src.hf_dir / "preprocessor_config.json"
         self.fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
-        if self.family not in FRONT_ENDS:
-            raise UnsupportedError(f"'{src.description}' is a {self.family} speech encoder-decoder, which edgekit "
-                                   "cannot convert yet", found=f"model_type {self.family!r}",
-                                   fix=f"recognize converts Whisper and the speech encoder-decoders {sorted(FRONT_ENDS)}")
-        kind, name, features = FRONT_ENDS[self.family]
-        self.extractor = str(self.fe.get("feature_extractor_type", kind))
-        # Speech2Text: dithering is random, and edgekit's CMVN is the default one (means and variances).
-        odd = {k: self.fe[k] for k in ("dither", "do_ceptral_normalize", "normalize_means", "normalize_vars")
-               if k in self.fe and self.fe[k] != {"dither": 0.0}.get(k, True)}
-        if self.extractor != kind or odd:
-            raise UnsupportedError(f"edgekit cannot reproduce the {self.extractor} of this {self.family} model",
-                                   found=f"preprocessor_config.json feature_extractor_type {self.extractor!r} {odd or ''}",
-                                   fix=f"save the {kind} {self.family} checkpoints ship beside the model")
+        self.extractor, name, features = _front_end(src.description, self.family, self.fe)
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         cfg = self.model.config
         self.cache = KVGeometry(*_cross_geometry(self.model))
@@ -203,6 +191,25 @@ class HFSpeechSeq2Seq(ExportSpec):
         limit = PREPROCESS_MAX_ABS[self.section.features]
         return PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against "
                                                f"transformers {self.extractor}", max_abs=worst)
+
+
+def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, str, str]:
+    """(the feature extractor, the encoder's input, SpeechSeq2SeqSection.features) of a family edgekit
+    converts with the extractor it has a numpy port of; else UnsupportedError, by name."""
+    if family not in FRONT_ENDS:
+        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert "
+                               "yet", found=f"model_type {family!r}",
+                               fix=f"recognize converts Whisper and the speech encoder-decoders {sorted(FRONT_ENDS)}")
+    kind, name, features = FRONT_ENDS[family]
+    extractor = str(fe.get("feature_extractor_type", kind))
+    # Speech2Text: dithering is random, and edgekit's CMVN is the default one (means and variances).
+    odd = {k: fe[k] for k in ("dither", "do_ceptral_normalize", "normalize_means", "normalize_vars")
+           if k in fe and fe[k] != {"dither": 0.0}.get(k, True)}
+    if extractor != kind or odd:
+        raise UnsupportedError(f"edgekit cannot reproduce the {extractor} of this {family} model",
+                               found=f"preprocessor_config.json feature_extractor_type {extractor!r} {odd or ''}",
+                               fix=f"save the {kind} {family} checkpoints ship beside the model")
+    return extractor, name, features
 
 
 def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int) -> list[int]:
