@@ -83,6 +83,10 @@ SKIPPED: dict[str, str] = {
     "t5gemma2": "multimodal encoder-decoder",
     # Speculative-decoding drafters: their forward raises unless given the target model's inputs_embeds
     # and shared_kv_states (transformers 5.23, modeling_gemma4_*assistant.py).
+    # In transformers' speech seq2seq mapping, but no speech recognizer: their output is not a transcript.
+    "dia": "text-to-speech (audio codes out, from text), not speech recognition",
+    "vibevoice": "text-to-speech (speech latents out), not speech recognition",
+    "pop2piano": "audio to piano MIDI tokens, not speech recognition",
     "gemma4_assistant": "transformers 5.23 cannot run generate on it alone: it is a speculative-decoding "
                         "assistant whose forward needs the target Gemma 4 model's inputs_embeds and shared KV states",
     "gemma4_unified_assistant": "transformers 5.23 cannot run generate on it alone: it is a speculative-decoding "
@@ -91,10 +95,23 @@ SKIPPED: dict[str, str] = {
 }
 
 
+# recognize also sweeps the speech encoder-decoders (Whisper, Moonshine, ...) beside the CTC models.
+SPEECH_SEQ2SEQ = "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"
+
+
 def families(task: str) -> list[str]:
     from transformers.models.auto import modeling_auto
 
-    return sorted(getattr(modeling_auto, _MAPPINGS[task]))
+    names = set(getattr(modeling_auto, _MAPPINGS[task]))
+    if task == "recognize":
+        names |= set(getattr(modeling_auto, SPEECH_SEQ2SEQ))
+    return sorted(names)
+
+
+def is_speech_seq2seq(family: str) -> bool:
+    from transformers.models.auto import modeling_auto
+
+    return family in getattr(modeling_auto, SPEECH_SEQ2SEQ)
 
 
 @dataclass
@@ -340,6 +357,13 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     # by default, 0.4 GB): the shape's ints there, and a narrow subsampling stack.
     "parakeet_ctc": lambda kw, ints: {"encoder_config": _sub_config("parakeet_encoder", ints)},
     "lasr_ctc": lambda kw, ints: {"encoder_config": _sub_config("lasr_encoder", ints)},
+    # Moonshine names its depths and heads per stack (6 layers, 8 heads by default): two layers, the
+    # shape's heads (tiny 8 wide, real 64), every head its own key/value head as in the checkpoints.
+    "moonshine": lambda kw, ints: {**{f"{s}_num_hidden_layers": 2 for s in ("encoder", "decoder")},
+                                   **{f"{s}_num_{h}": ints["num_attention_heads"] for s in ("encoder", "decoder")
+                                      for h in ("attention_heads", "key_value_heads")}},
+    # Speech2Text's subsampling convolutions are 1024 channels wide by default.
+    "speech_to_text": lambda kw, ints: {"conv_channels": 2 * int(ints["d_model"] or 0)},
 }
 
 
@@ -462,9 +486,13 @@ def _auto_model(task: str) -> Any:
 
 
 def _architecture(task: str, family: str) -> str:
+    return _architecture_of(_MAPPINGS[task], family)
+
+
+def _architecture_of(mapping: str, family: str) -> str:
     from transformers.models.auto import modeling_auto
 
-    names = getattr(modeling_auto, _MAPPINGS[task])[family]
+    names = getattr(modeling_auto, mapping)[family]
     return str(names[0] if isinstance(names, (tuple, list)) else names)
 
 
@@ -478,6 +506,8 @@ def save_folder(task: str, family: str, folder: Path, seed: int = 0, shape: str 
         return vision_models.save(family, folder, seed, shape)
     tok = tiny_tokenizer()
     if task == "recognize":
+        if is_speech_seq2seq(family):
+            return _save_speech_seq2seq(family, folder, seed, shape)
         return _save_ctc(family, folder, seed, shape)
     config = tiny_config(family, task, vocab=len(tok), shape=shape)
     if task in ("classify-text", "classify-image"):
@@ -570,6 +600,36 @@ def _save_ctc(family: str, folder: Path, seed: int, shape: str) -> Path:
     _ctc_extractor(config).save_pretrained(folder)
     torch.manual_seed(seed)
     _auto_model("recognize").from_config(config).eval().save_pretrained(folder)
+    return folder
+
+
+def _save_speech_seq2seq(family: str, folder: Path, seed: int, shape: str) -> Path:
+    """A speech encoder-decoder with the tiny word-level tokenizer ([BOS] starts, [EOS] ends) and the
+    feature extractor its checkpoints ship; Whisper is examples/speech/tiny_whisper.py's (its own
+    tokenizer and generation config: language, task and timestamp tokens), at the shape's width."""
+    import sys
+
+    import torch
+    import transformers
+    from transformers.models.auto.feature_extraction_auto import FEATURE_EXTRACTOR_MAPPING_NAMES
+
+    if family == "whisper":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "speech"))
+        from tiny_whisper import make_tiny_whisper
+
+        ints = _shape_ints("recognize", shape)
+        return make_tiny_whisper(folder, d_model=int(ints["d_model"] or 0), heads=int(ints["num_attention_heads"] or 0),
+                                 seed=seed)
+    tok = tiny_tokenizer()
+    config = tiny_config(family, "recognize", vocab=len(tok), shape=shape)
+    config.decoder_start_token_id = 1
+    config.architectures = [_architecture_of(SPEECH_SEQ2SEQ, family)]
+    torch.manual_seed(seed)
+    transformers.AutoModelForSpeechSeq2Seq.from_config(config).eval().save_pretrained(folder)
+    tok.save_pretrained(folder)
+    kind = FEATURE_EXTRACTOR_MAPPING_NAMES.get(family)
+    if kind is not None:
+        getattr(transformers, kind)().save_pretrained(folder)
     return folder
 
 
@@ -845,6 +905,53 @@ def _check_ctc(folder: Path, art: Path, precision: str) -> str:
     return ""
 
 
+SPEECH_TOKENS = 24  # new tokens compared per call (eos may end both sooner)
+
+
+def _check_recognize(folder: Path, art: Path, precision: str) -> str:
+    family = json.loads((folder / "config.json").read_text())["model_type"]
+    return _check_speech_seq2seq(folder, art, precision) if is_speech_seq2seq(family) else _check_ctc(folder, art, precision)
+
+
+def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
+    """The folder's feature extractor and transformers' generate against edgekit's front end and loop on
+    the same waveforms: at fp32 the tokens identical greedy and with BEAMS beams (SPEECH_TOKENS new
+    tokens at most; eos may end both sooner), and recognize's text that of transformers' greedy tokens
+    (the folder's own length is the spec's parity at convert); Whisper asked for English, as the spec's
+    parity asks."""
+    import torch
+    from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq
+
+    import edgekit
+    from edgekit.converters.specs.whisper import hf_whisper_tokens
+
+    fe = AutoFeatureExtractor.from_pretrained(folder)
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(folder, dtype=torch.float32).eval()
+    asr = edgekit.load(art, device="cpu")
+    lang = {"language": "en"} if model.config.model_type == "whisper" else {}
+    for wave in speech():
+        feats = fe(wave, sampling_rate=16000, return_tensors="pt")[model.main_input_name]
+        for beams, new in ((1, SPEECH_TOKENS), (BEAMS, SPEECH_TOKENS), (1, -1)):
+            if recognize := new < 0:  # recognize, as a user calls it, against transformers' greedy tokens
+                new = SPEECH_TOKENS
+            if lang:  # Whisper: the raw token stream with its prompt, as the spec's parity reads it
+                want = hf_whisper_tokens(model, feats, max_new_tokens=new, num_beams=beams, **lang)
+            else:
+                with torch.inference_mode():
+                    want = [int(t) for t in model.generate(feats, num_beams=beams, max_new_tokens=new,
+                                                           do_sample=False)[0]]
+            if recognize:
+                got_text = asr.recognize(wave, sample_rate=16000, max_new_tokens=new, **lang).text
+                want_text = asr.decode_text(want)
+                if got_text != want_text and precision == "fp32":
+                    return f"transcript {got_text!r} vs transformers' generate {want_text!r}"
+                continue
+            got = asr.decode_tokens(asr.features(wave), max_new_tokens=new, num_beams=beams, **lang)
+            if got != want and precision == "fp32":
+                return f"{beams}-beam tokens {got} vs transformers' generate {want}"
+    return ""
+
+
 def _check_vision(folder: Path, art: Path, precision: str) -> str:
     import vision_models
 
@@ -852,4 +959,4 @@ def _check_vision(folder: Path, art: Path, precision: str) -> str:
 
 
 CHECKS = {"generate": _check_generate, "classify-text": _check_text, "classify-image": _check_image,
-          "recognize": _check_ctc, "image-text-to-text": _check_vision}
+          "recognize": _check_recognize, "image-text-to-text": _check_vision}

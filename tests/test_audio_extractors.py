@@ -47,3 +47,16 @@ def test_other_feature_extractors_are_refused(tmp_path: Path) -> None:
         {"feature_extractor_type": "SpeechT5FeatureExtractor", "sampling_rate": 16000}))
     with pytest.raises(UnsupportedError, match="SpeechT5FeatureExtractor"):
         edgekit.convert(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize(("seconds", "gain", "mels"), [(0.37, 1.0, 80), (2.71, 30.0, 40)])
+def test_speech2text_fbank_matches_the_extractor(seconds: float, gain: float, mels: int) -> None:
+    from transformers import Speech2TextFeatureExtractor
+
+    from edgekit.preprocess.filterbank import speech2text_fbank
+
+    fe = Speech2TextFeatureExtractor(feature_size=mels, num_mel_bins=mels)
+    wave = synthetic_audio(seconds, 16000, seed=int(seconds * 100)) * np.float32(gain)
+    theirs = fe(wave, sampling_rate=16000, return_tensors="np")["input_features"][0]
+    mine = speech2text_fbank(wave, 16000, mels)
+    assert mine.shape == theirs.shape and np.abs(mine - theirs).max() <= 1e-4

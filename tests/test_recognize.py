@@ -206,3 +206,82 @@ def test_cli_run_and_parity(w2v_dir: Path, w2v_fp32: Path, tmp_path: Path) -> No
                          capture_output=True, text=True)
     assert par.returncode == 0, par.stderr
     assert json.loads(par.stdout)["measures"]["frame_agreement"] == 1.0
+
+
+
+def _tied_module() -> Any:
+    """Waveform -> logits whose ids 1 and 2 are equal but for 1e-6 of their own size (a near tie:
+    which wins at a frame is down to rounding), id 0 and 3 clearly apart."""
+    import torch
+
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.front = torch.nn.Conv1d(1, 2, 400, stride=320)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.front(x[:, None]).transpose(1, 2)
+            a, b = h[..., :1], h[..., 1:]
+            return torch.cat([b, a, a * (1 + 1e-6), -a], dim=-1)
+
+    torch.manual_seed(0)
+    return Tied().eval()
+
+
+class _Swapped:
+    """A runner over another one whose logits at `frame` have ids `i` and `j` exchanged: the artifact
+    picking the other id of a pair at that one frame, as a different summation order may."""
+
+    def __init__(self, inner: Any, frame: int, i: int, j: int) -> None:
+        self.inner, self.frame, self.i, self.j = inner, frame, i, j
+        self.name = inner.name
+
+    def run(self, feeds: Any, outputs: Any = None) -> dict[str, np.ndarray]:
+        out = dict(self.inner.run(feeds, outputs))
+        x = out["logits"].copy()
+        x[:, self.frame, [self.i, self.j]] = x[:, self.frame, [self.j, self.i]]
+        out["logits"] = x
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _parity_with_swap(tmp_path: Path, pair: tuple[int, int]) -> Any:
+    """The fp32 parity of the tied module's artifact whose runner swaps `pair` at one frame where
+    PyTorch's top id is one of the pair."""
+    import torch
+
+    from edgekit.api import open_model
+    from edgekit.artifact import open_artifact
+    from edgekit.converters.pipeline import reference_spec
+    from edgekit.runtimes.onnxruntime import open_runners
+
+    labels = ["_", " ", "a", "b"]
+    net = _tied_module()
+    art = edgekit.convert(net, tmp_path / "m", task="recognize", labels=labels)
+    wave = synthetic_audio(1.3, 16000, 0)  # the first parity signal
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(wave)[None])[0].numpy()
+    # The frame of the pair's largest top logit: a swap of (2, 3) there moves the answer by the most.
+    frame = int(np.argmax(np.where(np.isin(logits.argmax(-1), pair), logits.max(-1), -np.inf)))
+    runners = open_runners(open_artifact(art.path), "cpu")
+    runners["model"] = _Swapped(runners["model"], frame, *pair)
+    spec = reference_spec(net, art, labels=labels)
+    with open_model(art, runners) as model:
+        return spec.parity(model, "fp32")
+
+
+def test_ctc_parity_counts_a_near_tie_as_agreeing(tmp_path: Path) -> None:
+    # Ids 1 and 2 are 1e-6 of their size apart (under fp32's 2e-4 tie share): the swapped frame agrees.
+    r = _parity_with_swap(tmp_path, (1, 2))
+    assert r.passed, r.summary
+    assert r.measures["frame_agreement"] == 1.0 and r.measures["tied_frames"] == 1
+    assert r.measures["wer_determined"] == 0.0
+
+
+def test_ctc_parity_fails_a_real_disagreement(tmp_path: Path) -> None:
+    # Ids 2 and 3 (a and -a): as far apart as the logits are large; swapping them is a real error.
+    r = _parity_with_swap(tmp_path, (2, 3))
+    assert not r.passed and r.measures["tied_frames"] == 0
+    assert r.measures["frame_agreement"] < 1.0 and "frame_agreement" in r.summary

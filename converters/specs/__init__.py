@@ -17,6 +17,7 @@ elsewhere: a new family is one new file here (or in the user's code), with no re
     torch_decoder.py  TorchKVDecoder, TorchDecoder (plain transformer decoders, with or without a cache)
     ctc.py        HFCtc, TorchCtc
     whisper.py    Whisper
+    speech_seq2seq.py  HFSpeechSeq2Seq (Moonshine, Speech2Text; the other speech encoder-decoders refused by name)
 A Hugging Face folder is matched by its architecture's name (`*ForImageClassification`, ...), so a
 new family following the convention needs no spec at all; one that needs something special gets
 its own file, and wins over the generic spec whatever its name or place.
@@ -79,6 +80,6 @@ def match(src: Source, options: ConvertOptions) -> ExportSpec:
         f"'{src.description}' is a {src.architecture or 'model without architectures'}, which edgekit cannot "
         f"convert for {src.task}",
         fix="classify takes *ForImageClassification / *ForSequenceClassification folders, generate *ForCausalLM "
-            "/ *LMHeadModel and encoder-decoder *ForConditionalGeneration / MarianMTModel, recognize *ForCTC and "
-            "WhisperForConditionalGeneration",
+            "/ *LMHeadModel and encoder-decoder *ForConditionalGeneration / MarianMTModel, recognize *ForCTC, "
+            "WhisperForConditionalGeneration and the speech encoder-decoders (Moonshine, Speech2Text)",
     )

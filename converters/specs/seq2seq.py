@@ -22,7 +22,7 @@ from edgekit.contract.base import BATCH, PAST, SEQUENCE, SOURCE, TOTAL
 from edgekit.contract.generate import ENCODER_MASK, STEP_INPUTS, EncoderPart, GenerateSection
 from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.converters.export import GraphExport
-from edgekit.converters.sources import Source
+from edgekit.converters.sources import Source, auto_architectures
 from edgekit.converters.spec import Calibration, ConvertOptions, Gate, Limit
 from edgekit.converters.specs.classify import as_tokenizer
 from edgekit.converters.specs.generate import (GATES, PARITY_NEW_TOKENS, GeneratorSpec, chat_template,
@@ -75,7 +75,7 @@ class HFSeq2Seq(GeneratorSpec):
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
         return (not src.is_plain and task in (None, "generate") and bool(src.config.get("is_encoder_decoder"))
-                and not src.architecture.startswith("Whisper")
+                and src.architecture not in auto_architectures("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES")
                 and (src.architecture.endswith("ForConditionalGeneration") or src.architecture.endswith("MTModel")))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
@@ -254,7 +254,7 @@ def _positions(cfg: Any) -> int:
 def _graphs(enc: Any, dec: Any, cache: KVGeometry, vocab: int) -> tuple[GraphExport, GraphExport]:
     # Traced at batch 2, source 5, 4 new tokens after 3 past ones: no dim is 0 or 1, none equal
     # (torch.export would specialize or tie them); past length 0 runs through the same graph.
-    b, s, t, p = 2, 5, 4, 3
+    b, s = 2, 5
     gen = torch.Generator().manual_seed(0)
     src = torch.randint(4, vocab, (b, s), generator=gen)
     src_mask = torch.ones((b, s), dtype=torch.long)
@@ -268,17 +268,26 @@ def _graphs(enc: Any, dec: Any, cache: KVGeometry, vocab: int) -> tuple[GraphExp
                           ({0: batch, 1: source}, {0: batch, 1: source}), quant_exclude_ops=keep)
     with torch.no_grad():
         cross = enc(src, src_mask)
-    seq, past_len, total = Dim(SEQUENCE, min=1, max=MAX_LEN), Dim(PAST, min=0, max=MAX_LEN), \
-        Dim(TOTAL, min=1, max=2 * MAX_LEN)
+    return encoder, decoder_graph(dec, cache, vocab, cross, batch, source, MAX_LEN, keep)
+
+
+def decoder_graph(dec: Any, cache: KVGeometry, vocab: int, cross: tuple[torch.Tensor, ...], batch: Any,
+                  source: Any, positions: int, keep: list[str]) -> GraphExport:
+    """The slot-cache decoder over an encoder's cross keys/values `cross` (batch 2, `source` frames or
+    tokens long), traced with 4 new tokens after 3 past ones: no dim 0 or 1, none equal to another."""
+    b, t, p = 2, 4, 3
+    gen = torch.Generator().manual_seed(1)
+    seq, past_len, total = Dim(SEQUENCE, min=1, max=positions), Dim(PAST, min=0, max=positions), \
+        Dim(TOTAL, min=1, max=2 * positions)
     ids = torch.randint(4, vocab, (b, t), generator=gen)
     mask, pos = torch.ones((b, p + t), dtype=torch.long), torch.arange(p, p + t).expand(b, t).contiguous()
     past = tuple(torch.randn(b, cache.heads, p, cache.head_dim, generator=gen) for _ in cache.past())
+    src_mask = torch.ones((b, cross[0].shape[2]), dtype=torch.long)
     rest = tuple({0: batch, 2: past_len} for _ in past) + ({0: batch, 1: source},) + \
         tuple({0: batch, 2: source} for _ in cross)
-    decoder = GraphExport("decoder", dec, (ids, mask, pos, *past, src_mask, *cross),
-                          [*STEP_INPUTS, *cache.past(), ENCODER_MASK, *cross_names], ["logits", *cache.present()],
-                          ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, rest), quant_exclude_ops=keep)
-    return encoder, decoder
+    return GraphExport("decoder", dec, (ids, mask, pos, *past, src_mask, *cross),
+                       [*STEP_INPUTS, *cache.past(), ENCODER_MASK, *cache.cross()], ["logits", *cache.present()],
+                       ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, rest), quant_exclude_ops=keep)
 
 
 def _tokenizer(src: Source) -> Any:

@@ -63,8 +63,9 @@ def cross_projections(model: Any) -> list[tuple[Any, Any, int]]:
     if hasattr(dec, "block"):  # T5 family
         return [(b.layer[1].EncDecAttention.k, b.layer[1].EncDecAttention.v, b.layer[1].EncDecAttention.n_heads)
                 for b in dec.block]
-    return [(layer.encoder_attn.k_proj, layer.encoder_attn.v_proj, layer.encoder_attn.num_heads)
-            for layer in dec.layers]
+    # Moonshine's attention keeps no head count of its own (it reads a config its encoder shares).
+    return [(a.k_proj, a.v_proj, getattr(a, "num_heads", None) or a.k_proj.out_features // a.head_dim)
+            for a in (layer.encoder_attn for layer in dec.layers)]
 
 
 class Encoder(torch.nn.Module):
@@ -87,23 +88,28 @@ class Encoder(torch.nn.Module):
 
 
 class BartDecoder(torch.nn.Module):
-    """Marian, BART, mBART, M2M100/NLLB, Pegasus: Hugging Face's decoder layers on the slot contract.
+    """Marian, BART, mBART, M2M100/NLLB, Pegasus, Moonshine: Hugging Face's decoder layers on the slot contract.
 
     Only what surrounds the layers is written here (the families differ there): token embedding
     and its scale, positions (learned with an offset, sinusoidal tables, M2M100's padding-aware
-    table), the optional embedding/final layer norms, the LM head and its bias.
+    table, or Moonshine's rotary ones handed to every layer), the optional embedding/final layer
+    norms, the LM head and its bias.
     """
 
     def __init__(self, model: Any) -> None:
         super().__init__()
         self.dec = model.get_decoder()
-        self.lm_head = model.lm_head
+        self.lm_head = model.get_output_embeddings()
+        self.rotary = getattr(self.dec, "rotary_emb", None)
+        self.norm = getattr(self.dec, "layer_norm", None) or getattr(self.dec, "norm", None)
         self.config = model.config
         self.logits_bias = getattr(model, "final_logits_bias", None)
         self.scale = float(getattr(self.dec, "embed_scale", 1.0))  # Marian, Pegasus scale outside the embedding
         self.hf = [model]  # a list: not registered as a submodule
 
-    def positions(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def positions(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor | float:
+        if self.rotary is not None:
+            return 0.0  # rotary: positions enter every attention, not the embedding
         emb = self.dec.embed_positions
         if isinstance(emb, torch.nn.Embedding):  # learned (BART, mBART: offset 2) or a sinusoidal table
             return emb.weight[pos + int(getattr(emb, "offset", 0))]
@@ -126,13 +132,14 @@ class BartDecoder(torch.nn.Module):
         cache = EncoderDecoderCache(
             DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(n)], config=self.config),
             DynamicCache(ddp_cache_data=[(cross[2 * i], cross[2 * i + 1]) for i in range(n)], config=self.config))
+        rotary = {} if self.rotary is None else {"position_embeddings": self.rotary(h, position_ids)}
         with eager_while_exporting(self.hf[0]):
             for layer in self.dec.layers:
                 # encoder_hidden_states only has to be present: the cross keys/values come from the cache.
                 h = layer(h, attention_mask=self_bias, encoder_hidden_states=cross[0],
-                          encoder_attention_mask=enc_bias, past_key_values=cache, use_cache=True)
-        if getattr(self.dec, "layer_norm", None) is not None:
-            h = self.dec.layer_norm(h)
+                          encoder_attention_mask=enc_bias, past_key_values=cache, use_cache=True, **rotary)
+        if self.norm is not None:
+            h = self.norm(h)
         logits = self.lm_head(h)
         if self.logits_bias is not None:
             logits = logits + self.logits_bias

@@ -4,7 +4,7 @@ One file per task declares everything its artifact contains (graph names, inputs
 named dims, cache layout, tokenizer, pre- and post-processing):
     contract/classify.py   ClassifySection
     contract/generate.py   GenerateSection
-    contract/recognize.py  CtcSection, WhisperSection
+    contract/recognize.py  CtcSection, WhisperSection, SpeechSeq2SeqSection
 `base.py` has what they share; `codec.py` reads and writes them as JSON.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from edgekit.contract.base import GraphSpec, Section, TensorSpec, check_graphs
 from edgekit.contract.classify import ClassifySection
 from edgekit.contract.generate import GenerateSection
-from edgekit.contract.recognize import CtcSection, WhisperSection
+from edgekit.contract.recognize import CtcSection, SpeechSeq2SeqSection, WhisperSection
 
-__all__ = ["ClassifySection", "CtcSection", "GenerateSection", "GraphSpec", "Section", "TensorSpec",
-           "WhisperSection", "check_graphs"]
+__all__ = ["ClassifySection", "CtcSection", "GenerateSection", "GraphSpec", "Section", "SpeechSeq2SeqSection",
+           "TensorSpec", "WhisperSection", "check_graphs"]

@@ -13,6 +13,9 @@ Whisper (`WhisperSection`):
                      softmax) of those (layer, head) pairs, in their order. Read only for
                      recognize(word_timestamps=True): one pass over a window's decoded tokens, then
                      dynamic time warping (tasks/word_times.py) maps tokens to 20 ms encoder frames.
+Other speech encoder-decoders (`SpeechSeq2SeqSection`: Moonshine, ...):
+    graph "encoder"  `input` (the waveform (batch, samples)) -> cross.{i}.key / .value
+    graph "decoder"  the same decoder, also fed `encoder_attention_mask` (batch, encoder frames)
 Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on each side.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from edgekit.contract.base import BATCH, FLOAT, FRAMES, INT64, SAMPLES, GraphNeeds, Need, Phase, Section
-from edgekit.contract.generate import cross_names, decoder_phases
+from edgekit.contract.generate import ENCODER_MASK, cross_names, decoder_phases
 from edgekit.contract.state import DecoderState
 
 
@@ -137,3 +140,46 @@ class WhisperSection(Section):
             return [("all", {BATCH: self.batch})]
         # The position table bounds a decode, not max_length (recognize(max_new_tokens=...) may pass it).
         return decoder_phases(self.max_target_positions, self.batch)
+
+
+@dataclass(frozen=True)
+class SpeechSeq2SeqSection(Section):
+    """A speech encoder-decoder without Whisper's prompt and timestamp tokens: the decoder starts at
+    `decoder_start_token_id` and runs greedy or beam search to eos, with the generation config's
+    suppressed tokens."""
+
+    task: ClassVar[str] = "recognize"
+    tag: ClassVar[str] = "speech-seq2seq"
+    model: ClassVar[str] = "edgekit.tasks.speech_seq2seq:SpeechSeq2SeqRecognizer"
+    audio: Chunking
+    # The encoder's input as edgekit's front end makes it: the samples (batch, samples), or
+    # Speech2TextFeatureExtractor's Kaldi fbank with utterance CMVN (batch, frames, n_mels).
+    features: Literal["waveform", "speech2text-fbank"]
+    normalize: bool  # waveform: zero mean, unit variance per chunk (the extractor's do_normalize)
+    input: str
+    tokenizer: str
+    cache: DecoderState
+    decoder_start_token_id: int
+    eos_token_id: int
+    suppress_tokens: tuple[int, ...]
+    begin_suppress_tokens: tuple[int, ...]
+    max_length: int  # new tokens after the start token (generation_config.max_length - 1, as transformers counts)
+    max_target_positions: int  # the decoder's positions
+    n_mels: int = 80  # speech2text-fbank: mel bands per frame
+
+    def needs(self) -> dict[str, GraphNeeds]:
+        cross = cross_names(self.cache)
+        rank = 2 if self.features == "waveform" else 3
+        return {"encoder": GraphNeeds((Need(self.input, FLOAT, rank),), tuple(Need(n, FLOAT, 4) for n in cross)),
+                "decoder": self.cache.needs(cross, (Need(ENCODER_MASK, INT64, 2),))}
+
+    def call_shapes(self, graph: str) -> list[Phase]:
+        samples = self.audio.window
+        if graph == "encoder" and self.features != "waveform":  # 10 ms frames of 25 ms
+            return [("all", {BATCH: self.batch, FRAMES: (8, samples // 160 - 1, samples // 160 - 1)})]
+        if graph == "encoder":
+            return [("all", {BATCH: self.batch, SAMPLES: (min(1600, samples), samples, samples)})]
+        # The encoder's frames: at most one per 10 ms hop (Moonshine's are 24 ms). Beam search runs a
+        # row per beam through the decoder.
+        frames = (1, samples // 400, samples // 160)
+        return [(name, {**dims, FRAMES: frames}) for name, dims in decoder_phases(self.max_target_positions, (1, 4, 16))]

@@ -13,6 +13,8 @@ extractor's padding, masked by its attention mask (the graph is fed the same mas
   samples, per frame DC removal, pre-emphasis, Povey window, Kaldi mel triangles in mel space, log of
   max(x, float32 epsilon), per-mel normalization, an odd frame count padded with one zero frame, then
   `stride` frames stacked into one (its mask keeps the stacked frames whose second source frame is real).
+- `speech2text_fbank`: transformers.Speech2TextFeatureExtractor's numpy path (the same Kaldi log mel,
+  then utterance CMVN).
 """
 from __future__ import annotations
 
@@ -89,14 +91,28 @@ def _kaldi_filters(n_fft: int, n_mels: int, rate: int) -> np.ndarray:
     return np.maximum(0.0, np.minimum(down, up))
 
 
-def kaldi_fbank_stacked(wave: np.ndarray, rate: int, n_mels: int, stride: int) -> tuple[np.ndarray, int]:
+def kaldi_log_mel(wave: np.ndarray, rate: int, n_mels: int) -> np.ndarray:
+    """(frames, n_mels) float32: transformers' numpy Kaldi fbank (spectrogram(..., remove_dc_offset=True,
+    preemphasis=0.97, povey window, 512-point FFT, log mel floored at float32 epsilon)), unnormalized."""
     frames = _frames(wave.astype(np.float32).astype(np.float64) * 2 ** 15, 400, 160)
     frames = frames - frames.mean(1, keepdims=True)
     frames = np.concatenate([frames[:, :1] * (1 - 0.97), frames[:, 1:] - 0.97 * frames[:, :-1]], axis=1)
     window = np.hanning(400) ** 0.85  # Povey
     spec = np.fft.rfft(frames * window, n=512, axis=1).astype(np.complex64)  # as transformers stores it
     power = np.abs(spec, dtype=np.float64) ** 2
-    feats = np.log(np.maximum(power @ _kaldi_filters(512, n_mels, rate), 1.192092955078125e-07)).astype(np.float32)
+    return np.log(np.maximum(power @ _kaldi_filters(512, n_mels, rate), 1.192092955078125e-07)).astype(np.float32)
+
+
+def speech2text_fbank(wave: np.ndarray, rate: int, n_mels: int) -> np.ndarray:
+    """transformers.Speech2TextFeatureExtractor without torchaudio: Kaldi log mel, then utterance CMVN
+    (per-mel zero mean and unit population standard deviation over the utterance)."""
+    feats = kaldi_log_mel(wave, rate, n_mels)
+    feats = feats - feats.mean(0)
+    return (feats / feats.std(0)).astype(np.float32)
+
+
+def kaldi_fbank_stacked(wave: np.ndarray, rate: int, n_mels: int, stride: int) -> tuple[np.ndarray, int]:
+    feats = kaldi_log_mel(wave, rate, n_mels)
     count = len(feats)
     feats = (feats - feats.mean(0, keepdims=True)) / np.sqrt(feats.var(0, ddof=1, keepdims=True) + 1e-7)
     feats = np.concatenate([feats, np.zeros((count % 2, n_mels), np.float32)])  # pad_to_multiple_of=2

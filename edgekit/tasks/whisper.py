@@ -114,7 +114,7 @@ class WhisperRecognizer(Recognizer):
         for c in self.chunks(wave):
             if audio.is_silence(c.wave):
                 continue
-            cross = self.runners["encoder"].run({"input_features": self.features(c.wave)[None].astype(np.float32)})
+            cross = self.encode(self.features(c.wave)[None].astype(np.float32))
             tokens = self._decode_windows(cross, opts.language, opts.task, timestamps, opts.max_new_tokens,
                                           opts.num_beams or 1)[0]
             detected = detected or self._language_of(tokens)
@@ -137,7 +137,7 @@ class WhisperRecognizer(Recognizer):
         for k in range(0, len(short), c.batch[2]):
             group = short[k:k + c.batch[2]]
             feats = np.stack([self.features(wave[spans[i].start:spans[i].end]) for i in group]).astype(np.float32)
-            cross = self.runners["encoder"].run({"input_features": feats})
+            cross = self.encode(feats)
             timestamps = opts.return_timestamps or opts.word_timestamps
             rows = self._decode_windows(cross, opts.language, opts.task, timestamps, opts.max_new_tokens,
                                         opts.num_beams or 1)
@@ -217,8 +217,12 @@ class WhisperRecognizer(Recognizer):
     def decode_tokens(self, features: np.ndarray, language: str | None = None, task: str | None = None,
                       timestamps: bool = False, max_new_tokens: int | None = None, num_beams: int = 1) -> list[int]:
         """Greedy or beam search on one (n_mels, frames) feature array; the prompt is included."""
-        cross = self.runners["encoder"].run({"input_features": features[None].astype(np.float32)})
+        cross = self.encode(features[None].astype(np.float32))
         return self._decode_windows(cross, language, task, timestamps, max_new_tokens, num_beams)[0]
+
+    def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch of windows' features -> what every decode step reads beside its cache (the cross K/V)."""
+        return self.runners["encoder"].run({"input_features": features})
 
     def _decode_windows(self, cross: dict[str, np.ndarray], language: str | None, task: str | None,
                         timestamps: bool, max_new_tokens: int | None, num_beams: int) -> list[list[int]]:
@@ -303,6 +307,8 @@ class WhisperRecognizer(Recognizer):
         if not timestamps:
             text = self.decode_text(tokens)
             return [Segment(text, start, end)] if text else []
+        c = self.contract
+        ts_begin = c.no_timestamps_token_id + 1
         out, open_at, piece = [], None, []
         for i, t in enumerate(tokens):
             if t >= ts_begin:

@@ -1,0 +1,220 @@
+"""Speech encoder-decoders other than Whisper (Moonshine on the waveform, Speech2Text on Kaldi fbank
+features): the encoder once per chunk, then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
+
+    encoder  input_values (batch, samples) or input_features (batch, frames, mels) -> cross.{i}.key / .value
+    decoder  the slot-cache decoder with `encoder_attention_mask` and the cross keys/values resident
+The loop is tasks/speech_seq2seq.py (Whisper's, from the one start token). Parity: the tokens of
+`transformers` generate (greedy, and beam search) against the artifact's on synthetic audio, the
+feature extractor's output against edgekit's front end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from edgekit.contract import GraphSpec
+from edgekit.contract.base import BATCH, FRAMES, SAMPLES
+from edgekit.contract.recognize import Chunking, SpeechSeq2SeqSection
+from edgekit.converters.export import GraphExport
+from edgekit.converters.kv_geometry import KVGeometry
+from edgekit.converters.sources import Source, auto_architectures
+from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec
+from edgekit.converters.specs.classify import hf_tokenizer_json
+from edgekit.converters.specs.ctc import PARITY_SECONDS, PREPROCESS_MAX_ABS, synthetic_audio
+from edgekit.converters.specs.whisper import GATES
+from edgekit.errors import SourceError, UnsupportedError
+from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
+from edgekit.tasks.recognizer import word_error_rate
+
+BEAMS = 4
+# Each family's front end: (its feature extractor's class, the encoder's input, SpeechSeq2SeqSection.features).
+FRONT_ENDS: dict[str, tuple[str, str, str]] = {
+    "moonshine": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
+    "speech_to_text": ("Speech2TextFeatureExtractor", "input_features", "speech2text-fbank"),
+}
+DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
+MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
+
+
+class SpeechEncoder(torch.nn.Module):
+    """The waveform (or fbank features) -> every decoder layer's cross keys and values."""
+
+    def __init__(self, model: Any) -> None:
+        from edgekit.converters.specs.seq2seq_graphs import Encoder
+
+        super().__init__()
+        self.inner = Encoder(model)
+
+    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from edgekit.converters.specs.seq2seq_graphs import _split, eager_while_exporting
+
+        with eager_while_exporting(self.inner.hf[0]):
+            h = self.inner.encoder(input_values).last_hidden_state
+        out: list[torch.Tensor] = []
+        for k, v, heads in self.inner.proj:
+            out += [_split(k(h), heads), _split(v(h), heads)]
+        return tuple(out)
+
+
+class HFSpeechSeq2Seq(ExportSpec):
+    task: ClassVar[str] = "recognize"
+    precisions = ("fp32", "fp16", "int8")
+    default_int8 = "dynamic"
+    static_int8 = False
+    gates = GATES
+
+    @classmethod
+    def matches(cls, src: Source, task: str | None) -> bool:
+        return (not src.is_plain and task in (None, "recognize") and not src.architecture.startswith("Whisper")
+                and src.architecture in auto_architectures("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"))
+
+    def __init__(self, src: Source, options: ConvertOptions) -> None:
+        super().__init__(src, options)
+        from transformers import AutoModelForSpeechSeq2Seq
+
+        from edgekit.converters.specs.seq2seq import _cross_geometry, decoder_graph
+        from edgekit.converters.specs.seq2seq_graphs import BartDecoder
+
+        assert src.hf_dir is not None
+        self.family = str(src.config["model_type"])
+        fe_path = src.hf_dir / "preprocessor_config.json"
+        self.fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
+        self.extractor, name, features = _front_end(src.description, self.family, self.fe)
+        self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
+        cfg = self.model.config
+        self.cache = KVGeometry(*_cross_geometry(self.model))
+        self.positions = int(getattr(cfg, "max_position_embeddings", None) or cfg.max_target_positions)
+        rate = int(self.fe.get("sampling_rate", 16000))
+        self.section = self._section(rate, name, features)
+        enc = SpeechEncoder(self.model).eval()
+        batch = torch.export.Dim(BATCH, min=1, max=16)
+        x = torch.from_numpy(np.stack([self.front_end(synthetic_audio(1.0, rate, s)) for s in (0, 1)]))
+        if features == "waveform":
+            axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
+        else:  # 10 ms frames
+            axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
+        self.encoder = GraphExport("encoder", enc, (x,), [name], self.cache.cross(), ({0: batch, 1: axis},))
+        with torch.no_grad():
+            cross = enc(x)
+        frames = torch.export.Dim(FRAMES, min=1, max=rate * MAX_SECONDS)
+        self.decoder = decoder_graph(BartDecoder(self.model).eval(), self.cache, int(cfg.vocab_size), cross, batch,
+                                     frames, self.positions, [])
+
+    def front_end(self, wave: np.ndarray) -> np.ndarray:
+        """edgekit's features of one waveform (tasks/speech_seq2seq.py), as the artifact computes them."""
+        from edgekit.tasks.speech_seq2seq import features
+
+        return features(wave, self.section)
+
+    def graphs(self) -> list[GraphExport]:
+        return [self.encoder, self.decoder]
+
+    def files(self, calibration: Calibration | None) -> dict[str, bytes]:
+        return {"tokenizer.json": hf_tokenizer_json(self.src)}
+
+    def contract(self, graphs: dict[str, GraphSpec]) -> SpeechSeq2SeqSection:
+        return self.section
+
+    def _section(self, rate: int, name: str, features: str) -> SpeechSeq2SeqSection:
+        cfg, gen = self.model.config, self.model.generation_config
+        start = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else cfg.decoder_start_token_id
+        eos = gen.eos_token_id if gen.eos_token_id is not None else cfg.eos_token_id
+        eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+        if start is None or eos is None:
+            raise SourceError(f"'{self.src.description}' names no decoder_start_token_id or eos_token_id",
+                              fix="set both in its generation_config.json")
+        return SpeechSeq2SeqSection(
+            audio=Chunking(rate, float(MAX_SECONDS // 2), 2.0), features=features,  # type: ignore[arg-type]
+            normalize=bool(self.fe.get("do_normalize", False)), input=name, tokenizer="tokenizer.json",
+            n_mels=int(self.fe.get("num_mel_bins", 80)),
+            cache=self.cache.state(), decoder_start_token_id=int(start), eos_token_id=int(eos),
+            suppress_tokens=tuple(int(t) for t in (gen.suppress_tokens or [])),
+            begin_suppress_tokens=tuple(int(t) for t in (gen.begin_suppress_tokens or [])),
+            max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions)
+
+    def _new_tokens(self, max_length: int | None) -> int:
+        """The tokens generate makes after the start token: a set max_length counts the start token;
+        without one transformers makes DEFAULT_NEW_TOKENS (generation/utils.py _prepare_generated_length);
+        either way within the decoder's positions."""
+        new = DEFAULT_NEW_TOKENS if max_length is None else int(max_length) - 1
+        return max(min(new, self.positions - 1), 1)
+
+    def parity(self, model: Any, precision: str, samples: int | None = None,
+               calibration: Calibration | None = None, max_new_tokens: int | None = None) -> ParityReport:
+        """Greedy and beam-search tokens of `transformers` generate vs the artifact's loop."""
+        rate = self.section.audio.sample_rate
+        waves = [synthetic_audio(PARITY_SECONDS[i % 3], rate, i) for i in range(samples or 2)]
+        same = total = exact = words = 0
+        errors = 0.0
+        for beams in (1, BEAMS):
+            for w in waves:
+                feats = model.features(w)
+                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams)
+                got = model.decode_tokens(feats, max_new_tokens=max_new_tokens, num_beams=beams)
+                same += sum(int(a == b) for a, b in zip(ref, got))
+                total += max(len(ref), len(got))
+                exact += int(ref == got)
+                r_text, g_text = model.decode_text(ref), model.decode_text(got)
+                n = max(len(r_text.split()), 1)
+                errors += word_error_rate(r_text, g_text) * n
+                words += n
+        runs = 2 * len(waves)
+        agreement = same / max(total, 1)
+        pre = self.preprocess_check(waves, model)
+        measures = {"samples": len(waves), "token_agreement": agreement, "identical_sequences": exact,
+                    "identical_share": exact / runs, "wer_vs_pytorch": errors / max(words, 1),
+                    "preprocess_max_abs": pre.max_abs}
+        report = self.report(measures, precision, f"greedy and {BEAMS}-beam tokens vs transformers generate: "
+                                                  f"{exact}/{runs} sequences identical, {agreement:.2%} of positions "
+                                                  f"agree; WER vs PyTorch {measures['wer_vs_pytorch']:.3f}")
+        report = dataclasses.replace(report, end_to_end=EndToEnd(len(waves), preprocess=pre, reference=self.extractor))
+        return report if pre.passed else report.failed("pre-processing differs from the source's feature extractor")
+
+    def preprocess_check(self, waves: list[np.ndarray], model: Any) -> PreprocessCheck:
+        """edgekit's front end against the folder's feature extractor on each unpadded waveform."""
+        from transformers import AutoFeatureExtractor
+
+        assert self.src.hf_dir is not None
+        fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
+        name, worst = self.section.input, 0.0
+        for w in waves:
+            theirs = np.asarray(fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")[name][0])
+            mine = model.features(w)
+            if theirs.shape != mine.shape:
+                return PreprocessCheck(False, f"{name} shape {list(mine.shape)} vs {list(theirs.shape)} against "
+                                              f"transformers {self.extractor}", max_abs=float("inf"))
+            worst = max(worst, float(np.abs(mine - theirs).max()))
+        limit = PREPROCESS_MAX_ABS[self.section.features]
+        return PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against "
+                                               f"transformers {self.extractor}", max_abs=worst)
+
+
+def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, str, str]:
+    """(the feature extractor, the encoder's input, SpeechSeq2SeqSection.features) of a family edgekit
+    converts with the extractor it has a numpy port of; else UnsupportedError, by name."""
+    if family not in FRONT_ENDS:
+        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert "
+                               "yet", found=f"model_type {family!r}",
+                               fix=f"recognize converts Whisper and the speech encoder-decoders {sorted(FRONT_ENDS)}")
+    kind, name, features = FRONT_ENDS[family]
+    extractor = str(fe.get("feature_extractor_type", kind))
+    # Speech2Text: dithering is random, and edgekit's CMVN is the default one (means and variances).
+    odd = {k: fe[k] for k in ("dither", "do_ceptral_normalize", "normalize_means", "normalize_vars")
+           if k in fe and fe[k] != {"dither": 0.0}.get(k, True)}
+    if extractor != kind or odd:
+        raise UnsupportedError(f"edgekit cannot reproduce the {extractor} of this {family} model",
+                               found=f"preprocessor_config.json feature_extractor_type {extractor!r} {odd or ''}",
+                               fix=f"save the {kind} {family} checkpoints ship beside the model")
+    return extractor, name, features
+
+
+def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int) -> list[int]:
+    """transformers' generate on one unpadded input (start token first), as a list."""
+    with torch.inference_mode():
+        out = hf.generate(torch.from_numpy(features)[None], max_new_tokens=max_new_tokens, num_beams=num_beams,
+                          do_sample=False)
+    return [int(t) for t in out[0]]
