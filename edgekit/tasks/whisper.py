@@ -302,8 +302,6 @@ class WhisperRecognizer(Recognizer):
                   timing: TokenTiming | None = None) -> list[Segment]:
         """Segments between timestamp token pairs (or one for the whole window); with `timing`, each
         with its words, grouped inside it as transformers' pipeline groups them per chunk."""
-        c = self.contract
-        ts_begin = c.no_timestamps_token_id + 1
         if not timestamps:
             text = self.decode_text(tokens)
             return [Segment(text, start, end)] if text else []
