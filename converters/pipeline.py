@@ -119,16 +119,8 @@ def exported(source: Any, task: str | None = None, target: str = "cpu", example_
              tokenizer: Any = None, labels: list[str] | None = None, preprocess: dict[str, Any] | None = None,
              scores: str | None = None) -> Iterator[ExportedSource]:
     """`source` exported once (arguments as `convert`'s), for converts at several precisions; the float
-    graphs live in a temporary folder until the block ends.
-
-    >>> import tempfile, torch
-    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
-    >>> out = tempfile.mkdtemp()
-    >>> with exported(net, example_inputs=torch.rand(1, 3, 2, 2), labels=["a", "b", "c"]) as ex:
-    ...     arts = [ex.convert(f"{out}/{p}", precision=p) for p in ("fp32", "fp16")]
-    >>> [(a.manifest.precision.produced, a.manifest.parity.passed) for a in arts]
-    [('fp32', True), ('fp16', True)]
-    """
+    graphs live in a temporary folder until the block ends:
+    `with exported(folder) as ex: arts = [ex.convert(out / p, precision=p) for p in ("fp32", "int4")]`."""
     if target not in TARGETS:
         raise ConfigError(f"unknown target '{target}'", found=f"targets {list(TARGETS)}")
     import_onnxruntime()
