@@ -9,13 +9,15 @@ import logging
 import platform
 import shutil
 import tempfile
-from dataclasses import asdict, replace
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from edgekit.artifact import Artifact, hash_files, open_artifact, staging
 from edgekit.contract import check_graphs
-from edgekit.converters.export import describe_onnx, export_graph
+from edgekit.converters.export import GraphExport, describe_onnx, export_graph
 from edgekit.converters.precision import INT8_METHODS, apply_precision, precision_candidates
 from edgekit.converters.sources import resolve_source
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec, gate_shortfall
@@ -68,23 +70,87 @@ def convert(
     import_onnxruntime()
     opts = ConvertOptions(precision, calibration, target, int8_method, strict, int4_block_size, scores)
     spec = match(resolve_source(source, task, example_inputs, tokenizer, labels, preprocess), opts)
+    return _make(Path(out), overwrite, spec, opts, lambda tmp: _export(tmp, spec, target))
+
+
+@dataclass
+class Exported:
+    """A source's float graphs as exported into `folder` (portable: file -> what it was exported from;
+    the onnxruntime stand-ins alive after their graph passes): what the precision stage starts from."""
+
+    folder: Path
+    graphs: dict[Path, GraphExport]
+    stand_ins: StandIns
+
+    def copy_to(self, folder: Path) -> Exported:
+        """The same graphs copied under `folder`, which they now describe (each precision rewrites its own)."""
+        _copy_graphs([*self.graphs, *self.stand_ins.live], self.folder, folder)
+        graphs = {}
+        for path, g in self.graphs.items():
+            g.path = folder / path.relative_to(self.folder)  # specs read the graph being built back (classify)
+            graphs[g.path] = g
+        return Exported(folder, graphs, self.stand_ins.copy_to(folder))
+
+
+class ExportedSource:
+    """One source exported once, then converted at any number of precisions (`convert`), each into its
+    own artifact. No spec's export reads the precision (graphs, stand-ins and their passes depend on
+    the source and the target alone), so each convert is the one `convert` makes, less the export; the
+    spec, and with it the PyTorch side of parity, is shared. Made by `exported`."""
+
+    def __init__(self, spec: ExportSpec, export: Exported) -> None:
+        self.spec = spec
+        self.export = export
+
+    def convert(self, out: str | Path, precision: str = "fp32", calibration: Any = None,
+                int8_method: str | None = None, strict: bool = True, int4_block_size: int | None = None,
+                overwrite: bool = False) -> Artifact:
+        """As `convert`, for the source and target given to `exported`; returns the verified artifact."""
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{precision}'", found=f"precisions {list(PRECISIONS)}")
+        base = self.spec.options
+        opts = ConvertOptions(precision, calibration, base.target, int8_method, strict, int4_block_size, base.scores)
+        self.spec.options = opts  # what this convert reads of them (seq2seq's calibration: the precision)
+        return _make(Path(out), overwrite, self.spec, opts, self.export.copy_to)
+
+
+@contextmanager
+def exported(source: Any, task: str | None = None, target: str = "cpu", example_inputs: Any = None,
+             tokenizer: Any = None, labels: list[str] | None = None, preprocess: dict[str, Any] | None = None,
+             scores: str | None = None) -> Iterator[ExportedSource]:
+    """`source` exported once (arguments as `convert`'s), for converts at several precisions; the float
+    graphs live in a temporary folder until the block ends:
+    `with exported(folder) as ex: arts = [ex.convert(out / p, precision=p) for p in ("fp32", "int4")]`."""
+    if target not in TARGETS:
+        raise ConfigError(f"unknown target '{target}'", found=f"targets {list(TARGETS)}")
+    import_onnxruntime()
+    opts = ConvertOptions(target=target, scores=scores)
+    spec = match(resolve_source(source, task, example_inputs, tokenizer, labels, preprocess), opts)
+    with tempfile.TemporaryDirectory(prefix="edgekit-export-") as folder:
+        yield ExportedSource(spec, _export(Path(folder), spec, target))
+
+
+def _make(out: Path, overwrite: bool, spec: ExportSpec, opts: ConvertOptions,
+          graphs: Callable[[Path], Exported]) -> Artifact:
+    """The artifact `out` at `opts`, built in a staging folder from the float graphs `graphs` puts there."""
     method = _int8_method(spec, opts)
     with staging(out, overwrite) as tmp:
-        manifest = _build(tmp, spec, opts, method)
-        if target in ("tensorrt", "jetson") and not manifest.precision.tensorrt_compatible:
+        calibration = spec.calibrate(opts.calibration)  # read first: bad data fails before minutes of export
+        manifest = _build(tmp, spec, opts, method, calibration, graphs(tmp))
+        if opts.target in ("tensorrt", "jetson") and not manifest.precision.tensorrt_compatible:
             raise UnsupportedError(
-                f"the {manifest.precision.method} {precision} graph cannot be built by TensorRT",
-                found=f"target '{target}'",
+                f"the {manifest.precision.method} {opts.precision} graph cannot be built by TensorRT",
+                found=f"target '{opts.target}'",
                 fix="use int8_method='static' (Q/DQ) for TensorRT, or target='cpu'/'cuda' for onnxruntime",
             )
-        if target == "tensorrt":
+        if opts.target == "tensorrt":
             from edgekit.runtimes.tensorrt.build import build_engines
 
             build_engines(tmp, manifest)
-        elif target == "jetson":
+        elif opts.target == "jetson":
             # Engines are not portable across GPUs: a Jetson's engine is built on the Jetson itself.
             log.warning("edgekit: target jetson: copy %s to the device and run `edgekit build %s --device tensorrt`"
-                        " there", Path(out).name, Path(out).name)
+                        " there", out.name, out.name)
     return open_artifact(out)
 
 
@@ -103,14 +169,20 @@ def _int8_method(spec: ExportSpec, opts: ConvertOptions) -> str:
     return method
 
 
-def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str) -> Manifest:
-    calibration = spec.calibrate(opts.calibration)  # read first: bad data fails before minutes of export
-    exports = {tmp / f"{g.name}.onnx": g for g in spec.graphs()}
+def _export(folder: Path, spec: ExportSpec, target: str) -> Exported:
+    """Export the spec's graphs, and make its stand-ins for `target`, into `folder`."""
+    exports = {folder / f"{g.name}.onnx": g for g in spec.graphs()}
     for path, g in exports.items():
         log.info("edgekit: exporting graph '%s'", g.name)
         export_graph(g, path)
-    stand_ins = StandIns(tmp)  # an optimisation: each failure keeps the portable graph, recorded
-    stand_ins.make(spec.runtime_graphs(opts.target))
+    stand_ins = StandIns(folder)  # an optimisation: each failure keeps the portable graph, recorded
+    stand_ins.make(spec.runtime_graphs(target))
+    return Exported(folder, exports, stand_ins)
+
+
+def _build(tmp: Path, spec: ExportSpec, opts: ConvertOptions, int8_method: str, calibration: Calibration,
+           graphs: Exported) -> Manifest:
+    exports, stand_ins = graphs.graphs, graphs.stand_ins
     for rel, data in spec.files(calibration).items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(data)

@@ -59,6 +59,15 @@ class StandIns:
                 continue
             self.live[path] = StandIn(plan, export, passes)
 
+    def copy_to(self, tmp: Path) -> StandIns:
+        """The live stand-ins as copied under `tmp` (by the caller), which their exports now describe."""
+        out = StandIns(tmp)
+        out.notes = dict(self.notes)
+        for path, s in self.live.items():
+            s.export.path = tmp / path.relative_to(self.tmp)
+            out.live[s.export.path] = StandIn(s.plan, s.export, dict(s.passes))
+        return out
+
     def apply_precision(self, opts: ConvertOptions, int8_method: str, calibration: Calibration,
                         candidate: Int4Config | None) -> None:
         """The precision stage, on each stand-in alone (the portable graphs' record is the manifest's)."""

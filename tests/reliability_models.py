@@ -158,14 +158,23 @@ def converted_whisper(factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def converted_seq2seq(factory: pytest.TempPathFactory) -> Path:
-    """A tiny random T5 (tests/seq2seq_models.py), converted once per session."""
-    import edgekit
+def t5_folder(factory: pytest.TempPathFactory) -> Path:
+    """A tiny random T5 Hugging Face folder (tests/seq2seq_models.py), saved once per session."""
     from seq2seq_models import save_tiny, train_tokenizer
+
+    folder = factory.getbasetemp() / "reliability-models" / "t5-hf"
+    if not (folder / "config.json").is_file():
+        save_tiny("t5", folder, train_tokenizer())
+    return folder
+
+
+def converted_seq2seq(factory: pytest.TempPathFactory) -> Path:
+    """The tiny random T5 (t5_folder), converted once per session."""
+    import edgekit
 
     out = factory.getbasetemp() / "reliability-models" / "t5-fp32"
     if not (out / "edgekit.json").is_file():
-        edgekit.convert(save_tiny("t5", factory.getbasetemp() / "reliability-models" / "t5-hf", train_tokenizer()), out)
+        edgekit.convert(t5_folder(factory), out)
     return out
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -19,6 +20,9 @@ from tolerances import fp32_atol, transformer_stages  # noqa: E402
 import edgekit  # noqa: E402
 from edgekit.errors import ConfigError, EdgekitError, InputError  # noqa: E402
 
+if TYPE_CHECKING:
+    from edgekit.converters.pipeline import ExportedSource
+
 FAMILIES = list(gm.FAMILIES)
 
 
@@ -30,13 +34,25 @@ def tokenizer() -> Any:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> dict[str, tuple[Path, Path]]:
     """family -> (HF folder, fp32 artifact); each converted once (the convert runs the parity gate)."""
+    from reliability_models import converted_gpt2, gpt2_folder
+
     root = tmp_path_factory.mktemp("gen")
-    out = {}
-    for fam in FAMILIES:
+    # GPT-2 is the reliability tests' (the same save_tiny, same tokenizer), converted once per session.
+    out = {"gpt2": (gpt2_folder(tmp_path_factory), converted_gpt2(tmp_path_factory))}
+    for fam in [f for f in FAMILIES if f not in out]:
         src = gm.save_tiny(fam, root / f"{fam}-hf", tokenizer)
         art = edgekit.convert(src, root / f"{fam}-fp32")
         out[fam] = (src, art.path)
     return out
+
+
+@pytest.fixture(scope="module")
+def gpt2_exported(built: dict[str, tuple[Path, Path]]) -> Iterator[ExportedSource]:
+    """The tiny GPT-2 exported once, for its converts at other precisions."""
+    from edgekit.converters.pipeline import exported
+
+    with exported(built["gpt2"][0]) as ex:
+        yield ex
 
 
 @pytest.fixture(scope="session")
@@ -245,11 +261,20 @@ def test_cli_run_and_parity(built: dict[str, tuple[Path, Path]]) -> None:
     assert r.exit_code == 2 and "empty" in r.output
 
 
-def test_lower_precisions_on_a_random_model(built: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+def test_an_exported_source_converts_as_convert_does(built: dict[str, tuple[Path, Path]],
+                                                     gpt2_exported: ExportedSource, tmp_path: Path) -> None:
+    """One export, then a convert from it (pipeline.exported): the very files `edgekit.convert` wrote
+    (graphs, stand-in, tokenizer: same sha256) and the same parity and stand-in proof."""
+    want = edgekit.load(built["gpt2"][1], device="cpu").manifest
+    got = gpt2_exported.convert(tmp_path / "fp32").manifest
+    assert got.files == want.files and got.runtime_graphs and got.runtime_graphs == want.runtime_graphs
+    assert got.parity == want.parity and got.precision == want.precision
+
+
+def test_lower_precisions_on_a_random_model(gpt2_exported: ExportedSource, tmp_path: Path) -> None:
     """fp16/int8/int4 convert, say what they produced, and generate; the gate is on top-1 agreement."""
-    src, _ = built["gpt2"]
     for precision, method in (("fp16", "casts"), ("int8", "blockwise-matmulnbits"), ("int4", "weight-only-matmulnbits")):
-        art = edgekit.convert(src, tmp_path / precision, precision=precision, strict=False)
+        art = gpt2_exported.convert(tmp_path / precision, precision=precision, strict=False)
         m = art.manifest
         assert m.precision.produced == precision and m.precision.method == method
         # Greedy agreement on a random model hangs on where the first near-tie flips (measured rows:
@@ -267,14 +292,14 @@ def test_lower_precisions_on_a_random_model(built: dict[str, tuple[Path, Path]],
     assert fp16.measures["top1_agreement"] >= 0.95 and fp16.passed, fp16
 
 
-def test_int4_keeps_the_candidate_closest_to_its_gate(built: dict[str, tuple[Path, Path]], tmp_path: Path,
+def test_int4_keeps_the_candidate_closest_to_its_gate(gpt2_exported: ExportedSource, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """strict=False with every int4 setting outside the gate: the artifact is the closest one, not the last."""
     from edgekit.converters.spec import Limit
     from edgekit.converters.specs.generate import GATES
 
     monkeypatch.setitem(GATES, "int4", {"top1_agreement": Limit(min=1.01)})  # no candidate can pass
-    art = edgekit.convert(built["gpt2"][0], tmp_path / "int4", precision="int4", strict=False)
+    art = gpt2_exported.convert(tmp_path / "int4", precision="int4", strict=False)
     details = art.manifest.precision.details
     tried = details["tried"]
     assert len(tried) > 1 and not any(t["passed"] for t in tried)

@@ -2,13 +2,28 @@
 logits' MatMulNBits and the token rows' GatherBlockQuantized read the same blocks, no float copy is left."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
+if TYPE_CHECKING:
+    from edgekit.converters.pipeline import ExportedSource
+
 V, K = 96, 64  # a tied table: vocab x hidden
+
+
+@pytest.fixture(scope="module")
+def tied_llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExportedSource]:
+    """generate_models' tiny Llama with tied embeddings, exported once (its portable and stand-in graphs)."""
+    import generate_models as gm
+    from edgekit.converters.pipeline import exported
+
+    src = gm.save_tiny("llama", tmp_path_factory.mktemp("tied") / "hf", gm.train_tokenizer(), tied=True)
+    with exported(src) as ex:
+        yield ex
 
 
 def _tied_graph(table: np.ndarray, mix: np.ndarray) -> Any:
@@ -80,7 +95,7 @@ def test_token_rows_and_logits_come_from_one_quantized_copy(tmp_path: Path, head
     assert np.abs(deq - table).max() > 0
 
 
-def test_tied_llama_at_int4_keeps_no_float_matrix(tmp_path: Path) -> None:
+def test_tied_llama_at_int4_keeps_no_float_matrix(tied_llama: ExportedSource, tmp_path: Path) -> None:
     """A tiny Llama with tied embeddings, converted at int4: its graph reads the embedding / output matrix
     from one quantized copy, and it generates. Its random weights give near-tied logits (top-1 against
     PyTorch 0.43 measured; the stand-in graph, failing its proof so, is dropped), so the gate is not held
@@ -88,11 +103,9 @@ def test_tied_llama_at_int4_keeps_no_float_matrix(tmp_path: Path) -> None:
     import onnx
 
     import edgekit
-    import generate_models as gm
     from edgekit.converters.precision import TIED_HEAD_BITS
 
-    src = gm.save_tiny("llama", tmp_path / "hf", gm.train_tokenizer(), tied=True)
-    art = edgekit.convert(src, tmp_path / "int4", precision="int4", strict=False)
+    art = tied_llama.convert(tmp_path / "int4", precision="int4", strict=False)
     details = art.manifest.precision.details
     assert details["tied_head"]["bits"] == TIED_HEAD_BITS and details["tied_head"]["tables"] >= 1, details
     assert details["int8_row_tables"] == 0 and details["matmuls"]["float"] == 0  # Llama has no other table
@@ -104,24 +117,21 @@ def test_tied_llama_at_int4_keeps_no_float_matrix(tmp_path: Path) -> None:
     assert model.generate(input_ids=np.array([[3, 4, 5]]), max_new_tokens=5, eos_token_id=[]).shape == (1, 8)
 
 
-def test_the_stand_in_graphs_untied_head_is_quantized_once(tmp_path: Path) -> None:
+def test_the_stand_in_graphs_untied_head_is_quantized_once(tied_llama: ExportedSource, tmp_path: Path) -> None:
     """The onnxruntime stand-in gives its tied output projection a copy of the table (ort_graph.untie_prepacked)
     read by a FusedMatMul(transB=1): int4 still finds the tie by value and stores the matrix once (the copy
-    read as its own table put SmolLM2's head at 4 bits: +7.3% perplexity, the stand-in failed its proof)."""
+    read as its own table put SmolLM2's head at 4 bits: +7.3% perplexity, the stand-in failed its proof).
+    The stand-in as exported and finished is what a convert's int4 stage rewrites."""
     import shutil
 
     import onnx
 
-    import edgekit
-    import generate_models as gm
     from edgekit.converters.precision import TIED_HEAD_BITS, Int4Config, _int4_weights
 
-    src = gm.save_tiny("llama", tmp_path / "hf", gm.train_tokenizer(), tied=True)
-    art = edgekit.convert(src, tmp_path / "fp32")
     stand_in = tmp_path / "q" / "model.ort.onnx"
     stand_in.parent.mkdir()
-    for f in ("model.ort.onnx", "weights.data"):
-        shutil.copy(art.path / f, stand_in.parent / f)
+    for f in tied_llama.export.folder.glob("model.ort.onnx*"):  # the graph and its weights
+        shutil.copy(f, stand_in.parent / f.name)
     ops = [n.op_type for n in onnx.load(str(stand_in), load_external_data=False).graph.node]
     assert "FusedMatMul" in ops, ops  # the form this test is about
     counts = _int4_weights(stand_in, Int4Config(block_size=32, accuracy_level=4, head_bits=TIED_HEAD_BITS))

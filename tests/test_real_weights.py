@@ -9,12 +9,16 @@ then checks what the report says it measured.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from edgekit.parity_report import ParityReport
+
+if TYPE_CHECKING:
+    from edgekit.converters.pipeline import ExportedSource
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -27,6 +31,16 @@ def smollm2() -> Path:
     return real_model()  # built once from the installed package, cached under ~/.cache/edgekit/real
 
 
+@pytest.fixture(scope="module")
+def smollm2_exported(smollm2: Path) -> Iterator[ExportedSource]:
+    """SmolLM2 exported once (the portable graph and the onnxruntime stand-in, fp32): every precision
+    below is converted from it, as `edgekit.convert` would after its own export (2 exports, not 8)."""
+    from edgekit.converters.pipeline import exported
+
+    with exported(str(smollm2)) as ex:
+        yield ex
+
+
 def _proofs(art: Any) -> list[ParityReport | None]:
     return [art.manifest.parity, *(rg.proof for rg in art.manifest.runtime_graphs.values())]
 
@@ -35,11 +49,10 @@ def _proofs(art: Any) -> list[ParityReport | None]:
 # fp16 holds since RMSNorm's statistics stay fp32 end to end (residual |x| up to 942: x^2 and its mean
 # overflow fp16): perplexity 24.408 against 24.407, top-1 1.0; before, 40091 and 0.012.
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int4"])
-def test_smollm2_holds_its_gates(smollm2: Path, tmp_path: Path, precision: str) -> None:
-    import edgekit
+def test_smollm2_holds_its_gates(smollm2_exported: ExportedSource, tmp_path: Path, precision: str) -> None:
     from edgekit.converters.specs.generate import CHAT_PROMPTS, GATES
 
-    art = edgekit.convert(str(smollm2), tmp_path / precision, precision=precision)  # strict: raises outside
+    art = smollm2_exported.convert(tmp_path / precision, precision=precision)  # strict: raises outside
     assert art.manifest.precision.produced == precision
     for p in _proofs(art):
         assert p is not None and p.passed, p

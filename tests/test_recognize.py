@@ -27,9 +27,9 @@ def w2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def w2v_fp32(w2v_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("art") / "w2v-fp32"
-    edgekit.convert(w2v_dir, out)
-    return out
+    from reliability_models import converted_w2v
+
+    return converted_w2v(tmp_path_factory)  # w2v_dir at fp32, converted once per session (bench, fuzz)
 
 
 def test_hf_ctc_fp32_parity_is_exact(w2v_fp32: Path) -> None:

@@ -34,18 +34,23 @@ def tok() -> Any:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, tok: Any) -> dict[str, tuple[Path, Path]]:
-    return _Built(tmp_path_factory.mktemp("seq2seq"), tok)
+    return _Built(tmp_path_factory, tok)
 
 
 class _Built(dict):  # type: ignore[type-arg]
     """family -> (Hugging Face folder, fp32 artifact), each converted when a test first asks for it
     (a targeted run converts only the families it uses)."""
 
-    def __init__(self, root: Path, tok: Any) -> None:
+    def __init__(self, factory: pytest.TempPathFactory, tok: Any) -> None:
         super().__init__()
-        self.root, self.tok = root, tok
+        self.factory, self.root, self.tok = factory, factory.mktemp("seq2seq"), tok
 
     def __missing__(self, fam: str) -> tuple[Path, Path]:
+        if fam == "t5":  # the reliability tests' T5 (the same save_tiny, same tokenizer), converted once per session
+            from reliability_models import converted_seq2seq, t5_folder
+
+            self[fam] = (t5_folder(self.factory), converted_seq2seq(self.factory))
+            return self[fam]
         extra = MARIAN_DEFAULTS if fam == "marian" else {}
         src = sm.save_tiny(fam, self.root / f"{fam}-hf", self.tok, **extra)
         self[fam] = (src, edgekit.convert(src, self.root / f"{fam}-fp32").path)
