@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the folder builders
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_generate import timed  # noqa: E402 - the 1-token call is the prompt, the rest of an n-token call decode
 
 
 def median_ms(fn: Callable[[], Any], runs: int) -> float:
@@ -32,22 +34,6 @@ def median_ms(fn: Callable[[], Any], runs: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return 1e3 * statistics.median(times)
-
-
-def prompt_and_decode(fn: Callable[[int], Any], runs: int, new: int) -> dict[str, float]:
-    """As benchmarks/bench_generate.py: the 1-token call is the prompt, the rest of an n-token call decode."""
-    fn(1)
-    fn(new)  # warm-up
-    prompts, decodes = [], []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn(1)
-        t1 = time.perf_counter()
-        fn(new)
-        t2 = time.perf_counter()
-        prompts.append(t1 - t)
-        decodes.append((new - 1) / max((t2 - t1) - (t1 - t), 1e-9))
-    return {"prompt_ms": 1e3 * statistics.median(prompts), "decode_tok_s": statistics.median(decodes)}
 
 
 def bench_family(family: str, out: Path, runs: int, new: int) -> dict[str, Any]:
@@ -83,8 +69,8 @@ def bench_family(family: str, out: Path, runs: int, new: int) -> dict[str, Any]:
             return model.get_image_features(pixel_values=enc["pixel_values"])
 
     prepared = gen.vision.prep.prepare(image)
-    rows = {"transformers fp32": prompt_and_decode(torch_gen, runs, new),
-            "edgekit fp32": prompt_and_decode(lambda n: gen.generate(text, images=[image], max_new_tokens=n,
+    rows = {"transformers fp32": timed(torch_gen, runs, new),
+            "edgekit fp32": timed(lambda n: gen.generate(text, images=[image], max_new_tokens=n,
                                                                       eos_token_id=[]), runs, new)}
     rows["transformers fp32"]["image_ms"] = median_ms(torch_image, runs)
     rows["edgekit fp32"]["image_ms"] = median_ms(lambda: gen.vision.runner.run(prepared.feeds), runs)
