@@ -10,6 +10,7 @@ text through the artifact's own pre-processing against the processor and transfo
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from typing import Any
 
@@ -24,7 +25,7 @@ from edgekit.contract.state import AttentionKV, DecoderState
 from edgekit.contract.vision import IMAGE_FEATURES, ROWS, VisionPart
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source, auto_architectures
-from edgekit.converters.spec import ConvertOptions
+from edgekit.converters.spec import ConvertOptions, NoRuntimeGraph
 from edgekit.converters.specs.causal_lm import (MAX_BATCH, MAX_LEN, Family, HFCausalLM, HFReference, KVDecoder,
                                                 _tokenizer_json, decoder_state)
 from edgekit.converters.specs.generate import GATES, torch_step
@@ -107,7 +108,7 @@ class HFVisionLM(HFCausalLM):
         return not src.is_plain and task in (None, "generate") and \
             src.architecture in auto_architectures("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES")
 
-    def __init__(self, src: Source, options: ConvertOptions) -> None:  # noqa: super().__init__ loads a causal LM
+    def __init__(self, src: Source, options: ConvertOptions) -> None:  # not HFCausalLM's: that loads a causal LM
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.src, self.options = src, options
@@ -155,13 +156,12 @@ class HFVisionLM(HFCausalLM):
     def graphs(self) -> list[GraphExport]:
         return [self.vision, self.graph]
 
-    def runtime_graphs(self, target: str) -> list[Any]:
-        return []  # the fused-attention stand-in takes no image features (the portable graph runs everywhere)
+    def _shared_kv_graph(self) -> GraphExport:
+        raise NoRuntimeGraph("the fused-attention stand-in (GroupQueryAttention over shared buffers) takes no "
+                             "image_features input; the portable decoder merges the image rows")
 
     def contract(self, graphs: dict[str, GraphSpec]) -> GenerateSection:
         section = super().contract(graphs)
-        import dataclasses
-
         part = VisionPart(self.steps, self.image_token, self.image_token_id, self.hidden)
         return dataclasses.replace(section, vision=part, chat=_processor_chat(self.src, self.processor) or section.chat)
 
