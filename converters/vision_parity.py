@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from edgekit.converters.spec import Limit
+from edgekit.converters.specs.generate import prefix_share
 from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 
 NEW_TOKENS = 16
@@ -64,14 +65,14 @@ def image_parity(spec: Any, model: Any, precision: str, text: ParityReport) -> P
         ps, ims = [prompts[i] for i in batch], [[pics[i]] for i in batch]
         want = _hf_generate(spec, ps, ims, NEW_TOKENS, 1)
         got, first = _ours(model, ps, ims, NEW_TOKENS, 1)
-        greedy += [_prefix(w, g) for w, g in zip(want, got)]
+        greedy += [prefix_share(w, g) for w, g in zip(want, got)]
         # The prompt's last logits with its images (the image rows, the merge and the masks at work).
         with torch.no_grad():
             ref = spec.model(**_processor(spec, ps, ims)).logits[:, -1].float().numpy()
         err, scale = max(err, float(np.abs(ref - first).max())), max(scale, float(np.abs(ref).max()))
     ps, ims = list(prompts), [[p] for p in pics]
     want, got = _hf_generate(spec, ps, ims, BEAM_TOKENS, BEAMS), _ours(model, ps, ims, BEAM_TOKENS, BEAMS)[0]
-    beams += [_prefix(w, g) for w, g in zip(want, got)]
+    beams += [prefix_share(w, g) for w, g in zip(want, got)]
     measures = {"image_logits_max_rel": err / scale, "image_pixels_max_abs": pixels, "image_prompt_ids_equal": float(np.mean(ids_equal)),
                 "image_greedy_agreement": float(np.mean(greedy)), "image_beam_agreement": float(np.mean(beams))}
     what = (f"images: pixels max abs diff {pixels:.2g} vs the processor, prompt ids equal "
@@ -129,8 +130,3 @@ def _diff(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         return float("inf")
     return float(np.abs(a - b).max()) if a.size else 0.0
-
-
-def _prefix(want: np.ndarray, got: np.ndarray) -> float:
-    diff = np.nonzero(np.asarray(want) != np.asarray(got))[0]
-    return (int(diff[0]) if len(diff) else len(want)) / max(len(want), 1)
