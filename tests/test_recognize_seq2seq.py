@@ -82,3 +82,25 @@ def test_moonshine_refuses_whisper_options(moonshine: tuple[Path, Path]) -> None
     m = edgekit.load(moonshine[1], device="cpu")
     with pytest.raises(UnsupportedError, match="language"):
         m.recognize(np.zeros(16000, np.float32) + 0.1, language="en")
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_forced_eos_ends_a_full_length_decode_as_transformers(moonshine: tuple[Path, Path], beams: int) -> None:
+    """generation_config.forced_eos_token_id (mBART decoders of SpeechEncoderDecoderModel checkpoints):
+    transformers makes it the only token at the last position; the artifact's contract carries it."""
+    import dataclasses
+
+    import torch
+    from transformers import AutoFeatureExtractor
+
+    folder, art = moonshine
+    hf, fe = _hf(folder), AutoFeatureExtractor.from_pretrained(folder)
+    m = edgekit.load(art, device="cpu")
+    wave = synthetic_audio(1.7, 16000, 9)
+    x = fe(wave, sampling_rate=16000, return_tensors="pt")["input_values"]
+    free = m.decode_tokens(m.features(wave), max_new_tokens=6, num_beams=beams)
+    assert len(free) == 7 and free[-1] != 2  # the decode reaches its length without eos of its own
+    m.contract = dataclasses.replace(m.contract, forced_eos_token_id=2)  # as a converted mBART-decoder folder's
+    with torch.inference_mode():
+        want = hf.generate(x, max_new_tokens=6, num_beams=beams, do_sample=False, forced_eos_token_id=2)[0].tolist()
+    assert m.decode_tokens(m.features(wave), max_new_tokens=6, num_beams=beams) == want and want[-1] == 2

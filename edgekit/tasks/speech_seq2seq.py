@@ -1,4 +1,4 @@
-"""Speech encoder-decoders other than Whisper (Moonshine, Speech2Text): the encoder once per chunk, then
+"""Speech encoder-decoders other than Whisper (Moonshine, Speech2Text, SeamlessM4T...): the encoder once per chunk, then
 Whisper's decoder loop (tasks/whisper.py: greedy rows, beam search, the cross keys/values resident on
 the backend) from the one start token, without Whisper's language, task and timestamp tokens."""
 from __future__ import annotations
@@ -19,6 +19,8 @@ def features(wave: np.ndarray, c: SpeechSeq2SeqSection) -> np.ndarray:
     """One chunk's encoder input without the batch axis."""
     if c.features == "speech2text-fbank":
         return filterbank.speech2text_fbank(wave, c.audio.sample_rate, c.n_mels)
+    if c.features == "kaldi-fbank":  # one unpadded input: every stacked row is real, so no mask
+        return filterbank.kaldi_fbank_stacked(wave, c.audio.sample_rate, c.n_mels, c.stack)[0]
     return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
 
 
@@ -45,6 +47,9 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
 
     def prompt(self, language: str | None, task: str | None, timestamps: bool, cross: dict[str, np.ndarray]) -> list[int]:
         return [self.contract.decoder_start_token_id]
+
+    def forced_eos_token_id(self) -> int | None:
+        return self.contract.forced_eos_token_id
 
     def _language_of(self, tokens: list[int]) -> str | None:
         return None
