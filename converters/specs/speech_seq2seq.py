@@ -41,6 +41,18 @@ FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     # SpeechEncoderDecoderModel: the checkpoints pair a wav2vec2-style encoder with a text decoder.
     "speech-encoder-decoder": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
 }
+# Speech encoder-decoders of transformers' mapping that edgekit refuses, and what it lacks for each
+# (transformers 5.23's modeling and feature extraction files).
+UNPORTED: dict[str, str] = {
+    "cohere_asr": "its CohereAsrFeatureExtractor adds dither noise drawn from torch's generator (seeded by the "
+                  "waveform's length), which edgekit's numpy front end does not reproduce, and its decoder "
+                  "(a position table and an embedding layer norm, the encoder states projected inside the "
+                  "decoder) is not the BART-style decoder edgekit's graph runs",
+    "moonshine_streaming": "its encoder frames the waveform in 5 ms frames and attends within per-layer sliding "
+                           "windows only when given an attention mask (without one, every frame attends to "
+                           "every other), and its decoder adds learned positions to the encoder states before "
+                           "projecting them: neither is in edgekit's speech encoder or decoder graph",
+}
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
 MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
 
@@ -149,7 +161,8 @@ class HFSpeechSeq2Seq(ExportSpec):
             suppress_tokens=tuple(int(t) for t in (gen.suppress_tokens or [])),
             begin_suppress_tokens=tuple(int(t) for t in (gen.begin_suppress_tokens or [])),
             max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions,
-            forced_eos_token_id=None if gen.forced_eos_token_id is None else int(gen.forced_eos_token_id))
+            forced_eos_token_id=None if gen.forced_eos_token_id is None else int(gen.forced_eos_token_id),
+            lang_to_id={str(k): int(v) for k, v in (getattr(gen, "text_decoder_lang_to_code_id", None) or {}).items()})
 
     def _new_tokens(self, max_length: int | None) -> int:
         """The tokens generate makes after the start token: a set max_length counts the start token;
@@ -163,13 +176,15 @@ class HFSpeechSeq2Seq(ExportSpec):
         """Greedy and beam-search tokens of `transformers` generate vs the artifact's loop."""
         rate = self.section.audio.sample_rate
         waves = [synthetic_audio(PARITY_SECONDS[i % 3], rate, i) for i in range(samples or 2)]
+        table = self.section.lang_to_id  # SeamlessM4T: decoded into English where it can be, as users call it
+        lang = "eng" if "eng" in table else min(table, default=None)
         same = total = exact = words = 0
         errors = 0.0
         for beams in (1, BEAMS):
             for w in waves:
                 feats = model.features(w)
-                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams)
-                got = model.decode_tokens(feats, max_new_tokens=max_new_tokens, num_beams=beams)
+                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, lang)
+                got = model.decode_tokens(feats, lang, max_new_tokens=max_new_tokens, num_beams=beams)
                 same += sum(int(a == b) for a, b in zip(ref, got))
                 total += max(len(ref), len(got))
                 exact += int(ref == got)
@@ -212,8 +227,9 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     """(the feature extractor, the encoder's input, SpeechSeq2SeqSection.features) of a family edgekit
     converts with the extractor it has a numpy port of; else UnsupportedError, by name."""
     if family not in FRONT_ENDS:
-        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert "
-                               "yet", found=f"model_type {family!r}",
+        why = f": {UNPORTED[family]}" if family in UNPORTED else " yet"
+        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert"
+                               f"{why}", found=f"model_type {family!r}",
                                fix=f"recognize converts Whisper and the speech encoder-decoders {sorted(FRONT_ENDS)}")
     kind, name, features = FRONT_ENDS[family]
     extractor = str(fe.get("feature_extractor_type", kind))
@@ -242,9 +258,11 @@ def _check_decoder(description: str, model: Any) -> None:
                                fix="a speech encoder-decoder with a BART-style decoder (bart, mbart, marian, ...)")
 
 
-def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int) -> list[int]:
+def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int,
+                     tgt_lang: str | None = None) -> list[int]:
     """transformers' generate on one unpadded input (start token first), as a list."""
+    lang = {} if tgt_lang is None else {"tgt_lang": tgt_lang}
     with torch.inference_mode():
         out = hf.generate(torch.from_numpy(features)[None], max_new_tokens=max_new_tokens, num_beams=num_beams,
-                          do_sample=False)
+                          do_sample=False, **lang)
     return [int(t) for t in out[0]]

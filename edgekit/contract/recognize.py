@@ -20,7 +20,7 @@ Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from edgekit.contract.base import BATCH, FLOAT, FRAMES, INT64, SAMPLES, GraphNeeds, Need, Phase, Section
@@ -171,6 +171,9 @@ class SpeechSeq2SeqSection(Section):
     # generation_config.forced_eos_token_id (mBART decoders): the only token at the last position, as
     # transformers' ForcedEOSTokenLogitsProcessor makes it when a decode reaches its length.
     forced_eos_token_id: int | None = None
+    # SeamlessM4T's target languages (generation_config.text_decoder_lang_to_code_id, "eng" -> id):
+    # recognize(language="eng") decodes from [decoder_start_token_id, that id], as generate(tgt_lang="eng").
+    lang_to_id: dict[str, int] = field(default_factory=dict)
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)
