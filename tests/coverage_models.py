@@ -364,7 +364,71 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
                                       for h in ("attention_heads", "key_value_heads")}},
     # Speech2Text's subsampling convolutions are 1024 channels wide by default.
     "speech_to_text": lambda kw, ints: {"conv_channels": 2 * int(ints["d_model"] or 0)},
+    # Audio LLMs hold their sizes in sub-configs (a 3-7 B-weight text model, a 1280-wide 32-layer audio encoder by
+    # default: minutes to build), which the top-level ints do not reach: the shape's ints in each.
+    "granite_speech": lambda kw, ints: _granite_speech_parts("granite_speech", ints),
+    "granite_speech_plus": lambda kw, ints: _granite_speech_parts("granite_speech_plus", ints),
+    # VibeVoice-ASR's two tokenizer encoders double num_filters (32) over 6 downsamplings, 3 blocks per
+    # stage (0.3 G weights in the last stage alone): one block per stage from 8 filters.
+    "vibevoice_asr": lambda kw, ints: _parts("vibevoice_asr", ints, **dict.fromkeys(
+        ("acoustic_tokenizer_encoder_config", "semantic_tokenizer_encoder_config"),
+        {"depths": [1] * 7, "num_filters": 8})),
+    "voxtral_realtime": lambda kw, ints: _parts("voxtral_realtime", ints),
+    # MoonshineStreamingConfig declares no num_key_value_heads, which its decoder layers read (transformers
+    # 5.23 modeling_moonshine_streaming.py): checkpoints' config.json set it (every head its own).
+    "moonshine_streaming": lambda kw, ints: {**_parts("moonshine_streaming", ints),
+                                             "num_key_value_heads": ints["num_attention_heads"]},
+    # Cohere ASR's Parakeet encoder is 48 layers of 1280 by default (7 GB at fp32), as parakeet_ctc's.
+    "cohere_asr": lambda kw, ints: {"encoder_config": _sub_config("parakeet_encoder", ints)},
+    "speech-encoder-decoder": lambda kw, ints: _speech_encoder_decoder(ints),
+    # SeamlessM4T's speech encoder (a conformer) is 24 layers of 16 heads by default, beside the text stacks.
+    **dict.fromkeys(("seamless_m4t", "seamless_m4t_v2"), lambda kw, ints: {
+        "speech_encoder_layers": 2, "speech_encoder_attention_heads": ints["num_attention_heads"],
+        "speech_encoder_intermediate_size": ints["intermediate_size"]}),
 }
+
+
+def _speech_encoder_decoder(ints: dict[str, int | None]) -> dict[str, Any]:
+    """SpeechEncoderDecoderModel's default pair is a 12-layer wav2vec2 and BERT. The checkpoints pair a
+    wav2vec2 (XLS-R) encoder with an mBART decoder, the encoder wider than the decoder in some
+    (xls-r-1b: 1280 into 1024, through enc_to_dec_proj): here twice as wide, heads of the same size."""
+    from transformers import CONFIG_MAPPING
+
+    def small(model_type: str, scale: int, **over: Any) -> dict[str, Any]:
+        base = CONFIG_MAPPING[model_type]().to_dict()
+        sized = {k: v * scale if k in _HIDDEN + _HEADS or "ffn" in k or k == "intermediate_size" else v
+                 for k, v in ints.items() if k in base and v is not None}
+        return {"model_type": model_type, **sized, **over}
+
+    encoder = small("wav2vec2", 2, conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
+                    num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="layer",
+                    do_stable_layer_norm=True, initializer_range=0.5)
+    decoder = small("mbart", 1, vocab_size=len(tiny_tokenizer()), is_decoder=True, add_cross_attention=True,
+                    pad_token_id=0, bos_token_id=1, eos_token_id=2, initializer_range=0.2, tie_word_embeddings=False)
+    return {"encoder": encoder, "decoder": decoder}
+
+
+def _parts(model_type: str, ints: dict[str, int | None], **override: dict[str, Any]) -> dict[str, Any]:
+    """Every sub-config of a composite config (the dicts with a model_type) with the shape's ints where
+    it has the key; its text vocabulary kept (special token ids such as the audio token index sit in it)."""
+    from transformers import CONFIG_MAPPING
+
+    base = CONFIG_MAPPING[model_type]().to_dict()
+    out: dict[str, Any] = {}
+    for key, sub in base.items():
+        if isinstance(sub, dict) and "model_type" in sub:
+            small = {k: v for k, v in ints.items() if k in sub and v is not None}
+            out[key] = {**small, **override.get(key, {})}
+    return out
+
+
+def _granite_speech_parts(model_type: str, ints: dict[str, int | None]) -> dict[str, Any]:
+    """Granite Speech: its conformer names its sizes hidden_dim / num_heads / dim_head, and the Q-Former
+    projector reads the encoder's states (encoder_hidden_size = the encoder's hidden_dim)."""
+    width, heads = int(ints["hidden_size"] or 0), int(ints["num_attention_heads"] or 0)
+    return _parts(model_type, ints, encoder_config={"hidden_dim": width, "num_heads": heads,
+                                                    "dim_head": width // heads, "num_layers": 2},
+                  projector_config={"encoder_hidden_size": width})
 
 
 # Families whose random model at real width is too deep for an fp32 comparison: what the "real" shape
@@ -630,6 +694,8 @@ def _save_speech_seq2seq(family: str, folder: Path, seed: int, shape: str) -> Pa
     kind = FEATURE_EXTRACTOR_MAPPING_NAMES.get(family)
     if kind is not None:
         getattr(transformers, kind)().save_pretrained(folder)
+    elif family == "speech-encoder-decoder":  # XLS-R's: normalized waveform, with its attention mask
+        transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
     return folder
 
 
@@ -930,7 +996,8 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
     asr = edgekit.load(art, device="cpu")
     lang = {"language": "en"} if model.config.model_type == "whisper" else {}
     for wave in speech():
-        feats = fe(wave, sampling_rate=16000, return_tensors="pt")[model.main_input_name]
+        # SpeechEncoderDecoderModel's main input is "inputs": its encoder's names the extractor's output.
+        feats = fe(wave, sampling_rate=16000, return_tensors="pt")[model.get_encoder().main_input_name]
         for beams, new in ((1, SPEECH_TOKENS), (BEAMS, SPEECH_TOKENS), (1, -1)):
             if recognize := new < 0:  # recognize, as a user calls it, against transformers' greedy tokens
                 new = SPEECH_TOKENS

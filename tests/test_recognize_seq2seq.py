@@ -82,3 +82,61 @@ def test_moonshine_refuses_whisper_options(moonshine: tuple[Path, Path]) -> None
     m = edgekit.load(moonshine[1], device="cpu")
     with pytest.raises(UnsupportedError, match="language"):
         m.recognize(np.zeros(16000, np.float32) + 0.1, language="en")
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_forced_eos_ends_a_full_length_decode_as_transformers(moonshine: tuple[Path, Path], beams: int,
+                                                             tmp_path: Path) -> None:
+    """generation_config.forced_eos_token_id (mBART decoders of SpeechEncoderDecoderModel checkpoints):
+    transformers makes it the only token at the last position; the artifact's contract carries it."""
+    import torch
+    from transformers import AutoFeatureExtractor
+
+    folder, art = moonshine
+    hf, fe = _hf(folder), AutoFeatureExtractor.from_pretrained(folder)
+    wave = synthetic_audio(1.7, 16000, 9)
+    x = fe(wave, sampling_rate=16000, return_tensors="pt")["input_values"]
+    if beams == 1:  # the decode reaches its length without eos of its own
+        m = edgekit.load(art, device="cpu")
+        free = m.decode_tokens(m.features(wave), max_new_tokens=6)
+        assert len(free) == 7 and free[-1] != 2
+    m = edgekit.load(_with_contract(art, tmp_path, forced_eos_token_id=2), device="cpu")  # as an mBART decoder's
+    with torch.inference_mode():
+        want = hf.generate(x, max_new_tokens=6, num_beams=beams, do_sample=False, forced_eos_token_id=2)[0].tolist()
+    assert m.decode_tokens(m.features(wave), max_new_tokens=6, num_beams=beams) == want and want[-1] == 2
+
+
+def test_target_language_prompt_as_transformers(moonshine: tuple[Path, Path], tmp_path: Path) -> None:
+    """SeamlessM4T's text_decoder_lang_to_code_id: language="eng" (or "__eng__") decodes from [start, eng],
+    as generate(tgt_lang="eng") feeds [[eng]] and transformers puts the start token before it."""
+    import torch
+    from transformers import AutoFeatureExtractor
+
+    from edgekit.errors import InputError
+
+    folder, art = moonshine
+    hf, fe = _hf(folder), AutoFeatureExtractor.from_pretrained(folder)
+    m = edgekit.load(_with_contract(art, tmp_path, lang_to_id={"eng": 20, "fra": 21}), device="cpu")  # a Seamless's
+    wave = synthetic_audio(1.7, 16000, 9)
+    x = fe(wave, sampling_rate=16000, return_tensors="pt")["input_values"]
+    with torch.inference_mode():
+        want = hf.generate(x, decoder_input_ids=torch.tensor([[20]]), max_new_tokens=8, do_sample=False)[0].tolist()
+    assert want[:2] == [1, 20] and m.decode_tokens(m.features(wave), "__eng__", max_new_tokens=8) == want
+    assert m.recognize(wave, language="eng", max_new_tokens=8).text == m.decode_text(want)
+    with pytest.raises(InputError, match="fra"):
+        m.recognize(wave, language="deu")
+
+
+def _with_contract(art: Path, tmp: Path, **changes: Any) -> Path:
+    """A copy of the artifact whose contract differs by `changes` (what a folder with those generation
+    settings converts to; the graphs are the same)."""
+    import dataclasses
+    import shutil
+
+    from edgekit.manifest import Manifest
+
+    out = tmp / "art"
+    shutil.copytree(art, out)
+    man = Manifest.load(out)
+    dataclasses.replace(man, contract=dataclasses.replace(man.contract, **changes)).save(out)
+    return out

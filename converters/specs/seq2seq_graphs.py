@@ -57,15 +57,27 @@ def _split(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, t, heads, d // heads).transpose(1, 2)
 
 
+def text_decoder(model: Any) -> Any:
+    """The decoder stack (its layers or blocks). A SpeechEncoderDecoderModel's get_decoder() is a whole
+    *ForCausalLM (MBartForCausalLM...): its own get_decoder() is the stack."""
+    dec = model.get_decoder()
+    return dec if hasattr(dec, "layers") or hasattr(dec, "block") else dec.get_decoder()
+
+
+def cross_attention(layer: Any) -> Any:
+    """A BART-style decoder layer's cross-attention (SeamlessM4T names it cross_attention)."""
+    return layer.encoder_attn if hasattr(layer, "encoder_attn") else layer.cross_attention
+
+
 def cross_projections(model: Any) -> list[tuple[Any, Any, int]]:
     """(key projection, value projection, heads) of every decoder layer's cross-attention."""
-    dec = model.get_decoder()
+    dec = text_decoder(model)
     if hasattr(dec, "block"):  # T5 family
         return [(b.layer[1].EncDecAttention.k, b.layer[1].EncDecAttention.v, b.layer[1].EncDecAttention.n_heads)
                 for b in dec.block]
     # Moonshine's attention keeps no head count of its own (it reads a config its encoder shares).
     return [(a.k_proj, a.v_proj, getattr(a, "num_heads", None) or a.k_proj.out_features // a.head_dim)
-            for a in (layer.encoder_attn for layer in dec.layers)]
+            for a in (cross_attention(layer) for layer in dec.layers)]
 
 
 class Encoder(torch.nn.Module):
@@ -88,7 +100,8 @@ class Encoder(torch.nn.Module):
 
 
 class BartDecoder(torch.nn.Module):
-    """Marian, BART, mBART, M2M100/NLLB, Pegasus, Moonshine: Hugging Face's decoder layers on the slot contract.
+    """Marian, BART, mBART, M2M100/NLLB, Pegasus, Moonshine, SeamlessM4T: Hugging Face's decoder layers on
+    the slot contract.
 
     Only what surrounds the layers is written here (the families differ there): token embedding
     and its scale, positions (learned with an offset, sinusoidal tables, M2M100's padding-aware
@@ -98,11 +111,11 @@ class BartDecoder(torch.nn.Module):
 
     def __init__(self, model: Any) -> None:
         super().__init__()
-        self.dec = model.get_decoder()
+        self.dec = text_decoder(model)
         self.lm_head = model.get_output_embeddings()
         self.rotary = getattr(self.dec, "rotary_emb", None)
         self.norm = getattr(self.dec, "layer_norm", None) or getattr(self.dec, "norm", None)
-        self.config = model.config
+        self.config = self.dec.config  # the decoder's own (a SpeechEncoderDecoderConfig holds two)
         self.logits_bias = getattr(model, "final_logits_bias", None)
         self.scale = float(getattr(self.dec, "embed_scale", 1.0))  # Marian, Pegasus scale outside the embedding
         self.hf = [model]  # a list: not registered as a submodule

@@ -1,5 +1,6 @@
-"""Speech encoder-decoders other than Whisper (Moonshine on the waveform, Speech2Text on Kaldi fbank
-features): the encoder once per chunk, then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
+"""Speech encoder-decoders other than Whisper (Moonshine and SpeechEncoderDecoderModel's wav2vec2-style
+encoders on the waveform, Speech2Text and SeamlessM4T on Kaldi fbank features): the encoder once per
+chunk, then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
 
     encoder  input_values (batch, samples) or input_features (batch, frames, mels) -> cross.{i}.key / .value
     decoder  the slot-cache decoder with `encoder_attention_mask` and the cross keys/values resident
@@ -35,6 +36,22 @@ BEAMS = 4
 FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     "moonshine": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
     "speech_to_text": ("Speech2TextFeatureExtractor", "input_features", "speech2text-fbank"),
+    "seamless_m4t": ("SeamlessM4TFeatureExtractor", "input_features", "kaldi-fbank"),
+    "seamless_m4t_v2": ("SeamlessM4TFeatureExtractor", "input_features", "kaldi-fbank"),
+    # SpeechEncoderDecoderModel: the checkpoints pair a wav2vec2-style encoder with a text decoder.
+    "speech-encoder-decoder": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
+}
+# Speech encoder-decoders of transformers' mapping that edgekit refuses, and what it lacks for each
+# (transformers 5.23's modeling and feature extraction files).
+UNPORTED: dict[str, str] = {
+    "cohere_asr": "its CohereAsrFeatureExtractor adds dither noise drawn from torch's generator (seeded by the "
+                  "waveform's length), which edgekit's numpy front end does not reproduce, and its decoder "
+                  "(a position table and an embedding layer norm, the encoder states projected inside the "
+                  "decoder) is not the BART-style decoder edgekit's graph runs",
+    "moonshine_streaming": "its encoder frames the waveform in 5 ms frames and attends within per-layer sliding "
+                           "windows only when given an attention mask (without one, every frame attends to "
+                           "every other), and its decoder adds learned positions to the encoder states before "
+                           "projecting them: neither is in edgekit's speech encoder or decoder graph",
 }
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
 MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
@@ -48,12 +65,16 @@ class SpeechEncoder(torch.nn.Module):
 
         super().__init__()
         self.inner = Encoder(model)
+        # SpeechEncoderDecoderModel maps the encoder's width to the decoder's where they differ.
+        self.to_decoder = getattr(model, "enc_to_dec_proj", None)
 
     def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from edgekit.converters.specs.seq2seq_graphs import _split, eager_while_exporting
 
         with eager_while_exporting(self.inner.hf[0]):
             h = self.inner.encoder(input_values).last_hidden_state
+        if self.to_decoder is not None:
+            h = self.to_decoder(h)
         out: list[torch.Tensor] = []
         for k, v, heads in self.inner.proj:
             out += [_split(k(h), heads), _split(v(h), heads)]
@@ -85,7 +106,8 @@ class HFSpeechSeq2Seq(ExportSpec):
         self.fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
         self.extractor, name, features = _front_end(src.description, self.family, self.fe)
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
-        cfg = self.model.config
+        cfg = self.model.config.get_text_config(decoder=True)  # the model's own but a SpeechEncoderDecoder's
+        _check_decoder(src.description, self.model)
         self.cache = KVGeometry(*_cross_geometry(self.model))
         self.positions = int(getattr(cfg, "max_position_embeddings", None) or cfg.max_target_positions)
         rate = int(self.fe.get("sampling_rate", 16000))
@@ -122,7 +144,10 @@ class HFSpeechSeq2Seq(ExportSpec):
     def _section(self, rate: int, name: str, features: str) -> SpeechSeq2SeqSection:
         cfg, gen = self.model.config, self.model.generation_config
         start = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else cfg.decoder_start_token_id
-        eos = gen.eos_token_id if gen.eos_token_id is not None else cfg.eos_token_id
+        # A SpeechEncoderDecoderConfig may name eos only in its decoder's config, as transformers' generate reads it.
+        eos = next((e for e in (gen.eos_token_id, getattr(cfg, "eos_token_id", None),
+                                cfg.get_text_config(decoder=True).eos_token_id)
+                    if e is not None), None)
         eos = eos[0] if isinstance(eos, (list, tuple)) else eos
         if start is None or eos is None:
             raise SourceError(f"'{self.src.description}' names no decoder_start_token_id or eos_token_id",
@@ -131,10 +156,13 @@ class HFSpeechSeq2Seq(ExportSpec):
             audio=Chunking(rate, float(MAX_SECONDS // 2), 2.0), features=features,  # type: ignore[arg-type]
             normalize=bool(self.fe.get("do_normalize", False)), input=name, tokenizer="tokenizer.json",
             n_mels=int(self.fe.get("num_mel_bins", 80)),
+            stack=int(self.fe.get("stride", 2)) if features == "kaldi-fbank" else 1,
             cache=self.cache.state(), decoder_start_token_id=int(start), eos_token_id=int(eos),
             suppress_tokens=tuple(int(t) for t in (gen.suppress_tokens or [])),
             begin_suppress_tokens=tuple(int(t) for t in (gen.begin_suppress_tokens or [])),
-            max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions)
+            max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions,
+            forced_eos_token_id=None if gen.forced_eos_token_id is None else int(gen.forced_eos_token_id),
+            lang_to_id={str(k): int(v) for k, v in (getattr(gen, "text_decoder_lang_to_code_id", None) or {}).items()})
 
     def _new_tokens(self, max_length: int | None) -> int:
         """The tokens generate makes after the start token: a set max_length counts the start token;
@@ -148,13 +176,15 @@ class HFSpeechSeq2Seq(ExportSpec):
         """Greedy and beam-search tokens of `transformers` generate vs the artifact's loop."""
         rate = self.section.audio.sample_rate
         waves = [synthetic_audio(PARITY_SECONDS[i % 3], rate, i) for i in range(samples or 2)]
+        table = self.section.lang_to_id  # SeamlessM4T: decoded into English where it can be, as users call it
+        lang = "eng" if "eng" in table else min(table, default=None)
         same = total = exact = words = 0
         errors = 0.0
         for beams in (1, BEAMS):
             for w in waves:
                 feats = model.features(w)
-                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams)
-                got = model.decode_tokens(feats, max_new_tokens=max_new_tokens, num_beams=beams)
+                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, lang)
+                got = model.decode_tokens(feats, lang, max_new_tokens=max_new_tokens, num_beams=beams)
                 same += sum(int(a == b) for a, b in zip(ref, got))
                 total += max(len(ref), len(got))
                 exact += int(ref == got)
@@ -197,8 +227,9 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     """(the feature extractor, the encoder's input, SpeechSeq2SeqSection.features) of a family edgekit
     converts with the extractor it has a numpy port of; else UnsupportedError, by name."""
     if family not in FRONT_ENDS:
-        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert "
-                               "yet", found=f"model_type {family!r}",
+        why = f": {UNPORTED[family]}" if family in UNPORTED else " yet"
+        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert"
+                               f"{why}", found=f"model_type {family!r}",
                                fix=f"recognize converts Whisper and the speech encoder-decoders {sorted(FRONT_ENDS)}")
     kind, name, features = FRONT_ENDS[family]
     extractor = str(fe.get("feature_extractor_type", kind))
@@ -212,9 +243,26 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     return extractor, name, features
 
 
-def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int) -> list[int]:
+def _check_decoder(description: str, model: Any) -> None:
+    """The decoder graph runs BART-style layers (seq2seq_graphs.BartDecoder: self-attention, then a
+    cross-attention with k/v projections); a SpeechEncoderDecoderModel may pair its encoder with a decoder
+    of another kind (BERT, GPT-2), which edgekit refuses by name."""
+    from edgekit.converters.specs.seq2seq_graphs import text_decoder
+
+    dec = text_decoder(model)
+    layers = getattr(dec, "layers", None)
+    if layers is None or not all(hasattr(x, "encoder_attn") or hasattr(x, "cross_attention") for x in layers):
+        kind = model.config.get_text_config(decoder=True).model_type
+        raise UnsupportedError(f"'{description}' decodes with a {kind} decoder, whose layers edgekit's speech "
+                               "decoder graph does not run", found=f"decoder model_type {kind!r}",
+                               fix="a speech encoder-decoder with a BART-style decoder (bart, mbart, marian, ...)")
+
+
+def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int,
+                     tgt_lang: str | None = None) -> list[int]:
     """transformers' generate on one unpadded input (start token first), as a list."""
+    lang = {} if tgt_lang is None else {"tgt_lang": tgt_lang}
     with torch.inference_mode():
         out = hf.generate(torch.from_numpy(features)[None], max_new_tokens=max_new_tokens, num_beams=num_beams,
-                          do_sample=False)
+                          do_sample=False, **lang)
     return [int(t) for t in out[0]]

@@ -20,7 +20,7 @@ Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 from edgekit.contract.base import BATCH, FLOAT, FRAMES, INT64, SAMPLES, GraphNeeds, Need, Phase, Section
@@ -152,9 +152,10 @@ class SpeechSeq2SeqSection(Section):
     tag: ClassVar[str] = "speech-seq2seq"
     model: ClassVar[str] = "edgekit.tasks.speech_seq2seq:SpeechSeq2SeqRecognizer"
     audio: Chunking
-    # The encoder's input as edgekit's front end makes it: the samples (batch, samples), or
-    # Speech2TextFeatureExtractor's Kaldi fbank with utterance CMVN (batch, frames, n_mels).
-    features: Literal["waveform", "speech2text-fbank"]
+    # The encoder's input as edgekit's front end makes it: the samples (batch, samples),
+    # Speech2TextFeatureExtractor's Kaldi fbank with utterance CMVN (batch, frames, n_mels), or
+    # SeamlessM4TFeatureExtractor's, `stack` frames per row (batch, frames / stack, n_mels * stack).
+    features: Literal["waveform", "speech2text-fbank", "kaldi-fbank"]
     normalize: bool  # waveform: zero mean, unit variance per chunk (the extractor's do_normalize)
     input: str
     tokenizer: str
@@ -165,7 +166,14 @@ class SpeechSeq2SeqSection(Section):
     begin_suppress_tokens: tuple[int, ...]
     max_length: int  # new tokens after the start token (generation_config.max_length - 1, as transformers counts)
     max_target_positions: int  # the decoder's positions
-    n_mels: int = 80  # speech2text-fbank: mel bands per frame
+    n_mels: int = 80  # the fbank front ends: mel bands per frame
+    stack: int = 1  # kaldi-fbank: consecutive frames per encoder row (SeamlessM4T's stride, 2)
+    # generation_config.forced_eos_token_id (mBART decoders): the only token at the last position, as
+    # transformers' ForcedEOSTokenLogitsProcessor makes it when a decode reaches its length.
+    forced_eos_token_id: int | None = None
+    # SeamlessM4T's target languages (generation_config.text_decoder_lang_to_code_id, "eng" -> id):
+    # recognize(language="eng") decodes from [decoder_start_token_id, that id], as generate(tgt_lang="eng").
+    lang_to_id: dict[str, int] = field(default_factory=dict)
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)
@@ -175,8 +183,9 @@ class SpeechSeq2SeqSection(Section):
 
     def call_shapes(self, graph: str) -> list[Phase]:
         samples = self.audio.window
-        if graph == "encoder" and self.features != "waveform":  # 10 ms frames of 25 ms
-            return [("all", {BATCH: self.batch, FRAMES: (8, samples // 160 - 1, samples // 160 - 1)})]
+        if graph == "encoder" and self.features != "waveform":  # 10 ms frames of 25 ms, `stack` per row
+            rows = (samples // 160 - 1) // self.stack
+            return [("all", {BATCH: self.batch, FRAMES: (8, rows, rows)})]
         if graph == "encoder":
             return [("all", {BATCH: self.batch, SAMPLES: (min(1600, samples), samples, samples)})]
         # The encoder's frames: at most one per 10 ms hop (Moonshine's are 24 ms). Beam search runs a

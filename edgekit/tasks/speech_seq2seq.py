@@ -1,4 +1,4 @@
-"""Speech encoder-decoders other than Whisper (Moonshine, Speech2Text): the encoder once per chunk, then
+"""Speech encoder-decoders other than Whisper (Moonshine, Speech2Text, SeamlessM4T...): the encoder once per chunk, then
 Whisper's decoder loop (tasks/whisper.py: greedy rows, beam search, the cross keys/values resident on
 the backend) from the one start token, without Whisper's language, task and timestamp tokens."""
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 
 from edgekit.contract.generate import ENCODER_MASK
 from edgekit.contract.recognize import SpeechSeq2SeqSection
-from edgekit.errors import UnsupportedError
+from edgekit.errors import InputError, UnsupportedError
 from edgekit.preprocess import audio, filterbank
 from edgekit.preprocess.vad import Span
 from edgekit.results import Transcript
@@ -19,6 +19,8 @@ def features(wave: np.ndarray, c: SpeechSeq2SeqSection) -> np.ndarray:
     """One chunk's encoder input without the batch axis."""
     if c.features == "speech2text-fbank":
         return filterbank.speech2text_fbank(wave, c.audio.sample_rate, c.n_mels)
+    if c.features == "kaldi-fbank":  # one unpadded input: every stacked row is real, so no mask
+        return filterbank.kaldi_fbank_stacked(wave, c.audio.sample_rate, c.n_mels, c.stack)[0]
     return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
 
 
@@ -29,11 +31,13 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
 
     def _check(self, opts: Options) -> None:
         given = [k for k in ("language", "task") if getattr(opts, k) is not None]
+        given = [k for k in given if k != "language" or not self.contract.lang_to_id]
         given += ["return_timestamps"] if opts.return_timestamps else []
         if given:
             raise UnsupportedError(f"this {self.manifest.family} model takes no {', '.join(given)}",
-                                   found="a speech encoder-decoder without language, task or timestamp tokens",
-                                   fix="drop them (max_new_tokens and num_beams are taken)")
+                                   found="a speech encoder-decoder without these tokens",
+                                   fix="drop them (max_new_tokens and num_beams are taken"
+                                       f"{', language too' if self.contract.lang_to_id else ''})")
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         return features(wave, self.contract)
@@ -44,7 +48,20 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
         return {**cross, ENCODER_MASK: np.ones((features.shape[0], frames), np.int64)}
 
     def prompt(self, language: str | None, task: str | None, timestamps: bool, cross: dict[str, np.ndarray]) -> list[int]:
-        return [self.contract.decoder_start_token_id]
+        """The start token, then the target language's where one is given (transformers' generate(tgt_lang=)
+        accepts "eng" and "__eng__")."""
+        c = self.contract
+        if language is None:
+            return [c.decoder_start_token_id]
+        key = language.replace("__", "")
+        if key not in c.lang_to_id:
+            raise InputError(f"unknown target language '{language}' for this {self.manifest.family} model",
+                             found=f"languages {sorted(c.lang_to_id)}" if c.lang_to_id else "no language tokens",
+                             fix="pass one of them" if c.lang_to_id else "leave language unset")
+        return [c.decoder_start_token_id, c.lang_to_id[key]]
+
+    def forced_eos_token_id(self) -> int | None:
+        return self.contract.forced_eos_token_id
 
     def _language_of(self, tokens: list[int]) -> str | None:
         return None

@@ -63,8 +63,10 @@ def _timestamp_rules(logits: np.ndarray, tokens: list[int], begin: int, c: Whisp
 class _Rules:
     """Whisper's logits processors for the beam loop: (rows, tokens so far) and scores in, scores out."""
 
-    def __init__(self, c: WhisperSection, begin: int, timestamps: bool) -> None:
+    def __init__(self, c: WhisperSection, begin: int, timestamps: bool, forced_eos: int | None = None,
+                 limit: int = 0) -> None:
         self.c, self.begin, self.timestamps = c, begin, timestamps
+        self.forced_eos, self.limit = forced_eos, limit
         self.suppress = np.asarray(c.suppress_tokens, dtype=np.int64)
         self.begin_suppress = np.asarray(c.begin_suppress_tokens, dtype=np.int64)
         self.chooser = TokenChooser(SamplingConfig())  # greedy: beam search never draws
@@ -78,7 +80,15 @@ class _Rules:
                 row[self.suppress] = -np.inf
             if self.timestamps:
                 _timestamp_rules(row, tokens, self.begin, self.c)
+            if self.forced_eos is not None and len(tokens) == self.limit - 1:
+                _force(row, self.forced_eos)
         return out
+
+
+def _force(row: np.ndarray, token: int) -> None:
+    """transformers' ForcedEOSTokenLogitsProcessor at the last position: every score -inf but the token's."""
+    row[:] = -np.inf
+    row[token] = 0.0
 
 
 def _logsumexp(x: np.ndarray) -> float:
@@ -256,6 +266,7 @@ class WhisperRecognizer(Recognizer):
         begin, rows = len(prompts[0]), len(prompts)
         suppress = np.asarray(c.suppress_tokens, dtype=np.int64)
         begin_suppress = np.asarray(c.begin_suppress_tokens, dtype=np.int64)
+        forced = self.forced_eos_token_id()
         tokens = [list(p) for p in prompts]
         done = [False] * rows
         with self._cache(limit - 1, cross, rows) as cache:  # the last token is never fed back
@@ -271,6 +282,8 @@ class WhisperRecognizer(Recognizer):
                         row[suppress] = -np.inf
                     if timestamps:
                         row = _timestamp_rules(row, tokens[r], begin, c)
+                    if forced is not None and len(tokens[r]) == limit - 1:
+                        _force(row, forced)
                     nxt[r] = int(np.argmax(row))
                     tokens[r].append(int(nxt[r]))
                     done[r] = nxt[r] == c.eos_token_id or len(tokens[r]) >= limit
@@ -287,9 +300,14 @@ class WhisperRecognizer(Recognizer):
         seqs = np.repeat(np.asarray([prompt], np.int64), beams, axis=0)
         with self._cache(limit - 1, cross, beams) as cache:  # the prompt runs on every beam's row, as in transformers
             logits = cache.prefill(seqs, np.ones_like(seqs))
-            out = beam_search(cache, logits, seqs, opts, _Rules(c, len(prompt), timestamps),
+            rules = _Rules(c, len(prompt), timestamps, self.forced_eos_token_id(), limit)
+            out = beam_search(cache, logits, seqs, opts, rules,
                               Stopper(limit, (c.eos_token_id,), len(prompt)), c.eos_token_id, (False, False))
         return [int(t) for t in out.sequences[0]]
+
+    def forced_eos_token_id(self) -> int | None:
+        """The token forced at the last position (generation_config.forced_eos_token_id); Whisper has none."""
+        return None
 
     def _decode_piece(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=False))
