@@ -69,7 +69,10 @@ class HFSpeechSeq2Seq(ExportSpec):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
+        from edgekit.converters.specs.audio_lm import PROMPTS  # audio-language models: their own spec
+
         return (not src.is_plain and task in (None, "recognize") and not src.architecture.startswith("Whisper")
+                and src.architecture not in PROMPTS
                 and src.architecture in auto_architectures("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
