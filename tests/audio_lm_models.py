@@ -20,37 +20,24 @@ def save(family: str, folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
     return BUILDERS[family](folder, seed, shape)
 
 
-def extractor_features(folder: Path, wave: np.ndarray) -> np.ndarray:
-    """The folder's WhisperFeatureExtractor as VoxtralProcessor calls it (padded to whole windows, one
-    spectrogram), cut per window: (windows, mels, frames)."""
-    from transformers import WhisperFeatureExtractor
-
-    fe = WhisperFeatureExtractor.from_pretrained(folder)
-    out = fe(wave, sampling_rate=16000, padding=True, truncation=False, pad_to_multiple_of=fe.n_samples,
-             return_tensors="np")["input_features"]
-    return np.ascontiguousarray(out.reshape(fe.feature_size, -1, fe.nb_max_frames).transpose(1, 0, 2))
-
-
 def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndarray]) -> str:
-    """At fp32 the greedy tokens of transformers' generate (the extractor's features, the artifact's prompt
-    ids) equal the artifact's from the raw waveform, with and without a language, and recognize's text
-    is theirs; "" when so, else what differs."""
+    """At fp32 the greedy tokens of transformers' generate on the family's own inputs (the processor's, or
+    Voxtral's extractor with the artifact's prompt ids) equal the artifact's from the raw waveform, with
+    and without a language, and recognize's text is theirs; "" when so, else what differs."""
     import torch
     import transformers
 
-    from edgekit.converters.specs.audio_lm import hf_audio_lm_tokens
-
     import edgekit
+    from edgekit.converters.specs.audio_lm import hf_audio_lm_tokens, hf_inputs
 
     arch = json.loads((folder / "config.json").read_text())["architectures"][0]
     hf = getattr(transformers, arch).from_pretrained(folder, dtype=torch.float32).eval()
     asr = edgekit.load(art, device="cpu")
-    c = asr.contract
     for wave in waves:
-        feats = extractor_features(folder, wave)
         plain: list[int] = []
-        for language in (None, "en") if c.language_format else (None,):
-            want = hf_audio_lm_tokens(hf, feats, asr.prompt_ids(len(feats) * c.rows_per_chunk, language), new)
+        for language in (None, "en"):
+            inputs = hf_inputs(folder, wave, asr.prompt_ids, asr.contract.rows_per_chunk, language)
+            want = hf_audio_lm_tokens(hf, inputs, new)
             plain = plain or want
             if len(set(want)) < 2:  # a check that could not tell two models apart would be no check
                 return f"transformers' generate repeats one token {want[:3]}: the folder's model cannot be compared"
@@ -93,4 +80,44 @@ def _voxtral(folder: Path, seed: int, shape: str) -> Path:
     return folder
 
 
-BUILDERS = {"voxtral": _voxtral}
+# Qwen3-ASR's conversation (its checkpoints' chat template, in the shape its processor renders it): an
+# optional system prompt, the user's audio between <|audio_start|> and <|audio_end|>, the assistant's turn.
+QWEN3_ASR_CHAT = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'audio' %}<|audio_start|><|audio_pad|><|audio_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{% if not (loop.last and m['role'] == 'assistant') %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+QWEN3_ASR_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
+
+def _qwen3_asr(folder: Path, seed: int, shape: str) -> Path:
+    """Qwen3-ASR's windowed encoder (100-frame chunks, attention windows of 2 chunks at tiny) and a
+    Qwen3 decoder, saved with its feature extractor and processor."""
+    import torch
+    from transformers import (Qwen3ASRConfig, Qwen3ASRFeatureExtractor, Qwen3ASRForConditionalGeneration,
+                              Qwen3ASRProcessor, Qwen3Config)
+
+    tok = _tokenizer(*QWEN3_ASR_TOKENS, audio_token="<|audio_pad|>", audio_bos_token="<|audio_start|>",
+                     audio_eos_token="<|audio_end|>")
+    tok.add_tokens(["<asr_text>"])  # an ordinary token: the processor finds it in the text decoded without specials
+    (hidden, heads), (ah, aheads) = SIZES[shape]
+    audio = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=aheads, encoder_ffn_dim=2 * ah, d_model=ah,
+                 output_dim=hidden, n_window=50, n_window_infer=200, downsample_hidden_size=16)
+    text = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), head_dim=hidden // heads,
+                       max_position_embeddings=1024, tie_word_embeddings=False).to_dict()
+    end = [tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")]
+    # The whole model is initialised from the top config's range: at 0.02, or with tied embeddings, the
+    # tiny model writes one token over and over (measured: 0.3 untied varies on both sweep waveforms).
+    cfg = Qwen3ASRConfig(audio_config=audio, text_config=text, audio_token_id=tok.convert_tokens_to_ids("<|audio_pad|>"),
+                         pad_token_id=tok.pad_token_id, eos_token_id=end, initializer_range=0.3, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen3ASRForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = end, tok.pad_token_id
+    model.save_pretrained(folder)
+    Qwen3ASRProcessor(Qwen3ASRFeatureExtractor(), tok, chat_template=QWEN3_ASR_CHAT).save_pretrained(folder)
+    return folder
+
+
+BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr}

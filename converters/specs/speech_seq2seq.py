@@ -69,10 +69,10 @@ class HFSpeechSeq2Seq(ExportSpec):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
-        from edgekit.converters.specs.audio_lm import PROMPTS  # audio-language models: their own spec
+        from edgekit.converters.specs.audio_lm import FAMILIES  # audio-language models: their own spec
 
         return (not src.is_plain and task in (None, "recognize") and not src.architecture.startswith("Whisper")
-                and src.architecture not in PROMPTS
+                and src.architecture not in FAMILIES
                 and src.architecture in auto_architectures("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
@@ -200,14 +200,14 @@ class HFSpeechSeq2Seq(ExportSpec):
 def _refuse_audio_lm(src: Source) -> None:
     """An audio-language model (its config names the audio placeholder token the encoder's rows replace)
     that converters/specs/audio_lm.py has no prompt and encoder port of: refused as what it is."""
-    from edgekit.converters.specs.audio_lm import PROMPTS
+    from edgekit.converters.specs.audio_lm import FAMILIES
 
     if any(k in src.config for k in ("audio_token_id", "audio_token_index")):
         raise UnsupportedError(f"'{src.description}' is a {src.config.get('model_type')} audio-language model (a speech "
                                "encoder and projector whose rows fill a causal LM's prompt), whose encoder and "
                                "transcription prompt edgekit has no port of yet",
                                found=f"architecture {src.architecture!r}",
-                               fix=f"audio-language recognize converts {sorted(PROMPTS)}; speech encoder-decoders "
+                               fix=f"audio-language recognize converts {sorted(FAMILIES)}; speech encoder-decoders "
                                    f"{sorted(FRONT_ENDS)} and Whisper")
 
 
