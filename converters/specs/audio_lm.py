@@ -172,7 +172,7 @@ class HFAudioLM(ExportSpec):
             tokenizer="tokenizer.json", cache=self.cache, hidden=int(self.model.get_input_embeddings().embedding_dim),
             chunk_frames=frames, rows_per_chunk=rows, max_chunks=most, audio_token_id=audio_id, prefix=prefix,
             suffix=suffix, eos_token_id=tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])),
-            max_context=context, max_new_tokens=int(getattr(gen, "max_new_tokens", None) or context - fixed - rows * most),
+            max_context=context, max_new_tokens=None if gen.max_new_tokens is None else int(gen.max_new_tokens),
             front_end=kind.front_end,  # type: ignore[arg-type]
             min_samples=int(fe.get("min_length", 0)), language_format=kind.language_format,
             language_before=kind.language_before, language_suffixes=languages, text_after=kind.text_after)

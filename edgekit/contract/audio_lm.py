@@ -53,7 +53,8 @@ class AudioLMSection(Section):
     suffix: tuple[int, ...]
     eos_token_id: tuple[int, ...]
     max_context: int
-    max_new_tokens: int  # the default: the generation config's, else the context left after the longest prompt
+    # The default: the generation config's max_new_tokens; None: until eos, within the context this prompt leaves.
+    max_new_tokens: int | None
     front_end: Literal["whisper-windows", "qwen3-asr"] = "whisper-windows"
     min_samples: int = 0  # shorter waveforms are zero-padded to this many samples first
     language_format: str = ""  # e.g. "lang:{}" (Voxtral); empty: see language_suffixes
@@ -62,7 +63,7 @@ class AudioLMSection(Section):
     text_after: str = ""  # the marker the transcript follows (Qwen3-ASR's "<asr_text>"); empty: all of it
 
     def __post_init__(self) -> None:
-        if min(self.rows_per_chunk, self.max_chunks, self.hidden, self.max_new_tokens) < 1 or not self.eos_token_id:
+        if min(self.rows_per_chunk, self.max_chunks, self.hidden, self.max_new_tokens or 1) < 1 or not self.eos_token_id:
             raise ValueError("an audio-LM section needs rows per chunk, max_chunks, hidden and max_new_tokens >= 1, "
                              "and an eos token")
         if not 0 <= self.language_before <= len(self.suffix):

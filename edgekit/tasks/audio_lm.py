@@ -129,16 +129,17 @@ class AudioLMRecognizer(Recognizer):
         return Transcript(text=text, segments=[Segment(text, 0.0, end)] if text else [], language=opts.language)
 
 
-def _new_tokens(asked: int | None, default: int, room: int) -> int:
+def _new_tokens(asked: int | None, default: int | None, room: int) -> int:
     if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
         raise ConfigError("max_new_tokens must be a positive integer", found=repr(asked))
-    new = default if asked is None else asked
-    if new > room:
-        if asked is not None:
-            raise ConfigError(f"the prompt leaves room for {room} new tokens in the model's context",
-                              found=f"max_new_tokens={asked}", fix=f"use max_new_tokens <= {room}")
-        new = room  # the default is at most what the context leaves (contract: max_new_tokens)
-    return max(new, 1)
+    if asked is not None and asked > room:
+        raise ConfigError(f"the prompt leaves room for {room} new tokens in the model's context",
+                          found=f"max_new_tokens={asked}", fix=f"use max_new_tokens <= {room}")
+    if asked is not None:
+        return asked
+    # The generation config's default, as transformers' generate takes it, held within the context
+    # (generate would run past the position table); without one, until eos within the context.
+    return max(1, min(default or room, room))
 
 
 def conv_rows(frames: int) -> int:
