@@ -187,7 +187,12 @@ class HFAudioLM(ExportSpec):
         from transformers import AutoProcessor
 
         assert self.src.hf_dir is not None
-        proc = AutoProcessor.from_pretrained(self.src.hf_dir)
+        try:
+            proc = AutoProcessor.from_pretrained(self.src.hf_dir)
+        except Exception as e:  # transformers raises OSError/ValueError/KeyError for missing or unknown processors
+            raise SourceError(f"cannot load the processor of '{self.src.description}' ({type(e).__name__}: {str(e)[:200]})",
+                              fix="save the model's processor beside it (processor.save_pretrained(folder)): its "
+                                  "chat template writes the transcription prompt") from None
         audio_id = int(proc.audio_token_id)
         probe = synthetic_audio(1.0, int(self.fe.get("sampling_rate", 16000)), 0)
 
