@@ -3,6 +3,7 @@ waveform through edgekit's log-mel, audio graph, transcription prompt and cached
 transformers' generate on the folder's feature extractor's features, and clear refusals."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import edgekit
 from audio_lm_models import check, save
 from coverage_models import speech
-from edgekit.errors import InputError, UnsupportedError
+from edgekit.errors import InputError, SourceError, UnsupportedError
 
 NEW = 12  # new tokens compared (the tiny model never writes eos)
 
@@ -40,6 +41,11 @@ def test_refuses_what_it_cannot_do(voxtral: tuple[Path, Path]) -> None:
     for kw in ({"num_beams": 2}, {"return_timestamps": True}, {"task": "translate"}, {"word_timestamps": True}):
         with pytest.raises(UnsupportedError, match="takes no"):
             asr.recognize(wave, sample_rate=16000, **kw)
+    bare = voxtral[0].parent / "no-tokenizer"
+    shutil.copytree(voxtral[0], bare)
+    (bare / "tokenizer.json").unlink()
+    with pytest.raises(SourceError, match="no tokenizer.json"):
+        edgekit.convert(bare, bare.parent / "no-tokenizer-art")
     c = asr.contract
     too_long = np.tile(wave, int((c.max_chunks + 1) * c.audio.chunk_length_s / 1.1) + 1)
     with pytest.raises(InputError, match="vad=True"):

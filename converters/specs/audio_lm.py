@@ -109,8 +109,8 @@ class HFAudioLM(ExportSpec):
                                    "its checkpoints ship only", found=f"feature_extractor_type {found!r}, dither "
                                                                       f"{self.fe.get('dither', 0.0)}",
                                    fix=f"save the {self.kind.extractor} of the checkpoint beside the model")
+        self.tokenizer_json = self._tokenizer_json()
         self.model = getattr(transformers, src.architecture).from_pretrained(src.hf_dir, dtype=torch.float32).eval()
-        self.tokenizer_json = hf_tokenizer_json(src)
         self.cache = decoder_state(self.model)
         if not all(isinstance(e, AttentionKV) for e in self.cache.entries):
             raise UnsupportedError(f"'{self.family}' keeps a decoder state other than keys/values",
@@ -210,6 +210,16 @@ class HFAudioLM(ExportSpec):
                 raise UnsupportedError(f"the {self.family} processor's prompt for language {code!r} changes what "
                                        "comes before the audio", found=f"{list(head)} vs {list(prefix)}")
         return prefix, audio_id, suffix, languages
+
+    def _tokenizer_json(self) -> bytes:
+        assert self.src.hf_dir is not None
+        if self.kind.audio and not (self.src.hf_dir / "tokenizer.json").is_file():
+            # Voxtral checkpoints ship mistral-common's tekken.json; transformers reads it only through
+            # mistral-common (MistralCommonBackend), which edgekit does not depend on.
+            raise SourceError(f"'{self.src.description}' has no tokenizer.json", found="a tekken.json tokenizer, or none",
+                              fix="write one beside the model: transformers.integrations.mistral.tokenizer."
+                                  "convert_tekken_tokenizer('tekken.json').save_pretrained(folder)")
+        return hf_tokenizer_json(self.src)
 
     def _token_ids(self, names: tuple[str, ...]) -> dict[str, int]:
         from tokenizers import Tokenizer
