@@ -570,6 +570,10 @@ def save_folder(task: str, family: str, folder: Path, seed: int = 0, shape: str 
         return vision_models.save(family, folder, seed, shape)
     tok = tiny_tokenizer()
     if task == "recognize":
+        import audio_lm_models
+
+        if family in audio_lm_models.BUILDERS:  # audio-language models: their tokenizer holds the prompt's tokens
+            return audio_lm_models.save(family, folder, seed, shape)
         if is_speech_seq2seq(family):
             return _save_speech_seq2seq(family, folder, seed, shape)
         return _save_ctc(family, folder, seed, shape)
@@ -975,7 +979,11 @@ SPEECH_TOKENS = 24  # new tokens compared per call (eos may end both sooner)
 
 
 def _check_recognize(folder: Path, art: Path, precision: str) -> str:
+    import audio_lm_models
+
     family = json.loads((folder / "config.json").read_text())["model_type"]
+    if family in audio_lm_models.BUILDERS:
+        return audio_lm_models.check(folder, art, precision, SPEECH_TOKENS, speech())
     return _check_speech_seq2seq(folder, art, precision) if is_speech_seq2seq(family) else _check_ctc(folder, art, precision)
 
 

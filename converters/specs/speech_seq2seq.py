@@ -90,7 +90,10 @@ class HFSpeechSeq2Seq(ExportSpec):
 
     @classmethod
     def matches(cls, src: Source, task: str | None) -> bool:
+        from edgekit.converters.specs.audio_lm import FAMILIES  # audio-language models: their own spec
+
         return (not src.is_plain and task in (None, "recognize") and not src.architecture.startswith("Whisper")
+                and src.architecture not in FAMILIES
                 and src.architecture in auto_architectures("MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"))
 
     def __init__(self, src: Source, options: ConvertOptions) -> None:
@@ -104,6 +107,7 @@ class HFSpeechSeq2Seq(ExportSpec):
         self.family = str(src.config["model_type"])
         fe_path = src.hf_dir / "preprocessor_config.json"
         self.fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
+        _refuse_audio_lm(src)
         self.extractor, name, features = _front_end(src.description, self.family, self.fe)
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         cfg = self.model.config.get_text_config(decoder=True)  # the model's own but a SpeechEncoderDecoder's
@@ -221,6 +225,20 @@ class HFSpeechSeq2Seq(ExportSpec):
         limit = PREPROCESS_MAX_ABS[self.section.features]
         return PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against "
                                                f"transformers {self.extractor}", max_abs=worst)
+
+
+def _refuse_audio_lm(src: Source) -> None:
+    """An audio-language model (its config names the audio placeholder token the encoder's rows replace)
+    that converters/specs/audio_lm.py has no prompt and encoder port of: refused as what it is."""
+    from edgekit.converters.specs.audio_lm import FAMILIES
+
+    if any(k in src.config for k in ("audio_token_id", "audio_token_index")):
+        raise UnsupportedError(f"'{src.description}' is a {src.config.get('model_type')} audio-language model (a speech "
+                               "encoder and projector whose rows fill a causal LM's prompt), whose encoder and "
+                               "transcription prompt edgekit has no port of yet",
+                               found=f"architecture {src.architecture!r}",
+                               fix=f"audio-language recognize converts {sorted(FAMILIES)}; speech encoder-decoders "
+                                   f"{sorted(FRONT_ENDS)} and Whisper")
 
 
 def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, str, str]:

@@ -67,12 +67,13 @@ def merge_features(embeds: torch.Tensor, is_image: torch.Tensor, features: torch
     return torch.where(merged.reshape(is_image.shape)[..., None], picked, embeds)
 
 
-class VisionKVDecoder(KVDecoder):
-    """KVDecoder with image features: (input_ids, attention_mask, position_ids, image_features, *past)."""
+class MediaKVDecoder(KVDecoder):
+    """KVDecoder with media rows: (input_ids, attention_mask, position_ids, features, *past); the rows
+    (an image's or an audio clip's, edgekit/contract/vision, contract/audio_lm) replace `token_id`."""
 
-    def __init__(self, model: Any, kv: tuple[int, ...], image_token_id: int) -> None:
+    def __init__(self, model: Any, kv: tuple[int, ...], token_id: int) -> None:
         super().__init__(model, kv)
-        self.image_token_id = image_token_id
+        self.token_id = token_id
         # PaliGemma's decoder attends bidirectionally over every unmasked key (its text config says so), so
         # its prompt is one bidirectional block and a step sees all before it. transformers skips building
         # that mask when nothing is padded, and the traced skip would not hold for a prompt call: the graph
@@ -83,9 +84,9 @@ class VisionKVDecoder(KVDecoder):
             model.config.model_type in ("gemma3",)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                image_features: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        is_image = input_ids == self.image_token_id
-        embeds = merge_features(self.model.get_input_embeddings()(input_ids), is_image, image_features)
+                features: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        is_image = input_ids == self.token_id
+        embeds = merge_features(self.model.get_input_embeddings()(input_ids), is_image, features)
         extra: dict[str, torch.Tensor] = {}
         if self.image_blocks:
             extra["token_type_ids"] = is_image.long()
@@ -131,7 +132,7 @@ class HFVisionLM(HFCausalLM):
             raise UnsupportedError(f"'{self.family}' keeps a decoder state other than keys/values",
                                    fix="vision-language generate supports key/value decoders")
         kv = tuple(e.layer for e in self.cache.entries)
-        self.wrapper = VisionKVDecoder(self.model, kv, self.image_token_id)
+        self.wrapper = MediaKVDecoder(self.model, kv, self.image_token_id)
         self.graph = GraphExport("model", self.wrapper, _example(self.model, self.cache, self.hidden, self.image_token_id),
                                  [*STEP_INPUTS, IMAGE_FEATURES, *self.cache.past()],
                                  ["logits", *self.cache.present()], _dynamic_shapes(len(self.cache.past())))
@@ -236,23 +237,23 @@ def _probe_image() -> Any:
     return Image.fromarray(rng.integers(0, 256, (150, 260, 3), dtype=np.uint8))
 
 
-def _example(model: Any, state: DecoderState, hidden: int, image_token_id: int) -> tuple[Any, ...]:
+def _example(model: Any, state: DecoderState, hidden: int, token_id: int) -> tuple[Any, ...]:
     # Batch 2, 4 new tokens after 3 past, 3 feature rows (no dim 0 or 1: torch.export would specialise it).
     b, s, p = 2, 4, 3
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 4, (b, s), generator=gen)
-    ids[0, 1:] = image_token_id  # 3 image tokens for the 3 feature rows: the merge traced as it runs
+    ids[0, 1:] = token_id  # 3 placeholder tokens for the 3 feature rows: the merge traced as it runs
     mask = torch.ones((b, p + s), dtype=torch.long)
     pos = torch.arange(p, p + s).expand(b, s).contiguous()
     past = tuple(torch.zeros(t.shape(b, p)) for t in state.tensors())
     return (ids, mask, pos, torch.zeros(3, hidden), *past)
 
 
-def _dynamic_shapes(tensors: int) -> tuple[Any, ...]:
+def _dynamic_shapes(tensors: int, rows_dim: str = ROWS) -> tuple[Any, ...]:
     batch = Dim(BATCH, min=1, max=MAX_BATCH)
     seq = Dim(SEQUENCE, min=1, max=MAX_LEN)
     past = Dim(PAST, min=0, max=MAX_LEN)
     total = Dim(TOTAL, min=1, max=2 * MAX_LEN)
-    rows = Dim(ROWS, min=0, max=MAX_LEN)
+    rows = Dim(rows_dim, min=0, max=MAX_LEN)
     kv = tuple({0: batch, 2: past} for _ in range(tensors))
     return ({0: batch, 1: seq}, {0: batch, 1: total}, {0: batch, 1: seq}, {0: rows}, kv)

@@ -11,8 +11,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from edgekit.contract import (ClassifySection, CtcSection, GenerateSection, Section, SpeechSeq2SeqSection,
-                              WhisperSection)
+from edgekit.contract import (AudioLMSection, ClassifySection, CtcSection, GenerateSection, Section,
+                              SpeechSeq2SeqSection, WhisperSection)
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,8 @@ class Task:
 TASKS: dict[str, Task] = {t.name: t for t in (
     Task("classify", (ClassifySection,), "edgekit.cli:run_classify", "edgekit.bench:classify_workload", 50),
     Task("generate", (GenerateSection,), "edgekit.cli:run_generate", "edgekit.bench:generate_workload", 5),
-    Task("recognize", (CtcSection, WhisperSection, SpeechSeq2SeqSection), "edgekit.cli:run_recognize", "edgekit.bench:recognize_workload", 5),
+    Task("recognize", (CtcSection, WhisperSection, SpeechSeq2SeqSection, AudioLMSection), "edgekit.cli:run_recognize",
+         "edgekit.bench:recognize_workload", 5),
 )}
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgekit.contract.state import REPLACE, SLOTS, DecoderState
 from edgekit.contract.state.base import PROMPT_FLAG
+from edgekit.contract.audio_lm import AUDIO_FEATURES
 from edgekit.contract.vision import IMAGE_FEATURES
 from edgekit.errors import ArtifactError
 from edgekit.runtimes.base import HostStepper, Runner, StepSpec, Stepper
@@ -32,6 +33,10 @@ def vocab_of(runner: Runner) -> int:
         raise ArtifactError("the decoder's logits have no fixed vocabulary size", found=f"dim '{vocab}'",
                             fix="convert the model again")
     return vocab
+
+
+# A multimodal decoder's input of media rows that replace placeholder tokens (contract/vision, contract/audio_lm).
+FEATURE_INPUTS = (IMAGE_FEATURES, AUDIO_FEATURES)
 
 
 class StateLoop:
@@ -47,14 +52,15 @@ class StateLoop:
                  host: bool = False, features: np.ndarray | None = None) -> None:
         self.runner, self.state, self.slots, self.host = runner, state, slots, host
         dtypes = {s.name: np.dtype(s.dtype) for s in runner.inputs}
-        # A vision-language decoder's image rows (edgekit/contract/vision): the prompt call's, then none.
+        # A multimodal decoder's image or audio rows: the prompt call's, then none.
         self.no_rows = {}
-        if IMAGE_FEATURES in dtypes:
-            hidden = {s.name: s for s in runner.inputs}[IMAGE_FEATURES].shape[-1]
-            self.no_rows = {IMAGE_FEATURES: np.zeros((0, int(hidden)), dtypes[IMAGE_FEATURES])}
+        name = next((n for n in FEATURE_INPUTS if n in dtypes), None)
+        if name is not None:
+            hidden = {s.name: s for s in runner.inputs}[name].shape[-1]
+            self.no_rows = {name: np.zeros((0, int(hidden)), dtypes[name])}
         elif features is not None and len(features):
-            raise ArtifactError("image features were given to a decoder graph without an image_features input",
-                                fix="convert the vision-language model again")
+            raise ArtifactError(f"media features were given to a decoder graph without an input of them {FEATURE_INPUTS}",
+                                fix="convert the vision- or audio-language model again")
         self.features = features
         self.caches = {t.input: np.zeros(t.shape(batch, slots), dtypes[t.input]) for t in state.tensors()}
         self.writes = {t.output: t.input for t in state.tensors() if t.update == SLOTS}

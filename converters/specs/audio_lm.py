@@ -1,0 +1,332 @@
+"""Audio-language models in recognize (Voxtral, Qwen3-ASR): a speech encoder + projector whose rows
+replace the audio placeholder tokens of a causal LM's transcription prompt; the LM then writes the
+transcript.
+
+    audio  input_features (chunks, n_mels, frames) -> audio_features (rows, hidden): Voxtral's
+           get_audio_features (encoder, frame stacking, projector), every 30 s window at once;
+           Qwen3-ASR's windowed encoder rewritten traceable (converters/audio_lm_encoders.py), with
+           its row mask
+    model  the causal LM's slot-cache decoder with the rows merged at the placeholder tokens
+           (vision_lm.MediaKVDecoder: the image-text mechanism, fed audio rows)
+The loop is tasks/audio_lm.py. The prompt: Voxtral's transcription request from its tokenizer's
+control tokens (mistral-common writes it; transformers' VoxtralProcessor needs that package), Qwen3-ASR's
+from its processor's apply_transcription_request (chat template), per language. Parity: the greedy
+tokens of transformers' generate on the family's inputs against the artifact's from the raw waveform,
+and edgekit's numpy log-mel against the folder's feature extractor.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from torch.export import Dim
+
+from edgekit.contract import GraphSpec
+from edgekit.contract.audio_lm import AUDIO_CHUNKS, AUDIO_FEATURES, AUDIO_ROWS, ROW_MASK, AudioLMSection
+from edgekit.contract.generate import STEP_INPUTS
+from edgekit.contract.recognize import Chunking
+from edgekit.contract.state import AttentionKV
+from edgekit.converters.audio_lm_encoders import Qwen3AsrWindows
+from edgekit.converters.export import GraphExport
+from edgekit.converters.sources import Source
+from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec
+from edgekit.converters.specs.causal_lm import MAX_LEN, decoder_state
+from edgekit.converters.specs.classify import hf_tokenizer_json
+from edgekit.converters.specs.ctc import PARITY_SECONDS, PREPROCESS_MAX_ABS, synthetic_audio
+from edgekit.converters.specs.vision_lm import MediaKVDecoder, _dynamic_shapes, _example
+from edgekit.converters.specs.whisper import GATES
+from edgekit.errors import SourceError, UnsupportedError
+from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
+from edgekit.tasks.audio_lm import conv_rows
+from edgekit.tasks.recognizer import word_error_rate
+
+PARITY_NEW_TOKENS = 32  # new tokens compared per waveform (eos may end both sooner)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs per family: the front end, the feature extractor it reproduces, and the prompt.
+    `prefix`/`audio`/`suffix` name tokens (Voxtral: mistral-common's encode_transcription,
+    [BOS][INST][BEGIN_AUDIO] one [AUDIO] per row [/INST] "lang:xx"? [TRANSCRIBE]); empty `audio`: the
+    folder's processor writes the prompt (apply_transcription_request)."""
+
+    front_end: str
+    extractor: str
+    prefix: tuple[str, ...] = ()
+    audio: str = ""
+    suffix: tuple[str, ...] = ()
+    language_format: str = ""
+    language_before: int = 1
+    text_after: str = ""
+
+
+FAMILIES: dict[str, Family] = {
+    "VoxtralForConditionalGeneration": Family("whisper-windows", "WhisperFeatureExtractor", ("<s>", "[INST]", "[BEGIN_AUDIO]"),
+                                              "[AUDIO]", ("[/INST]", "[TRANSCRIBE]"), "lang:{}", 1),
+    "Qwen3ASRForConditionalGeneration": Family("qwen3-asr", "Qwen3ASRFeatureExtractor", text_after="<asr_text>"),
+}
+
+
+class AudioEncoder(torch.nn.Module):
+    """input_features (windows, mels, frames) -> (rows, hidden) float: the family's get_audio_features."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        rows = self.model.get_audio_features(input_features, return_dict=True).pooler_output
+        return rows.reshape(-1, rows.shape[-1]).float()
+
+
+class HFAudioLM(ExportSpec):
+    task: ClassVar[str] = "recognize"
+    precisions = ("fp32", "fp16", "int8")
+    default_int8 = "dynamic"
+    static_int8 = False
+    gates = GATES
+
+    @classmethod
+    def matches(cls, src: Source, task: str | None) -> bool:
+        return not src.is_plain and task in (None, "recognize") and src.architecture in FAMILIES
+
+    def __init__(self, src: Source, options: ConvertOptions) -> None:
+        super().__init__(src, options)
+        import transformers
+
+        assert src.hf_dir is not None
+        self.family = str(src.config["model_type"])
+        self.kind = FAMILIES[src.architecture]
+        self.fe = _extractor_config(src.hf_dir)
+        found = self.fe.get("feature_extractor_type")
+        if found != self.kind.extractor or float(self.fe.get("dither", 0.0)) != 0.0:  # dithering is random
+            raise UnsupportedError(f"edgekit reads this {self.family} model's audio with the {self.kind.extractor} "
+                                   "its checkpoints ship only", found=f"feature_extractor_type {found!r}, dither "
+                                                                      f"{self.fe.get('dither', 0.0)}",
+                                   fix=f"save the {self.kind.extractor} of the checkpoint beside the model")
+        self.tokenizer_json = self._tokenizer_json()
+        self.model = getattr(transformers, src.architecture).from_pretrained(src.hf_dir, dtype=torch.float32).eval()
+        self.cache = decoder_state(self.model)
+        if not all(isinstance(e, AttentionKV) for e in self.cache.entries):
+            raise UnsupportedError(f"'{self.family}' keeps a decoder state other than keys/values",
+                                   fix="audio-language recognize supports key/value decoders")
+        self.section = self._section()
+        s = self.section
+        wrapper = MediaKVDecoder(self.model, tuple(e.layer for e in self.cache.entries), s.audio_token_id)
+        self.decoder = GraphExport("model", wrapper, _example(self.model, self.cache, s.hidden, s.audio_token_id),
+                                   [*STEP_INPUTS, AUDIO_FEATURES, *self.cache.past()], ["logits", *self.cache.present()],
+                                   _dynamic_shapes(len(self.cache.past()), AUDIO_ROWS))
+        self.audio = self._audio_graph()
+
+    def _encoder(self) -> torch.nn.Module:
+        return (AudioEncoder(self.model) if self.kind.front_end == "whisper-windows" else Qwen3AsrWindows(self.model)).eval()
+
+    def _audio_graph(self) -> GraphExport:
+        # Two chunks traced (a dim of 1 would be specialised); up to the most one prompt holds.
+        s = self.section
+        chunks = Dim(AUDIO_CHUNKS, min=1, max=max(2, s.max_chunks))
+        x = torch.randn(2, s.n_mels, s.chunk_frames)
+        if s.front_end == "whisper-windows":
+            return GraphExport("audio", self._encoder(), (x,), ["input_features"], [AUDIO_FEATURES], ({0: chunks},))
+        mask = torch.ones(2, s.rows_per_chunk, dtype=torch.long)
+        mask[1, s.rows_per_chunk // 2:] = 0  # a last chunk part padding: the mask traced as it runs
+        return GraphExport("audio", self._encoder(), (x, mask), ["input_features", ROW_MASK], [AUDIO_FEATURES],
+                           ({0: chunks}, {0: chunks}))
+
+    def _section(self) -> AudioLMSection:
+        cfg, gen, fe, kind = self.model.config, self.model.generation_config, self.fe, self.kind
+        prefix, audio_id, suffix, languages = self._prompt()
+        named = getattr(cfg, "audio_token_id", None)
+        if named is not None and named != audio_id:
+            raise SourceError(f"the prompt's audio token is id {audio_id}, the model's config says {named}",
+                              fix="save the tokenizer and model of one checkpoint together")
+        hop, rate, mels = int(fe.get("hop_length", 160)), int(fe.get("sampling_rate", 16000)), int(fe.get("feature_size", 80))
+        if kind.front_end == "whisper-windows":
+            frames = int(fe.get("nb_max_frames", 3000))
+            with torch.no_grad():
+                rows = int(self._encoder()(torch.zeros(1, mels, frames)).shape[0])
+        else:  # Qwen3-ASR: chunks of 2 * n_window frames, the three convolutions' rows each
+            frames = 2 * int(self.model.config.audio_config.n_window)
+            rows = conv_rows(frames)
+            if int(fe.get("n_window", frames // 2)) * 2 != frames:
+                raise SourceError("the feature extractor's n_window differs from the encoder's",
+                                  found=f"{fe.get('n_window')} vs {frames // 2}", fix="save the checkpoint's own pair")
+        text = cfg.get_text_config()
+        context = min(int(getattr(text, "max_position_embeddings", MAX_LEN) or MAX_LEN), MAX_LEN)
+        fixed = len(prefix) + max([len(suffix), *(len(v) for v in languages.values())])
+        eos = gen.eos_token_id if gen.eos_token_id is not None else text.eos_token_id
+        if eos is None:
+            raise SourceError(f"'{self.src.description}' names no eos_token_id", fix="set it in its generation_config.json")
+        most = (context - fixed - 1) // rows
+        if most < 1:
+            raise UnsupportedError(f"one {frames * hop / rate:g} s chunk is {rows} audio tokens, more than the "
+                                   f"{context}-token context holds", found=f"max_position_embeddings {context}")
+        span = frames * hop / rate if kind.front_end == "whisper-windows" else float(fe.get("chunk_length", 30))
+        return AudioLMSection(
+            audio=Chunking(rate, span, 0.0), n_mels=mels, n_fft=int(fe.get("n_fft", 400)), hop_length=hop,
+            tokenizer="tokenizer.json", cache=self.cache, hidden=int(self.model.get_input_embeddings().embedding_dim),
+            chunk_frames=frames, rows_per_chunk=rows, max_chunks=most, audio_token_id=audio_id, prefix=prefix,
+            suffix=suffix, eos_token_id=tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])),
+            max_context=context, max_new_tokens=None if gen.max_new_tokens is None else int(gen.max_new_tokens),
+            front_end=kind.front_end,  # type: ignore[arg-type]
+            min_samples=int(fe.get("min_length", 0)), language_format=kind.language_format,
+            language_before=kind.language_before, language_suffixes=languages, text_after=kind.text_after)
+
+    def _prompt(self) -> tuple[tuple[int, ...], int, tuple[int, ...], dict[str, tuple[int, ...]]]:
+        """(prefix, audio token id, suffix, suffix per language): from the family's token names, or from
+        the folder's processor (apply_transcription_request on a probe, the audio run cut out)."""
+        k = self.kind
+        if k.audio:
+            ids = self._token_ids((*k.prefix, k.audio, *k.suffix))
+            return tuple(ids[t] for t in k.prefix), ids[k.audio], tuple(ids[t] for t in k.suffix), {}
+        from transformers import AutoProcessor
+
+        assert self.src.hf_dir is not None
+        try:
+            proc = AutoProcessor.from_pretrained(self.src.hf_dir)
+        except Exception as e:  # transformers raises OSError/ValueError/KeyError for missing or unknown processors
+            raise SourceError(f"cannot load the processor of '{self.src.description}' ({type(e).__name__}: {str(e)[:200]})",
+                              fix="save the model's processor beside it (processor.save_pretrained(folder)): its "
+                                  "chat template writes the transcription prompt") from None
+        audio_id = int(proc.audio_token_id)
+        probe = synthetic_audio(1.0, int(self.fe.get("sampling_rate", 16000)), 0)
+
+        def cut(language: str | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+            ids = [int(t) for t in proc.apply_transcription_request(probe, language=language)["input_ids"][0]]
+            at = [i for i, t in enumerate(ids) if t == audio_id]
+            return tuple(ids[: at[0]]), tuple(ids[at[-1] + 1:])
+
+        prefix, suffix = cut(None)
+        languages: dict[str, tuple[int, ...]] = {}
+        for code, name in _processor_languages(proc).items():
+            head, languages[code] = cut(code)
+            languages[name] = languages[code]
+            if head != prefix:
+                raise UnsupportedError(f"the {self.family} processor's prompt for language {code!r} changes what "
+                                       "comes before the audio", found=f"{list(head)} vs {list(prefix)}")
+        return prefix, audio_id, suffix, languages
+
+    def _tokenizer_json(self) -> bytes:
+        assert self.src.hf_dir is not None
+        if self.kind.audio and not (self.src.hf_dir / "tokenizer.json").is_file():
+            # Voxtral checkpoints ship mistral-common's tekken.json; transformers reads it only through
+            # mistral-common (MistralCommonBackend), which edgekit does not depend on.
+            raise SourceError(f"'{self.src.description}' has no tokenizer.json", found="a tekken.json tokenizer, or none",
+                              fix="write one beside the model: transformers.integrations.mistral.tokenizer."
+                                  "convert_tekken_tokenizer('tekken.json').save_pretrained(folder)")
+        return hf_tokenizer_json(self.src)
+
+    def _token_ids(self, names: tuple[str, ...]) -> dict[str, int]:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(self.tokenizer_json.decode("utf-8"))
+        ids = {n: tok.token_to_id(n) for n in names}
+        missing = sorted(n for n, i in ids.items() if i is None)
+        if missing:
+            raise SourceError(f"the tokenizer of '{self.src.description}' lacks the {self.family} prompt's tokens",
+                              found=f"no {missing} in tokenizer.json",
+                              fix="save the checkpoint's tokenizer.json (with its control tokens) beside the model")
+        return {n: int(i) for n, i in ids.items()}
+
+    def graphs(self) -> list[GraphExport]:
+        return [self.audio, self.decoder]
+
+    def files(self, calibration: Calibration | None) -> dict[str, bytes]:
+        return {"tokenizer.json": self.tokenizer_json}
+
+    def contract(self, graphs: dict[str, GraphSpec]) -> AudioLMSection:
+        return self.section
+
+    def parity(self, model: Any, precision: str, samples: int | None = None,
+               calibration: Calibration | None = None) -> ParityReport:
+        """Greedy tokens of transformers' generate on the family's own inputs (hf_inputs) vs the artifact's
+        from the raw waveform, PARITY_NEW_TOKENS at most; the prompt ids and log-mel against them."""
+        assert self.src.hf_dir is not None
+        rate = self.section.audio.sample_rate
+        waves = [synthetic_audio(PARITY_SECONDS[i % 3], rate, i) for i in range(samples or 2)]
+        same = total = exact = words = prompts = 0
+        errors, worst = 0.0, 0.0
+        for w in waves:
+            inputs = hf_inputs(self.src.hf_dir, w, model.prompt_ids, self.section.rows_per_chunk)
+            prompts += int(inputs["input_ids"][0].tolist() == model.prompt_ids(len(model.audio_rows(w))))
+            theirs, mine = graph_features(inputs, self.section), model.features(w)
+            worst = max(worst, float(np.abs(mine - theirs).max()) if mine.shape == theirs.shape else float("inf"))
+            ref = hf_audio_lm_tokens(self.model, inputs, PARITY_NEW_TOKENS)
+            got = model.decode_tokens(w, max_new_tokens=PARITY_NEW_TOKENS)
+            same += sum(int(a == b) for a, b in zip(ref, got))
+            total += max(len(ref), len(got))
+            exact += int(ref == got)
+            r_text, g_text = model.decode_text(ref), model.decode_text(got)
+            n = max(len(r_text.split()), 1)
+            errors += word_error_rate(r_text, g_text) * n
+            words += n
+        limit = PREPROCESS_MAX_ABS["log-mel"]
+        pre = PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against transformers "
+                                              f"{self.kind.extractor}", max_abs=worst)
+        measures = {"samples": len(waves), "token_agreement": same / max(total, 1), "identical_sequences": exact,
+                    "identical_share": exact / len(waves), "wer_vs_pytorch": errors / max(words, 1),
+                    "preprocess_max_abs": worst, "prompt_ids_equal": prompts / len(waves)}
+        report = self.report(measures, precision, f"greedy tokens vs transformers generate: {exact}/{len(waves)} "
+                                                  f"sequences identical, {measures['token_agreement']:.2%} of positions "
+                                                  f"agree; WER vs PyTorch {measures['wer_vs_pytorch']:.3f}")
+        report = dataclasses.replace(report, end_to_end=EndToEnd(len(waves), preprocess=pre, reference=self.kind.extractor))
+        if prompts < len(waves):
+            return report.failed("the transcription prompt differs from the processor's")
+        return report if pre.passed else report.failed("pre-processing differs from the source's feature extractor")
+
+
+def hf_inputs(folder: Path, wave: np.ndarray, prompt_ids: Callable[[int, str | None], list[int]], rows_per_chunk: int,
+              language: str | None = None) -> dict[str, torch.Tensor]:
+    """transformers' generate inputs for one recording, made by the family's own code: Qwen3-ASR's
+    processor (apply_transcription_request); Voxtral's feature extractor as VoxtralProcessor calls it
+    (padded to whole windows, one spectrogram, cut per window) with edgekit's prompt ids (its processor
+    writes the prompt with mistral-common, which edgekit does not depend on)."""
+    import transformers
+
+    arch = json.loads((folder / "config.json").read_text())["architectures"][0]
+    if not FAMILIES[arch].audio:
+        proc = transformers.AutoProcessor.from_pretrained(folder)
+        return dict(proc.apply_transcription_request(wave, language=language))
+    fe = transformers.WhisperFeatureExtractor.from_pretrained(folder)
+    out = fe(wave, sampling_rate=fe.sampling_rate, padding=True, truncation=False, pad_to_multiple_of=fe.n_samples,
+             return_tensors="np")["input_features"]
+    feats = np.ascontiguousarray(out.reshape(fe.feature_size, -1, fe.nb_max_frames).transpose(1, 0, 2), np.float32)
+    ids = torch.tensor([prompt_ids(len(feats) * rows_per_chunk, language)])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_features": torch.from_numpy(feats)}
+
+
+def graph_features(inputs: dict[str, torch.Tensor], section: AudioLMSection) -> np.ndarray:
+    """The reference's input_features laid out as the audio graph takes them (chunks, mels, chunk_frames)."""
+    x = inputs["input_features"].numpy()
+    if section.front_end == "whisper-windows":
+        return x
+    return np.ascontiguousarray(x[0].reshape(section.n_mels, -1, section.chunk_frames).transpose(1, 0, 2))
+
+
+def hf_audio_lm_tokens(hf: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> list[int]:
+    """transformers' greedy generate on one recording's inputs: the new tokens, as a list."""
+    with torch.inference_mode():
+        out = hf.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    return [int(t) for t in out[0, inputs["input_ids"].shape[1]:]]
+
+
+def _processor_languages(proc: Any) -> dict[str, str]:
+    """The language codes and names the family's processor takes (Qwen3-ASR: LANGUAGE_CODE_TO_NAME)."""
+    import importlib
+
+    module = importlib.import_module(type(proc).__module__)
+    return dict(getattr(module, "LANGUAGE_CODE_TO_NAME", {}))
+
+
+def _extractor_config(folder: Path) -> dict[str, Any]:
+    """The feature extractor's saved config: preprocessor_config.json, or the "feature_extractor" of the
+    processor_config.json transformers 5 writes for a processor."""
+    alone, joint = folder / "preprocessor_config.json", folder / "processor_config.json"
+    if alone.is_file():
+        return dict(json.loads(alone.read_text()))
+    return dict(json.loads(joint.read_text()).get("feature_extractor", {})) if joint.is_file() else {}

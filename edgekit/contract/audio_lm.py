@@ -1,0 +1,88 @@
+"""What an audio-language `recognize` artifact contains (Voxtral: a speech encoder + projector whose
+rows replace the audio placeholder tokens of a causal LM's prompt; the LM then writes the transcript).
+
+graph "audio"  input_features (chunks, n_mels, chunk_frames) -> audio_features (rows, hidden), in order.
+               front_end "whisper-windows" (Voxtral): Whisper's log-mel of the waveform padded to whole
+               30 s windows, cut per window; `rows_per_chunk` rows each.
+               front_end "qwen3-asr": the log-mel of the waveform (at least `min_samples`), padded with
+               zero frames to whole chunks; the graph also takes row_mask (chunks, rows_per_chunk) int64,
+               1 where a row comes from real frames, and the runtime keeps only those rows.
+graph "model"  the slot-cache decoder of contract/generate.py plus the input audio_features (rows,
+               hidden): row k replaces the embedding of the k-th `audio_token_id` of the call (the
+               masked_scatter order of transformers' forward, converters/specs/vision_lm.merge_features);
+               decode steps feed zero rows.
+The prompt is `prefix`, one `audio_token_id` per row, `suffix`; a language, where asked, is
+`language_suffixes[language]` in place of the suffix (the processor's own prompt per language), or
+`language_format` tokenized and put before the suffix's last `language_before` tokens. The text is
+what follows `text_after` in the decoded answer, where the model writes that marker.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from edgekit.contract.base import FLOAT, INT64, GraphNeeds, Need, Phase, Section
+from edgekit.contract.generate import decoder_phases
+from edgekit.contract.recognize import Chunking
+from edgekit.contract.state import DecoderState
+
+AUDIO_FEATURES = "audio_features"  # the audio graph's rows and the decoder's input of them
+AUDIO_ROWS = "audio_rows"
+AUDIO_CHUNKS = "audio_chunks"
+ROW_MASK = "row_mask"
+
+
+@dataclass(frozen=True)
+class AudioLMSection(Section):
+    task: ClassVar[str] = "recognize"
+    tag: ClassVar[str] = "audio-lm"
+    model: ClassVar[str] = "edgekit.tasks.audio_lm:AudioLMRecognizer"
+
+    audio: Chunking  # chunk_length_s: the longest speech span recognize(vad=True) hands over
+    n_mels: int
+    n_fft: int
+    hop_length: int
+    tokenizer: str
+    cache: DecoderState
+    hidden: int  # the decoder's embedding width: each audio row's
+    chunk_frames: int  # log-mel frames per chunk the audio graph takes
+    rows_per_chunk: int
+    max_chunks: int  # the most windows one prompt holds within the context
+    audio_token_id: int
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    eos_token_id: tuple[int, ...]
+    max_context: int
+    # The default: the generation config's max_new_tokens; None: until eos, within the context this prompt leaves.
+    max_new_tokens: int | None
+    front_end: Literal["whisper-windows", "qwen3-asr"] = "whisper-windows"
+    min_samples: int = 0  # shorter waveforms are zero-padded to this many samples first
+    language_format: str = ""  # e.g. "lang:{}" (Voxtral); empty: see language_suffixes
+    language_before: int = 1  # the language tokens go before the suffix's last this many
+    language_suffixes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # language code or name -> suffix
+    text_after: str = ""  # the marker the transcript follows (Qwen3-ASR's "<asr_text>"); empty: all of it
+
+    def __post_init__(self) -> None:
+        if min(self.rows_per_chunk, self.max_chunks, self.hidden, self.max_new_tokens or 1) < 1 or not self.eos_token_id:
+            raise ValueError("an audio-LM section needs rows per chunk, max_chunks, hidden and max_new_tokens >= 1, "
+                             "and an eos token")
+        if not 0 <= self.language_before <= len(self.suffix):
+            raise ValueError(f"language_before {self.language_before} is outside the {len(self.suffix)}-token suffix")
+
+    @property
+    def takes_language(self) -> bool:
+        return bool(self.language_format or self.language_suffixes)
+
+    def needs(self) -> dict[str, GraphNeeds]:
+        rows = Need(AUDIO_FEATURES, FLOAT, 2)
+        mask = (Need(ROW_MASK, INT64, 2),) if self.front_end == "qwen3-asr" else ()
+        return {"audio": GraphNeeds((Need("input_features", FLOAT, 3), *mask), (rows,)),
+                "model": self.cache.needs(extra=(rows,))}
+
+    def call_shapes(self, graph: str) -> list[Phase]:
+        if graph == "audio":
+            return [("all", {AUDIO_CHUNKS: (1, 1, self.max_chunks)})]
+        most = self.rows_per_chunk * self.max_chunks
+        rows = {"prompt": (0, self.rows_per_chunk, most), "decode": (0, 0, 0)}
+        # One recording per call: batch 1.
+        return [(name, {**dims, AUDIO_ROWS: rows[name]}) for name, dims in decoder_phases(self.max_context, (1, 1, 1))]

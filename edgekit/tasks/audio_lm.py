@@ -1,0 +1,149 @@
+"""`recognize` with an audio-language model (Voxtral, Qwen3-ASR; edgekit/contract/audio_lm.py).
+
+The waveform -> the family's log-mel (Voxtral: padded to whole 30 s windows, one spectrogram cut into
+windows, as its processor computes it; Qwen3-ASR: the spectrogram of the waveform, padded with zero
+frames to whole chunks, and the mask of the rows real frames make) -> the "audio" graph's rows ->
+the transcription prompt with one placeholder token per row -> greedy decoding through the slot-cache
+decoder (tasks/state_loop.py) with the rows merged in the prompt call, as transformers' generate does.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from edgekit.contract.audio_lm import AUDIO_FEATURES, ROW_MASK, AudioLMSection
+from edgekit.errors import ConfigError, InputError, UnsupportedError
+from edgekit.preprocess.audio import log_mel, whisper_log_mel
+from edgekit.preprocess.text import read_tokenizer
+from edgekit.results import Segment, Transcript
+from edgekit.tasks.recognizer import Options, Recognizer
+from edgekit.tasks.state_loop import StateLoop
+
+
+class AudioLMRecognizer(Recognizer):
+    """An encoder + projector graph ("audio") and the language model's cached decoder ("model")."""
+
+    contract: AudioLMSection  # type: ignore[assignment]
+
+    @cached_property
+    def _tokenizer(self) -> Any:
+        return read_tokenizer(self.artifact.path, self.contract.tokenizer)
+
+    def _check(self, opts: Options) -> None:
+        given = [k for k in ("task",) if getattr(opts, k) is not None]
+        given += [k for k in ("return_timestamps", "word_timestamps") if getattr(opts, k)]
+        given += ["num_beams"] if opts.num_beams not in (None, 1) else []
+        if opts.language is not None and not self.contract.takes_language:
+            given.append("language")
+        if given:
+            raise UnsupportedError(f"this {self.manifest.family} model takes no {', '.join(given)}",
+                                   found="an audio-language model that writes the transcript greedily, without "
+                                         "timestamp tokens" + ("" if self.contract.takes_language else " or a language"),
+                                   fix="drop them (max_new_tokens is taken" +
+                                       (", and language" if self.contract.takes_language else "") + ")")
+
+    def features(self, wave: np.ndarray) -> np.ndarray:
+        """(chunks, n_mels, chunk_frames) float32: the front end's log-mel cut into the graph's chunks."""
+        return self._front_end(wave)[0]
+
+    def _front_end(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The features, and for "qwen3-asr" the row mask (chunks, rows_per_chunk)."""
+        c = self.contract
+        if c.front_end == "whisper-windows":  # the processor pads to whole windows, extracts once, then cuts
+            padded = max(1, -(-len(wave) // c.audio.window)) * c.audio.window
+            mel = whisper_log_mel(wave, c.n_mels, padded, c.n_fft, c.hop_length, c.audio.sample_rate)
+            return np.ascontiguousarray(mel.reshape(c.n_mels, -1, c.chunk_frames).transpose(1, 0, 2)), None
+        wave = np.pad(wave, (0, max(0, c.min_samples - len(wave))))
+        spec = log_mel(wave, c.audio.sample_rate, c.n_fft, c.hop_length, c.n_mels)[:, :-1]
+        spec = (np.maximum(spec, spec.max() - 8.0) + 4.0) / 4.0  # Whisper's dynamic range and scale
+        frames = spec.shape[1]
+        chunks = -(-frames // c.chunk_frames)
+        spec = np.pad(spec, ((0, 0), (0, chunks * c.chunk_frames - frames)))  # zero frames, as the extractor pads
+        feats = np.ascontiguousarray(spec.reshape(c.n_mels, chunks, c.chunk_frames).transpose(1, 0, 2), np.float32)
+        real = np.clip(frames - c.chunk_frames * np.arange(chunks), 0, c.chunk_frames)
+        rows = np.array([conv_rows(int(n)) for n in real])
+        return feats, (np.arange(c.rows_per_chunk)[None, :] < rows[:, None]).astype(np.int64)
+
+    def audio_rows(self, wave: np.ndarray) -> np.ndarray:
+        """The rows the audio placeholders take, in order (rows, hidden) float32."""
+        c = self.contract
+        feats, mask = self._front_end(wave)
+        if len(feats) > c.max_chunks:
+            raise InputError(f"the recording is {len(wave) / c.audio.sample_rate:.0f} s: {len(feats)} chunks of "
+                             f"{c.chunk_frames * c.hop_length / c.audio.sample_rate:g} s, more than the "
+                             f"{c.max_chunks} the context holds", fix="pass vad=True: each speech span is "
+                                                                      "transcribed on its own")
+        feeds = {"input_features": feats, **({} if mask is None else {ROW_MASK: mask})}
+        rows = self.runners["audio"].run(feeds)[AUDIO_FEATURES]
+        return np.ascontiguousarray(rows if mask is None else rows[mask.reshape(-1) > 0], np.float32)
+
+    def prompt_ids(self, rows: int, language: str | None = None) -> list[int]:
+        """The transcription request: prefix, one placeholder per audio row, the language (where asked), suffix."""
+        c = self.contract
+        audio = [*c.prefix, *[c.audio_token_id] * rows]
+        if language is None:
+            return [*audio, *c.suffix]
+        if not isinstance(language, str) or not language.strip():
+            raise ConfigError("recognize(language=...) takes a language code", found=repr(language),
+                              fix='e.g. language="en"')
+        if c.language_suffixes:
+            if language not in c.language_suffixes:
+                raise ConfigError(f"this model's prompt has no language {language!r}",
+                                  found=f"languages {sorted(k for k in c.language_suffixes if len(k) <= 3)}",
+                                  fix="pass one of those codes (or its English name), or leave language out")
+            return [*audio, *c.language_suffixes[language]]
+        lang = list(self._tokenizer.encode(c.language_format.format(language), add_special_tokens=False).ids)
+        cut = len(c.suffix) - c.language_before
+        return [*audio, *c.suffix[:cut], *lang, *c.suffix[cut:]]
+
+    def decode_tokens(self, wave: np.ndarray, max_new_tokens: int | None = None,
+                      language: str | None = None) -> list[int]:
+        """The new tokens greedy decoding writes for one waveform (eos last where it came), as
+        transformers' generate returns them after the prompt."""
+        c = self.contract
+        rows = self.audio_rows(wave)
+        ids = np.asarray([self.prompt_ids(len(rows), language)], np.int64)
+        new = _new_tokens(max_new_tokens, c.max_new_tokens, c.max_context - ids.shape[1])
+        out: list[int] = []
+        with StateLoop(self.runners["model"], c.cache, 1, ids.shape[1] + new - 1, features=rows) as loop:
+            logits = loop.prefill(ids, np.ones_like(ids))
+            while True:
+                token = int(np.argmax(logits[0]))
+                out.append(token)
+                if token in c.eos_token_id or len(out) == new:
+                    return out
+                logits = loop.step(np.asarray([token], np.int64))
+
+    def decode_text(self, tokens: list[int]) -> str:
+        """The transcript of new tokens: the text after the family's marker where it writes one (Qwen3-ASR
+        writes "language English<asr_text>" first unless the prompt named the language)."""
+        text = str(self._tokenizer.decode(list(tokens), skip_special_tokens=True))
+        marker = self.contract.text_after
+        return (text.split(marker, 1)[1] if marker and marker in text else text).strip()
+
+    def _transcribe(self, wave: np.ndarray, opts: Options) -> Transcript:
+        text = self.decode_text(self.decode_tokens(wave, opts.max_new_tokens, opts.language))
+        end = len(wave) / self.sample_rate
+        return Transcript(text=text, segments=[Segment(text, 0.0, end)] if text else [], language=opts.language)
+
+
+def _new_tokens(asked: int | None, default: int | None, room: int) -> int:
+    if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked < 1):
+        raise ConfigError("max_new_tokens must be a positive integer", found=repr(asked))
+    if asked is not None and asked > room:
+        raise ConfigError(f"the prompt leaves room for {room} new tokens in the model's context",
+                          found=f"max_new_tokens={asked}", fix=f"use max_new_tokens <= {room}")
+    if asked is not None:
+        return asked
+    # The generation config's default, as transformers' generate takes it, held within the context
+    # (generate would run past the position table); without one, until eos within the context.
+    return max(1, min(default or room, room))
+
+
+def conv_rows(frames: int) -> int:
+    """Rows three (k=3, s=2, p=1) convolutions make of `frames` real frames (0 stays 0): Qwen3-ASR's."""
+    for _ in range(3):
+        frames = (frames - 1) // 2 + 1 if frames > 0 else 0
+    return frames

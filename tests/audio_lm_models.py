@@ -1,0 +1,123 @@
+"""Tiny audio-language folders (a speech encoder + projector whose rows replace the audio placeholder
+tokens of a causal LM's prompt): a seeded random model of each family with the feature extractor its
+checkpoints ship and a word-level tokenizer holding the family's special tokens, saved as a user's
+folder is, for the audio-LM recognize test and the coverage sweep."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vision_models import SIZES, _llama, _tokenizer
+
+# Voxtral's control tokens (mistral-common's tekken names for them); the tiny tokenizer holds them as specials.
+VOXTRAL_TOKENS = ("<s>", "</s>", "[INST]", "[/INST]", "[BEGIN_AUDIO]", "[AUDIO]", "[TRANSCRIBE]")
+
+
+def save(family: str, folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return BUILDERS[family](folder, seed, shape)
+
+
+def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndarray]) -> str:
+    """At fp32 the greedy tokens of transformers' generate on the family's own inputs (the processor's, or
+    Voxtral's extractor with the artifact's prompt ids) equal the artifact's from the raw waveform, with
+    and without a language, and recognize's text is theirs; "" when so, else what differs."""
+    import torch
+    import transformers
+
+    import edgekit
+    from edgekit.converters.specs.audio_lm import hf_audio_lm_tokens, hf_inputs
+
+    arch = json.loads((folder / "config.json").read_text())["architectures"][0]
+    hf = getattr(transformers, arch).from_pretrained(folder, dtype=torch.float32).eval()
+    asr = edgekit.load(art, device="cpu")
+    for wave in waves:
+        plain: list[int] = []
+        for language in (None, "en"):
+            inputs = hf_inputs(folder, wave, asr.prompt_ids, asr.contract.rows_per_chunk, language)
+            want = hf_audio_lm_tokens(hf, inputs, new)
+            plain = plain or want
+            if len(set(want)) < 2:  # a check that could not tell two models apart would be no check
+                return f"transformers' generate repeats one token {want[:3]}: the folder's model cannot be compared"
+            got = asr.decode_tokens(wave, new, language)
+            if got != want and precision == "fp32":
+                return f"tokens {got} vs transformers' generate {want} (language {language})"
+        text = asr.recognize(wave, sample_rate=16000, max_new_tokens=new).text
+        if text != asr.decode_text(plain) and precision == "fp32":
+            return f"transcript {text!r} vs transformers' generate {asr.decode_text(plain)!r}"
+    return ""
+
+
+# The encoder's window: Voxtral's 30 s at "real"; 2 s at "tiny" (a 200-frame log-mel and 25 audio tokens
+# per window instead of 3000 and 375, so the CI test converts in seconds). The feature extractor saved
+# says the window, as a real checkpoint's does (chunk_length, n_samples, nb_max_frames).
+WINDOW_S = {"tiny": 2, "real": 30}
+
+
+def _voxtral(folder: Path, seed: int, shape: str) -> Path:
+    """A 2-layer Whisper-like encoder on 128 mels (Voxtral's) with the shape's window, the 4-frame
+    projector, and a Llama decoder."""
+    import torch
+    from transformers import VoxtralConfig, VoxtralEncoderConfig, VoxtralForConditionalGeneration, WhisperFeatureExtractor
+
+    tok = _tokenizer(*VOXTRAL_TOKENS)
+    _, (ah, aheads) = SIZES[shape]
+    audio = VoxtralEncoderConfig(hidden_size=ah, intermediate_size=4 * ah, num_hidden_layers=2,
+                                 num_attention_heads=aheads, num_mel_bins=128, max_source_positions=50 * WINDOW_S[shape])
+    text = {**_llama(tok, shape, positions=1024).to_dict(), "initializer_range": 0.2}  # 0.02: one token repeated
+    cfg = VoxtralConfig(audio_config=audio.to_dict(), text_config=text,
+                        audio_token_id=tok.convert_tokens_to_ids("[AUDIO]"))
+    torch.manual_seed(seed)
+    model = VoxtralForConditionalGeneration(cfg).eval()
+    model.generation_config.bos_token_id = tok.convert_tokens_to_ids("<s>")
+    model.generation_config.eos_token_id = tok.convert_tokens_to_ids("</s>")
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    WhisperFeatureExtractor(feature_size=128, chunk_length=WINDOW_S[shape]).save_pretrained(folder)
+    return folder
+
+
+# Qwen3-ASR's conversation (its checkpoints' chat template, in the shape its processor renders it): an
+# optional system prompt, the user's audio between <|audio_start|> and <|audio_end|>, the assistant's turn.
+QWEN3_ASR_CHAT = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'audio' %}<|audio_start|><|audio_pad|><|audio_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{% if not (loop.last and m['role'] == 'assistant') %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+QWEN3_ASR_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+
+
+def _qwen3_asr(folder: Path, seed: int, shape: str) -> Path:
+    """Qwen3-ASR's windowed encoder (100-frame chunks, attention windows of 2 chunks at tiny) and a
+    Qwen3 decoder, saved with its feature extractor and processor."""
+    import torch
+    from transformers import (Qwen3ASRConfig, Qwen3ASRFeatureExtractor, Qwen3ASRForConditionalGeneration,
+                              Qwen3ASRProcessor, Qwen3Config)
+
+    tok = _tokenizer(*QWEN3_ASR_TOKENS, audio_token="<|audio_pad|>", audio_bos_token="<|audio_start|>",
+                     audio_eos_token="<|audio_end|>")
+    tok.add_tokens(["<asr_text>"])  # an ordinary token: the processor finds it in the text decoded without specials
+    (hidden, heads), (ah, aheads) = SIZES[shape]
+    audio = dict(num_mel_bins=128, encoder_layers=2, encoder_attention_heads=aheads, encoder_ffn_dim=2 * ah, d_model=ah,
+                 output_dim=hidden, n_window=50, n_window_infer=200, downsample_hidden_size=16)
+    text = Qwen3Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), head_dim=hidden // heads,
+                       max_position_embeddings=1024, tie_word_embeddings=False).to_dict()
+    end = [tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")]
+    # The whole model is initialised from the top config's range: at 0.02, or with tied embeddings, the
+    # tiny model writes one token over and over (measured: 0.3 untied varies on both sweep waveforms).
+    cfg = Qwen3ASRConfig(audio_config=audio, text_config=text, audio_token_id=tok.convert_tokens_to_ids("<|audio_pad|>"),
+                         pad_token_id=tok.pad_token_id, eos_token_id=end, initializer_range=0.3, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen3ASRForConditionalGeneration(cfg).eval()
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = end, tok.pad_token_id
+    model.save_pretrained(folder)
+    Qwen3ASRProcessor(Qwen3ASRFeatureExtractor(), tok, chat_template=QWEN3_ASR_CHAT).save_pretrained(folder)
+    return folder
+
+
+BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr}
