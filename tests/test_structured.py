@@ -116,3 +116,20 @@ def test_schema_set_compiles() -> None:
             assert "uniqueItems" in error, (p.name, error)
             refused.append(p.stem)
     assert len(paths) - len(refused) >= 20, refused
+
+
+def test_cli_json_schema(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    art = converted_gpt2(tmp_path_factory)
+    schema = tmp_path / "order.json"
+    schema.write_text(json.dumps(ORDER))
+    r = CliRunner().invoke(cli, ["run", str(art), "--prompt", "The order:", "--max-new-tokens", "60",
+                                 "--json-schema", str(schema), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    jsonschema.validate(json.loads(r.output.strip()), ORDER)
+    schema.write_text("{not json")
+    r = CliRunner().invoke(cli, ["run", str(art), "--prompt", "x", "--json-schema", str(schema), "--device", "cpu"])
+    assert r.exit_code == 2 and "cannot read a JSON schema" in r.output
