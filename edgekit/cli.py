@@ -277,8 +277,9 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
 def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
-        num_beams: int | None, tgt_lang: str | None, json_schema: Path | None, chat: bool, vad: bool, word_timestamps: bool, fmt: str | None,
-        out: Path | None, overwrite: bool, stream: bool, device: str, as_json: bool) -> None:
+        num_beams: int | None, tgt_lang: str | None, json_schema: Path | None, chat: bool, vad: bool,
+        word_timestamps: bool, fmt: str | None, out: Path | None, overwrite: bool, stream: bool, device: str,
+        as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
     from edgekit.tasks import TASKS, resolve
@@ -297,8 +298,9 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
     given = click.get_current_context().get_parameter_source("top_k") == click.core.ParameterSource.COMMANDLINE
     data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k,
                                           "top_k_given": given, "num_beams": num_beams, "tgt_lang": tgt_lang,
-                                          "json_schema": json_schema, "chat": chat, "as_json": as_json, "vad": vad, "format": fmt, "out": out,
-                                          "overwrite": overwrite, "stream": stream, "word_timestamps": word_timestamps})
+                                          "json_schema": json_schema, "chat": chat, "as_json": as_json, "vad": vad,
+                                          "format": fmt, "out": out, "overwrite": overwrite, "stream": stream,
+                                          "word_timestamps": word_timestamps})
     if text or as_json:
         _emit({"device": model.device, "results": data}, as_json, lambda _: text)
 
