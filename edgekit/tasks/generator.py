@@ -241,7 +241,8 @@ class Generator(Model):
         if unknown:
             raise ConfigError(f"generate got unknown arguments {unknown}",
                               fix="use transformers' names: " + ", ".join(sorted(DEFAULTS)) +
-                                  ", seed, eos_token_id, pad_token_id, stop_strings, stream, messages, tgt_lang")
+                                  ", seed, eos_token_id, pad_token_id, stop_strings, stream, messages, tgt_lang, "
+                                  "images, response_format, grammar, regex")
         refuse_unimplemented(options, "generate")
 
     def _target_language(self, lang: str, given: dict[str, Any]) -> dict[str, Any]:
