@@ -22,7 +22,7 @@ def smollm2(real_smollm2_int8: Path) -> Any:
     return edgekit.load(real_smollm2_int8, device="cpu", max_context=1024)  # the prompt and answer fit in 1024
 
 
-@pytest.mark.parametrize("name", ["weather_tool_call", "postal_address", "iot_reading"])
+@pytest.mark.parametrize("name", ["weather_tool_call", "postal_address", "sentiment_enum"])
 def test_chat_answer_validates(smollm2: Any, name: str) -> None:
     from bench_structured import REQUESTS, messages
 
