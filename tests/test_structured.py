@@ -57,6 +57,8 @@ def test_json_object_and_stream(gen: Any) -> None:
     jsonschema.validate(json.loads(text), ORDER)
     obj = gen.generate("Data:", max_new_tokens=80, response_format={"type": "json_object"})
     assert obj.startswith("{")  # any object: a random model may not close it within 80 tokens
+    plain = gen.generate("Data:", max_new_tokens=8)
+    assert gen.generate("Data:", max_new_tokens=8, response_format={"type": "text"}) == plain  # OpenAI's "no format"
 
 
 def test_regex_and_grammars(gen: Any) -> None:
@@ -133,3 +135,21 @@ def test_cli_json_schema(tmp_path_factory: pytest.TempPathFactory, tmp_path: Pat
     schema.write_text("{not json")
     r = CliRunner().invoke(cli, ["run", str(art), "--prompt", "x", "--json-schema", str(schema), "--device", "cpu"])
     assert r.exit_code == 2 and "cannot read a JSON schema" in r.output
+
+
+def test_beam_copies_are_independent(gen: Any) -> None:
+    """A row repeated by a beam reorder gets its own matcher: the copies then follow different branches."""
+    from edgekit.tasks.structured import GrammarRows, OutputFormat, llg_tokenizer
+
+    vocab = int(gen.decoder.outputs[0].shape[-1])
+    tok = llg_tokenizer(gen.tokenizer.to_str(), vocab, [gen.tokenizer.token_to_id("<eos>")])
+    a, b, c = (gen.encode([ch], special=False)[0][0] for ch in "abc")
+    rows = GrammarRows(tok, OutputFormat.make(None, None, "ab|ac"), 1, vocab)
+    live = np.ones(2, bool)
+    rows.advance(np.array([a]), live[:1])
+    rows.reorder(np.array([0, 0]))
+    assert rows.allowed()[:, [b, c]].all()
+    rows.advance(np.array([b, c]), live)
+    assert not rows.dead.any() and all(m.is_accepting() for m in rows.matchers)
+    rows.advance(np.array([a, a]), live)  # past the end: refused, so both rows are dead and allow nothing
+    assert rows.dead.all() and not rows.allowed().any()

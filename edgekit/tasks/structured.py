@@ -44,14 +44,17 @@ class OutputFormat:
                                   fix='e.g. regex=r"\\d{3}-\\d{4}", or grammar="start: ..." (Lark) / "root ::= ..." '
                                       "(GBNF)")
             return cls(kind, text)
-        return None if response_format is None else cls("json_schema", _schema_text(response_format))
+        text = None if response_format is None else _schema_text(response_format)
+        return None if text is None else cls("json_schema", text)
 
 
-def _schema_text(rf: Any) -> str:
+def _schema_text(rf: Any) -> str | None:
     """OpenAI's response_format: {"type": "json_schema", "json_schema": {"schema": {...}, ...}} or
     {"type": "json_object"} (any JSON object); {"type": "text"} asks for nothing."""
     shape = ('{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}, or {"type": "json_object"}')
     kind = rf.get("type") if isinstance(rf, Mapping) else None
+    if kind == "text":
+        return None
     if kind == "json_object":
         return '{"type": "object"}'
     if kind == "json_schema":
