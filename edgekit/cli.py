@@ -195,6 +195,9 @@ def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> t
         kw["num_beams"] = opts["num_beams"]
     if opts.get("tgt_lang") is not None:
         kw["tgt_lang"] = opts["tgt_lang"]
+    schema = opts.get("json_schema")
+    if schema is not None:
+        kw["response_format"] = _response_format(schema)
     if opts.get("chat"):
         return _chat(model, prompts, kw, opts.get("as_json", False))
     if getattr(model, "vision", None) is not None and opts.get("prompt") is not None and inputs:
@@ -205,7 +208,18 @@ def run_generate(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> t
     data = [{"prompt": p, "text": t} for p, t in zip(prompts, texts)]
     if model.is_encoder_decoder:  # a translation (or summary) is not a continuation of its input
         return data, "\n".join(f"{p} -> {t}" for p, t in zip(prompts, texts))
+    if schema is not None:  # the JSON alone, one document per line, for the next program to read
+        return data, "\n".join(texts)
     return data, "\n".join(p + t for p, t in zip(prompts, texts))
+
+
+def _response_format(path: Path) -> dict[str, Any]:
+    """--json-schema FILE as OpenAI's response_format (the file's stem names it)."""
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise click.BadParameter(f"cannot read a JSON schema from {path}: {e}", param_hint="--json-schema") from None
+    return {"type": "json_schema", "json_schema": {"name": path.stem, "schema": schema}}
 
 
 def _with_images(model: Any, prompt: str, images: list[str], kw: dict[str, Any]) -> tuple[Any, str]:
@@ -246,6 +260,8 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--top-k", type=int, default=5, show_default=True, help="classify: labels to show; generate: sampling top-k.")
 @click.option("--num-beams", type=click.IntRange(min=1), help="generate: beam search width [the model's default].")
 @click.option("--tgt-lang", help="generate: target language of a translation model (e.g. zh).")
+@click.option("--json-schema", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="generate: answer with JSON that follows this JSON Schema file (needs edgekit[structured]).")
 @click.option("--chat", is_flag=True, help="generate: prompts are user turns of one conversation, rendered with "
                                            "the model's chat template (no prompt: one turn per line on stdin).")
 @click.option("--vad", is_flag=True, help="recognize: transcribe only the speech Silero VAD finds (long audio).")
@@ -261,8 +277,9 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
 def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
-        num_beams: int | None, tgt_lang: str | None, chat: bool, vad: bool, word_timestamps: bool, fmt: str | None,
-        out: Path | None, overwrite: bool, stream: bool, device: str, as_json: bool) -> None:
+        num_beams: int | None, tgt_lang: str | None, json_schema: Path | None, chat: bool, vad: bool,
+        word_timestamps: bool, fmt: str | None, out: Path | None, overwrite: bool, stream: bool, device: str,
+        as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
     from edgekit.tasks import TASKS, resolve
@@ -270,6 +287,8 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
     model = edgekit.load(artifact, device=device)
     speech = {"--vad": vad, "--word-timestamps": word_timestamps, "--format": fmt, "-o/--out": out,
               "--overwrite": overwrite}
+    if json_schema is not None and model.manifest.task != "generate":
+        raise click.UsageError(f"--json-schema is for generate artifacts; this one is {model.manifest.task}")
     if model.manifest.task != "recognize" and any(speech.values()):
         asked = ", ".join(k for k, v in speech.items() if v)
         raise click.UsageError(f"{asked}: recognize options; this artifact's task is {model.manifest.task}")
@@ -279,8 +298,9 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
     given = click.get_current_context().get_parameter_source("top_k") == click.core.ParameterSource.COMMANDLINE
     data, text = task_run(model, inputs, {"prompt": prompt, "max_new_tokens": max_new_tokens, "top_k": top_k,
                                           "top_k_given": given, "num_beams": num_beams, "tgt_lang": tgt_lang,
-                                          "chat": chat, "as_json": as_json, "vad": vad, "format": fmt, "out": out,
-                                          "overwrite": overwrite, "stream": stream, "word_timestamps": word_timestamps})
+                                          "json_schema": json_schema, "chat": chat, "as_json": as_json, "vad": vad,
+                                          "format": fmt, "out": out, "overwrite": overwrite, "stream": stream,
+                                          "word_timestamps": word_timestamps})
     if text or as_json:
         _emit({"device": model.device, "results": data}, as_json, lambda _: text)
 

@@ -280,6 +280,22 @@ def real_model(name: str = SMOLLM2, cache: Path | None = None) -> Path:
 BUILDERS = {"whisper-base": build_whisper_base, SMOLLM2: build_smollm2}
 
 
+def smollm2_int8(cache: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct converted to int8 once and kept in the cache (real/artifacts/): the convert
+    takes minutes and its source never changes. Built beside its place and moved there whole, so an
+    interrupted convert leaves no half artifact."""
+    import edgekit
+
+    out = (cache or real_cache()) / "artifacts" / f"{SMOLLM2}-int8"
+    if not (out / "edgekit.json").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+        edgekit.convert(real_model(cache=cache), staging / "art", precision="int8")
+        shutil.move(str(staging / "art"), out)
+        shutil.rmtree(staging)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", choices=sorted(BUILDERS))

@@ -34,6 +34,7 @@ from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, Generate
 from edgekit.tasks.processors import LogitsPipeline
 from edgekit.tasks.prompts import Prompt, check_rows, from_ids, language_code, left_pad, right_pad
 from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
+from edgekit.tasks.structured import GrammarRows, OutputFormat, llg_tokenizer
 
 
 def cache_for(runner: Runner, cfg: DecoderState | FullSequence, batch: int, prompt: int, new: int,
@@ -68,6 +69,7 @@ class _Run:
     stop: Stopper
     pad: int
     expand: int  # rows per input (beams, or sequences to return)
+    grammar: GrammarRows | None = None  # structured output's matchers, one per row
 
 
 class Generator(Model):
@@ -172,7 +174,8 @@ class Generator(Model):
                  messages: Any = None, stream: bool = False, seed: int | None = None,
                  eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
                  stop_strings: str | Sequence[str] | None = None, tgt_lang: str | None = None,
-                 images: Any = None, **options: Any) -> Any:
+                 images: Any = None, response_format: Any = None, grammar: str | None = None,
+                 regex: str | None = None, **options: Any) -> Any:
         """Generate, as `transformers.generate` does, token for token in fp32.
 
         Prompts: str -> str (the new text), list[str] -> list[str], `messages=[{"role": "user",
@@ -188,8 +191,15 @@ class Generator(Model):
         with language codes). A vision-language artifact takes `images=` beside text prompts (a list
         per prompt; paths, PIL images or HxWxC uint8 arrays), or {"type": "image", "image": ...} parts
         in messages.
+
+        Structured output (the llguidance engine, edgekit[structured]): `response_format=` in OpenAI's
+        shape ({"type": "json_schema", "json_schema": {"schema": {...}}} or {"type": "json_object"}),
+        `grammar=` (Lark, or llama.cpp's GBNF) or `regex=`: every step masks the tokens that would
+        leave it, greedy, sampling and beam search alike, and the output ends at eos where it is
+        complete (unless max_new_tokens ends it first: logged).
         """
         self._check_keywords(options)
+        fmt = OutputFormat.make(response_format, grammar, regex)
         c = self.contract
         given = {**options, **({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens})}
         if tgt_lang is not None:
@@ -205,13 +215,13 @@ class Generator(Model):
                               tgt_lang if c.encoder is not None and c.encoder.language_prefix else None, images)
         if stream:
             self._check_stream(prompt, opts)
-        run = self._start(prompt, opts, pad, eos, stops, seed)
+        run = self._start(prompt, opts, pad, eos, stops, seed, fmt)
         if stream:
             return self._stream(run)
         try:
             if opts.num_beams > 1:
                 out = beam_search(run.state, run.logits, run.seqs, opts, run.pipeline, run.stop,
-                                  _fill(pad, eos), (opts.output_scores, opts.output_logits))
+                                  _fill(pad, eos), (opts.output_scores, opts.output_logits), run.grammar)
             else:
                 out = Searched(run.seqs)
                 for _ in sample(run.state, run.logits, run.seqs, run.pipeline, run.stop, pad, out,
@@ -219,6 +229,8 @@ class Generator(Model):
                     pass
         finally:  # the cache may hold GPU memory: freed when the loop ends, however it ends
             run.state.close()
+        if run.grammar is not None:
+            run.grammar.warn_incomplete(out.sequences[:, run.seqs.shape[1]:], set(eos))
         return self._result(out, prompt, run, eos)
 
     # ---------------------------------------------------------------- keywords and prompts
@@ -229,7 +241,8 @@ class Generator(Model):
         if unknown:
             raise ConfigError(f"generate got unknown arguments {unknown}",
                               fix="use transformers' names: " + ", ".join(sorted(DEFAULTS)) +
-                                  ", seed, eos_token_id, pad_token_id, stop_strings, stream, messages, tgt_lang")
+                                  ", seed, eos_token_id, pad_token_id, stop_strings, stream, messages, tgt_lang, "
+                                  "images, response_format, grammar, regex")
         refuse_unimplemented(options, "generate")
 
     def _target_language(self, lang: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -310,7 +323,7 @@ class Generator(Model):
     # ---------------------------------------------------------------- the decode
 
     def _start(self, p: Prompt, o: GenerateOptions, pad: int, eos: tuple[int, ...], stops: list[str],
-               seed: int | None) -> _Run:
+               seed: int | None, fmt: OutputFormat | None = None) -> _Run:
         """Run the prompt (and the encoder) and size the state for the longest output."""
         b = p.ids.shape[0]
         if self.is_encoder_decoder:
@@ -340,6 +353,8 @@ class Generator(Model):
         rows = np.repeat(np.arange(b), expand)
         seqs = seqs[rows]
         pipeline.expand(rows)
+        if fmt is not None:  # before the prompt runs: a bad schema or grammar costs no model time
+            pipeline.grammar = self._grammar(fmt, o, eos, len(rows))
         if self.is_encoder_decoder:
             state: DecodeState = self._decoder_state(p.ids, p.mask, rows, 1, total - 1)
             logits = state.prefill(seqs, np.ones_like(seqs))
@@ -347,7 +362,25 @@ class Generator(Model):
             feats = None if p.features is None else np.concatenate([p.features[r] for r in rows])
             state = cache_for(self.decoder, self.contract.cache, len(rows), length, total - length, features=feats)
             logits = state.prefill(p.ids[rows], p.mask[rows])
-        return _Run(state, logits, seqs, o, pipeline, stop, pad, expand)
+        return _Run(state, logits, seqs, o, pipeline, stop, pad, expand, pipeline.grammar)
+
+    def _grammar(self, fmt: OutputFormat, o: GenerateOptions, eos: tuple[int, ...], rows: int) -> GrammarRows:
+        if o.num_beams > 1 and o.do_sample:
+            raise ConfigError("structured output does not take beam sampling",
+                              found=f"num_beams={o.num_beams} with do_sample=True",
+                              fix="use beam search (do_sample=False) or sampling (num_beams=1): beam sampling draws "
+                                  f"{2 * o.num_beams} distinct candidates, more than a grammar forcing one token allows")
+        vocab = int(self.decoder.outputs[0].shape[-1])
+        key = (vocab, eos)
+        made = self._llg_tokenizers.get(key)
+        if made is None:
+            made = self._llg_tokenizers[key] = llg_tokenizer(self._need_tokenizer().to_str(), vocab, eos)
+        return GrammarRows(made, fmt, rows, vocab)
+
+    @cached_property
+    def _llg_tokenizers(self) -> dict[tuple[int, tuple[int, ...]], Any]:
+        """llguidance's tokenizer data per (vocabulary, eos tokens), built once per artifact."""
+        return {}
 
     def _decoder_state(self, ids: np.ndarray, mask: np.ndarray, rows: np.ndarray, prompt: int,
                        new: int) -> DecodeState:

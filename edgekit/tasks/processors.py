@@ -16,6 +16,7 @@ import numpy as np
 from edgekit.errors import ConfigError
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser, repetition_penalty
+from edgekit.tasks.structured import GrammarRows
 
 NEG = -np.inf
 
@@ -77,8 +78,11 @@ class LogitsPipeline:
     `prompt` is the length of the sequences the loop starts from (the padded prompt, or the
     decoder's start tokens); `ignore` is, per row, the count of leading positions the repetition
     penalty skips (left padding, as transformers reads it from the attention mask); `source` is, per
-    row, the input the encoder processors read.
+    row, the input the encoder processors read. `grammar` (structured output, set after the rows are
+    expanded) masks what the grammar refuses last, before the warpers.
     """
+
+    grammar: GrammarRows | None = None
 
     def __init__(self, opts: GenerateOptions, prompt: int, max_length: int, vocab: int, eos: tuple[int, ...],
                  ignore: np.ndarray | None, source: np.ndarray, seed: int | None) -> None:
@@ -133,4 +137,6 @@ class LogitsPipeline:
             x = banned(x, o.suppress_tokens)
         if o.begin_suppress_tokens is not None and length == self.begin:
             x = banned(x, o.begin_suppress_tokens)
+        if self.grammar is not None:
+            x = self.grammar.mask(x)
         return self.chooser.warp(x)

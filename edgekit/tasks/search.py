@@ -23,6 +23,7 @@ from edgekit.errors import InputError
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.processors import LogitsPipeline
 from edgekit.tasks.sampling import TokenChooser, log_softmax
+from edgekit.tasks.structured import GrammarRows
 
 F32 = np.float32
 BIG = F32(-1.0e9)
@@ -88,8 +89,10 @@ def sample(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, pipeline: L
            pad: int, out: Searched, record: tuple[bool, bool]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Greedy search or multinomial sampling (`_sample`): yields (token, unfinished) per step.
 
-    Finished rows get `pad` (transformers does the same); `out.sequences` grows as tokens come.
+    Finished rows get `pad` (transformers does the same); `out.sequences` grows as tokens come. With
+    structured output the pipeline masked what the grammar refuses, and the grammar takes each token.
     """
+    grammar = pipeline.grammar
     unfinished = np.ones(seqs.shape[0], bool)
     out.sequences = seqs
     while True:
@@ -99,7 +102,11 @@ def sample(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, pipeline: L
             out.scores.append(scores)
         if record[1]:
             out.logits.append(x)
+        if grammar is not None:
+            grammar.check_choice(scores, unfinished)
         token = np.where(unfinished, pipeline.chooser.choose(scores), pad)
+        if grammar is not None:
+            grammar.advance(token, unfinished)
         out.sequences = np.concatenate([out.sequences, token[:, None]], axis=1)
         unfinished &= ~stop(out.sequences)
         yield token, unfinished
@@ -109,10 +116,13 @@ def sample(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, pipeline: L
 
 
 def beam_search(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, o: GenerateOptions,
-                pipeline: Processors, stop: Stopper, fill: int, record: tuple[bool, bool]) -> Searched:
+                pipeline: Processors, stop: Stopper, fill: int, record: tuple[bool, bool],
+                grammar: GrammarRows | None = None) -> Searched:
     """Beam search (and beam sampling) as `GenerationMixin._beam_search`, on rows already expanded
     to batch * num_beams (beam k of input b is row b * num_beams + k); the state reorders its
-    cache rows after every step."""
+    cache rows after every step, and `grammar` (whose mask the pipeline applied) its matchers. A
+    candidate the grammar refused scores -inf: it runs on only when fewer live candidates remain,
+    and its matcher is then dead (its row masked whole), so it never beats a valid hypothesis."""
     k, rows_in = o.num_beams, seqs.shape[0]
     b, prompt = rows_in // k, seqs.shape[1]
     max_length = stop.max_length
@@ -174,6 +184,9 @@ def beam_search(state: DecodeState, logits: np.ndarray, seqs: np.ndarray, o: Gen
         more = unsatisfied.any() and not (finished.all() and o.early_stopping is True) and not hits.all()
         if not more:
             break
+        if grammar is not None:
+            grammar.reorder(reorder)
+            grammar.advance(running[:, :, cur - 1].reshape(-1), np.ones(b * k, bool))
         state.reorder(reorder)
         logits = state.step(running[:, :, cur - 1].reshape(-1))
     r = o.num_return_sequences
