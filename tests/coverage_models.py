@@ -67,7 +67,6 @@ SKIPPED: dict[str, str] = {
     "musicgen": "audio codes generation (multi-codebook), not a text decoder",
     "musicgen_melody": "audio codes generation (multi-codebook), not a text decoder",
     "moss_transcribe_diarize": "multimodal (speech + text)",
-    "granite_speech5_ctc": "multimodal speech encoder with a projector config",
     "gemma3": "multimodal (vision-language); the text-only gemma3_text is covered",
     "gemma3n": "multimodal (vision + audio + text); gemma3n_text is covered",
     "gemma4": "multimodal; gemma4_text is covered",
@@ -357,6 +356,11 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     # by default, 0.4 GB): the shape's ints there, and a narrow subsampling stack.
     "parakeet_ctc": lambda kw, ints: {"encoder_config": _sub_config("parakeet_encoder", ints)},
     "lasr_ctc": lambda kw, ints: {"encoder_config": _sub_config("lasr_encoder", ints)},
+    # Granite Speech 5 CTC holds its conformer in encoder_config, whose self-conditioning CTC head must
+    # have the CTC vocabulary (GraniteSpeech5CTCConfig.validate_architecture); one key/value head per head.
+    "granite_speech5_ctc": lambda kw, ints: {"encoder_config": {
+        **{k: v for k, v in _sub_config("granite_speech5_encoder", ints).items()
+           if k not in ("num_key_value_heads", "subsampling_conv_channels")}, "vocab_size": len(CTC_VOCAB)}},
     # Moonshine names its depths and heads per stack (6 layers, 8 heads by default): two layers, the
     # shape's heads (tiny 8 wide, real 64), every head its own key/value head as in the checkpoints.
     "moonshine": lambda kw, ints: {**{f"{s}_num_hidden_layers": 2 for s in ("encoder", "decoder")},
@@ -364,6 +368,10 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
                                       for h in ("attention_heads", "key_value_heads")}},
     # Speech2Text's subsampling convolutions are 1024 channels wide by default.
     "speech_to_text": lambda kw, ints: {"conv_channels": 2 * int(ints["d_model"] or 0)},
+    # SpeechT5's waveform pre-net is wav2vec2's convolution stack: per-layer lists (the shared int conv_kernel
+    # above is a Mamba setting), three narrow layers as in the CTC folders (_save_ctc).
+    "speecht5": lambda kw, ints: {"conv_dim": [32, 32, 32], "conv_stride": [5, 4, 4], "conv_kernel": [10, 8, 8],
+                                  "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2},
 }
 
 
@@ -582,11 +590,14 @@ def _save_image_processor(family: str, folder: Path, config: Any) -> None:
     proc.save_pretrained(folder)
 
 
+CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+
+
 def _save_ctc(family: str, folder: Path, seed: int, shape: str) -> Path:
     import torch
     from transformers import Wav2Vec2CTCTokenizer
 
-    vocab = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+    vocab = CTC_VOCAB
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
     extra = {k: v for k, v in dict(conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
@@ -643,6 +654,8 @@ def _ctc_extractor(config: Any) -> Any:
         return transformers.ParakeetFeatureExtractor(feature_size=enc.num_mel_bins)
     if config.model_type == "lasr_ctc":
         return transformers.LasrFeatureExtractor(feature_size=enc.num_mel_bins)
+    if config.model_type == "granite_speech5_ctc":  # log-mel and deltas, two frames stacked: 4 x 80 wide
+        return transformers.GraniteSpeech5FeatureExtractor(num_mel_bins=enc.num_mel_bins)
     if config.model_type == "wav2vec2-bert":  # facebook/w2v-bert-2.0: 80 Kaldi mels, 2 frames stacked
         mels = config.feature_projection_input_dim // 2
         return transformers.SeamlessM4TFeatureExtractor(feature_size=mels, num_mel_bins=mels, stride=2)

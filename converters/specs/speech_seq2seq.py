@@ -35,6 +35,7 @@ BEAMS = 4
 FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     "moonshine": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
     "speech_to_text": ("Speech2TextFeatureExtractor", "input_features", "speech2text-fbank"),
+    "speecht5": ("SpeechT5FeatureExtractor", "input_values", "waveform"),
 }
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
 MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
@@ -58,6 +59,45 @@ class SpeechEncoder(torch.nn.Module):
         for k, v, heads in self.inner.proj:
             out += [_split(k(h), heads), _split(v(h), heads)]
         return tuple(out)
+
+
+class _SpeechT5Layer(torch.nn.Module):
+    """A SpeechT5 decoder layer called as BartDecoder calls one: SpeechT5Attention checks that a mask is
+    exactly (batch, 1, tokens, keys), so the (batch, 1, 1, source) cross bias is expanded over the tokens;
+    the layer returns a tuple (hidden states, attention weights...), of which the hidden states are kept."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, h: torch.Tensor, encoder_attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        bias = encoder_attention_mask.expand(-1, -1, h.shape[1], -1)
+        return self.layer(h, encoder_attention_mask=bias, **kwargs)[0]
+
+
+class _TextDecoderView(torch.nn.Module):
+    """SpeechT5's text decoder as BartDecoder reads a decoder: the embedding, its scale and the positions
+    from the text pre-net, the layers from the wrapped decoder (which has no final norm: its layers are
+    post-norm)."""
+
+    def __init__(self, text: Any) -> None:
+        super().__init__()
+        self.embed_tokens = text.prenet.embed_tokens
+        self.embed_positions = text.prenet.embed_positions
+        self.embed_scale = float(text.prenet.embed_scale)
+        self.layers = torch.nn.ModuleList(_SpeechT5Layer(layer) for layer in text.wrapped_decoder.layers)
+
+
+def speecht5_text_decoder(model: Any) -> torch.nn.Module:
+    """BartDecoder on SpeechT5's text decoder. Its sinusoidal positions are padding-aware as M2M100's
+    (SpeechT5SinusoidalPositionalEmbedding: a token at p reads row p + pad + 1, a pad token the zero
+    row), which BartDecoder.positions computes from the table's `weights` and `padding_idx`."""
+    from edgekit.converters.specs.seq2seq_graphs import BartDecoder
+
+    dec = BartDecoder(model)
+    dec.dec = _TextDecoderView(model.get_decoder())
+    dec.scale = dec.dec.embed_scale
+    return dec
 
 
 class HFSpeechSeq2Seq(ExportSpec):
@@ -87,7 +127,8 @@ class HFSpeechSeq2Seq(ExportSpec):
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         cfg = self.model.config
         self.cache = KVGeometry(*_cross_geometry(self.model))
-        self.positions = int(getattr(cfg, "max_position_embeddings", None) or cfg.max_target_positions)
+        self.positions = int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "max_target_positions", None)
+                             or cfg.max_text_positions)  # SpeechT5 names its decoder's table max_text_positions
         rate = int(self.fe.get("sampling_rate", 16000))
         self.section = self._section(rate, name, features)
         enc = SpeechEncoder(self.model).eval()
@@ -101,7 +142,8 @@ class HFSpeechSeq2Seq(ExportSpec):
         with torch.no_grad():
             cross = enc(x)
         frames = torch.export.Dim(FRAMES, min=1, max=rate * MAX_SECONDS)
-        self.decoder = decoder_graph(BartDecoder(self.model).eval(), self.cache, int(cfg.vocab_size), cross, batch,
+        dec = speecht5_text_decoder(self.model) if self.family == "speecht5" else BartDecoder(self.model)
+        self.decoder = decoder_graph(dec.eval(), self.cache, int(cfg.vocab_size), cross, batch,
                                      frames, self.positions, [])
 
     def front_end(self, wave: np.ndarray) -> np.ndarray:
