@@ -361,6 +361,16 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     "granite_speech5_ctc": lambda kw, ints: {"encoder_config": {
         **{k: v for k, v in _sub_config("granite_speech5_encoder", ints).items()
            if k not in ("num_key_value_heads", "subsampling_conv_channels")}, "vocab_size": len(CTC_VOCAB)}},
+    # Kyutai STT embeds the text token and each Mimi codebook's token in one table of vocab_size +
+    # num_codebooks x codebook_vocab_size + 1 rows, the last row the audio padding (the default's 69569 =
+    # 4001 + 32 x 2049): the same layout at the tiny vocab, 4 codebooks of 65 codes, a narrow Mimi codec.
+    "kyutai_speech_to_text": lambda kw, ints: {
+        "num_codebooks": 4, "codebook_vocab_size": 65, "audio_bos_token_id": 64,
+        "audio_pad_token_id": len(tiny_tokenizer()) + 4 * 65,
+        "codec_config": {"hidden_size": 32, "num_filters": 4, "num_hidden_layers": 1, "intermediate_size": 64,
+                         "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 8, "codebook_size": 64,
+                         "codebook_dim": 16, "vector_quantization_hidden_dimension": 16, "num_quantizers": 4,
+                         "upsample_groups": 32}},
     # Moonshine names its depths and heads per stack (6 layers, 8 heads by default): two layers, the
     # shape's heads (tiny 8 wide, real 64), every head its own key/value head as in the checkpoints.
     "moonshine": lambda kw, ints: {**{f"{s}_num_hidden_layers": 2 for s in ("encoder", "decoder")},
