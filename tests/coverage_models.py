@@ -361,6 +361,14 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     "granite_speech5_ctc": lambda kw, ints: {"encoder_config": {
         **{k: v for k, v in _sub_config("granite_speech5_encoder", ints).items()
            if k not in ("num_key_value_heads", "subsampling_conv_channels")}, "vocab_size": len(CTC_VOCAB)}},
+    # Canary: a Parakeet FastConformer encoder_config (as its checkpoints: unscaled input) and a
+    # decoder_config whose vocabulary must be the model's (CanaryConfig.validate_architecture), both at
+    # the shape's width so the cross-attention reads the encoder's states; the tokenizer's ids in both.
+    "canary": lambda kw, ints: {
+        "encoder_config": {**_sub_config("parakeet_encoder", ints), "scale_input": False},
+        "decoder_config": {**{k: v for k, v in ints.items() if k in _config_keys("canary_decoder") and v is not None},
+                           "num_key_value_heads": ints["num_attention_heads"], "vocab_size": len(tiny_tokenizer()),
+                           "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}},
     # Kyutai STT embeds the text token and each Mimi codebook's token in one table of vocab_size +
     # num_codebooks x codebook_vocab_size + 1 rows, the last row the audio padding (the default's 69569 =
     # 4001 + 32 x 2049): the same layout at the tiny vocab, 4 codebooks of 65 codes, a narrow Mimi codec.
@@ -397,6 +405,12 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
 _REAL_DEPTH: dict[str, dict[str, Any]] = {
     "hrm_text": {"num_hidden_layers": 1, "H_cycles": 1, "L_cycles": 1},
 }
+
+
+def _config_keys(model_type: str) -> set[str]:
+    from transformers import CONFIG_MAPPING
+
+    return set(CONFIG_MAPPING[model_type]().to_dict())
 
 
 def _sub_config(model_type: str, ints: dict[str, int | None]) -> dict[str, Any]:
@@ -953,7 +967,10 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
     asr = edgekit.load(art, device="cpu")
     lang = {"language": "en"} if model.config.model_type == "whisper" else {}
     for wave in speech():
-        feats = fe(wave, sampling_rate=16000, return_tensors="pt")[model.main_input_name]
+        inputs = fe(wave, sampling_rate=16000, return_tensors="pt")
+        feats = inputs[model.main_input_name]
+        # The extractor's frame mask, as a user passes it (Canary's marks its last frame as padding).
+        masked = {"attention_mask": inputs["attention_mask"]} if "attention_mask" in inputs and not lang else {}
         for beams, new in ((1, SPEECH_TOKENS), (BEAMS, SPEECH_TOKENS), (1, -1)):
             if recognize := new < 0:  # recognize, as a user calls it, against transformers' greedy tokens
                 new = SPEECH_TOKENS
@@ -962,7 +979,7 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
             else:
                 with torch.inference_mode():
                     want = [int(t) for t in model.generate(feats, num_beams=beams, max_new_tokens=new,
-                                                           do_sample=False)[0]]
+                                                           do_sample=False, **masked)[0]]
             if recognize:
                 got_text = asr.recognize(wave, sample_rate=16000, max_new_tokens=new, **lang).text
                 want_text = asr.decode_text(want)

@@ -82,3 +82,31 @@ def test_moonshine_refuses_whisper_options(moonshine: tuple[Path, Path]) -> None
     m = edgekit.load(moonshine[1], device="cpu")
     with pytest.raises(UnsupportedError, match="language"):
         m.recognize(np.zeros(16000, np.float32) + 0.1, language="en")
+
+
+def test_canary_front_end_and_frame_mask_are_parakeets() -> None:
+    """Canary's convention: the encoder takes ParakeetFeatureExtractor's features and frame mask (its
+    last frame is padding); edgekit's numpy front end makes both, and the section carries them."""
+    from transformers import ParakeetFeatureExtractor
+
+    from edgekit.contract.codec import decode, encode
+    from edgekit.contract.recognize import Chunking, SpeechSeq2SeqSection
+    from edgekit.converters.kv_geometry import KVGeometry
+    from edgekit.converters.specs.ctc import PREPROCESS_MAX_ABS
+    from edgekit.tasks.speech_seq2seq import features, frame_mask
+
+    section = SpeechSeq2SeqSection(
+        audio=Chunking(16000, 32.0, 2.0), features="parakeet-fbank", normalize=False, input="input_features",
+        tokenizer="tokenizer.json", cache=KVGeometry(1, 2, 8).state(), decoder_start_token_id=1, eos_token_id=2,
+        suppress_tokens=(), begin_suppress_tokens=(), max_length=8, max_target_positions=64, n_mels=80,
+        preemphasis=0.97, mask="attention_mask")
+    assert decode(SpeechSeq2SeqSection, encode(section), "recognize") == section
+    fe = ParakeetFeatureExtractor(feature_size=80)
+    for seconds, seed in ((0.73, 0), (1.31, 1), (2.0, 2)):  # lengths on and off the 10 ms hop
+        wave = synthetic_audio(seconds, 16000, seed)
+        theirs = fe(wave, sampling_rate=16000, return_tensors="np", return_attention_mask=True)
+        mine = features(wave, section)
+        assert mine.shape == theirs["input_features"][0].shape
+        assert np.abs(mine - theirs["input_features"][0]).max() <= PREPROCESS_MAX_ABS["parakeet-fbank"]
+        mask = frame_mask(len(mine), section)
+        assert (mask == theirs["attention_mask"][0].astype(np.int64)).all() and mask[-1] == 0 and mask[:-1].all()

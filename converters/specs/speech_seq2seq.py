@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, FRAMES, SAMPLES
+from edgekit.contract.generate import ENCODER_MASK
 from edgekit.contract.recognize import Chunking, SpeechSeq2SeqSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.kv_geometry import KVGeometry
@@ -36,6 +38,7 @@ FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     "moonshine": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
     "speech_to_text": ("Speech2TextFeatureExtractor", "input_features", "speech2text-fbank"),
     "speecht5": ("SpeechT5FeatureExtractor", "input_values", "waveform"),
+    "canary": ("ParakeetFeatureExtractor", "input_features", "parakeet-fbank"),
 }
 # Families of the speech seq2seq mapping that are no encoder-decoder, with what they are instead.
 NOT_ENCODER_DECODERS: dict[str, str] = {
@@ -71,6 +74,21 @@ class SpeechEncoder(torch.nn.Module):
         return tuple(out)
 
 
+class MaskedSpeechEncoder(SpeechEncoder):
+    """(features, frame mask) -> the cross keys and values, and the encoder's output frame mask
+    (Canary's FastConformer subsamples the mask with the frames; its decoder attends where it is 1)."""
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        from edgekit.converters.specs.seq2seq_graphs import _split, eager_while_exporting
+
+        with eager_while_exporting(self.inner.hf[0]):
+            out = self.inner.encoder(features, attention_mask=mask.bool())
+        cross: list[torch.Tensor] = []
+        for k, v, heads in self.inner.proj:
+            cross += [_split(k(out.last_hidden_state), heads), _split(v(out.last_hidden_state), heads)]
+        return (*cross, out.attention_mask.to(torch.int64))
+
+
 class _SpeechT5Layer(torch.nn.Module):
     """A SpeechT5 decoder layer called as BartDecoder calls one: SpeechT5Attention checks that a mask is
     exactly (batch, 1, tokens, keys), so the (batch, 1, 1, source) cross bias is expanded over the tokens;
@@ -98,15 +116,32 @@ class _TextDecoderView(torch.nn.Module):
         self.layers = torch.nn.ModuleList(_SpeechT5Layer(layer) for layer in text.wrapped_decoder.layers)
 
 
-def speecht5_text_decoder(model: Any) -> torch.nn.Module:
-    """BartDecoder on SpeechT5's text decoder. Its sinusoidal positions are padding-aware as M2M100's
+class _CanaryDecoderView(torch.nn.Module):
+    """Canary's decoder as BartDecoder reads a decoder: CanaryPositionalEmbedding's table divided by
+    sqrt(width) as it divides each row it returns, added to the token embedding, then the embedding
+    layer norm (BartDecoder's layernorm_embedding); pre-norm layers and the final norm are Canary's."""
+
+    def __init__(self, dec: Any) -> None:
+        super().__init__()
+        self.embed_tokens = dec.embed_tokens
+        table = dec.pos_emb.positional_embedding / math.sqrt(dec.pos_emb.channels)
+        self.embed_positions = torch.nn.Embedding.from_pretrained(table, freeze=True)
+        self.layernorm_embedding = dec.embedding_layernorm
+        self.layers = dec.layers
+
+
+def speech_decoder(model: Any, family: str) -> torch.nn.Module:
+    """BartDecoder on the family's decoder. SpeechT5's sinusoidal positions are padding-aware as M2M100's
     (SpeechT5SinusoidalPositionalEmbedding: a token at p reads row p + pad + 1, a pad token the zero
     row), which BartDecoder.positions computes from the table's `weights` and `padding_idx`."""
     from edgekit.converters.specs.seq2seq_graphs import BartDecoder
 
     dec = BartDecoder(model)
-    dec.dec = _TextDecoderView(model.get_decoder())
-    dec.scale = dec.dec.embed_scale
+    if family == "speecht5":
+        dec.dec = _TextDecoderView(model.get_decoder())
+        dec.scale = dec.dec.embed_scale
+    elif family == "canary":
+        dec.dec = _CanaryDecoderView(model.get_decoder())
     return dec
 
 
@@ -127,7 +162,6 @@ class HFSpeechSeq2Seq(ExportSpec):
         from transformers import AutoModelForSpeechSeq2Seq
 
         from edgekit.converters.specs.seq2seq import _cross_geometry, decoder_graph
-        from edgekit.converters.specs.seq2seq_graphs import BartDecoder
 
         assert src.hf_dir is not None
         self.family = str(src.config["model_type"])
@@ -137,24 +171,31 @@ class HFSpeechSeq2Seq(ExportSpec):
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         cfg = self.model.config
         self.cache = KVGeometry(*_cross_geometry(self.model))
-        self.positions = int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "max_target_positions", None)
-                             or cfg.max_text_positions)  # SpeechT5 names its decoder's table max_text_positions
+        self.positions = _decoder_positions(cfg)
         rate = int(self.fe.get("sampling_rate", 16000))
         self.section = self._section(rate, name, features)
-        enc = SpeechEncoder(self.model).eval()
         batch = torch.export.Dim(BATCH, min=1, max=16)
         x = torch.from_numpy(np.stack([self.front_end(synthetic_audio(1.0, rate, s)) for s in (0, 1)]))
         if features == "waveform":
             axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
         else:  # 10 ms frames
             axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
-        self.encoder = GraphExport("encoder", enc, (x,), [name], self.cache.cross(), ({0: batch, 1: axis},))
+        if self.section.mask:
+            from edgekit.tasks.speech_seq2seq import frame_mask
+
+            enc: SpeechEncoder = MaskedSpeechEncoder(self.model).eval()
+            mask = torch.from_numpy(np.stack([frame_mask(x.shape[1], self.section)] * 2))
+            feeds: tuple[torch.Tensor, ...] = (x, mask)
+            self.encoder = GraphExport("encoder", enc, feeds, [name, self.section.mask],
+                                       [*self.cache.cross(), ENCODER_MASK], ({0: batch, 1: axis}, {0: batch, 1: axis}))
+        else:
+            enc, feeds = SpeechEncoder(self.model).eval(), (x,)
+            self.encoder = GraphExport("encoder", enc, feeds, [name], self.cache.cross(), ({0: batch, 1: axis},))
         with torch.no_grad():
-            cross = enc(x)
+            cross = enc(*feeds)[: len(self.cache.cross())]
         frames = torch.export.Dim(FRAMES, min=1, max=rate * MAX_SECONDS)
-        dec = speecht5_text_decoder(self.model) if self.family == "speecht5" else BartDecoder(self.model)
-        self.decoder = decoder_graph(dec.eval(), self.cache, int(cfg.vocab_size), cross, batch,
-                                     frames, self.positions, [])
+        self.decoder = decoder_graph(speech_decoder(self.model, self.family).eval(), self.cache, int(cfg.vocab_size),
+                                     cross, batch, frames, self.positions, [])
 
     def front_end(self, wave: np.ndarray) -> np.ndarray:
         """edgekit's features of one waveform (tasks/speech_seq2seq.py), as the artifact computes them."""
@@ -179,14 +220,18 @@ class HFSpeechSeq2Seq(ExportSpec):
         if start is None or eos is None:
             raise SourceError(f"'{self.src.description}' names no decoder_start_token_id or eos_token_id",
                               fix="set both in its generation_config.json")
+        fe = self.fe
+        stft = {"n_fft": int(fe.get("n_fft", 512)), "hop_length": int(fe.get("hop_length", 160)),
+                "win_length": int(fe.get("win_length", 400)), "preemphasis": float(fe.get("preemphasis") or 0.0),
+                "mask": "attention_mask"} if features == "parakeet-fbank" else {}
         return SpeechSeq2SeqSection(
             audio=Chunking(rate, float(MAX_SECONDS // 2), 2.0), features=features,  # type: ignore[arg-type]
             normalize=bool(self.fe.get("do_normalize", False)), input=name, tokenizer="tokenizer.json",
-            n_mels=int(self.fe.get("num_mel_bins", 80)),
+            n_mels=int(self.fe.get("num_mel_bins") or self.fe.get("feature_size", 80)),  # Parakeet's: feature_size
             cache=self.cache.state(), decoder_start_token_id=int(start), eos_token_id=int(eos),
             suppress_tokens=tuple(int(t) for t in (gen.suppress_tokens or [])),
             begin_suppress_tokens=tuple(int(t) for t in (gen.begin_suppress_tokens or [])),
-            max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions)
+            max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions, **stft)
 
     def _new_tokens(self, max_length: int | None) -> int:
         """The tokens generate makes after the start token: a set max_length counts the start token;
@@ -205,7 +250,7 @@ class HFSpeechSeq2Seq(ExportSpec):
         for beams in (1, BEAMS):
             for w in waves:
                 feats = model.features(w)
-                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams)
+                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, self._mask(feats))
                 got = model.decode_tokens(feats, max_new_tokens=max_new_tokens, num_beams=beams)
                 same += sum(int(a == b) for a, b in zip(ref, got))
                 total += max(len(ref), len(got))
@@ -226,23 +271,45 @@ class HFSpeechSeq2Seq(ExportSpec):
         report = dataclasses.replace(report, end_to_end=EndToEnd(len(waves), preprocess=pre, reference=self.extractor))
         return report if pre.passed else report.failed("pre-processing differs from the source's feature extractor")
 
+    def _mask(self, features: np.ndarray) -> np.ndarray | None:
+        """The frame mask edgekit feeds the encoder with one chunk's features, where it takes one."""
+        from edgekit.tasks.speech_seq2seq import frame_mask
+
+        return frame_mask(features.shape[0], self.section) if self.section.mask else None
+
     def preprocess_check(self, waves: list[np.ndarray], model: Any) -> PreprocessCheck:
-        """edgekit's front end against the folder's feature extractor on each unpadded waveform."""
+        """edgekit's front end (and frame mask) against the folder's feature extractor on each unpadded waveform."""
         from transformers import AutoFeatureExtractor
 
         assert self.src.hf_dir is not None
         fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
         name, worst = self.section.input, 0.0
         for w in waves:
-            theirs = np.asarray(fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")[name][0])
-            mine = model.features(w)
+            out = fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")
+            theirs, mine = np.asarray(out[name][0]), model.features(w)
             if theirs.shape != mine.shape:
                 return PreprocessCheck(False, f"{name} shape {list(mine.shape)} vs {list(theirs.shape)} against "
                                               f"transformers {self.extractor}", max_abs=float("inf"))
+            if (mask := self._mask(mine)) is not None and (mask != (want := np.asarray(out["attention_mask"][0]))).any():
+                return PreprocessCheck(False, f"the frame mask differs from transformers {self.extractor}'s "
+                                              f"({int(mask.sum())} vs {int(want.sum())} real frames)",
+                                       max_abs=float("inf"))
             worst = max(worst, float(np.abs(mine - theirs).max()))
         limit = PREPROCESS_MAX_ABS[self.section.features]
         return PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against "
                                                f"transformers {self.extractor}", max_abs=worst)
+
+
+def _decoder_positions(cfg: Any) -> int:
+    """The decoder's position table: max_position_embeddings (Moonshine; Canary's decoder_config),
+    max_target_positions (Speech2Text) or max_text_positions (SpeechT5)."""
+    for c in (cfg, cfg.get_text_config()):
+        for key in ("max_position_embeddings", "max_target_positions", "max_text_positions"):
+            if getattr(c, key, None):
+                return int(getattr(c, key))
+    raise SourceError("the model's config names no decoder position table size",
+                      found=f"{type(cfg).__name__} without max_position_embeddings / max_target_positions",
+                      fix="set max_target_positions in its config.json")
 
 
 def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, str, str]:
@@ -269,9 +336,11 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     return extractor, name, features
 
 
-def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int) -> list[int]:
-    """transformers' generate on one unpadded input (start token first), as a list."""
+def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int,
+                     mask: np.ndarray | None = None) -> list[int]:
+    """transformers' generate on one unpadded input (start token first) and its frame mask if any, as a list."""
+    masked = {} if mask is None else {"attention_mask": torch.from_numpy(mask)[None]}
     with torch.inference_mode():
         out = hf.generate(torch.from_numpy(features)[None], max_new_tokens=max_new_tokens, num_beams=num_beams,
-                          do_sample=False)
+                          do_sample=False, **masked)
     return [int(t) for t in out[0]]
