@@ -168,6 +168,7 @@ class HFSpeechSeq2Seq(ExportSpec):
         fe_path = src.hf_dir / "preprocessor_config.json"
         self.fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
         self.extractor, name, features = _front_end(src.description, self.family, self.fe)
+        self.tokenizer_json = _tokenizer_json(src)
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         cfg = self.model.config
         self.cache = KVGeometry(*_cross_geometry(self.model))
@@ -207,7 +208,7 @@ class HFSpeechSeq2Seq(ExportSpec):
         return [self.encoder, self.decoder]
 
     def files(self, calibration: Calibration | None) -> dict[str, bytes]:
-        return {"tokenizer.json": hf_tokenizer_json(self.src)}
+        return {"tokenizer.json": self.tokenizer_json}
 
     def contract(self, graphs: dict[str, GraphSpec]) -> SpeechSeq2SeqSection:
         return self.section
@@ -298,6 +299,23 @@ class HFSpeechSeq2Seq(ExportSpec):
         limit = PREPROCESS_MAX_ABS[self.section.features]
         return PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against "
                                                f"transformers {self.extractor}", max_abs=worst)
+
+
+def _tokenizer_json(src: Source) -> bytes:
+    """The folder's tokenizer as tokenizer.json (the runtime decodes with `tokenizers` only), or a
+    SourceError where transformers has no `tokenizers` form of it: SpeechT5's checkpoints ship a
+    sentencepiece model only (SpeechT5Tokenizer, a SentencePieceBackend with no fast converter)."""
+    assert src.hf_dir is not None
+    if (src.hf_dir / "tokenizer.json").is_file():
+        return hf_tokenizer_json(src)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src.hf_dir)
+    if not hasattr(tok, "backend_tokenizer"):
+        raise SourceError(f"'{src.description}' has no tokenizer.json, and transformers builds none from its "
+                          f"{type(tok).__name__}", found="a sentencepiece-only tokenizer (no fast converter)",
+                          fix="save a tokenizers tokenizer.json with the same vocabulary beside the model")
+    return hf_tokenizer_json(src)
 
 
 def _decoder_positions(cfg: Any) -> int:
