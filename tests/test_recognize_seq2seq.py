@@ -110,3 +110,30 @@ def test_canary_front_end_and_frame_mask_are_parakeets() -> None:
         assert np.abs(mine - theirs["input_features"][0]).max() <= PREPROCESS_MAX_ABS["parakeet-fbank"]
         mask = frame_mask(len(mine), section)
         assert (mask == theirs["attention_mask"][0].astype(np.int64)).all() and mask[-1] == 0 and mask[:-1].all()
+
+
+def test_sentencepiece_only_tokenizer_gets_a_tokenizer_json_that_decodes_alike(tmp_path: Path) -> None:
+    """SpeechT5's convention: a sentencepiece model and no tokenizer.json. edgekit's tokenizer.json
+    decodes every id and random sequences as SpeechT5Tokenizer does; a wrong decoder is caught."""
+    import json
+
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+    from transformers import SpeechT5Tokenizer
+
+    from edgekit.converters.sentencepiece_tokenizer import decodes_alike, sentencepiece_json
+
+    lines = [" ".join(np.random.default_rng(i).choice(["the", "big", "cat", "ran", "on", "a", "mat"], 6))
+             for i in range(200)]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(tmp_path / "spm_char"),
+                                   vocab_size=24, model_type="char", minloglevel=2)
+    tok = SpeechT5Tokenizer(str(tmp_path / "spm_char.model"))
+    tok.add_tokens(["<mask>"], special_tokens=True)  # as the checkpoints add <mask> and <ctc_blank>
+    tok.add_tokens(["<ctc_blank>"])
+    built = sentencepiece_json(tok)
+    assert decodes_alike(tok, built) == ""
+    ids = tok("the big cat ran")["input_ids"]
+    assert Tokenizer.from_str(built.decode()).decode(ids, skip_special_tokens=True) == "the big cat ran"
+    broken = json.loads(built)
+    broken["decoder"] = None  # "▁" printed as is
+    assert "decode to" in decodes_alike(tok, json.dumps(broken).encode())

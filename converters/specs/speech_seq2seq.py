@@ -302,20 +302,29 @@ class HFSpeechSeq2Seq(ExportSpec):
 
 
 def _tokenizer_json(src: Source) -> bytes:
-    """The folder's tokenizer as tokenizer.json (the runtime decodes with `tokenizers` only), or a
-    SourceError where transformers has no `tokenizers` form of it: SpeechT5's checkpoints ship a
-    sentencepiece model only (SpeechT5Tokenizer, a SentencePieceBackend with no fast converter)."""
+    """The folder's tokenizer as tokenizer.json (the runtime decodes with `tokenizers` only). SpeechT5's
+    checkpoints ship a sentencepiece model only (SpeechT5Tokenizer, a SentencePieceBackend transformers
+    has no `tokenizers` converter for): edgekit builds one, refused unless it decodes as the original."""
+    from edgekit.converters.sentencepiece_tokenizer import decodes_alike, sentencepiece_json
+
     assert src.hf_dir is not None
     if (src.hf_dir / "tokenizer.json").is_file():
         return hf_tokenizer_json(src)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(src.hf_dir)
-    if not hasattr(tok, "backend_tokenizer"):
-        raise SourceError(f"'{src.description}' has no tokenizer.json, and transformers builds none from its "
-                          f"{type(tok).__name__}", found="a sentencepiece-only tokenizer (no fast converter)",
+    if hasattr(tok, "backend_tokenizer"):
+        return hf_tokenizer_json(src)
+    if not hasattr(tok, "sp_model"):
+        raise SourceError(f"'{src.description}' has no tokenizer.json, and its {type(tok).__name__} has no "
+                          "tokenizers form", found=f"{type(tok).__name__} (neither fast nor sentencepiece)",
                           fix="save a tokenizers tokenizer.json with the same vocabulary beside the model")
-    return hf_tokenizer_json(src)
+    built = sentencepiece_json(tok)
+    if problem := decodes_alike(tok, built):
+        raise SourceError(f"edgekit's tokenizer.json for the {type(tok).__name__} of '{src.description}' decodes "
+                          "differently", found=problem,
+                          fix="save a tokenizers tokenizer.json with the same vocabulary beside the model")
+    return built
 
 
 def _decoder_positions(cfg: Any) -> int:
