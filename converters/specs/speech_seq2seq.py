@@ -1,7 +1,9 @@
-"""Speech encoder-decoders other than Whisper (Moonshine on the waveform, Speech2Text on Kaldi fbank
-features): the encoder once per chunk, then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
+"""Speech encoder-decoders other than Whisper (Moonshine and SpeechT5 on the waveform, Speech2Text on
+Kaldi fbank features, Canary on Parakeet's filterbank and its frame mask): the encoder once per chunk,
+then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
 
     encoder  input_values (batch, samples) or input_features (batch, frames, mels) -> cross.{i}.key / .value
+             (Canary: with the frame mask in, and the encoder's subsampled `encoder_attention_mask` out)
     decoder  the slot-cache decoder with `encoder_attention_mask` and the cross keys/values resident
 The loop is tasks/speech_seq2seq.py (Whisper's, from the one start token). Parity: the tokens of
 `transformers` generate (greedy, and beam search) against the artifact's on synthetic audio, the
