@@ -67,7 +67,6 @@ SKIPPED: dict[str, str] = {
     "musicgen": "audio codes generation (multi-codebook), not a text decoder",
     "musicgen_melody": "audio codes generation (multi-codebook), not a text decoder",
     "moss_transcribe_diarize": "multimodal (speech + text)",
-    "granite_speech5_ctc": "multimodal speech encoder with a projector config",
     "gemma3": "multimodal (vision-language); the text-only gemma3_text is covered",
     "gemma3n": "multimodal (vision + audio + text); gemma3n_text is covered",
     "gemma4": "multimodal; gemma4_text is covered",
@@ -357,6 +356,29 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     # by default, 0.4 GB): the shape's ints there, and a narrow subsampling stack.
     "parakeet_ctc": lambda kw, ints: {"encoder_config": _sub_config("parakeet_encoder", ints)},
     "lasr_ctc": lambda kw, ints: {"encoder_config": _sub_config("lasr_encoder", ints)},
+    # Granite Speech 5 CTC holds its conformer in encoder_config, whose self-conditioning CTC head must
+    # have the CTC vocabulary (GraniteSpeech5CTCConfig.validate_architecture); one key/value head per head.
+    "granite_speech5_ctc": lambda kw, ints: {"encoder_config": {
+        **{k: v for k, v in _sub_config("granite_speech5_encoder", ints).items()
+           if k not in ("num_key_value_heads", "subsampling_conv_channels")}, "vocab_size": len(CTC_VOCAB)}},
+    # Canary: a Parakeet FastConformer encoder_config (as its checkpoints: unscaled input) and a
+    # decoder_config whose vocabulary must be the model's (CanaryConfig.validate_architecture), both at
+    # the shape's width so the cross-attention reads the encoder's states; the tokenizer's ids in both.
+    "canary": lambda kw, ints: {
+        "encoder_config": {**_sub_config("parakeet_encoder", ints), "scale_input": False},
+        "decoder_config": {**{k: v for k, v in ints.items() if k in _config_keys("canary_decoder") and v is not None},
+                           "num_key_value_heads": ints["num_attention_heads"], "vocab_size": len(tiny_tokenizer()),
+                           "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}},
+    # Kyutai STT embeds the text token and each Mimi codebook's token in one table of vocab_size +
+    # num_codebooks x codebook_vocab_size + 1 rows, the last row the audio padding (the default's 69569 =
+    # 4001 + 32 x 2049): the same layout at the tiny vocab, 4 codebooks of 65 codes, a narrow Mimi codec.
+    "kyutai_speech_to_text": lambda kw, ints: {
+        "num_codebooks": 4, "codebook_vocab_size": 65, "audio_bos_token_id": 64,
+        "audio_pad_token_id": len(tiny_tokenizer()) + 4 * 65,
+        "codec_config": {"hidden_size": 32, "num_filters": 4, "num_hidden_layers": 1, "intermediate_size": 64,
+                         "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 8, "codebook_size": 64,
+                         "codebook_dim": 16, "vector_quantization_hidden_dimension": 16, "num_quantizers": 4,
+                         "upsample_groups": 32}},
     # Moonshine names its depths and heads per stack (6 layers, 8 heads by default): two layers, the
     # shape's heads (tiny 8 wide, real 64), every head its own key/value head as in the checkpoints.
     "moonshine": lambda kw, ints: {**{f"{s}_num_hidden_layers": 2 for s in ("encoder", "decoder")},
@@ -385,6 +407,10 @@ _FAMILY_KW: dict[str, _FamilyKw] = {
     **dict.fromkeys(("seamless_m4t", "seamless_m4t_v2"), lambda kw, ints: {
         "speech_encoder_layers": 2, "speech_encoder_attention_heads": ints["num_attention_heads"],
         "speech_encoder_intermediate_size": ints["intermediate_size"]}),
+    # SpeechT5's waveform pre-net is wav2vec2's convolution stack: per-layer lists (the shared int conv_kernel
+    # above is a Mamba setting), three narrow layers as in the CTC folders (_save_ctc).
+    "speecht5": lambda kw, ints: {"conv_dim": [32, 32, 32], "conv_stride": [5, 4, 4], "conv_kernel": [10, 8, 8],
+                                  "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2},
 }
 
 
@@ -443,6 +469,12 @@ def _granite_speech_parts(model_type: str, ints: dict[str, int | None]) -> dict[
 _REAL_DEPTH: dict[str, dict[str, Any]] = {
     "hrm_text": {"num_hidden_layers": 1, "H_cycles": 1, "L_cycles": 1},
 }
+
+
+def _config_keys(model_type: str) -> set[str]:
+    from transformers import CONFIG_MAPPING
+
+    return set(CONFIG_MAPPING[model_type]().to_dict())
 
 
 def _sub_config(model_type: str, ints: dict[str, int | None]) -> dict[str, Any]:
@@ -650,11 +682,14 @@ def _save_image_processor(family: str, folder: Path, config: Any) -> None:
     proc.save_pretrained(folder)
 
 
+CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+
+
 def _save_ctc(family: str, folder: Path, seed: int, shape: str) -> Path:
     import torch
     from transformers import Wav2Vec2CTCTokenizer
 
-    vocab = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+    vocab = CTC_VOCAB
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
     extra = {k: v for k, v in dict(conv_dim=(32, 32, 32), conv_stride=(5, 4, 4), conv_kernel=(10, 8, 8),
@@ -713,6 +748,8 @@ def _ctc_extractor(config: Any) -> Any:
         return transformers.ParakeetFeatureExtractor(feature_size=enc.num_mel_bins)
     if config.model_type == "lasr_ctc":
         return transformers.LasrFeatureExtractor(feature_size=enc.num_mel_bins)
+    if config.model_type == "granite_speech5_ctc":  # log-mel and deltas, two frames stacked: 4 x 80 wide
+        return transformers.GraniteSpeech5FeatureExtractor(num_mel_bins=enc.num_mel_bins)
     if config.model_type == "wav2vec2-bert":  # facebook/w2v-bert-2.0: 80 Kaldi mels, 2 frames stacked
         mels = config.feature_projection_input_dim // 2
         return transformers.SeamlessM4TFeatureExtractor(feature_size=mels, num_mel_bins=mels, stride=2)
@@ -1004,8 +1041,11 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
     asr = edgekit.load(art, device="cpu")
     lang = {"language": "en"} if model.config.model_type == "whisper" else {}
     for wave in speech():
+        inputs = fe(wave, sampling_rate=16000, return_tensors="pt")
         # SpeechEncoderDecoderModel's main input is "inputs": its encoder's names the extractor's output.
-        feats = fe(wave, sampling_rate=16000, return_tensors="pt")[model.get_encoder().main_input_name]
+        feats = inputs[model.get_encoder().main_input_name]
+        # The extractor's frame mask, as a user passes it (Canary's marks its last frame as padding).
+        masked = {"attention_mask": inputs["attention_mask"]} if "attention_mask" in inputs and not lang else {}
         for beams, new in ((1, SPEECH_TOKENS), (BEAMS, SPEECH_TOKENS), (1, -1)):
             if recognize := new < 0:  # recognize, as a user calls it, against transformers' greedy tokens
                 new = SPEECH_TOKENS
@@ -1014,7 +1054,7 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
             else:
                 with torch.inference_mode():
                     want = [int(t) for t in model.generate(feats, num_beams=beams, max_new_tokens=new,
-                                                           do_sample=False)[0]]
+                                                           do_sample=False, **masked)[0]]
             if recognize:
                 got_text = asr.recognize(wave, sample_rate=16000, max_new_tokens=new, **lang).text
                 want_text = asr.decode_text(want)

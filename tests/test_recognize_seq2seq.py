@@ -140,3 +140,58 @@ def _with_contract(art: Path, tmp: Path, **changes: Any) -> Path:
     man = Manifest.load(out)
     dataclasses.replace(man, contract=dataclasses.replace(man.contract, **changes)).save(out)
     return out
+
+
+def test_canary_front_end_and_frame_mask_are_parakeets() -> None:
+    """Canary's convention: the encoder takes ParakeetFeatureExtractor's features and frame mask (its
+    last frame is padding); edgekit's numpy front end makes both, and the section carries them."""
+    from transformers import ParakeetFeatureExtractor
+
+    from edgekit.contract.codec import decode, encode
+    from edgekit.contract.recognize import Chunking, SpeechSeq2SeqSection
+    from edgekit.converters.kv_geometry import KVGeometry
+    from edgekit.converters.specs.ctc import PREPROCESS_MAX_ABS
+    from edgekit.tasks.speech_seq2seq import features, frame_mask
+
+    section = SpeechSeq2SeqSection(
+        audio=Chunking(16000, 32.0, 2.0), features="parakeet-fbank", normalize=False, input="input_features",
+        tokenizer="tokenizer.json", cache=KVGeometry(1, 2, 8).state(), decoder_start_token_id=1, eos_token_id=2,
+        suppress_tokens=(), begin_suppress_tokens=(), max_length=8, max_target_positions=64, n_mels=80,
+        preemphasis=0.97, mask="attention_mask")
+    assert decode(SpeechSeq2SeqSection, encode(section), "recognize") == section
+    fe = ParakeetFeatureExtractor(feature_size=80)
+    for seconds, seed in ((0.73, 0), (1.31, 1), (2.0, 2)):  # lengths on and off the 10 ms hop
+        wave = synthetic_audio(seconds, 16000, seed)
+        theirs = fe(wave, sampling_rate=16000, return_tensors="np", return_attention_mask=True)
+        mine = features(wave, section)
+        assert mine.shape == theirs["input_features"][0].shape
+        assert np.abs(mine - theirs["input_features"][0]).max() <= PREPROCESS_MAX_ABS["parakeet-fbank"]
+        mask = frame_mask(len(mine), section)
+        assert (mask == theirs["attention_mask"][0].astype(np.int64)).all() and mask[-1] == 0 and mask[:-1].all()
+
+
+def test_sentencepiece_only_tokenizer_gets_a_tokenizer_json_that_decodes_alike(tmp_path: Path) -> None:
+    """SpeechT5's convention: a sentencepiece model and no tokenizer.json. edgekit's tokenizer.json
+    decodes every id and random sequences as SpeechT5Tokenizer does; a wrong decoder is caught."""
+    import json
+
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+    from transformers import SpeechT5Tokenizer
+
+    from edgekit.converters.sentencepiece_tokenizer import decodes_alike, sentencepiece_json
+
+    lines = [" ".join(np.random.default_rng(i).choice(["the", "big", "cat", "ran", "on", "a", "mat"], 6))
+             for i in range(200)]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_prefix=str(tmp_path / "spm_char"),
+                                   vocab_size=24, model_type="char", minloglevel=2)
+    tok = SpeechT5Tokenizer(str(tmp_path / "spm_char.model"))
+    tok.add_tokens(["<mask>"], special_tokens=True)  # as the checkpoints add <mask> and <ctc_blank>
+    tok.add_tokens(["<ctc_blank>"])
+    built = sentencepiece_json(tok)
+    assert decodes_alike(tok, built) == ""
+    ids = tok("the big cat ran")["input_ids"]
+    assert Tokenizer.from_str(built.decode()).decode(ids, skip_special_tokens=True) == "the big cat ran"
+    broken = json.loads(built)
+    broken["decoder"] = None  # "▁" printed as is
+    assert "decode to" in decodes_alike(tok, json.dumps(broken).encode())

@@ -75,6 +75,7 @@ def cross_projections(model: Any) -> list[tuple[Any, Any, int]]:
     if hasattr(dec, "block"):  # T5 family
         return [(b.layer[1].EncDecAttention.k, b.layer[1].EncDecAttention.v, b.layer[1].EncDecAttention.n_heads)
                 for b in dec.block]
+    dec = getattr(dec, "wrapped_decoder", dec)  # SpeechT5: the layers sit under its text pre-net's wrapper
     # Moonshine's attention keeps no head count of its own (it reads a config its encoder shares).
     return [(a.k_proj, a.v_proj, getattr(a, "num_heads", None) or a.k_proj.out_features // a.head_dim)
             for a in (cross_attention(layer) for layer in dec.layers)]

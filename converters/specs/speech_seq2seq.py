@@ -1,8 +1,10 @@
-"""Speech encoder-decoders other than Whisper (Moonshine and SpeechEncoderDecoderModel's wav2vec2-style
-encoders on the waveform, Speech2Text and SeamlessM4T on Kaldi fbank features): the encoder once per
-chunk, then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
+"""Speech encoder-decoders other than Whisper (Moonshine, SpeechT5 and SpeechEncoderDecoderModel's
+wav2vec2-style encoders on the waveform, Speech2Text and SeamlessM4T on Kaldi fbank features, Canary on
+Parakeet's filterbank and its frame mask): the encoder once per chunk, then the encoder-decoders'
+slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
 
     encoder  input_values (batch, samples) or input_features (batch, frames, mels) -> cross.{i}.key / .value
+             (Canary: with the frame mask in, and the encoder's subsampled `encoder_attention_mask` out)
     decoder  the slot-cache decoder with `encoder_attention_mask` and the cross keys/values resident
 The loop is tasks/speech_seq2seq.py (Whisper's, from the one start token). Parity: the tokens of
 `transformers` generate (greedy, and beam search) against the artifact's on synthetic audio, the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,6 +22,7 @@ import torch
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, FRAMES, SAMPLES
+from edgekit.contract.generate import ENCODER_MASK
 from edgekit.contract.recognize import Chunking, SpeechSeq2SeqSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.kv_geometry import KVGeometry
@@ -40,6 +44,8 @@ FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     "seamless_m4t_v2": ("SeamlessM4TFeatureExtractor", "input_features", "kaldi-fbank"),
     # SpeechEncoderDecoderModel: the checkpoints pair a wav2vec2-style encoder with a text decoder.
     "speech-encoder-decoder": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
+    "speecht5": ("SpeechT5FeatureExtractor", "input_values", "waveform"),
+    "canary": ("ParakeetFeatureExtractor", "input_features", "parakeet-fbank"),
 }
 # Speech encoder-decoders of transformers' mapping that edgekit refuses, and what it lacks for each
 # (transformers 5.23's modeling and feature extraction files).
@@ -52,6 +58,16 @@ UNPORTED: dict[str, str] = {
                            "windows only when given an attention mask (without one, every frame attends to "
                            "every other), and its decoder adds learned positions to the encoder states before "
                            "projecting them: neither is in edgekit's speech encoder or decoder graph",
+}
+# Families of the speech seq2seq mapping that are no encoder-decoder, with what they are instead.
+NOT_ENCODER_DECODERS: dict[str, str] = {
+    # modeling_kyutai_speech_to_text.py: generate runs the Mimi codec's encoder on each 1920-sample frame
+    # (its convolutions' padding cache and its transformer's KV cache carried between frames) and feeds the
+    # frame's num_codebooks codes, with the previous text token, to a decoder-only LM that sums their
+    # embeddings: a streaming codec graph with carried state and a multi-stream decoder, not an encoder
+    # once per chunk and a cross-attending decoder.
+    "kyutai_speech_to_text": "a decoder-only language model over text and Mimi audio-codec tokens that encodes "
+                             "the audio frame by frame as it decodes (no encoder run once, no cross-attention)",
 }
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
 MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
@@ -81,6 +97,77 @@ class SpeechEncoder(torch.nn.Module):
         return tuple(out)
 
 
+class MaskedSpeechEncoder(SpeechEncoder):
+    """(features, frame mask) -> the cross keys and values, and the encoder's output frame mask
+    (Canary's FastConformer subsamples the mask with the frames; its decoder attends where it is 1)."""
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        from edgekit.converters.specs.seq2seq_graphs import _split, eager_while_exporting
+
+        with eager_while_exporting(self.inner.hf[0]):
+            out = self.inner.encoder(features, attention_mask=mask.bool())
+        cross: list[torch.Tensor] = []
+        for k, v, heads in self.inner.proj:
+            cross += [_split(k(out.last_hidden_state), heads), _split(v(out.last_hidden_state), heads)]
+        return (*cross, out.attention_mask.to(torch.int64))
+
+
+class _SpeechT5Layer(torch.nn.Module):
+    """A SpeechT5 decoder layer called as BartDecoder calls one: SpeechT5Attention checks that a mask is
+    exactly (batch, 1, tokens, keys), so the (batch, 1, 1, source) cross bias is expanded over the tokens;
+    the layer returns a tuple (hidden states, attention weights...), of which the hidden states are kept."""
+
+    def __init__(self, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, h: torch.Tensor, encoder_attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        bias = encoder_attention_mask.expand(-1, -1, h.shape[1], -1)
+        return self.layer(h, encoder_attention_mask=bias, **kwargs)[0]
+
+
+class _TextDecoderView(torch.nn.Module):
+    """SpeechT5's text decoder as BartDecoder reads a decoder: the embedding, its scale and the positions
+    from the text pre-net, the layers from the wrapped decoder (which has no final norm: its layers are
+    post-norm)."""
+
+    def __init__(self, text: Any) -> None:
+        super().__init__()
+        self.embed_tokens = text.prenet.embed_tokens
+        self.embed_positions = text.prenet.embed_positions
+        self.embed_scale = float(text.prenet.embed_scale)
+        self.layers = torch.nn.ModuleList(_SpeechT5Layer(layer) for layer in text.wrapped_decoder.layers)
+
+
+class _CanaryDecoderView(torch.nn.Module):
+    """Canary's decoder as BartDecoder reads a decoder: CanaryPositionalEmbedding's table divided by
+    sqrt(width) as it divides each row it returns, added to the token embedding, then the embedding
+    layer norm (BartDecoder's layernorm_embedding); pre-norm layers and the final norm are Canary's."""
+
+    def __init__(self, dec: Any) -> None:
+        super().__init__()
+        self.embed_tokens = dec.embed_tokens
+        table = dec.pos_emb.positional_embedding / math.sqrt(dec.pos_emb.channels)
+        self.embed_positions = torch.nn.Embedding.from_pretrained(table, freeze=True)
+        self.layernorm_embedding = dec.embedding_layernorm
+        self.layers = dec.layers
+
+
+def speech_decoder(model: Any, family: str) -> torch.nn.Module:
+    """BartDecoder on the family's decoder. SpeechT5's sinusoidal positions are padding-aware as M2M100's
+    (SpeechT5SinusoidalPositionalEmbedding: a token at p reads row p + pad + 1, a pad token the zero
+    row), which BartDecoder.positions computes from the table's `weights` and `padding_idx`."""
+    from edgekit.converters.specs.seq2seq_graphs import BartDecoder
+
+    dec = BartDecoder(model)
+    if family == "speecht5":
+        dec.dec = _TextDecoderView(model.get_decoder())
+        dec.scale = dec.dec.embed_scale
+    elif family == "canary":
+        dec.dec = _CanaryDecoderView(model.get_decoder())
+    return dec
+
+
 class HFSpeechSeq2Seq(ExportSpec):
     task: ClassVar[str] = "recognize"
     precisions = ("fp32", "fp16", "int8")
@@ -101,7 +188,6 @@ class HFSpeechSeq2Seq(ExportSpec):
         from transformers import AutoModelForSpeechSeq2Seq
 
         from edgekit.converters.specs.seq2seq import _cross_geometry, decoder_graph
-        from edgekit.converters.specs.seq2seq_graphs import BartDecoder
 
         assert src.hf_dir is not None
         self.family = str(src.config["model_type"])
@@ -109,26 +195,36 @@ class HFSpeechSeq2Seq(ExportSpec):
         self.fe = json.loads(fe_path.read_text()) if fe_path.is_file() else {}
         _refuse_audio_lm(src)
         self.extractor, name, features = _front_end(src.description, self.family, self.fe)
+        self.tokenizer_json = _tokenizer_json(src)
         self.model = AutoModelForSpeechSeq2Seq.from_pretrained(src.hf_dir, dtype=torch.float32).eval()
         cfg = self.model.config.get_text_config(decoder=True)  # the model's own but a SpeechEncoderDecoder's
         _check_decoder(src.description, self.model)
         self.cache = KVGeometry(*_cross_geometry(self.model))
-        self.positions = int(getattr(cfg, "max_position_embeddings", None) or cfg.max_target_positions)
+        self.positions = _decoder_positions(cfg)
         rate = int(self.fe.get("sampling_rate", 16000))
         self.section = self._section(rate, name, features)
-        enc = SpeechEncoder(self.model).eval()
         batch = torch.export.Dim(BATCH, min=1, max=16)
         x = torch.from_numpy(np.stack([self.front_end(synthetic_audio(1.0, rate, s)) for s in (0, 1)]))
         if features == "waveform":
             axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
         else:  # 10 ms frames
             axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
-        self.encoder = GraphExport("encoder", enc, (x,), [name], self.cache.cross(), ({0: batch, 1: axis},))
+        if self.section.mask:
+            from edgekit.tasks.speech_seq2seq import frame_mask
+
+            enc: SpeechEncoder = MaskedSpeechEncoder(self.model).eval()
+            mask = torch.from_numpy(np.stack([frame_mask(x.shape[1], self.section)] * 2))
+            feeds: tuple[torch.Tensor, ...] = (x, mask)
+            self.encoder = GraphExport("encoder", enc, feeds, [name, self.section.mask],
+                                       [*self.cache.cross(), ENCODER_MASK], ({0: batch, 1: axis}, {0: batch, 1: axis}))
+        else:
+            enc, feeds = SpeechEncoder(self.model).eval(), (x,)
+            self.encoder = GraphExport("encoder", enc, feeds, [name], self.cache.cross(), ({0: batch, 1: axis},))
         with torch.no_grad():
-            cross = enc(x)
+            cross = enc(*feeds)[: len(self.cache.cross())]
         frames = torch.export.Dim(FRAMES, min=1, max=rate * MAX_SECONDS)
-        self.decoder = decoder_graph(BartDecoder(self.model).eval(), self.cache, int(cfg.vocab_size), cross, batch,
-                                     frames, self.positions, [])
+        self.decoder = decoder_graph(speech_decoder(self.model, self.family).eval(), self.cache, int(cfg.vocab_size),
+                                     cross, batch, frames, self.positions, [])
 
     def front_end(self, wave: np.ndarray) -> np.ndarray:
         """edgekit's features of one waveform (tasks/speech_seq2seq.py), as the artifact computes them."""
@@ -140,7 +236,7 @@ class HFSpeechSeq2Seq(ExportSpec):
         return [self.encoder, self.decoder]
 
     def files(self, calibration: Calibration | None) -> dict[str, bytes]:
-        return {"tokenizer.json": hf_tokenizer_json(self.src)}
+        return {"tokenizer.json": self.tokenizer_json}
 
     def contract(self, graphs: dict[str, GraphSpec]) -> SpeechSeq2SeqSection:
         return self.section
@@ -156,17 +252,22 @@ class HFSpeechSeq2Seq(ExportSpec):
         if start is None or eos is None:
             raise SourceError(f"'{self.src.description}' names no decoder_start_token_id or eos_token_id",
                               fix="set both in its generation_config.json")
+        fe = self.fe
+        stft = {"n_fft": int(fe.get("n_fft", 512)), "hop_length": int(fe.get("hop_length", 160)),
+                "win_length": int(fe.get("win_length", 400)), "preemphasis": float(fe.get("preemphasis") or 0.0),
+                "mask": "attention_mask"} if features == "parakeet-fbank" else {}
         return SpeechSeq2SeqSection(
             audio=Chunking(rate, float(MAX_SECONDS // 2), 2.0), features=features,  # type: ignore[arg-type]
             normalize=bool(self.fe.get("do_normalize", False)), input=name, tokenizer="tokenizer.json",
-            n_mels=int(self.fe.get("num_mel_bins", 80)),
+            n_mels=int(self.fe.get("num_mel_bins") or self.fe.get("feature_size", 80)),  # Parakeet's: feature_size
             stack=int(self.fe.get("stride", 2)) if features == "kaldi-fbank" else 1,
             cache=self.cache.state(), decoder_start_token_id=int(start), eos_token_id=int(eos),
             suppress_tokens=tuple(int(t) for t in (gen.suppress_tokens or [])),
             begin_suppress_tokens=tuple(int(t) for t in (gen.begin_suppress_tokens or [])),
             max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions,
             forced_eos_token_id=None if gen.forced_eos_token_id is None else int(gen.forced_eos_token_id),
-            lang_to_id={str(k): int(v) for k, v in (getattr(gen, "text_decoder_lang_to_code_id", None) or {}).items()})
+            lang_to_id={str(k): int(v) for k, v in (getattr(gen, "text_decoder_lang_to_code_id", None) or {}).items()},
+            **stft)
 
     def _new_tokens(self, max_length: int | None) -> int:
         """The tokens generate makes after the start token: a set max_length counts the start token;
@@ -187,7 +288,7 @@ class HFSpeechSeq2Seq(ExportSpec):
         for beams in (1, BEAMS):
             for w in waves:
                 feats = model.features(w)
-                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, lang)
+                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, lang, self._mask(feats))
                 got = model.decode_tokens(feats, lang, max_new_tokens=max_new_tokens, num_beams=beams)
                 same += sum(int(a == b) for a, b in zip(ref, got))
                 total += max(len(ref), len(got))
@@ -208,19 +309,29 @@ class HFSpeechSeq2Seq(ExportSpec):
         report = dataclasses.replace(report, end_to_end=EndToEnd(len(waves), preprocess=pre, reference=self.extractor))
         return report if pre.passed else report.failed("pre-processing differs from the source's feature extractor")
 
+    def _mask(self, features: np.ndarray) -> np.ndarray | None:
+        """The frame mask edgekit feeds the encoder with one chunk's features, where it takes one."""
+        from edgekit.tasks.speech_seq2seq import frame_mask
+
+        return frame_mask(features.shape[0], self.section) if self.section.mask else None
+
     def preprocess_check(self, waves: list[np.ndarray], model: Any) -> PreprocessCheck:
-        """edgekit's front end against the folder's feature extractor on each unpadded waveform."""
+        """edgekit's front end (and frame mask) against the folder's feature extractor on each unpadded waveform."""
         from transformers import AutoFeatureExtractor
 
         assert self.src.hf_dir is not None
         fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
         name, worst = self.section.input, 0.0
         for w in waves:
-            theirs = np.asarray(fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")[name][0])
-            mine = model.features(w)
+            out = fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")
+            theirs, mine = np.asarray(out[name][0]), model.features(w)
             if theirs.shape != mine.shape:
                 return PreprocessCheck(False, f"{name} shape {list(mine.shape)} vs {list(theirs.shape)} against "
                                               f"transformers {self.extractor}", max_abs=float("inf"))
+            if (mask := self._mask(mine)) is not None and (mask != (want := np.asarray(out["attention_mask"][0]))).any():
+                return PreprocessCheck(False, f"the frame mask differs from transformers {self.extractor}'s "
+                                              f"({int(mask.sum())} vs {int(want.sum())} real frames)",
+                                       max_abs=float("inf"))
             worst = max(worst, float(np.abs(mine - theirs).max()))
         limit = PREPROCESS_MAX_ABS[self.section.features]
         return PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against "
@@ -241,9 +352,52 @@ def _refuse_audio_lm(src: Source) -> None:
                                    f"{sorted(FRONT_ENDS)} and Whisper")
 
 
+def _tokenizer_json(src: Source) -> bytes:
+    """The folder's tokenizer as tokenizer.json (the runtime decodes with `tokenizers` only). SpeechT5's
+    checkpoints ship a sentencepiece model only (SpeechT5Tokenizer, a SentencePieceBackend transformers
+    has no `tokenizers` converter for): edgekit builds one, refused unless it decodes as the original."""
+    from edgekit.converters.sentencepiece_tokenizer import decodes_alike, sentencepiece_json
+
+    assert src.hf_dir is not None
+    if (src.hf_dir / "tokenizer.json").is_file():
+        return hf_tokenizer_json(src)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(src.hf_dir)
+    if hasattr(tok, "backend_tokenizer"):
+        return hf_tokenizer_json(src)
+    if not hasattr(tok, "sp_model"):
+        raise SourceError(f"'{src.description}' has no tokenizer.json, and its {type(tok).__name__} has no "
+                          "tokenizers form", found=f"{type(tok).__name__} (neither fast nor sentencepiece)",
+                          fix="save a tokenizers tokenizer.json with the same vocabulary beside the model")
+    built = sentencepiece_json(tok)
+    if problem := decodes_alike(tok, built):
+        raise SourceError(f"edgekit's tokenizer.json for the {type(tok).__name__} of '{src.description}' decodes "
+                          "differently", found=problem,
+                          fix="save a tokenizers tokenizer.json with the same vocabulary beside the model")
+    return built
+
+
+def _decoder_positions(cfg: Any) -> int:
+    """The decoder's position table: max_position_embeddings (Moonshine; Canary's decoder_config),
+    max_target_positions (Speech2Text) or max_text_positions (SpeechT5)."""
+    for c in (cfg, cfg.get_text_config()):
+        for key in ("max_position_embeddings", "max_target_positions", "max_text_positions"):
+            if getattr(c, key, None):
+                return int(getattr(c, key))
+    raise SourceError("the model's config names no decoder position table size",
+                      found=f"{type(cfg).__name__} without max_position_embeddings / max_target_positions",
+                      fix="set max_target_positions in its config.json")
+
+
 def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, str, str]:
     """(the feature extractor, the encoder's input, SpeechSeq2SeqSection.features) of a family edgekit
     converts with the extractor it has a numpy port of; else UnsupportedError, by name."""
+    if family in NOT_ENCODER_DECODERS:
+        raise UnsupportedError(f"'{description}' is {NOT_ENCODER_DECODERS[family]}, which edgekit's speech "
+                               "encoder-decoder path cannot run", found=f"model_type {family!r}",
+                               fix=f"recognize converts Whisper, the CTC models and the speech encoder-decoders "
+                                   f"{sorted(FRONT_ENDS)}")
     if family not in FRONT_ENDS:
         why = f": {UNPORTED[family]}" if family in UNPORTED else " yet"
         raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert"
@@ -261,26 +415,13 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     return extractor, name, features
 
 
-def _check_decoder(description: str, model: Any) -> None:
-    """The decoder graph runs BART-style layers (seq2seq_graphs.BartDecoder: self-attention, then a
-    cross-attention with k/v projections); a SpeechEncoderDecoderModel may pair its encoder with a decoder
-    of another kind (BERT, GPT-2), which edgekit refuses by name."""
-    from edgekit.converters.specs.seq2seq_graphs import text_decoder
-
-    dec = text_decoder(model)
-    layers = getattr(dec, "layers", None)
-    if layers is None or not all(hasattr(x, "encoder_attn") or hasattr(x, "cross_attention") for x in layers):
-        kind = model.config.get_text_config(decoder=True).model_type
-        raise UnsupportedError(f"'{description}' decodes with a {kind} decoder, whose layers edgekit's speech "
-                               "decoder graph does not run", found=f"decoder model_type {kind!r}",
-                               fix="a speech encoder-decoder with a BART-style decoder (bart, mbart, marian, ...)")
-
-
 def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int,
-                     tgt_lang: str | None = None) -> list[int]:
-    """transformers' generate on one unpadded input (start token first), as a list."""
-    lang = {} if tgt_lang is None else {"tgt_lang": tgt_lang}
+                     tgt_lang: str | None = None, mask: np.ndarray | None = None) -> list[int]:
+    """transformers' generate on one unpadded input (start token first) and its frame mask if any, as a list."""
+    extra: dict[str, Any] = {} if tgt_lang is None else {"tgt_lang": tgt_lang}
+    if mask is not None:
+        extra["attention_mask"] = torch.from_numpy(mask)[None]
     with torch.inference_mode():
         out = hf.generate(torch.from_numpy(features)[None], max_new_tokens=max_new_tokens, num_beams=num_beams,
-                          do_sample=False, **lang)
+                          do_sample=False, **extra)
     return [int(t) for t in out[0]]

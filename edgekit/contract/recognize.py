@@ -16,6 +16,8 @@ Whisper (`WhisperSection`):
 Other speech encoder-decoders (`SpeechSeq2SeqSection`: Moonshine, ...):
     graph "encoder"  `input` (the waveform (batch, samples)) -> cross.{i}.key / .value
     graph "decoder"  the same decoder, also fed `encoder_attention_mask` (batch, encoder frames)
+    Where `mask` names one, the encoder also takes the front end's frame mask (batch, frames) and
+    returns `encoder_attention_mask`, its output frames' mask (Canary's FastConformer subsamples it).
 Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on each side.
 """
 from __future__ import annotations
@@ -154,8 +156,9 @@ class SpeechSeq2SeqSection(Section):
     audio: Chunking
     # The encoder's input as edgekit's front end makes it: the samples (batch, samples),
     # Speech2TextFeatureExtractor's Kaldi fbank with utterance CMVN (batch, frames, n_mels), or
-    # SeamlessM4TFeatureExtractor's, `stack` frames per row (batch, frames / stack, n_mels * stack).
-    features: Literal["waveform", "speech2text-fbank", "kaldi-fbank"]
+    # SeamlessM4TFeatureExtractor's, `stack` frames per row (batch, frames / stack, n_mels * stack), or
+    # ParakeetFeatureExtractor's (Canary's) normalized log mel (batch, frames, n_mels).
+    features: Literal["waveform", "speech2text-fbank", "kaldi-fbank", "parakeet-fbank"]
     normalize: bool  # waveform: zero mean, unit variance per chunk (the extractor's do_normalize)
     input: str
     tokenizer: str
@@ -174,15 +177,27 @@ class SpeechSeq2SeqSection(Section):
     # SeamlessM4T's target languages (generation_config.text_decoder_lang_to_code_id, "eng" -> id):
     # recognize(language="eng") decodes from [decoder_start_token_id, that id], as generate(tgt_lang="eng").
     lang_to_id: dict[str, int] = field(default_factory=dict)
+    # parakeet-fbank's STFT: FFT size, hop, window inside the FFT, pre-emphasis coefficient.
+    n_fft: int = 512
+    hop_length: int = 160
+    win_length: int = 400
+    preemphasis: float = 0.0
+    mask: str | None = None  # the encoder's frame-mask input (batch, frames): 1 for the front end's real frames
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)
         rank = 2 if self.features == "waveform" else 3
-        return {"encoder": GraphNeeds((Need(self.input, FLOAT, rank),), tuple(Need(n, FLOAT, 4) for n in cross)),
+        mask_in = (Need(self.mask, INT64, 2),) if self.mask else ()
+        mask_out = (Need(ENCODER_MASK, INT64, 2),) if self.mask else ()
+        return {"encoder": GraphNeeds((Need(self.input, FLOAT, rank), *mask_in),
+                                      (*(Need(n, FLOAT, 4) for n in cross), *mask_out)),
                 "decoder": self.cache.needs(cross, (Need(ENCODER_MASK, INT64, 2),))}
 
     def call_shapes(self, graph: str) -> list[Phase]:
         samples = self.audio.window
+        if graph == "encoder" and self.features == "parakeet-fbank":  # a centered STFT: one frame per hop, + 1
+            frames = samples // self.hop_length + 1
+            return [("all", {BATCH: self.batch, FRAMES: (8, frames, frames)})]
         if graph == "encoder" and self.features != "waveform":  # 10 ms frames of 25 ms, `stack` per row
             rows = (samples // 160 - 1) // self.stack
             return [("all", {BATCH: self.batch, FRAMES: (8, rows, rows)})]

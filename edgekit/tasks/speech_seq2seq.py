@@ -1,6 +1,7 @@
-"""Speech encoder-decoders other than Whisper (Moonshine, Speech2Text, SeamlessM4T...): the encoder once per chunk, then
-Whisper's decoder loop (tasks/whisper.py: greedy rows, beam search, the cross keys/values resident on
-the backend) from the one start token, without Whisper's language, task and timestamp tokens."""
+"""Speech encoder-decoders other than Whisper (Moonshine, Speech2Text, SeamlessM4T, SpeechT5, Canary...):
+the encoder once per chunk, then Whisper's decoder loop (tasks/whisper.py: greedy rows, beam search, the
+cross keys/values resident on the backend) from the one start token, without Whisper's language, task and
+timestamp tokens."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,17 @@ def features(wave: np.ndarray, c: SpeechSeq2SeqSection) -> np.ndarray:
         return filterbank.speech2text_fbank(wave, c.audio.sample_rate, c.n_mels)
     if c.features == "kaldi-fbank":  # one unpadded input: every stacked row is real, so no mask
         return filterbank.kaldi_fbank_stacked(wave, c.audio.sample_rate, c.n_mels, c.stack)[0]
+    if c.features == "parakeet-fbank":
+        return filterbank.parakeet_fbank(wave, c.audio.sample_rate, c.n_fft, c.win_length, c.hop_length, c.n_mels,
+                                         c.preemphasis)[0]
     return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
+
+
+def frame_mask(frames: int, c: SpeechSeq2SeqSection) -> np.ndarray:
+    """(frames,) int64: 1 for one unpadded chunk's real frames. parakeet_fbank's centered STFT makes
+    len // hop + 1 frames of which len // hop are real (its last is the extractor's padding)."""
+    real = frames - 1 if c.features == "parakeet-fbank" else frames
+    return (np.arange(frames) < real).astype(np.int64)
 
 
 class SpeechSeq2SeqRecognizer(WhisperRecognizer):
@@ -43,7 +54,11 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
         return features(wave, self.contract)
 
     def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        cross = self.runners["encoder"].run({self.contract.input: features})
+        c = self.contract
+        if c.mask:  # the encoder subsamples the frame mask: its own output is the decoder's
+            mask = np.broadcast_to(frame_mask(features.shape[1], c), features.shape[:2])
+            return self.runners["encoder"].run({c.input: features, c.mask: np.ascontiguousarray(mask)})
+        cross = self.runners["encoder"].run({c.input: features})
         frames = next(iter(cross.values())).shape[2]
         return {**cross, ENCODER_MASK: np.ones((features.shape[0], frames), np.int64)}
 
