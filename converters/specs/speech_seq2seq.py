@@ -415,6 +415,21 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     return extractor, name, features
 
 
+def _check_decoder(description: str, model: Any) -> None:
+    """The decoder graph runs BART-style layers (seq2seq_graphs.BartDecoder: self-attention, then a
+    cross-attention with k/v projections); a SpeechEncoderDecoderModel may pair its encoder with a decoder
+    of another kind (BERT, GPT-2), which edgekit refuses by name."""
+    from edgekit.converters.specs.seq2seq_graphs import text_decoder
+
+    dec = text_decoder(model)
+    layers = getattr(dec, "layers", None)
+    if layers is None or not all(hasattr(x, "encoder_attn") or hasattr(x, "cross_attention") for x in layers):
+        kind = model.config.get_text_config(decoder=True).model_type
+        raise UnsupportedError(f"'{description}' decodes with a {kind} decoder, whose layers edgekit's speech "
+                               "decoder graph does not run", found=f"decoder model_type {kind!r}",
+                               fix="a speech encoder-decoder with a BART-style decoder (bart, mbart, marian, ...)")
+
+
 def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int,
                      tgt_lang: str | None = None, mask: np.ndarray | None = None) -> list[int]:
     """transformers' generate on one unpadded input (start token first) and its frame mask if any, as a list."""
