@@ -3,6 +3,9 @@ Whisper's decoder loop (tasks/whisper.py: greedy rows, beam search, the cross ke
 the backend) from the one start token, without Whisper's language, task and timestamp tokens."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import numpy as np
 
 from edgekit.contract.generate import ENCODER_MASK
@@ -10,7 +13,7 @@ from edgekit.contract.recognize import SpeechSeq2SeqSection
 from edgekit.errors import UnsupportedError
 from edgekit.preprocess import audio, filterbank
 from edgekit.preprocess.vad import Span
-from edgekit.results import Transcript
+from edgekit.results import StreamUpdate, Transcript
 from edgekit.tasks.recognizer import Options, Recognizer
 from edgekit.tasks.whisper import WhisperRecognizer
 
@@ -34,6 +37,14 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
             raise UnsupportedError(f"this {self.manifest.family} model takes no {', '.join(given)}",
                                    found="a speech encoder-decoder without language, task or timestamp tokens",
                                    fix="drop them (max_new_tokens and num_beams are taken)")
+
+    def recognize_stream(self, chunks: Iterable[Any], sample_rate: int | None = None, language: str | None = None,
+                         task: str | None = None, step_s: float = 1.0, trim_s: float = 20.0,
+                         max_new_tokens: int | None = None) -> Iterator[StreamUpdate]:
+        """Refused: Whisper's stream cuts its buffer at timestamp tokens, and these models have none."""
+        raise UnsupportedError(f"recognize_stream needs timestamp tokens to cut its audio buffer, and this "
+                               f"{self.manifest.family} model has none",
+                               fix="recognize() the whole recording, with vad=True for long audio")
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         return features(wave, self.contract)
