@@ -87,6 +87,18 @@ def test_whisper_stream_trims_its_buffer_and_keeps_committing(whisper: Any, capl
     assert silent[-1].text_final == ""  # as offline recognize: silence is not decoded
 
 
+def test_a_buffer_past_the_window_is_cut_unconfirmed_and_logged(whisper: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """max_new_tokens=2 leaves each hypothesis a timestamp and one token: no word ever ends, nothing is
+    agreed, so no committed segment end exists; the 31st second does not fit the 30 s window."""
+    wave = speech_like(31.0, RATE, seed=5)
+    with caplog.at_level(logging.WARNING, logger="edgekit"):
+        updates = list(whisper.recognize_stream([wave], step_s=10.0, trim_s=20.0, max_new_tokens=2))
+    assert [r.message for r in caplog.records if "unconfirmed" in r.message]
+    first, end = updates
+    assert first.text_final == "" and first.text_partial and end.text_final.startswith(first.text_partial)
+    assert end.words and all(w.end <= 31.0 for w in end.words)
+
+
 def test_whisper_stream_bad_input_is_refused_by_name(whisper: Any) -> None:
     with pytest.raises(InputError, match="sample_rate"):
         whisper.recognize_stream([np.zeros(100, np.float32)], sample_rate=-5)

@@ -135,8 +135,9 @@ class WhisperRecognizer(Recognizer):
 
         Every `step_s` of new audio the buffer is decoded again (greedy, with timestamps); text two
         successive decodes agree on is final (LocalAgreement-2), the rest of the last decode is
-        `text_partial`. Past `trim_s` the buffer is cut at a final segment's end. `chunks`: float32/int16
-        arrays of any length at `sample_rate` Hz (default: the model's). See tasks/whisper_stream.py.
+        `text_partial`. Past `trim_s` the buffer is cut at a final segment's end. `max_new_tokens`: per
+        decode (default 10 per second of buffer). `chunks`: float32/int16 arrays of any length at
+        `sample_rate` Hz (default: the model's). See tasks/whisper_stream.py.
         """
         from edgekit.tasks.whisper_stream import stream_whisper
 

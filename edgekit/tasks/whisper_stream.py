@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("edgekit")
 
+# New tokens a decode step may make per second of buffer, by default. Fast English speech is about 3
+# words/s (180 words a minute) and GPT-2's BPE, Whisper's, about 1.3 tokens a word: 4 tokens/s and a
+# timestamp pair per segment. 10/s leaves room for both, and a decode caught in a repetition loop
+# (one "a-a-a-..." step of Whisper base ran to 435 tokens, 7x a normal step's time) stops there.
+_TOKENS_PER_S = 10
+
 
 def local_agreement(previous: list[int], current: list[int], text_end: int, ts_begin: int,
                     starts_word: Callable[[int], bool]) -> int:
@@ -138,7 +144,7 @@ class WhisperStream:
         if self.prompt is None:
             self.prompt = m.prompt(self.language, self.task, True, cross)
         ids = self.prompt + self.forced
-        new = c.max_length if self.max_new_tokens is None else self.max_new_tokens
+        new = self.max_new_tokens or min(c.max_length, _TOKENS_PER_S * max(1, len(wave) // m.sample_rate))
         limit = min(len(ids) + new, c.max_target_positions)
         if limit <= len(ids):  # the forced tokens fill the decoder's positions: _make_room cuts next step
             return []
@@ -198,17 +204,18 @@ class WhisperStream:
         fits = [i for i in self._closings()
                 if upto - self.origin - min(hyp[i] - self.ts_begin, (self.decoded - self.origin) // self.unit)
                 * self.unit <= self.c.n_samples]
-        self.unconfirmed_cuts += 1
-        log.warning("whisper stream: no committed segment end to cut the %.1f s buffer at; committing the "
-                    "last hypothesis unconfirmed (cut %d)", (upto - self.origin) / self.model.sample_rate,
-                    self.unconfirmed_cuts)
+        n = max(0, fits[-1] - len(self.forced)) if fits else len(self.tail)
+        if any(t < self.c.eos_token_id for t in self.tail[:n]):
+            self.unconfirmed_cuts += 1
+            log.warning("whisper stream: no committed segment end to cut the %.1f s buffer at; committing %d "
+                        "tokens of the last hypothesis unconfirmed (cut %d of this stream)",
+                        (upto - self.origin) / self.model.sample_rate, n, self.unconfirmed_cuts)
+        words = self._commit(n)
         if fits:
-            words = self._commit(max(0, fits[-1] - len(self.forced)))
             self._cut_at(fits[-1])
-            return words
-        words = self._commit(len(self.tail))
-        self.forced, self.tail = [], []
-        self.buf, self.origin = self.buf[self.decoded - self.origin:], self.decoded
+        else:
+            self.forced, self.tail = [], []
+            self.buf, self.origin = self.buf[self.decoded - self.origin:], self.decoded
         return words
 
     def _starts_word(self, token: int) -> bool:
