@@ -243,8 +243,8 @@ class RecognizeHandler:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.options = _keywords(model.recognize, "audio_in")
-        self.stream_options = _keywords(model.recognize_stream, "chunks") + ["chunk_s"] \
-            if hasattr(model, "recognize_stream") else []
+        streams = hasattr(model, "recognize_stream")
+        self.stream_options = _keywords(model.recognize_stream, "chunks") + ["chunk_s"] if streams else []
 
     def run_batch(self, requests: list[Tensors]) -> list[Tensors | EdgekitError]:
         return [_guard(self._run, r) for r in requests]

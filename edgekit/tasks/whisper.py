@@ -27,6 +27,7 @@ from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.recognizer import Options, Recognizer, stitch
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser
 from edgekit.tasks.search import Stopper, beam_search
+from edgekit.tasks.whisper_stream import stream_whisper
 from edgekit.tasks.word_times import TokenTiming, token_times
 
 
@@ -139,8 +140,6 @@ class WhisperRecognizer(Recognizer):
         decode (default 10 per second of buffer). `chunks`: float32/int16 arrays of any length at
         `sample_rate` Hz (default: the model's). See tasks/whisper_stream.py.
         """
-        from edgekit.tasks.whisper_stream import stream_whisper
-
         return stream_whisper(self, chunks, sample_rate, language, task, step_s, trim_s, max_new_tokens)
 
     def _transcribe_spans(self, wave: np.ndarray, spans: list[Span], opts: Options) -> Transcript:
