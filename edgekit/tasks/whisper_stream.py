@@ -230,9 +230,10 @@ def stream_whisper(model: WhisperRecognizer, chunks: Iterable[Any], sample_rate:
     rate, window_s = model.sample_rate, model.contract.n_samples / model.sample_rate
     reader = _Reader(audio._check_rate(sample_rate, rate), rate)
     # The buffer holds up to trim_s of audio, then a step's more before it is decoded: both in the window.
-    if not (0 < step_s and 0 < trim_s and trim_s + step_s <= window_s):
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (step_s, trim_s))
+    if not (numbers and 0 < step_s and 0 < trim_s and trim_s + step_s <= window_s):
         raise ConfigError("step_s and trim_s must be > 0 with trim_s + step_s inside Whisper's window",
-                          found=f"step_s={step_s}, trim_s={trim_s}, window {window_s:g} s",
+                          found=f"step_s={step_s!r}, trim_s={trim_s!r}, window {window_s:g} s",
                           fix="e.g. step_s=1.0, trim_s=20.0")
     if max_new_tokens is not None and (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int)
                                        or max_new_tokens < 1):
