@@ -166,21 +166,21 @@ def _recognize_streamed(model: Any, inputs: tuple[str, ...], as_json: bool) -> t
     from edgekit.preprocess.audio import load_audio
 
     if not hasattr(model, "recognize_stream"):
-        raise click.UsageError(f"--stream needs a CTC artifact; this one is {model.manifest.family}")
+        raise click.UsageError(f"--stream needs a CTC or Whisper artifact; this one is {model.manifest.family}")
     data = []
     for path in inputs:
         wave = load_audio(path, None, model.sample_rate)
         piece = model.sample_rate * 320 // 1000
         words: list[Any] = []
-        partial = ""
+        partial = text = ""
         for u in model.recognize_stream(wave[i:i + piece] for i in range(0, len(wave), piece)):
             words += u.words
             if not as_json and u.words:
                 click.echo(f"= {' '.join(w.text for w in u.words)}  [{u.words[0].start:.2f}-{u.words[-1].end:.2f} s]")
             if not as_json and u.text_partial and (u.words or u.text_partial != partial):
                 click.echo(f"~ {u.text_partial}")
-            partial = u.text_partial
-        data.append({"input": path, "text": " ".join(w.text for w in words), "language": None,
+            partial, text = u.text_partial, u.text_final
+        data.append({"input": path, "text": text, "language": None,
                      "segments": [{"text": w.text, "start": w.start, "end": w.end} for w in words]})
     return data, "\n".join(f"{d['input']}: {d['text']}" for d in data)
 
@@ -540,7 +540,7 @@ def serve_cmd(artifacts: tuple[Path, ...], http_port: int, grpc_port: int, metri
 
     \b
     Each artifact is a model named after its folder; a generate artifact also gets NAME_stream
-    (token streaming over gRPC). Needs the [serve] extra. Tensors per task: see README.
+    (token streaming over gRPC), and so does a CTC or Whisper one (recognize_stream). Needs the [serve] extra. Tensors per task: see README.
     """
     import signal
     import threading

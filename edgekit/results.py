@@ -79,7 +79,7 @@ class StreamUpdate:
 
     `text_final` is the whole settled transcript so far (it only ever grows: a final word is
     never changed); `words` are the words settled by this step, with their times in seconds from
-    the stream's start; `text_partial` is the tentative text after `text_final` (may change);
+    the stream's start (Whisper: the settled text between two timestamp tokens, timed by them); `text_partial` is the tentative text after `text_final` (may change);
     `audio_s` is the audio received so far; `is_final` marks the last update, after the stream ends.
     """
 

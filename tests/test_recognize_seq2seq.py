@@ -82,6 +82,8 @@ def test_moonshine_refuses_whisper_options(moonshine: tuple[Path, Path]) -> None
     m = edgekit.load(moonshine[1], device="cpu")
     with pytest.raises(UnsupportedError, match="language"):
         m.recognize(np.zeros(16000, np.float32) + 0.1, language="en")
+    with pytest.raises(UnsupportedError, match="recognize_stream needs timestamp tokens"):
+        m.recognize_stream([np.zeros(16000, np.float32)])
 
 
 @pytest.mark.parametrize("beams", [1, 3])

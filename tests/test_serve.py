@@ -1,11 +1,12 @@
 """edgekit artifacts served by the real Triton server (bundled with nvidia-pytriton), on loopback.
 
-One server for the module holds every task: an image and a text classifier, a tiny GPT-2 (and its
-streaming twin), a wav2vec2-CTC and a Whisper recognizer. Answers over HTTP and gRPC are compared
+One server for the module holds every task: an image and a text classifier, a tiny GPT-2, a
+wav2vec2-CTC and a Whisper recognizer (the last three with their streaming twins). Answers over HTTP and gRPC are compared
 with the in-process calls on the same raw inputs; request counts and waits are bounded.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -104,6 +105,26 @@ def test_recognize_matches_in_process(server: Any, local: dict[str, Any], protoc
     assert c.recognize(name, wav) == asr.recognize(wav)  # file bytes: the file's own rate
     wave = speech_like(1.2, 22050, seed=1)
     assert c.recognize(name, wave, sample_rate=22050) == asr.recognize(wave, sample_rate=22050)  # PCM, resampled
+
+
+@pytest.mark.parametrize("name", ["ctc", "whisper"])
+def test_recognize_stream_over_grpc_equals_in_process(server: Any, local: dict[str, Any], name: str) -> None:
+    """NAME_stream cuts the clip into chunk_s pieces and answers each StreamUpdate as recognize_stream does."""
+    c, asr, rate = client(server, "grpc"), local[name], 22050
+    wave = speech_like(2.0, rate, seed=4)
+    opts: dict[str, Any] = {"lookahead_s": 0.3} if name == "ctc" else {"step_s": 1.0, "max_new_tokens": 8}
+    got = list(c.recognize_stream(name, wave, sample_rate=rate, chunk_s=0.25, **opts))
+    step = int(0.25 * rate)
+    want = list(asr.recognize_stream((wave[i:i + step] for i in range(0, len(wave), step)), sample_rate=rate, **opts))
+    assert len(got) == len(want) == 10 and got[-1].is_final and want[-1].text_final  # 8.0002 pieces + the end
+    for g, w in zip(got, want):  # AUDIO_S travels as float32
+        assert g == dataclasses.replace(w, audio_s=float(np.float32(w.audio_s)))
+    with pytest.raises(edgekit.InputError, match="chunk_s"):
+        list(c.recognize_stream(name, wave, sample_rate=rate, chunk_s=0))
+    with pytest.raises(edgekit.InputError, match="recognize_stream got unknown options"):
+        list(c.recognize_stream(name, wave, sample_rate=rate, beams=2))
+    with pytest.raises(edgekit.InputError, match="streaming needs the gRPC protocol"):
+        next(client(server, "http").recognize_stream(name, wave))
 
 
 def test_32_clients_x_20_requests_equal_the_serial_answers(server: Any) -> None:

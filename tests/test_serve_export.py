@@ -110,7 +110,7 @@ def test_portable_repository_layout(tmp_path: Path, tmp_path_factory: pytest.Tem
     names = ["img", "txt", "lm", "ctc", "asr"]
     models = edgekit.serving.export_repository(arts, repo, names=names, options=edgekit.serving.ServeOptions(
         max_batch=16, batch_delay_us=500, instances=2, device="cpu"))
-    assert [m.name for m in models] == ["img", "txt", "lm", "lm_stream", "ctc", "asr"]
+    assert [m.name for m in models] == ["img", "txt", "lm", "lm_stream", "ctc", "ctc_stream", "asr", "asr_stream"]
     for m in models:
         text = (repo / m.name / "config.pbtxt").read_text()
         cfg = text_format.Parse(text, model_config_pb2.ModelConfig())

@@ -30,7 +30,8 @@ def serve(artifacts: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], 
     """Serve artifacts on the bundled Triton; returns once every model is ready.
 
     Each artifact is a model named after its folder (or `names`, in order); a generate artifact also
-    gets NAME_stream, its decoupled twin for token streaming over gRPC. `max_batch` and
+    gets NAME_stream, its decoupled twin for token streaming over gRPC (a CTC or Whisper
+    artifact one for recognize_stream). `max_batch` and
     `batch_delay_us` set classify's dynamic batching (max_batch=1: batch-1 serving), `instances`
     the copies of each model, `device` edgekit.load's device in the server, `threads` onnxruntime's
     threads per instance (0: all cores), `streams` the generations one stream instance runs at once.

@@ -6,9 +6,9 @@ by the EDGEKIT_ARTIFACT parameter with `edgekit.load`, `execute` turns requests 
 (HTTP 400, gRPC INVALID_ARGUMENT) and edgekit's message; the other requests and the server go on.
 
 The decoupled NAME_stream model answers each request from a thread of its own, one response per
-streamed piece, so one instance streams to several clients at once (EDGEKIT_STREAMS). A client that
-goes away (a cancelled gRPC stream) is seen between two pieces: the generation is closed there,
-which frees its cache, and the model logs how far it got.
+streamed piece (generate's text, recognize's StreamUpdate), so one instance streams to several
+clients at once (EDGEKIT_STREAMS). A client that goes away (a cancelled gRPC stream) is seen between
+two pieces: the generation is closed there, which frees its cache, and the model logs how far it got.
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@
     for piece in client.stream("gpt", "Once", max_new_tokens=16): # gRPC: the NAME_stream model, piece by piece
         print(piece, end="")
     client.recognize("asr", "speech.wav")                         # -> Transcript(text, segments, language)
+    for u in client.recognize_stream("asr", "speech.wav", chunk_s=0.5):  # gRPC: NAME_stream -> StreamUpdate
+        print(u.text_final, "~", u.text_partial)
 
 Any KServe v2 client works the same way (tensors per task: edgekit/serving/config.py); this one
 builds those tensors. A request the server refuses raises InputError with the server's message.
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.errors import BackendUnavailableError, InputError
-from edgekit.results import Prediction, Segment, Transcript
+from edgekit.results import Prediction, Segment, StreamUpdate, Transcript
 from edgekit.serving.config import STREAM_SUFFIX
 
 
@@ -91,6 +93,30 @@ class Client:
 
         `stop_after=N` ends the stream after N pieces and cancels the request on the server.
         """
+        tensors = self._generate_inputs(prompt, input_ids, options, images)
+        for r in self._responses(model, tensors, stop_after):
+            text = r.as_numpy("TEXT")
+            if text is not None:
+                yield text.reshape(-1)[0].decode()
+
+    def recognize_stream(self, model: str, audio: Any, sample_rate: int | None = None, chunk_s: float = 0.5,
+                         **options: Any) -> Iterator[StreamUpdate]:
+        """Stream a clip through the model's NAME_stream twin (gRPC only): the server feeds it to
+        recognize_stream in `chunk_s` pieces and answers each with a StreamUpdate, as in process.
+
+        `audio` as for `recognize`; `options` are recognize_stream's (lookahead_s, step_s, ...).
+        """
+        tensors = self._audio_inputs(audio, sample_rate, {**options, "chunk_s": chunk_s})
+        for r in self._responses(model, tensors, None):
+            if r.as_numpy("TEXT") is None:
+                continue
+            words = tuple(Segment(w["text"], w["start"], w["end"]) for w in json.loads(_one(r, "WORDS")))
+            yield StreamUpdate(_one(r, "TEXT"), _one(r, "PARTIAL"), words, float(r.as_numpy("AUDIO_S")[0]),
+                               bool(r.as_numpy("IS_FINAL")[0]))
+
+    def _responses(self, model: str, tensors: list[Any], stop_after: int | None) -> Iterator[Any]:
+        """The responses of one request to the model's NAME_stream twin over a gRPC stream, until its
+        final flag; `stop_after=N` ends after N responses and cancels the request on the server."""
         if self.protocol != "grpc":
             raise InputError("streaming needs the gRPC protocol", fix="Client(url, protocol='grpc')")
         pieces: queue.Queue[Any] = queue.Queue()
@@ -98,9 +124,7 @@ class Client:
                                stream_timeout=self.timeout)
         done = False
         try:
-            tensors = self._generate_inputs(prompt, input_ids, options, images)
-            self.conn.async_stream_infer(model + STREAM_SUFFIX, tensors,
-                                         enable_empty_final_response=True)
+            self.conn.async_stream_infer(model + STREAM_SUFFIX, tensors, enable_empty_final_response=True)
             got = 0
             while True:
                 item = pieces.get(timeout=self.timeout)
@@ -110,17 +134,23 @@ class Client:
                         item.get_response().parameters["triton_final_response"].bool_param:
                     done = True
                     return
-                text = item.as_numpy("TEXT")
-                if text is not None:
-                    yield text.reshape(-1)[0].decode()
-                    got += 1
-                    if stop_after is not None and got >= stop_after:
-                        return
+                yield item
+                got += 1
+                if stop_after is not None and got >= stop_after:
+                    return
         finally:
             self.conn.stop_stream(cancel_requests=not done)
 
     def recognize(self, model: str, audio: Any, sample_rate: int | None = None, **options: Any) -> Transcript:
         """A path or encoded audio bytes (the file's own rate), or a float32 waveform + sample_rate."""
+        out = self._infer(model, self._audio_inputs(audio, sample_rate, options))
+        segments = [Segment(s["text"], s["start"], s["end"]) for s in json.loads(out["SEGMENTS"].reshape(-1)[0])]
+        language = out["LANGUAGE"].reshape(-1)[0].decode() or None
+        return Transcript(out["TEXT"].reshape(-1)[0].decode(), segments, language)
+
+    # ---------------------------------------------------------------- tensors
+
+    def _audio_inputs(self, audio: Any, sample_rate: int | None, options: dict[str, Any]) -> list[Any]:
         if isinstance(audio, np.ndarray):
             tensors = [self._tensor("PCM", np.asarray(audio, np.float32).reshape(-1))]
             if sample_rate is not None:
@@ -130,12 +160,7 @@ class Client:
             tensors = [self._tensor("AUDIO", np.array([data], dtype=np.object_))]
         if options:
             tensors.append(self._tensor("OPTIONS", np.array([json.dumps(options).encode()], dtype=np.object_)))
-        out = self._infer(model, tensors)
-        segments = [Segment(s["text"], s["start"], s["end"]) for s in json.loads(out["SEGMENTS"].reshape(-1)[0])]
-        language = out["LANGUAGE"].reshape(-1)[0].decode() or None
-        return Transcript(out["TEXT"].reshape(-1)[0].decode(), segments, language)
-
-    # ---------------------------------------------------------------- tensors
+        return tensors
 
     def _generate_inputs(self, prompt: str | None, input_ids: np.ndarray | None, options: dict[str, Any],
                          images: list[Any] | None = None) -> list[Any]:
@@ -190,6 +215,10 @@ class Client:
             inputs = meta.inputs if self.protocol == "grpc" else meta["inputs"]
             self._inputs[model] = {i.name if self.protocol == "grpc" else i["name"] for i in inputs}
         return self._inputs[model]
+
+
+def _one(result: Any, name: str) -> str:
+    return str(result.as_numpy(name).reshape(-1)[0].decode())
 
 
 def _error(e: Any) -> Exception:

@@ -12,6 +12,9 @@ encoded files travel as TYPE_STRING (KServe v2 "BYTES") tensors; options are one
 |           | [N,H,W,C] uint8, the prompt's images in order               |                                     |
 | NAME_stream (decoupled): same inputs, one response per streamed piece of TEXT, over gRPC streams |
 | recognize | AUDIO (file bytes) or PCM (float32) + SAMPLE_RATE, OPTIONS  | TEXT, SEGMENTS (JSON), LANGUAGE     |
+| NAME_stream (decoupled, CTC and Whisper): same inputs, the clip fed to recognize_stream in CHUNK_S   |
+|           | pieces (OPTIONS "chunk_s"); one response per StreamUpdate   | TEXT (final), PARTIAL, WORDS (JSON),|
+|           |                                                             | AUDIO_S, IS_FINAL                   |
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from edgekit.artifact import Artifact
 from edgekit.contract.base import TensorSpec
 from edgekit.contract.classify import ClassifySection, ImageInput, TextInput
 from edgekit.contract.generate import GenerateSection
+from edgekit.contract.recognize import CtcSection, WhisperSection
 from edgekit.errors import ConfigError, UnsupportedError
 
 _TRITON_DTYPE = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int8": "TYPE_INT8",
@@ -58,7 +62,7 @@ class TritonModel:
     name: str
     artifact: str  # absolute, or relative to the model's folder
     task: str
-    stream: bool = False  # generate's decoupled twin
+    stream: bool = False  # the decoupled twin of a generate or streaming recognize model
     plain: str | None = None  # classify: the Triton model (NAME_model) that runs the graph, called by BLS
 
     def config(self, art: Artifact, opts: ServeOptions, env: str | None) -> str:
@@ -78,6 +82,10 @@ class TritonModel:
                       _in("SAMPLE_RATE", "TYPE_INT32", [1]), _in("OPTIONS", "TYPE_STRING", [1])]
             outputs = [_out("TEXT", "TYPE_STRING", [1]), _out("SEGMENTS", "TYPE_STRING", [1]),
                        _out("LANGUAGE", "TYPE_STRING", [1])]
+            if self.stream:
+                outputs = [_out("TEXT", "TYPE_STRING", [1]), _out("PARTIAL", "TYPE_STRING", [1]),
+                           _out("WORDS", "TYPE_STRING", [1]), _out("AUDIO_S", "TYPE_FP32", [1]),
+                           _out("IS_FINAL", "TYPE_BOOL", [1])]
             batch = 0
         else:
             raise UnsupportedError(f"serving has no tensor layout for task '{self.task}'")
@@ -105,11 +113,13 @@ def check_name(name: str) -> str:
     return name
 
 
-def models_for(name: str, task: str, artifact: str, stream_artifact: str) -> list[TritonModel]:
-    """The Triton models serving one artifact: generate gets a decoupled NAME_stream twin for streaming
-    (Triton refuses decoupled models on plain HTTP infer, so NAME stays a request/response model)."""
+def models_for(name: str, art: Artifact, artifact: str, stream_artifact: str) -> list[TritonModel]:
+    """The Triton models serving one artifact: generate, and recognize where it streams (CTC, Whisper),
+    get a decoupled NAME_stream twin for streaming (Triton refuses decoupled models on plain HTTP
+    infer, so NAME stays a request/response model)."""
+    task = art.manifest.task
     models = [TritonModel(check_name(name), artifact, task)]
-    if task == "generate":
+    if task == "generate" or isinstance(art.manifest.contract, (CtcSection, WhisperSection)):
         models.append(TritonModel(name + STREAM_SUFFIX, stream_artifact, task, stream=True))
     return models
 

@@ -237,32 +237,62 @@ def _images(inputs: Tensors) -> list[Any] | None:
 
 
 class RecognizeHandler:
-    """AUDIO (file bytes) or PCM + SAMPLE_RATE, OPTIONS -> TEXT, SEGMENTS (JSON), LANGUAGE."""
+    """AUDIO (file bytes) or PCM + SAMPLE_RATE, OPTIONS -> TEXT, SEGMENTS (JSON), LANGUAGE; `stream`
+    feeds the clip to recognize_stream in `chunk_s` pieces -> TEXT, PARTIAL, WORDS, AUDIO_S, IS_FINAL."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        params = inspect.signature(model.recognize).parameters
-        self.options = sorted(n for n in params if n not in ("audio_in", "sample_rate"))
+        self.options = _keywords(model.recognize, "audio_in")
+        streams = hasattr(model, "recognize_stream")
+        self.stream_options = _keywords(model.recognize_stream, "chunks") + ["chunk_s"] if streams else []
 
     def run_batch(self, requests: list[Tensors]) -> list[Tensors | EdgekitError]:
         return [_guard(self._run, r) for r in requests]
 
     def _run(self, inputs: Tensors) -> Tensors:
-        opts = options_of(inputs)
-        unknown = sorted(set(opts) - set(self.options))
-        if unknown:
-            raise ConfigError(f"recognize got unknown options {unknown}", fix=f"use {', '.join(self.options)}")
-        rate = int(inputs["SAMPLE_RATE"].reshape(-1)[0]) if "SAMPLE_RATE" in inputs else None
-        if _one_of(inputs, ("AUDIO", "PCM")) == "AUDIO":
-            if rate is not None:
-                raise InputError("SAMPLE_RATE is only for PCM; an audio file carries its own rate", fix="drop SAMPLE_RATE")
-            wave, rate = _audio(inputs["AUDIO"].reshape(-1)[0])
-        else:
-            wave = inputs["PCM"].reshape(-1)
+        opts = _known(options_of(inputs), self.options, "recognize")
+        wave, rate = _wave(inputs)
         t = self.model.recognize(wave, sample_rate=rate, **opts)
         segments = [{"text": s.text, "start": s.start, "end": s.end} for s in t.segments]
         return {"TEXT": strings([t.text]), "SEGMENTS": strings([json.dumps(segments)]),
                 "LANGUAGE": strings([t.language or ""])}
+
+    def stream(self, inputs: Tensors) -> Iterator[Tensors]:
+        opts = _known(options_of(inputs), self.stream_options, "recognize_stream")
+        chunk_s = opts.pop("chunk_s", 0.5)
+        if isinstance(chunk_s, bool) or not isinstance(chunk_s, (int, float)) or not chunk_s > 0:
+            raise ConfigError("chunk_s (the pieces the server cuts the clip into) must be a positive number "
+                              "of seconds", found=repr(chunk_s), fix='e.g. {"chunk_s": 0.5}')
+        wave, rate = _wave(inputs)
+        step = max(1, int(chunk_s * (rate or self.model.sample_rate)))
+        pieces = (wave[i:i + step] for i in range(0, len(wave), step))
+        for u in self.model.recognize_stream(pieces, sample_rate=rate, **opts):
+            words = [{"text": w.text, "start": w.start, "end": w.end} for w in u.words]
+            yield {"TEXT": strings([u.text_final]), "PARTIAL": strings([u.text_partial]),
+                   "WORDS": strings([json.dumps(words)]), "AUDIO_S": np.array([u.audio_s], np.float32),
+                   "IS_FINAL": np.array([u.is_final])}
+
+
+def _keywords(method: Any, *data: str) -> list[str]:
+    """A task call's keyword options: its parameters but the data and sample_rate (a tensor of its own)."""
+    return sorted(n for n in inspect.signature(method).parameters if n not in (*data, "sample_rate"))
+
+
+def _known(opts: dict[str, Any], names: list[str], call: str) -> dict[str, Any]:
+    unknown = sorted(set(opts) - set(names))
+    if unknown:
+        raise ConfigError(f"{call} got unknown options {unknown}", fix=f"use {', '.join(names)}")
+    return opts
+
+
+def _wave(inputs: Tensors) -> tuple[np.ndarray, int | None]:
+    """AUDIO (a file, its own rate) or PCM (+ SAMPLE_RATE) -> the waveform and its rate (None: the model's)."""
+    rate = int(inputs["SAMPLE_RATE"].reshape(-1)[0]) if "SAMPLE_RATE" in inputs else None
+    if _one_of(inputs, ("AUDIO", "PCM")) == "AUDIO":
+        if rate is not None:
+            raise InputError("SAMPLE_RATE is only for PCM; an audio file carries its own rate", fix="drop SAMPLE_RATE")
+        return _audio(inputs["AUDIO"].reshape(-1)[0])
+    return inputs["PCM"].reshape(-1), rate
 
 
 def _audio(data: Any) -> tuple[np.ndarray, int]:

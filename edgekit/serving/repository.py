@@ -3,7 +3,7 @@
     REPO/NAME/config.pbtxt            the tensors of the artifact's task (serving/config.py)
     REPO/NAME/1/model.py              one import: the Python-backend model is edgekit.serving.backend
     REPO/NAME/1/artifact/             the artifact, copied (export) -- or referenced by path (serve)
-    REPO/NAME_stream/...              generate only: the decoupled twin for token streaming
+    REPO/NAME_stream/...              generate, CTC and Whisper: the decoupled twin for streaming
 
 The repository is portable: NVIDIA's Triton container serves it once edgekit is installed in the
 container's Python. `bundled=True` also points every model at this machine's serving environment
@@ -60,7 +60,7 @@ def write_models(repo: Path, items: list[Entry], opts: ServeOptions, copy: bool,
     for e in items:
         art_ref = "1/artifact" if copy else str(e.artifact.path.resolve())
         stream_ref = f"../{e.name}/1/artifact" if copy else art_ref
-        models = models_for(e.name, e.artifact.manifest.task, art_ref, stream_ref)
+        models = models_for(e.name, e.artifact, art_ref, stream_ref)
         if plain is not None:
             from edgekit.serving.plain import PLAIN_SUFFIX, plain_model
 

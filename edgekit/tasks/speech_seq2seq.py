@@ -4,6 +4,9 @@ cross keys/values resident on the backend) from the one start token, without Whi
 timestamp tokens."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from typing import Any
+
 import numpy as np
 
 from edgekit.contract.generate import ENCODER_MASK
@@ -11,7 +14,7 @@ from edgekit.contract.recognize import SpeechSeq2SeqSection
 from edgekit.errors import InputError, UnsupportedError
 from edgekit.preprocess import audio, filterbank
 from edgekit.preprocess.vad import Span
-from edgekit.results import Transcript
+from edgekit.results import StreamUpdate, Transcript
 from edgekit.tasks.recognizer import Options, Recognizer
 from edgekit.tasks.whisper import WhisperRecognizer
 
@@ -49,6 +52,14 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
                                    found="a speech encoder-decoder without these tokens",
                                    fix="drop them (max_new_tokens and num_beams are taken"
                                        f"{', language too' if self.contract.lang_to_id else ''})")
+
+    def recognize_stream(self, chunks: Iterable[Any], sample_rate: int | None = None, language: str | None = None,
+                         task: str | None = None, step_s: float = 1.0, trim_s: float = 20.0,
+                         max_new_tokens: int | None = None) -> Iterator[StreamUpdate]:
+        """Refused: Whisper's stream cuts its buffer at timestamp tokens, and these models have none."""
+        raise UnsupportedError(f"recognize_stream needs timestamp tokens to cut its audio buffer, and this "
+                               f"{self.manifest.family} model has none",
+                               fix="recognize() the whole recording, with vad=True for long audio")
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         return features(wave, self.contract)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -178,7 +178,11 @@ def stream_ctc(model: CtcRecognizer, chunks: Iterable[Any], sample_rate: int | N
     return _updates(state, reader, chunks)
 
 
-def _updates(state: CtcStream, reader: _Reader, chunks: Iterable[Any]) -> Iterator[StreamUpdate]:
+class _Stream(Protocol):
+    def push(self, wave: np.ndarray, end: bool = False) -> StreamUpdate: ...
+
+
+def _updates(state: _Stream, reader: _Reader, chunks: Iterable[Any]) -> Iterator[StreamUpdate]:
     """One update per chunk, then the last one (`is_final`) when the chunks end."""
     for chunk in chunks:
         yield state.push(reader.read(chunk))

@@ -9,6 +9,7 @@ resident on the backend for the whole chunk; beams reorder its rows where it liv
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from typing import Any
 
@@ -20,12 +21,13 @@ from edgekit.errors import ConfigError, InputError, UnsupportedError
 from edgekit.preprocess import audio
 from edgekit.preprocess.text import read_tokenizer
 from edgekit.preprocess.vad import Span
-from edgekit.results import Segment, Transcript
+from edgekit.results import Segment, StreamUpdate, Transcript
 from edgekit.tasks.state_loop import StateLoop
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.recognizer import Options, Recognizer, stitch
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser
 from edgekit.tasks.search import Stopper, beam_search
+from edgekit.tasks.whisper_stream import stream_whisper
 from edgekit.tasks.word_times import TokenTiming, token_times
 
 
@@ -136,6 +138,19 @@ class WhisperRecognizer(Recognizer):
                 segments += self._segments(tokens, (c.start + c.keep_start) / rate, (c.start + c.keep_end) / rate,
                                            False)
         return Transcript(text=audio.join_words(texts), segments=segments, language=detected)
+
+    def recognize_stream(self, chunks: Iterable[Any], sample_rate: int | None = None, language: str | None = None,
+                         task: str | None = None, step_s: float = 1.0, trim_s: float = 20.0,
+                         max_new_tokens: int | None = None) -> Iterator[StreamUpdate]:
+        """Transcribe audio as it arrives: one `StreamUpdate` per chunk, then a last one (`is_final`).
+
+        Every `step_s` of new audio the buffer is decoded again (greedy, with timestamps); text two
+        successive decodes agree on is final (LocalAgreement-2), the rest of the last decode is
+        `text_partial`. Past `trim_s` the buffer is cut at a final segment's end. `max_new_tokens`: per
+        decode (default 10 per second of buffer). `chunks`: float32/int16 arrays of any length at
+        `sample_rate` Hz (default: the model's). See tasks/whisper_stream.py.
+        """
+        return stream_whisper(self, chunks, sample_rate, language, task, step_s, trim_s, max_new_tokens)
 
     def _transcribe_spans(self, wave: np.ndarray, spans: list[Span], opts: Options) -> Transcript:
         """Speech spans of one window at most go through the encoder and greedy search `batch` at a
@@ -255,15 +270,17 @@ class WhisperRecognizer(Recognizer):
         return self._greedy_rows(cross, prompts, limit, timestamps)
 
     def _greedy_rows(self, cross: dict[str, np.ndarray], prompts: list[list[int]], limit: int,
-                     timestamps: bool) -> list[list[int]]:
+                     timestamps: bool, begin: int | None = None) -> list[list[int]]:
         """Greedy search for every row of `cross` (one encoded window each) together, each row from its
         prompt (all of one length) to eos or `limit` tokens; a finished row is fed eos and left alone.
+        `begin`: where the prompt's forced special tokens end (all of it by default); tokens after it
+        are forced text the logits rules read as decoded (a stream's committed tokens).
 
         The prompt runs once (past length 0); every later token is one step of the runner's stepper,
         which keeps the self-attention cache and the cross K/V on its side for the window.
         """
         c = self.contract
-        begin, rows = len(prompts[0]), len(prompts)
+        begin, rows = len(prompts[0]) if begin is None else begin, len(prompts)
         suppress = np.asarray(c.suppress_tokens, dtype=np.int64)
         begin_suppress = np.asarray(c.begin_suppress_tokens, dtype=np.int64)
         forced = self.forced_eos_token_id()
