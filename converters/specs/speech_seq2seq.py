@@ -422,7 +422,7 @@ def _check_decoder(description: str, model: Any) -> None:
     from edgekit.converters.specs.seq2seq_graphs import text_decoder
 
     dec = text_decoder(model)
-    layers = getattr(dec, "layers", None)
+    layers = getattr(getattr(dec, "wrapped_decoder", dec), "layers", None)  # SpeechT5's sit under its pre-net's wrapper
     if layers is None or not all(hasattr(x, "encoder_attn") or hasattr(x, "cross_attention") for x in layers):
         kind = model.config.get_text_config(decoder=True).model_type
         raise UnsupportedError(f"'{description}' decodes with a {kind} decoder, whose layers edgekit's speech "
