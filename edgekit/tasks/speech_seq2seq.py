@@ -28,7 +28,7 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
     contract: SpeechSeq2SeqSection  # type: ignore[assignment]
 
     def _check(self, opts: Options) -> None:
-        given = [k for k in ("language", "task") if getattr(opts, k) is not None]
+        given = [k for k in ("language", "task", "long_form") if getattr(opts, k) is not None]
         given += ["return_timestamps"] if opts.return_timestamps else []
         if given:
             raise UnsupportedError(f"this {self.manifest.family} model takes no {', '.join(given)}",
