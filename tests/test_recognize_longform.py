@@ -1,0 +1,188 @@
+"""Whisper's sequential long-form mode: segments equal transformers' generate on > 30 s of features."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import edgekit
+from edgekit.converters.specs.ctc import synthetic_audio
+from edgekit.errors import ConfigError, UnsupportedError
+from edgekit.preprocess import audio
+from edgekit.tasks import whisper_longform as W
+from edgekit.tasks.whisper_longform import Decoded, LongForm
+from reliability_models import converted_whisper, whisper_folder
+
+# 45 s: the first window's segments end before 30 s, so a second window starts there, padded past
+# the audio's end. 24 new tokens a window keep transformers' side short; the random model closes
+# timestamp pairs within them.
+SECONDS, NEW = 45.0, 24
+Rows = list[tuple[float, float, list[int]]]
+
+
+@pytest.fixture(scope="module")
+def whisper_fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return converted_whisper(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def m(whisper_fp32: Path) -> Any:
+    return edgekit.load(whisper_fp32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from transformers import WhisperForConditionalGeneration
+
+    return WhisperForConditionalGeneration.from_pretrained(whisper_folder(tmp_path_factory)).eval()
+
+
+@pytest.fixture(scope="module")
+def feats(m: Any) -> np.ndarray:
+    c = m.contract
+    wave = synthetic_audio(SECONDS, c.audio.sample_rate, 0)
+    return audio.whisper_log_mel(wave, c.n_mels, len(wave), c.n_fft, c.hop_length, c.audio.sample_rate)
+
+
+def _hf(hf: Any, feats: np.ndarray, **kw: Any) -> Rows:
+    import torch
+
+    with torch.inference_mode():
+        out = hf.generate(torch.from_numpy(feats)[None], return_timestamps=True, return_segments=True,
+                          language="en", max_new_tokens=NEW, **kw)
+    return [(float(s["start"]), float(s["end"]), [int(t) for t in s["tokens"]]) for s in out["segments"][0]]
+
+
+def _ours(m: Any, feats: np.ndarray, opts: LongForm) -> Rows:
+    return [(s.start, s.end, list(s.tokens)) for s in m.long_form_segments(feats, "en", max_new_tokens=NEW,
+                                                                              options=opts)]
+
+
+def test_segments_equal_transformers_with_and_without_previous_text(m: Any, hf_model: Any, feats: np.ndarray,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    moves: list[int] = []
+    split = W.split
+
+    def recorded(seq: list[int], offset: float, frames: int, c: Any) -> tuple[list[W.LongSegment], int]:
+        found, advance = split(seq, offset, frames, c)
+        moves.append(advance)
+        return found, advance
+
+    monkeypatch.setattr(W, "split", recorded)
+    plain = _ours(m, feats, LongForm())
+    assert plain == _hf(hf_model, feats, condition_on_prev_tokens=False)
+    # More than one window, the first left at its last timestamp pair (not after its 3000 frames).
+    assert len(moves) >= 2 and 0 < moves[0] < 3000
+    conditioned = _ours(m, feats, LongForm(condition_on_prev_tokens=True))
+    assert conditioned == _hf(hf_model, feats, condition_on_prev_tokens=True)
+    assert conditioned != plain  # the previous text changed what the later windows decode
+
+
+def test_no_speech_skip_and_logprob_rule_equal_transformers(m: Any, hf_model: Any, feats: np.ndarray,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[float, float]] = []  # (average log-probability, P(<|nospeech|>)) of each decode
+    judge = W.judge
+
+    def recorded(d: Decoded, vocab: int, opts: LongForm) -> tuple[bool, bool]:
+        seen.append((sum(d.logprobs) / len(d.tokens), d.no_speech))
+        return judge(d, vocab, opts)
+
+    monkeypatch.setattr(W, "judge", recorded)
+    plain = _ours(m, feats, LongForm(logprob_threshold=-1e9))  # a threshold nothing fails
+    (a1, n1), (a2, n2) = seen[:2]
+    # A logprob threshold between the two windows' averages: one passes, the other is skipped (its
+    # no-speech probability is above half the smaller one). fp32 moves an average of a few dozen
+    # log-probabilities by ~1e-5, far inside the gap asserted here.
+    assert abs(a1 - a2) > 0.1
+    opts = dict(logprob_threshold=(a1 + a2) / 2, no_speech_threshold=min(n1, n2) / 2)
+    got = _ours(m, feats, LongForm(temperature=(0.0,), **opts))
+    assert got == _hf(hf_model, feats, temperature=(0.0,), **opts)
+    assert got != plain
+
+
+def _window(script: dict[float, list[int]], calls: list[tuple[float, list[int]]]) -> Any:
+    def window(piece: np.ndarray, prompt: list[int], sot: int, limit: int, temperature: float) -> Decoded:
+        calls.append((temperature, prompt))
+        tokens = script[temperature]
+        return Decoded(tokens, [-0.1] * len(tokens), 0.0)
+
+    return window
+
+
+def test_fallback_redecodes_a_repetitive_window_at_the_next_temperature(m: Any) -> None:
+    import torch
+    from transformers.models.whisper.generation_whisper import WhisperGenerationMixin
+
+    c = m.contract
+    ts, eos, vocab = c.no_timestamps_token_id + 1, c.eos_token_id, 2100
+    loop = [ts, *[300, 301] * 40, ts + 100, eos]  # a repetition loop: compresses far below its length
+    # Two segments, the second closed by a pair: the next window starts at its first timestamp (28 s).
+    varied = [ts, *range(300, 340), ts + 500, ts + 510, *range(400, 420), ts + 1400, ts + 1410, eos]
+    for tokens in (loop, varied):
+        ref = WhisperGenerationMixin._retrieve_compression_ratio(torch.tensor(tokens), vocab)
+        assert W.compression_ratio(tokens, vocab) == ref
+    assert W.compression_ratio(loop, vocab) > 2.4 > W.compression_ratio(varied, vocab)
+    feats = np.zeros((c.n_mels, 4500), np.float32)  # 45 s: two windows for either script
+    init = [c.decoder_start_token_id]
+    prev = c.startofprev
+
+    def run(opts: LongForm, script: dict[float, list[int]]) -> tuple[list[W.LongSegment], list[Any]]:
+        calls: list[tuple[float, list[int]]] = []
+        found = W.sequential(feats, c, opts, init, prev, None, _window(script, calls), vocab)
+        return found, calls
+
+    # Greedy loops: decoded again at 0.2; the varied decode is kept, and (below 0.5) conditions the next window.
+    lf = LongForm(condition_on_prev_tokens=True, temperature=(0.0, 0.2, 0.6), compression_ratio_threshold=2.4)
+    found, calls = run(lf, {0.0: loop, 0.2: varied, 0.6: loop})
+    assert [t for t, _ in calls] == [0.0, 0.2, 0.0, 0.2]
+    assert [s.tokens for s in found[:2]] == [tuple(varied[:42]), tuple(varied[42:-1])]
+    assert (found[1].start, found[1].end) == pytest.approx((10.2, 28.0))
+    assert calls[2][1] == [*prev, *varied[:-2], *init]  # of the closing pair, the previous text keeps one
+    # Every temperature fails: the last decode is kept; at 0.6 it does not condition the next window.
+    found, calls = run(lf, {0.0: loop, 0.2: loop, 0.6: loop})
+    assert [t for t, _ in calls] == [0.0, 0.2, 0.6] * 2 and calls[3][1] == init
+    assert found[0].tokens == tuple(loop[:-1])
+    # One temperature: no fallback, the greedy decode stands.
+    found, calls = run(LongForm(temperature=(0.0,), compression_ratio_threshold=2.4), {0.0: loop})
+    assert [t for t, _ in calls] == [0.0, 0.0] and found[0].tokens == tuple(loop[:-1])
+
+
+def test_recognize_long_form_transcript(m: Any, feats: np.ndarray) -> None:
+    wave = synthetic_audio(SECONDS, m.contract.audio.sample_rate, 0)
+    t = m.recognize(wave, language="en", max_new_tokens=NEW, long_form=True)
+    found = m.long_form_segments(feats, "en", max_new_tokens=NEW)
+    assert t.text == m.decode_text([tok for s in found for tok in s.tokens]) and t.text
+    texts = [(m.decode_text(list(s.tokens)), s.start, s.end) for s in found]
+    assert [(s.text, s.start, s.end) for s in t.segments] == [x for x in texts if x[0]]
+    assert t.language == "en"
+
+
+def test_long_form_options_are_checked(m: Any, whisper_fp32: Path, tmp_path: Path) -> None:
+    wave = synthetic_audio(2.0, 16000, 1)
+    for bad in (dict(temperature=[0.0]), dict(temperature=()), dict(temperature=(-0.1,)),
+                dict(no_speech_threshold=0.6), dict(logprob_threshold=float("nan")), dict(seed=-1)):
+        with pytest.raises(ConfigError, match="LongForm"):
+            LongForm(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="long_form"):
+        m.recognize(wave, long_form="yes")
+    with pytest.raises(ConfigError, match="vad or long_form"):
+        m.recognize(wave, long_form=True, vad=True)
+    with pytest.raises(UnsupportedError, match="does not time words"):
+        m.recognize(wave, long_form=True, word_timestamps=True)
+    with pytest.raises(UnsupportedError, match="no beam search"):
+        m.recognize(wave, long_form=True, num_beams=2)
+    # An artifact converted before long-form (no startofprev) loads and decodes, but cannot condition.
+    art = tmp_path / "old"
+    shutil.copytree(whisper_fp32, art)
+    manifest = json.loads((art / "edgekit.json").read_text())
+    del manifest["contract"]["startofprev"]
+    (art / "edgekit.json").write_text(json.dumps(manifest))
+    old = edgekit.load(art, device="cpu")
+    assert old.contract.startofprev is None
+    with pytest.raises(UnsupportedError, match="convert the model again"):
+        old.recognize(wave, long_form=LongForm(condition_on_prev_tokens=True))
+    assert old.recognize(wave, language="en", max_new_tokens=4, long_form=True).language == "en"
