@@ -48,18 +48,39 @@ def feats(m: Any) -> np.ndarray:
     return audio.whisper_log_mel(wave, c.n_mels, len(wave), c.n_fft, c.hop_length, c.audio.sample_rate)
 
 
-def _hf(hf: Any, feats: np.ndarray, **kw: Any) -> Rows:
+def _hf_run(hf: Any, feats: np.ndarray, **kw: Any) -> list[dict[str, Any]]:
     import torch
 
     with torch.inference_mode():
         out = hf.generate(torch.from_numpy(feats)[None], return_timestamps=True, return_segments=True,
                           language="en", max_new_tokens=NEW, **kw)
-    return [(float(s["start"]), float(s["end"]), [int(t) for t in s["tokens"]]) for s in out["segments"][0]]
+    return list(out["segments"][0])
 
 
-def _ours(m: Any, feats: np.ndarray, opts: LongForm) -> Rows:
+def _hf(hf: Any, feats: np.ndarray, **kw: Any) -> Rows:
+    return _rows(_hf_run(hf, feats, **kw))
+
+
+def _rows(segments: list[dict[str, Any]]) -> Rows:
+    return [(float(s["start"]), float(s["end"]), [int(t) for t in s["tokens"]]) for s in segments]
+
+
+def _ours(m: Any, feats: np.ndarray, opts: LongForm, beams: int = 1) -> Rows:
     return [(s.start, s.end, list(s.tokens)) for s in m.long_form_segments(feats, "en", max_new_tokens=NEW,
-                                                                              options=opts)]
+                                                                              options=opts, num_beams=beams)]
+
+
+def _judged(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, float]]:
+    """(average log-probability, P(<|nospeech|>)) of each decode the long-form loop judges."""
+    seen: list[tuple[float, float]] = []
+    judge = W.judge
+
+    def recorded(d: Decoded, vocab: int, opts: LongForm) -> tuple[bool, bool]:
+        seen.append((sum(d.logprobs) / len(d.tokens), d.no_speech))
+        return judge(d, vocab, opts)
+
+    monkeypatch.setattr(W, "judge", recorded)
+    return seen
 
 
 def test_segments_equal_transformers_with_and_without_previous_text(m: Any, hf_model: Any, feats: np.ndarray,
@@ -73,8 +94,14 @@ def test_segments_equal_transformers_with_and_without_previous_text(m: Any, hf_m
         return found, advance
 
     monkeypatch.setattr(W, "split", recorded)
-    plain = _ours(m, feats, LongForm())
-    assert plain == _hf(hf_model, feats, condition_on_prev_tokens=False)
+    seen = _judged(monkeypatch)
+    # A logprob threshold nothing fails: the decisions are unchanged, and transformers keeps each
+    # window's scores, whose average log-probability must be edgekit's.
+    # (transformers' default temperature None fails with a logprob threshold: (0.0,) is its greedy.)
+    ref = _hf_run(hf_model, feats, condition_on_prev_tokens=False, logprob_threshold=-1e9, temperature=(0.0,))
+    plain = _ours(m, feats, LongForm(logprob_threshold=-1e9))
+    assert plain == _rows(ref)
+    assert np.allclose([a for a, _ in seen], _hf_averages(ref), rtol=0, atol=1e-4)  # fp32 logits, ~25 tokens
     # More than one window, the first left at its last timestamp pair (not after its 3000 frames).
     assert len(moves) >= 2 and 0 < moves[0] < 3000
     conditioned = _ours(m, feats, LongForm(condition_on_prev_tokens=True))
@@ -82,31 +109,37 @@ def test_segments_equal_transformers_with_and_without_previous_text(m: Any, hf_m
     assert conditioned != plain  # the previous text changed what the later windows decode
 
 
-def test_no_speech_skip_and_logprob_rule_equal_transformers(m: Any, hf_model: Any, feats: np.ndarray,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[tuple[float, float]] = []  # (average log-probability, P(<|nospeech|>)) of each decode
-    judge = W.judge
+def _hf_averages(segments: list[dict[str, Any]]) -> list[float]:
+    """transformers' `_retrieve_avg_logprobs` of each window (segments of one window share its result)."""
+    from transformers.models.whisper.generation_whisper import WhisperGenerationMixin
 
-    def recorded(d: Decoded, vocab: int, opts: LongForm) -> tuple[bool, bool]:
-        seen.append((sum(d.logprobs) / len(d.tokens), d.no_speech))
-        return judge(d, vocab, opts)
+    results = list({id(s["result"]): s["result"] for s in segments}.values())
+    out = []
+    for r in results:
+        new = r["sequences"][-len(r["scores"]):]  # the generated tokens, eos included
+        out.append(float(WhisperGenerationMixin._retrieve_avg_logprobs(r["scores"], new, 0.0)))
+    return out
 
-    monkeypatch.setattr(W, "judge", recorded)
-    plain = _ours(m, feats, LongForm(logprob_threshold=-1e9))  # a threshold nothing fails
+
+def test_beams_no_speech_skip_and_logprob_rule_equal_transformers(m: Any, hf_model: Any, feats: np.ndarray,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _judged(monkeypatch)
+    plain = _ours(m, feats, LongForm(logprob_threshold=-1e9), beams=2)  # a threshold nothing fails
     (a1, n1), (a2, n2) = seen[:2]
     # A logprob threshold between the two windows' averages: one passes, the other is skipped (its
     # no-speech probability is above half the smaller one). fp32 moves an average of a few dozen
     # log-probabilities by ~1e-5, far inside the gap asserted here.
     assert abs(a1 - a2) > 0.1
     opts = dict(logprob_threshold=(a1 + a2) / 2, no_speech_threshold=min(n1, n2) / 2)
-    got = _ours(m, feats, LongForm(temperature=(0.0,), **opts))
-    assert got == _hf(hf_model, feats, temperature=(0.0,), **opts)
+    got = _ours(m, feats, LongForm(temperature=(0.0,), **opts), beams=2)
+    assert got == _hf(hf_model, feats, temperature=(0.0,), num_beams=2, **opts)
     assert got != plain
 
 
-def _window(script: dict[float, list[int]], calls: list[tuple[float, list[int]]]) -> Any:
-    def window(piece: np.ndarray, prompt: list[int], sot: int, limit: int, temperature: float) -> Decoded:
-        calls.append((temperature, prompt))
+def _window(script: dict[float, list[int]], calls: list[tuple[float, list[int], int]]) -> Any:
+    def window(piece: np.ndarray, prompt: list[int], sot: int, limit: int, temperature: float,
+               beams: int) -> Decoded:
+        calls.append((temperature, prompt, beams))
         tokens = script[temperature]
         return Decoded(tokens, [-0.1] * len(tokens), 0.0)
 
@@ -130,25 +163,28 @@ def test_fallback_redecodes_a_repetitive_window_at_the_next_temperature(m: Any) 
     init = [c.decoder_start_token_id]
     prev = c.startofprev
 
-    def run(opts: LongForm, script: dict[float, list[int]]) -> tuple[list[W.LongSegment], list[Any]]:
-        calls: list[tuple[float, list[int]]] = []
-        found = W.sequential(feats, c, opts, init, prev, None, _window(script, calls), vocab)
+    def run(opts: LongForm, script: dict[float, list[int]], beams: int = 1) -> tuple[list[W.LongSegment], list[Any]]:
+        calls: list[tuple[float, list[int], int]] = []
+        found = W.sequential(feats, c, opts, init, prev, None, _window(script, calls), vocab, beams)
         return found, calls
 
     # Greedy loops: decoded again at 0.2; the varied decode is kept, and (below 0.5) conditions the next window.
     lf = LongForm(condition_on_prev_tokens=True, temperature=(0.0, 0.2, 0.6), compression_ratio_threshold=2.4)
     found, calls = run(lf, {0.0: loop, 0.2: varied, 0.6: loop})
-    assert [t for t, _ in calls] == [0.0, 0.2, 0.0, 0.2]
+    assert [t for t, _, _ in calls] == [0.0, 0.2, 0.0, 0.2]
     assert [s.tokens for s in found[:2]] == [tuple(varied[:42]), tuple(varied[42:-1])]
     assert (found[1].start, found[1].end) == pytest.approx((10.2, 28.0))
     assert calls[2][1] == [*prev, *varied[:-2], *init]  # of the closing pair, the previous text keeps one
     # Every temperature fails: the last decode is kept; at 0.6 it does not condition the next window.
     found, calls = run(lf, {0.0: loop, 0.2: loop, 0.6: loop})
-    assert [t for t, _ in calls] == [0.0, 0.2, 0.6] * 2 and calls[3][1] == init
+    assert [t for t, _, _ in calls] == [0.0, 0.2, 0.6] * 2 and calls[3][1] == init
     assert found[0].tokens == tuple(loop[:-1])
     # One temperature: no fallback, the greedy decode stands.
     found, calls = run(LongForm(temperature=(0.0,), compression_ratio_threshold=2.4), {0.0: loop})
-    assert [t for t, _ in calls] == [0.0, 0.0] and found[0].tokens == tuple(loop[:-1])
+    assert [t for t, _, _ in calls] == [0.0, 0.0] and found[0].tokens == tuple(loop[:-1])
+    # Beams decode at temperature 0 until the first sampled fallback; transformers' config keeps 1 beam after it.
+    found, calls = run(LongForm(temperature=(0.0, 0.2), compression_ratio_threshold=2.4), {0.0: loop, 0.2: loop}, 3)
+    assert [(t, b) for t, _, b in calls] == [(0.0, 3), (0.2, 1), (0.0, 1), (0.2, 1)]
 
 
 def test_recognize_long_form_transcript(m: Any, feats: np.ndarray) -> None:
@@ -173,8 +209,6 @@ def test_long_form_options_are_checked(m: Any, whisper_fp32: Path, tmp_path: Pat
         m.recognize(wave, long_form=True, vad=True)
     with pytest.raises(UnsupportedError, match="does not time words"):
         m.recognize(wave, long_form=True, word_timestamps=True)
-    with pytest.raises(UnsupportedError, match="no beam search"):
-        m.recognize(wave, long_form=True, num_beams=2)
     # An artifact converted before long-form (no startofprev) loads and decodes, but cannot condition.
     art = tmp_path / "old"
     shutil.copytree(whisper_fp32, art)

@@ -113,9 +113,6 @@ class WhisperRecognizer(Recognizer):
             raise UnsupportedError("long_form does not time words yet",
                                    found="recognize(long_form=..., word_timestamps=True)",
                                    fix="drop one: chunked recognize(word_timestamps=True) times words")
-        if (opts.num_beams or 1) > 1:
-            raise UnsupportedError("long_form decodes greedily (and samples on fallback); it has no beam search yet",
-                                   found=f"num_beams={opts.num_beams}", fix="drop num_beams, or long_form=False")
         if lf.condition_on_prev_tokens and self.contract.startofprev is None:
             raise UnsupportedError("this Whisper artifact does not record <|startofprev|>, which "
                                    "condition_on_prev_tokens puts before the previous text",
@@ -176,20 +173,22 @@ class WhisperRecognizer(Recognizer):
         # whole audio's, as WhisperFeatureExtractor(truncation=False, padding="longest") makes it.
         feats = audio.whisper_log_mel(wave, c.n_mels, max(len(wave), c.n_samples), c.n_fft, c.hop_length,
                                       c.audio.sample_rate)
-        found, language = self._long_form(feats, opts.language, opts.task, opts.max_new_tokens, lf)
+        found, language = self._long_form(feats, opts.language, opts.task, opts.max_new_tokens, lf,
+                                           opts.num_beams or 1)
         segments = [Segment(text, s.start, s.end) for s in found if (text := self.decode_text(list(s.tokens)))]
         text = self.decode_text([t for s in found for t in s.tokens])
         return Transcript(text=text, segments=segments, language=language)
 
     def long_form_segments(self, features: np.ndarray, language: str | None = None, task: str | None = None,
-                           max_new_tokens: int | None = None, options: LongForm = LongForm()) -> list[LongSegment]:
+                           max_new_tokens: int | None = None, options: LongForm = LongForm(),
+                           num_beams: int = 1) -> list[LongSegment]:
         """Sequential long-form decoding of (n_mels, frames) features of any length: the segments
         transformers' generate(return_timestamps=True, return_segments=True) gives, same options."""
-        self._check_long_form(Options(long_form=options), options)
-        return self._long_form(features, language, task, max_new_tokens, options)[0]
+        self._check_long_form(Options(num_beams=num_beams, long_form=options), options)
+        return self._long_form(features, language, task, max_new_tokens, options, num_beams)[0]
 
-    def _long_form(self, features: np.ndarray, language: str | None, task: str | None,
-                   max_new_tokens: int | None, lf: LongForm) -> tuple[list[LongSegment], str | None]:
+    def _long_form(self, features: np.ndarray, language: str | None, task: str | None, max_new_tokens: int | None,
+                   lf: LongForm, num_beams: int) -> tuple[list[LongSegment], str | None]:
         c = self.contract
         size = c.n_samples // c.hop_length
         first = np.pad(features[:, :size], ((0, 0), (0, max(0, size - features.shape[-1]))))
@@ -200,12 +199,16 @@ class WhisperRecognizer(Recognizer):
                                                         lf.seed + k)) if t > 0 else TokenChooser(SamplingConfig())
                     for k, t in enumerate(lf.temperature)}
 
-        def window(piece: np.ndarray, prompt: list[int], sot: int, limit: int, temperature: float) -> Decoded:
+        def window(piece: np.ndarray, prompt: list[int], sot: int, limit: int, temperature: float,
+                   beams: int) -> Decoded:
             cross = self.encode(piece[None].astype(np.float32))
+            if beams > 1:
+                return self._window_beams(cross, prompt, sot, limit, beams)
             return self._window(cross, prompt, sot, limit, choosers[temperature])
 
         vocab = vocab_of(self.runners["decoder"])
-        return sequential(features, c, lf, init, c.startofprev or (), max_new_tokens, window, vocab), detected
+        found = sequential(features, c, lf, init, c.startofprev or (), max_new_tokens, window, vocab, num_beams)
+        return found, detected
 
     def _window(self, cross: dict[str, np.ndarray], prompt: list[int], sot: int, limit: int,
                 chooser: TokenChooser) -> Decoded:
@@ -218,8 +221,7 @@ class WhisperRecognizer(Recognizer):
             return Decoded([], [], 0.0)
         with self._cache(limit - 1, cross) as cache:
             logits = self._prefill(cache, prompt)
-            # WhisperNoSpeechDetection: the unprocessed distribution after <|startoftranscript|>.
-            no_speech = float(softmax(cache.prompt_logits[0, sot].astype(np.float32))[c.no_timestamps_token_id - 1])
+            no_speech = self._no_speech(cache, sot)
             while True:
                 scores = chooser.warp(rules(np.asarray([tokens]), logits[None]))
                 token = int(chooser.choose(scores)[0])
@@ -229,6 +231,32 @@ class WhisperRecognizer(Recognizer):
                 if token == c.eos_token_id or len(tokens) >= limit:
                     return Decoded(tokens[begin:], logprobs, no_speech)
                 logits = cache.step(np.asarray([token], np.int64))[0].astype(np.float32)
+
+    def _window_beams(self, cross: dict[str, np.ndarray], prompt: list[int], sot: int, limit: int,
+                      beams: int) -> Decoded:
+        """`_window` by beam search (temperature 0 with num_beams > 1, as transformers runs it): the
+        best hypothesis, and its log-probabilities from the scores of the beam each step extended
+        (`split_by_batch_index` with `beam_indices`), log-softmaxed again as `_retrieve_avg_logprobs` does."""
+        c, begin = self.contract, len(prompt)
+        if limit <= begin:
+            return Decoded([], [], 0.0)
+        opts = GenerateOptions.make({"num_beams": beams}, GenerationDefaults())
+        seqs = np.repeat(np.asarray([prompt], np.int64), beams, axis=0)
+        with self._cache(limit - 1, cross, beams) as cache:
+            logits = cache.prefill(seqs, np.ones_like(seqs))
+            no_speech = self._no_speech(cache, sot)
+            stop = Stopper(limit, (c.eos_token_id,), begin)
+            out = beam_search(cache, logits, seqs, opts, _Rules(c, begin, True), stop, c.eos_token_id, (True, False))
+        tokens = [int(t) for t in out.sequences[0][begin:]]
+        rows = out.beam_indices[0] if out.beam_indices is not None else np.zeros(0, np.int64)
+        logprobs = [float(log_softmax(out.scores[t][r])[tok]) for t, (r, tok) in enumerate(zip(rows, tokens))]
+        return Decoded(tokens, logprobs, no_speech)
+
+    def _no_speech(self, cache: StateLoop, sot: int) -> float:
+        """WhisperNoSpeechDetection: P(<|nospeech|>) in the unprocessed distribution after
+        <|startoftranscript|> (row 0: every beam's prompt is the same)."""
+        logits = cache.prompt_logits[0, sot].astype(np.float32)
+        return float(softmax(logits)[self.contract.no_timestamps_token_id - 1])
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         c = self.contract

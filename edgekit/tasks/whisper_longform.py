@@ -157,13 +157,13 @@ def previous_text(segments: list[LongSegment], startofprev: tuple[int, ...], c: 
 
 def sequential(features: np.ndarray, c: WhisperSection, opts: LongForm, init: list[int],
                startofprev: tuple[int, ...], max_new_tokens: int | None,
-               window: Callable[[np.ndarray, list[int], int, int, float], Decoded],
-               vocab_size: int) -> list[LongSegment]:
+               window: Callable[[np.ndarray, list[int], int, int, float, int], Decoded],
+               vocab_size: int, num_beams: int = 1) -> list[LongSegment]:
     """The seek loop of `WhisperGenerationMixin.generate` for one audio (batch 1).
 
     `features`: (n_mels, frames) of the whole audio; `init`: <|startoftranscript|> ... (the same
-    every window); `window(features_30s, prompt, sot_index, max_total_length, temperature)` decodes
-    one window.
+    every window); `window(features_30s, prompt, sot_index, max_total_length, temperature, beams)`
+    decodes one window: beam search at temperature 0 when beams > 1, else greedy or sampling.
     """
     size = c.n_samples // c.hop_length
     total, seek = features.shape[-1], 0
@@ -179,7 +179,11 @@ def sequential(features: np.ndarray, c: WhisperSection, opts: LongForm, init: li
         prompt = prev + init
         max_length = _max_length(max_length, len(prompt), max_new_tokens, c)
         for k, temperature in enumerate(opts.temperature):
-            d = window(piece, prompt, len(prev), max_length, temperature)
+            if temperature > 0:
+                # transformers sets generation_config.num_beams = 1 to sample, and that config
+                # serves every later window: after a first fallback, no window runs beams again.
+                num_beams = 1
+            d = window(piece, prompt, len(prev), max_length, temperature, num_beams)
             again, skip = judge(d, vocab_size, opts)
             condition = opts.condition_on_prev_tokens and temperature < 0.5
             if not again or k == len(opts.temperature) - 1:
