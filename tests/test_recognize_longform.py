@@ -101,7 +101,9 @@ def test_segments_equal_transformers_with_and_without_previous_text(m: Any, hf_m
     ref = _hf_run(hf_model, feats, condition_on_prev_tokens=False, logprob_threshold=-1e9, temperature=(0.0,))
     plain = _ours(m, feats, LongForm(logprob_threshold=-1e9))
     assert plain == _rows(ref)
-    assert np.allclose([a for a, _ in seen], _hf_averages(ref), rtol=0, atol=1e-4)  # fp32 logits, ~25 tokens
+    # fp32 rounding (torch vs onnxruntime) moves a log-probability by ~1e-6 relative; these averages
+    # are about -3 to -4, so they agree to ~1e-5, and 1e-4 leaves a tenfold margin.
+    assert np.allclose([a for a, _ in seen], _hf_averages(ref), rtol=0, atol=1e-4)
     # More than one window, the first left at its last timestamp pair (not after its 3000 frames).
     assert len(moves) >= 2 and 0 < moves[0] < 3000
     conditioned = _ours(m, feats, LongForm(condition_on_prev_tokens=True))
