@@ -34,7 +34,8 @@ FALLBACK_TOP_K = 50
 class LongForm:
     """Options of Whisper's sequential long-form mode, named as transformers' `generate` names them.
 
-    Defaults are transformers' (greedy, no thresholds, no conditioning). OpenAI's / faster-whisper's
+    Defaults are transformers' (greedy, no thresholds, no conditioning; temperature (0.0,) is its
+    greedy temperature=0.0, and recognize's num_beams > 1 its beam search at 0). OpenAI's / faster-whisper's
     recommended values: condition_on_prev_tokens=True, temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
     compression_ratio_threshold=2.4 (faster-whisper's name too), logprob_threshold=-1.0
     (faster-whisper: log_prob_threshold), no_speech_threshold=0.6.
