@@ -223,3 +223,17 @@ def test_long_form_options_are_checked(m: Any, whisper_fp32: Path, tmp_path: Pat
     with pytest.raises(UnsupportedError, match="convert the model again"):
         old.recognize(wave, long_form=LongForm(condition_on_prev_tokens=True))
     assert old.recognize(wave, language="en", max_new_tokens=4, long_form=True).language == "en"
+
+
+def test_cli_long_form_flag(whisper_fp32: Path, tmp_path: Path) -> None:
+    """`edgekit run --long-form` reaches recognize(long_form=True): with --vad it is refused by name
+    (before any decoding)."""
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from edgekit.cli import cli
+
+    wav = tmp_path / "a.wav"
+    sf.write(wav, synthetic_audio(2.0, 16000, 3), 16000)
+    r = CliRunner().invoke(cli, ["run", str(whisper_fp32), str(wav), "--long-form", "--vad", "--device", "cpu"])
+    assert r.exit_code != 0 and "recognize takes vad or long_form, not both" in r.output
