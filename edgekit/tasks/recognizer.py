@@ -74,7 +74,8 @@ class Recognizer(Model):
         self._check(opts)
         speech = _vad_options(vad)
         if speech is not None and opts.long_form is not None:
-            raise ConfigError("recognize takes vad or long_form, not both", found=f"vad={vad!r}, long_form={long_form!r}",
+            raise ConfigError("recognize takes vad or long_form, not both",
+                              found=f"vad={vad!r}, long_form={long_form!r}",
                               fix="long_form reads the whole audio itself (and skips silent windows with "
                                   "LongForm(no_speech_threshold=...)); drop one of them")
         wave = audio.load_audio(audio_in, sample_rate, self.sample_rate)
