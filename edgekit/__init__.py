@@ -31,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "convert", "load", "parity", "serve", "Prediction", "Transcript", "Segment", "Word", "VadOptions",
+    "LongForm",
     "__version__",
     "EdgekitError", "InputError", "ConfigError", "SourceError", "ExportError", "UnsupportedError",
     "ArtifactError", "ChecksumError", "ArtifactVersionError", "OutputExistsError",
@@ -40,6 +41,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from edgekit.api import convert, load, parity
     from edgekit.preprocess.vad import VadOptions
+    from edgekit.tasks.whisper_longform import LongForm
     from edgekit.results import Prediction, Segment, Transcript, Word
     from edgekit.serving import serve
 
@@ -48,6 +50,7 @@ _LAZY = {
     "Prediction": "edgekit.results", "Transcript": "edgekit.results",
     "Segment": "edgekit.results", "Word": "edgekit.results",
     "VadOptions": "edgekit.preprocess.vad",
+    "LongForm": "edgekit.tasks.whisper_longform",
     "serve": "edgekit.serving",  # Triton: needs the [serve] extra, imported only when called
 }
 

@@ -124,7 +124,8 @@ def run_recognize(model: Any, inputs: tuple[str, ...], opts: dict[str, Any]) -> 
         _check_new(out, opts.get("overwrite", False))  # before the transcription, not after it
     data, files = [], []
     for path in inputs:
-        t = model.recognize(path, vad=opts.get("vad", False), word_timestamps=opts.get("word_timestamps", False))
+        t = model.recognize(path, vad=opts.get("vad", False), word_timestamps=opts.get("word_timestamps", False),
+                            long_form=opts.get("long_form", False))
         data.append({"input": path, "text": t.text, "language": t.language,
                      "segments": [_segment(s) for s in t.segments]})
         files.append(write(t, fmt) if fmt else t.text + "\n")
@@ -265,6 +266,8 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--chat", is_flag=True, help="generate: prompts are user turns of one conversation, rendered with "
                                            "the model's chat template (no prompt: one turn per line on stdin).")
 @click.option("--vad", is_flag=True, help="recognize: transcribe only the speech Silero VAD finds (long audio).")
+@click.option("--long-form", is_flag=True, help="recognize (Whisper): sequential 30 s windows, each from where the "
+                                                "last one's segments ended, as transformers' generate on long audio.")
 @click.option("--word-timestamps", is_flag=True, help="recognize: each segment's words with their times "
                                                       "(--format json and --json; SRT/VTT cues stay segments).")
 @click.option("--format", "fmt", type=click.Choice(["srt", "vtt", "json"]),
@@ -278,15 +281,15 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
 def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
         num_beams: int | None, tgt_lang: str | None, json_schema: Path | None, chat: bool, vad: bool,
-        word_timestamps: bool, fmt: str | None, out: Path | None, overwrite: bool, stream: bool, device: str,
-        as_json: bool) -> None:
+        long_form: bool, word_timestamps: bool, fmt: str | None, out: Path | None, overwrite: bool, stream: bool,
+        device: str, as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
     from edgekit.tasks import TASKS, resolve
 
     model = edgekit.load(artifact, device=device)
-    speech = {"--vad": vad, "--word-timestamps": word_timestamps, "--format": fmt, "-o/--out": out,
-              "--overwrite": overwrite}
+    speech = {"--vad": vad, "--long-form": long_form, "--word-timestamps": word_timestamps, "--format": fmt,
+              "-o/--out": out, "--overwrite": overwrite}
     if json_schema is not None and model.manifest.task != "generate":
         raise click.UsageError(f"--json-schema is for generate artifacts; this one is {model.manifest.task}")
     if model.manifest.task != "recognize" and any(speech.values()):
@@ -300,7 +303,7 @@ def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tok
                                           "top_k_given": given, "num_beams": num_beams, "tgt_lang": tgt_lang,
                                           "json_schema": json_schema, "chat": chat, "as_json": as_json, "vad": vad,
                                           "format": fmt, "out": out, "overwrite": overwrite, "stream": stream,
-                                          "word_timestamps": word_timestamps})
+                                          "word_timestamps": word_timestamps, "long_form": long_form})
     if text or as_json:
         _emit({"device": model.device, "results": data}, as_json, lambda _: text)
 

@@ -204,7 +204,8 @@ class Whisper(ExportSpec):
             max_initial_timestamp_index=getattr(gen, "max_initial_timestamp_index", None),
             max_length=int(min(gen.max_length or cfg.max_target_positions, cfg.max_target_positions)),
             max_target_positions=int(cfg.max_target_positions), time_precision=0.02,
-            alignment_heads=self._alignment_heads(), median_filter_width=int(getattr(cfg, "median_filter_width", 7)))
+            alignment_heads=self._alignment_heads(), median_filter_width=int(getattr(cfg, "median_filter_width", 7)),
+            startofprev=_startofprev(gen))
 
     def _alignment_heads(self) -> tuple[tuple[int, int], ...]:
         cfg, heads = self.model.config, getattr(self.model.generation_config, "alignment_heads", None) or []
@@ -242,6 +243,15 @@ class Whisper(ExportSpec):
         return self.report(measures, precision, f"greedy tokens vs transformers generate: {exact}/{len(waves)} "
                                                 f"sequences identical, {agreement:.2%} of positions agree; WER vs "
                                                 f"PyTorch {measures['wer_vs_pytorch']:.3f}")
+
+
+def _startofprev(gen: Any) -> tuple[int, ...]:
+    """<|startofprev|> as transformers' `_prepare_decoder_input_ids` finds it: the generation config's
+    prev_sot_token_id, else the second-last suppressed token (where OpenAI's list keeps it), else none."""
+    prev = getattr(gen, "prev_sot_token_id", None)
+    if prev is None and gen.suppress_tokens is not None and len(gen.suppress_tokens) >= 2:
+        prev = gen.suppress_tokens[-2]
+    return () if prev is None else (int(prev),)
 
 
 def hf_whisper_tokens(hf: Any, features: Any, max_new_tokens: int | None = None, return_timestamps: bool = False,

@@ -128,6 +128,10 @@ class WhisperSection(Section):
     # empty: the model has none, and no word timestamps.
     alignment_heads: tuple[tuple[int, int], ...] = ()
     median_filter_width: int = 7  # config.median_filter_width: smoothing of the weights along the frames
+    # What goes before the previous text when long-form conditions on it: generation_config's
+    # prev_sot_token_id, else suppress_tokens[-2] (transformers' fallback), else nothing. None: an
+    # artifact converted before long-form recorded it (long_form conditioning refuses it).
+    startofprev: tuple[int, ...] | None = None
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)

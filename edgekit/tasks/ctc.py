@@ -123,7 +123,8 @@ class CtcRecognizer(Recognizer):
     contract: CtcSection
 
     def _check(self, opts: Options) -> None:
-        given = [k for k in ("language", "task", "max_new_tokens", "num_beams") if getattr(opts, k) is not None]
+        given = [k for k in ("language", "task", "max_new_tokens", "num_beams", "long_form")
+                 if getattr(opts, k) is not None]
         if given:
             raise UnsupportedError(f"a CTC model takes no {', '.join(given)}",
                                    found=f"recognize({', '.join(f'{k}=...' for k in given)}) on a CTC artifact",

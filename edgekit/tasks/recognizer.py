@@ -18,6 +18,7 @@ from edgekit.preprocess import audio
 from edgekit.preprocess.vad import FOR_RECOGNITION, Span, VadOptions, detect
 from edgekit.results import Segment, Transcript, Word
 from edgekit.tasks.model import Model
+from edgekit.tasks.whisper_longform import LongForm
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Options:
     max_new_tokens: int | None = None
     num_beams: int | None = None
     word_timestamps: bool = False
+    long_form: LongForm | None = None  # Whisper's sequential long-form mode; None: chunked
 
 
 class Recognizer(Model):
@@ -46,7 +48,8 @@ class Recognizer(Model):
     def recognize(self, audio_in: Any, sample_rate: int | None = None, language: str | None = None,
                   task: str | None = None, return_timestamps: bool = False,
                   max_new_tokens: int | None = None, num_beams: int | None = None,
-                  vad: bool | VadOptions = False, word_timestamps: bool = False) -> Transcript:
+                  vad: bool | VadOptions = False, word_timestamps: bool = False,
+                  long_form: bool | LongForm = False) -> Transcript:
         """Transcribe a path (WAV/FLAC/OGG) or a float32/int16 array (mono or stereo, `sample_rate` Hz).
 
         `language`, `task` ("transcribe" | "translate"), `return_timestamps`, `max_new_tokens` and
@@ -59,12 +62,22 @@ class Recognizer(Model):
         `word_timestamps=True`: every segment gets `words` (`Word(start, end, word, probability)`,
         seconds in the whole audio's time); Whisper then decodes with timestamp tokens, as
         transformers' pipeline(return_timestamps="word") does.
+        `long_form=True` or a `LongForm` (Whisper): audio past one window is transcribed as
+        transformers' `generate` does on long features (sequential windows, each starting where the
+        last one's segments ended; temperature fallback, no-speech skip, conditioning on the text so
+        far as `LongForm` says) instead of overlapping chunks; segments always carry timestamps.
         """
         if not isinstance(word_timestamps, bool):
             raise ConfigError("recognize(word_timestamps=...) takes True or False", found=repr(word_timestamps))
-        opts = Options(language, task, return_timestamps, max_new_tokens, num_beams, word_timestamps)
+        opts = Options(language, task, return_timestamps, max_new_tokens, num_beams, word_timestamps,
+                       _long_form(long_form))
         self._check(opts)
         speech = _vad_options(vad)
+        if speech is not None and opts.long_form is not None:
+            raise ConfigError("recognize takes vad or long_form, not both",
+                              found=f"vad={vad!r}, long_form={long_form!r}",
+                              fix="long_form reads the whole audio itself (and skips silent windows with "
+                                  "LongForm(no_speech_threshold=...)); drop one of them")
         wave = audio.load_audio(audio_in, sample_rate, self.sample_rate)
         if audio.is_silence(wave):
             return Transcript(text="", segments=[], language=language)
@@ -97,6 +110,17 @@ def _vad_options(vad: object) -> VadOptions | None:
         return vad
     raise ConfigError("recognize(vad=...) takes True, False or a VadOptions", found=repr(vad),
                       fix="vad=True, or vad=edgekit.VadOptions(threshold=..., ...)")
+
+
+def _long_form(value: object) -> LongForm | None:
+    if value is False:
+        return None
+    if value is True:
+        return LongForm()
+    if isinstance(value, LongForm):
+        return value
+    raise ConfigError("recognize(long_form=...) takes True, False or a LongForm", found=repr(value),
+                      fix="long_form=True, or long_form=edgekit.LongForm(condition_on_prev_tokens=True, ...)")
 
 
 def stitch(parts: list[Transcript], spans: list[Span], rate: int, language: str | None) -> Transcript:

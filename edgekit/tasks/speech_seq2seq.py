@@ -44,7 +44,7 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
     contract: SpeechSeq2SeqSection  # type: ignore[assignment]
 
     def _check(self, opts: Options) -> None:
-        given = [k for k in ("language", "task") if getattr(opts, k) is not None]
+        given = [k for k in ("language", "task", "long_form") if getattr(opts, k) is not None]
         given = [k for k in given if k != "language" or not self.contract.lang_to_id]
         given += ["return_timestamps"] if opts.return_timestamps else []
         if given:

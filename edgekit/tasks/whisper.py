@@ -22,11 +22,12 @@ from edgekit.preprocess import audio
 from edgekit.preprocess.text import read_tokenizer
 from edgekit.preprocess.vad import Span
 from edgekit.results import Segment, StreamUpdate, Transcript
-from edgekit.tasks.state_loop import StateLoop
+from edgekit.tasks.state_loop import StateLoop, vocab_of
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.recognizer import Options, Recognizer, stitch
-from edgekit.tasks.sampling import SamplingConfig, TokenChooser
+from edgekit.tasks.sampling import SamplingConfig, TokenChooser, log_softmax, softmax
 from edgekit.tasks.search import Stopper, beam_search
+from edgekit.tasks.whisper_longform import FALLBACK_TOP_K, Decoded, LongForm, LongSegment, sequential
 from edgekit.tasks.whisper_stream import stream_whisper
 from edgekit.tasks.word_times import TokenTiming, token_times
 
@@ -116,8 +117,23 @@ class WhisperRecognizer(Recognizer):
                                    found="no generation_config.alignment_heads when it was converted",
                                    fix="add alignment_heads ([layer, head] pairs) to generation_config.json and "
                                        "convert again, or recognize without word_timestamps")
+        if opts.long_form is not None:
+            self._check_long_form(opts, opts.long_form)
+
+    def _check_long_form(self, opts: Options, lf: LongForm) -> None:
+        if opts.word_timestamps:
+            raise UnsupportedError("long_form does not time words yet",
+                                   found="recognize(long_form=..., word_timestamps=True)",
+                                   fix="drop one: chunked recognize(word_timestamps=True) times words")
+        if lf.condition_on_prev_tokens and self.contract.startofprev is None:
+            raise UnsupportedError("this Whisper artifact does not record <|startofprev|>, which "
+                                   "condition_on_prev_tokens puts before the previous text",
+                                   found="an artifact converted before long-form transcription",
+                                   fix="convert the model again, or LongForm(condition_on_prev_tokens=False)")
 
     def _transcribe(self, wave: np.ndarray, opts: Options) -> Transcript:
+        if opts.long_form is not None:
+            return self._transcribe_long(wave, opts, opts.long_form)
         rate = self.sample_rate
         texts: list[str] = []
         segments: list[Segment] = []
@@ -175,6 +191,97 @@ class WhisperRecognizer(Recognizer):
                                       self._segments(tokens, 0.0, samples / rate, timestamps, timing), language)
         whole = [parts[i] if i in parts else self._transcribe(wave[s.start:s.end], opts) for i, s in enumerate(spans)]
         return stitch(whole, spans, rate, opts.language)
+
+    def _transcribe_long(self, wave: np.ndarray, opts: Options, lf: LongForm) -> Transcript:
+        c = self.contract
+        # One log-mel over the whole audio (at least one window): its level floor (max - 8) is the
+        # whole audio's, as WhisperFeatureExtractor(truncation=False, padding="longest") makes it.
+        feats = audio.whisper_log_mel(wave, c.n_mels, max(len(wave), c.n_samples), c.n_fft, c.hop_length,
+                                      c.audio.sample_rate)
+        found, language = self._long_form(feats, opts.language, opts.task, opts.max_new_tokens, lf,
+                                           opts.num_beams or 1)
+        segments = [Segment(text, s.start, s.end) for s in found if (text := self.decode_text(list(s.tokens)))]
+        text = self.decode_text([t for s in found for t in s.tokens])
+        return Transcript(text=text, segments=segments, language=language)
+
+    def long_form_segments(self, features: np.ndarray, language: str | None = None, task: str | None = None,
+                           max_new_tokens: int | None = None, options: LongForm = LongForm(),
+                           num_beams: int = 1) -> list[LongSegment]:
+        """Sequential long-form decoding of (n_mels, frames) features of any length: the segments
+        transformers' generate(return_timestamps=True, return_segments=True) gives, same options."""
+        self._check_long_form(Options(num_beams=num_beams, long_form=options), options)
+        return self._long_form(features, language, task, max_new_tokens, options, num_beams)[0]
+
+    def _long_form(self, features: np.ndarray, language: str | None, task: str | None, max_new_tokens: int | None,
+                   lf: LongForm, num_beams: int) -> tuple[list[LongSegment], str | None]:
+        c = self.contract
+        size = c.n_samples // c.hop_length
+        first = np.pad(features[:, :size], ((0, 0), (0, max(0, size - features.shape[-1]))))
+        # The language is detected once, on the first window (transformers' `detect_language`).
+        init = self.prompt(language, task, True, self.encode(first[None].astype(np.float32)))
+        detected = language or self._language_of(init)
+        choosers = {t: TokenChooser(SamplingConfig.make(True, t, FALLBACK_TOP_K, seed=None if lf.seed is None else
+                                                        lf.seed + k)) if t > 0 else TokenChooser(SamplingConfig())
+                    for k, t in enumerate(lf.temperature)}
+
+        def window(piece: np.ndarray, prompt: list[int], sot: int, limit: int, temperature: float,
+                   beams: int) -> Decoded:
+            cross = self.encode(piece[None].astype(np.float32))
+            if beams > 1:
+                return self._window_beams(cross, prompt, sot, limit, beams)
+            return self._window(cross, prompt, sot, limit, choosers[temperature])
+
+        vocab = vocab_of(self.runners["decoder"])
+        found = sequential(features, c, lf, init, c.startofprev or (), max_new_tokens, window, vocab, num_beams)
+        return found, detected
+
+    def _window(self, cross: dict[str, np.ndarray], prompt: list[int], sot: int, limit: int,
+                chooser: TokenChooser) -> Decoded:
+        """One long-form decode of one window from `prompt` (previous text, then <|startoftranscript|>
+        at `sot` ...) to eos or `limit` tokens in all: greedy, or sampled at the chooser's temperature."""
+        c, begin = self.contract, len(prompt)
+        rules, tokens, logprobs = _Rules(c, begin, True), list(prompt), []
+        temperature = chooser.cfg.temperature if chooser.cfg.do_sample else 1.0
+        if limit <= begin:
+            return Decoded([], [], 0.0)
+        with self._cache(limit - 1, cross) as cache:
+            logits = self._prefill(cache, prompt)
+            no_speech = self._no_speech(cache, sot)
+            while True:
+                scores = chooser.warp(rules(np.asarray([tokens]), logits[None]))
+                token = int(chooser.choose(scores)[0])
+                # `_retrieve_avg_logprobs`: the warped scores times the temperature, log-softmaxed.
+                logprobs.append(float(log_softmax(scores[0] * np.float32(temperature))[token]))
+                tokens.append(token)
+                if token == c.eos_token_id or len(tokens) >= limit:
+                    return Decoded(tokens[begin:], logprobs, no_speech)
+                logits = cache.step(np.asarray([token], np.int64))[0].astype(np.float32)
+
+    def _window_beams(self, cross: dict[str, np.ndarray], prompt: list[int], sot: int, limit: int,
+                      beams: int) -> Decoded:
+        """`_window` by beam search (temperature 0 with num_beams > 1, as transformers runs it): the
+        best hypothesis, and its log-probabilities from the scores of the beam each step extended
+        (`split_by_batch_index` with `beam_indices`), log-softmaxed again as `_retrieve_avg_logprobs` does."""
+        c, begin = self.contract, len(prompt)
+        if limit <= begin:
+            return Decoded([], [], 0.0)
+        opts = GenerateOptions.make({"num_beams": beams}, GenerationDefaults())
+        seqs = np.repeat(np.asarray([prompt], np.int64), beams, axis=0)
+        with self._cache(limit - 1, cross, beams) as cache:
+            logits = cache.prefill(seqs, np.ones_like(seqs))
+            no_speech = self._no_speech(cache, sot)
+            stop = Stopper(limit, (c.eos_token_id,), begin)
+            out = beam_search(cache, logits, seqs, opts, _Rules(c, begin, True), stop, c.eos_token_id, (True, False))
+        tokens = [int(t) for t in out.sequences[0][begin:]]
+        rows = out.beam_indices[0] if out.beam_indices is not None else np.zeros(0, np.int64)
+        logprobs = [float(log_softmax(out.scores[t][r])[tok]) for t, (r, tok) in enumerate(zip(rows, tokens))]
+        return Decoded(tokens, logprobs, no_speech)
+
+    def _no_speech(self, cache: StateLoop, sot: int) -> float:
+        """WhisperNoSpeechDetection: P(<|nospeech|>) in the unprocessed distribution after
+        <|startoftranscript|> (row 0: every beam's prompt is the same)."""
+        logits = cache.prompt_logits[0, sot].astype(np.float32)
+        return float(softmax(logits)[self.contract.no_timestamps_token_id - 1])
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         c = self.contract
