@@ -9,8 +9,9 @@ the alignment heads, cropped to the span's frames), then the tokenizer's `_decod
 into words. edgekit runs `recognize(vad=..., word_timestamps=True)` on the whole recording, its spans
 unpacked (each its own window: like for like) and packed (spans sharing 30 s windows).
 Printed per precision and packing: CPU s per audio s, WER vs the spoken text, spans whose words equal
-transformers', |start/end difference| per word over the words of those spans (max and mean), words
-elsewhere aligned by text (max), and words outside every spoken sentence (text in a silence).
+transformers', |start/end difference| per word over the words of those spans (max and mean; "within
+0.1 s" is issue #21's bound on these), words elsewhere aligned by text (max: a span heard differently
+moves the DTW path of its other words too), and words outside every spoken sentence (text in a silence).
 Usage:
     python benchmarks/bench_vad_words.py [--minutes 10] [--precisions fp32 int8] [--out DIR]
 """
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             mine = [[(w.word, w.start, w.end) for w in words if s.start / RATE <= w.start <= s.end / RATE]
                     for s in spans]
             same, exact, aligned = compare(mine, ref)
-            within = max(exact + aligned, default=0.0) <= LIMIT
+            within = same > 0 and max(exact) <= LIMIT  # the issue's bound: words of matching transcripts
             ok = ok and within
             print(f"| {precision} | {'packed' if pack else 'one a window'} | {cpu:.3f} | "
                   f"{wer(' '.join(rec.texts), got.text):.3f} | {same} of {len(spans)} | {len(exact) // 2} | "

@@ -46,7 +46,7 @@ class VadOptions:
     use_max_poss_sil_at_max_speech: bool = True
     # Not Silero's: whether Whisper lays short spans end to end in shared 30 s encoder windows
     # (tasks/span_packing.py) instead of giving each span a window of its own. None: packed unless
-    # word timestamps are asked (a packed window's DTW moves word times by up to 0.37 s from those of
+    # word timestamps are asked (a packed window's DTW moves word times by up to 0.41 s from those of
     # the span alone, which transformers gives: benchmarks/bench_vad_words.py).
     pack: bool | None = None
 
