@@ -171,6 +171,8 @@ def test_spans_pack_in_order_up_to_one_window() -> None:
     wave = np.arange(210, dtype=np.float32)
     assert np.array_equal(got[1].audio(wave, spans), np.r_[wave[100:130], wave[200:205]])
     assert [w.members for w in pack(spans, [1, 3], 40, share=False)] == [(1,), (3,)]
+    with pytest.raises(ConfigError, match="pack"):
+        edgekit.VadOptions(pack="yes")  # type: ignore[arg-type]
 
 
 def test_a_segment_over_a_span_boundary_is_cut_at_its_words() -> None:
