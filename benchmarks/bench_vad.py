@@ -2,10 +2,11 @@
 
 The recording: the six sentences of benchmarks/real_speech.py spoken by espeak-ng (en-us / en-gb) in turn,
 between silences of 4-20 s (seeded) under -60 dBFS noise, to the length asked (10 minutes by default).
-Whisper base (pretrained, the PyPI wheels) is converted once and transcribes it with `vad=True` and without;
-printed per mode: the real-time factor (seconds of wall time per second of audio), the CPU seconds (all
-threads) per second of audio, the WER against the spoken text, and the segments outside every spoken
-sentence (beyond the VAD's pad): text in a silence.
+Whisper base (pretrained, the PyPI wheels) is converted once and transcribes it with `vad=True` (spans
+packed into shared 30 s windows), with each span in a window of its own, and without VAD; printed per
+mode: the encoder's 30 s windows, the real-time factor (seconds of wall time per second of audio), the
+CPU seconds (all threads) per second of audio, the WER against the spoken text, and the segments outside
+every spoken sentence (beyond the VAD's pad): text in a silence. Word timestamps: bench_vad_words.py.
 Usage:
     python benchmarks/bench_vad.py [--minutes 10] [--precision int8] [--out DIR]
 """
@@ -15,8 +16,9 @@ import argparse
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,6 +64,21 @@ def in_silence(segments: list, spans: list[tuple[int, int]], margin: float) -> l
     return [s for s in segments if not inside(s)]
 
 
+def windows(model: Any, wave: np.ndarray, vad: Any) -> int:
+    """The 30 s windows the encoder reads: the chunks holding sound without VAD; with it, the spans
+    laid into windows as WhisperRecognizer._transcribe_spans lays them."""
+    from edgekit.preprocess.audio import is_silence
+    from edgekit.preprocess.vad import detect
+    from edgekit.tasks.span_packing import pack
+
+    if vad is None:
+        return sum(not is_silence(c.wave) for c in model.chunks(wave))
+    n = model.contract.n_samples
+    spans = detect(wave, RATE, vad.capped(model.chunking.chunk_length_s))
+    short = [i for i, s in enumerate(spans) if s.end - s.start <= n]
+    return len(pack(spans, short, n, vad.pack is not False)) + len(spans) - len(short)  # no words asked here
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -82,19 +99,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{seconds:.0f} s of audio, {len(rec.texts)} sentences ({sum(b - a for a, b in rec.spans) / RATE:.0f} s "
           f"spoken), Whisper base {args.precision}, greedy, English, CPU\n")
     # Wall time is what a user waits; CPU time (all threads) is the work, steadier on a busy machine.
-    print("| mode | real-time factor | CPU s per audio s | WER vs spoken text | segments outside the sentences |")
-    print("|---|---|---|---|---|")
-    # Without VAD a segment is a whole 30 s window unless Whisper's timestamps are asked for: the third
+    print("| mode | encoder windows | real-time factor | CPU s per audio s | WER vs spoken text "
+          "| segments outside the sentences |")
+    print("|---|---|---|---|---|---|")
+    # Without VAD a segment is a whole 30 s window unless Whisper's timestamps are asked for: the last
     # row shows where its text lands then.
     # A VAD span reaches its pad and one 32 ms decision window past the speech.
     margin = FOR_RECOGNITION.speech_pad_ms / 1000 + WINDOW / RATE
-    for vad, stamps in ((False, False), (True, False), (False, True)):
+    modes = (("VAD off", False, False), ("VAD on, one span a window", replace(FOR_RECOGNITION, pack=False), False),
+             ("VAD on, spans packed", FOR_RECOGNITION, False),
+             ("VAD on, spans packed, timestamps", FOR_RECOGNITION, True), ("VAD off, timestamps", False, True))
+    for mode, vad, stamps in modes:
         t, cpu = time.perf_counter(), time.process_time()
         got = model.recognize(rec.wave, sample_rate=RATE, language="en", vad=vad, return_timestamps=stamps)
         rtf, cpu = (time.perf_counter() - t) / seconds, (time.process_time() - cpu) / seconds
         stray = f"{len(in_silence(got.segments, rec.spans, margin))} of {len(got.segments)}" if vad or stamps else "-"
-        mode = f"VAD {'on' if vad else 'off'}{', timestamps' if stamps else ''}"
-        print(f"| {mode} | {rtf:.3f} | {cpu:.3f} | {wer(' '.join(rec.texts), got.text):.3f} | {stray} |", flush=True)
+        print(f"| {mode} | {windows(model, rec.wave, vad or None)} | {rtf:.3f} | {cpu:.3f} | "
+              f"{wer(' '.join(rec.texts), got.text):.3f} | {stray} |", flush=True)
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,11 @@ class VadOptions:
     max_speech_duration_s: float | None = None
     min_silence_at_max_speech_ms: int = 98
     use_max_poss_sil_at_max_speech: bool = True
+    # Not Silero's: whether Whisper lays short spans end to end in shared 30 s encoder windows
+    # (tasks/span_packing.py) instead of giving each span a window of its own. None: packed unless
+    # word timestamps are asked (a packed window's DTW moves word times by up to 0.41 s from those of
+    # the span alone, which transformers gives: benchmarks/bench_vad_words.py).
+    pack: bool | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -58,6 +63,9 @@ class VadOptions:
                or isinstance(getattr(self, k), bool) or getattr(self, k) < 0]
         if bad:
             raise ConfigError("VadOptions durations must be integers >= 0 (milliseconds)", found=", ".join(bad))
+        if self.pack is not None and not isinstance(self.pack, bool):
+            raise ConfigError("VadOptions.pack takes True, False or None", found=repr(self.pack),
+                              fix="None (the default): packed unless word_timestamps=True")
         if self.max_speech_duration_s is not None and self.max_speech_duration_s * RATE <= self.overhead:
             raise ConfigError("VadOptions.max_speech_duration_s is shorter than one window plus both pads",
                               found=f"{self.max_speech_duration_s!r} s",
@@ -72,9 +80,7 @@ class VadOptions:
         """These options with `max_speech_duration_s` set to `seconds` when it was None."""
         if self.max_speech_duration_s is not None:
             return self
-        return VadOptions(self.threshold, self.neg_threshold, self.min_speech_duration_ms,
-                          self.min_silence_duration_ms, self.speech_pad_ms, seconds,
-                          self.min_silence_at_max_speech_ms, self.use_max_poss_sil_at_max_speech)
+        return replace(self, max_speech_duration_s=seconds)
 
 
 # What `recognize(vad=True)` uses: faster-whisper's transcription settings (its VadOptions): 2 s of silence

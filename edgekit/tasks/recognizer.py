@@ -32,6 +32,7 @@ class Options:
     num_beams: int | None = None
     word_timestamps: bool = False
     long_form: LongForm | None = None  # Whisper's sequential long-form mode; None: chunked
+    pack: bool = False  # with vad: short spans share encoder windows (VadOptions.pack)
 
 
 class Recognizer(Model):
@@ -58,7 +59,8 @@ class Recognizer(Model):
         `vad=True` (`preprocess.vad.FOR_RECOGNITION`) or a `VadOptions`: transcribe only the speech
         Silero VAD finds, each span at most one chunk long (unless `max_speech_duration_s` says
         otherwise); `segments` are in the whole audio's time and lie inside the speech spans;
-        silence gives no segments.
+        silence gives no segments. Whisper lays short spans end to end in shared 30 s windows, as
+        faster-whisper's batched pipeline does, unless `word_timestamps` (`VadOptions.pack` decides).
         `word_timestamps=True`: every segment gets `words` (`Word(start, end, word, probability)`,
         seconds in the whole audio's time); Whisper then decodes with timestamp tokens, as
         transformers' pipeline(return_timestamps="word") does.
@@ -69,10 +71,11 @@ class Recognizer(Model):
         """
         if not isinstance(word_timestamps, bool):
             raise ConfigError("recognize(word_timestamps=...) takes True or False", found=repr(word_timestamps))
-        opts = Options(language, task, return_timestamps, max_new_tokens, num_beams, word_timestamps,
-                       _long_form(long_form))
-        self._check(opts)
         speech = _vad_options(vad)
+        pack = speech is not None and (not word_timestamps if speech.pack is None else speech.pack)
+        opts = Options(language, task, return_timestamps, max_new_tokens, num_beams, word_timestamps,
+                       _long_form(long_form), pack=pack)
+        self._check(opts)
         if speech is not None and opts.long_form is not None:
             raise ConfigError("recognize takes vad or long_form, not both",
                               found=f"vad={vad!r}, long_form={long_form!r}",

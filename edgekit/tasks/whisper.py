@@ -27,6 +27,7 @@ from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.recognizer import Options, Recognizer, stitch
 from edgekit.tasks.sampling import SamplingConfig, TokenChooser, log_softmax, softmax
 from edgekit.tasks.search import Stopper, beam_search
+from edgekit.tasks.span_packing import Part, Window, pack, pieces, split
 from edgekit.tasks.whisper_longform import FALLBACK_TOP_K, Decoded, LongForm, LongSegment, sequential
 from edgekit.tasks.whisper_stream import stream_whisper
 from edgekit.tasks.word_times import TokenTiming, token_times
@@ -169,26 +170,25 @@ class WhisperRecognizer(Recognizer):
         return stream_whisper(self, chunks, sample_rate, language, task, step_s, trim_s, max_new_tokens)
 
     def _transcribe_spans(self, wave: np.ndarray, spans: list[Span], opts: Options) -> Transcript:
-        """Speech spans of one window at most go through the encoder and greedy search `batch` at a
-        time (the most the graphs are declared for); a longer span (`max_speech_duration_s` past the
+        """Speech spans of one window at most go through the encoder and greedy search `batch` windows
+        at a time (the most the graphs are declared for); with `opts.pack` short spans share a window
+        (tasks/span_packing.py), else each has its own. A longer span (`max_speech_duration_s` past the
         window) is chunked as `_transcribe` chunks the whole audio."""
         c, rate = self.contract, self.sample_rate
-        parts: dict[int, Transcript] = {}
         short = [i for i, s in enumerate(spans) if s.end - s.start <= c.n_samples]
-        for k in range(0, len(short), c.batch[2]):
-            group = short[k:k + c.batch[2]]
-            feats = np.stack([self.features(wave[spans[i].start:spans[i].end]) for i in group]).astype(np.float32)
-            cross = self.encode(feats)
-            timestamps = opts.return_timestamps or opts.word_timestamps
+        windows = pack(spans, short, c.n_samples, opts.pack)
+        # A shared window is decoded with timestamps: they (and the words' DTW times) say which span
+        # each segment's text came from.
+        timestamps = opts.return_timestamps or opts.word_timestamps or any(len(w.members) > 1 for w in windows)
+        parts: dict[int, Transcript] = {}
+        for k in range(0, len(windows), c.batch[2]):
+            group = windows[k:k + c.batch[2]]
+            cross = self.encode(np.stack([self.features(w.audio(wave, spans)) for w in group]).astype(np.float32))
             rows = self._decode_windows(cross, opts.language, opts.task, timestamps, opts.max_new_tokens,
                                         opts.num_beams or 1)
-            for r, (i, tokens) in enumerate(zip(group, rows)):
-                samples, language = spans[i].end - spans[i].start, opts.language or self._language_of(tokens)
-                timing = None
-                if opts.word_timestamps:
-                    timing = self._timing({k: v[r:r + 1] for k, v in cross.items()}, tokens, samples, language)
-                parts[i] = Transcript(self.decode_text(tokens),
-                                      self._segments(tokens, 0.0, samples / rate, timestamps, timing), language)
+            for r, (window, tokens) in enumerate(zip(group, rows)):
+                one = {name: v[r:r + 1] for name, v in cross.items()}
+                parts.update(self._window_parts(one, tokens, window, opts))
         whole = [parts[i] if i in parts else self._transcribe(wave[s.start:s.end], opts) for i, s in enumerate(spans)]
         return stitch(whole, spans, rate, opts.language)
 
@@ -282,6 +282,35 @@ class WhisperRecognizer(Recognizer):
         <|startoftranscript|> (row 0: every beam's prompt is the same)."""
         logits = cache.prompt_logits[0, sot].astype(np.float32)
         return float(softmax(logits)[self.contract.no_timestamps_token_id - 1])
+
+    def _window_parts(self, cross: dict[str, np.ndarray], tokens: list[int], window: Window,
+                      opts: Options) -> dict[int, Transcript]:
+        """One decoded window -> a transcript per member span, its times from the span's start."""
+        c, rate = self.contract, self.sample_rate
+        language = opts.language or self._language_of(tokens)
+        shared = len(window.members) > 1
+        timing = None
+        if opts.word_timestamps or (shared and c.alignment_heads):
+            timing = self._timing(cross, tokens, window.samples, language)
+        asked = opts.return_timestamps or opts.word_timestamps
+        if not shared:
+            return {window.members[0]: Transcript(self.decode_text(tokens), self._segments(
+                tokens, 0.0, window.samples / rate, asked, timing), language)}
+        found: dict[int, list[Part]] = {i: [] for i in window.members}
+        for piece in pieces(tokens, c.no_timestamps_token_id + 1, c.eos_token_id, c.time_precision,
+                            window.samples / rate):
+            words = None if timing is None else timing.grouped(piece.tokens, 0.0)
+            for part in split(piece, window, rate, words):
+                found[part.member].append(part)
+        out = {}
+        for i, got in found.items():
+            text = self.decode_text([tokens[t] for p in got for t in p.tokens])
+            segments = [Segment(t, p.start, p.end, p.words if opts.word_timestamps else None)
+                        for p in got if (t := self.decode_text([tokens[x] for x in p.tokens]))]
+            if not asked:  # one segment per span, as an unshared window gives
+                segments = [Segment(text, 0.0, window.lengths[window.members.index(i)] / rate)] if text else []
+            out[i] = Transcript(text, segments, language)
+        return out
 
     def features(self, wave: np.ndarray) -> np.ndarray:
         c = self.contract

@@ -161,11 +161,15 @@ class TokenTiming:
         """The words of the text tokens at indices `piece` of `tokens` (one segment's), `offset`
         seconds added. A token spans from the previous token's time to its own, each rounded to
         10 ms (the pipeline's `round(..., 2)`); a word from its first token's start to its last's end."""
+        return [w for w, _ in self.grouped(piece, offset)]
+
+    def grouped(self, piece: list[int], offset: float) -> list[tuple[Word, list[int]]]:
+        """`words`, each with the positions in `piece` of its tokens."""
         k = np.asarray(piece) - self.begin
         ends = np.round(self.times[k], 2)
         starts = np.where(k > 0, np.round(self.times[np.maximum(k - 1, 0)], 2), 0.0)
         out = []
         for text, idx in group_words(self.decode, [self.tokens[i] for i in piece], self.language):
-            out.append(Word(offset + float(starts[idx[0]]), offset + float(ends[idx[-1]]), text,
-                            float(self.probs[k[idx]].mean())))
+            out.append((Word(offset + float(starts[idx[0]]), offset + float(ends[idx[-1]]), text,
+                             float(self.probs[k[idx]].mean())), idx))
         return out
