@@ -1,6 +1,6 @@
 """Structured output on a real chat model: every schema of tests/data/schemas, and what the mask costs.
 
-SmolLM2-135M-Instruct int8 (tests/conftest.py's real_smollm2_int8, cached; or --artifact), one chat turn
+SmolLM2-135M-Instruct int8 (scripts/real_models.py's smollm2_int8, cached; or --artifact), one chat turn
 per schema asking for the object (the request below and the schema as JSON), greedy, and with --beams N
 beam search too. Per schema: whether the answer parses and validates (jsonschema), the tokens it took,
 and decode speed with and without the mask in the same run, alternated: the masked call against an

@@ -33,13 +33,3 @@ def real_whisper_int8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (out / "edgekit.json").is_file():
         edgekit.convert(whisper_base(), out, precision="int8")
     return out
-
-
-
-@pytest.fixture(scope="session")
-def real_smollm2_int8() -> Path:
-    """Real SmolLM2-135M-Instruct converted to int8 once and kept in edgekit's cache (scripts/real_models.py)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from real_models import smollm2_int8
-
-    return smollm2_int8()

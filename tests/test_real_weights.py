@@ -4,7 +4,8 @@ Random or briefly trained weights have none of the outlier activations that make
 language models hard (SmolLM2's MLP down-projections read channels 3100x their median). Each precision
 is converted strictly, so the convert's own gates (converters/specs/generate.py: perplexity on
 held-out natural text against PyTorch's, top-1 agreement) must hold or the convert raises; the test
-then checks what the report says it measured.
+then checks what the report says it measured. The int8 artifact (the one users get by default) is
+converted once and also answers in JSON under a schema (structured output on real weights).
 """
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ def smollm2_exported(smollm2: Path) -> Iterator[ExportedSource]:
         yield ex
 
 
+@pytest.fixture(scope="module")
+def smollm2_int8(smollm2_exported: ExportedSource, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The int8 artifact, converted once: its gates below and the structured-output answers read it."""
+    return smollm2_exported.convert(tmp_path_factory.mktemp("smollm2") / "int8", precision="int8")
+
+
 def _proofs(art: Any) -> list[ParityReport | None]:
     return [art.manifest.parity, *(rg.proof for rg in art.manifest.runtime_graphs.values())]
 
@@ -49,10 +56,14 @@ def _proofs(art: Any) -> list[ParityReport | None]:
 # fp16 holds since RMSNorm's statistics stay fp32 end to end (residual |x| up to 942: x^2 and its mean
 # overflow fp16): perplexity 24.408 against 24.407, top-1 1.0; before, 40091 and 0.012.
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8", "int4"])
-def test_smollm2_holds_its_gates(smollm2_exported: ExportedSource, tmp_path: Path, precision: str) -> None:
+def test_smollm2_holds_its_gates(smollm2_exported: ExportedSource, tmp_path: Path, precision: str,
+                                 request: pytest.FixtureRequest) -> None:
     from edgekit.converters.specs.generate import CHAT_PROMPTS, GATES
 
-    art = smollm2_exported.convert(tmp_path / precision, precision=precision)  # strict: raises outside
+    if precision == "int8":
+        art = request.getfixturevalue("smollm2_int8")
+    else:
+        art = smollm2_exported.convert(tmp_path / precision, precision=precision)  # strict: raises outside
     assert art.manifest.precision.produced == precision
     for p in _proofs(art):
         assert p is not None and p.passed, p
@@ -74,3 +85,24 @@ def test_smollm2_holds_its_gates(smollm2_exported: ExportedSource, tmp_path: Pat
         assert art.manifest.precision.details["tied_head"]["tables"] == 1
         for g in sorted(art.path.rglob("*.onnx")):
             assert_no_float_weights(onnx.load(str(g), load_external_data=False))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["weather_tool_call", "postal_address", "sentiment_enum"])
+def test_structured_chat_answer_validates(smollm2_int8: Any, name: str) -> None:
+    """Asked in a chat turn for one of tests/data/schemas' objects, greedy: the answer parses and validates.
+    The whole set (24 schemas, with the mask's cost per token) is benchmarks/bench_structured.py's."""
+    import json
+
+    import jsonschema
+
+    import edgekit
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_structured import REQUESTS, messages
+
+    m = edgekit.load(smollm2_int8.path, device="cpu", max_context=1024)  # the prompt and answer fit in 1024
+    schema = json.loads((ROOT / "tests" / "data" / "schemas" / f"{name}.json").read_text())
+    text = m.generate(messages=messages(REQUESTS[name], schema), max_new_tokens=160,
+                      response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema}})
+    jsonschema.validate(json.loads(text), schema)
