@@ -35,7 +35,7 @@ def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndar
     asr = edgekit.load(art, device="cpu")
     for wave in waves:
         plain: list[int] = []
-        for language in (None, "en"):
+        for language in (None, "en") if asr.contract.takes_language else (None,):
             inputs = hf_inputs(folder, wave, asr.prompt_ids, asr.contract.rows_per_chunk, language)
             want = hf_audio_lm_tokens(hf, inputs, new)
             plain = plain or want
@@ -120,4 +120,40 @@ def _qwen3_asr(folder: Path, seed: int, shape: str) -> Path:
     return folder
 
 
-BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr}
+# Voxtral Realtime's streaming settings, as its checkpoints' tekken.json "audio" section holds them
+# (mistral-common reads them there): 12.5 tokens a second, 480 ms delay (6 tokens); 2 left-pad tokens
+# at tiny (the prompt [BOS] + 8 [STREAMING_PAD]) where a checkpoint sets its own.
+REALTIME_AUDIO = {"sampling_rate": 16000, "frame_rate": 12.5, "transcription_format": "streaming",
+                  "transcription_delay_ms": 480, "streaming_n_left_pad_tokens": 2,
+                  "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}}
+
+
+def _voxtral_realtime(folder: Path, seed: int, shape: str) -> Path:
+    """A 2-layer causal (sliding-window) encoder on 128 mels, the 4-frame projector and a 2-layer
+    Mistral-like decoder with the time conditioning, saved with its feature extractor, a tokenizer.json
+    holding [STREAMING_PAD], and the tekken.json audio section."""
+    import torch
+    from transformers import (VoxtralRealtimeConfig, VoxtralRealtimeFeatureExtractor,
+                              VoxtralRealtimeForConditionalGeneration)
+
+    tok = _tokenizer("<s>", "</s>", "[STREAMING_PAD]")
+    (hidden, heads), (ah, aheads) = SIZES[shape]
+    audio = dict(hidden_size=ah, intermediate_size=2 * ah, num_hidden_layers=2, num_attention_heads=aheads,
+                 num_key_value_heads=aheads, head_dim=ah // aheads, sliding_window=64)
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), head_dim=hidden // heads,
+                max_position_embeddings=1024, sliding_window=None, bos_token_id=tok.convert_tokens_to_ids("<s>"),
+                eos_token_id=tok.convert_tokens_to_ids("</s>"))
+    cfg = VoxtralRealtimeConfig(audio_config=audio, text_config=text, initializer_range=0.2)
+    torch.manual_seed(seed)
+    model = VoxtralRealtimeForConditionalGeneration(cfg).eval()
+    model.generation_config.bos_token_id = text["bos_token_id"]
+    model.generation_config.eos_token_id = text["eos_token_id"]
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    VoxtralRealtimeFeatureExtractor().save_pretrained(folder)
+    (folder / "tekken.json").write_text(json.dumps({"audio": REALTIME_AUDIO}))
+    return folder
+
+
+BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr, "voxtral_realtime": _voxtral_realtime}
