@@ -1,4 +1,4 @@
-"""Voxtral Realtime in recognize: a causal (streaming) audio encoder whose row for each position is
+"""Voxtral Realtime and Kyutai STT in recognize. Voxtral Realtime: a causal (streaming) audio encoder whose row for each position is
 *added* to that position's token embedding, prompt and decode steps alike (transformers 5.23
 modeling_voxtral_realtime: generate runs the encoder's convolutions once, then each forward feeds the
 layers the frames of its positions with the encoder's key/value cache and adds the projected rows to
@@ -145,3 +145,79 @@ def realtime_inputs(folder: Path, wave: np.ndarray, prompt: list[int], s: Stream
     ids = torch.tensor([prompt])
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_features": feats,
             "num_delay_tokens": s.delay_tokens}
+
+
+# Kyutai STT (transformers 5.23 modeling_kyutai_speech_to_text): a decoder-only LM over the text token
+# and Mimi's codes of one 80 ms frame per position, their embeddings summed (one table, each codebook
+# at its offset); position 0 holds the audio BOS code in every codebook, position p frame p - 1's codes.
+# generate encodes the (silence-padded) waveform with Mimi, a causal codec (causal convolutions, a
+# causal sliding-window transformer): the whole recording at once, or per audio_window_size frames
+# with carried caches where the generation config sets one, gives the same codes.
+
+
+# torch.cdist (Mimi's codebook distances) computes by matrix product above 25 rows and directly below;
+# the audio graph is traced in the first regime, where every recording with its pads falls in real
+# checkpoints (delay + 1 s of silence after it), and the runtime appends silent frames up to it.
+MIMI_MIN_FRAMES = 26
+
+
+class MimiRows(torch.nn.Module):
+    """input_features (frames, 1, frame_size) samples -> (frames + 1, hidden): the audio BOS row, then
+    each frame's codebook embeddings summed (the text token's embedding is added in the decoder)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.codec, self.table = model.codec_model, model.model.embed_tokens.embed_tokens
+        self.offsets = model.model.embed_tokens.audio_tokens_offsets[1:]
+        self.bos = int(model.config.audio_bos_token_id)
+        seanet = self.codec.encoder.encoder_seanet  # the causal convolutions, as generate lists them
+        convs = [seanet.get_submodule(n) for n in seanet._conv1d_layer_names] + [self.codec.encoder.downsample]
+        self.paddings = ([int(c.padding_total) for c in convs], [str(c.pad_mode) for c in convs],
+                         [int(c.in_channels) for c in convs])  # read here: a buffer read in the trace is data
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        # With a (fresh) padding cache, as generate encodes: its causal convolutions take their left
+        # padding from it, not from a right padding computed from the length (data-dependent in a trace).
+        codes = self.codec.encode(input_features.reshape(1, 1, -1), padding_cache=self._padding_cache(),
+                                  return_dict=True).audio_codes[0].transpose(0, 1)
+        codes = torch.cat([torch.full_like(codes[:1], self.bos), codes], dim=0)  # (frames + 1, codebooks)
+        return self.table(codes + self.offsets).sum(dim=1).float()
+
+    def _padding_cache(self) -> Any:
+        """An empty padding cache of the Mimi encoder's causal convolutions, as Kyutai STT's generate
+        builds it (_prepare_model_inputs): each SEANet convolution, then the downsampling one."""
+        from transformers.models.kyutai_speech_to_text.modeling_kyutai_speech_to_text import (
+            KyutaiSpeechToTextConv1dPaddingCache)
+
+        return KyutaiSpeechToTextConv1dPaddingCache(len(self.paddings[0]), *self.paddings)
+
+
+class KyutaiText(torch.nn.Module):
+    """Kyutai STT's LM on embeddings (the decoder adds the code rows); ids alone embed as text tokens
+    (offset 0 in the shared table), which the cache probe feeds."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.inner, self.config = model, model.config
+
+    def get_input_embeddings(self) -> Any:
+        return self.inner.model.embed_tokens.embed_tokens
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, past_key_values: Any = None, use_cache: bool = True,
+                inputs_embeds: torch.Tensor | None = None) -> Any:
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        embeds = self.get_input_embeddings()(input_ids) if inputs_embeds is None else inputs_embeds
+        out = self.inner.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                               past_key_values=past_key_values, use_cache=use_cache)
+        return CausalLMOutputWithPast(logits=self.inner.lm_head(out.last_hidden_state), past_key_values=out.past_key_values)
+
+
+def kyutai_inputs(folder: Path, wave: np.ndarray) -> dict[str, Any]:
+    """transformers' generate inputs as KyutaiSpeechToTextProcessor makes them: the feature extractor's
+    silence-padded waveform; generate starts from the BOS token."""
+    import transformers
+
+    fe = transformers.KyutaiSpeechToTextFeatureExtractor.from_pretrained(folder)
+    return dict(fe(wave, sampling_rate=fe.sampling_rate, return_tensors="pt"))

@@ -44,7 +44,7 @@ def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndar
             got = asr.decode_tokens(wave, new, language)
             if got != want and precision == "fp32":
                 return f"tokens {got} vs transformers' generate {want} (language {language})"
-        text = asr.recognize(wave, sample_rate=16000, max_new_tokens=new).text
+        text = asr.recognize(wave, sample_rate=asr.contract.audio.sample_rate, max_new_tokens=new).text
         if text != asr.decode_text(plain) and precision == "fp32":
             return f"transcript {text!r} vs transformers' generate {asr.decode_text(plain)!r}"
     return ""
@@ -156,4 +156,33 @@ def _voxtral_realtime(folder: Path, seed: int, shape: str) -> Path:
     return folder
 
 
-BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr, "voxtral_realtime": _voxtral_realtime}
+def _kyutai(folder: Path, seed: int, shape: str) -> Path:
+    """Kyutai STT: a 2-layer LM over the tiny text vocabulary and 4 codebooks of 65 codes (its table:
+    text, then each codebook's codes, then the audio pad row), a narrow 1-layer Mimi with 4 quantizers,
+    and a feature extractor that pads 0.16 s before and 0.5 s + 1 s after, as checkpoints pad theirs."""
+    import torch
+    from transformers import (KyutaiSpeechToTextConfig, KyutaiSpeechToTextFeatureExtractor,
+                              KyutaiSpeechToTextForConditionalGeneration)
+
+    tok = _tokenizer("<s>", "</s>")
+    (hidden, heads), _ = SIZES[shape]
+    codec = {"hidden_size": 32, "num_filters": 4, "num_hidden_layers": 1, "intermediate_size": 64,
+             "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 8, "codebook_size": 64,
+             "codebook_dim": 16, "vector_quantization_hidden_dimension": 16, "num_quantizers": 4,
+             "upsample_groups": 32, "sliding_window": 16}
+    cfg = KyutaiSpeechToTextConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
+                                   num_key_value_heads=heads, ffn_dim=2 * hidden, num_codebooks=4, codebook_vocab_size=65,
+                                   audio_bos_token_id=64, audio_pad_token_id=len(tok) + 4 * 65, codec_config=codec,
+                                   bos_token_id=tok.convert_tokens_to_ids("<s>"), pad_token_id=tok.pad_token_id,
+                                   max_position_embeddings=750, sliding_window=375, initializer_range=0.2)
+    torch.manual_seed(seed)
+    model = KyutaiSpeechToTextForConditionalGeneration(cfg).eval()
+    model.generation_config.bos_token_id = cfg.bos_token_id
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    KyutaiSpeechToTextFeatureExtractor(audio_silence_prefix_seconds=0.16, audio_delay_seconds=0.5).save_pretrained(folder)
+    return folder
+
+
+BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr, "voxtral_realtime": _voxtral_realtime,
+            "kyutai_speech_to_text": _kyutai}

@@ -5,8 +5,9 @@ windows, as its processor computes it; Qwen3-ASR: the spectrogram of the wavefor
 frames to whole chunks, and the mask of the rows real frames make) -> the "audio" graph's rows ->
 the transcription prompt with one placeholder token per row -> greedy decoding through the slot-cache
 decoder (tasks/state_loop.py) with the rows merged in the prompt call, as transformers' generate does.
-Voxtral Realtime: the waveform padded with silence both sides -> one row per token position, each
-added to its position's embedding; after the [BOS] [STREAMING_PAD]... prompt one token per row left.
+Voxtral Realtime (its log-mel) and Kyutai STT (Mimi codes of the samples): the waveform padded with
+silence both sides -> one row per token position, each added to its position's embedding; after the
+prompt ([BOS] [STREAMING_PAD]..., or [BOS]) one token per row left.
 """
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ class AudioLMRecognizer(Recognizer):
     def _front_end(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The features, and for "qwen3-asr" the row mask (chunks, rows_per_chunk)."""
         c = self.contract
+        if c.front_end == "mimi":  # the codec takes samples: whole frames of the padded waveform, min_samples at least
+            wave = np.pad(wave, (c.left_pad_samples, c.right_pad_samples))
+            wave = np.pad(wave, (0, max(0, c.min_samples - len(wave))))
+            frames = len(wave) // c.chunk_frames
+            return np.ascontiguousarray(wave[: frames * c.chunk_frames].reshape(frames, 1, c.chunk_frames), np.float32), None
         if c.added:
             return self._realtime_features(wave), None
         if c.front_end == "whisper-windows":  # the processor pads to whole windows, extracts once, then cuts
@@ -94,6 +100,8 @@ class AudioLMRecognizer(Recognizer):
                                                                       "transcribed on its own")
         feeds = {"input_features": feats, **({} if mask is None else {ROW_MASK: mask})}
         rows = self.runners["audio"].run(feeds)[AUDIO_FEATURES]
+        if c.front_end == "mimi":  # the BOS row and the real frames' (a causal codec: silence after changes none)
+            rows = rows[: (len(wave) + c.left_pad_samples + c.right_pad_samples) // c.chunk_frames + 1]
         return np.ascontiguousarray(rows if mask is None else rows[mask.reshape(-1) > 0], np.float32)
 
     def prompt_ids(self, rows: int, language: str | None = None) -> list[int]:
