@@ -59,7 +59,7 @@ class AudioLMSection(Section):
     chunk_frames: int  # log-mel frames per chunk the audio graph takes
     rows_per_chunk: int
     max_chunks: int  # the most windows one prompt holds within the context
-    audio_token_id: int
+    audio_token_id: int  # added rows (no placeholders): the streaming pad (Voxtral Realtime), the audio BOS code (mimi)
     prefix: tuple[int, ...]
     suffix: tuple[int, ...]
     eos_token_id: tuple[int, ...]
