@@ -23,7 +23,7 @@ def save(family: str, folder: Path, seed: int = 0, shape: str = "tiny") -> Path:
 def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndarray]) -> str:
     """At fp32 the greedy tokens of transformers' generate on the family's own inputs (the processor's, or
     Voxtral's extractor with the artifact's prompt ids) equal the artifact's from the raw waveform, with
-    and without a language, and recognize's text is theirs; "" when so, else what differs."""
+    and without a language (where taken), and recognize's text is theirs; "" when so, else what differs."""
     import torch
     import transformers
 
@@ -32,10 +32,14 @@ def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndar
 
     arch = json.loads((folder / "config.json").read_text())["architectures"][0]
     hf = getattr(transformers, arch).from_pretrained(folder, dtype=torch.float32).eval()
+    if arch == "KyutaiSpeechToTextForConditionalGeneration":
+        # generate's streamed path: Mimi encodes frame by frame, its caches carried (without a window it
+        # encodes the recording at once, as the artifact does): the artifact's tokens must equal these.
+        hf.generation_config.audio_window_size = 1
     asr = edgekit.load(art, device="cpu")
     for wave in waves:
         plain: list[int] = []
-        for language in (None, "en"):
+        for language in (None, "en") if asr.contract.takes_language else (None,):
             inputs = hf_inputs(folder, wave, asr.prompt_ids, asr.contract.rows_per_chunk, language)
             want = hf_audio_lm_tokens(hf, inputs, new)
             plain = plain or want
@@ -44,7 +48,7 @@ def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndar
             got = asr.decode_tokens(wave, new, language)
             if got != want and precision == "fp32":
                 return f"tokens {got} vs transformers' generate {want} (language {language})"
-        text = asr.recognize(wave, sample_rate=16000, max_new_tokens=new).text
+        text = asr.recognize(wave, sample_rate=asr.contract.audio.sample_rate, max_new_tokens=new).text
         if text != asr.decode_text(plain) and precision == "fp32":
             return f"transcript {text!r} vs transformers' generate {asr.decode_text(plain)!r}"
     return ""
@@ -120,4 +124,69 @@ def _qwen3_asr(folder: Path, seed: int, shape: str) -> Path:
     return folder
 
 
-BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr}
+# Voxtral Realtime's streaming settings, as its checkpoints' tekken.json "audio" section holds them
+# (mistral-common reads them there): 12.5 tokens a second, 480 ms delay (6 tokens); 2 left-pad tokens
+# at tiny (the prompt [BOS] + 8 [STREAMING_PAD]) where a checkpoint sets its own.
+REALTIME_AUDIO = {"sampling_rate": 16000, "frame_rate": 12.5, "transcription_format": "streaming",
+                  "transcription_delay_ms": 480, "streaming_n_left_pad_tokens": 2,
+                  "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}}
+
+
+def _voxtral_realtime(folder: Path, seed: int, shape: str) -> Path:
+    """A 2-layer causal (sliding-window) encoder on 128 mels, the 4-frame projector and a 2-layer
+    Mistral-like decoder with the time conditioning, saved with its feature extractor, a tokenizer.json
+    holding [STREAMING_PAD], and the tekken.json audio section."""
+    import torch
+    from transformers import (VoxtralRealtimeConfig, VoxtralRealtimeFeatureExtractor,
+                              VoxtralRealtimeForConditionalGeneration)
+
+    tok = _tokenizer("<s>", "</s>", "[STREAMING_PAD]")
+    (hidden, heads), (ah, aheads) = SIZES[shape]
+    audio = dict(hidden_size=ah, intermediate_size=2 * ah, num_hidden_layers=2, num_attention_heads=aheads,
+                 num_key_value_heads=aheads, head_dim=ah // aheads, sliding_window=64)
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), head_dim=hidden // heads,
+                max_position_embeddings=1024, sliding_window=None, bos_token_id=tok.convert_tokens_to_ids("<s>"),
+                eos_token_id=tok.convert_tokens_to_ids("</s>"))
+    cfg = VoxtralRealtimeConfig(audio_config=audio, text_config=text, initializer_range=0.2)
+    torch.manual_seed(seed)
+    model = VoxtralRealtimeForConditionalGeneration(cfg).eval()
+    model.generation_config.bos_token_id = text["bos_token_id"]
+    model.generation_config.eos_token_id = text["eos_token_id"]
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    VoxtralRealtimeFeatureExtractor().save_pretrained(folder)
+    (folder / "tekken.json").write_text(json.dumps({"audio": REALTIME_AUDIO}))
+    return folder
+
+
+def _kyutai(folder: Path, seed: int, shape: str) -> Path:
+    """Kyutai STT: a 2-layer LM over the tiny text vocabulary and 4 codebooks of 65 codes (its table:
+    text, then each codebook's codes, then the audio pad row), a narrow 1-layer Mimi with 4 quantizers,
+    and a feature extractor that pads 0.16 s before and 0.5 s + 1 s after, as checkpoints pad theirs."""
+    import torch
+    from transformers import (KyutaiSpeechToTextConfig, KyutaiSpeechToTextFeatureExtractor,
+                              KyutaiSpeechToTextForConditionalGeneration)
+
+    tok = _tokenizer("<s>", "</s>")
+    (hidden, heads), _ = SIZES[shape]
+    codec = {"hidden_size": 32, "num_filters": 4, "num_hidden_layers": 1, "intermediate_size": 64,
+             "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 8, "codebook_size": 64,
+             "codebook_dim": 16, "vector_quantization_hidden_dimension": 16, "num_quantizers": 4,
+             "upsample_groups": 32, "sliding_window": 16}
+    cfg = KyutaiSpeechToTextConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=heads,
+                                   num_key_value_heads=heads, ffn_dim=2 * hidden, num_codebooks=4, codebook_vocab_size=65,
+                                   audio_bos_token_id=64, audio_pad_token_id=len(tok) + 4 * 65, codec_config=codec,
+                                   bos_token_id=tok.convert_tokens_to_ids("<s>"), pad_token_id=tok.pad_token_id,
+                                   max_position_embeddings=750, sliding_window=375, initializer_range=0.2)
+    torch.manual_seed(seed)
+    model = KyutaiSpeechToTextForConditionalGeneration(cfg).eval()
+    model.generation_config.bos_token_id = cfg.bos_token_id
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    KyutaiSpeechToTextFeatureExtractor(audio_silence_prefix_seconds=0.16, audio_delay_seconds=0.5).save_pretrained(folder)
+    return folder
+
+
+BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr, "voxtral_realtime": _voxtral_realtime,
+            "kyutai_speech_to_text": _kyutai}

@@ -32,6 +32,9 @@ from edgekit.contract.generate import STEP_INPUTS
 from edgekit.contract.recognize import Chunking
 from edgekit.contract.state import AttentionKV
 from edgekit.converters.audio_lm_encoders import Qwen3AsrWindows
+from edgekit.converters.audio_lm_realtime import (MIMI_MIN_FRAMES, STREAMING_PAD, AddedRowsDecoder, KyutaiText, MimiRows,
+                                                  RealtimeEncoder, RealtimeText, added_example, kyutai_inputs,
+                                                  realtime_inputs, streaming)
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec
@@ -69,6 +72,11 @@ FAMILIES: dict[str, Family] = {
     "VoxtralForConditionalGeneration": Family("whisper-windows", "WhisperFeatureExtractor", ("<s>", "[INST]", "[BEGIN_AUDIO]"),
                                               "[AUDIO]", ("[/INST]", "[TRANSCRIBE]"), "lang:{}", 1),
     "Qwen3ASRForConditionalGeneration": Family("qwen3-asr", "Qwen3ASRFeatureExtractor", text_after="<asr_text>"),
+    # converters/audio_lm_realtime.py: [BOS] + [STREAMING_PAD] x (left pad + delay), rows added per position.
+    "VoxtralRealtimeForConditionalGeneration": Family("voxtral-realtime", "VoxtralRealtimeFeatureExtractor", ("<s>",),
+                                                      STREAMING_PAD),
+    # converters/audio_lm_realtime.py: Mimi's codes of each frame summed with the text token, from [BOS].
+    "KyutaiSpeechToTextForConditionalGeneration": Family("mimi", "KyutaiSpeechToTextFeatureExtractor"),
 }
 
 
@@ -111,27 +119,41 @@ class HFAudioLM(ExportSpec):
                                    fix=f"save the {self.kind.extractor} of the checkpoint beside the model")
         self.tokenizer_json = self._tokenizer_json()
         self.model = getattr(transformers, src.architecture).from_pretrained(src.hf_dir, dtype=torch.float32).eval()
-        self.cache = decoder_state(self.model)
+        self.lm = self.model  # Voxtral Realtime: its language model alone, delay-conditioned
+        if self.kind.front_end == "voxtral-realtime":
+            self.lm = RealtimeText(self.model, streaming(src.hf_dir, int(self.fe.get("hop_length", 160))).delay_tokens)
+        elif self.kind.front_end == "mimi":
+            self.lm = KyutaiText(self.model)
+        self.cache = decoder_state(self.lm)
         if not all(isinstance(e, AttentionKV) for e in self.cache.entries):
             raise UnsupportedError(f"'{self.family}' keeps a decoder state other than keys/values",
                                    fix="audio-language recognize supports key/value decoders")
         self.section = self._section()
         s = self.section
-        wrapper = MediaKVDecoder(self.model, tuple(e.layer for e in self.cache.entries), s.audio_token_id)
-        self.decoder = GraphExport("model", wrapper, _example(self.model, self.cache, s.hidden, s.audio_token_id),
-                                   [*STEP_INPUTS, AUDIO_FEATURES, *self.cache.past()], ["logits", *self.cache.present()],
-                                   _dynamic_shapes(len(self.cache.past()), AUDIO_ROWS))
+        names = ([*STEP_INPUTS, AUDIO_FEATURES, *self.cache.past()], ["logits", *self.cache.present()])
+        kv = tuple(e.layer for e in self.cache.entries)
+        if s.added:
+            shapes = _dynamic_shapes(len(self.cache.past()))
+            self.decoder = GraphExport("model", AddedRowsDecoder(self.lm, kv), added_example(self.cache, s.hidden),
+                                       *names, (*shapes[:3], shapes[0], *shapes[4:]))  # the rows: (batch, seq)
+        else:
+            self.decoder = GraphExport("model", MediaKVDecoder(self.model, kv, s.audio_token_id),
+                                       _example(self.model, self.cache, s.hidden, s.audio_token_id), *names,
+                                       _dynamic_shapes(len(self.cache.past()), AUDIO_ROWS))
         self.audio = self._audio_graph()
 
     def _encoder(self) -> torch.nn.Module:
-        return (AudioEncoder(self.model) if self.kind.front_end == "whisper-windows" else Qwen3AsrWindows(self.model)).eval()
+        encoders = {"whisper-windows": AudioEncoder, "qwen3-asr": Qwen3AsrWindows, "voxtral-realtime": RealtimeEncoder,
+                    "mimi": MimiRows}
+        return encoders[self.kind.front_end](self.model).eval()
 
     def _audio_graph(self) -> GraphExport:
         # Two chunks traced (a dim of 1 would be specialised); up to the most one prompt holds.
         s = self.section
-        chunks = Dim(AUDIO_CHUNKS, min=1, max=max(2, s.max_chunks))
-        x = torch.randn(2, s.n_mels, s.chunk_frames)
-        if s.front_end == "whisper-windows":
+        least = MIMI_MIN_FRAMES if s.front_end == "mimi" else 1
+        chunks = Dim(AUDIO_CHUNKS, min=least, max=max(least + 1, s.max_chunks))
+        x = torch.randn(max(2, least), s.n_mels, s.chunk_frames)
+        if s.front_end != "qwen3-asr":
             return GraphExport("audio", self._encoder(), (x,), ["input_features"], [AUDIO_FEATURES], ({0: chunks},))
         mask = torch.ones(2, s.rows_per_chunk, dtype=torch.long)
         mask[1, s.rows_per_chunk // 2:] = 0  # a last chunk part padding: the mask traced as it runs
@@ -139,6 +161,10 @@ class HFAudioLM(ExportSpec):
                            ({0: chunks}, {0: chunks}))
 
     def _section(self) -> AudioLMSection:
+        if self.kind.front_end == "voxtral-realtime":
+            return self._realtime_section()
+        if self.kind.front_end == "mimi":
+            return self._kyutai_section()
         cfg, gen, fe, kind = self.model.config, self.model.generation_config, self.fe, self.kind
         prefix, audio_id, suffix, languages = self._prompt()
         named = getattr(cfg, "audio_token_id", None)
@@ -176,6 +202,62 @@ class HFAudioLM(ExportSpec):
             front_end=kind.front_end,  # type: ignore[arg-type]
             min_samples=int(fe.get("min_length", 0)), language_format=kind.language_format,
             language_before=kind.language_before, language_suffixes=languages, text_after=kind.text_after)
+
+    def _realtime_section(self) -> AudioLMSection:
+        """Voxtral Realtime: one row per token (chunk) of the padded waveform, added per position;
+        the prompt [BOS] + [STREAMING_PAD] x (left pad + delay) (converters/audio_lm_realtime.py)."""
+        assert self.src.hf_dir is not None
+        cfg, fe, k = self.model.config, self.fe, self.kind
+        hop, rate = int(fe.get("hop_length", 160)), int(fe.get("sampling_rate", 16000))
+        st = streaming(self.src.hf_dir, hop)
+        if st.frames_per_token != int(cfg.audio_length_per_tok) or int(fe.get("win_length", 400)) != int(fe.get("n_fft", 400)):
+            raise SourceError("the tekken.json audio settings differ from the model's config",
+                              found=f"{st.frames_per_token} log-mel frames per token vs audio_length_per_tok "
+                                    f"{cfg.audio_length_per_tok}; win_length {fe.get('win_length')}, n_fft {fe.get('n_fft')}",
+                              fix="save the checkpoint's own tekken.json and preprocessor_config.json")
+        ids = self._token_ids((*k.prefix, k.audio))
+        prefix = (*(ids[t] for t in k.prefix), *[ids[k.audio]] * (st.left_pad_tokens + st.delay_tokens))
+        text = cfg.get_text_config()
+        # Within the text model's sliding window too: the graph's keys/values attend to the whole past.
+        context = min(int(getattr(text, "max_position_embeddings", MAX_LEN) or MAX_LEN), MAX_LEN,
+                      int(getattr(text, "sliding_window", None) or MAX_LEN))
+        eos = self.model.generation_config.eos_token_id or text.eos_token_id
+        if eos is None:
+            raise SourceError(f"'{self.src.description}' names no eos_token_id", fix="set it in its generation_config.json")
+        ceiling = fe.get("global_log_mel_max")
+        return AudioLMSection(
+            audio=Chunking(rate, (context - st.left_pad_tokens - st.right_pad_tokens - 1) * st.samples_per_token / rate, 0.0),
+            n_mels=int(fe.get("feature_size", 128)), n_fft=int(fe.get("n_fft", 400)), hop_length=hop,
+            tokenizer="tokenizer.json", cache=self.cache, hidden=int(self.model.get_input_embeddings().embedding_dim),
+            chunk_frames=st.frames_per_token, rows_per_chunk=1, max_chunks=context, audio_token_id=ids[k.audio],
+            prefix=prefix, suffix=(), eos_token_id=tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])),
+            max_context=context, max_new_tokens=None, front_end="voxtral-realtime",
+            left_pad_samples=st.left_pad_tokens * st.samples_per_token, right_pad_tokens=st.right_pad_tokens,
+            language_before=0, log_mel_max=None if ceiling is None else float(ceiling))
+
+    def _kyutai_section(self) -> AudioLMSection:
+        """Kyutai STT: the prompt [BOS]; rows (converters/audio_lm_realtime.MimiRows) added per position,
+        within the LM's sliding window (the graph's keys/values attend to the whole past)."""
+        cfg, fe = self.model.config, self.fe
+        rate, frame = int(fe.get("sampling_rate", 24000)), int(cfg.codec_config.frame_size)
+        if rate != int(cfg.codec_config.sampling_rate):
+            raise SourceError("the feature extractor's sampling rate differs from the Mimi codec's",
+                              found=f"{rate} vs {cfg.codec_config.sampling_rate}", fix="save the checkpoint's own pair")
+        bos = self.model.generation_config.bos_token_id
+        if bos is None:
+            raise SourceError(f"'{self.src.description}' names no bos_token_id", fix="set it in its generation_config.json")
+        context = min(int(cfg.max_position_embeddings), MAX_LEN, int(cfg.sliding_window or MAX_LEN))
+        left = int(float(fe.get("audio_silence_prefix_seconds") or 0.0) * rate)
+        right = int((float(fe.get("audio_delay_seconds") or 0.0) + 1.0) * rate)  # the extractor's: delay + 1 s
+        eos = self.model.generation_config.eos_token_id
+        return AudioLMSection(
+            audio=Chunking(rate, max(frame, (context - 1) * frame - left - right) / rate, 0.0), n_mels=1,
+            n_fft=1, hop_length=1, tokenizer="tokenizer.json", cache=self.cache, min_samples=MIMI_MIN_FRAMES * frame,
+            hidden=int(cfg.hidden_size), chunk_frames=frame, rows_per_chunk=1, max_chunks=context - 1,
+            audio_token_id=int(cfg.audio_bos_token_id), prefix=(int(bos),), suffix=(),
+            eos_token_id=tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])),
+            max_context=context, max_new_tokens=None, front_end="mimi", language_before=0,
+            left_pad_samples=left, right_pad_samples=right)
 
     def _prompt(self) -> tuple[tuple[int, ...], int, tuple[int, ...], dict[str, tuple[int, ...]]]:
         """(prefix, audio token id, suffix, suffix per language): from the family's token names, or from
@@ -255,6 +337,7 @@ class HFAudioLM(ExportSpec):
             inputs = hf_inputs(self.src.hf_dir, w, model.prompt_ids, self.section.rows_per_chunk)
             prompts += int(inputs["input_ids"][0].tolist() == model.prompt_ids(len(model.audio_rows(w))))
             theirs, mine = graph_features(inputs, self.section), model.features(w)
+            mine = mine[: len(theirs)] if self.section.front_end == "mimi" else mine  # less the silence to min_samples
             worst = max(worst, float(np.abs(mine - theirs).max()) if mine.shape == theirs.shape else float("inf"))
             ref = hf_audio_lm_tokens(self.model, inputs, PARITY_NEW_TOKENS)
             got = model.decode_tokens(w, max_new_tokens=PARITY_NEW_TOKENS)
@@ -289,6 +372,11 @@ def hf_inputs(folder: Path, wave: np.ndarray, prompt_ids: Callable[[int, str | N
     import transformers
 
     arch = json.loads((folder / "config.json").read_text())["architectures"][0]
+    if FAMILIES[arch].front_end == "mimi":
+        return {**kyutai_inputs(folder, wave), "input_ids": torch.tensor([prompt_ids(0, language)])}
+    if FAMILIES[arch].front_end == "voxtral-realtime":
+        hop = int(_extractor_config(folder).get("hop_length", 160))
+        return realtime_inputs(folder, wave, prompt_ids(0, language), streaming(folder, hop))
     if not FAMILIES[arch].audio:
         proc = transformers.AutoProcessor.from_pretrained(folder)
         return dict(proc.apply_transcription_request(wave, language=language))
@@ -302,9 +390,16 @@ def hf_inputs(folder: Path, wave: np.ndarray, prompt_ids: Callable[[int, str | N
 
 def graph_features(inputs: dict[str, torch.Tensor], section: AudioLMSection) -> np.ndarray:
     """The reference's input_features laid out as the audio graph takes them (chunks, mels, chunk_frames)."""
-    x = inputs["input_features"].numpy()
+    x = inputs["input_values" if section.front_end == "mimi" else "input_features"].numpy()
     if section.front_end == "whisper-windows":
         return x
+    if section.front_end == "mimi":  # (1, 1, samples) -> whole frames
+        frames = x.shape[-1] // section.chunk_frames
+        return np.ascontiguousarray(x[0, :, : frames * section.chunk_frames].reshape(1, frames, -1).transpose(1, 0, 2))
+    if section.added:  # (1, mels, frames) -> per token
+        tokens = x.shape[-1] // section.chunk_frames
+        return np.ascontiguousarray(x[0, :, : tokens * section.chunk_frames].reshape(
+            section.n_mels, tokens, section.chunk_frames).transpose(1, 0, 2))
     return np.ascontiguousarray(x[0].reshape(section.n_mels, -1, section.chunk_frames).transpose(1, 0, 2))
 
 

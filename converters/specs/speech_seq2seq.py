@@ -59,16 +59,6 @@ UNPORTED: dict[str, str] = {
                            "every other), and its decoder adds learned positions to the encoder states before "
                            "projecting them: neither is in edgekit's speech encoder or decoder graph",
 }
-# Families of the speech seq2seq mapping that are no encoder-decoder, with what they are instead.
-NOT_ENCODER_DECODERS: dict[str, str] = {
-    # modeling_kyutai_speech_to_text.py: generate runs the Mimi codec's encoder on each 1920-sample frame
-    # (its convolutions' padding cache and its transformer's KV cache carried between frames) and feeds the
-    # frame's num_codebooks codes, with the previous text token, to a decoder-only LM that sums their
-    # embeddings: a streaming codec graph with carried state and a multi-stream decoder, not an encoder
-    # once per chunk and a cross-attending decoder.
-    "kyutai_speech_to_text": "a decoder-only language model over text and Mimi audio-codec tokens that encodes "
-                             "the audio frame by frame as it decodes (no encoder run once, no cross-attention)",
-}
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
 MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
 
@@ -393,11 +383,6 @@ def _decoder_positions(cfg: Any) -> int:
 def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, str, str]:
     """(the feature extractor, the encoder's input, SpeechSeq2SeqSection.features) of a family edgekit
     converts with the extractor it has a numpy port of; else UnsupportedError, by name."""
-    if family in NOT_ENCODER_DECODERS:
-        raise UnsupportedError(f"'{description}' is {NOT_ENCODER_DECODERS[family]}, which edgekit's speech "
-                               "encoder-decoder path cannot run", found=f"model_type {family!r}",
-                               fix=f"recognize converts Whisper, the CTC models and the speech encoder-decoders "
-                                   f"{sorted(FRONT_ENDS)}")
     if family not in FRONT_ENDS:
         why = f": {UNPORTED[family]}" if family in UNPORTED else " yet"
         raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert"

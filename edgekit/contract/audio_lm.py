@@ -7,10 +7,21 @@ graph "audio"  input_features (chunks, n_mels, chunk_frames) -> audio_features (
                front_end "qwen3-asr": the log-mel of the waveform (at least `min_samples`), padded with
                zero frames to whole chunks; the graph also takes row_mask (chunks, rows_per_chunk) int64,
                1 where a row comes from real frames, and the runtime keeps only those rows.
+               front_end "voxtral-realtime": the log-mel (centred frames, floor `log_mel_max` - 8) of
+               the waveform padded with `left_pad_samples` zeros before it and, after it, to whole
+               tokens of chunk_frames * hop_length samples plus `right_pad_tokens` tokens; one chunk
+               and one row per token (a causal encoder: all at once equals token by token).
+               front_end "mimi" (Kyutai STT): the waveform padded with `left_pad_samples` zeros before
+               and `right_pad_samples` after, then zeros to `min_samples` at least, cut to whole frames
+               (chunks, 1, chunk_frames samples; n_fft and hop_length 1) -> (chunks + 1, hidden): the
+               audio BOS row, then each frame's summed code embeddings; the runtime keeps the BOS row
+               and the real frames' (the codec is causal: the appended frames change no earlier row).
 graph "model"  the slot-cache decoder of contract/generate.py plus the input audio_features (rows,
                hidden): row k replaces the embedding of the k-th `audio_token_id` of the call (the
                masked_scatter order of transformers' forward, converters/specs/vision_lm.merge_features);
-               decode steps feed zero rows.
+               decode steps feed zero rows. "voxtral-realtime": audio_features is (batch, tokens,
+               hidden), each token's row *added* to its embedding, prompt and steps alike; the
+               prompt is `prefix` (no placeholders), then one token per remaining row.
 The prompt is `prefix`, one `audio_token_id` per row, `suffix`; a language, where asked, is
 `language_suffixes[language]` in place of the suffix (the processor's own prompt per language), or
 `language_format` tokenized and put before the suffix's last `language_before` tokens. The text is
@@ -48,26 +59,37 @@ class AudioLMSection(Section):
     chunk_frames: int  # log-mel frames per chunk the audio graph takes
     rows_per_chunk: int
     max_chunks: int  # the most windows one prompt holds within the context
-    audio_token_id: int
+    audio_token_id: int  # added rows (no placeholders): the streaming pad (Voxtral Realtime), the audio BOS code (mimi)
     prefix: tuple[int, ...]
     suffix: tuple[int, ...]
     eos_token_id: tuple[int, ...]
     max_context: int
     # The default: the generation config's max_new_tokens; None: until eos, within the context this prompt leaves.
     max_new_tokens: int | None
-    front_end: Literal["whisper-windows", "qwen3-asr"] = "whisper-windows"
-    min_samples: int = 0  # shorter waveforms are zero-padded to this many samples first
+    front_end: Literal["whisper-windows", "qwen3-asr", "voxtral-realtime", "mimi"] = "whisper-windows"
+    min_samples: int = 0  # shorter waveforms are zero-padded to this many samples first ("mimi": after the pads)
     language_format: str = ""  # e.g. "lang:{}" (Voxtral); empty: see language_suffixes
     language_before: int = 1  # the language tokens go before the suffix's last this many
     language_suffixes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # language code or name -> suffix
     text_after: str = ""  # the marker the transcript follows (Qwen3-ASR's "<asr_text>"); empty: all of it
+    left_pad_samples: int = 0  # "voxtral-realtime": silence before the waveform
+    right_pad_tokens: int = 0  # "voxtral-realtime": tokens of silence after it (past whole tokens)
+    right_pad_samples: int = 0  # "mimi": silence after the waveform
+    log_mel_max: float | None = None  # "voxtral-realtime": the fixed log-mel ceiling (None: the spectrogram's max)
 
     def __post_init__(self) -> None:
-        if min(self.rows_per_chunk, self.max_chunks, self.hidden, self.max_new_tokens or 1) < 1 or not self.eos_token_id:
+        # Added rows end with the audio (Kyutai STT names no eos): an eos is needed otherwise only.
+        if min(self.rows_per_chunk, self.max_chunks, self.hidden, self.max_new_tokens or 1) < 1 or \
+                not (self.eos_token_id or self.added):
             raise ValueError("an audio-LM section needs rows per chunk, max_chunks, hidden and max_new_tokens >= 1, "
                              "and an eos token")
         if not 0 <= self.language_before <= len(self.suffix):
             raise ValueError(f"language_before {self.language_before} is outside the {len(self.suffix)}-token suffix")
+
+    @property
+    def added(self) -> bool:
+        """Audio rows added per position (every call) rather than in place of placeholder tokens."""
+        return self.front_end in ("voxtral-realtime", "mimi")
 
     @property
     def takes_language(self) -> bool:
@@ -75,13 +97,17 @@ class AudioLMSection(Section):
 
     def needs(self) -> dict[str, GraphNeeds]:
         rows = Need(AUDIO_FEATURES, FLOAT, 2)
+        added = Need(AUDIO_FEATURES, FLOAT, 3)
         mask = (Need(ROW_MASK, INT64, 2),) if self.front_end == "qwen3-asr" else ()
         return {"audio": GraphNeeds((Need("input_features", FLOAT, 3), *mask), (rows,)),
-                "model": self.cache.needs(extra=(rows,))}
+                "model": self.cache.needs(extra=(added if self.added else rows,))}
 
     def call_shapes(self, graph: str) -> list[Phase]:
         if graph == "audio":
-            return [("all", {AUDIO_CHUNKS: (1, 1, self.max_chunks)})]
+            least = max(1, self.min_samples // self.chunk_frames) if self.front_end == "mimi" else 1
+            return [("all", {AUDIO_CHUNKS: (least, least, self.max_chunks)})]
+        if self.added:  # the rows follow the call's batch and sequence
+            return decoder_phases(self.max_context, (1, 1, 1))
         most = self.rows_per_chunk * self.max_chunks
         rows = {"prompt": (0, self.rows_per_chunk, most), "decode": (0, 0, 0)}
         # One recording per call: batch 1.

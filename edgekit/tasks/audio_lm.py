@@ -5,6 +5,9 @@ windows, as its processor computes it; Qwen3-ASR: the spectrogram of the wavefor
 frames to whole chunks, and the mask of the rows real frames make) -> the "audio" graph's rows ->
 the transcription prompt with one placeholder token per row -> greedy decoding through the slot-cache
 decoder (tasks/state_loop.py) with the rows merged in the prompt call, as transformers' generate does.
+Voxtral Realtime (its log-mel) and Kyutai STT (Mimi codes of the samples): the waveform padded with
+silence both sides -> one row per token position, each added to its position's embedding; after the
+prompt ([BOS] [STREAMING_PAD]..., or [BOS]) one token per row left.
 """
 from __future__ import annotations
 
@@ -51,6 +54,13 @@ class AudioLMRecognizer(Recognizer):
     def _front_end(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The features, and for "qwen3-asr" the row mask (chunks, rows_per_chunk)."""
         c = self.contract
+        if c.front_end == "mimi":  # the codec takes samples: whole frames of the padded waveform, min_samples at least
+            wave = np.pad(wave, (c.left_pad_samples, c.right_pad_samples))
+            wave = np.pad(wave, (0, max(0, c.min_samples - len(wave))))
+            frames = len(wave) // c.chunk_frames
+            return np.ascontiguousarray(wave[: frames * c.chunk_frames].reshape(frames, 1, c.chunk_frames), np.float32), None
+        if c.added:
+            return self._realtime_features(wave), None
         if c.front_end == "whisper-windows":  # the processor pads to whole windows, extracts once, then cuts
             padded = max(1, -(-len(wave) // c.audio.window)) * c.audio.window
             mel = whisper_log_mel(wave, c.n_mels, padded, c.n_fft, c.hop_length, c.audio.sample_rate)
@@ -66,6 +76,19 @@ class AudioLMRecognizer(Recognizer):
         rows = np.array([conv_rows(int(n)) for n in real])
         return feats, (np.arange(c.rows_per_chunk)[None, :] < rows[:, None]).astype(np.int64)
 
+    def _realtime_features(self, wave: np.ndarray) -> np.ndarray:
+        """(tokens, n_mels, chunk_frames): VoxtralRealtimeFeatureExtractor (centred frames, the last
+        dropped, a fixed ceiling) on the offline request's padded waveform, cut per token."""
+        c = self.contract
+        per_token = c.chunk_frames * c.hop_length
+        right = -len(wave) % per_token + c.right_pad_tokens * per_token
+        wave = np.pad(wave, (c.left_pad_samples, right))
+        spec = log_mel(wave, c.audio.sample_rate, c.n_fft, c.hop_length, c.n_mels)[:, :-1]
+        spec = np.maximum(spec, (spec.max() if c.log_mel_max is None else c.log_mel_max) - 8.0)
+        tokens = spec.shape[1] // c.chunk_frames
+        spec = ((spec[:, : tokens * c.chunk_frames] + 4.0) / 4.0).reshape(c.n_mels, tokens, c.chunk_frames)
+        return np.ascontiguousarray(spec.transpose(1, 0, 2), np.float32)
+
     def audio_rows(self, wave: np.ndarray) -> np.ndarray:
         """The rows the audio placeholders take, in order (rows, hidden) float32."""
         c = self.contract
@@ -77,11 +100,15 @@ class AudioLMRecognizer(Recognizer):
                                                                       "transcribed on its own")
         feeds = {"input_features": feats, **({} if mask is None else {ROW_MASK: mask})}
         rows = self.runners["audio"].run(feeds)[AUDIO_FEATURES]
+        if c.front_end == "mimi":  # the BOS row and the real frames' (a causal codec: silence after changes none)
+            rows = rows[: (len(wave) + c.left_pad_samples + c.right_pad_samples) // c.chunk_frames + 1]
         return np.ascontiguousarray(rows if mask is None else rows[mask.reshape(-1) > 0], np.float32)
 
     def prompt_ids(self, rows: int, language: str | None = None) -> list[int]:
         """The transcription request: prefix, one placeholder per audio row, the language (where asked), suffix."""
         c = self.contract
+        if c.added:  # no placeholders: the rows are added to the prompt's own positions
+            return list(c.prefix)
         audio = [*c.prefix, *[c.audio_token_id] * rows]
         if language is None:
             return [*audio, *c.suffix]
@@ -106,8 +133,10 @@ class AudioLMRecognizer(Recognizer):
         rows = self.audio_rows(wave)
         ids = np.asarray([self.prompt_ids(len(rows), language)], np.int64)
         new = _new_tokens(max_new_tokens, c.max_new_tokens, c.max_context - ids.shape[1])
+        if c.added:  # one token per row after the prompt, as transformers' generate (max_length: the rows)
+            new = min(new if max_new_tokens is not None else len(rows), len(rows) - ids.shape[1])
         out: list[int] = []
-        with StateLoop(self.runners["model"], c.cache, 1, ids.shape[1] + new - 1, features=rows) as loop:
+        with StateLoop(self.runners["model"], c.cache, 1, ids.shape[1] + new - 1, features=rows, added=c.added) as loop:
             logits = loop.prefill(ids, np.ones_like(ids))
             while True:
                 token = int(np.argmax(logits[0]))

@@ -10,6 +10,8 @@ A "whole" prompt runs as one call with an empty past; a "stepwise" one (recurren
 token per call) is fed token by token, each row of a left-padded batch on its own so that no pad
 token enters a state (what transformers' masking of padded positions gives too). A graph that
 declares the prompt flag (DecoderState) is fed 1 in every prompt call and 0 in every step.
+A decoder whose media rows are added per position (`added`: Voxtral Realtime, contract/audio_lm)
+gets the prompt's rows in the prompt call and its position's row in every step.
 """
 from __future__ import annotations
 
@@ -49,19 +51,23 @@ class StateLoop:
 
     def __init__(self, runner: Runner, state: DecoderState, batch: int, slots: int,
                  resident: Mapping[str, np.ndarray] | None = None, origin: np.ndarray | None = None,
-                 host: bool = False, features: np.ndarray | None = None) -> None:
+                 host: bool = False, features: np.ndarray | None = None, added: bool = False) -> None:
         self.runner, self.state, self.slots, self.host = runner, state, slots, host
         dtypes = {s.name: np.dtype(s.dtype) for s in runner.inputs}
-        # A multimodal decoder's image or audio rows: the prompt call's, then none.
+        # A multimodal decoder's image or audio rows: the prompt call's, then none; or, `added`, one
+        # (batch, 1, hidden) row per step, rewritten in place as the token is.
         self.no_rows = {}
         name = next((n for n in FEATURE_INPUTS if n in dtypes), None)
+        if added and (name is None or features is None or batch != 1):
+            raise ArtifactError("rows added per position need a decoder input of them, the rows, and batch 1",
+                                found=f"input {name}, batch {batch}", fix="convert the model again")
         if name is not None:
-            hidden = {s.name: s for s in runner.inputs}[name].shape[-1]
-            self.no_rows = {name: np.zeros((0, int(hidden)), dtypes[name])}
+            hidden = int({s.name: s for s in runner.inputs}[name].shape[-1])
+            self.no_rows = {name: np.zeros((batch, 1, hidden) if added else (0, hidden), dtypes[name])}
         elif features is not None and len(features):
             raise ArtifactError(f"media features were given to a decoder graph without an input of them {FEATURE_INPUTS}",
                                 fix="convert the vision- or audio-language model again")
-        self.features = features
+        self.features, self.added = features, added
         self.caches = {t.input: np.zeros(t.shape(batch, slots), dtypes[t.input]) for t in state.tensors()}
         self.writes = {t.output: t.input for t in state.tensors() if t.update == SLOTS}
         self.replaces = {t.output: t.input for t in state.tensors() if t.update == REPLACE}
@@ -102,6 +108,8 @@ class StateLoop:
         pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None)
         small = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, PROMPT_FLAG: np.ones((b, 1), np.int64)}
         rows = {n: self.features if self.features is not None else empty for n, empty in self.no_rows.items()}
+        if self.added:
+            rows = {n: self._rows(0, p)[None] for n in self.no_rows}
         out = self._stepper_made().run({**{n: small[n] for n in self.state.inputs}, **rows, **first}, slot=0)
         self.mask[:, :p] = mask
         self.filled = p
@@ -135,12 +143,22 @@ class StateLoop:
     def step(self, tokens: np.ndarray) -> np.ndarray:
         """Feed one token per row at the next slot; returns the logits (batch, vocab)."""
         self.token[:, 0] = tokens
+        for buffer in self.no_rows.values() if self.added else ():
+            buffer[0] = self._rows(int(self.position[0, 0]), 1)
         self._stepper_made().step(self.filled)
         if self.filled < self.slots:
             self.mask[:, self.filled] = 1
         self.filled += 1
         self.position += 1
         return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
+
+    def _rows(self, start: int, n: int) -> np.ndarray:
+        """The added rows of positions start..start+n-1."""
+        assert self.features is not None
+        if start + n > len(self.features):
+            raise ArtifactError(f"position {start + n - 1} has no audio row: {len(self.features)} rows given",
+                                fix="decode no further than the rows reach")
+        return self.features[start:start + n]
 
     def reorder(self, rows: np.ndarray) -> None:
         """Keep batch rows `rows` (in that order, possibly repeated; the batch size stays): beam search
