@@ -35,7 +35,7 @@ NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "sequence_bias": (), "renormalize_logits": (False,), "remove_invalid_values": (False,), "epsilon_cutoff": (0.0,),
     "eta_cutoff": (0.0,), "exponential_decay_length_penalty": (), "top_h": (), "token_healing": (False,),
     "watermarking_config": (), "max_time": (), "output_attentions": (False,), "output_hidden_states": (False,),
-    "assistant_model": (), "prompt_lookup_num_tokens": (), "assistant_early_exit": (), "use_mtp": (False,),
+    "assistant_model": (), "assistant_early_exit": (), "use_mtp": (False,),
     "dola_layers": (), "low_memory": (False,), "prefix_allowed_tokens_fn": (), "logits_processor": (),
     "stopping_criteria": (), "streamer": (), "synced_gpus": (False,), "custom_generate": (),
     "generation_config": (), "tokenizer": (), "decoder_input_ids": (), "inputs_embeds": (), "past_key_values": (),
