@@ -3,7 +3,10 @@
 SmolLM2-135M-Instruct int8 (tests/conftest.py's real_smollm2_int8, cached; or --artifact), one chat turn
 per case, greedy, max_new_tokens --new: plain decoding against `prompt_lookup_num_tokens=N`, alternated
 --repeats times, on the loaded graph (onnxruntime's fused attention) and with --portable the slot graph.
-The tokens must be identical (checked). Decode time is the call's time minus its prompt's (a
+Whether the tokens are plain greedy's is reported: exact at fp32 (tests/test_speculative.py), but
+this int8 artifact's multi-token calls and one-token steps give logits up to 0.48 apart (of |x| <= 30:
+Generator.logits of a 17-token prompt, prompt call vs decode steps; fp32 GPT-2: 1.2e-6), so a near tie
+late in a long answer can go the other way. Decode time is the call's time minus its prompt's (a
 max_new_tokens=1 call of the same prompt, timed beside it), over the tokens after the first.
 Cases: editing a given text (the answer copies most of it: lookups hit), summarising it (some
 phrases copied) and an open question (nothing to look up: where it does not pay).
@@ -45,14 +48,16 @@ def case(gen: Any, prompt: str, new: int, tokens: int, repeats: int) -> dict[str
         first, one = timed(gen, prompt, 1)
         t_plain, plain = timed(gen, prompt, new)
         t_spec, spec = timed(gen, prompt, new, prompt_lookup_num_tokens=tokens)
-        if not np.array_equal(plain.sequences, spec.sequences):
-            raise SystemExit(f"tokens differ: {plain.texts[0]!r} vs {spec.texts[0]!r}")
-        made = plain.sequences.shape[1] - (one.sequences.shape[1] - 1)
-        plain_s.append((made - 1) / max(t_plain - first, 1e-9))
-        spec_s.append((made - 1) / max(t_spec - first, 1e-9))
+        prompt_len = one.sequences.shape[1] - 1
+        a, b = plain.sequences[0, prompt_len:], spec.sequences[0, prompt_len:]
+        n = min(len(a), len(b))
+        parted = int(np.argmin(np.append(a[:n] == b[:n], len(a) == len(b)))) if n else 0
+        same = "yes" if parted == n and len(a) == len(b) else f"from token {parted}"
+        plain_s.append((len(a) - 1) / max(t_plain - first, 1e-9))
+        spec_s.append((len(b) - 1) / max(t_spec - first, 1e-9))
         per_step.append(spec.speculation.tokens_per_step)
-    return {"new": made, "plain": statistics.median(plain_s), "spec": statistics.median(spec_s),
-            "per_step": statistics.median(per_step), "text": spec.texts[0][:70].replace("\n", " ")}
+    return {"new": len(a), "plain": statistics.median(plain_s), "spec": statistics.median(spec_s), "same": same,
+            "per_step": statistics.median(per_step), "text": spec.texts[0][:60].replace("\n", " ")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,11 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         a.artifact = smollm2_int8()
     gen = edgekit.load(a.artifact, device="cpu", portable=a.portable, max_context=1024)
     print(f"{gen!r}, prompt_lookup_num_tokens={a.tokens}, max_new_tokens={a.new}, median of {a.repeats}")
-    print("| case | new tokens | tokens / target call | plain tok/s | prompt lookup tok/s | speed-up | answer |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | new tokens | same tokens | tokens / target call | plain tok/s | prompt lookup tok/s | speed-up | answer |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, prompt in CASES.items():
         r = case(gen, prompt, a.new, a.tokens, a.repeats)
-        print(f"| {name} | {r['new']} | {r['per_step']:.2f} | {r['plain']:.1f} | {r['spec']:.1f} | "
+        print(f"| {name} | {r['new']} | {r['same']} | {r['per_step']:.2f} | {r['plain']:.1f} | {r['spec']:.1f} | "
               f"{r['spec'] / r['plain']:.2f}x | {r['text']} |", flush=True)
     return 0
 

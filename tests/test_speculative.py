@@ -93,3 +93,21 @@ def test_recurrent_state_refused() -> None:
     assert refusal(DecoderState(entries=(kv,))) is None
     assert "recurrent" in (refusal(DecoderState(entries=(kv, ConvState(layer=1, index=0, shape=(4, 3))))) or "")
     assert "compact" in (refusal(DecoderState(entries=(AttentionKV(0, 2, 8, 8, compact=True),))) or "")
+
+
+def test_assistant_drafts_keep_greedy_tokens(gen: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The same weights through the other graph draft (cheap: no second model to convert); a repetition
+    # penalty on the target alone makes it reject drafts, so both caches roll back.
+    other = edgekit.load(converted_gpt2(tmp_path_factory), device="cpu", portable=gen.decoder.kv_layout == "shared")
+    for extra, rejected in (({}, False), ({"repetition_penalty": 1.5}, True)):
+        plain = gen.generate(input_ids=PROMPTS[0], max_new_tokens=40, **extra)
+        spec = gen.generate(input_ids=PROMPTS[0], max_new_tokens=40, assistant_model=other, num_assistant_tokens=6,
+                            return_dict_in_generate=True, **extra)
+        np.testing.assert_array_equal(spec.sequences, plain)
+        s = spec.speculation
+        assert s.tokens_per_step > 1.0 and s.tokens == s.steps + s.accepted, s
+        assert (s.accepted < s.drafted) == rejected, s
+    with pytest.raises(ConfigError, match="one kind of draft"):
+        gen.generate("the cat", max_new_tokens=4, assistant_model=other, prompt_lookup_num_tokens=3)
+    with pytest.raises(ConfigError, match="num_assistant_tokens goes with"):
+        gen.generate("the cat", max_new_tokens=4, num_assistant_tokens=3)

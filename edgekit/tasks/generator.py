@@ -35,7 +35,7 @@ from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, Generate
 from edgekit.tasks.processors import LogitsPipeline
 from edgekit.tasks.prompts import Prompt, check_rows, from_ids, language_code, left_pad, right_pad
 from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
-from edgekit.tasks.speculative import PromptLookup, Speculate, refusal, speculative_greedy
+from edgekit.tasks.speculative import AssistantDraft, PromptLookup, Speculate, refusal, speculative_greedy
 from edgekit.tasks.structured import GrammarRows, OutputFormat, llg_tokenizer
 
 log = logging.getLogger("edgekit")
@@ -180,7 +180,8 @@ class Generator(Model):
                  stop_strings: str | Sequence[str] | None = None, tgt_lang: str | None = None,
                  images: Any = None, response_format: Any = None, grammar: str | None = None,
                  regex: str | None = None, prompt_lookup_num_tokens: int | None = None,
-                 max_matching_ngram_size: int | None = None, **options: Any) -> Any:
+                 max_matching_ngram_size: int | None = None, assistant_model: Generator | None = None,
+                 num_assistant_tokens: int | None = None, **options: Any) -> Any:
         """Generate, as `transformers.generate` does, token for token in fp32.
 
         Prompts: str -> str (the new text), list[str] -> list[str], `messages=[{"role": "user",
@@ -206,11 +207,13 @@ class Generator(Model):
         Speculative decoding: `prompt_lookup_num_tokens=N` (and `max_matching_ngram_size`, default
         2) drafts up to N tokens by n-gram lookup in the text so far and checks them in one target
         call (tasks/speculative.py): greedy, one prompt, plain greedy's tokens; what the drafts did
-        is `GenerateOutput.speculation` (return_dict_in_generate=True).
+        is `GenerateOutput.speculation` (return_dict_in_generate=True). `assistant_model=` (a loaded
+        smaller Generator of the same tokenizer) drafts `num_assistant_tokens` (default 20) greedily
+        with its own cache instead.
         """
         self._check_keywords(options)
         fmt = OutputFormat.make(response_format, grammar, regex)
-        spec = Speculate.make(prompt_lookup_num_tokens, max_matching_ngram_size)
+        spec = Speculate.make(prompt_lookup_num_tokens, max_matching_ngram_size, assistant_model, num_assistant_tokens)
         c = self.contract
         given = {**options, **({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens})}
         if tgt_lang is not None:
@@ -427,16 +430,39 @@ class Generator(Model):
     def _check_speculation(self, spec: Speculate, o: GenerateOptions, p: Prompt, structured: bool,
                            stream: bool) -> None:
         spec.check(o, p.ids.shape[0], structured, stream)
-        why = "an encoder-decoder's drafts are not wired" if self.is_encoder_decoder else refusal(self.contract.cache)
-        if why is not None:
-            raise ConfigError(f"prompt_lookup_num_tokens needs a decoder that checks several tokens in one call: {why}",
-                              found=f"prompt_lookup_num_tokens={spec.tokens} on a {self.contract.cache.__class__.__name__}"
-                                    " decoder", fix="leave prompt_lookup_num_tokens out for this model")
+        for model, role in ((self, "the model"), (spec.assistant, "the assistant")):
+            if model is None:
+                continue
+            why = "an encoder-decoder's drafts are not wired" if model.is_encoder_decoder else refusal(model.contract.cache)
+            if why is not None:
+                raise ConfigError(f"{spec.name} needs decoders that check several tokens in one call: {why}",
+                                  found=f"{role}: {model!r}", fix=f"leave {spec.name} out for this model")
+        if spec.assistant is not None:
+            self._check_assistant(spec.assistant, o.total_length(p.ids.shape[1], self.max_context))
+
+    def _check_assistant(self, a: Any, total: int) -> None:
+        """transformers' assisted generation takes an assistant of the same tokenizer (or a universal one)."""
+        if not isinstance(a, Generator):
+            raise ConfigError("assistant_model takes a loaded edgekit text-generation artifact",
+                              found=type(a).__name__, fix="pass assistant_model=edgekit.load(DRAFT_ARTIFACT)")
+        mine, its = (None if m.tokenizer is None else m.tokenizer.to_str() for m in (self, a))
+        vocab = (int(m.decoder.outputs[0].shape[-1]) for m in (self, a))
+        if mine != its or len(set(vocab)) > 1:
+            raise ConfigError("assistant_model must have the target's tokenizer and vocabulary",
+                              found=f"{a!r}: the tokenizers or logits' vocabularies differ",
+                              fix="convert the draft from a model of the same family and tokenizer")
+        if total > a.max_context:
+            raise ConfigError(f"the assistant's context ({a.max_context}) is shorter than this call's {total} tokens",
+                              fix=f"use max_new_tokens so that prompt + new <= {a.max_context}")
 
     def _speculate(self, run: _Run, p: Prompt, eos: tuple[int, ...], spec: Speculate) -> Any:
         """Greedy decoding with prompt-lookup drafts; the result as `generate` returns it."""
         stats, out = Speculation(), Searched(run.seqs)
-        drafter = PromptLookup(spec.tokens, spec.max_ngram, eos)
+        drafter: PromptLookup | AssistantDraft = PromptLookup(spec.tokens, spec.max_ngram, eos)
+        if spec.assistant is not None:
+            a, length = spec.assistant, run.seqs.shape[1]
+            drafter = AssistantDraft(cache_for(a.decoder, a.contract.cache, 1, length, run.stop.max_length - length),
+                                     spec.tokens, eos)
         try:
             assert isinstance(run.state, (StateLoop, SharedKVCache))  # refusal() let only these through
             for _ in speculative_greedy(run.state, run.logits, run.seqs, run.pipeline, run.stop, drafter, out, stats,
@@ -444,8 +470,10 @@ class Generator(Model):
                 pass
         finally:
             run.state.close()
-        log.info("prompt lookup: %d tokens in %d target steps after the prompt (%.2f per step), %d of %d drafts "
-                 "accepted", stats.tokens, stats.steps, stats.tokens_per_step, stats.accepted, stats.drafted)
+            if isinstance(drafter, AssistantDraft):
+                drafter.state.close()
+        log.info("%s: %d tokens in %d target steps after the prompt (%.2f per step), %d of %d drafts "
+                 "accepted", spec.name, stats.tokens, stats.steps, stats.tokens_per_step, stats.accepted, stats.drafted)
         result = self._result(out, p, run, eos)
         return replace(result, speculation=stats) if isinstance(result, GenerateOutput) else result
 

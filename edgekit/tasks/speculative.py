@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -31,11 +31,15 @@ from edgekit.tasks.search import Searched, Stopper, _check
 class Verifier(Protocol):
     """A decode-loop state that can feed several tokens at once and forget the last ones."""
 
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
+
     def step(self, tokens: np.ndarray) -> np.ndarray: ...
 
     def verify(self, tokens: np.ndarray) -> np.ndarray: ...
 
     def rollback(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Drafter(Protocol):
@@ -126,24 +130,39 @@ def _emit(out: Searched, token: int, stop: Stopper) -> bool:
 
 @dataclass(frozen=True)
 class Speculate:
-    """`prompt_lookup_num_tokens` and `max_matching_ngram_size`, checked (transformers' defaults)."""
+    """What drafts: `prompt_lookup_num_tokens` (with `max_matching_ngram_size`) or `assistant_model`
+    (with `num_assistant_tokens`), checked, with transformers' defaults (2 and 20)."""
 
     tokens: int
     max_ngram: int
+    assistant: Any = None  # a loaded edgekit Generator of the target's tokenizer
+
+    @property
+    def name(self) -> str:
+        return "prompt_lookup_num_tokens" if self.assistant is None else "assistant_model"
 
     @staticmethod
-    def make(tokens: int | None, max_ngram: int | None) -> Speculate | None:
-        if tokens is None:
-            if max_ngram is not None:
-                raise ConfigError("max_matching_ngram_size goes with prompt_lookup_num_tokens",
-                                  found=f"max_matching_ngram_size={max_ngram!r} alone",
-                                  fix="pass prompt_lookup_num_tokens=N too (10 is a common choice)")
+    def make(tokens: int | None, max_ngram: int | None, assistant: Any = None,
+             assistant_tokens: int | None = None) -> Speculate | None:
+        if tokens is not None and assistant is not None:
+            raise ConfigError("pass one kind of draft: prompt_lookup_num_tokens or assistant_model",
+                              found=f"prompt_lookup_num_tokens={tokens!r} and an assistant_model")
+        lone = {"max_matching_ngram_size": max_ngram if tokens is None else None,
+                "num_assistant_tokens": assistant_tokens if assistant is None else None}
+        for name, v in lone.items():
+            if v is not None:
+                raise ConfigError(f"{name} goes with {'prompt_lookup_num_tokens' if name[0] == 'm' else 'assistant_model'}",
+                                  found=f"{name}={v!r} alone", fix="pass the draft option too, or leave it out")
+        if tokens is None and assistant is None:
             return None
-        ngram = 2 if max_ngram is None else max_ngram  # PromptLookupCandidateGenerator's default
-        for name, v in (("prompt_lookup_num_tokens", tokens), ("max_matching_ngram_size", ngram)):
+        checked = {"max_matching_ngram_size": 2 if max_ngram is None else max_ngram,
+                   "prompt_lookup_num_tokens" if assistant is None else "num_assistant_tokens":
+                       (20 if assistant_tokens is None else assistant_tokens) if tokens is None else tokens}
+        for name, v in checked.items():
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"{name} must be an integer >= 1", found=repr(v))
-        return Speculate(int(tokens), int(ngram))
+        n, ngram = list(checked.values())[1], checked["max_matching_ngram_size"]
+        return Speculate(int(n), int(ngram), assistant)
 
     def check(self, opts: GenerateOptions, rows: int, structured: bool, stream: bool) -> None:
         """Refuse by name what speculative decoding does not do here (before any model time)."""
@@ -151,11 +170,11 @@ class Speculate:
                "stream": stream, "num_return_sequences": opts.num_return_sequences > 1, "batch": rows > 1}
         found = [k for k, v in bad.items() if v]
         if found:
-            raise ConfigError(f"prompt_lookup_num_tokens decodes one prompt greedily; it does not take {found}",
+            raise ConfigError(f"{self.name} decodes one prompt greedily; it does not take {found}",
                               found=f"num_beams={opts.num_beams}, do_sample={opts.do_sample}, prompts={rows}, "
                                     f"num_return_sequences={opts.num_return_sequences}, structured={structured}, "
                                     f"stream={stream}",
-                              fix="leave prompt_lookup_num_tokens out for these, or decode one prompt greedily "
+                              fix=f"leave {self.name} out for these, or decode one prompt greedily "
                                   "(transformers' assisted generation also takes batch size 1 only)")
 
 
@@ -170,3 +189,36 @@ def refusal(cache: DecoderState | FullSequence) -> str | None:
     if PROMPT_FLAG in cache.inputs:
         return "the graph's prompt and steps are different programs (prompt_flag)"
     return None
+
+
+class AssistantDraft:
+    """Drafts from a smaller model of the same tokenizer (transformers' AssistedCandidateGenerator with
+    greedy drafting): its own greedy tokens through its own cache, kept in step with the target's text.
+
+    Each call finds where the target's text parts from what the assistant has fed (its rejected
+    drafts), rolls its cache back to there, feeds the target's tokens since in one call and drafts
+    from its logits; the last draft is never fed (the next call may reject it). Drafts are the raw
+    argmax: the target's processors decide what is kept, so they change acceptance, never tokens.
+    """
+
+    def __init__(self, state: Verifier, tokens: int, eos: tuple[int, ...]) -> None:
+        self.state, self.tokens, self.eos = state, tokens, eos
+        self.fed: np.ndarray | None = None  # the tokens in the assistant's cache
+
+    def draft(self, seq: np.ndarray, room: int) -> np.ndarray:
+        if self.fed is None:
+            logits = self.state.prefill(seq[None], np.ones((1, len(seq)), np.int64))
+        else:
+            same = int(np.argmin(np.append(self.fed[: len(seq)] == seq[: len(self.fed)], False)))
+            self.state.rollback(len(self.fed) - same)
+            new = seq[same:]
+            logits = self.state.verify(new[None])[:, -1] if len(new) > 1 else self.state.step(new)
+        self.fed = seq.copy()
+        out: list[int] = []
+        while len(out) < min(self.tokens, room):
+            out.append(int(np.argmax(logits[0])))
+            if out[-1] in self.eos or len(out) == min(self.tokens, room):
+                break
+            logits = self.state.step(np.array(out[-1:], np.int64))
+            self.fed = np.append(self.fed, out[-1])
+        return np.asarray(out, np.int64)
