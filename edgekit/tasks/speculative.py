@@ -1,8 +1,9 @@
 """Speculative greedy decoding: a drafter proposes tokens, the target checks them all in one call.
 
-transformers' assisted generation (`GenerationMixin._assisted_decoding`) with its candidate
+transformers' assisted generation (`GenerationMixin._assisted_decoding`) with two of its candidate
 generators: `prompt_lookup_num_tokens=N` (PromptLookupCandidateGenerator: the continuation of the
-last n-gram's earlier occurrence in the prompt and the text so far). The target feeds its last
+last n-gram's earlier occurrence in the prompt and the text so far) and `assistant_model=` (a
+smaller model of the same tokenizer drafting greedily, AssistedCandidateGenerator). The target feeds its last
 token and the k drafts in one call (`verify`: k + 1 logits rows through the same resident cache);
 drafts agree with the target's own greedy choice up to some m, those m tokens and the target's
 next choice are kept, and the k - m rejected slots are rolled back (masked; later writes
@@ -147,21 +148,22 @@ class Speculate:
         if tokens is not None and assistant is not None:
             raise ConfigError("pass one kind of draft: prompt_lookup_num_tokens or assistant_model",
                               found=f"prompt_lookup_num_tokens={tokens!r} and an assistant_model")
-        lone = {"max_matching_ngram_size": max_ngram if tokens is None else None,
-                "num_assistant_tokens": assistant_tokens if assistant is None else None}
-        for name, v in lone.items():
-            if v is not None:
-                raise ConfigError(f"{name} goes with {'prompt_lookup_num_tokens' if name[0] == 'm' else 'assistant_model'}",
-                                  found=f"{name}={v!r} alone", fix="pass the draft option too, or leave it out")
+        lone = (("max_matching_ngram_size", max_ngram, tokens, "prompt_lookup_num_tokens"),
+                ("num_assistant_tokens", assistant_tokens, assistant, "assistant_model"))
+        for name, v, needs, needed in lone:
+            if v is not None and needs is None:
+                raise ConfigError(f"{name} goes with {needed}", found=f"{name}={v!r} alone",
+                                  fix=f"pass {needed} too, or leave {name} out")
         if tokens is None and assistant is None:
             return None
-        checked = {"max_matching_ngram_size": 2 if max_ngram is None else max_ngram,
-                   "prompt_lookup_num_tokens" if assistant is None else "num_assistant_tokens":
-                       (20 if assistant_tokens is None else assistant_tokens) if tokens is None else tokens}
-        for name, v in checked.items():
+        if assistant is None:
+            name, n = "prompt_lookup_num_tokens", tokens
+        else:  # transformers' GenerationConfig default for num_assistant_tokens
+            name, n = "num_assistant_tokens", 20 if assistant_tokens is None else assistant_tokens
+        ngram = 2 if max_ngram is None else max_ngram  # PromptLookupCandidateGenerator's default
+        for label, v in ((name, n), ("max_matching_ngram_size", ngram)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ConfigError(f"{name} must be an integer >= 1", found=repr(v))
-        n, ngram = list(checked.values())[1], checked["max_matching_ngram_size"]
+                raise ConfigError(f"{label} must be an integer >= 1", found=repr(v))
         return Speculate(int(n), int(ngram), assistant)
 
     def check(self, opts: GenerateOptions, rows: int, structured: bool, stream: bool) -> None:
