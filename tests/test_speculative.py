@@ -109,5 +109,7 @@ def test_assistant_drafts_keep_greedy_tokens(gen: Any, tmp_path_factory: pytest.
         assert (s.accepted < s.drafted) == rejected, s
     with pytest.raises(ConfigError, match="one kind of draft"):
         gen.generate("the cat", max_new_tokens=4, assistant_model=other, prompt_lookup_num_tokens=3)
+    with pytest.raises(ConfigError, match="loaded edgekit text-generation artifact"):
+        gen.generate("the cat", max_new_tokens=4, assistant_model="draft-folder")
     with pytest.raises(ConfigError, match="num_assistant_tokens goes with"):
         gen.generate("the cat", max_new_tokens=4, num_assistant_tokens=3)

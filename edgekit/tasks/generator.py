@@ -430,6 +430,8 @@ class Generator(Model):
     def _check_speculation(self, spec: Speculate, o: GenerateOptions, p: Prompt, structured: bool,
                            stream: bool) -> None:
         spec.check(o, p.ids.shape[0], structured, stream)
+        if spec.assistant is not None:
+            self._check_assistant(spec.assistant, o.total_length(p.ids.shape[1], self.max_context), p)
         for model, role in ((self, "the model"), (spec.assistant, "the assistant")):
             if model is None:
                 continue
@@ -437,10 +439,8 @@ class Generator(Model):
             if why is not None:
                 raise ConfigError(f"{spec.name} needs decoders that check several tokens in one call: {why}",
                                   found=f"{role}: {model!r}", fix=f"leave {spec.name} out for this model")
-        if spec.assistant is not None:
-            self._check_assistant(spec.assistant, o.total_length(p.ids.shape[1], self.max_context))
 
-    def _check_assistant(self, a: Any, total: int) -> None:
+    def _check_assistant(self, a: Any, total: int, p: Prompt) -> None:
         """transformers' assisted generation takes an assistant of the same tokenizer (or a universal one)."""
         if not isinstance(a, Generator):
             raise ConfigError("assistant_model takes a loaded edgekit text-generation artifact",
@@ -451,12 +451,15 @@ class Generator(Model):
             raise ConfigError("assistant_model must have the target's tokenizer and vocabulary",
                               found=f"{a!r}: the tokenizers or logits' vocabularies differ",
                               fix="convert the draft from a model of the same family and tokenizer")
+        if p.features is not None:
+            raise ConfigError("assistant_model drafts from text alone; this prompt has image or audio rows",
+                              fix="use prompt_lookup_num_tokens for a prompt with media, or leave the assistant out")
         if total > a.max_context:
             raise ConfigError(f"the assistant's context ({a.max_context}) is shorter than this call's {total} tokens",
                               fix=f"use max_new_tokens so that prompt + new <= {a.max_context}")
 
     def _speculate(self, run: _Run, p: Prompt, eos: tuple[int, ...], spec: Speculate) -> Any:
-        """Greedy decoding with prompt-lookup drafts; the result as `generate` returns it."""
+        """Greedy decoding with drafts checked by the model; the result as `generate` returns it."""
         stats, out = Speculation(), Searched(run.seqs)
         drafter: PromptLookup | AssistantDraft = PromptLookup(spec.tokens, spec.max_ngram, eos)
         if spec.assistant is not None:
