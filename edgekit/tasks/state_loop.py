@@ -151,7 +151,7 @@ class StateLoop:
         why = refusal(self.state)
         if why is not None:
             raise ConfigError("this decoder cannot check several tokens in one call", found=why,
-                              fix="leave prompt_lookup_num_tokens out for this model")
+                              fix="leave prompt_lookup_num_tokens and assistant_model out for this model")
         if self.filled + n > self.slots:
             raise InputError(f"{n} tokens do not fit the cache", found=f"{self.filled} of {self.slots} slots used")
         mask = np.concatenate([self.mask[:, : self.slots], np.ones((b, n), np.int64)], axis=1)
