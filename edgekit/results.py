@@ -63,6 +63,7 @@ class GenerateOutput:
     sequences_scores: Any = None
     beam_indices: Any = None
     texts: list[str] | None = None
+    speculation: Speculation | None = None  # generate(..., prompt_lookup_num_tokens=N): what the drafts did
 
     def __getitem__(self, key: str) -> Any:
         if key not in self.keys():
@@ -71,6 +72,22 @@ class GenerateOutput:
 
     def keys(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass
+class Speculation:
+    """What speculative decoding did in one generate call: the target's decode calls after its
+    prompt (`steps`), the tokens they made, the tokens drafted and the drafts accepted."""
+
+    steps: int = 0
+    tokens: int = 0
+    drafted: int = 0
+    accepted: int = 0
+
+    @property
+    def tokens_per_step(self) -> float:
+        """New tokens per target decode call (1.0 is plain decoding)."""
+        return self.tokens / self.steps if self.steps else 0.0
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ tasks/processors.py, the keywords tasks/options.py, chat prompts tasks/chat.py.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -21,7 +22,7 @@ from edgekit.contract.generate import ENCODER_MASK, FullSequence, GenerateSectio
 from edgekit.contract.state import DecoderState
 from edgekit.errors import ArtifactError, ConfigError, InputError
 from edgekit.preprocess.text import check_texts, read_tokenizer
-from edgekit.results import GenerateOutput
+from edgekit.results import GenerateOutput, Speculation
 from edgekit.runtimes.base import Runner
 from edgekit.tasks import chat
 from edgekit.tasks.compactkv import CompactKV
@@ -34,7 +35,10 @@ from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, Generate
 from edgekit.tasks.processors import LogitsPipeline
 from edgekit.tasks.prompts import Prompt, check_rows, from_ids, language_code, left_pad, right_pad
 from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
+from edgekit.tasks.speculative import AssistantDraft, PromptLookup, Speculate, refusal, speculative_greedy
 from edgekit.tasks.structured import GrammarRows, OutputFormat, llg_tokenizer
+
+log = logging.getLogger("edgekit")
 
 
 def cache_for(runner: Runner, cfg: DecoderState | FullSequence, batch: int, prompt: int, new: int,
@@ -175,7 +179,9 @@ class Generator(Model):
                  eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
                  stop_strings: str | Sequence[str] | None = None, tgt_lang: str | None = None,
                  images: Any = None, response_format: Any = None, grammar: str | None = None,
-                 regex: str | None = None, **options: Any) -> Any:
+                 regex: str | None = None, prompt_lookup_num_tokens: int | None = None,
+                 max_matching_ngram_size: int | None = None, assistant_model: Generator | None = None,
+                 num_assistant_tokens: int | None = None, **options: Any) -> Any:
         """Generate, as `transformers.generate` does, token for token in fp32.
 
         Prompts: str -> str (the new text), list[str] -> list[str], `messages=[{"role": "user",
@@ -197,9 +203,17 @@ class Generator(Model):
         `grammar=` (Lark, or llama.cpp's GBNF) or `regex=`: every step masks the tokens that would
         leave it, greedy, sampling and beam search alike, and the output ends at eos where it is
         complete (unless max_new_tokens ends it first: logged).
+
+        Speculative decoding: `prompt_lookup_num_tokens=N` (and `max_matching_ngram_size`, default
+        2) drafts up to N tokens by n-gram lookup in the text so far and checks them in one target
+        call (tasks/speculative.py): greedy, one prompt, plain greedy's tokens; what the drafts did
+        is `GenerateOutput.speculation` (return_dict_in_generate=True). `assistant_model=` (a loaded
+        smaller Generator of the same tokenizer) drafts `num_assistant_tokens` (default 20) greedily
+        with its own cache instead.
         """
         self._check_keywords(options)
         fmt = OutputFormat.make(response_format, grammar, regex)
+        spec = Speculate.make(prompt_lookup_num_tokens, max_matching_ngram_size, assistant_model, num_assistant_tokens)
         c = self.contract
         given = {**options, **({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens})}
         if tgt_lang is not None:
@@ -215,7 +229,11 @@ class Generator(Model):
                               tgt_lang if c.encoder is not None and c.encoder.language_prefix else None, images)
         if stream:
             self._check_stream(prompt, opts)
+        if spec is not None:
+            self._check_speculation(spec, opts, prompt, fmt is not None, stream)
         run = self._start(prompt, opts, pad, eos, stops, seed, fmt)
+        if spec is not None:
+            return self._speculate(run, prompt, eos, spec)
         if stream:
             return self._stream(run)
         try:
@@ -408,6 +426,59 @@ class Generator(Model):
         if texts is None:
             return seqs
         return texts[0] if p.form == "text" and len(texts) == 1 else texts
+
+    def _check_speculation(self, spec: Speculate, o: GenerateOptions, p: Prompt, structured: bool,
+                           stream: bool) -> None:
+        spec.check(o, p.ids.shape[0], structured, stream)
+        if spec.assistant is not None:
+            self._check_assistant(spec.assistant, o.total_length(p.ids.shape[1], self.max_context), p)
+        for model, role in ((self, "the model"), (spec.assistant, "the assistant")):
+            if model is None:
+                continue
+            why = "an encoder-decoder's drafts are not wired" if model.is_encoder_decoder else refusal(model.contract.cache)
+            if why is not None:
+                raise ConfigError(f"{spec.name} needs decoders that check several tokens in one call: {why}",
+                                  found=f"{role}: {model!r}", fix=f"leave {spec.name} out for this model")
+
+    def _check_assistant(self, a: Any, total: int, p: Prompt) -> None:
+        """transformers' assisted generation takes an assistant of the same tokenizer (or a universal one)."""
+        if not isinstance(a, Generator):
+            raise ConfigError("assistant_model takes a loaded edgekit text-generation artifact",
+                              found=type(a).__name__, fix="pass assistant_model=edgekit.load(DRAFT_ARTIFACT)")
+        mine, its = (None if m.tokenizer is None else m.tokenizer.to_str() for m in (self, a))
+        vocab = (int(m.decoder.outputs[0].shape[-1]) for m in (self, a))
+        if mine != its or len(set(vocab)) > 1:
+            raise ConfigError("assistant_model must have the target's tokenizer and vocabulary",
+                              found=f"{a!r}: the tokenizers or logits' vocabularies differ",
+                              fix="convert the draft from a model of the same family and tokenizer")
+        if p.features is not None:
+            raise ConfigError("assistant_model drafts from text alone; this prompt has image or audio rows",
+                              fix="use prompt_lookup_num_tokens for a prompt with media, or leave the assistant out")
+        if total > a.max_context:
+            raise ConfigError(f"the assistant's context ({a.max_context}) is shorter than this call's {total} tokens",
+                              fix=f"use max_new_tokens so that prompt + new <= {a.max_context}")
+
+    def _speculate(self, run: _Run, p: Prompt, eos: tuple[int, ...], spec: Speculate) -> Any:
+        """Greedy decoding with drafts checked by the model; the result as `generate` returns it."""
+        stats, out = Speculation(), Searched(run.seqs)
+        drafter: PromptLookup | AssistantDraft = PromptLookup(spec.tokens, spec.max_ngram, eos)
+        if spec.assistant is not None:
+            a, length = spec.assistant, run.seqs.shape[1]
+            drafter = AssistantDraft(cache_for(a.decoder, a.contract.cache, 1, length, run.stop.max_length - length),
+                                     spec.tokens, eos)
+        try:
+            assert isinstance(run.state, (StateLoop, SharedKVCache))  # refusal() let only these through
+            for _ in speculative_greedy(run.state, run.logits, run.seqs, run.pipeline, run.stop, drafter, out, stats,
+                                        (run.opts.output_scores, run.opts.output_logits)):
+                pass
+        finally:
+            run.state.close()
+            if isinstance(drafter, AssistantDraft):
+                drafter.state.close()
+        log.info("%s: %d tokens in %d target steps after the prompt (%.2f per step), %d of %d drafts "
+                 "accepted", spec.name, stats.tokens, stats.steps, stats.tokens_per_step, stats.accepted, stats.drafted)
+        result = self._result(out, p, run, eos)
+        return replace(result, speculation=stats) if isinstance(result, GenerateOutput) else result
 
     def _check_stream(self, p: Prompt, o: GenerateOptions) -> None:
         if p.form != "text":

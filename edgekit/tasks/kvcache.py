@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgekit.contract.state import DecoderState
+from edgekit.errors import InputError
 from edgekit.runtimes.base import Runner, StepSpec
 from edgekit.tasks.state_loop import vocab_of
 
@@ -63,6 +64,25 @@ class SharedKVCache:
         self._stepper.step(int(self.position.max()))
         self.position += 1
         return self.logits[:, 0].copy()  # the bound buffer is overwritten by the next step
+
+    def verify(self, tokens: np.ndarray) -> np.ndarray:
+        """Feed n tokens per row after each row's tokens in one call (speculative decoding's check of
+        its drafts); returns their logits (batch, n, vocab). GroupQueryAttention masks causally
+        within a call after a past (onnxruntime's "subsequent prompt")."""
+        b, n = tokens.shape
+        if int(self.position.max()) + n > self.slots:
+            raise InputError(f"{n} tokens do not fit the cache", found=f"{self.filled} of {self.slots} slots used")
+        pos = self.position + np.arange(n)
+        out = self._stepper.run({"input_ids": np.asarray(tokens, np.int64), "position_ids": pos,
+                                 "total_length": self.position[:, 0] + n})
+        self.position += n
+        return out["logits"]
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n fed tokens: the count goes back and the next call overwrites their slots."""
+        if not 0 <= n <= int(self.position.min()):
+            raise InputError(f"cannot roll back {n} tokens", found=f"{self.filled} fed")
+        self.position -= n
 
     def reorder(self, rows: np.ndarray) -> None:
         """Keep batch rows `rows` (the batch size stays): each row's slots and its token count move."""

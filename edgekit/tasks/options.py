@@ -35,7 +35,7 @@ NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
     "sequence_bias": (), "renormalize_logits": (False,), "remove_invalid_values": (False,), "epsilon_cutoff": (0.0,),
     "eta_cutoff": (0.0,), "exponential_decay_length_penalty": (), "top_h": (), "token_healing": (False,),
     "watermarking_config": (), "max_time": (), "output_attentions": (False,), "output_hidden_states": (False,),
-    "assistant_model": (), "prompt_lookup_num_tokens": (), "assistant_early_exit": (), "use_mtp": (False,),
+    "assistant_early_exit": (), "use_mtp": (False,),
     "dola_layers": (), "low_memory": (False,), "prefix_allowed_tokens_fn": (), "logits_processor": (),
     "stopping_criteria": (), "streamer": (), "synced_gpus": (False,), "custom_generate": (),
     "generation_config": (), "tokenizer": (), "decoder_input_ids": (), "inputs_embeds": (), "past_key_values": (),
@@ -43,7 +43,7 @@ NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
 # Settings of how transformers computes, not of what: they change no token, so any value is accepted.
 NO_EFFECT = ("use_cache", "cache_implementation", "cache_config", "max_cache_len", "compile_config",
              "disable_compile", "prefill_chunk_size", "continuous_batching_config", "is_assistant",
-             "num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
+             "num_assistant_tokens_schedule", "assistant_confidence_threshold",
              "assistant_lookbehind", "target_lookbehind")
 
 

@@ -24,8 +24,9 @@ from edgekit.contract.state import REPLACE, SLOTS, DecoderState
 from edgekit.contract.state.base import PROMPT_FLAG
 from edgekit.contract.audio_lm import AUDIO_FEATURES
 from edgekit.contract.vision import IMAGE_FEATURES
-from edgekit.errors import ArtifactError
+from edgekit.errors import ArtifactError, ConfigError, InputError
 from edgekit.runtimes.base import HostStepper, Runner, StepSpec, Stepper
+from edgekit.tasks.speculative import refusal
 
 
 def vocab_of(runner: Runner) -> int:
@@ -159,6 +160,36 @@ class StateLoop:
             raise ArtifactError(f"position {start + n - 1} has no audio row: {len(self.features)} rows given",
                                 fix="decode no further than the rows reach")
         return self.features[start:start + n]
+
+    def verify(self, tokens: np.ndarray) -> np.ndarray:
+        """Feed n tokens per row at the next n slots in one call (speculative decoding checks its
+        drafted tokens so); returns their logits (batch, n, vocab). The graph masks causally within
+        the call (it is exported for n new tokens after a past: converters/specs/causal_lm.py)."""
+        b, n = tokens.shape
+        why = refusal(self.state) or ("its media rows are added one per position, fed with each step"
+                                      if self.added else None)
+        if why is not None:
+            raise ConfigError("this decoder cannot check several tokens in one call", found=why,
+                              fix="leave prompt_lookup_num_tokens and assistant_model out for this model")
+        if self.filled + n > self.slots:
+            raise InputError(f"{n} tokens do not fit the cache", found=f"{self.filled} of {self.slots} slots used")
+        mask = np.concatenate([self.mask[:, : self.slots], np.ones((b, n), np.int64)], axis=1)
+        small = {"input_ids": np.asarray(tokens, np.int64), "attention_mask": mask,
+                 "position_ids": self.position + np.arange(n)}
+        out = self._stepper_made().run({**{k: small[k] for k in self.state.inputs}, **self.no_rows}, slot=self.filled)
+        self.mask[:, self.filled : self.filled + n] = 1
+        self.filled += n
+        self.position += n
+        return out["logits"]
+
+    def rollback(self, n: int) -> None:
+        """Forget the last n fed tokens: their slots are masked again and the next tokens overwrite
+        them, so nothing of the cache is copied."""
+        if not 0 <= n <= self.filled:
+            raise InputError(f"cannot roll back {n} tokens", found=f"{self.filled} fed")
+        self.filled -= n
+        self.position -= n
+        self.mask[:, self.filled : self.filled + n] = 0
 
     def reorder(self, rows: np.ndarray) -> None:
         """Keep batch rows `rows` (in that order, possibly repeated; the batch size stays): beam search

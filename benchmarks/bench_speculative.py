@@ -1,0 +1,92 @@
+"""Speculative decoding with prompt-lookup drafts on a real chat model: tokens per target call and decode speed.
+
+SmolLM2-135M-Instruct int8 (tests/conftest.py's real_smollm2_int8, cached; or --artifact), one chat turn
+per case, greedy, max_new_tokens --new: plain decoding against `prompt_lookup_num_tokens=N`, alternated
+--repeats times, on the loaded graph (onnxruntime's fused attention) and with --portable the slot graph.
+Whether the tokens are plain greedy's is reported: exact at fp32 (tests/test_speculative.py), but
+this int8 artifact's multi-token calls and one-token steps give logits up to 0.48 apart (of |x| <= 30:
+Generator.logits of a 17-token prompt, prompt call vs decode steps; fp32 GPT-2: 1.2e-6), so a near tie
+late in a long answer can go the other way. Decode time is the call's time minus its prompt's (a
+max_new_tokens=1 call of the same prompt, timed beside it), over the tokens after the first.
+Cases: editing a given text (the answer copies most of it: lookups hit), summarising it (some
+phrases copied) and an open question (nothing to look up: where it does not pay).
+
+    python benchmarks/bench_speculative.py [--artifact DIR] [--tokens 10] [--new 96] [--repeats 2]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = ("The city council met on Tuesday to discuss the new bike lanes on Main Street. Several residents "
+        "said the lanes made their commute safer, while shop owners worried about losing parking spaces. "
+        "The council agreed to count cyclists for three months before making a final decision.")
+CASES = {
+    "edit": f"Rewrite this text with 'Tuesday' changed to 'Wednesday'; keep everything else the same:\n\n{TEXT}",
+    "summarise": f"Summarise this text in two sentences:\n\n{TEXT}",
+    "open": "Write a short story about a lighthouse keeper.",
+}
+
+
+def timed(gen: Any, prompt: str, new: int, **kw: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = gen.generate(messages=[{"role": "user", "content": prompt}], max_new_tokens=new,
+                       return_dict_in_generate=True, **kw)
+    return time.perf_counter() - start, out
+
+
+def case(gen: Any, prompt: str, new: int, tokens: int, repeats: int) -> dict[str, Any]:
+    plain_s, spec_s, per_step, calls = [], [], [], []
+    for _ in range(repeats):
+        first, one = timed(gen, prompt, 1)
+        t_plain, plain = timed(gen, prompt, new)
+        t_spec, spec = timed(gen, prompt, new, prompt_lookup_num_tokens=tokens)
+        prompt_len = one.sequences.shape[1] - 1
+        a, b = plain.sequences[0, prompt_len:], spec.sequences[0, prompt_len:]
+        n = min(len(a), len(b))
+        diff = np.flatnonzero(a[:n] != b[:n])
+        same = f"from token {diff[0]}" if len(diff) else "yes" if len(a) == len(b) else f"from token {n}"
+        calls.append((t_plain, t_spec))
+        plain_s.append((len(a) - 1) / max(t_plain - first, 1e-9))
+        spec_s.append((len(b) - 1) / max(t_spec - first, 1e-9))
+        per_step.append(spec.speculation.tokens_per_step)
+    return {"call": [statistics.median(c) for c in zip(*calls)], "new": len(a), "plain": statistics.median(plain_s), "spec": statistics.median(spec_s), "same": same,
+            "per_step": statistics.median(per_step), "text": spec.texts[0][:60].replace("\n", " ")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--artifact", type=Path)
+    p.add_argument("--tokens", type=int, default=10, help="prompt_lookup_num_tokens")
+    p.add_argument("--new", type=int, default=96)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--portable", action="store_true", help="the portable slot graph instead of fused attention")
+    a = p.parse_args(argv)
+    import edgekit
+
+    if a.artifact is None:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from real_models import smollm2_int8
+
+        a.artifact = smollm2_int8()
+    gen = edgekit.load(a.artifact, device="cpu", portable=a.portable, max_context=1024)
+    print(f"{gen!r}, prompt_lookup_num_tokens={a.tokens}, max_new_tokens={a.new}, median of {a.repeats}")
+    print("| case | new tokens | same tokens | tokens / target call | call s: plain / lookup | decode tok/s: plain / "
+          "lookup | decode speed-up | answer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, prompt in CASES.items():
+        r = case(gen, prompt, a.new, a.tokens, a.repeats)
+        print(f"| {name} | {r['new']} | {r['same']} | {r['per_step']:.2f} | {r['call'][0]:.2f} / {r['call'][1]:.2f} | "
+              f"{r['plain']:.1f} / {r['spec']:.1f} | {r['spec'] / r['plain']:.2f}x | {r['text']} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

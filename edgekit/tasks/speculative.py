@@ -1,0 +1,226 @@
+"""Speculative greedy decoding: a drafter proposes tokens, the target checks them all in one call.
+
+transformers' assisted generation (`GenerationMixin._assisted_decoding`) with two of its candidate
+generators: `prompt_lookup_num_tokens=N` (PromptLookupCandidateGenerator: the continuation of the
+last n-gram's earlier occurrence in the prompt and the text so far) and `assistant_model=` (a
+smaller model of the same tokenizer drafting greedily, AssistedCandidateGenerator). The target feeds its last
+token and the k drafts in one call (`verify`: k + 1 logits rows through the same resident cache);
+drafts agree with the target's own greedy choice up to some m, those m tokens and the target's
+next choice are kept, and the k - m rejected slots are rolled back (masked; later writes
+overwrite them). Every kept token is the target's argmax after the same processors as plain
+greedy, so the tokens are plain greedy's.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from edgekit.contract.generate import FullSequence
+from edgekit.contract.state import REPLACE, DecoderState
+from edgekit.contract.state.base import PROMPT_FLAG
+from edgekit.errors import ConfigError
+from edgekit.results import Speculation
+from edgekit.tasks.options import GenerateOptions
+from edgekit.tasks.processors import LogitsPipeline
+from edgekit.tasks.search import Searched, Stopper, _check
+
+
+class Verifier(Protocol):
+    """A decode-loop state that can feed several tokens at once and forget the last ones."""
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray: ...
+
+    def step(self, tokens: np.ndarray) -> np.ndarray: ...
+
+    def verify(self, tokens: np.ndarray) -> np.ndarray: ...
+
+    def rollback(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Drafter(Protocol):
+    def draft(self, seq: np.ndarray, room: int) -> np.ndarray:
+        """At most `room` proposed next tokens after `seq` (1-d int64), possibly none."""
+        ...
+
+
+@dataclass(frozen=True)
+class PromptLookup:
+    """PromptLookupCandidateGenerator.get_candidates (transformers 5), for one row: the longest
+    n-gram (max_matching_ngram_size down to 1) ending the text, its first earlier occurrence
+    that is followed by tokens, up to `tokens` of those, cut before the first eos."""
+
+    tokens: int
+    max_ngram: int
+    eos: tuple[int, ...]
+
+    def draft(self, seq: np.ndarray, room: int) -> np.ndarray:
+        n = len(seq)
+        for size in range(min(self.max_ngram, n - 1), 0, -1):
+            hits = np.flatnonzero((sliding_window_view(seq, size) == seq[n - size:]).all(axis=1))
+            for idx in hits:
+                start = int(idx) + size
+                end = min(start + self.tokens, n)
+                if start < end:
+                    chosen = seq[start:end]
+                    cut = np.flatnonzero(np.isin(chosen, self.eos))
+                    chosen = chosen[: int(cut[0])] if len(cut) else chosen
+                    return chosen[:room]  # transformers stops at the first match, even one cut to nothing
+        return seq[:0]
+
+
+def speculative_greedy(state: Verifier, logits: np.ndarray, seqs: np.ndarray, pipeline: LogitsPipeline,
+                       stop: Stopper, drafter: Drafter, out: Searched, stats: Speculation,
+                       record: tuple[bool, bool]) -> Iterator[int]:
+    """Greedy search of one row (`seqs` (1, prompt)) with drafts checked by `state.verify`; yields
+    each new token. `stats` counts target calls and accepted drafts."""
+    out.sequences = seqs
+    token = _choose(pipeline, out, logits, record)
+    while True:
+        done = _emit(out, token, stop)
+        yield token
+        if done:
+            return
+        room = stop.max_length - out.sequences.shape[1] - 1  # the target adds one token of its own
+        drafts = drafter.draft(out.sequences[0], room) if room > 0 else seqs[0, :0]
+        stats.steps += 1
+        stats.tokens += 1  # the target's own next token, below
+        if not len(drafts):
+            token = _choose(pipeline, out, state.step(np.array([token])), record)
+            continue
+        rows = state.verify(np.array([[token, *drafts]], np.int64))[0]
+        stats.drafted += len(drafts)
+        m = 0
+        token = _choose(pipeline, out, rows[None, 0], record)
+        while m < len(drafts) and token == drafts[m]:
+            m += 1
+            done = _emit(out, token, stop)
+            yield token
+            if done:
+                stats.tokens -= 1  # the step ends on a draft: no token of the target's own follows
+                break
+            token = _choose(pipeline, out, rows[None, m], record)
+        stats.accepted += m
+        stats.tokens += m
+        if done:
+            return
+        state.rollback(len(drafts) - m)
+
+
+def _choose(pipeline: LogitsPipeline, out: Searched, logits: np.ndarray, record: tuple[bool, bool]) -> int:
+    """The target's greedy choice after the text so far, as plain greedy makes it (tasks/search.py)."""
+    x = _check(logits, np.ones(1, bool))
+    scores = pipeline(out.sequences, x)
+    if record[0]:
+        out.scores.append(scores)
+    if record[1]:
+        out.logits.append(x)
+    return int(pipeline.chooser.choose(scores)[0])
+
+
+def _emit(out: Searched, token: int, stop: Stopper) -> bool:
+    """Append the token; whether the sequence is then done."""
+    out.sequences = np.concatenate([out.sequences, np.array([[token]], np.int64)], axis=1)
+    return bool(stop(out.sequences)[0])
+
+
+@dataclass(frozen=True)
+class Speculate:
+    """What drafts: `prompt_lookup_num_tokens` (with `max_matching_ngram_size`) or `assistant_model`
+    (with `num_assistant_tokens`), checked, with transformers' defaults (2 and 20)."""
+
+    tokens: int
+    max_ngram: int
+    assistant: Any = None  # a loaded edgekit Generator of the target's tokenizer
+
+    @property
+    def name(self) -> str:
+        return "prompt_lookup_num_tokens" if self.assistant is None else "assistant_model"
+
+    @staticmethod
+    def make(tokens: int | None, max_ngram: int | None, assistant: Any = None,
+             assistant_tokens: int | None = None) -> Speculate | None:
+        if tokens is not None and assistant is not None:
+            raise ConfigError("pass one kind of draft: prompt_lookup_num_tokens or assistant_model",
+                              found=f"prompt_lookup_num_tokens={tokens!r} and an assistant_model")
+        lone = (("max_matching_ngram_size", max_ngram, tokens, "prompt_lookup_num_tokens"),
+                ("num_assistant_tokens", assistant_tokens, assistant, "assistant_model"))
+        for name, v, needs, needed in lone:
+            if v is not None and needs is None:
+                raise ConfigError(f"{name} goes with {needed}", found=f"{name}={v!r} alone",
+                                  fix=f"pass {needed} too, or leave {name} out")
+        if tokens is None and assistant is None:
+            return None
+        if assistant is None:
+            name, n = "prompt_lookup_num_tokens", tokens
+        else:  # transformers' GenerationConfig default for num_assistant_tokens
+            name, n = "num_assistant_tokens", 20 if assistant_tokens is None else assistant_tokens
+        ngram = 2 if max_ngram is None else max_ngram  # PromptLookupCandidateGenerator's default
+        for label, v in ((name, n), ("max_matching_ngram_size", ngram)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError(f"{label} must be an integer >= 1", found=repr(v))
+        return Speculate(int(n), int(ngram), assistant)
+
+    def check(self, opts: GenerateOptions, rows: int, structured: bool, stream: bool) -> None:
+        """Refuse by name what speculative decoding does not do here (before any model time)."""
+        bad = {"num_beams": opts.num_beams > 1, "do_sample": opts.do_sample, "structured output": structured,
+               "stream": stream, "num_return_sequences": opts.num_return_sequences > 1, "batch": rows > 1}
+        found = [k for k, v in bad.items() if v]
+        if found:
+            raise ConfigError(f"{self.name} decodes one prompt greedily; it does not take {found}",
+                              found=f"num_beams={opts.num_beams}, do_sample={opts.do_sample}, prompts={rows}, "
+                                    f"num_return_sequences={opts.num_return_sequences}, structured={structured}, "
+                                    f"stream={stream}",
+                              fix=f"leave {self.name} out for these, or decode one prompt greedily "
+                                  "(transformers' assisted generation also takes batch size 1 only)")
+
+
+def refusal(cache: DecoderState | FullSequence) -> str | None:
+    """Why this decoder graph cannot verify several drafted tokens in one call, or None if it can."""
+    if isinstance(cache, FullSequence):
+        return "the graph recomputes the whole sequence each step (no cache to verify drafts through)"
+    if cache.compact:
+        return "the past must stay compact (rolling back would copy it)"
+    if any(t.update == REPLACE for t in cache.tensors()):
+        return "a recurrent state (conv/SSM/LSTM) is overwritten each call and cannot be rolled back"
+    if PROMPT_FLAG in cache.inputs:
+        return "the graph's prompt and steps are different programs (prompt_flag)"
+    return None
+
+
+class AssistantDraft:
+    """Drafts from a smaller model of the same tokenizer (transformers' AssistedCandidateGenerator with
+    greedy drafting): its own greedy tokens through its own cache, kept in step with the target's text.
+
+    Each call finds where the target's text parts from what the assistant has fed (its rejected
+    drafts), rolls its cache back to there, feeds the target's tokens since in one call and drafts
+    from its logits; the last draft is never fed (the next call may reject it). Drafts are the raw
+    argmax: the target's processors decide what is kept, so they change acceptance, never tokens.
+    """
+
+    def __init__(self, state: Verifier, tokens: int, eos: tuple[int, ...]) -> None:
+        self.state, self.tokens, self.eos = state, tokens, eos
+        self.fed: np.ndarray | None = None  # the tokens in the assistant's cache
+
+    def draft(self, seq: np.ndarray, room: int) -> np.ndarray:
+        if self.fed is None:
+            logits = self.state.prefill(seq[None], np.ones((1, len(seq)), np.int64))
+        else:
+            same = int(np.argmin(np.append(self.fed[: len(seq)] == seq[: len(self.fed)], False)))
+            self.state.rollback(len(self.fed) - same)
+            new = seq[same:]
+            logits = self.state.verify(new[None])[:, -1] if len(new) > 1 else self.state.step(new)
+        self.fed = seq.copy()
+        out: list[int] = []
+        while len(out) < min(self.tokens, room):
+            out.append(int(np.argmax(logits[0])))
+            if out[-1] in self.eos or len(out) == min(self.tokens, room):
+                break
+            logits = self.state.step(np.array(out[-1:], np.int64))
+            self.fed = np.append(self.fed, out[-1])
+        return np.asarray(out, np.int64)
