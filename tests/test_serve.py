@@ -85,6 +85,28 @@ def test_generate_matches_in_process(server: Any, local: dict[str, Any], protoco
                                   gen.generate(input_ids=ids, max_new_tokens=5))
 
 
+def test_structured_output_per_request(server: Any, local: dict[str, Any]) -> None:
+    """A schema, regex or grammar rides in OPTIONS with each request (generate's keywords pass through by
+    name): the served answer is the in-process one, and it validates."""
+    import json
+    import re
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"qty": {"type": "integer", "minimum": 1, "maximum": 99},
+                                               "ok": {"type": "boolean"}},
+              "required": ["qty", "ok"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
+    c, gen = client(server, "grpc"), local["gpt"]
+    got = c.generate("gpt", "The order:", max_new_tokens=40, response_format=fmt)
+    assert got == gen.generate("The order:", max_new_tokens=40, response_format=fmt)
+    jsonschema.validate(json.loads(got), schema)
+    assert re.fullmatch(r"[a-c]{2,4}-\d{2}", c.generate("gpt", "id:", max_new_tokens=12, regex=r"[a-c]{2,4}-\d{2}"))
+    with pytest.raises(edgekit.InputError, match="uniqueItems"):  # refused by the server, by name
+        c.generate("gpt", "x", response_format={"type": "json_schema", "json_schema": {
+            "name": "u", "schema": {"type": "array", "uniqueItems": True}}})
+
+
 def test_streamed_pieces_join_to_the_text(server: Any, local: dict[str, Any]) -> None:
     c, gen = client(server, "grpc"), local["gpt"]
     for prompt in ["the cat", "a 🙂 owl"]:
