@@ -989,15 +989,22 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
     from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq
 
     import edgekit
+    from edgekit.converters.specs.speech_seq2seq import DITHER_DROPPED
     from edgekit.converters.specs.whisper import hf_whisper_tokens
 
     fe = AutoFeatureExtractor.from_pretrained(folder)
+    if type(fe).__name__ in DITHER_DROPPED:  # edgekit's convention: the front end without dither noise
+        fe = AutoFeatureExtractor.from_pretrained(folder, dither=0.0)
     model = AutoModelForSpeechSeq2Seq.from_pretrained(folder, dtype=torch.float32).eval()
     asr = edgekit.load(art, device="cpu")
     lang = {"language": "en"} if model.config.model_type == "whisper" else {}
     for wave in speech():
+        out = fe(wave, sampling_rate=16000, return_tensors="pt")
         # SpeechEncoderDecoderModel's main input is "inputs": its encoder's names the extractor's output.
-        feats = fe(wave, sampling_rate=16000, return_tensors="pt")[model.get_encoder().main_input_name]
+        feats = out[model.get_encoder().main_input_name]
+        # A mask that hides frames (Cohere ASR's last one) reaches generate, as generate(**processor(audio)).
+        mask = out.get("attention_mask")
+        masked = {} if mask is None or bool(mask.all()) else {"attention_mask": mask}
         for beams, new in ((1, SPEECH_TOKENS), (BEAMS, SPEECH_TOKENS), (1, -1)):
             if recognize := new < 0:  # recognize, as a user calls it, against transformers' greedy tokens
                 new = SPEECH_TOKENS
@@ -1006,7 +1013,7 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
             else:
                 with torch.inference_mode():
                     want = [int(t) for t in model.generate(feats, num_beams=beams, max_new_tokens=new,
-                                                           do_sample=False)[0]]
+                                                           do_sample=False, **masked)[0]]
             if recognize:
                 got_text = asr.recognize(wave, sample_rate=16000, max_new_tokens=new, **lang).text
                 want_text = asr.decode_text(want)

@@ -140,3 +140,24 @@ def _with_contract(art: Path, tmp: Path, **changes: Any) -> Path:
     man = Manifest.load(out)
     dataclasses.replace(man, contract=dataclasses.replace(man.contract, **changes)).save(out)
     return out
+
+
+def test_cohere_front_end_is_its_extractor_without_dither() -> None:
+    """edgekit's convention for CohereAsrFeatureExtractor: its features and frame mask at dither=0.0 (the
+    extractor's 1e-5 dither is seeded noise from torch's generator; edgekit's front end adds none)."""
+    from transformers import CohereAsrFeatureExtractor
+
+    from edgekit.converters.specs.speech_seq2seq import _front_end
+    from edgekit.preprocess.filterbank import parakeet_fbank
+    from edgekit.tasks.speech_seq2seq import frame_mask
+
+    saved = {"feature_extractor_type": "CohereAsrFeatureExtractor", "dither": 1e-5}  # as checkpoints ship it
+    assert _front_end("folder", "cohere_asr", saved)[2] == "parakeet-fbank"
+    wave = synthetic_audio(1.37, 16000, 4)  # not a whole number of hops
+    mine, valid = parakeet_fbank(wave, 16000, 512, 400, 160, 32, 0.97)
+    for dither, limit in ((0.0, 1e-3), (1e-5, None)):
+        out = CohereAsrFeatureExtractor(feature_size=32, dither=dither)(wave, sampling_rate=16000, return_tensors="np")
+        assert (frame_mask(mine[None]) == out["attention_mask"]).all() and valid == mine.shape[0] - 1
+        # PREPROCESS_MAX_ABS["parakeet-fbank"]: torch.stft's float32 rounding in the quietest bands.
+        worst = float(np.abs(out["input_features"][0] - mine).max())
+        assert worst <= limit if limit is not None else worst > 1e-3  # the dither moves the quiet bands

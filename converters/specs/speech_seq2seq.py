@@ -19,7 +19,8 @@ import torch
 
 from edgekit.contract import GraphSpec
 from edgekit.contract.base import BATCH, FRAMES, SAMPLES
-from edgekit.contract.recognize import Chunking, SpeechSeq2SeqSection
+from edgekit.contract.generate import ENCODER_MASK
+from edgekit.contract.recognize import FRAME_MASK, Chunking, SpeechSeq2SeqSection
 from edgekit.converters.export import GraphExport
 from edgekit.converters.kv_geometry import KVGeometry
 from edgekit.converters.sources import Source, auto_architectures
@@ -30,6 +31,7 @@ from edgekit.converters.specs.whisper import GATES
 from edgekit.errors import SourceError, UnsupportedError
 from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 from edgekit.tasks.recognizer import word_error_rate
+from edgekit.tasks.speech_seq2seq import frame_mask
 
 BEAMS = 4
 # Each family's front end: (its feature extractor's class, the encoder's input, SpeechSeq2SeqSection.features).
@@ -40,14 +42,17 @@ FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     "seamless_m4t_v2": ("SeamlessM4TFeatureExtractor", "input_features", "kaldi-fbank"),
     # SpeechEncoderDecoderModel: the checkpoints pair a wav2vec2-style encoder with a text decoder.
     "speech-encoder-decoder": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
+    # Parakeet's filterbank (with the frame mask its encoder reads), less the dither (DITHER_DROPPED).
+    "cohere_asr": ("CohereAsrFeatureExtractor", "input_features", "parakeet-fbank"),
 }
+# Extractors whose `dither` (Gaussian noise of that amplitude added to the waveform, a training-style
+# augmentation: CohereAsrFeatureExtractor's 1e-5, seeded from torch's generator by the waveform length)
+# edgekit's front end leaves out, so that a transcript depends on the audio alone. The convert-time checks
+# run the extractor with dither=0.0 as the reference (README, speech).
+DITHER_DROPPED = frozenset({"CohereAsrFeatureExtractor"})
 # Speech encoder-decoders of transformers' mapping that edgekit refuses, and what it lacks for each
 # (transformers 5.23's modeling and feature extraction files).
 UNPORTED: dict[str, str] = {
-    "cohere_asr": "its CohereAsrFeatureExtractor adds dither noise drawn from torch's generator (seeded by the "
-                  "waveform's length), which edgekit's numpy front end does not reproduce, and its decoder "
-                  "(a position table and an embedding layer norm, the encoder states projected inside the "
-                  "decoder) is not the BART-style decoder edgekit's graph runs",
     "moonshine_streaming": "its encoder frames the waveform in 5 ms frames and attends within per-layer sliding "
                            "windows only when given an attention mask (without one, every frame attends to "
                            "every other), and its decoder adds learned positions to the encoder states before "
@@ -58,27 +63,31 @@ MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recogni
 
 
 class SpeechEncoder(torch.nn.Module):
-    """The waveform (or fbank features) -> every decoder layer's cross keys and values."""
+    """The waveform (or fbank features) -> every decoder layer's cross keys and values; given the
+    extractor's frame mask (Cohere ASR), the encoder's own frame mask after them."""
 
     def __init__(self, model: Any) -> None:
-        from edgekit.converters.specs.seq2seq_graphs import Encoder
+        from edgekit.converters.specs.seq2seq_graphs import Encoder, text_decoder
 
         super().__init__()
         self.inner = Encoder(model)
-        # SpeechEncoderDecoderModel maps the encoder's width to the decoder's where they differ.
-        self.to_decoder = getattr(model, "enc_to_dec_proj", None)
+        # SpeechEncoderDecoderModel maps the encoder's width to the decoder's where they differ; Cohere ASR's
+        # decoder projects the encoder states itself (its `proj`, on every call), once per chunk here.
+        self.to_decoder = getattr(model, "enc_to_dec_proj", None) or getattr(text_decoder(model), "proj", None)
 
-    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, input_values: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         from edgekit.converters.specs.seq2seq_graphs import _split, eager_while_exporting
 
+        given = {} if mask is None else {"attention_mask": mask.bool()}  # the extractor's mask is bool
         with eager_while_exporting(self.inner.hf[0]):
-            h = self.inner.encoder(input_values).last_hidden_state
+            enc = self.inner.encoder(input_values, **given)
+        h = enc.last_hidden_state
         if self.to_decoder is not None:
             h = self.to_decoder(h)
         out: list[torch.Tensor] = []
         for k, v, heads in self.inner.proj:
             out += [_split(k(h), heads), _split(v(h), heads)]
-        return tuple(out)
+        return tuple(out) if mask is None else (*out, enc.attention_mask.long())
 
 
 class HFSpeechSeq2Seq(ExportSpec):
@@ -119,9 +128,15 @@ class HFSpeechSeq2Seq(ExportSpec):
             axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
         else:  # 10 ms frames
             axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
-        self.encoder = GraphExport("encoder", enc, (x,), [name], self.cache.cross(), ({0: batch, 1: axis},))
+        if self.section.encoder_mask:
+            xs: tuple[torch.Tensor, ...] = (x, torch.from_numpy(frame_mask(x.numpy())))
+            self.encoder = GraphExport("encoder", enc, xs, [name, FRAME_MASK], [*self.cache.cross(), ENCODER_MASK],
+                                       ({0: batch, 1: axis}, {0: batch, 1: axis}))
+        else:
+            xs = (x,)
+            self.encoder = GraphExport("encoder", enc, xs, [name], self.cache.cross(), ({0: batch, 1: axis},))
         with torch.no_grad():
-            cross = enc(x)
+            cross = enc(*xs)[: len(self.cache.cross())]
         frames = torch.export.Dim(FRAMES, min=1, max=rate * MAX_SECONDS)
         self.decoder = decoder_graph(BartDecoder(self.model).eval(), self.cache, int(cfg.vocab_size), cross, batch,
                                      frames, self.positions, [])
@@ -155,14 +170,23 @@ class HFSpeechSeq2Seq(ExportSpec):
         return SpeechSeq2SeqSection(
             audio=Chunking(rate, float(MAX_SECONDS // 2), 2.0), features=features,  # type: ignore[arg-type]
             normalize=bool(self.fe.get("do_normalize", False)), input=name, tokenizer="tokenizer.json",
-            n_mels=int(self.fe.get("num_mel_bins", 80)),
+            **({} if features == "parakeet-fbank" else {"n_mels": int(self.fe.get("num_mel_bins", 80))}),
             stack=int(self.fe.get("stride", 2)) if features == "kaldi-fbank" else 1,
             cache=self.cache.state(), decoder_start_token_id=int(start), eos_token_id=int(eos),
             suppress_tokens=tuple(int(t) for t in (gen.suppress_tokens or [])),
             begin_suppress_tokens=tuple(int(t) for t in (gen.begin_suppress_tokens or [])),
             max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions,
             forced_eos_token_id=None if gen.forced_eos_token_id is None else int(gen.forced_eos_token_id),
-            lang_to_id={str(k): int(v) for k, v in (getattr(gen, "text_decoder_lang_to_code_id", None) or {}).items()})
+            lang_to_id={str(k): int(v) for k, v in (getattr(gen, "text_decoder_lang_to_code_id", None) or {}).items()},
+            **(self._stft() if features == "parakeet-fbank" else {}))
+
+    def _stft(self) -> dict[str, Any]:
+        """parakeet-fbank's settings (CohereAsrFeatureExtractor's defaults where the folder names none);
+        its encoder reads the frame mask."""
+        fe = self.fe
+        return dict(n_mels=int(fe.get("feature_size", 128)), n_fft=int(fe.get("n_fft", 512)),
+                    win_length=int(fe.get("win_length", 400)), hop_length=int(fe.get("hop_length", 160)),
+                    preemphasis=float(fe.get("preemphasis", 0.97) or 0.0), encoder_mask=True)
 
     def _new_tokens(self, max_length: int | None) -> int:
         """The tokens generate makes after the start token: a set max_length counts the start token;
@@ -183,7 +207,8 @@ class HFSpeechSeq2Seq(ExportSpec):
         for beams in (1, BEAMS):
             for w in waves:
                 feats = model.features(w)
-                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, lang)
+                mask = frame_mask(feats[None])[0] if self.section.encoder_mask else None
+                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, lang, mask)
                 got = model.decode_tokens(feats, lang, max_new_tokens=max_new_tokens, num_beams=beams)
                 same += sum(int(a == b) for a, b in zip(ref, got))
                 total += max(len(ref), len(got))
@@ -209,14 +234,18 @@ class HFSpeechSeq2Seq(ExportSpec):
         from transformers import AutoFeatureExtractor
 
         assert self.src.hf_dir is not None
-        fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
+        no_dither = {"dither": 0.0} if self.extractor in DITHER_DROPPED else {}
+        fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir, **no_dither)
         name, worst = self.section.input, 0.0
         for w in waves:
-            theirs = np.asarray(fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")[name][0])
-            mine = model.features(w)
+            out = fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")
+            theirs, mine = np.asarray(out[name][0]), model.features(w)
             if theirs.shape != mine.shape:
                 return PreprocessCheck(False, f"{name} shape {list(mine.shape)} vs {list(theirs.shape)} against "
                                               f"transformers {self.extractor}", max_abs=float("inf"))
+            if self.section.encoder_mask and (frame_mask(mine[None])[0] != np.asarray(out["attention_mask"][0])).any():
+                return PreprocessCheck(False, f"the frame mask differs from transformers {self.extractor}'s",
+                                       max_abs=float("inf"))
             worst = max(worst, float(np.abs(mine - theirs).max()))
         limit = PREPROCESS_MAX_ABS[self.section.features]
         return PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against "
@@ -235,7 +264,7 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     extractor = str(fe.get("feature_extractor_type", kind))
     # Speech2Text: dithering is random, and edgekit's CMVN is the default one (means and variances).
     odd = {k: fe[k] for k in ("dither", "do_ceptral_normalize", "normalize_means", "normalize_vars")
-           if k in fe and fe[k] != {"dither": 0.0}.get(k, True)}
+           if k in fe and fe[k] != {"dither": 0.0}.get(k, True) and not (k == "dither" and kind in DITHER_DROPPED)}
     if extractor != kind or odd:
         raise UnsupportedError(f"edgekit cannot reproduce the {extractor} of this {family} model",
                                found=f"preprocessor_config.json feature_extractor_type {extractor!r} {odd or ''}",
@@ -259,10 +288,13 @@ def _check_decoder(description: str, model: Any) -> None:
 
 
 def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int,
-                     tgt_lang: str | None = None) -> list[int]:
-    """transformers' generate on one unpadded input (start token first), as a list."""
-    lang = {} if tgt_lang is None else {"tgt_lang": tgt_lang}
+                     tgt_lang: str | None = None, mask: np.ndarray | None = None) -> list[int]:
+    """transformers' generate on one unpadded input (start token first), as a list; with the extractor's
+    frame mask where its encoder reads one, as generate(**processor(audio)) passes it."""
+    extra: dict[str, Any] = {} if tgt_lang is None else {"tgt_lang": tgt_lang}
+    if mask is not None:
+        extra["attention_mask"] = torch.from_numpy(mask)[None].bool()
     with torch.inference_mode():
         out = hf.generate(torch.from_numpy(features)[None], max_new_tokens=max_new_tokens, num_beams=num_beams,
-                          do_sample=False, **lang)
+                          do_sample=False, **extra)
     return [int(t) for t in out[0]]

@@ -14,7 +14,9 @@ Whisper (`WhisperSection`):
                      recognize(word_timestamps=True): one pass over a window's decoded tokens, then
                      dynamic time warping (tasks/word_times.py) maps tokens to 20 ms encoder frames.
 Other speech encoder-decoders (`SpeechSeq2SeqSection`: Moonshine, ...):
-    graph "encoder"  `input` (the waveform (batch, samples)) -> cross.{i}.key / .value
+    graph "encoder"  `input` (the waveform (batch, samples)) -> cross.{i}.key / .value; where
+                     `encoder_mask` (Cohere ASR), also `attention_mask` (batch, frames) in and the
+                     encoder's own `encoder_attention_mask` (batch, encoder frames) out
     graph "decoder"  the same decoder, also fed `encoder_attention_mask` (batch, encoder frames)
 Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on each side.
 """
@@ -26,6 +28,8 @@ from typing import ClassVar, Literal
 from edgekit.contract.base import BATCH, FLOAT, FRAMES, INT64, SAMPLES, GraphNeeds, Need, Phase, Section
 from edgekit.contract.generate import ENCODER_MASK, cross_names, decoder_phases
 from edgekit.contract.state import DecoderState
+
+FRAME_MASK = "attention_mask"  # a feature extractor's (batch, frames) mask of real frames
 
 
 ALIGNMENT = "alignment"  # the Whisper decoder's cross-attention weights of its alignment heads
@@ -154,8 +158,9 @@ class SpeechSeq2SeqSection(Section):
     audio: Chunking
     # The encoder's input as edgekit's front end makes it: the samples (batch, samples),
     # Speech2TextFeatureExtractor's Kaldi fbank with utterance CMVN (batch, frames, n_mels), or
-    # SeamlessM4TFeatureExtractor's, `stack` frames per row (batch, frames / stack, n_mels * stack).
-    features: Literal["waveform", "speech2text-fbank", "kaldi-fbank"]
+    # SeamlessM4TFeatureExtractor's, `stack` frames per row (batch, frames / stack, n_mels * stack), or
+    # CohereAsrFeatureExtractor's (ParakeetFeatureExtractor's, without its dither: see the README) (batch, frames, n_mels).
+    features: Literal["waveform", "speech2text-fbank", "kaldi-fbank", "parakeet-fbank"]
     normalize: bool  # waveform: zero mean, unit variance per chunk (the extractor's do_normalize)
     input: str
     tokenizer: str
@@ -174,17 +179,28 @@ class SpeechSeq2SeqSection(Section):
     # SeamlessM4T's target languages (generation_config.text_decoder_lang_to_code_id, "eng" -> id):
     # recognize(language="eng") decodes from [decoder_start_token_id, that id], as generate(tgt_lang="eng").
     lang_to_id: dict[str, int] = field(default_factory=dict)
+    # parakeet-fbank's STFT (n_fft points, windows of win_length every hop_length) and pre-emphasis.
+    n_fft: int = 512
+    win_length: int = 400
+    hop_length: int = 160
+    preemphasis: float = 0.0
+    # The encoder takes the extractor's frame mask ("attention_mask": its last frame is padding) and
+    # returns the mask of its own frames, which the decoder's cross-attention reads (Cohere ASR).
+    encoder_mask: bool = False
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)
         rank = 2 if self.features == "waveform" else 3
-        return {"encoder": GraphNeeds((Need(self.input, FLOAT, rank),), tuple(Need(n, FLOAT, 4) for n in cross)),
-                "decoder": self.cache.needs(cross, (Need(ENCODER_MASK, INT64, 2),))}
+        ins, outs = (Need(self.input, FLOAT, rank),), tuple(Need(n, FLOAT, 4) for n in cross)
+        if self.encoder_mask:
+            ins, outs = (*ins, Need(FRAME_MASK, INT64, 2)), (*outs, Need(ENCODER_MASK, INT64, 2))
+        return {"encoder": GraphNeeds(ins, outs), "decoder": self.cache.needs(cross, (Need(ENCODER_MASK, INT64, 2),))}
 
     def call_shapes(self, graph: str) -> list[Phase]:
         samples = self.audio.window
         if graph == "encoder" and self.features != "waveform":  # 10 ms frames of 25 ms, `stack` per row
-            rows = (samples // 160 - 1) // self.stack
+            # parakeet-fbank's STFT is centered: one frame more than hops.
+            rows = samples // self.hop_length + 1 if self.features == "parakeet-fbank" else (samples // 160 - 1) // self.stack
             return [("all", {BATCH: self.batch, FRAMES: (8, rows, rows)})]
         if graph == "encoder":
             return [("all", {BATCH: self.batch, SAMPLES: (min(1600, samples), samples, samples)})]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgekit.contract.generate import ENCODER_MASK
-from edgekit.contract.recognize import SpeechSeq2SeqSection
+from edgekit.contract.recognize import FRAME_MASK, SpeechSeq2SeqSection
 from edgekit.errors import InputError, UnsupportedError
 from edgekit.preprocess import audio, filterbank
 from edgekit.preprocess.vad import Span
@@ -21,7 +21,18 @@ def features(wave: np.ndarray, c: SpeechSeq2SeqSection) -> np.ndarray:
         return filterbank.speech2text_fbank(wave, c.audio.sample_rate, c.n_mels)
     if c.features == "kaldi-fbank":  # one unpadded input: every stacked row is real, so no mask
         return filterbank.kaldi_fbank_stacked(wave, c.audio.sample_rate, c.n_mels, c.stack)[0]
+    if c.features == "parakeet-fbank":
+        return filterbank.parakeet_fbank(wave, c.audio.sample_rate, c.n_fft, c.win_length, c.hop_length, c.n_mels,
+                                         c.preemphasis)[0]
     return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
+
+
+def frame_mask(features: np.ndarray) -> np.ndarray:
+    """(batch, frames) int64: the real frames of unpadded parakeet-fbank features. The extractor counts
+    samples // hop frames (filterbank.parakeet_fbank's `valid`); its centered STFT makes one more, padding."""
+    mask = np.ones(features.shape[:2], np.int64)
+    mask[:, -1] = 0
+    return mask
 
 
 class SpeechSeq2SeqRecognizer(WhisperRecognizer):
@@ -43,6 +54,8 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
         return features(wave, self.contract)
 
     def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        if self.contract.encoder_mask:  # the encoder returns its frames' mask with the cross keys/values
+            return self.runners["encoder"].run({self.contract.input: features, FRAME_MASK: frame_mask(features)})
         cross = self.runners["encoder"].run({self.contract.input: features})
         frames = next(iter(cross.values())).shape[2]
         return {**cross, ENCODER_MASK: np.ones((features.shape[0], frames), np.int64)}
