@@ -696,6 +696,8 @@ def _save_speech_seq2seq(family: str, folder: Path, seed: int, shape: str) -> Pa
         getattr(transformers, kind)().save_pretrained(folder)
     elif family == "speech-encoder-decoder":  # XLS-R's: normalized waveform, with its attention mask
         transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+    elif family == "moonshine_streaming":  # the raw waveform (its encoder normalizes each frame), with its mask
+        transformers.Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True).save_pretrained(folder)
     return folder
 
 
@@ -998,13 +1000,15 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
     model = AutoModelForSpeechSeq2Seq.from_pretrained(folder, dtype=torch.float32).eval()
     asr = edgekit.load(art, device="cpu")
     lang = {"language": "en"} if model.config.model_type == "whisper" else {}
+    # MoonshineStreamingProcessor's audio kwargs: the waveform padded to whole 5 ms frames.
+    pad = {"padding": True, "pad_to_multiple_of": 80} if model.config.model_type == "moonshine_streaming" else {}
     for wave in speech():
-        out = fe(wave, sampling_rate=16000, return_tensors="pt")
+        out = fe(wave, sampling_rate=16000, return_tensors="pt", **pad)
         # SpeechEncoderDecoderModel's main input is "inputs": its encoder's names the extractor's output.
         feats = out[model.get_encoder().main_input_name]
-        # A mask that hides frames (Cohere ASR's last one) reaches generate, as generate(**processor(audio)).
-        mask = out.get("attention_mask")
-        masked = {} if mask is None or bool(mask.all()) else {"attention_mask": mask}
+        # The extractor's mask reaches generate, as generate(**processor(audio)) passes it (Cohere ASR's hides
+        # its last frame; Moonshine Streaming's encoder attends within sliding windows only when given one).
+        masked = {"attention_mask": out["attention_mask"]} if "attention_mask" in out else {}
         for beams, new in ((1, SPEECH_TOKENS), (BEAMS, SPEECH_TOKENS), (1, -1)):
             if recognize := new < 0:  # recognize, as a user calls it, against transformers' greedy tokens
                 new = SPEECH_TOKENS

@@ -31,7 +31,7 @@ from edgekit.converters.specs.whisper import GATES
 from edgekit.errors import SourceError, UnsupportedError
 from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 from edgekit.tasks.recognizer import word_error_rate
-from edgekit.tasks.speech_seq2seq import frame_mask
+from edgekit.tasks.speech_seq2seq import encoder_feeds
 
 BEAMS = 4
 # Each family's front end: (its feature extractor's class, the encoder's input, SpeechSeq2SeqSection.features).
@@ -42,6 +42,8 @@ FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     "seamless_m4t_v2": ("SeamlessM4TFeatureExtractor", "input_features", "kaldi-fbank"),
     # SpeechEncoderDecoderModel: the checkpoints pair a wav2vec2-style encoder with a text decoder.
     "speech-encoder-decoder": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
+    # The waveform in whole 5 ms frames (HFSpeechSeq2Seq._frames); its processor's extractor is Moonshine's.
+    "moonshine_streaming": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
     # Parakeet's filterbank (with the frame mask its encoder reads), less the dither (DITHER_DROPPED).
     "cohere_asr": ("CohereAsrFeatureExtractor", "input_features", "parakeet-fbank"),
 }
@@ -50,38 +52,43 @@ FRONT_ENDS: dict[str, tuple[str, str, str]] = {
 # edgekit's front end leaves out, so that a transcript depends on the audio alone. The convert-time checks
 # run the extractor with dither=0.0 as the reference (README, speech).
 DITHER_DROPPED = frozenset({"CohereAsrFeatureExtractor"})
-# Speech encoder-decoders of transformers' mapping that edgekit refuses, and what it lacks for each
-# (transformers 5.23's modeling and feature extraction files).
-UNPORTED: dict[str, str] = {
-    "moonshine_streaming": "its encoder frames the waveform in 5 ms frames and attends within per-layer sliding "
-                           "windows only when given an attention mask (without one, every frame attends to "
-                           "every other), and its decoder adds learned positions to the encoder states before "
-                           "projecting them: neither is in edgekit's speech encoder or decoder graph",
-}
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
 MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
 
 
 class SpeechEncoder(torch.nn.Module):
     """The waveform (or fbank features) -> every decoder layer's cross keys and values; given the
-    extractor's frame mask (Cohere ASR), the encoder's own frame mask after them."""
+    extractor's frame mask (Cohere ASR, Moonshine Streaming), the encoder's own frame mask after them."""
 
     def __init__(self, model: Any) -> None:
         from edgekit.converters.specs.seq2seq_graphs import Encoder, text_decoder
 
         super().__init__()
         self.inner = Encoder(model)
+        dec = text_decoder(model)
         # SpeechEncoderDecoderModel maps the encoder's width to the decoder's where they differ; Cohere ASR's
-        # decoder projects the encoder states itself (its `proj`, on every call), once per chunk here.
-        self.to_decoder = getattr(model, "enc_to_dec_proj", None) or getattr(text_decoder(model), "proj", None)
+        # and Moonshine Streaming's decoders project the encoder states themselves (`proj`, on every call),
+        # once per chunk here.
+        self.to_decoder = getattr(model, "enc_to_dec_proj", None) or getattr(dec, "proj", None)
+        # Moonshine Streaming's decoder adds its learned table to the encoder states before `proj` (its
+        # decoder's pos_emb is as wide as the encoder; Cohere ASR's pos_emb positions the tokens).
+        streaming = model.config.model_type == "moonshine_streaming"
+        self.source_positions = dec.pos_emb if streaming else None
+        # ... and its encoder cuts the waveform into frames of 5 ms (frame_len samples).
+        self.frame = int(model.get_encoder().embedder.frame_len) if streaming else 1
 
     def forward(self, input_values: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         from edgekit.converters.specs.seq2seq_graphs import _split, eager_while_exporting
 
-        given = {} if mask is None else {"attention_mask": mask.bool()}  # the extractor's mask is bool
+        if self.frame > 1:  # whole frames (the recognizer pads to them): a length torch.export sees divides
+            n = input_values.shape[1] // self.frame * self.frame
+            input_values, mask = input_values[:, :n], None if mask is None else mask[:, :n]
+        given = {} if mask is None else {"attention_mask": mask.bool()}  # as the extractors' masks
         with eager_while_exporting(self.inner.hf[0]):
             enc = self.inner.encoder(input_values, **given)
         h = enc.last_hidden_state
+        if self.source_positions is not None:
+            h = h + self.source_positions(torch.arange(h.shape[1], device=h.device))
         if self.to_decoder is not None:
             h = self.to_decoder(h)
         out: list[torch.Tensor] = []
@@ -123,23 +130,27 @@ class HFSpeechSeq2Seq(ExportSpec):
         self.section = self._section(rate, name, features)
         enc = SpeechEncoder(self.model).eval()
         batch = torch.export.Dim(BATCH, min=1, max=16)
-        x = torch.from_numpy(np.stack([self.front_end(synthetic_audio(1.0, rate, s)) for s in (0, 1)]))
-        if features == "waveform":
-            axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
-        else:  # 10 ms frames
-            axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
-        if self.section.encoder_mask:
-            xs: tuple[torch.Tensor, ...] = (x, torch.from_numpy(frame_mask(x.numpy())))
-            self.encoder = GraphExport("encoder", enc, xs, [name, FRAME_MASK], [*self.cache.cross(), ENCODER_MASK],
-                                       ({0: batch, 1: axis}, {0: batch, 1: axis}))
-        else:
-            xs = (x,)
-            self.encoder = GraphExport("encoder", enc, xs, [name], self.cache.cross(), ({0: batch, 1: axis},))
-        with torch.no_grad():
-            cross = enc(*xs)[: len(self.cache.cross())]
+        self.encoder, cross = self._encoder_graph(enc, batch)
         frames = torch.export.Dim(FRAMES, min=1, max=rate * MAX_SECONDS)
         self.decoder = decoder_graph(BartDecoder(self.model).eval(), self.cache, int(cfg.vocab_size), cross, batch,
                                      frames, self.positions, [])
+
+    def _encoder_graph(self, enc: SpeechEncoder, batch: Any) -> tuple[GraphExport, tuple[torch.Tensor, ...]]:
+        """The encoder's graph, traced on two 1 s clips, and its cross keys/values (the decoder's trace)."""
+        c = self.section
+        rate = c.audio.sample_rate
+        feeds = [encoder_feeds(self.front_end(synthetic_audio(1.0, rate, s))[None], c) for s in (0, 1)]
+        xs = tuple(torch.from_numpy(np.concatenate([f[n] for f in feeds])) for n in feeds[0])
+        if c.features == "waveform":
+            axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
+        else:  # 10 ms frames
+            axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
+        names, outs = [c.input], list(self.cache.cross())
+        if c.encoder_mask:
+            names, outs = [*names, FRAME_MASK], [*outs, ENCODER_MASK]
+        graph = GraphExport("encoder", enc, xs, names, outs, tuple({0: batch, 1: axis} for _ in xs))
+        with torch.no_grad():
+            return graph, enc(*xs)[: len(self.cache.cross())]
 
     def front_end(self, wave: np.ndarray) -> np.ndarray:
         """edgekit's features of one waveform (tasks/speech_seq2seq.py), as the artifact computes them."""
@@ -178,7 +189,16 @@ class HFSpeechSeq2Seq(ExportSpec):
             max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions,
             forced_eos_token_id=None if gen.forced_eos_token_id is None else int(gen.forced_eos_token_id),
             lang_to_id={str(k): int(v) for k, v in (getattr(gen, "text_decoder_lang_to_code_id", None) or {}).items()},
-            **(self._stft() if features == "parakeet-fbank" else {}))
+            **(self._stft() if features == "parakeet-fbank" else {}),
+            **(self._frames() if self.family == "moonshine_streaming" else {}))
+
+    def _frames(self) -> dict[str, Any]:
+        """Moonshine Streaming: whole 5 ms frames, as its processor pads the waveform; the encoder's sliding
+        windows apply where the folder's extractor returns a mask (its encoder attends to every frame
+        without one), so the artifact does what generate(**processor(audio)) does with this folder."""
+        enc = self.model.config.encoder_config
+        frame = int(round(enc.sample_rate * enc.frame_ms / 1000.0))
+        return dict(pad_to_multiple_of=frame, encoder_mask=bool(self.fe.get("return_attention_mask", False)))
 
     def _stft(self) -> dict[str, Any]:
         """parakeet-fbank's settings (CohereAsrFeatureExtractor's defaults where the folder names none);
@@ -207,8 +227,8 @@ class HFSpeechSeq2Seq(ExportSpec):
         for beams in (1, BEAMS):
             for w in waves:
                 feats = model.features(w)
-                mask = frame_mask(feats[None])[0] if self.section.encoder_mask else None
-                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, lang, mask)
+                ref = hf_speech_tokens(self.model, encoder_feeds(feats[None], self.section), max_new_tokens, beams,
+                                       lang)
                 got = model.decode_tokens(feats, lang, max_new_tokens=max_new_tokens, num_beams=beams)
                 same += sum(int(a == b) for a, b in zip(ref, got))
                 total += max(len(ref), len(got))
@@ -237,13 +257,17 @@ class HFSpeechSeq2Seq(ExportSpec):
         no_dither = {"dither": 0.0} if self.extractor in DITHER_DROPPED else {}
         fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir, **no_dither)
         name, worst = self.section.input, 0.0
+        c = self.section
+        # Moonshine Streaming's processor pads to whole 5 ms frames (MoonshineStreamingProcessor's audio kwargs).
+        pad = {"padding": True, "pad_to_multiple_of": c.pad_to_multiple_of} if c.pad_to_multiple_of > 1 else {}
         for w in waves:
-            out = fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")
-            theirs, mine = np.asarray(out[name][0]), model.features(w)
+            out = fe(w, sampling_rate=c.audio.sample_rate, return_tensors="np", **pad)
+            feeds = encoder_feeds(model.features(w)[None], c)
+            theirs, mine = np.asarray(out[name][0]), feeds[name][0]
             if theirs.shape != mine.shape:
                 return PreprocessCheck(False, f"{name} shape {list(mine.shape)} vs {list(theirs.shape)} against "
                                               f"transformers {self.extractor}", max_abs=float("inf"))
-            if self.section.encoder_mask and (frame_mask(mine[None])[0] != np.asarray(out["attention_mask"][0])).any():
+            if c.encoder_mask and (feeds[FRAME_MASK][0] != np.asarray(out[FRAME_MASK][0])).any():
                 return PreprocessCheck(False, f"the frame mask differs from transformers {self.extractor}'s",
                                        max_abs=float("inf"))
             worst = max(worst, float(np.abs(mine - theirs).max()))
@@ -256,9 +280,8 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     """(the feature extractor, the encoder's input, SpeechSeq2SeqSection.features) of a family edgekit
     converts with the extractor it has a numpy port of; else UnsupportedError, by name."""
     if family not in FRONT_ENDS:
-        why = f": {UNPORTED[family]}" if family in UNPORTED else " yet"
-        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert"
-                               f"{why}", found=f"model_type {family!r}",
+        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert "
+                               "yet", found=f"model_type {family!r}",
                                fix=f"recognize converts Whisper and the speech encoder-decoders {sorted(FRONT_ENDS)}")
     kind, name, features = FRONT_ENDS[family]
     extractor = str(fe.get("feature_extractor_type", kind))
@@ -287,14 +310,14 @@ def _check_decoder(description: str, model: Any) -> None:
                                fix="a speech encoder-decoder with a BART-style decoder (bart, mbart, marian, ...)")
 
 
-def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int,
-                     tgt_lang: str | None = None, mask: np.ndarray | None = None) -> list[int]:
-    """transformers' generate on one unpadded input (start token first), as a list; with the extractor's
-    frame mask where its encoder reads one, as generate(**processor(audio)) passes it."""
+def hf_speech_tokens(hf: Any, feeds: dict[str, np.ndarray], max_new_tokens: int | None, num_beams: int,
+                     tgt_lang: str | None = None) -> list[int]:
+    """transformers' generate on one input (start token first), as a list: the encoder graph's feeds
+    (tasks/speech_seq2seq.encoder_feeds), its frame mask where it takes one, as generate(**processor(audio))."""
     extra: dict[str, Any] = {} if tgt_lang is None else {"tgt_lang": tgt_lang}
-    if mask is not None:
-        extra["attention_mask"] = torch.from_numpy(mask)[None].bool()
+    inputs = {k: torch.from_numpy(v).bool() if k == FRAME_MASK else torch.from_numpy(v) for k, v in feeds.items()}
+    name = next(iter(feeds))
     with torch.inference_mode():
-        out = hf.generate(torch.from_numpy(features)[None], max_new_tokens=max_new_tokens, num_beams=num_beams,
-                          do_sample=False, **extra)
+        out = hf.generate(inputs.pop(name), max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                          **inputs, **extra)
     return [int(t) for t in out[0]]

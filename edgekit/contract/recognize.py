@@ -184,9 +184,12 @@ class SpeechSeq2SeqSection(Section):
     win_length: int = 400
     hop_length: int = 160
     preemphasis: float = 0.0
-    # The encoder takes the extractor's frame mask ("attention_mask": its last frame is padding) and
-    # returns the mask of its own frames, which the decoder's cross-attention reads (Cohere ASR).
+    # The encoder takes the extractor's frame mask ("attention_mask": parakeet-fbank's last frame is padding;
+    # a waveform's zero padding to pad_to_multiple_of) and returns the mask of its own frames, which the
+    # decoder's cross-attention reads (Cohere ASR; Moonshine Streaming, whose encoder attends within its
+    # per-layer sliding windows only when given a mask).
     encoder_mask: bool = False
+    pad_to_multiple_of: int = 1  # waveform: zeros up to a multiple (Moonshine Streaming's 5 ms frames, 80 samples)
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)

@@ -27,12 +27,23 @@ def features(wave: np.ndarray, c: SpeechSeq2SeqSection) -> np.ndarray:
     return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
 
 
-def frame_mask(features: np.ndarray) -> np.ndarray:
-    """(batch, frames) int64: the real frames of unpadded parakeet-fbank features. The extractor counts
-    samples // hop frames (filterbank.parakeet_fbank's `valid`); its centered STFT makes one more, padding."""
-    mask = np.ones(features.shape[:2], np.int64)
-    mask[:, -1] = 0
-    return mask
+def encoder_feeds(features: np.ndarray, c: SpeechSeq2SeqSection) -> dict[str, np.ndarray]:
+    """The encoder graph's inputs for a batch of unpadded features: a waveform padded with zeros to
+    `pad_to_multiple_of`, and where the graph takes one, the mask of real frames: parakeet-fbank's all but
+    the last (the extractor counts samples // hop frames, its centered STFT makes one more), a waveform's
+    samples before the padding."""
+    if c.features == "parakeet-fbank":
+        mask = np.ones(features.shape[:2], np.int64)
+        mask[:, -1] = 0
+        return {c.input: features, FRAME_MASK: mask}
+    if c.pad_to_multiple_of == 1 and not c.encoder_mask:
+        return {c.input: features}
+    real = features.shape[1]
+    padded = -(-real // c.pad_to_multiple_of) * c.pad_to_multiple_of
+    feeds = {c.input: np.pad(features, ((0, 0), (0, padded - real)))}
+    if c.encoder_mask:
+        feeds[FRAME_MASK] = (np.arange(padded) < real)[None].repeat(features.shape[0], 0).astype(np.int64)
+    return feeds
 
 
 class SpeechSeq2SeqRecognizer(WhisperRecognizer):
@@ -54,9 +65,9 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
         return features(wave, self.contract)
 
     def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        if self.contract.encoder_mask:  # the encoder returns its frames' mask with the cross keys/values
-            return self.runners["encoder"].run({self.contract.input: features, FRAME_MASK: frame_mask(features)})
-        cross = self.runners["encoder"].run({self.contract.input: features})
+        cross = self.runners["encoder"].run(encoder_feeds(features, self.contract))
+        if ENCODER_MASK in cross:  # the encoder's own mask of its frames (contract.encoder_mask)
+            return cross
         frames = next(iter(cross.values())).shape[2]
         return {**cross, ENCODER_MASK: np.ones((features.shape[0], frames), np.int64)}
 
