@@ -1006,9 +1006,10 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
         out = fe(wave, sampling_rate=16000, return_tensors="pt", **pad)
         # SpeechEncoderDecoderModel's main input is "inputs": its encoder's names the extractor's output.
         feats = out[model.get_encoder().main_input_name]
-        # The extractor's mask reaches generate, as generate(**processor(audio)) passes it (Cohere ASR's hides
-        # its last frame; Moonshine Streaming's encoder attends within sliding windows only when given one).
-        masked = {"attention_mask": out["attention_mask"]} if "attention_mask" in out else {}
+        # Where the artifact's encoder takes the extractor's mask, it reaches generate too, as
+        # generate(**processor(audio)) passes it (Cohere ASR's hides its last frame; Moonshine Streaming's
+        # encoder attends within sliding windows only when given one).
+        masked = {"attention_mask": out["attention_mask"]} if getattr(asr.contract, "encoder_mask", False) else {}
         for beams, new in ((1, SPEECH_TOKENS), (BEAMS, SPEECH_TOKENS), (1, -1)):
             if recognize := new < 0:  # recognize, as a user calls it, against transformers' greedy tokens
                 new = SPEECH_TOKENS
