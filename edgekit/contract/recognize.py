@@ -16,8 +16,8 @@ Whisper (`WhisperSection`):
 Other speech encoder-decoders (`SpeechSeq2SeqSection`: Moonshine, ...):
     graph "encoder"  `input` (the waveform (batch, samples)) -> cross.{i}.key / .value; where
                      `encoder_mask` (Cohere ASR, Moonshine Streaming), also `attention_mask` (batch,
-                     frames or samples) in and the
-                     encoder's own `encoder_attention_mask` (batch, encoder frames) out
+                     frames or samples) in and the encoder's own `encoder_attention_mask` (batch,
+                     encoder frames) out
     graph "decoder"  the same decoder, also fed `encoder_attention_mask` (batch, encoder frames)
 Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on each side.
 """
