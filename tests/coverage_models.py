@@ -735,6 +735,8 @@ def _save_speech_seq2seq(family: str, folder: Path, seed: int, shape: str) -> Pa
         getattr(transformers, kind)().save_pretrained(folder)
     elif family == "speech-encoder-decoder":  # XLS-R's: normalized waveform, with its attention mask
         transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+    elif family == "moonshine_streaming":  # the raw waveform (its encoder normalizes each frame), with its mask
+        transformers.Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True).save_pretrained(folder)
     return folder
 
 
@@ -1034,18 +1036,25 @@ def _check_speech_seq2seq(folder: Path, art: Path, precision: str) -> str:
     from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq
 
     import edgekit
+    from edgekit.converters.specs.speech_seq2seq import DITHER_DROPPED
     from edgekit.converters.specs.whisper import hf_whisper_tokens
 
     fe = AutoFeatureExtractor.from_pretrained(folder)
+    if type(fe).__name__ in DITHER_DROPPED:  # edgekit's convention: the front end without dither noise
+        fe = AutoFeatureExtractor.from_pretrained(folder, dither=0.0)
     model = AutoModelForSpeechSeq2Seq.from_pretrained(folder, dtype=torch.float32).eval()
     asr = edgekit.load(art, device="cpu")
     lang = {"language": "en"} if model.config.model_type == "whisper" else {}
+    # MoonshineStreamingProcessor's audio kwargs: the waveform padded to whole 5 ms frames.
+    pad = {"padding": True, "pad_to_multiple_of": 80} if model.config.model_type == "moonshine_streaming" else {}
     for wave in speech():
-        inputs = fe(wave, sampling_rate=16000, return_tensors="pt")
+        out = fe(wave, sampling_rate=16000, return_tensors="pt", **pad)
         # SpeechEncoderDecoderModel's main input is "inputs": its encoder's names the extractor's output.
-        feats = inputs[model.get_encoder().main_input_name]
-        # The extractor's frame mask, as a user passes it (Canary's marks its last frame as padding).
-        masked = {"attention_mask": inputs["attention_mask"]} if "attention_mask" in inputs and not lang else {}
+        feats = out[model.get_encoder().main_input_name]
+        # The extractor's frame mask, as generate(**processor(audio)) passes it (Canary's and Cohere ASR's
+        # mark their last frame as padding; Moonshine Streaming's encoder attends within sliding windows only
+        # when given one).
+        masked = {"attention_mask": out["attention_mask"]} if "attention_mask" in out and not lang else {}
         for beams, new in ((1, SPEECH_TOKENS), (BEAMS, SPEECH_TOKENS), (1, -1)):
             if recognize := new < 0:  # recognize, as a user calls it, against transformers' greedy tokens
                 new = SPEECH_TOKENS

@@ -153,7 +153,7 @@ def test_canary_front_end_and_frame_mask_are_parakeets() -> None:
     from edgekit.contract.recognize import Chunking, SpeechSeq2SeqSection
     from edgekit.converters.kv_geometry import KVGeometry
     from edgekit.converters.specs.ctc import PREPROCESS_MAX_ABS
-    from edgekit.tasks.speech_seq2seq import features, frame_mask
+    from edgekit.tasks.speech_seq2seq import encoder_feeds, features
 
     section = SpeechSeq2SeqSection(
         audio=Chunking(16000, 32.0, 2.0), features="parakeet-fbank", normalize=False, input="input_features",
@@ -168,7 +168,9 @@ def test_canary_front_end_and_frame_mask_are_parakeets() -> None:
         mine = features(wave, section)
         assert mine.shape == theirs["input_features"][0].shape
         assert np.abs(mine - theirs["input_features"][0]).max() <= PREPROCESS_MAX_ABS["parakeet-fbank"]
-        mask = frame_mask(len(mine), section)
+        feeds = encoder_feeds(mine[None], section)
+        assert (feeds["input_features"][0] == mine).all()  # fbank frames are fed unpadded
+        mask = feeds["attention_mask"][0]
         assert (mask == theirs["attention_mask"][0].astype(np.int64)).all() and mask[-1] == 0 and mask[:-1].all()
 
 
@@ -197,3 +199,52 @@ def test_sentencepiece_only_tokenizer_gets_a_tokenizer_json_that_decodes_alike(t
     broken = json.loads(built)
     broken["decoder"] = None  # "▁" printed as is
     assert "decode to" in decodes_alike(tok, json.dumps(broken).encode())
+
+
+def test_cohere_front_end_is_its_extractor_without_dither() -> None:
+    """edgekit's convention for CohereAsrFeatureExtractor: its features and frame mask at dither=0.0 (the
+    extractor's 1e-5 dither is seeded noise from torch's generator; edgekit's front end adds none)."""
+    from transformers import CohereAsrFeatureExtractor
+
+    from edgekit.converters.specs.speech_seq2seq import _front_end
+    from edgekit.preprocess.filterbank import parakeet_fbank
+
+    saved = {"feature_extractor_type": "CohereAsrFeatureExtractor", "dither": 1e-5}  # as checkpoints ship it
+    assert _front_end("folder", "cohere_asr", saved)[2] == "parakeet-fbank"
+    wave = synthetic_audio(1.37, 16000, 4)  # not a whole number of hops
+    mine, valid = parakeet_fbank(wave, 16000, 512, 400, 160, 32, 0.97)
+    for dither, limit in ((0.0, 1e-3), (1e-5, None)):
+        out = CohereAsrFeatureExtractor(feature_size=32, dither=dither)(wave, sampling_rate=16000, return_tensors="np")
+        assert ((np.arange(len(mine)) < valid) == out["attention_mask"][0]).all() and valid == len(mine) - 1
+        # PREPROCESS_MAX_ABS["parakeet-fbank"]: torch.stft's float32 rounding in the quietest bands.
+        worst = float(np.abs(out["input_features"][0] - mine).max())
+        assert worst <= limit if limit is not None else worst > 1e-3  # the dither moves the quiet bands
+
+
+def test_waveform_feeds_are_the_extractors_padded_to_whole_frames() -> None:
+    """Moonshine Streaming's convention: the waveform padded with zeros to whole 5 ms frames and the mask
+    of its real samples, as Wav2Vec2FeatureExtractor(return_attention_mask=True) pads with the
+    processor's pad_to_multiple_of; a section without a mask gets the padded waveform alone."""
+    import dataclasses
+
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from edgekit.contract.recognize import Chunking, SpeechSeq2SeqSection
+    from edgekit.converters.kv_geometry import KVGeometry
+    from edgekit.tasks.speech_seq2seq import encoder_feeds
+
+    section = SpeechSeq2SeqSection(
+        audio=Chunking(16000, 32.0, 2.0), features="waveform", normalize=False, input="input_values",
+        tokenizer="tokenizer.json", cache=KVGeometry(1, 2, 8).state(), decoder_start_token_id=1, eos_token_id=2,
+        suppress_tokens=(), begin_suppress_tokens=(), max_length=8, max_target_positions=64,
+        mask="attention_mask", pad_to_multiple_of=80)
+    fe = Wav2Vec2FeatureExtractor(do_normalize=False, return_attention_mask=True)
+    for samples in (16000, 16001, 16079):  # on, just past and just short of a whole frame
+        wave = synthetic_audio(samples / 16000, 16000, samples)
+        theirs = fe(wave, sampling_rate=16000, return_tensors="np", padding=True, pad_to_multiple_of=80)
+        feeds = encoder_feeds(wave[None], section)
+        assert feeds["input_values"].shape == theirs["input_values"].shape and feeds["input_values"].shape[1] % 80 == 0
+        assert (feeds["input_values"] == theirs["input_values"]).all()
+        assert (feeds["attention_mask"] == theirs["attention_mask"]).all() and feeds["attention_mask"].sum() == samples
+    unmasked = encoder_feeds(wave[None], dataclasses.replace(section, mask=None))
+    assert list(unmasked) == ["input_values"] and unmasked["input_values"].shape[1] == 16080

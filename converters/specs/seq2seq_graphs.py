@@ -101,8 +101,8 @@ class Encoder(torch.nn.Module):
 
 
 class BartDecoder(torch.nn.Module):
-    """Marian, BART, mBART, M2M100/NLLB, Pegasus, Moonshine, SeamlessM4T: Hugging Face's decoder layers on
-    the slot contract.
+    """Marian, BART, mBART, M2M100/NLLB, Pegasus, Moonshine, SeamlessM4T, Cohere ASR: Hugging Face's decoder
+    layers on the slot contract.
 
     Only what surrounds the layers is written here (the families differ there): token embedding
     and its scale, positions (learned with an offset, sinusoidal tables, M2M100's padding-aware
@@ -124,6 +124,8 @@ class BartDecoder(torch.nn.Module):
     def positions(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor | float:
         if self.rotary is not None:
             return 0.0  # rotary: positions enter every attention, not the embedding
+        if hasattr(self.dec, "pos_emb"):  # Cohere ASR: a learned table from 0
+            return self.dec.pos_emb(pos)
         emb = self.dec.embed_positions
         if isinstance(emb, torch.nn.Embedding):  # learned (BART, mBART: offset 2) or a sinusoidal table
             return emb.weight[pos + int(getattr(emb, "offset", 0))]
@@ -136,8 +138,9 @@ class BartDecoder(torch.nn.Module):
         n = len(self.dec.layers)
         past, enc_mask, cross = kv[: 2 * n], kv[2 * n], kv[2 * n + 1:]
         h = self.dec.embed_tokens(input_ids) * self.scale + self.positions(input_ids, position_ids)
-        if getattr(self.dec, "layernorm_embedding", None) is not None:
-            h = self.dec.layernorm_embedding(h)
+        embedding_norm = getattr(self.dec, "layernorm_embedding", None) or getattr(self.dec, "embedding_layernorm", None)
+        if embedding_norm is not None:  # Cohere ASR names it embedding_layernorm
+            h = embedding_norm(h)
         start = past[0].shape[2]
         self_bias = slot_bias(attention_mask, start, input_ids.shape[1], h.dtype)
         enc_bias = cross_bias(enc_mask, h.dtype)

@@ -1,10 +1,10 @@
-"""Speech encoder-decoders other than Whisper (Moonshine, SpeechT5 and SpeechEncoderDecoderModel's
-wav2vec2-style encoders on the waveform, Speech2Text and SeamlessM4T on Kaldi fbank features, Canary on
-Parakeet's filterbank and its frame mask): the encoder once per chunk, then the encoder-decoders'
-slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
+"""Speech encoder-decoders other than Whisper (Moonshine, Moonshine Streaming, SpeechT5 and
+SpeechEncoderDecoderModel's wav2vec2-style encoders on the waveform, Speech2Text and SeamlessM4T on Kaldi
+fbank features, Canary and Cohere ASR on Parakeet's filterbank and its frame mask): the encoder once per
+chunk, then the encoder-decoders' slot-cache decoder (seq2seq_graphs.BartDecoder, seq2seq.decoder_graph).
 
     encoder  input_values (batch, samples) or input_features (batch, frames, mels) -> cross.{i}.key / .value
-             (Canary: with the frame mask in, and the encoder's subsampled `encoder_attention_mask` out)
+             (where the section names a `mask`: the frame mask in, the encoder's own `encoder_attention_mask` out)
     decoder  the slot-cache decoder with `encoder_attention_mask` and the cross keys/values resident
 The loop is tasks/speech_seq2seq.py (Whisper's, from the one start token). Parity: the tokens of
 `transformers` generate (greedy, and beam search) against the artifact's on synthetic audio, the
@@ -34,6 +34,7 @@ from edgekit.converters.specs.whisper import GATES
 from edgekit.errors import SourceError, UnsupportedError
 from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 from edgekit.tasks.recognizer import word_error_rate
+from edgekit.tasks.speech_seq2seq import encoder_feeds
 
 BEAMS = 4
 # Each family's front end: (its feature extractor's class, the encoder's input, SpeechSeq2SeqSection.features).
@@ -46,60 +47,61 @@ FRONT_ENDS: dict[str, tuple[str, str, str]] = {
     "speech-encoder-decoder": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
     "speecht5": ("SpeechT5FeatureExtractor", "input_values", "waveform"),
     "canary": ("ParakeetFeatureExtractor", "input_features", "parakeet-fbank"),
+    # The waveform in whole 5 ms frames (HFSpeechSeq2Seq._frames); its processor's extractor is Moonshine's.
+    "moonshine_streaming": ("Wav2Vec2FeatureExtractor", "input_values", "waveform"),
+    # Parakeet's filterbank (with the frame mask its encoder reads), less the dither (DITHER_DROPPED).
+    "cohere_asr": ("CohereAsrFeatureExtractor", "input_features", "parakeet-fbank"),
 }
-# Speech encoder-decoders of transformers' mapping that edgekit refuses, and what it lacks for each
-# (transformers 5.23's modeling and feature extraction files).
-UNPORTED: dict[str, str] = {
-    "cohere_asr": "its CohereAsrFeatureExtractor adds dither noise drawn from torch's generator (seeded by the "
-                  "waveform's length), which edgekit's numpy front end does not reproduce, and its decoder "
-                  "(a position table and an embedding layer norm, the encoder states projected inside the "
-                  "decoder) is not the BART-style decoder edgekit's graph runs",
-    "moonshine_streaming": "its encoder frames the waveform in 5 ms frames and attends within per-layer sliding "
-                           "windows only when given an attention mask (without one, every frame attends to "
-                           "every other), and its decoder adds learned positions to the encoder states before "
-                           "projecting them: neither is in edgekit's speech encoder or decoder graph",
-}
+# Extractors whose `dither` (Gaussian noise of that amplitude added to the waveform, a training-style
+# augmentation: CohereAsrFeatureExtractor's 1e-5, seeded from torch's generator by the waveform length)
+# edgekit's front end leaves out, so that a transcript depends on the audio alone. The convert-time checks
+# run the extractor with dither=0.0 as the reference (README, speech).
+DITHER_DROPPED = frozenset({"CohereAsrFeatureExtractor"})
+FRAME_MASK = "attention_mask"  # the extractor's mask of real frames or samples, named as the encoders name it
 DEFAULT_NEW_TOKENS = 20  # transformers' generate without a max_length (its default config's 20, all new)
 MAX_SECONDS = 64  # the longest input the encoder graph is declared for; recognize's chunks are half of it
 
 
 class SpeechEncoder(torch.nn.Module):
-    """The waveform (or fbank features) -> every decoder layer's cross keys and values."""
+    """The waveform (or fbank features) -> every decoder layer's cross keys and values; given the
+    extractor's frame mask (Canary, Cohere ASR, Moonshine Streaming), the encoder's own frame mask after
+    them (Canary's and Cohere ASR's FastConformers subsample it with the frames)."""
 
     def __init__(self, model: Any) -> None:
-        from edgekit.converters.specs.seq2seq_graphs import Encoder
+        from edgekit.converters.specs.seq2seq_graphs import Encoder, text_decoder
 
         super().__init__()
         self.inner = Encoder(model)
-        # SpeechEncoderDecoderModel maps the encoder's width to the decoder's where they differ.
-        self.to_decoder = getattr(model, "enc_to_dec_proj", None)
+        dec = text_decoder(model)
+        # SpeechEncoderDecoderModel maps the encoder's width to the decoder's where they differ; Cohere ASR's
+        # and Moonshine Streaming's decoders project the encoder states themselves (`proj`, on every call),
+        # once per chunk here.
+        self.to_decoder = getattr(model, "enc_to_dec_proj", None) or getattr(dec, "proj", None)
+        # Moonshine Streaming's decoder adds its learned table to the encoder states before `proj` (its
+        # decoder's pos_emb is as wide as the encoder; Cohere ASR's pos_emb positions the tokens).
+        streaming = model.config.model_type == "moonshine_streaming"
+        self.source_positions = dec.pos_emb if streaming else None
+        # ... and its encoder cuts the waveform into frames of 5 ms (frame_len samples).
+        self.frame = int(model.get_encoder().embedder.frame_len) if streaming else 1
 
-    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, input_values: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         from edgekit.converters.specs.seq2seq_graphs import _split, eager_while_exporting
 
+        if self.frame > 1:  # whole frames (the recognizer pads to them): a length torch.export sees divides
+            n = input_values.shape[1] // self.frame * self.frame
+            input_values, mask = input_values[:, :n], None if mask is None else mask[:, :n]
+        given = {} if mask is None else {"attention_mask": mask.bool()}  # as the extractors' masks
         with eager_while_exporting(self.inner.hf[0]):
-            h = self.inner.encoder(input_values).last_hidden_state
+            enc = self.inner.encoder(input_values, **given)
+        h = enc.last_hidden_state
+        if self.source_positions is not None:
+            h = h + self.source_positions(torch.arange(h.shape[1], device=h.device))
         if self.to_decoder is not None:
             h = self.to_decoder(h)
         out: list[torch.Tensor] = []
         for k, v, heads in self.inner.proj:
             out += [_split(k(h), heads), _split(v(h), heads)]
-        return tuple(out)
-
-
-class MaskedSpeechEncoder(SpeechEncoder):
-    """(features, frame mask) -> the cross keys and values, and the encoder's output frame mask
-    (Canary's FastConformer subsamples the mask with the frames; its decoder attends where it is 1)."""
-
-    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
-        from edgekit.converters.specs.seq2seq_graphs import _split, eager_while_exporting
-
-        with eager_while_exporting(self.inner.hf[0]):
-            out = self.inner.encoder(features, attention_mask=mask.bool())
-        cross: list[torch.Tensor] = []
-        for k, v, heads in self.inner.proj:
-            cross += [_split(k(out.last_hidden_state), heads), _split(v(out.last_hidden_state), heads)]
-        return (*cross, out.attention_mask.to(torch.int64))
+        return tuple(out) if mask is None else (*out, enc.attention_mask.long())
 
 
 class _SpeechT5Layer(torch.nn.Module):
@@ -194,27 +196,27 @@ class HFSpeechSeq2Seq(ExportSpec):
         rate = int(self.fe.get("sampling_rate", 16000))
         self.section = self._section(rate, name, features)
         batch = torch.export.Dim(BATCH, min=1, max=16)
-        x = torch.from_numpy(np.stack([self.front_end(synthetic_audio(1.0, rate, s)) for s in (0, 1)]))
-        if features == "waveform":
-            axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
-        else:  # 10 ms frames
-            axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
-        if self.section.mask:
-            from edgekit.tasks.speech_seq2seq import frame_mask
-
-            enc: SpeechEncoder = MaskedSpeechEncoder(self.model).eval()
-            mask = torch.from_numpy(np.stack([frame_mask(x.shape[1], self.section)] * 2))
-            feeds: tuple[torch.Tensor, ...] = (x, mask)
-            self.encoder = GraphExport("encoder", enc, feeds, [name, self.section.mask],
-                                       [*self.cache.cross(), ENCODER_MASK], ({0: batch, 1: axis}, {0: batch, 1: axis}))
-        else:
-            enc, feeds = SpeechEncoder(self.model).eval(), (x,)
-            self.encoder = GraphExport("encoder", enc, feeds, [name], self.cache.cross(), ({0: batch, 1: axis},))
-        with torch.no_grad():
-            cross = enc(*feeds)[: len(self.cache.cross())]
+        self.encoder, cross = self._encoder_graph(SpeechEncoder(self.model).eval(), batch)
         frames = torch.export.Dim(FRAMES, min=1, max=rate * MAX_SECONDS)
         self.decoder = decoder_graph(speech_decoder(self.model, self.family).eval(), self.cache, int(cfg.vocab_size),
                                      cross, batch, frames, self.positions, [])
+
+    def _encoder_graph(self, enc: SpeechEncoder, batch: Any) -> tuple[GraphExport, tuple[torch.Tensor, ...]]:
+        """The encoder's graph, traced on two 1 s clips, and its cross keys/values (the decoder's trace)."""
+        c = self.section
+        rate = c.audio.sample_rate
+        feeds = [encoder_feeds(self.front_end(synthetic_audio(1.0, rate, s))[None], c) for s in (0, 1)]
+        xs = tuple(torch.from_numpy(np.concatenate([f[n] for f in feeds])) for n in feeds[0])
+        if c.features == "waveform":
+            axis = torch.export.Dim(SAMPLES, min=1600, max=rate * MAX_SECONDS)
+        else:  # 10 ms frames
+            axis = torch.export.Dim(FRAMES, min=8, max=100 * MAX_SECONDS)
+        names, outs = [c.input], list(self.cache.cross())
+        if c.mask:
+            names, outs = [*names, c.mask], [*outs, ENCODER_MASK]
+        graph = GraphExport("encoder", enc, xs, names, outs, tuple({0: batch, 1: axis} for _ in xs))
+        with torch.no_grad():
+            return graph, enc(*xs)[: len(self.cache.cross())]
 
     def front_end(self, wave: np.ndarray) -> np.ndarray:
         """edgekit's features of one waveform (tasks/speech_seq2seq.py), as the artifact computes them."""
@@ -242,14 +244,10 @@ class HFSpeechSeq2Seq(ExportSpec):
         if start is None or eos is None:
             raise SourceError(f"'{self.src.description}' names no decoder_start_token_id or eos_token_id",
                               fix="set both in its generation_config.json")
-        fe = self.fe
-        stft = {"n_fft": int(fe.get("n_fft", 512)), "hop_length": int(fe.get("hop_length", 160)),
-                "win_length": int(fe.get("win_length", 400)), "preemphasis": float(fe.get("preemphasis") or 0.0),
-                "mask": "attention_mask"} if features == "parakeet-fbank" else {}
         return SpeechSeq2SeqSection(
             audio=Chunking(rate, float(MAX_SECONDS // 2), 2.0), features=features,  # type: ignore[arg-type]
             normalize=bool(self.fe.get("do_normalize", False)), input=name, tokenizer="tokenizer.json",
-            n_mels=int(self.fe.get("num_mel_bins") or self.fe.get("feature_size", 80)),  # Parakeet's: feature_size
+            **({} if features == "parakeet-fbank" else {"n_mels": int(self.fe.get("num_mel_bins", 80))}),
             stack=int(self.fe.get("stride", 2)) if features == "kaldi-fbank" else 1,
             cache=self.cache.state(), decoder_start_token_id=int(start), eos_token_id=int(eos),
             suppress_tokens=tuple(int(t) for t in (gen.suppress_tokens or [])),
@@ -257,7 +255,28 @@ class HFSpeechSeq2Seq(ExportSpec):
             max_length=self._new_tokens(gen.max_length), max_target_positions=self.positions,
             forced_eos_token_id=None if gen.forced_eos_token_id is None else int(gen.forced_eos_token_id),
             lang_to_id={str(k): int(v) for k, v in (getattr(gen, "text_decoder_lang_to_code_id", None) or {}).items()},
-            **stft)
+            **(self._stft() if features == "parakeet-fbank" else {}),
+            **(self._frames() if self.family == "moonshine_streaming" else {}))
+
+    def _frames(self) -> dict[str, Any]:
+        """Moonshine Streaming: whole 5 ms frames, as its processor pads the waveform; the encoder's sliding
+        windows apply where the folder's extractor returns a mask (its encoder attends to every frame
+        without one), so the artifact does what generate(**processor(audio)) does with this folder."""
+        enc = self.model.config.encoder_config
+        frame = int(round(enc.sample_rate * enc.frame_ms / 1000.0))
+        mask = FRAME_MASK if self.fe.get("return_attention_mask", False) else None
+        return dict(pad_to_multiple_of=frame, mask=mask)
+
+    def _stft(self) -> dict[str, Any]:
+        """parakeet-fbank's settings, as the folder's extractor holds them (its class's defaults where the
+        saved config names none: ParakeetFeatureExtractor's 80 mels, CohereAsrFeatureExtractor's 128);
+        its encoder reads the frame mask."""
+        from transformers import AutoFeatureExtractor
+
+        assert self.src.hf_dir is not None
+        fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
+        return dict(n_mels=int(fe.feature_size), n_fft=int(fe.n_fft), win_length=int(fe.win_length),
+                    hop_length=int(fe.hop_length), preemphasis=float(fe.preemphasis or 0.0), mask=FRAME_MASK)
 
     def _new_tokens(self, max_length: int | None) -> int:
         """The tokens generate makes after the start token: a set max_length counts the start token;
@@ -278,7 +297,8 @@ class HFSpeechSeq2Seq(ExportSpec):
         for beams in (1, BEAMS):
             for w in waves:
                 feats = model.features(w)
-                ref = hf_speech_tokens(self.model, feats, max_new_tokens, beams, lang, self._mask(feats))
+                ref = hf_speech_tokens(self.model, encoder_feeds(feats[None], self.section), max_new_tokens, beams,
+                                       lang)
                 got = model.decode_tokens(feats, lang, max_new_tokens=max_new_tokens, num_beams=beams)
                 same += sum(int(a == b) for a, b in zip(ref, got))
                 total += max(len(ref), len(got))
@@ -299,26 +319,25 @@ class HFSpeechSeq2Seq(ExportSpec):
         report = dataclasses.replace(report, end_to_end=EndToEnd(len(waves), preprocess=pre, reference=self.extractor))
         return report if pre.passed else report.failed("pre-processing differs from the source's feature extractor")
 
-    def _mask(self, features: np.ndarray) -> np.ndarray | None:
-        """The frame mask edgekit feeds the encoder with one chunk's features, where it takes one."""
-        from edgekit.tasks.speech_seq2seq import frame_mask
-
-        return frame_mask(features.shape[0], self.section) if self.section.mask else None
-
     def preprocess_check(self, waves: list[np.ndarray], model: Any) -> PreprocessCheck:
         """edgekit's front end (and frame mask) against the folder's feature extractor on each unpadded waveform."""
         from transformers import AutoFeatureExtractor
 
         assert self.src.hf_dir is not None
-        fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir)
+        no_dither = {"dither": 0.0} if self.extractor in DITHER_DROPPED else {}
+        fe = AutoFeatureExtractor.from_pretrained(self.src.hf_dir, **no_dither)
         name, worst = self.section.input, 0.0
+        c = self.section
+        # Moonshine Streaming's processor pads to whole 5 ms frames (MoonshineStreamingProcessor's audio kwargs).
+        pad = {"padding": True, "pad_to_multiple_of": c.pad_to_multiple_of} if c.pad_to_multiple_of > 1 else {}
         for w in waves:
-            out = fe(w, sampling_rate=self.section.audio.sample_rate, return_tensors="np")
-            theirs, mine = np.asarray(out[name][0]), model.features(w)
+            out = fe(w, sampling_rate=c.audio.sample_rate, return_tensors="np", **pad)
+            feeds = encoder_feeds(model.features(w)[None], c)
+            theirs, mine = np.asarray(out[name][0]), feeds[name][0]
             if theirs.shape != mine.shape:
                 return PreprocessCheck(False, f"{name} shape {list(mine.shape)} vs {list(theirs.shape)} against "
                                               f"transformers {self.extractor}", max_abs=float("inf"))
-            if (mask := self._mask(mine)) is not None and (mask != (want := np.asarray(out["attention_mask"][0]))).any():
+            if c.mask and ((mask := feeds[c.mask][0]) != (want := np.asarray(out[c.mask][0]))).any():
                 return PreprocessCheck(False, f"the frame mask differs from transformers {self.extractor}'s "
                                               f"({int(mask.sum())} vs {int(want.sum())} real frames)",
                                        max_abs=float("inf"))
@@ -384,15 +403,14 @@ def _front_end(description: str, family: str, fe: dict[str, Any]) -> tuple[str, 
     """(the feature extractor, the encoder's input, SpeechSeq2SeqSection.features) of a family edgekit
     converts with the extractor it has a numpy port of; else UnsupportedError, by name."""
     if family not in FRONT_ENDS:
-        why = f": {UNPORTED[family]}" if family in UNPORTED else " yet"
-        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert"
-                               f"{why}", found=f"model_type {family!r}",
+        raise UnsupportedError(f"'{description}' is a {family} speech encoder-decoder, which edgekit cannot convert "
+                               "yet", found=f"model_type {family!r}",
                                fix=f"recognize converts Whisper and the speech encoder-decoders {sorted(FRONT_ENDS)}")
     kind, name, features = FRONT_ENDS[family]
     extractor = str(fe.get("feature_extractor_type", kind))
     # Speech2Text: dithering is random, and edgekit's CMVN is the default one (means and variances).
     odd = {k: fe[k] for k in ("dither", "do_ceptral_normalize", "normalize_means", "normalize_vars")
-           if k in fe and fe[k] != {"dither": 0.0}.get(k, True)}
+           if k in fe and fe[k] != {"dither": 0.0}.get(k, True) and not (k == "dither" and kind in DITHER_DROPPED)}
     if extractor != kind or odd:
         raise UnsupportedError(f"edgekit cannot reproduce the {extractor} of this {family} model",
                                found=f"preprocessor_config.json feature_extractor_type {extractor!r} {odd or ''}",
@@ -415,13 +433,15 @@ def _check_decoder(description: str, model: Any) -> None:
                                fix="a speech encoder-decoder with a BART-style decoder (bart, mbart, marian, ...)")
 
 
-def hf_speech_tokens(hf: Any, features: np.ndarray, max_new_tokens: int | None, num_beams: int,
-                     tgt_lang: str | None = None, mask: np.ndarray | None = None) -> list[int]:
-    """transformers' generate on one unpadded input (start token first) and its frame mask if any, as a list."""
+def hf_speech_tokens(hf: Any, feeds: dict[str, np.ndarray], max_new_tokens: int | None, num_beams: int,
+                     tgt_lang: str | None = None) -> list[int]:
+    """transformers' generate on one input (start token first), as a list: the encoder graph's feeds
+    (tasks/speech_seq2seq.encoder_feeds), its frame mask where it takes one, as generate(**processor(audio))."""
     extra: dict[str, Any] = {} if tgt_lang is None else {"tgt_lang": tgt_lang}
-    if mask is not None:
-        extra["attention_mask"] = torch.from_numpy(mask)[None]
+    # the graph's input names are the model's own (input_features, attention_mask); masks as the extractors' (bool)
+    name, *masks = feeds
+    inputs = {k: torch.from_numpy(v).bool() if k in masks else torch.from_numpy(v) for k, v in feeds.items()}
     with torch.inference_mode():
-        out = hf.generate(torch.from_numpy(features)[None], max_new_tokens=max_new_tokens, num_beams=num_beams,
-                          do_sample=False, **extra)
+        out = hf.generate(inputs.pop(name), max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                          **inputs, **extra)
     return [int(t) for t in out[0]]

@@ -16,8 +16,9 @@ Whisper (`WhisperSection`):
 Other speech encoder-decoders (`SpeechSeq2SeqSection`: Moonshine, ...):
     graph "encoder"  `input` (the waveform (batch, samples)) -> cross.{i}.key / .value
     graph "decoder"  the same decoder, also fed `encoder_attention_mask` (batch, encoder frames)
-    Where `mask` names one, the encoder also takes the front end's frame mask (batch, frames) and
-    returns `encoder_attention_mask`, its output frames' mask (Canary's FastConformer subsamples it).
+    Where `mask` names one, the encoder also takes the front end's frame mask (batch, frames or
+    samples) and returns `encoder_attention_mask`, its output frames' mask (Canary, Cohere ASR,
+    Moonshine Streaming).
 Audio is cut into chunks of `chunk_length_s` overlapping by `stride_length_s` on each side.
 """
 from __future__ import annotations
@@ -161,7 +162,8 @@ class SpeechSeq2SeqSection(Section):
     # The encoder's input as edgekit's front end makes it: the samples (batch, samples),
     # Speech2TextFeatureExtractor's Kaldi fbank with utterance CMVN (batch, frames, n_mels), or
     # SeamlessM4TFeatureExtractor's, `stack` frames per row (batch, frames / stack, n_mels * stack), or
-    # ParakeetFeatureExtractor's (Canary's) normalized log mel (batch, frames, n_mels).
+    # ParakeetFeatureExtractor's normalized log mel (Canary's; Cohere ASR's CohereAsrFeatureExtractor is
+    # the same less its dither: see the README) (batch, frames, n_mels).
     features: Literal["waveform", "speech2text-fbank", "kaldi-fbank", "parakeet-fbank"]
     normalize: bool  # waveform: zero mean, unit variance per chunk (the extractor's do_normalize)
     input: str
@@ -186,7 +188,13 @@ class SpeechSeq2SeqSection(Section):
     hop_length: int = 160
     win_length: int = 400
     preemphasis: float = 0.0
-    mask: str | None = None  # the encoder's frame-mask input (batch, frames): 1 for the front end's real frames
+    # The encoder's frame-mask input (batch, frames or samples; 1 for the front end's real frames), where
+    # it takes one; it then returns its own frames' mask, which the decoder's cross-attention reads.
+    # parakeet-fbank's last frame is padding (Canary, Cohere ASR: their encoders subsample the mask); a
+    # waveform's zeros up to pad_to_multiple_of (Moonshine Streaming, whose encoder attends within its
+    # per-layer sliding windows only when given a mask).
+    mask: str | None = None
+    pad_to_multiple_of: int = 1  # waveform: zeros up to a multiple (Moonshine Streaming's 5 ms frames, 80 samples)
 
     def needs(self) -> dict[str, GraphNeeds]:
         cross = cross_names(self.cache)

@@ -31,11 +31,19 @@ def features(wave: np.ndarray, c: SpeechSeq2SeqSection) -> np.ndarray:
     return audio.normalize_wave(wave) if c.normalize else wave.astype(np.float32)
 
 
-def frame_mask(frames: int, c: SpeechSeq2SeqSection) -> np.ndarray:
-    """(frames,) int64: 1 for one unpadded chunk's real frames. parakeet_fbank's centered STFT makes
-    len // hop + 1 frames of which len // hop are real (its last is the extractor's padding)."""
-    real = frames - 1 if c.features == "parakeet-fbank" else frames
-    return (np.arange(frames) < real).astype(np.int64)
+def encoder_feeds(features: np.ndarray, c: SpeechSeq2SeqSection) -> dict[str, np.ndarray]:
+    """The encoder graph's inputs for a batch of unpadded features, for the recognizer and for the
+    transformers reference alike: a waveform padded with zeros to `pad_to_multiple_of`, and where the
+    graph takes one (`mask`), the mask of real frames: parakeet-fbank's all but the last (the extractor
+    counts samples // hop frames, its centered STFT makes one more), a waveform's samples before the
+    padding."""
+    real = features.shape[1]
+    padded = -(-real // c.pad_to_multiple_of) * c.pad_to_multiple_of
+    feeds = {c.input: features if padded == real else np.pad(features, ((0, 0), (0, padded - real)))}
+    if c.mask:
+        real -= int(c.features == "parakeet-fbank")
+        feeds[c.mask] = np.repeat((np.arange(padded) < real)[None], features.shape[0], 0).astype(np.int64)
+    return feeds
 
 
 class SpeechSeq2SeqRecognizer(WhisperRecognizer):
@@ -65,11 +73,9 @@ class SpeechSeq2SeqRecognizer(WhisperRecognizer):
         return features(wave, self.contract)
 
     def encode(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        c = self.contract
-        if c.mask:  # the encoder subsamples the frame mask: its own output is the decoder's
-            mask = np.broadcast_to(frame_mask(features.shape[1], c), features.shape[:2])
-            return self.runners["encoder"].run({c.input: features, c.mask: np.ascontiguousarray(mask)})
-        cross = self.runners["encoder"].run({c.input: features})
+        cross = self.runners["encoder"].run(encoder_feeds(features, self.contract))
+        if self.contract.mask:  # the encoder's own mask of its frames (it subsamples the frame mask)
+            return cross
         frames = next(iter(cross.values())).shape[2]
         return {**cross, ENCODER_MASK: np.ones((features.shape[0], frames), np.int64)}
 
