@@ -45,8 +45,8 @@ def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndar
             if got != want and precision == "fp32":
                 return f"tokens {got} vs transformers' generate {want} (language {language})"
         text = asr.recognize(wave, sample_rate=asr.sample_rate, max_new_tokens=new).text
-        json = asr.contract.transcript == "json-segments"
-        theirs = _processor_text(folder, plain) if json else asr.decode_text(plain)
+        segments = asr.contract.transcript == "json-segments"
+        theirs = _processor_text(folder, plain) if segments else asr.decode_text(plain)
         if text != theirs and precision == "fp32":
             return f"transcript {text!r} vs transformers' generate {theirs!r}"
     return ""
