@@ -229,9 +229,7 @@ class Rotary:
         rope = getattr(rotary, "rope_type", "default")
         if rope in ("dynamic", "longrope"):
             raise NotExpressible(f"rotary scaling '{rope}' depends on the sequence length")
-        # The text config's positions: a multimodal config's own max_position_embeddings may count
-        # something else (VibeVoice-ASR's: audio rows per encoder chunk, 450).
-        n = int(getattr(model.config.get_text_config(), "max_position_embeddings", 0) or MAX_LEN)
+        n = int(getattr(model.config, "max_position_embeddings", 0) or MAX_LEN)
         with torch.no_grad():
             cos, sin = rotary(torch.zeros(1), torch.arange(n)[None])
         cos, sin, half = cos[0].float(), sin[0].float(), cos.shape[-1] // 2
