@@ -50,3 +50,25 @@ class Qwen3AsrWindows(torch.nn.Module):
         q, k, v = (p(h).reshape(n, self.heads, -1).transpose(0, 1) for p in (attn.q_proj, attn.k_proj, attn.v_proj))
         weights = torch.softmax(q @ k.transpose(1, 2) * attn.scaling + bias, dim=-1)
         return attn.out_proj((weights @ v).transpose(0, 1).reshape(n, -1))
+
+
+class VibeVoiceAsrAudio(torch.nn.Module):
+    """(input_features (rows, 1, hop) float: the padded waveform cut per hop) -> (rows, hidden).
+
+    transformers (models/vibevoice_asr, get_audio_features) runs the acoustic and semantic tokenizer
+    encoders over chunks of acoustic_tokenizer_chunk_size samples, carrying each causal convolution's
+    last inputs to the next chunk (its padding cache); every layer is a causal convolution or a norm over
+    channels and the chunk is a whole number of hops (the config requires it), so one pass over the whole
+    waveform computes the same outputs. The acoustic latents' noise (sample=True, random) is left out:
+    the deterministic path transformers takes with sample=False."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        inner = model.model
+        self.acoustic, self.semantic = inner.acoustic_tokenizer_encoder, inner.semantic_tokenizer_encoder
+        self.projector = inner.multi_modal_projector
+
+    def forward(self, input_features: torch.Tensor) -> torch.Tensor:
+        wave = input_features.reshape(1, 1, -1)
+        rows = self.projector(self.acoustic(wave).latents, self.semantic(wave).latents)
+        return rows.reshape(-1, rows.shape[-1]).float()

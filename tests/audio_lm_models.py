@@ -49,9 +49,18 @@ def check(folder: Path, art: Path, precision: str, new: int, waves: list[np.ndar
             if got != want and precision == "fp32":
                 return f"tokens {got} vs transformers' generate {want} (language {language})"
         text = asr.recognize(wave, sample_rate=asr.contract.audio.sample_rate, max_new_tokens=new).text
-        if text != asr.decode_text(plain) and precision == "fp32":
-            return f"transcript {text!r} vs transformers' generate {asr.decode_text(plain)!r}"
+        segments = asr.contract.transcript == "json-segments"
+        theirs = _processor_text(folder, plain) if segments else asr.decode_text(plain)
+        if text != theirs and precision == "fp32":
+            return f"transcript {text!r} vs transformers' generate {theirs!r}"
     return ""
+
+
+def _processor_text(folder: Path, tokens: list[int]) -> str:
+    """The transcript as the family's processor decodes the tokens (VibeVoice-ASR: the JSON segments' Contents)."""
+    import transformers
+
+    return str(transformers.AutoProcessor.from_pretrained(folder).decode(tokens, return_format="transcription_only"))
 
 
 # The encoder's window: Voxtral's 30 s at "real"; 2 s at "tiny" (a 200-frame log-mel and 25 audio tokens
@@ -188,5 +197,61 @@ def _kyutai(folder: Path, seed: int, shape: str) -> Path:
     return folder
 
 
+# VibeVoice-ASR's conversation (the chat template transformers' conversion script saves with its
+# checkpoints, convert_vibevoice_asr_to_hf.py): a system prompt, the audio between <|object_ref_start|> and
+# <|object_ref_end|>, the request naming the recording's length (the processor writes <|AUDIO_DURATION|>
+# as "%.2f" seconds), no assistant turn: the model writes "<|im_start|>assistant" itself.
+VIBEVOICE_CHAT = (
+    "{%- set system_prompt = system_prompt | default('You are a helpful assistant that transcribes audio input into "
+    "text output in JSON format.') -%}\n<|im_start|>system\n{{ system_prompt }}<|im_end|>\n"
+    "{%- for message in messages -%}{%- if message['role'] == 'user' -%}{{ '\\n' }}<|im_start|>user{{ '\\n' }}"
+    "{%- for item in message['content'] -%}{%- if item['type'] == 'audio' -%}"
+    "<|object_ref_start|><|box_start|><|object_ref_end|>{{ '\\n' }}This is a <|AUDIO_DURATION|> seconds audio, please "
+    "transcribe it with these keys: Start time, End time, Speaker ID, Content{%- endif -%}{%- endfor -%}"
+    "<|im_end|>{{ '\\n' }}{%- endif -%}{%- endfor -%}")
+VIBEVOICE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                    "<|box_start|>")
+
+
+def _vibevoice_asr(folder: Path, seed: int, shape: str) -> Path:
+    """VibeVoice-ASR's two convolutional tokenizer encoders (the checkpoints' 3200-sample hop, one block per
+    stage from 8 filters instead of 3 from 32) and a Qwen2 decoder, saved with its feature extractor and
+    processor. The encoders stream 2-hop chunks (the checkpoints: 60 s) so that parity covers the chunk
+    caches transformers carries between them."""
+    import torch
+    from transformers import (Qwen2Config, VibeVoiceAcousticTokenizerFeatureExtractor, VibeVoiceAsrConfig,
+                              VibeVoiceAsrForConditionalGeneration, VibeVoiceAsrProcessor)
+
+    tok = _tokenizer(*VIBEVOICE_TOKENS)
+    tok.add_tokens([*"0123456789", "."])  # the request's length in digits (word-level: one [UNK] whatever the length)
+    (hidden, heads), _ = SIZES[shape]
+    # layer_scale_init_value 1 (1e-6 by default): the ConvNeXt blocks' mixers and feed-forwards count.
+    encoder = {"depths": [1] * 7, "num_filters": 8, "layer_scale_init_value": 1.0}
+    text = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                       num_attention_heads=heads, num_key_value_heads=max(1, heads // 2),
+                       max_position_embeddings=1024, tie_word_embeddings=False, initializer_range=0.3).to_dict()
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    # As Qwen3-ASR's: at the default 0.02 range the tiny model writes one token over and over; the text
+    # model is initialised from its own config's range, the projector from the top one's.
+    cfg = VibeVoiceAsrConfig(acoustic_tokenizer_encoder_config={**encoder, "hidden_size": 16},
+                             semantic_tokenizer_encoder_config={**encoder, "hidden_size": 8}, text_config=text,
+                             audio_token_id=tok.convert_tokens_to_ids("<|box_start|>"),
+                             audio_bos_token_id=tok.convert_tokens_to_ids("<|object_ref_start|>"),
+                             audio_eos_token_id=tok.convert_tokens_to_ids("<|object_ref_end|>"),
+                             acoustic_tokenizer_chunk_size=2 * 3200, initializer_range=0.3, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = VibeVoiceAsrForConditionalGeneration(cfg).eval()
+    with torch.no_grad():  # the 0.3 range shrinks the waveform 10x per convolution: latents of 1e-7, no audio
+        for conv in model.modules():  # reaching the text; 1 / sqrt(fan-in) keeps the scale through the stages
+            if isinstance(conv, torch.nn.Conv1d):
+                conv.weight.normal_(0.0, (conv.weight[0].numel()) ** -0.5)
+    model.generation_config.eos_token_id, model.generation_config.pad_token_id = end, tok.pad_token_id
+    model.save_pretrained(folder)
+    processor = VibeVoiceAsrProcessor(VibeVoiceAcousticTokenizerFeatureExtractor(), tok, chat_template=VIBEVOICE_CHAT)
+    processor.save_pretrained(folder)
+    return folder
+
+
+
 BUILDERS = {"voxtral": _voxtral, "qwen3_asr": _qwen3_asr, "voxtral_realtime": _voxtral_realtime,
-            "kyutai_speech_to_text": _kyutai}
+            "kyutai_speech_to_text": _kyutai, "vibevoice_asr": _vibevoice_asr}

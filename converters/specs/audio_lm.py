@@ -1,25 +1,30 @@
-"""Audio-language models in recognize (Voxtral, Qwen3-ASR): a speech encoder + projector whose rows
+"""Audio-language models in recognize (Voxtral, Qwen3-ASR, VibeVoice-ASR): a speech encoder + projector whose rows
 replace the audio placeholder tokens of a causal LM's transcription prompt; the LM then writes the
 transcript.
 
     audio  input_features (chunks, n_mels, frames) -> audio_features (rows, hidden): Voxtral's
            get_audio_features (encoder, frame stacking, projector), every 30 s window at once;
            Qwen3-ASR's windowed encoder rewritten traceable (converters/audio_lm_encoders.py), with
-           its row mask
+           its row mask; VibeVoice-ASR's two convolutional tokenizer encoders + projector on the
+           waveform (converters/audio_lm_encoders.VibeVoiceAsrAudio), without the random noise its
+           acoustic latents get by default: the path of transformers' sample=False, which parity runs
     model  the causal LM's slot-cache decoder with the rows merged at the placeholder tokens
            (vision_lm.MediaKVDecoder: the image-text mechanism, fed audio rows)
 The loop is tasks/audio_lm.py. The prompt: Voxtral's transcription request from its tokenizer's
 control tokens (mistral-common writes it; transformers' VoxtralProcessor needs that package), Qwen3-ASR's
-from its processor's apply_transcription_request (chat template), per language. Parity: the greedy
+from its processor's apply_transcription_request (chat template), per language; VibeVoice-ASR's
+also, its request naming the recording's length (a text format the runtime fills and tokenizes). Parity: the greedy
 tokens of transformers' generate on the family's inputs against the artifact's from the raw waveform,
 and edgekit's numpy log-mel against the folder's feature extractor.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -31,14 +36,14 @@ from edgekit.contract.audio_lm import AUDIO_CHUNKS, AUDIO_FEATURES, AUDIO_ROWS, 
 from edgekit.contract.generate import STEP_INPUTS
 from edgekit.contract.recognize import Chunking
 from edgekit.contract.state import AttentionKV
-from edgekit.converters.audio_lm_encoders import Qwen3AsrWindows
+from edgekit.converters.audio_lm_encoders import Qwen3AsrWindows, VibeVoiceAsrAudio
 from edgekit.converters.audio_lm_realtime import (MIMI_MIN_FRAMES, STREAMING_PAD, AddedRowsDecoder, KyutaiText, MimiRows,
                                                   RealtimeEncoder, RealtimeText, added_example, kyutai_inputs,
                                                   realtime_inputs, streaming)
 from edgekit.converters.export import GraphExport
 from edgekit.converters.sources import Source
 from edgekit.converters.spec import Calibration, ConvertOptions, ExportSpec
-from edgekit.converters.specs.causal_lm import MAX_LEN, decoder_state
+from edgekit.converters.specs.causal_lm import MAX_LEN, decoder_state, depends_on_slots
 from edgekit.converters.specs.classify import hf_tokenizer_json
 from edgekit.converters.specs.ctc import PARITY_SECONDS, PREPROCESS_MAX_ABS, synthetic_audio
 from edgekit.converters.specs.vision_lm import MediaKVDecoder, _dynamic_shapes, _example
@@ -66,6 +71,7 @@ class Family:
     language_format: str = ""
     language_before: int = 1
     text_after: str = ""
+    transcript: str = "text"
 
 
 FAMILIES: dict[str, Family] = {
@@ -77,6 +83,8 @@ FAMILIES: dict[str, Family] = {
                                                       STREAMING_PAD),
     # converters/audio_lm_realtime.py: Mimi's codes of each frame summed with the text token, from [BOS].
     "KyutaiSpeechToTextForConditionalGeneration": Family("mimi", "KyutaiSpeechToTextFeatureExtractor"),
+    "VibeVoiceAsrForConditionalGeneration": Family("waveform", "VibeVoiceAcousticTokenizerFeatureExtractor",
+                                                   language_before=0, transcript="json-segments"),
 }
 
 
@@ -90,6 +98,27 @@ class AudioEncoder(torch.nn.Module):
     def forward(self, input_features: torch.Tensor) -> torch.Tensor:
         rows = self.model.get_audio_features(input_features, return_dict=True).pooler_output
         return rows.reshape(-1, rows.shape[-1]).float()
+
+
+def _passes_keywords(model: Any) -> bool:
+    """VibeVoice-ASR's forward names no position_ids, so transformers' generate passes none and its LM
+    counts positions from the cache length: the tokens so far, one unpadded recording, which are the
+    positions the runtime feeds. Its forward hands keywords on to the LM, so the graph passes them
+    explicitly, and the slot cache's empty slots do not count as tokens."""
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(model.forward).parameters.values())
+
+
+class NoRows(torch.nn.Module):
+    """A media decoder called as a text one (ids, mask, positions, *past), with no audio rows: the form
+    depends_on_slots probes."""
+
+    def __init__(self, media: MediaKVDecoder) -> None:
+        super().__init__()
+        self.media, self.model = media, SimpleNamespace(config=media.model.config.get_text_config())
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, *past: torch.Tensor) -> Any:
+        hidden = int(self.media.model.get_input_embeddings().embedding_dim)
+        return self.media(ids, mask, pos, torch.zeros(0, hidden), *past)
 
 
 class HFAudioLM(ExportSpec):
@@ -137,14 +166,19 @@ class HFAudioLM(ExportSpec):
             self.decoder = GraphExport("model", AddedRowsDecoder(self.lm, kv), added_example(self.cache, s.hidden),
                                        *names, (*shapes[:3], shapes[0], *shapes[4:]))  # the rows: (batch, seq)
         else:
-            self.decoder = GraphExport("model", MediaKVDecoder(self.model, kv, s.audio_token_id),
-                                       _example(self.model, self.cache, s.hidden, s.audio_token_id), *names,
-                                       _dynamic_shapes(len(self.cache.past()), AUDIO_ROWS))
+            wrapper = MediaKVDecoder(self.model, kv, s.audio_token_id)
+            wrapper.positions = wrapper.positions or _passes_keywords(self.model)
+            if depends_on_slots(NoRows(wrapper), self.cache):
+                raise UnsupportedError(f"the {self.family} decoder's step depends on where the cache's empty slots sit",
+                                       found="positions counted from the cache length",
+                                       fix="audio-language recognize supports decoders that take position_ids")
+            self.decoder = GraphExport("model", wrapper, _example(self.model, self.cache, s.hidden, s.audio_token_id),
+                                       *names, _dynamic_shapes(len(self.cache.past()), AUDIO_ROWS))
         self.audio = self._audio_graph()
 
     def _encoder(self) -> torch.nn.Module:
         encoders = {"whisper-windows": AudioEncoder, "qwen3-asr": Qwen3AsrWindows, "voxtral-realtime": RealtimeEncoder,
-                    "mimi": MimiRows}
+                    "mimi": MimiRows, "waveform": VibeVoiceAsrAudio}
         return encoders[self.kind.front_end](self.model).eval()
 
     def _audio_graph(self) -> GraphExport:
@@ -176,6 +210,8 @@ class HFAudioLM(ExportSpec):
             frames = int(fe.get("nb_max_frames", 3000))
             with torch.no_grad():
                 rows = int(self._encoder()(torch.zeros(1, mels, frames)).shape[0])
+        elif kind.front_end == "waveform":  # one row per hop of samples; a frame is a sample
+            frames, rows, hop, mels = self._hop(), 1, 1, 1
         else:  # Qwen3-ASR: chunks of 2 * n_window frames, the three convolutions' rows each
             frames = 2 * int(self.model.config.audio_config.n_window)
             rows = conv_rows(frames)
@@ -185,6 +221,10 @@ class HFAudioLM(ExportSpec):
         text = cfg.get_text_config()
         context = min(int(getattr(text, "max_position_embeddings", MAX_LEN) or MAX_LEN), MAX_LEN)
         fixed = len(prefix) + max([len(suffix), *(len(v) for v in languages.values())])
+        request = self._suffix_format() if kind.front_end == "waveform" else ""
+        if request:  # the request's length in tokens at the longest recording the context could hold
+            fixed = len(prefix) + max(len(suffix), self._request_tokens(request, (context - fixed - 1) * frames / rate))
+            suffix = ()
         eos = gen.eos_token_id if gen.eos_token_id is not None else text.eos_token_id
         if eos is None:
             raise SourceError(f"'{self.src.description}' names no eos_token_id", fix="set it in its generation_config.json")
@@ -192,16 +232,21 @@ class HFAudioLM(ExportSpec):
         if most < 1:
             raise UnsupportedError(f"one {frames * hop / rate:g} s chunk is {rows} audio tokens, more than the "
                                    f"{context}-token context holds", found=f"max_position_embeddings {context}")
-        span = frames * hop / rate if kind.front_end == "whisper-windows" else float(fe.get("chunk_length", 30))
+        spans = {"whisper-windows": frames * hop / rate, "waveform": most * frames / rate}
+        span = spans.get(kind.front_end, float(fe.get("chunk_length", 30)))
         return AudioLMSection(
-            audio=Chunking(rate, span, 0.0), n_mels=mels, n_fft=int(fe.get("n_fft", 400)), hop_length=hop,
+            audio=Chunking(rate, span, 0.0), n_mels=mels, n_fft=0 if request else int(fe.get("n_fft", 400)),
+            hop_length=hop,
             tokenizer="tokenizer.json", cache=self.cache, hidden=int(self.model.get_input_embeddings().embedding_dim),
             chunk_frames=frames, rows_per_chunk=rows, max_chunks=most, audio_token_id=audio_id, prefix=prefix,
             suffix=suffix, eos_token_id=tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])),
             max_context=context, max_new_tokens=None if gen.max_new_tokens is None else int(gen.max_new_tokens),
             front_end=kind.front_end,  # type: ignore[arg-type]
             min_samples=int(fe.get("min_length", 0)), language_format=kind.language_format,
-            language_before=kind.language_before, language_suffixes=languages, text_after=kind.text_after)
+            language_before=kind.language_before, language_suffixes=languages, text_after=kind.text_after,
+            target_dbfs=float(fe.get("target_dB_FS", -25)) if request and fe.get("normalize_audio", True) else None,
+            norm_eps=float(fe.get("eps", 1e-6)) if request else 0.0, suffix_format=request,
+            transcript=kind.transcript)  # type: ignore[arg-type]
 
     def _realtime_section(self) -> AudioLMSection:
         """Voxtral Realtime: one row per token (chunk) of the padded waveform, added per position;
@@ -293,6 +338,48 @@ class HFAudioLM(ExportSpec):
                                        "comes before the audio", found=f"{list(head)} vs {list(prefix)}")
         return prefix, audio_id, suffix, languages
 
+    def _hop(self) -> int:
+        """VibeVoice-ASR's samples per audio row: both encoders' downsampling, and the processor's padding."""
+        cfg = self.model.config
+        hops = {int(c.hop_length) for c in (cfg.acoustic_tokenizer_encoder_config, cfg.semantic_tokenizer_encoder_config)}
+        if len(hops) != 1:
+            raise UnsupportedError("VibeVoice-ASR's acoustic and semantic encoders downsample differently",
+                                   found=f"hop lengths {sorted(hops)}", fix="convert a checkpoint whose encoders match")
+        return hops.pop()
+
+    def _suffix_format(self) -> str:
+        """VibeVoice-ASR's request after the audio as a format naming the recording's length: the processor's
+        prompt untokenized (its <|AUDIO_DURATION|> unfilled), checked against its tokens for a 1 s probe."""
+        from transformers import AutoProcessor
+
+        assert self.src.hf_dir is not None
+        proc = AutoProcessor.from_pretrained(self.src.hf_dir)
+        rate, hop = int(self.fe.get("sampling_rate", 24000)), self._hop()
+        probe = synthetic_audio(1.0, rate, 0)
+        text = proc.apply_transcription_request(probe, tokenize=False)[0]
+        after = text.split(proc.audio_token)[-1].replace("{", "{{").replace("}", "}}")
+        request = after.replace(proc.audio_duration_token, "{seconds:.2f}")
+        ids = [int(t) for t in proc.apply_transcription_request(probe)["input_ids"][0]]
+        rows = sum(t == proc.audio_token_id for t in ids)
+        if rows != -(-len(probe) // hop):
+            raise UnsupportedError(f"the {self.family} processor writes {rows} audio tokens for {len(probe)} samples; "
+                                   f"the encoders make one per {hop}", found="a processor padding to another hop",
+                                   fix="save the checkpoint's own processor beside the model")
+        tail = ids[len(ids) - ids[::-1].index(proc.audio_token_id):]
+        if self._request_ids(request, len(probe) / rate) != tail:
+            raise SourceError(f"the {self.family} request tokenized alone differs from the processor's prompt",
+                              found=f"{request!r}", fix="save the checkpoint's own processor beside the model")
+        return request
+
+    def _request_ids(self, request: str, seconds: float) -> list[int]:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(self.tokenizer_json.decode("utf-8"))
+        return list(tok.encode(request.format(seconds=seconds), add_special_tokens=False).ids)
+
+    def _request_tokens(self, request: str, seconds: float) -> int:
+        return len(self._request_ids(request, seconds))
+
     def _tokenizer_json(self) -> bytes:
         assert self.src.hf_dir is not None
         if self.kind.audio and not (self.src.hf_dir / "tokenizer.json").is_file():
@@ -335,7 +422,8 @@ class HFAudioLM(ExportSpec):
         errors, worst = 0.0, 0.0
         for w in waves:
             inputs = hf_inputs(self.src.hf_dir, w, model.prompt_ids, self.section.rows_per_chunk)
-            prompts += int(inputs["input_ids"][0].tolist() == model.prompt_ids(len(model.audio_rows(w))))
+            ours = model.prompt_ids(len(model.audio_rows(w)), seconds=len(w) / rate)
+            prompts += int(inputs["input_ids"][0].tolist() == ours)
             theirs, mine = graph_features(inputs, self.section), model.features(w)
             mine = mine[: len(theirs)] if self.section.front_end == "mimi" else mine  # less the silence to min_samples
             worst = max(worst, float(np.abs(mine - theirs).max()) if mine.shape == theirs.shape else float("inf"))
@@ -348,7 +436,7 @@ class HFAudioLM(ExportSpec):
             n = max(len(r_text.split()), 1)
             errors += word_error_rate(r_text, g_text) * n
             words += n
-        limit = PREPROCESS_MAX_ABS["log-mel"]
+        limit = PREPROCESS_MAX_ABS["waveform" if self.section.front_end == "waveform" else "log-mel"]
         pre = PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against transformers "
                                               f"{self.kind.extractor}", max_abs=worst)
         measures = {"samples": len(waves), "token_agreement": same / max(total, 1), "identical_sequences": exact,
@@ -364,7 +452,7 @@ class HFAudioLM(ExportSpec):
 
 
 def hf_inputs(folder: Path, wave: np.ndarray, prompt_ids: Callable[[int, str | None], list[int]], rows_per_chunk: int,
-              language: str | None = None) -> dict[str, torch.Tensor]:
+              language: str | None = None) -> dict[str, Any]:
     """transformers' generate inputs for one recording, made by the family's own code: Qwen3-ASR's
     processor (apply_transcription_request); Voxtral's feature extractor as VoxtralProcessor calls it
     (padded to whole windows, one spectrogram, cut per window) with edgekit's prompt ids (its processor
@@ -377,6 +465,9 @@ def hf_inputs(folder: Path, wave: np.ndarray, prompt_ids: Callable[[int, str | N
     if FAMILIES[arch].front_end == "voxtral-realtime":
         hop = int(_extractor_config(folder).get("hop_length", 160))
         return realtime_inputs(folder, wave, prompt_ids(0, language), streaming(folder, hop))
+    if FAMILIES[arch].front_end == "waveform":  # no language; the acoustic latents' noise off (sample=False)
+        proc = transformers.AutoProcessor.from_pretrained(folder)
+        return {**proc.apply_transcription_request(wave), "sample": False}
     if not FAMILIES[arch].audio:
         proc = transformers.AutoProcessor.from_pretrained(folder)
         return dict(proc.apply_transcription_request(wave, language=language))
@@ -388,8 +479,10 @@ def hf_inputs(folder: Path, wave: np.ndarray, prompt_ids: Callable[[int, str | N
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "input_features": torch.from_numpy(feats)}
 
 
-def graph_features(inputs: dict[str, torch.Tensor], section: AudioLMSection) -> np.ndarray:
+def graph_features(inputs: dict[str, Any], section: AudioLMSection) -> np.ndarray:
     """The reference's input_features laid out as the audio graph takes them (chunks, mels, chunk_frames)."""
+    if section.front_end == "waveform":
+        return np.ascontiguousarray(inputs["input_values"].numpy().reshape(-1, 1, section.chunk_frames))
     x = inputs["input_values" if section.front_end == "mimi" else "input_features"].numpy()
     if section.front_end == "whisper-windows":
         return x
@@ -403,7 +496,7 @@ def graph_features(inputs: dict[str, torch.Tensor], section: AudioLMSection) -> 
     return np.ascontiguousarray(x[0].reshape(section.n_mels, -1, section.chunk_frames).transpose(1, 0, 2))
 
 
-def hf_audio_lm_tokens(hf: Any, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> list[int]:
+def hf_audio_lm_tokens(hf: Any, inputs: dict[str, Any], max_new_tokens: int) -> list[int]:
     """transformers' greedy generate on one recording's inputs: the new tokens, as a list."""
     with torch.inference_mode():
         out = hf.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)

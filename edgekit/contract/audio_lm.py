@@ -16,6 +16,10 @@ graph "audio"  input_features (chunks, n_mels, chunk_frames) -> audio_features (
                (chunks, 1, chunk_frames samples; n_fft and hop_length 1) -> (chunks + 1, hidden): the
                audio BOS row, then each frame's summed code embeddings; the runtime keeps the BOS row
                and the real frames' (the codec is causal: the appended frames change no earlier row).
+               front_end "waveform" (VibeVoice-ASR): no spectrogram: the waveform scaled to
+               `target_dbfs` (where set), zero-padded to whole hops of `chunk_frames` samples and cut
+               per hop (chunks, 1, chunk_frames); one row per hop (`n_mels` 1, `hop_length` 1: a
+               frame is a sample, `n_fft` 0: unused).
 graph "model"  the slot-cache decoder of contract/generate.py plus the input audio_features (rows,
                hidden): row k replaces the embedding of the k-th `audio_token_id` of the call (the
                masked_scatter order of transformers' forward, converters/specs/vision_lm.merge_features);
@@ -24,8 +28,11 @@ graph "model"  the slot-cache decoder of contract/generate.py plus the input aud
                prompt is `prefix` (no placeholders), then one token per remaining row.
 The prompt is `prefix`, one `audio_token_id` per row, `suffix`; a language, where asked, is
 `language_suffixes[language]` in place of the suffix (the processor's own prompt per language), or
-`language_format` tokenized and put before the suffix's last `language_before` tokens. The text is
-what follows `text_after` in the decoded answer, where the model writes that marker.
+`language_format` tokenized and put before the suffix's last `language_before` tokens. Where
+`suffix_format` is set the suffix is that text, the recording's length put in (`{seconds:.2f}`),
+tokenized per call (VibeVoice-ASR's request names it). The text is what follows `text_after` in the decoded answer, where the model writes that
+marker; `transcript` "json-segments": the answer is a JSON list of {"Start", "End", "Speaker",
+"Content"} and the text its Contents joined, as the family's processor decodes it.
 """
 from __future__ import annotations
 
@@ -66,7 +73,7 @@ class AudioLMSection(Section):
     max_context: int
     # The default: the generation config's max_new_tokens; None: until eos, within the context this prompt leaves.
     max_new_tokens: int | None
-    front_end: Literal["whisper-windows", "qwen3-asr", "voxtral-realtime", "mimi"] = "whisper-windows"
+    front_end: Literal["whisper-windows", "qwen3-asr", "voxtral-realtime", "mimi", "waveform"] = "whisper-windows"
     min_samples: int = 0  # shorter waveforms are zero-padded to this many samples first ("mimi": after the pads)
     language_format: str = ""  # e.g. "lang:{}" (Voxtral); empty: see language_suffixes
     language_before: int = 1  # the language tokens go before the suffix's last this many
@@ -76,6 +83,10 @@ class AudioLMSection(Section):
     right_pad_tokens: int = 0  # "voxtral-realtime": tokens of silence after it (past whole tokens)
     right_pad_samples: int = 0  # "mimi": silence after the waveform
     log_mel_max: float | None = None  # "voxtral-realtime": the fixed log-mel ceiling (None: the spectrogram's max)
+    target_dbfs: float | None = None  # "waveform": the RMS level the recording is scaled to; None: as it is
+    norm_eps: float = 0.0  # added to the RMS (and the peak) before dividing, as the feature extractor does
+    suffix_format: str = ""  # the suffix as text with {seconds:.2f}; empty: `suffix`
+    transcript: Literal["text", "json-segments"] = "text"
 
     def __post_init__(self) -> None:
         # Added rows end with the audio (Kyutai STT names no eos): an eos is needed otherwise only.

@@ -2,9 +2,10 @@
 
 The waveform -> the family's log-mel (Voxtral: padded to whole 30 s windows, one spectrogram cut into
 windows, as its processor computes it; Qwen3-ASR: the spectrogram of the waveform, padded with zero
-frames to whole chunks, and the mask of the rows real frames make) -> the "audio" graph's rows ->
-the transcription prompt with one placeholder token per row -> greedy decoding through the slot-cache
-decoder (tasks/state_loop.py) with the rows merged in the prompt call, as transformers' generate does.
+frames to whole chunks, and the mask of the rows real frames make; VibeVoice-ASR: the waveform itself,
+scaled to its RMS level and cut per hop) -> the "audio" graph's rows -> the transcription prompt with
+one placeholder token per row -> greedy decoding through the slot-cache decoder (tasks/state_loop.py)
+with the rows merged in the prompt call, as transformers' generate does.
 Voxtral Realtime (its log-mel) and Kyutai STT (Mimi codes of the samples): the waveform padded with
 silence both sides -> one row per token position, each added to its position's embedding; after the
 prompt ([BOS] [STREAMING_PAD]..., or [BOS]) one token per row left.
@@ -21,6 +22,7 @@ from edgekit.errors import ConfigError, InputError, UnsupportedError
 from edgekit.preprocess.audio import log_mel, whisper_log_mel
 from edgekit.preprocess.text import read_tokenizer
 from edgekit.results import Segment, Transcript
+from edgekit.tasks.audio_lm_segments import json_transcript
 from edgekit.tasks.recognizer import Options, Recognizer
 from edgekit.tasks.state_loop import StateLoop
 
@@ -54,6 +56,8 @@ class AudioLMRecognizer(Recognizer):
     def _front_end(self, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The features, and for "qwen3-asr" the row mask (chunks, rows_per_chunk)."""
         c = self.contract
+        if c.front_end == "waveform":
+            return _hops(wave, c), None
         if c.front_end == "mimi":  # the codec takes samples: whole frames of the padded waveform, min_samples at least
             wave = np.pad(wave, (c.left_pad_samples, c.right_pad_samples))
             wave = np.pad(wave, (0, max(0, c.min_samples - len(wave))))
@@ -104,12 +108,22 @@ class AudioLMRecognizer(Recognizer):
             rows = rows[: (len(wave) + c.left_pad_samples + c.right_pad_samples) // c.chunk_frames + 1]
         return np.ascontiguousarray(rows if mask is None else rows[mask.reshape(-1) > 0], np.float32)
 
-    def prompt_ids(self, rows: int, language: str | None = None) -> list[int]:
-        """The transcription request: prefix, one placeholder per audio row, the language (where asked), suffix."""
+    def prompt_ids(self, rows: int, language: str | None = None, seconds: float | None = None) -> list[int]:
+        """The transcription request: prefix, one placeholder per audio row, the language (where asked),
+        suffix (with `suffix_format`: the request naming the recording's `seconds`)."""
         c = self.contract
         if c.added:  # no placeholders: the rows are added to the prompt's own positions
             return list(c.prefix)
         audio = [*c.prefix, *[c.audio_token_id] * rows]
+        if c.suffix_format:
+            if language is not None:
+                raise ConfigError(f"this {self.manifest.family} model's prompt takes no language", found=repr(language),
+                                  fix="leave language out")
+            if seconds is None:
+                raise ConfigError(f"this {self.manifest.family} model's request names the recording's length",
+                                  found="prompt_ids without seconds", fix="pass seconds=len(wave) / sample_rate")
+            text = c.suffix_format.format(seconds=seconds)
+            return [*audio, *self._tokenizer.encode(text, add_special_tokens=False).ids]
         if language is None:
             return [*audio, *c.suffix]
         if not isinstance(language, str) or not language.strip():
@@ -131,7 +145,7 @@ class AudioLMRecognizer(Recognizer):
         transformers' generate returns them after the prompt."""
         c = self.contract
         rows = self.audio_rows(wave)
-        ids = np.asarray([self.prompt_ids(len(rows), language)], np.int64)
+        ids = np.asarray([self.prompt_ids(len(rows), language, len(wave) / c.audio.sample_rate)], np.int64)
         new = _new_tokens(max_new_tokens, c.max_new_tokens, c.max_context - ids.shape[1])
         if c.added:  # one token per row after the prompt, as transformers' generate (max_length: the rows)
             new = min(new if max_new_tokens is not None else len(rows), len(rows) - ids.shape[1])
@@ -147,14 +161,21 @@ class AudioLMRecognizer(Recognizer):
 
     def decode_text(self, tokens: list[int]) -> str:
         """The transcript of new tokens: the text after the family's marker where it writes one (Qwen3-ASR
-        writes "language English<asr_text>" first unless the prompt named the language)."""
+        writes "language English<asr_text>" first unless the prompt named the language); VibeVoice-ASR's
+        JSON segments' Contents."""
         text = str(self._tokenizer.decode(list(tokens), skip_special_tokens=True))
+        if self.contract.transcript == "json-segments":
+            return json_transcript(text, 0.0)[0]
         marker = self.contract.text_after
         return (text.split(marker, 1)[1] if marker and marker in text else text).strip()
 
     def _transcribe(self, wave: np.ndarray, opts: Options) -> Transcript:
-        text = self.decode_text(self.decode_tokens(wave, opts.max_new_tokens, opts.language))
+        tokens = self.decode_tokens(wave, opts.max_new_tokens, opts.language)
         end = len(wave) / self.sample_rate
+        if self.contract.transcript == "json-segments":  # the model times its own segments
+            text, segments = json_transcript(str(self._tokenizer.decode(tokens, skip_special_tokens=True)), end)
+            return Transcript(text=text, segments=segments, language=opts.language)
+        text = self.decode_text(tokens)
         return Transcript(text=text, segments=[Segment(text, 0.0, end)] if text else [], language=opts.language)
 
 
@@ -169,6 +190,20 @@ def _new_tokens(asked: int | None, default: int | None, room: int) -> int:
     # The generation config's default, as transformers' generate takes it, held within the context
     # (generate would run past the position table); without one, until eos within the context.
     return max(1, min(default or room, room))
+
+
+def _hops(wave: np.ndarray, c: AudioLMSection) -> np.ndarray:
+    """(hops, 1, chunk_frames) float32: the waveform as VibeVoice's feature extractor prepares it (float32
+    arithmetic as its torch code: scaled to target_dbfs RMS, divided by its peak past 1) zero-padded to
+    whole hops (the processor's pad_to_multiple_of)."""
+    x = np.asarray(wave, np.float32)
+    if c.target_dbfs is not None:
+        eps = np.float32(c.norm_eps)
+        x = x * (np.float32(10 ** (c.target_dbfs / 20)) / (np.sqrt(np.mean(np.square(x))) + eps))
+        peak = np.abs(x).max(initial=0.0)
+        x = x / (peak + eps) if peak > 1.0 else x
+    hops = max(1, -(-len(x) // c.chunk_frames))
+    return np.ascontiguousarray(np.pad(x, (0, hops * c.chunk_frames - len(x))).reshape(hops, 1, c.chunk_frames))
 
 
 def conv_rows(frames: int) -> int:
