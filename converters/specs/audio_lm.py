@@ -51,7 +51,7 @@ from edgekit.converters.specs.whisper import GATES
 from edgekit.errors import SourceError, UnsupportedError
 from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
 from edgekit.tasks.audio_lm import conv_rows
-from edgekit.tasks.recognizer import word_error_rate
+from edgekit.converters.token_tally import TokenTally
 
 PARITY_NEW_TOKENS = 32  # new tokens compared per waveform (eos may end both sooner)
 
@@ -418,8 +418,7 @@ class HFAudioLM(ExportSpec):
         assert self.src.hf_dir is not None
         rate = self.section.audio.sample_rate
         waves = [synthetic_audio(PARITY_SECONDS[i % 3], rate, i) for i in range(samples or 2)]
-        same = total = exact = words = prompts = 0
-        errors, worst = 0.0, 0.0
+        tally, prompts, worst = TokenTally(), 0, 0.0
         for w in waves:
             inputs = hf_inputs(self.src.hf_dir, w, model.prompt_ids, self.section.rows_per_chunk)
             ours = model.prompt_ids(len(model.audio_rows(w)), seconds=len(w) / rate)
@@ -429,22 +428,12 @@ class HFAudioLM(ExportSpec):
             worst = max(worst, float(np.abs(mine - theirs).max()) if mine.shape == theirs.shape else float("inf"))
             ref = hf_audio_lm_tokens(self.model, inputs, PARITY_NEW_TOKENS)
             got = model.decode_tokens(w, max_new_tokens=PARITY_NEW_TOKENS)
-            same += sum(int(a == b) for a, b in zip(ref, got))
-            total += max(len(ref), len(got))
-            exact += int(ref == got)
-            r_text, g_text = model.decode_text(ref), model.decode_text(got)
-            n = max(len(r_text.split()), 1)
-            errors += word_error_rate(r_text, g_text) * n
-            words += n
+            tally.add(ref, got, model.decode_text)
         limit = PREPROCESS_MAX_ABS["waveform" if self.section.front_end == "waveform" else "log-mel"]
         pre = PreprocessCheck(worst <= limit, f"max abs difference {worst:.3g} (limit {limit:g}) against transformers "
                                               f"{self.kind.extractor}", max_abs=worst)
-        measures = {"samples": len(waves), "token_agreement": same / max(total, 1), "identical_sequences": exact,
-                    "identical_share": exact / len(waves), "wer_vs_pytorch": errors / max(words, 1),
-                    "preprocess_max_abs": worst, "prompt_ids_equal": prompts / len(waves)}
-        report = self.report(measures, precision, f"greedy tokens vs transformers generate: {exact}/{len(waves)} "
-                                                  f"sequences identical, {measures['token_agreement']:.2%} of positions "
-                                                  f"agree; WER vs PyTorch {measures['wer_vs_pytorch']:.3f}")
+        measures = {**tally.measures(len(waves)), "preprocess_max_abs": worst, "prompt_ids_equal": prompts / len(waves)}
+        report = self.report(measures, precision, f"greedy tokens vs transformers generate: {tally.summary()}")
         report = dataclasses.replace(report, end_to_end=EndToEnd(len(waves), preprocess=pre, reference=self.kind.extractor))
         if prompts < len(waves):
             return report.failed("the transcription prompt differs from the processor's")

@@ -33,7 +33,7 @@ from edgekit.converters.specs.ctc import PARITY_SECONDS, PREPROCESS_MAX_ABS, syn
 from edgekit.converters.specs.whisper import GATES
 from edgekit.errors import SourceError, UnsupportedError
 from edgekit.parity_report import EndToEnd, ParityReport, PreprocessCheck
-from edgekit.tasks.recognizer import word_error_rate
+from edgekit.converters.token_tally import TokenTally
 from edgekit.tasks.speech_seq2seq import encoder_feeds
 
 BEAMS = 4
@@ -292,30 +292,18 @@ class HFSpeechSeq2Seq(ExportSpec):
         waves = [synthetic_audio(PARITY_SECONDS[i % 3], rate, i) for i in range(samples or 2)]
         table = self.section.lang_to_id  # SeamlessM4T: decoded into English where it can be, as users call it
         lang = "eng" if "eng" in table else min(table, default=None)
-        same = total = exact = words = 0
-        errors = 0.0
+        tally = TokenTally()
         for beams in (1, BEAMS):
             for w in waves:
                 feats = model.features(w)
                 ref = hf_speech_tokens(self.model, encoder_feeds(feats[None], self.section), max_new_tokens, beams,
                                        lang)
                 got = model.decode_tokens(feats, lang, max_new_tokens=max_new_tokens, num_beams=beams)
-                same += sum(int(a == b) for a, b in zip(ref, got))
-                total += max(len(ref), len(got))
-                exact += int(ref == got)
-                r_text, g_text = model.decode_text(ref), model.decode_text(got)
-                n = max(len(r_text.split()), 1)
-                errors += word_error_rate(r_text, g_text) * n
-                words += n
-        runs = 2 * len(waves)
-        agreement = same / max(total, 1)
+                tally.add(ref, got, model.decode_text)
         pre = self.preprocess_check(waves, model)
-        measures = {"samples": len(waves), "token_agreement": agreement, "identical_sequences": exact,
-                    "identical_share": exact / runs, "wer_vs_pytorch": errors / max(words, 1),
-                    "preprocess_max_abs": pre.max_abs}
-        report = self.report(measures, precision, f"greedy and {BEAMS}-beam tokens vs transformers generate: "
-                                                  f"{exact}/{runs} sequences identical, {agreement:.2%} of positions "
-                                                  f"agree; WER vs PyTorch {measures['wer_vs_pytorch']:.3f}")
+        measures = {**tally.measures(len(waves)), "preprocess_max_abs": pre.max_abs}
+        report = self.report(measures, precision,
+                             f"greedy and {BEAMS}-beam tokens vs transformers generate: {tally.summary()}")
         report = dataclasses.replace(report, end_to_end=EndToEnd(len(waves), preprocess=pre, reference=self.extractor))
         return report if pre.passed else report.failed("pre-processing differs from the source's feature extractor")
 

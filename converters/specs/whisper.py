@@ -28,7 +28,7 @@ from edgekit.converters.specs.ctc import PARITY_SECONDS, synthetic_audio
 from edgekit.errors import SourceError
 from edgekit.parity_report import ParityReport
 from edgekit.preprocess.audio import whisper_log_mel
-from edgekit.tasks.recognizer import word_error_rate
+from edgekit.converters.token_tally import TokenTally
 
 # Share of token positions equal to transformers' (fp32: and every sequence identical).
 GATES: dict[str, Gate] = {
@@ -223,26 +223,15 @@ class Whisper(ExportSpec):
         rate = self.section.audio.sample_rate
         waves = [synthetic_audio(PARITY_SECONDS[i % 3] * (1 + i), rate, i) for i in range(samples or 2)]
         c = model.contract
-        same = total = exact = words = 0
-        errors = 0.0
+        tally = TokenTally()
         for w in waves:
             feats = whisper_log_mel(w, c.n_mels, c.n_samples, c.n_fft, c.hop_length, rate)
             kw = {"language": "en"} if "<|en|>" in c.lang_to_id else {}
             ref = hf_whisper_tokens(self.model, torch.from_numpy(feats)[None], max_new_tokens=max_new_tokens, **kw)
             got = model.greedy_tokens(feats, language=kw.get("language"), max_new_tokens=max_new_tokens)
-            same += sum(int(a == b) for a, b in zip(ref, got))
-            total += max(len(ref), len(got))
-            exact += int(ref == got)
-            r_text, g_text = model.decode_text(ref), model.decode_text(got)
-            n = max(len(r_text.split()), 1)
-            errors += word_error_rate(r_text, g_text) * n
-            words += n
-        agreement = same / max(total, 1)
-        measures = {"samples": len(waves), "token_agreement": agreement, "identical_sequences": exact,
-                    "identical_share": exact / len(waves), "wer_vs_pytorch": errors / max(words, 1)}
-        return self.report(measures, precision, f"greedy tokens vs transformers generate: {exact}/{len(waves)} "
-                                                f"sequences identical, {agreement:.2%} of positions agree; WER vs "
-                                                f"PyTorch {measures['wer_vs_pytorch']:.3f}")
+            tally.add(ref, got, model.decode_text)
+        return self.report(tally.measures(len(waves)), precision,
+                           f"greedy tokens vs transformers generate: {tally.summary()}")
 
 
 def _startofprev(gen: Any) -> tuple[int, ...]:
