@@ -11,6 +11,7 @@ so each answer is the one a fresh `generate(messages=<the same history>)` gives.
 """
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +29,7 @@ class Conversation:
     """A chat with one model whose decoder cache lives from turn to turn; `close()` frees it.
 
     `reused_tokens` and `last_prefill_tokens` say, for the last turn, how many prompt tokens came
-    from the cache and how many were fed.
+    from the cache and how many were fed; `last_prefill_s` how long feeding them took.
     """
 
     def __init__(self, gen: Generator, system: str | None = None, context: int | None = None) -> None:
@@ -52,6 +53,7 @@ class Conversation:
         self.fed = np.zeros(0, np.int64)  # the tokens the cache holds, in order
         self.reused_tokens = 0
         self.last_prefill_tokens = 0
+        self.last_prefill_s = 0.0
 
     def say(self, text: str, seed: int | None = None, eos_token_id: int | list[int] | None = None,
             **options: Any) -> str:
@@ -80,10 +82,12 @@ class Conversation:
                                   "a summary of this one as its system turn, or use fewer max_new_tokens")
         run = gen._start(prompt, opts, pad, eos, [], seed, feed=self._feed)
         out = Searched(run.seqs)
-        for _ in sample(run.state, run.logits, run.seqs, run.pipeline, run.stop, pad, out, (False, False)):
-            pass
+        try:
+            for _ in sample(run.state, run.logits, run.seqs, run.pipeline, run.stop, pad, out, (False, False)):
+                pass
+        finally:  # what the cache holds, however the loop ended: every chosen token but the last was fed
+            self.fed = np.concatenate([prompt.ids[0], out.sequences[0, length:-1]])
         new = out.sequences[0, length:]
-        self.fed = np.concatenate([prompt.ids[0], new[:-1]])  # the last chosen token is never fed
         answer = gen.decode(_until_eos(new, set(eos)))
         self.messages = [*messages, {"role": "assistant", "content": answer}]
         return answer
@@ -91,6 +95,7 @@ class Conversation:
     def _feed(self, ids: np.ndarray) -> tuple[DecodeState, np.ndarray]:
         """Roll the cache back to its longest common prefix with `ids` and feed the rest; at least
         the last token is fed, for its logits. Returns the state and those logits (1, vocab)."""
+        start = time.perf_counter()
         n = min(len(ids), len(self.fed))
         same = int(np.argmin(np.append(self.fed[:n] == ids[:n], False)))
         same = min(same, len(ids) - 1)
@@ -104,6 +109,7 @@ class Conversation:
             logits = self.state.step(new)
         else:
             logits = self.state.verify(new[None])[:, -1]
+        self.last_prefill_s = time.perf_counter() - start
         return self.state, logits  # type: ignore[return-value]
 
     def close(self) -> None:
