@@ -140,5 +140,7 @@ def test_conversation_reuses_the_cache_and_answers_as_generate(chat_model: tuple
             prompt, held = ids, np.concatenate([ids, fresh[0, len(ids):-1]])
         with pytest.raises(ConfigError, match="a conversation answers with one"):
             conv.say("More?", num_beams=2)
+    with pytest.raises(ConfigError, match="context must be an integer from 2"):
+        model.conversation(context=model.max_context + 1)
     with model.conversation(context=40) as small, pytest.raises(ConfigError, match="outgrown its context of 40"):
         small.say("What does the for statement do?", max_new_tokens=30)
