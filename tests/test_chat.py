@@ -113,3 +113,34 @@ def test_cli_chat_turns(chat_model: tuple[Path, Path, Any]) -> None:
     r = CliRunner().invoke(cli, ["run", str(art), "--chat", "--prompt", "Hi", "--max-new-tokens", "4"])
     assert r.exit_code == 0 and r.output.strip() == model.generate(messages=[{"role": "user", "content": "Hi"}],
                                                                     max_new_tokens=4).strip()
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["fused-attention", "portable-slots"])
+def test_conversation_reuses_the_cache_and_answers_as_generate(chat_model: tuple[Path, Path, Any],
+                                                               portable: bool) -> None:
+    # Each turn must give exactly the tokens of a fresh generate on the whole history, while feeding
+    # only the tokens after the longest prefix the cache already holds (the earlier turns).
+    _, art, _ = chat_model
+    model = edgekit.load(art, device="cpu", portable=portable)
+    turns = [("What does the for statement do?", {}), ("And while?", {}),
+             ("Say it in French.", {"do_sample": True, "temperature": 0.9, "seed": 3})]
+    with model.conversation(system="Answer in one line.") as conv:
+        held = np.zeros(0, np.int64)  # what the cache holds after each turn: the prompt and the answer but its last token
+        for i, (text, opts) in enumerate(turns):
+            history = [*conv.messages, {"role": "user", "content": text}]
+            ids = np.array(model.encode(model.chat_prompt(history), special=False)[0], np.int64)
+            fresh = model.generate(input_ids=ids[None], max_new_tokens=6, eos_token_id=[], **opts)
+            assert conv.say(text, max_new_tokens=6, eos_token_id=[], **opts) == model.decode(fresh[0, len(ids):])
+            assert conv.messages[:-1] == history and conv.messages[-1]["role"] == "assistant"
+            n = min(len(held), len(ids))
+            same = int(np.argmin(np.append(held[:n] == ids[:n], False)))
+            assert (conv.reused_tokens, conv.last_prefill_tokens) == (same, len(ids) - same)
+            if i:  # the whole earlier prompt came from the cache, and fewer tokens than the prompt were fed
+                assert same >= len(prompt) and conv.last_prefill_tokens < len(ids) // 2
+            prompt, held = ids, np.concatenate([ids, fresh[0, len(ids):-1]])
+        with pytest.raises(ConfigError, match="a conversation answers with one"):
+            conv.say("More?", num_beams=2)
+    with pytest.raises(ConfigError, match="context must be an integer from 2"):
+        model.conversation(context=model.max_context + 1)
+    with model.conversation(context=40) as small, pytest.raises(ConfigError, match="outgrown its context of 40"):
+        small.say("What does the for statement do?", max_new_tokens=30)

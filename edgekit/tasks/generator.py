@@ -11,7 +11,7 @@ tasks/processors.py, the keywords tasks/options.py, chat prompts tasks/chat.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -26,6 +26,7 @@ from edgekit.results import GenerateOutput, Speculation
 from edgekit.runtimes.base import Runner
 from edgekit.tasks import chat
 from edgekit.tasks.compactkv import CompactKV
+from edgekit.tasks.conversation import Conversation
 from edgekit.tasks.fullseq import FullSequenceState
 from edgekit.tasks.kvcache import SharedKVCache
 from edgekit.tasks.state_loop import StateLoop
@@ -130,6 +131,12 @@ class Generator(Model):
             raise ConfigError("this artifact has no chat template", found="no chat_template in the source's tokenizer",
                               fix="pass a text prompt, or convert from a folder whose tokenizer has a chat_template")
         return [chat.render(tpl.template, c, tpl.special_tokens, add_generation_prompt) for c in convs]
+
+    def conversation(self, system: str | None = None, context: int | None = None) -> Conversation:
+        """A multi-turn chat (`conv.say(text) -> str`) that keeps the decoder's cache between turns and
+        feeds only each turn's new tokens (tasks/conversation.py); `context` caps its cache (default:
+        the model's context). Close it (or use `with`) to free the cache."""
+        return Conversation(self, system, context)
 
     def logits(self, input_ids: np.ndarray, decoder_input_ids: np.ndarray | None = None,
                decode_steps: int = 0) -> np.ndarray:
@@ -341,8 +348,11 @@ class Generator(Model):
     # ---------------------------------------------------------------- the decode
 
     def _start(self, p: Prompt, o: GenerateOptions, pad: int, eos: tuple[int, ...], stops: list[str],
-               seed: int | None, fmt: OutputFormat | None = None) -> _Run:
-        """Run the prompt (and the encoder) and size the state for the longest output."""
+               seed: int | None, fmt: OutputFormat | None = None,
+               feed: Callable[[np.ndarray], tuple[DecodeState, np.ndarray]] | None = None) -> _Run:
+        """Run the prompt (and the encoder) and size the state for the longest output. `feed` (a
+        decoder-only prompt of one row) gives the state and the prompt's last logits instead: a
+        conversation's kept cache (tasks/conversation.py)."""
         b = p.ids.shape[0]
         if self.is_encoder_decoder:
             assert self.contract.encoder is not None
@@ -376,6 +386,8 @@ class Generator(Model):
         if self.is_encoder_decoder:
             state: DecodeState = self._decoder_state(p.ids, p.mask, rows, 1, total - 1)
             logits = state.prefill(seqs, np.ones_like(seqs))
+        elif feed is not None:
+            state, logits = feed(p.ids[0])
         else:
             feats = None if p.features is None else np.concatenate([p.features[r] for r in rows])
             state = cache_for(self.decoder, self.contract.cache, len(rows), length, total - length, features=feats)
