@@ -14,8 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,20 +187,6 @@ def _timed(call: Call, warmup: int, runs: int, phase: str, progress: Progress | 
     return out
 
 
-@contextmanager
-def _threads_env(threads: int) -> Iterator[None]:
-    # onnxruntime sessions read EDGEKIT_THREADS when they are created (runtimes/onnxruntime/runner.py).
-    old = os.environ.get("EDGEKIT_THREADS")
-    os.environ["EDGEKIT_THREADS"] = str(threads)
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["EDGEKIT_THREADS"]
-        else:
-            os.environ["EDGEKIT_THREADS"] = old
-
-
 # ------------------------------------------------------------------ the public call
 
 
@@ -239,8 +224,7 @@ def bench(
     threads = threads or os.cpu_count() or 1
     with _RssSampler() as rss:
         before = rss.now()
-        with _threads_env(threads):
-            model = edgekit.load(artifact, device=device)
+        model = edgekit.load(artifact, device=device, threads=threads)
         task = TASKS[model.manifest.task]
         runs = runs or task.bench_runs
         work = resolve(task.workload)(model, {"batch": batch, "prompt_tokens": prompt_tokens,

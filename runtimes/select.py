@@ -36,9 +36,9 @@ class Backend:
         except ImportError as e:
             return False, f"not importable ({e})"
 
-    def open(self, art: Artifact, portable: bool = False) -> dict[str, Runner]:
+    def open(self, art: Artifact, portable: bool = False, threads: int | None = None) -> dict[str, Runner]:
         return importlib.import_module(self.package).open_runners(art, *self.args,  # type: ignore[no-any-return]
-                                                                  portable=portable)
+                                                                  portable=portable, threads=threads)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -79,19 +79,21 @@ def resolve_device(device: str) -> str:
     raise BackendUnavailableError("no backend is usable", found=reason, fix=BACKENDS["cpu"].install_hint)
 
 
-def open_runners(art: Artifact, device: str = "auto", portable: bool = False) -> dict[str, Runner]:
+def open_runners(art: Artifact, device: str = "auto", portable: bool = False,
+                 threads: int | None = None) -> dict[str, Runner]:
     """One runner per graph on `device`; `portable` runs the portable graphs even where the artifact has
-    faster backend-specific stand-ins (Manifest.runtime_graphs)."""
+    faster backend-specific stand-ins (Manifest.runtime_graphs); `threads`: onnxruntime's CPU threads
+    per session (None: all cores)."""
     concrete = resolve_device(device)
     try:
-        runners = BACKENDS[concrete].open(art, portable)
+        runners = BACKENDS[concrete].open(art, portable, threads)
     except EngineError as e:
         if device != "auto" or concrete != "tensorrt":
             raise
         # auto: TensorRT works here but this artifact has no engine for this GPU; say so, take the next.
         log.warning("edgekit: device auto: not using TensorRT (%s); `edgekit build` makes an engine", e.found or e.what)
         concrete = next(d for d in AUTO_ORDER[1:] if probe(d)[0])
-        runners = BACKENDS[concrete].open(art, portable)
+        runners = BACKENDS[concrete].open(art, portable, threads)
     first = next(iter(runners.values()))
     log.info("edgekit: running %s on %s", art.path.name, first.name)
     return runners

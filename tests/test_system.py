@@ -196,3 +196,15 @@ def test_cuda_device_needs_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not ok and "needs cuda-python" in why
     F.install(monkeypatch, None, F.make_cudart(F.Calls()))
     assert _probe("cuda") == (True, "")
+
+
+def test_load_sets_onnxruntime_threads_per_session(tiny_artifact: Path) -> None:
+    """`threads=` reaches every session as its intra-op pool (an argument, not an environment variable)."""
+    import edgekit
+    from edgekit.errors import ConfigError
+
+    model = edgekit.load(tiny_artifact, device="cpu", threads=1)
+    for runner in model.runners.values():
+        assert runner._session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="threads"):
+        edgekit.load(tiny_artifact, device="cpu", threads=0)

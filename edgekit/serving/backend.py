@@ -13,7 +13,6 @@ two pieces: the generation is closed there, which frees its cache, and the model
 from __future__ import annotations
 
 import json
-import os
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,8 +30,6 @@ class TritonPythonModel:
         self.pb = pb
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        if params.get("EDGEKIT_THREADS", "0") != "0":
-            os.environ["EDGEKIT_THREADS"] = params["EDGEKIT_THREADS"]
         path = Path(params["EDGEKIT_ARTIFACT"])
         if not path.is_absolute():
             path = Path(args["model_repository"]) / path
@@ -41,7 +38,8 @@ class TritonPythonModel:
 
         self.plain = params.get("EDGEKIT_PLAIN_MODEL")
         # With a plain NAME_model running the graph, this model only pre- and post-processes: on the CPU.
-        self.model = edgekit.load(path, device="cpu" if self.plain else params.get("EDGEKIT_DEVICE", "auto"))
+        self.model = edgekit.load(path, device="cpu" if self.plain else params.get("EDGEKIT_DEVICE", "auto"),
+                                  threads=int(params.get("EDGEKIT_THREADS", "0")) or None)  # 0: all cores
         self.handler = handler_for(self.model)
         if self.plain:
             from edgekit.serving.handlers import ClassifyHandler

@@ -43,7 +43,7 @@ class ServeOptions:
     batch_delay_us: int = 1000  # classify: how long the dynamic batcher waits to fill a batch
     instances: int = 1  # copies of each model (each its own stub process and loaded artifact)
     device: str = "auto"  # edgekit.load's device inside the stub
-    threads: int = 0  # onnxruntime threads per instance (EDGEKIT_THREADS); 0 = all cores
+    threads: int = 0  # onnxruntime threads per instance (the EDGEKIT_THREADS parameter); 0 = all cores
     streams: int = 8  # generate: streamed generations one instance runs at once
 
     def __post_init__(self) -> None:

@@ -111,17 +111,19 @@ def probe(device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def open_runners(art: Artifact, device: str, portable: bool = False, unproven: bool = False) -> dict[str, Runner]:
+def open_runners(art: Artifact, device: str, portable: bool = False, unproven: bool = False,
+                 threads: int | None = None) -> dict[str, Runner]:
     """One runner per graph: the artifact's onnxruntime stand-in for it where one fits this device and
     onnxruntime version (unless `portable`), else the portable graph. `unproven`: for the convert's
-    own proof, a stand-in is taken before it has passed it."""
+    own proof, a stand-in is taken before it has passed it. `threads`: each session's intra-op
+    threads (None: onnxruntime's default, all cores)."""
     from edgekit.runtimes.onnxruntime.runner import OrtRunner
 
     runners: dict[str, Runner] = {}
     for name, g in art.manifest.graphs.items():
         rg = None if portable else runtime_graph(art, name, device, unproven)
-        runners[name] = (OrtRunner(art.file(rg.file), rg.graph, device=device, kv_layout=rg.kv_layout) if rg
-                         else OrtRunner(art.file(g.file), g, device=device))
+        runners[name] = (OrtRunner(art.file(rg.file), rg.graph, device=device, threads=threads, kv_layout=rg.kv_layout)
+                         if rg else OrtRunner(art.file(g.file), g, device=device, threads=threads))
     return runners
 
 

@@ -1,7 +1,6 @@
 """onnxruntime runners and the decode-step loop over IO binding (host memory on the CPU, device memory on CUDA)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ class OrtRunner(Runner):
                 fix="install onnxruntime-gpu (pip install 'edgekit[gpu]') on a machine with an NVIDIA GPU",
             )
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or int(os.environ.get("EDGEKIT_THREADS", "0"))
+        opts.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (all physical cores)
         opts.log_severity_level = 3  # warnings from the optimizer are ours to explain, not to print
         try:
             # Only the CPU provider, never a silent second choice: the user asked for this device.

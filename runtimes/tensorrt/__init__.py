@@ -50,8 +50,9 @@ def probe() -> tuple[bool, str]:
     return True, f"TensorRT {trt.__version__}, {count} GPU(s)"
 
 
-def open_runners(art: Artifact, portable: bool = False) -> dict[str, Runner]:
-    """Runners over the artifact's engines (always built from the portable graphs)."""
+def open_runners(art: Artifact, portable: bool = False, threads: int | None = None) -> dict[str, Runner]:
+    """Runners over the artifact's engines (always built from the portable graphs). `threads` is
+    onnxruntime's CPU thread count: TensorRT computes on the GPU and has no such pool."""
     from edgekit.runtimes.tensorrt.runner import open_artifact_runners
 
     return open_artifact_runners(art)
