@@ -41,7 +41,7 @@ def test_drafts_are_transformers_prompt_lookup(ngram: int) -> None:
         ref = PromptLookupCandidateGenerator(torch.tensor(eos) if eos else None, tokens, ngram, max_length=1000)
         made, _ = ref.get_candidates(torch.tensor(seq[None]))
         want = made[0, len(seq):].numpy()
-        assert PromptLookup(tokens, ngram, eos).draft(seq, 1000).tolist() == want.tolist(), (seq, tokens, eos)
+        assert PromptLookup(tokens, ngram, eos).draft(seq, 1000).tokens.tolist() == want.tolist(), (seq, tokens, eos)
 
 
 def test_greedy_tokens_identical_and_more_per_step(gen: Any) -> None:
@@ -75,8 +75,8 @@ def test_text_prompt_and_eos_stop(gen: Any) -> None:
     np.testing.assert_array_equal(a, gen.generate(input_ids=PROMPT, max_new_tokens=40, eos_token_id=eos))
 
 
-@pytest.mark.parametrize("bad", [{"num_beams": 2}, {"do_sample": True}, {"num_return_sequences": 2, "do_sample": True},
-                                 {"stream": True}, {"max_matching_ngram_size": 0}, {"prompt_lookup_num_tokens": 0}])
+@pytest.mark.parametrize("bad", [{"num_beams": 2}, {"num_return_sequences": 2, "do_sample": True},
+                                 {"max_matching_ngram_size": 0}, {"prompt_lookup_num_tokens": 0}])
 def test_refused_by_name(gen: Any, bad: dict[str, Any]) -> None:
     given = {"prompt_lookup_num_tokens": 3, **bad}
     name = next(iter(bad))
