@@ -224,6 +224,7 @@ class AssistantDraft:
             logits = self.state.prefill(seq[None], np.ones((1, len(seq)), np.int64))
         else:
             same = int(np.argmin(np.append(self.fed[: len(seq)] == seq[: len(self.fed)], False)))
+            same = min(same, len(seq) - 1)  # the last token is fed again where the text is all fed: its logits draft
             self.state.rollback(len(self.fed) - same)
             new = seq[same:]
             logits = self.state.verify(new[None])[:, -1] if len(new) > 1 else self.state.step(new)
