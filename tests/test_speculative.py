@@ -195,6 +195,9 @@ def test_sampling_keeps_the_target_distribution(target: Any, assistant: Any, kin
     stat, df = _chi_square(counts, _exact(target, BIGRAMS), n)
     assert _chi2_sf(stat, df) > 1e-4, (stat, df, counts)
     assert 0 < accepted < drafted, (accepted, drafted)  # drafts were both kept and rejected
+    again = target.generate(input_ids=BIGRAMS, seed=n - 1, return_dict_in_generate=True, **SAMPLING, **draft)
+    np.testing.assert_array_equal(again.sequences, out.sequences)  # a seed repeats the call
+    assert again.speculation == out.speculation
 
 
 def test_prompt_lookup_sampling_is_plain_sampling_per_seed(target: Any) -> None:
