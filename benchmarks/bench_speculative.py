@@ -9,13 +9,18 @@ Generator.logits of a 17-token prompt, prompt call vs decode steps; fp32 GPT-2: 
 late in a long answer can go the other way. Decode time is the call's time minus its prompt's (a
 max_new_tokens=1 call of the same prompt, timed beside it), over the tokens after the first.
 Cases: editing a given text (the answer copies most of it: lookups hit), summarising it (some
-phrases copied) and an open question (nothing to look up: where it does not pay).
+phrases copied) and an open question (nothing to look up: where it does not pay). --sample T samples
+at temperature T instead, seed = the repeat's index for both calls: prompt lookup keeps plain sampling's
+tokens for a seed (one draw per kept token), so "same tokens" still says whether the int8 logits differ.
+--json runs one case instead: extracting the text's facts as JSON under a response_format schema (the
+prompt shows the schema, as such prompts do), structured output with drafts.
 
-    python benchmarks/bench_speculative.py [--artifact DIR] [--tokens 10] [--new 96] [--repeats 2]
+    python benchmarks/bench_speculative.py [--artifact DIR] [--tokens 10] [--new 96] [--repeats 2] [--sample T]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -33,6 +38,12 @@ CASES = {
     "summarise": f"Summarise this text in two sentences:\n\n{TEXT}",
     "open": "Write a short story about a lighthouse keeper.",
 }
+FACTS = {"type": "object", "properties": {"day": {"type": "string"}, "street": {"type": "string"},
+                                          "concerns": {"type": "array", "items": {"type": "string"}},
+                                          "months": {"type": "integer"}},
+         "required": ["day", "street", "concerns", "months"], "additionalProperties": False}
+EXTRACT = (f"Extract the facts of this text as JSON following this schema: {json.dumps(FACTS)}\n\n{TEXT}",
+           {"type": "json_schema", "json_schema": {"name": "facts", "schema": FACTS}})
 
 
 def timed(gen: Any, prompt: str, new: int, **kw: Any) -> tuple[float, Any]:
@@ -42,12 +53,15 @@ def timed(gen: Any, prompt: str, new: int, **kw: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def case(gen: Any, prompt: str, new: int, tokens: int, repeats: int) -> dict[str, Any]:
+def case(gen: Any, prompt: str, new: int, tokens: int, repeats: int, sample: float | None,
+         response_format: dict[str, Any] | None) -> dict[str, Any]:
     plain_s, spec_s, per_step, calls = [], [], [], []
-    for _ in range(repeats):
-        first, one = timed(gen, prompt, 1)
-        t_plain, plain = timed(gen, prompt, new)
-        t_spec, spec = timed(gen, prompt, new, prompt_lookup_num_tokens=tokens)
+    for r in range(repeats):
+        kw: dict[str, Any] = {} if sample is None else {"do_sample": True, "temperature": sample, "seed": r}
+        kw.update({} if response_format is None else {"response_format": response_format})
+        first, one = timed(gen, prompt, 1, **kw)
+        t_plain, plain = timed(gen, prompt, new, **kw)
+        t_spec, spec = timed(gen, prompt, new, prompt_lookup_num_tokens=tokens, **kw)
         prompt_len = one.sequences.shape[1] - 1
         a, b = plain.sequences[0, prompt_len:], spec.sequences[0, prompt_len:]
         n = min(len(a), len(b))
@@ -68,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new", type=int, default=96)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--portable", action="store_true", help="the portable slot graph instead of fused attention")
+    p.add_argument("--sample", type=float, help="sample at this temperature (seeded per repeat) instead of greedy")
+    p.add_argument("--json", action="store_true", help="the JSON extraction case (response_format) alone")
     a = p.parse_args(argv)
     import edgekit
 
@@ -77,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
 
         a.artifact = smollm2_int8()
     gen = edgekit.load(a.artifact, device="cpu", portable=a.portable, max_context=1024)
-    print(f"{gen!r}, prompt_lookup_num_tokens={a.tokens}, max_new_tokens={a.new}, median of {a.repeats}")
+    mode = "greedy" if a.sample is None else f"do_sample=True, temperature={a.sample}"
+    print(f"{gen!r}, prompt_lookup_num_tokens={a.tokens}, max_new_tokens={a.new}, {mode}, median of {a.repeats}")
     print("| case | new tokens | same tokens | tokens / target call | call s: plain / lookup | decode tok/s: plain / "
           "lookup | decode speed-up | answer |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, prompt in CASES.items():
-        r = case(gen, prompt, a.new, a.tokens, a.repeats)
+    for name, prompt in ({"extract (JSON)": EXTRACT[0]} if a.json else CASES).items():
+        r = case(gen, prompt, a.new, a.tokens, a.repeats, a.sample, EXTRACT[1] if a.json else None)
         print(f"| {name} | {r['new']} | {r['same']} | {r['per_step']:.2f} | {r['call'][0]:.2f} / {r['call'][1]:.2f} | "
               f"{r['plain']:.1f} / {r['spec']:.1f} | {r['spec'] / r['plain']:.2f}x | {r['text']} |", flush=True)
     return 0

@@ -101,6 +101,26 @@ def converted_gpt2(factory: pytest.TempPathFactory, precision: str = "fp32") -> 
     return out
 
 
+def llama_folder(factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama of the GPT-2's tokenizer (tests/generate_models.py): a different model of
+    the same vocabulary (speculative decoding's assistant; test_generate's Llama)."""
+    from generate_models import save_tiny, train_tokenizer
+
+    folder = factory.getbasetemp() / "reliability-models" / "llama-hf"
+    if not (folder / "config.json").is_file():
+        save_tiny("llama", folder, train_tokenizer())
+    return folder
+
+
+def converted_llama(factory: pytest.TempPathFactory) -> Path:
+    import edgekit
+
+    out = factory.getbasetemp() / "reliability-models" / "llama-fp32"
+    if not (out / "edgekit.json").is_file():
+        edgekit.convert(llama_folder(factory), out)
+    return out
+
+
 CTC_VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
 
 

@@ -34,11 +34,12 @@ def tokenizer() -> Any:
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> dict[str, tuple[Path, Path]]:
     """family -> (HF folder, fp32 artifact); each converted once (the convert runs the parity gate)."""
-    from reliability_models import converted_gpt2, gpt2_folder
+    from reliability_models import converted_gpt2, converted_llama, gpt2_folder, llama_folder
 
     root = tmp_path_factory.mktemp("gen")
-    # GPT-2 is the reliability tests' (the same save_tiny, same tokenizer), converted once per session.
-    out = {"gpt2": (gpt2_folder(tmp_path_factory), converted_gpt2(tmp_path_factory))}
+    # GPT-2 and Llama are the reliability tests' (the same save_tiny, same tokenizer), converted once per session.
+    out = {"gpt2": (gpt2_folder(tmp_path_factory), converted_gpt2(tmp_path_factory)),
+           "llama": (llama_folder(tmp_path_factory), converted_llama(tmp_path_factory))}
     for fam in [f for f in FAMILIES if f not in out]:
         src = gm.save_tiny(fam, root / f"{fam}-hf", tokenizer)
         art = edgekit.convert(src, root / f"{fam}-fp32")

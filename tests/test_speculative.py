@@ -1,11 +1,17 @@
-"""Speculative decoding with prompt-lookup drafts on a tiny random GPT-2 (tests/reliability_models.py):
-the drafts are transformers' PromptLookupCandidateGenerator's, the tokens are plain greedy's on both
-decoder graphs (onnxruntime's fused attention and the portable slot graph), more than one token comes
-per target call, and what it does not take is refused by name before the model runs."""
+"""Speculative decoding on a tiny random GPT-2 (tests/reliability_models.py): the drafts are transformers'
+PromptLookupCandidateGenerator's, greedy tokens are plain greedy's on both decoder graphs (onnxruntime's fused
+attention and the portable slot graph), sampling keeps the target's distribution (prompt lookup and a tiny
+random Llama of the same vocabulary as the assistant), structured output and streaming work with both, more
+than one token comes per target call, and what it does not take is refused by name before the model runs."""
 from __future__ import annotations
 
+import json
+import math
+import re
+from collections import Counter
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -15,8 +21,9 @@ from edgekit.contract.state.kinds_attention import AttentionKV
 from edgekit.contract.state.kinds_recurrent import ConvState
 from edgekit.errors import ConfigError
 from edgekit.results import Speculation
+from edgekit.tasks.sampling import softmax
 from edgekit.tasks.speculative import PromptLookup, refusal
-from reliability_models import converted_gpt2
+from reliability_models import converted_gpt2, converted_llama
 
 # Texts that repeat themselves, so that lookups find n-grams: six random tokens three times.
 _RNG = np.random.default_rng(0)
@@ -27,6 +34,17 @@ PROMPT = np.array([[5, 6, 7, 8, 9, 10, 11, 5, 6, 7, 8, 9, 10, 11, 5, 6, 7]], np.
 @pytest.fixture(scope="module", params=[False, True], ids=["fused-attention", "portable-slots"])
 def gen(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     return edgekit.load(converted_gpt2(tmp_path_factory), device="cpu", portable=request.param)
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return edgekit.load(converted_gpt2(tmp_path_factory), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def assistant(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A different random model of the GPT-2's tokenizer: its drafts are often not the target's."""
+    return edgekit.load(converted_llama(tmp_path_factory), device="cpu")
 
 
 @pytest.mark.parametrize("ngram", [1, 2, 3])
@@ -41,7 +59,7 @@ def test_drafts_are_transformers_prompt_lookup(ngram: int) -> None:
         ref = PromptLookupCandidateGenerator(torch.tensor(eos) if eos else None, tokens, ngram, max_length=1000)
         made, _ = ref.get_candidates(torch.tensor(seq[None]))
         want = made[0, len(seq):].numpy()
-        assert PromptLookup(tokens, ngram, eos).draft(seq, 1000).tolist() == want.tolist(), (seq, tokens, eos)
+        assert PromptLookup(tokens, ngram, eos).draft(seq, 1000).tokens.tolist() == want.tolist(), (seq, tokens, eos)
 
 
 def test_greedy_tokens_identical_and_more_per_step(gen: Any) -> None:
@@ -75,8 +93,8 @@ def test_text_prompt_and_eos_stop(gen: Any) -> None:
     np.testing.assert_array_equal(a, gen.generate(input_ids=PROMPT, max_new_tokens=40, eos_token_id=eos))
 
 
-@pytest.mark.parametrize("bad", [{"num_beams": 2}, {"do_sample": True}, {"num_return_sequences": 2, "do_sample": True},
-                                 {"stream": True}, {"max_matching_ngram_size": 0}, {"prompt_lookup_num_tokens": 0}])
+@pytest.mark.parametrize("bad", [{"num_beams": 2}, {"num_return_sequences": 2, "do_sample": True},
+                                 {"max_matching_ngram_size": 0}, {"prompt_lookup_num_tokens": 0}])
 def test_refused_by_name(gen: Any, bad: dict[str, Any]) -> None:
     given = {"prompt_lookup_num_tokens": 3, **bad}
     name = next(iter(bad))
@@ -113,3 +131,121 @@ def test_assistant_drafts_keep_greedy_tokens(gen: Any, tmp_path_factory: pytest.
         gen.generate("the cat", max_new_tokens=4, assistant_model="draft-folder")
     with pytest.raises(ConfigError, match="num_assistant_tokens goes with"):
         gen.generate("the cat", max_new_tokens=4, num_assistant_tokens=3)
+
+
+# Sampling: suppress_tokens bans all but S in p and q alike (a logits processor before the warpers), so
+# the first NEW tokens have 2**4 outcomes whose exact probabilities teacher-forced logits give, and two
+# random models of the vocabulary give p and q that overlap but differ (drafts kept and rejected).
+S = (5, 6)
+NEW = 4  # t1 from the prompt call, t2 and t3 drafted and checked in one call, t4 the one past the drafts
+SAMPLING = {"max_new_tokens": NEW, "do_sample": True, "temperature": 1.3,
+            "suppress_tokens": [t for t in range(320) if t not in S]}
+BIGRAMS = np.array([[5, 6, 6, 5, 5, 6, 5, 6, 6, 6, 5, 5]])  # every bigram of S: a lookup always drafts
+
+
+def _exact(model: Any, prompt: np.ndarray) -> dict[tuple[int, ...], float]:
+    """The target's probability of each NEW-token continuation: products of its processed
+    next-token probabilities (S only, temperature) along it, from teacher-forced logits."""
+    dist: dict[tuple[int, ...], float] = {(): 1.0}
+    for _ in range(NEW):
+        keys = list(dist)
+        rows = model.logits(np.array([[*prompt[0], *k] for k in keys]))[:, -1, list(S)]
+        probs = softmax(rows.astype(np.float64) / SAMPLING["temperature"])
+        dist = {k + (t,): dist[k] * float(q) for k, row in zip(keys, probs) for t, q in zip(S, row)}
+    return dist
+
+
+def _chi_square(counts: Counter[tuple[int, ...]], p: dict[tuple[int, ...], float], n: int) -> tuple[float, int]:
+    """Pearson's statistic and its degrees of freedom, the cells expected fewer than 5 times pooled
+    (so that the chi-square law holds; pooling keeps the test valid, only coarser)."""
+    cells, pool = [], [0.0, 0.0]  # (expected, seen)
+    for k in sorted(p, key=p.get):
+        if pool[0] < 5:
+            pool = [pool[0] + n * p[k], pool[1] + counts[k]]
+        else:
+            cells.append((n * p[k], counts[k]))
+    cells.append(tuple(pool))
+    assert sum(counts.values()) == sum(c[1] for c in cells) == n  # no draw outside the support
+    return sum((seen - e) ** 2 / e for e, seen in cells), len(cells) - 1
+
+
+def _chi2_sf(x: float, df: int) -> float:
+    """P(chi-square >= x), closed form for an even number of degrees of freedom; an odd df is raised
+    by one, which only raises the tail (fewer false alarms)."""
+    m = (df + 1) // 2
+    return math.exp(-x / 2) * sum((x / 2) ** j / math.factorial(j) for j in range(m))
+
+
+@pytest.mark.parametrize("kind", ["prompt_lookup", "assistant"])
+def test_sampling_keeps_the_target_distribution(target: Any, assistant: Any, kind: str) -> None:
+    # n seeded draws against the exact distribution: chi-square, false alarm 1e-4 per kind (the bound
+    # is 42.6 at its 14 degrees of freedom; the right rule measured 25.1 with the assistant, 14.7 with
+    # lookups). Wrong rules fail by far (measured swapping speculative_rule.judge): keeping every
+    # assistant draft 468 (TV 0.59), drawing from p instead of normalize(max(0, p - q)) after a
+    # rejection 72 (TV 0.23), accepting with q/p instead of p/q 467, keeping every lookup draft 266.
+    n = 200
+    draft = ({"prompt_lookup_num_tokens": 2} if kind == "prompt_lookup" else
+             {"assistant_model": assistant, "num_assistant_tokens": 2})
+    counts: Counter[tuple[int, ...]] = Counter()
+    drafted = accepted = 0
+    for seed in range(n):
+        out = target.generate(input_ids=BIGRAMS, seed=seed, return_dict_in_generate=True, **SAMPLING, **draft)
+        counts[tuple(out.sequences[0, BIGRAMS.shape[1]:].tolist())] += 1
+        drafted, accepted = drafted + out.speculation.drafted, accepted + out.speculation.accepted
+    stat, df = _chi_square(counts, _exact(target, BIGRAMS), n)
+    assert _chi2_sf(stat, df) > 1e-4, (stat, df, counts)
+    assert 0 < accepted < drafted, (accepted, drafted)  # drafts were both kept and rejected
+    again = target.generate(input_ids=BIGRAMS, seed=n - 1, return_dict_in_generate=True, **SAMPLING, **draft)
+    np.testing.assert_array_equal(again.sequences, out.sequences)  # a seed repeats the call
+    assert again.speculation == out.speculation
+
+
+def test_prompt_lookup_sampling_is_plain_sampling_per_seed(target: Any) -> None:
+    # The target draws one uniform per kept token, in order, as plain sampling does: a seed gives plain
+    # sampling's tokens (verify's logits are step's to a few ulps, far below a draw's resolution here).
+    # A text prompt streams the same text.
+    made = 0
+    opts = {**SAMPLING, "max_new_tokens": 40, "suppress_tokens": [t for t in range(320) if t not in (5, 6, 7)]}
+    for seed in range(3):
+        plain = target.generate(input_ids=BIGRAMS, seed=seed, **opts)
+        spec = target.generate(input_ids=BIGRAMS, seed=seed, prompt_lookup_num_tokens=3, return_dict_in_generate=True,
+                               **opts)
+        np.testing.assert_array_equal(spec.sequences, plain)
+        made += spec.speculation.accepted
+    assert made > 0
+    text = "the cat sat on the mat. the cat sat on the mat. the cat"
+    for kw in ({"do_sample": True, "seed": 4}, {}):
+        want = target.generate(text, max_new_tokens=30, prompt_lookup_num_tokens=4, **kw)
+        assert "".join(target.generate(text, max_new_tokens=30, prompt_lookup_num_tokens=4, stream=True, **kw)) == want
+
+
+def test_structured_output_with_drafts(target: Any, assistant: Any) -> None:
+    # A regex repeating the prompt's pattern: lookups draft what the grammar then forces. The assistant
+    # drafts through the grammar's mask: all kept under the regex, some rejected under the JSON schema
+    # (its matcher rolled back then). Greedy keeps plain structured greedy's tokens; all output parses.
+    schema = {"type": "object", "properties": {"status": {"enum": ["open", "paid"]},
+                                               "qty": {"type": "integer", "minimum": 1, "maximum": 99}},
+              "required": ["status", "qty"], "additionalProperties": False}
+    lookup, helped = {"prompt_lookup_num_tokens": 4}, {"assistant_model": assistant, "num_assistant_tokens": 4}
+    for prompt, fmt, drafts in (
+            ("id: ab-12 ab-12 ab-12 ", {"regex": r"(ab-12 ){1,5}"}, (lookup, helped)),
+            ("The order:", {"response_format": {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}},
+             (helped,))):
+        plain = target.generate(prompt, max_new_tokens=40, return_dict_in_generate=True, **fmt)
+        for draft in drafts:
+            spec = target.generate(prompt, max_new_tokens=40, return_dict_in_generate=True, **fmt, **draft)
+            np.testing.assert_array_equal(spec.sequences, plain.sequences)
+            s = spec.speculation
+            assert _parses(fmt, spec.texts[0]) and 0 < s.accepted <= s.drafted, (draft, s)
+            if draft is helped:  # masked drafts: a random Llama's own text is never this pattern
+                assert (s.accepted < s.drafted) == ("response_format" in fmt), s
+            for seed in range(2):
+                assert _parses(fmt, target.generate(prompt, max_new_tokens=40, do_sample=True, seed=seed, **fmt,
+                                                    **draft))
+
+
+def _parses(fmt: dict[str, Any], text: str) -> bool:
+    if "regex" in fmt:
+        return re.fullmatch(fmt["regex"], text) is not None
+    jsonschema.validate(json.loads(text), fmt["response_format"]["json_schema"]["schema"])
+    return True

@@ -11,7 +11,7 @@ tasks/processors.py, the keywords tasks/options.py, chat prompts tasks/chat.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator as Gen, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -36,7 +36,7 @@ from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, Generate
 from edgekit.tasks.processors import LogitsPipeline
 from edgekit.tasks.prompts import Prompt, check_rows, from_ids, language_code, left_pad, right_pad
 from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
-from edgekit.tasks.speculative import AssistantDraft, PromptLookup, Speculate, refusal, speculative_greedy
+from edgekit.tasks.speculative import AssistantDraft, PromptLookup, Speculate, refusal, speculative_decode
 from edgekit.tasks.structured import GrammarRows, OutputFormat, llg_tokenizer
 
 log = logging.getLogger("edgekit")
@@ -213,10 +213,12 @@ class Generator(Model):
 
         Speculative decoding: `prompt_lookup_num_tokens=N` (and `max_matching_ngram_size`, default
         2) drafts up to N tokens by n-gram lookup in the text so far and checks them in one target
-        call (tasks/speculative.py): greedy, one prompt, plain greedy's tokens; what the drafts did
-        is `GenerateOutput.speculation` (return_dict_in_generate=True). `assistant_model=` (a loaded
-        smaller Generator of the same tokenizer) drafts `num_assistant_tokens` (default 20) greedily
-        with its own cache instead.
+        call (tasks/speculative.py); `assistant_model=` (a loaded smaller Generator of the same
+        tokenizer) drafts `num_assistant_tokens` (default 20) with its own cache instead. One prompt,
+        one sequence: greedy gives plain greedy's tokens, do_sample=True plain sampling's distribution
+        (the target's own draws; an assistant's sampled drafts by speculative sampling), with
+        structured output, seed= and stream=True alike; what the drafts did is
+        `GenerateOutput.speculation` (return_dict_in_generate=True).
         """
         self._check_keywords(options)
         fmt = OutputFormat.make(response_format, grammar, regex)
@@ -237,12 +239,12 @@ class Generator(Model):
         if stream:
             self._check_stream(prompt, opts)
         if spec is not None:
-            self._check_speculation(spec, opts, prompt, fmt is not None, stream)
+            self._check_speculation(spec, opts, prompt)
         run = self._start(prompt, opts, pad, eos, stops, seed, fmt)
         if spec is not None:
-            return self._speculate(run, prompt, eos, spec)
+            return self._speculate(run, prompt, eos, spec, stream)
         if stream:
-            return self._stream(run)
+            return self._stream(run, self._sampled(run))
         try:
             if opts.num_beams > 1:
                 out = beam_search(run.state, run.logits, run.seqs, opts, run.pipeline, run.stop,
@@ -439,9 +441,8 @@ class Generator(Model):
             return seqs
         return texts[0] if p.form == "text" and len(texts) == 1 else texts
 
-    def _check_speculation(self, spec: Speculate, o: GenerateOptions, p: Prompt, structured: bool,
-                           stream: bool) -> None:
-        spec.check(o, p.ids.shape[0], structured, stream)
+    def _check_speculation(self, spec: Speculate, o: GenerateOptions, p: Prompt) -> None:
+        spec.check(o, p.ids.shape[0])
         if spec.assistant is not None:
             self._check_assistant(spec.assistant, o.total_length(p.ids.shape[1], self.max_context), p)
         for model, role in ((self, "the model"), (spec.assistant, "the assistant")):
@@ -470,27 +471,37 @@ class Generator(Model):
             raise ConfigError(f"the assistant's context ({a.max_context}) is shorter than this call's {total} tokens",
                               fix=f"use max_new_tokens so that prompt + new <= {a.max_context}")
 
-    def _speculate(self, run: _Run, p: Prompt, eos: tuple[int, ...], spec: Speculate) -> Any:
-        """Greedy decoding with drafts checked by the model; the result as `generate` returns it."""
+    def _speculate(self, run: _Run, p: Prompt, eos: tuple[int, ...], spec: Speculate, stream: bool) -> Any:
+        """Greedy search or sampling with drafts checked by the model; the result as `generate` returns it."""
         stats, out = Speculation(), Searched(run.seqs)
+        tokens = self._speculated(run, eos, spec, out, stats)
+        if stream:
+            return self._stream(run, tokens)
+        for _ in tokens:
+            pass
+        if run.grammar is not None:
+            run.grammar.warn_incomplete(out.sequences[:, run.seqs.shape[1]:], set(eos))
+        result = self._result(out, p, run, eos)
+        return replace(result, speculation=stats) if isinstance(result, GenerateOutput) else result
+
+    def _speculated(self, run: _Run, eos: tuple[int, ...], spec: Speculate, out: Searched,
+                    stats: Speculation) -> Gen[int, None, None]:
+        """The new tokens of a speculative decode, as they are kept; both caches are freed when it ends."""
         drafter: PromptLookup | AssistantDraft = PromptLookup(spec.tokens, spec.max_ngram, eos)
         if spec.assistant is not None:
             a, length = spec.assistant, run.seqs.shape[1]
             drafter = AssistantDraft(cache_for(a.decoder, a.contract.cache, 1, length, run.stop.max_length - length),
-                                     spec.tokens, eos)
+                                     spec.tokens, eos, run.pipeline)
         try:
             assert isinstance(run.state, (StateLoop, SharedKVCache))  # refusal() let only these through
-            for _ in speculative_greedy(run.state, run.logits, run.seqs, run.pipeline, run.stop, drafter, out, stats,
-                                        (run.opts.output_scores, run.opts.output_logits)):
-                pass
+            yield from speculative_decode(run.state, run.logits, run.seqs, run.pipeline, run.stop, drafter, out,
+                                          stats, (run.opts.output_scores, run.opts.output_logits))
         finally:
             run.state.close()
             if isinstance(drafter, AssistantDraft):
                 drafter.state.close()
         log.info("%s: %d tokens in %d target steps after the prompt (%.2f per step), %d of %d drafts "
                  "accepted", spec.name, stats.tokens, stats.steps, stats.tokens_per_step, stats.accepted, stats.drafted)
-        result = self._result(out, p, run, eos)
-        return replace(result, speculation=stats) if isinstance(result, GenerateOutput) else result
 
     def _check_stream(self, p: Prompt, o: GenerateOptions) -> None:
         if p.form != "text":
@@ -502,14 +513,18 @@ class Generator(Model):
                                                    f"{o.num_return_sequences}, return_dict_in_generate="
                                                    f"{o.return_dict_in_generate}")
 
-    def _stream(self, run: _Run) -> Iterator[str]:
+    def _sampled(self, run: _Run) -> Gen[int, None, None]:
+        """The new tokens of one row's greedy search or sampling, as they are chosen."""
+        for token, _ in sample(run.state, run.logits, run.seqs, run.pipeline, run.stop, run.pad, Searched(run.seqs),
+                               (False, False)):
+            yield int(token[0])
+
+    def _stream(self, run: _Run, tokens: Gen[int, None, None]) -> Iterator[str]:
         """Yield text as decoded: only text that is final (a prefix of every later decode)."""
         new: list[int] = []
         emitted = ""
         try:
-            for token, _ in sample(run.state, run.logits, run.seqs, run.pipeline, run.stop, run.pad,
-                                   Searched(run.seqs), (False, False)):
-                t = int(token[0])
+            for t in tokens:
                 if t in run.stop.eos:
                     break
                 new.append(t)
@@ -520,6 +535,7 @@ class Generator(Model):
                     yield text[len(emitted):]
                     emitted = text
         finally:
+            tokens.close()
             run.state.close()
         final = self.decode(new)
         if len(final) > len(emitted):

@@ -176,12 +176,19 @@ class TokenChooser:
         """Greedy argmax, or one draw per row from softmax(scores)."""
         if not self.cfg.do_sample:
             return np.argmax(scores, axis=-1).astype(np.int64)
-        probs = softmax(scores.astype(np.float64))
+        return self.draw(softmax(scores.astype(np.float64)))
+
+    def draw(self, probs: np.ndarray) -> np.ndarray:
+        """One token per row from probabilities (rows, vocab), summing to 1 up to rounding."""
         # Inverse-CDF draw, one uniform per row: reproducible for a seed, independent of vocab order tricks.
         u = 1.0 - self.rng.random((probs.shape[0], 1))  # in (0, 1]: never lands on a removed token
         cdf = np.cumsum(probs, axis=-1)
         picked = (cdf < u * cdf[:, -1:]).sum(axis=-1)
         return np.minimum(picked, probs.shape[-1] - 1).astype(np.int64)
+
+    def uniform(self) -> float:
+        """One uniform draw in [0, 1) from the call's generator (speculative sampling's accept test)."""
+        return float(self.rng.random())
 
     def choose_many(self, scores: np.ndarray, n: int) -> np.ndarray:
         """n distinct draws per row without replacement (beam sampling), in draw order."""

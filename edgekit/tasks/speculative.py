@@ -1,14 +1,17 @@
-"""Speculative greedy decoding: a drafter proposes tokens, the target checks them all in one call.
+"""Speculative decoding: a drafter proposes tokens, the target checks them all in one call.
 
 transformers' assisted generation (`GenerationMixin._assisted_decoding`) with two of its candidate
 generators: `prompt_lookup_num_tokens=N` (PromptLookupCandidateGenerator: the continuation of the
 last n-gram's earlier occurrence in the prompt and the text so far) and `assistant_model=` (a
-smaller model of the same tokenizer drafting greedily, AssistedCandidateGenerator). The target feeds its last
-token and the k drafts in one call (`verify`: k + 1 logits rows through the same resident cache);
-drafts agree with the target's own greedy choice up to some m, those m tokens and the target's
-next choice are kept, and the k - m rejected slots are rolled back (masked; later writes
-overwrite them). Every kept token is the target's argmax after the same processors as plain
-greedy, so the tokens are plain greedy's.
+smaller model of the same tokenizer drafting with its own cache, AssistedCandidateGenerator). The
+target feeds its last token and the k drafts in one call (`verify`: k + 1 logits rows through the
+same resident cache); tasks/speculative_rule.py judges the positions in order (greedy: the target's
+argmax; sampling: its own draw, or, for an assistant's sampled drafts, speculative sampling), the
+m drafts kept and the target's token after them are the step's tokens, and the k - m rejected slots
+are rolled back (masked; later writes overwrite them). Greedy keeps plain greedy's tokens, sampling
+plain sampling's distribution. Structured output: drafts are cut before the first token the grammar
+refuses, and an assistant drafts through the grammar's mask (its matcher advanced through the drafts
+and rolled back after).
 """
 from __future__ import annotations
 
@@ -26,7 +29,10 @@ from edgekit.errors import ConfigError
 from edgekit.results import Speculation
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.processors import LogitsPipeline
+from edgekit.tasks.sampling import softmax
 from edgekit.tasks.search import Searched, Stopper, _check
+from edgekit.tasks.speculative_rule import Drafts, judge, target_scores
+from edgekit.tasks.structured import GrammarRows
 
 
 class Verifier(Protocol):
@@ -44,7 +50,7 @@ class Verifier(Protocol):
 
 
 class Drafter(Protocol):
-    def draft(self, seq: np.ndarray, room: int) -> np.ndarray:
+    def draft(self, seq: np.ndarray, room: int) -> Drafts:
         """At most `room` proposed next tokens after `seq` (1-d int64), possibly none."""
         ...
 
@@ -59,7 +65,7 @@ class PromptLookup:
     max_ngram: int
     eos: tuple[int, ...]
 
-    def draft(self, seq: np.ndarray, room: int) -> np.ndarray:
+    def draft(self, seq: np.ndarray, room: int) -> Drafts:
         n = len(seq)
         for size in range(min(self.max_ngram, n - 1), 0, -1):
             hits = np.flatnonzero((sliding_window_view(seq, size) == seq[n - size:]).all(axis=1))
@@ -70,61 +76,62 @@ class PromptLookup:
                     chosen = seq[start:end]
                     cut = np.flatnonzero(np.isin(chosen, self.eos))
                     chosen = chosen[: int(cut[0])] if len(cut) else chosen
-                    return chosen[:room]  # transformers stops at the first match, even one cut to nothing
-        return seq[:0]
+                    return Drafts(chosen[:room])  # transformers stops at the first match, even one cut to nothing
+        return Drafts(seq[:0])
 
 
-def speculative_greedy(state: Verifier, logits: np.ndarray, seqs: np.ndarray, pipeline: LogitsPipeline,
+def speculative_decode(state: Verifier, logits: np.ndarray, seqs: np.ndarray, pipeline: LogitsPipeline,
                        stop: Stopper, drafter: Drafter, out: Searched, stats: Speculation,
                        record: tuple[bool, bool]) -> Iterator[int]:
-    """Greedy search of one row (`seqs` (1, prompt)) with drafts checked by `state.verify`; yields
-    each new token. `stats` counts target calls and accepted drafts."""
+    """Greedy search or sampling of one row (`seqs` (1, prompt)) with drafts checked by `state.verify`
+    (tasks/speculative_rule.py judges each position); yields each new token. `stats` counts target
+    calls and accepted drafts. With structured output the drafts are cut before the first token the
+    grammar refuses, and each position is masked with the grammar after the kept tokens before it."""
+    grammar = pipeline.grammar
     out.sequences = seqs
-    token = _choose(pipeline, out, logits, record)
+    token, _ = judge(pipeline.chooser, target_scores(pipeline, out, logits, record), None, None)
     while True:
-        done = _emit(out, token, stop)
+        done = _emit(out, token, stop, grammar)
         yield token
         if done:
             return
         room = stop.max_length - out.sequences.shape[1] - 1  # the target adds one token of its own
-        drafts = drafter.draft(out.sequences[0], room) if room > 0 else seqs[0, :0]
+        drafts = drafter.draft(out.sequences[0], room) if room > 0 else Drafts(seqs[0, :0])
+        if grammar is not None:
+            drafts = drafts.cut(grammar.valid_prefix(drafts.tokens))
+        k = len(drafts.tokens)
         stats.steps += 1
         stats.tokens += 1  # the target's own next token, below
-        if not len(drafts):
-            token = _choose(pipeline, out, state.step(np.array([token])), record)
+        if not k:
+            token, _ = judge(pipeline.chooser, target_scores(pipeline, out, state.step(np.array([token])), record),
+                             None, None)
             continue
-        rows = state.verify(np.array([[token, *drafts]], np.int64))[0]
-        stats.drafted += len(drafts)
+        rows = state.verify(np.array([[token, *drafts.tokens]], np.int64))[0]
+        stats.drafted += k
         m = 0
-        token = _choose(pipeline, out, rows[None, 0], record)
-        while m < len(drafts) and token == drafts[m]:
+        while True:  # positions 0..k: the drafts, then the one past them
+            draft = int(drafts.tokens[m]) if m < k else None
+            q = drafts.q[m] if drafts.q is not None and m < k else None
+            token, kept = judge(pipeline.chooser, target_scores(pipeline, out, rows[None, m], record), draft, q)
+            if not kept:
+                break
             m += 1
-            done = _emit(out, token, stop)
+            done = _emit(out, token, stop, grammar)
             yield token
             if done:
                 stats.tokens -= 1  # the step ends on a draft: no token of the target's own follows
                 break
-            token = _choose(pipeline, out, rows[None, m], record)
         stats.accepted += m
         stats.tokens += m
         if done:
             return
-        state.rollback(len(drafts) - m)
+        state.rollback(k - m)
 
 
-def _choose(pipeline: LogitsPipeline, out: Searched, logits: np.ndarray, record: tuple[bool, bool]) -> int:
-    """The target's greedy choice after the text so far, as plain greedy makes it (tasks/search.py)."""
-    x = _check(logits, np.ones(1, bool))
-    scores = pipeline(out.sequences, x)
-    if record[0]:
-        out.scores.append(scores)
-    if record[1]:
-        out.logits.append(x)
-    return int(pipeline.chooser.choose(scores)[0])
-
-
-def _emit(out: Searched, token: int, stop: Stopper) -> bool:
-    """Append the token; whether the sequence is then done."""
+def _emit(out: Searched, token: int, stop: Stopper, grammar: GrammarRows | None) -> bool:
+    """Append the token (the grammar takes it); whether the sequence is then done."""
+    if grammar is not None:
+        grammar.advance(np.array([token]), np.ones(1, bool))
     out.sequences = np.concatenate([out.sequences, np.array([[token]], np.int64)], axis=1)
     return bool(stop(out.sequences)[0])
 
@@ -166,18 +173,19 @@ class Speculate:
                 raise ConfigError(f"{label} must be an integer >= 1", found=repr(v))
         return Speculate(int(n), int(ngram), assistant)
 
-    def check(self, opts: GenerateOptions, rows: int, structured: bool, stream: bool) -> None:
-        """Refuse by name what speculative decoding does not do here (before any model time)."""
-        bad = {"num_beams": opts.num_beams > 1, "do_sample": opts.do_sample, "structured output": structured,
-               "stream": stream, "num_return_sequences": opts.num_return_sequences > 1, "batch": rows > 1}
+    def check(self, opts: GenerateOptions, rows: int) -> None:
+        """Refuse by name what speculative decoding does not do (before any model time): transformers'
+        assisted generation is greedy search or sampling of one sequence of one prompt (its generation
+        config refuses beams, `_assisted_decoding` a batch)."""
+        bad = {"num_beams": opts.num_beams > 1, "num_return_sequences": opts.num_return_sequences > 1,
+               "batch": rows > 1}
         found = [k for k, v in bad.items() if v]
         if found:
-            raise ConfigError(f"{self.name} decodes one prompt greedily; it does not take {found}",
-                              found=f"num_beams={opts.num_beams}, do_sample={opts.do_sample}, prompts={rows}, "
-                                    f"num_return_sequences={opts.num_return_sequences}, structured={structured}, "
-                                    f"stream={stream}",
-                              fix=f"leave {self.name} out for these, or decode one prompt greedily "
-                                  "(transformers' assisted generation also takes batch size 1 only)")
+            raise ConfigError(f"{self.name} decodes one sequence of one prompt, greedily or by sampling; it does "
+                              f"not take {found}", found=f"num_beams={opts.num_beams}, prompts={rows}, "
+                                                      f"num_return_sequences={opts.num_return_sequences}",
+                              fix=f"leave {self.name} out for these, or decode one prompt with num_beams=1 "
+                                  "(transformers' assisted generation is batch-1 greedy search or sampling too)")
 
 
 def refusal(cache: DecoderState | FullSequence) -> str | None:
@@ -194,33 +202,62 @@ def refusal(cache: DecoderState | FullSequence) -> str | None:
 
 
 class AssistantDraft:
-    """Drafts from a smaller model of the same tokenizer (transformers' AssistedCandidateGenerator with
-    greedy drafting): its own greedy tokens through its own cache, kept in step with the target's text.
+    """Drafts from a smaller model of the same tokenizer (transformers' AssistedCandidateGenerator):
+    its own tokens through its own cache, kept in step with the target's text.
 
     Each call finds where the target's text parts from what the assistant has fed (its rejected
     drafts), rolls its cache back to there, feeds the target's tokens since in one call and drafts
-    from its logits; the last draft is never fed (the next call may reject it). Drafts are the raw
-    argmax: the target's processors decide what is kept, so they change acceptance, never tokens.
+    from its logits; the last draft is never fed (the next call may reject it). Greedy drafts are
+    the raw argmax (the target's processors decide what is kept: they change acceptance, never
+    tokens); sampled drafts are draws from q, the target's pipeline on the assistant's logits, kept
+    with them for the accept test. Under a grammar both go through its mask, the matcher advanced
+    through the drafts and rolled back after, so every draft is one the grammar takes.
     """
 
-    def __init__(self, state: Verifier, tokens: int, eos: tuple[int, ...]) -> None:
-        self.state, self.tokens, self.eos = state, tokens, eos
+    def __init__(self, state: Verifier, tokens: int, eos: tuple[int, ...], pipeline: LogitsPipeline) -> None:
+        self.state, self.tokens, self.eos, self.pipeline = state, tokens, eos, pipeline
+        self.sample = pipeline.chooser.cfg.do_sample
         self.fed: np.ndarray | None = None  # the tokens in the assistant's cache
 
-    def draft(self, seq: np.ndarray, room: int) -> np.ndarray:
+    def draft(self, seq: np.ndarray, room: int) -> Drafts:
         if self.fed is None:
             logits = self.state.prefill(seq[None], np.ones((1, len(seq)), np.int64))
         else:
             same = int(np.argmin(np.append(self.fed[: len(seq)] == seq[: len(self.fed)], False)))
+            same = min(same, len(seq) - 1)  # the last token is fed again where the text is all fed: its logits draft
             self.state.rollback(len(self.fed) - same)
             new = seq[same:]
             logits = self.state.verify(new[None])[:, -1] if len(new) > 1 else self.state.step(new)
         self.fed = seq.copy()
+        grammar, n = self.pipeline.grammar, min(self.tokens, room)
         out: list[int] = []
-        while len(out) < min(self.tokens, room):
-            out.append(int(np.argmax(logits[0])))
-            if out[-1] in self.eos or len(out) == min(self.tokens, room):
+        q: list[np.ndarray] = []
+        while len(out) < n:
+            picked = self._pick(np.append(seq, out), _check(logits, np.ones(1, bool)))
+            if picked is None:
                 break
+            out.append(picked[0])
+            if picked[1] is not None:
+                q.append(picked[1])
+            if out[-1] in self.eos or len(out) == n:
+                break
+            if grammar is not None:
+                grammar.advance(np.array(out[-1:]), np.ones(1, bool))
             logits = self.state.step(np.array(out[-1:], np.int64))
             self.fed = np.append(self.fed, out[-1])
-        return np.asarray(out, np.int64)
+        if grammar is not None:
+            grammar.rollback(len(self.fed) - len(seq))  # the drafts it took, all fed but the last
+        return Drafts(np.asarray(out, np.int64), np.stack(q) if q else None)
+
+    def _pick(self, seq: np.ndarray, logits: np.ndarray) -> tuple[int, np.ndarray | None] | None:
+        """The next draft after `seq` and its probabilities (sampling), or None where the processors
+        leave no token (the target would find none there either: it refuses that by name)."""
+        grammar = self.pipeline.grammar
+        if not self.sample:
+            scores = logits if grammar is None else grammar.mask(logits)
+            return (int(np.argmax(scores[0])), None) if np.isfinite(scores).any() else None
+        scores = self.pipeline(seq[None], logits)
+        if not np.isfinite(scores).any():
+            return None
+        probs = softmax(scores[0].astype(np.float64))
+        return int(self.pipeline.chooser.draw(probs[None])[0]), probs

@@ -132,6 +132,18 @@ class GrammarRows:
             if not self.matchers[r].consume_token(int(tokens[r])):
                 self.dead[r] = True
 
+    def valid_prefix(self, tokens: np.ndarray) -> int:
+        """How many of `tokens` in a row the grammar takes from row 0's state, consuming none
+        (speculative decoding cuts its drafts there)."""
+        return int(self.matchers[0].validate_tokens([int(t) for t in tokens]))
+
+    def rollback(self, n: int) -> None:
+        """Undo the last n tokens every row took (an assistant's drafts, masked as it drafted them)."""
+        for m in self.matchers:
+            if not m.rollback(n):
+                raise InputError(f"the {self.fmt.kind} matcher cannot undo {n} tokens", found=m.get_error()[:200],
+                                 fix="generate without assistant_model for this format")
+
     def reorder(self, rows: np.ndarray) -> None:
         """Row i becomes a copy of row rows[i] (beams): repeated rows get their own matcher."""
         taken: set[int] = set()
