@@ -1,7 +1,7 @@
 """Structured output on a real chat model: every schema of tests/data/schemas, and what the mask costs.
 
 SmolLM2-135M-Instruct int8 (scripts/real_models.py's smollm2_int8, cached; or --artifact), one chat turn
-per schema asking for the object (the request below and the schema as JSON), greedy, and with --beams N
+per schema (the schema as JSON in the system turn, the request below as the user's), greedy, and with --beams N
 beam search too. Per schema: whether the answer parses and validates (jsonschema), the tokens it took,
 and decode speed with and without the mask in the same run, alternated: the masked call against an
 unmasked one of the prompt alone (max_new_tokens=1) and one forced to the same length (min_new_tokens).
