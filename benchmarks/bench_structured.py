@@ -1,7 +1,7 @@
 """Structured output on a real chat model: every schema of tests/data/schemas, and what the mask costs.
 
 SmolLM2-135M-Instruct int8 (scripts/real_models.py's smollm2_int8, cached; or --artifact), one chat turn
-per schema asking for the object (the request below and the schema as JSON), greedy, and with --beams N
+per schema (the schema as JSON in the system turn, the request below as the user's), greedy, and with --beams N
 beam search too. Per schema: whether the answer parses and validates (jsonschema), the tokens it took,
 and decode speed with and without the mask in the same run, alternated: the masked call against an
 unmasked one of the prompt alone (max_new_tokens=1) and one forced to the same length (min_new_tokens).
@@ -24,6 +24,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "tests" / "data" / "schemas"
+# llguidance cannot enforce uniqueItems token by token, and edgekit refuses it by name rather than drop it
+# (tests/test_structured.py checks that exactly these are refused): every other schema must validate.
+REFUSED = ("array_top_level", "classification_multilabel", "github_issue")
+ACCEPTED = sorted(p.stem for p in SCHEMAS.glob("*.json") if p.stem not in REFUSED)
 REQUESTS = {
     "anyof_payment": "The customer paid with a Visa card ending in 4242.",
     "array_top_level": "Tags for a blog post about baking sourdough bread.",
@@ -39,22 +43,32 @@ REQUESTS = {
     "github_issue": "Bug report: the app crashes when uploading a PNG larger than 10 MB.",
     "invoice": "Invoice INV-0042 dated 2025-01-31 to Acme Corp: 3 widgets at 9.99 USD each.",
     "iot_reading": "Sensor sensor-007 at 2025-02-01T12:00:00Z: 21.5 C, 40% humidity, battery 88.",
+    "jsonld_event": "Jazz Night at the Blue Note, 131 W 3rd St, New York, on 2025-09-12 at 20:00 (UTC-04:00), as "
+                    "schema.org JSON-LD.",
     "matrix_2d": "The 2x2 identity matrix.",
+    "moderation_verdict": "Check this message against the content policy: 'How do I bake a chocolate cake?'",
     "nullable_fields": "Task 'file taxes', no due date, no priority, not done.",
     "postal_address": "The address 221 Baker Street, Springfield, 12345, United States.",
     "product_bounds": "Product ABC-123, a steel water bottle, 24.99, rated 4.5, 120 in stock.",
     "recipe_nested_arrays": "A simple pancake recipe.",
+    "schema_org_book": "The book 'Dune' by Frank Herbert, ISBN 9780441172719, published 1965-08-01, 412 pages.",
     "search_tool_call": "Search the web for 'best hiking trails in Colorado', 5 results.",
-    "send_email_tool": "Email bob@example.com that the meeting moves to Friday.",
+    "send_email_tool": "Send an email to bob@example.com with the subject \"Meeting moved\" telling him the meeting "
+                       "moves to Friday.",
     "sentiment_enum": "Review: 'The battery life is fantastic and the screen is gorgeous.'",
+    "service_config": "Serve on api.example.com port 8443 with TLS, 4 workers, log level info.",
+    "stock_price_tool": "What is Apple's stock price right now?",
     "user_profile_optional": "A profile for the user jdoe who is 34.",
     "weather_tool_call": "What is the weather in Paris, France, in celsius?",
 }
 
 
 def messages(request: str, schema: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"role": "user", "content": f"{request}\nReply with only a JSON object that follows this JSON schema: "
-                                        f"{json.dumps(schema)}"}]
+    """The schema in the system turn and the request as the user's turn, as structured-output and tool
+    APIs place them (the schema is the app's, the request the user's)."""
+    return [{"role": "system", "content": f"Reply with only a JSON object that follows this JSON schema: "
+                                          f"{json.dumps(schema)}"},
+            {"role": "user", "content": request}]
 
 
 def rf(name: str, schema: dict[str, Any]) -> dict[str, Any]:

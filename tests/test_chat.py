@@ -144,3 +144,33 @@ def test_conversation_reuses_the_cache_and_answers_as_generate(chat_model: tuple
         model.conversation(context=model.max_context + 1)
     with model.conversation(context=40) as small, pytest.raises(ConfigError, match="outgrown its context of 40"):
         small.say("What does the for statement do?", max_new_tokens=30)
+
+
+def test_conversation_turn_with_a_schema(chat_model: tuple[Path, Path, Any]) -> None:
+    # A turn's schema shapes that turn's answer only: turn 2 answers in JSON with the cache of turn 1
+    # kept, token for token a fresh structured generate of the same history; turn 3 is plain again.
+    import jsonschema
+
+    _, art, _ = chat_model
+    model = edgekit.load(art, device="cpu")
+    # Bounded (enum, integer range): a random model never chooses to close a free string.
+    schema = {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]},
+                                               "n": {"type": "integer", "minimum": 0, "maximum": 99}},
+              "required": ["answer", "n"], "additionalProperties": False}
+    rf = {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
+    turns = [("What does the for statement do?", {}), ("Is it a loop?", {"response_format": rf}),
+             ("And while?", {})]
+    with model.conversation(system="Answer in one line.") as conv:
+        prompt = 0
+        for text, opts in turns:
+            history = [*conv.messages, {"role": "user", "content": text}]
+            fresh = model.generate(messages=history, max_new_tokens=40, return_dict_in_generate=True, **opts)
+            assert conv.say(text, max_new_tokens=40, **opts) == fresh.texts[0]
+            assert np.array_equal(conv.fed, fresh.sequences[0, :-1])  # the prompt and the answer but its last token
+            assert conv.reused_tokens >= prompt  # the earlier turns came from the cache
+            prompt = len(model.encode(model.chat_prompt(history), special=False)[0])
+            if opts:  # complete: the grammar ended it at eos, inside max_new_tokens
+                jsonschema.validate(json.loads(fresh.texts[0]), schema)
+                assert fresh.sequences[0, -1] in model.contract.eos_token_id and fresh.sequences.shape[1] < prompt + 40
+        with pytest.raises(ConfigError, match="one of response_format=, grammar= and regex="):
+            conv.say("Again?", response_format=rf, regex="a")

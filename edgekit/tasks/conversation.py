@@ -20,6 +20,7 @@ from edgekit.errors import ConfigError
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.search import DecodeState, Searched, sample
 from edgekit.tasks.speculative import Verifier, refusal
+from edgekit.tasks.structured import OutputFormat
 
 if TYPE_CHECKING:
     from edgekit.tasks.generator import Generator
@@ -56,11 +57,15 @@ class Conversation:
         self.last_prefill_s = 0.0
 
     def say(self, text: str, seed: int | None = None, eos_token_id: int | list[int] | None = None,
+            response_format: Any = None, grammar: str | None = None, regex: str | None = None,
             **options: Any) -> str:
         """Append the user turn, answer it (greedy, or sampling with do_sample=True) and append the answer.
-        Options are generate's, one sequence: max_new_tokens, do_sample, temperature, top_k, ..."""
+        Options are generate's, one sequence: max_new_tokens, do_sample, temperature, top_k, ...
+        `response_format=`, `grammar=` or `regex=` (generate's structured output) shape this turn's
+        answer only; the cache is kept as for any turn."""
         gen = self.gen
         gen._check_keywords(options)
+        fmt = OutputFormat.make(response_format, grammar, regex)
         opts = GenerateOptions.make(options, gen.contract.generation)
         if opts.num_beams > 1 or opts.num_return_sequences > 1 or opts.return_dict_in_generate:
             raise ConfigError("a conversation answers with one greedy or sampled sequence",
@@ -80,7 +85,7 @@ class Conversation:
                               found=f"{length} prompt tokens + {total - length} new",
                               fix="start a new conversation (conv.close(); gen.conversation(...)), perhaps with "
                                   "a summary of this one as its system turn, or use fewer max_new_tokens")
-        run = gen._start(prompt, opts, pad, eos, [], seed, feed=self._feed)
+        run = gen._start(prompt, opts, pad, eos, [], seed, fmt, feed=self._feed)
         out = Searched(run.seqs)
         try:
             for _ in sample(run.state, run.logits, run.seqs, run.pipeline, run.stop, pad, out, (False, False)):
@@ -88,6 +93,8 @@ class Conversation:
         finally:  # what the cache holds, however the loop ended: every chosen token but the last was fed
             self.fed = np.concatenate([prompt.ids[0], out.sequences[0, length:-1]])
         new = out.sequences[0, length:]
+        if run.grammar is not None:
+            run.grammar.warn_incomplete(new[None], set(eos))
         answer = gen.decode(_until_eos(new, set(eos)))
         self.messages = [*messages, {"role": "assistant", "content": answer}]
         return answer
