@@ -202,8 +202,8 @@ def test_tensorrt_verifies_drafts_on_their_profile_between_graph_replays(
 
 
 def test_an_engine_built_without_the_verify_profile_asks_for_a_build(trt_art: tuple[Path, F.Calls]) -> None:
-    """A plan from before the verify phase: refused at load with the build fix (its plan stays until an
-    `edgekit build` of the same ONNX makes the new one, which is then chosen)."""
+    """A plan from before the verify phase: refused at load with the build fix; `edgekit build` makes the
+    new one and removes the old (no edgekit can load it again)."""
     from dataclasses import replace
 
     from edgekit.errors import EngineError
@@ -224,7 +224,9 @@ def test_an_engine_built_without_the_verify_profile_asks_for_a_build(trt_art: tu
     assert "edgekit build" in str(e.value)
     T.build_engines(art, Manifest.load(art), T.BuildOptions())
     with edgekit.load(art, device="tensorrt") as loaded:
-        assert loaded.decoder.record.fingerprint == new.fingerprint and len(Manifest.load(art).engines) == 2
+        assert loaded.decoder.record.fingerprint == new.fingerprint
+    assert list(Manifest.load(art).engines) == [new.fingerprint.id] and sorted(art.glob("engines/*.plan")) == [
+        art / new.file]
 
 
 def test_cuda_session_keeps_fp32_matmuls_in_fp32(gpt2_art: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -241,8 +241,9 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
             return True
 
         def set_input_shape(self, name: str, shape: tuple) -> bool:
-            # TensorRT refuses a shape outside the ranges of the profile the context holds.
-            ranges = self.engine.profiles[self.profile].get(name) if self.profile >= 0 else None
+            # TensorRT refuses a shape outside the ranges of the profile the context holds (a static plan has none).
+            held = self.engine.profiles[self.profile] if 0 <= self.profile < len(self.engine.profiles) else {}
+            ranges = held.get(name)
             if ranges is not None and not all(lo <= d <= hi for lo, d, hi in zip(ranges[0], shape, ranges[2])):
                 calls.shape_refusals += 1
                 return False
