@@ -366,12 +366,15 @@ def speculative(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
         ctx.sync()
         return out[0, ids.shape[0]:].cpu().tolist()
 
-    torch_lookup(prompts[0])  # warm-up
-    t = time.perf_counter()
-    hf_tokens = [torch_lookup(p) for p in prompts]
-    pt_s = time.perf_counter() - t
+    with TorchPeak(ctx) as peak:
+        torch_lookup(prompts[0])  # warm-up
+        t = time.perf_counter()
+        hf_tokens = [torch_lookup(p) for p in prompts]
+        pt_s = time.perf_counter() - t
     del hf
     _free_torch(ctx)
+    mem = EdgekitMemory(ctx)
+    mem.start()
     with edgekit.load(path, device=ctx.device) as m:
         row["edgekit_device"] = m.device
         ask = dict(max_new_tokens=s["new"], eos_token_id=[])
@@ -381,6 +384,8 @@ def speculative(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
         outs = [m.generate(input_ids=p[None], prompt_lookup_num_tokens=s["drafts"], return_dict_in_generate=True, **ask)
                 for p in prompts]
         ek_s = time.perf_counter() - t
+        mem.stop()
+    _memory(row, peak, mem)
     got = [o.sequences[0, prompts.shape[1]:].tolist() for o in outs]
     made = [o.speculation for o in outs]
     steps, tokens = sum(x.steps for x in made), sum(x.tokens for x in made)

@@ -210,9 +210,9 @@ def test_an_engine_built_without_the_verify_profile_asks_for_a_build(trt_art: tu
     from edgekit.manifest import Manifest
     from edgekit.runtimes.tensorrt import build as T
 
-    art, calls = trt_art
+    art, _ = trt_art
     m = Manifest.load(art)
-    [(key, new)] = m.engines.items()
+    [new] = m.engines.values()
     old = replace(new.fingerprint, profiles=tuple(p for p in new.fingerprint.profiles if p.name != "verify"))
     (art / new.file).rename(art / "engines" / f"{old.id}.plan")
     m.engines.clear()
