@@ -3,15 +3,17 @@
     python benchmarks/gpu_check.py --device cuda --torch-device cuda            # the GPU check (scripts/gpu_check.sh)
     python benchmarks/gpu_check.py --small --device cpu --torch-device cpu      # the same code on tiny shapes
 
-For each task (classify: ResNet-18 shape; generate: GPT-2-small shape; recognize: Whisper-tiny shape, all
-random-init and seeded, see gpu_tasks.SHAPES) and precision: `edgekit.convert(precision=p, target=--device)`,
-then PyTorch on --torch-device (fp16: the model cast with .half()) and `edgekit.load(device=--device)` on the
-same inputs.
+For each task (classify: ResNet-18 shape; generate and speculative: GPT-2-small shape; recognize: Whisper-tiny
+shape, all random-init and seeded, see gpu_tasks.SHAPES) and precision: `edgekit.convert(precision=p,
+target=--device)`, then PyTorch on --torch-device (fp16: the model cast with .half()) and
+`edgekit.load(device=--device)` on the same inputs.
 - parity: classify max abs/rel difference and top-1 agreement; generate greedy tokens vs transformers
-  `generate`; recognize Whisper greedy tokens vs transformers `generate`. fp32 is gated (classify within
-  TF32 tolerance, tokens identical); fp16 agreement is reported, never gated.
+  `generate`; speculative (prompt-lookup drafts checked in one verify call each) greedy tokens vs edgekit's
+  plain greedy on the same device; recognize Whisper greedy tokens vs transformers `generate`. fp32 is
+  gated (classify within TF32 tolerance, tokens identical); fp16 agreement is reported, never gated.
 - speed: classify batch 1 and 32 (ms, numpy in and out on both sides), generate prompt latency and decode
-  tokens/s at batch 1 and a larger batch, Whisper real-time factor; speed-up = PyTorch time / edgekit time.
+  tokens/s at batch 1 and a larger batch, prompt-lookup generate tokens/s (transformers' and edgekit's),
+  Whisper real-time factor; speed-up = PyTorch time / edgekit time.
 - memory on a GPU: torch.cuda.max_memory_allocated for PyTorch, the nvidia-smi used-memory delta across
   edgekit's load and runs for edgekit ("n/a" without nvidia-smi or on the CPU).
 

@@ -1,6 +1,7 @@
-"""The three rows of `benchmarks/gpu_check.py`: one function per task, each filling a row dict.
+"""The rows of `benchmarks/gpu_check.py`: one function per task, each filling a row dict.
 
-Every row converts a random-init model with `edgekit.convert`, runs the PyTorch model first (reference
+Every row converts a random-init model with `edgekit.convert` (the speculative row reuses the generate
+row's), runs the PyTorch model first (reference
 outputs, timings, peak memory), frees it, then loads the artifact with `edgekit.load(device=...)` and
 runs the same inputs. A row dict is filled as it goes, so a row that raises keeps what it measured.
 PyTorch's fp16 reference is the model cast with `.half()` (inputs cast too), not autocast: both sides
@@ -13,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ SHAPES: dict[str, dict[str, dict[str, Any]]] = {
         "recognize": {"whisper": {"d_model": 384, "layers": 4, "heads": 6, "vocab_size": 51865, "init_std": 0.05},
                       "seconds": 29.5, "tokens": 64, "runs": 3,
                       "name": "Whisper-tiny shape: d=384, 4+4 layers, 6 heads, vocab 51865"},
+        "speculative": {"prompts": 4, "period": 6, "new": 96, "drafts": 10},
     },
     "small": {
         "classify": {"width": 8, "size": 32, "batches": (1, 32), "repeat": 3,
@@ -50,6 +52,7 @@ SHAPES: dict[str, dict[str, dict[str, Any]]] = {
                      "name": "GPT-2 layout: 2 layers, d=64, 2 heads, vocab 512"},
         "recognize": {"whisper": {"d_model": 64, "layers": 2, "heads": 4}, "seconds": 3.0, "tokens": 16, "runs": 1,
                       "name": "Whisper layout: d=64, 2+2 layers, 4 heads, vocab 2115"},
+        "speculative": {"prompts": 2, "period": 6, "new": 32, "drafts": 4},
     },
 }
 
@@ -62,6 +65,7 @@ class Ctx:
     torch_device: str  # cpu | cuda
     shapes: dict[str, dict[str, Any]]
     work: Path
+    artifacts: dict[tuple[str, str], Path] = field(default_factory=dict)  # (task, precision) -> converted this run
 
     @property
     def target(self) -> str:
@@ -150,6 +154,7 @@ def _convert(ctx: Ctx, source: Any, task: str, precision: str, row: dict[str, An
     row["convert_s"] = time.perf_counter() - t
     par = art.manifest.parity  # measured by convert on onnxruntime CPU, against PyTorch CPU
     row["convert_parity"] = {"passed": par.passed, "summary": par.summary} if par else None
+    ctx.artifacts[(task, precision)] = art.path
     return art.path
 
 
@@ -261,11 +266,10 @@ def generate(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
     from transformers import GPT2LMHeadModel
 
     import edgekit
-    from benchmarks.models import gpt2_random_folder
 
     s = ctx.shapes["generate"]
     row["model"] = s["name"]
-    folder = gpt2_random_folder(ctx.work / f"gpt2-{'small' if s['config'] else 'full'}", **s["config"])
+    folder = _gpt2_folder(ctx)
     path = _convert(ctx, folder, "generate", precision, row)
     dev, dtype = torch.device(ctx.torch_device), torch.float16 if precision == "fp16" else torch.float32
     hf = GPT2LMHeadModel.from_pretrained(folder).to(dev, dtype).eval()
@@ -314,6 +318,83 @@ def generate(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
         v["speedup"] = v["pytorch"] / v["edgekit"] if k.endswith("_ms") else v["edgekit"] / v["pytorch"]
     _memory(row, peak, mem)
     row["parity"] = token_agreement(got, ref)
+    _gate_tokens(row, precision)
+
+
+def _gpt2_folder(ctx: Ctx) -> Path:
+    from benchmarks.models import gpt2_random_folder
+
+    s = ctx.shapes["generate"]
+    return gpt2_random_folder(ctx.work / f"gpt2-{'small' if s['config'] else 'full'}", **s["config"])
+
+
+# ---------------------------------------------------------------------------------------------- speculative
+
+
+def speculative(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
+    """Speculative greedy decoding with prompt-lookup drafts (each verify call checks the drafts in one
+    decoder call: TensorRT's "verify" profile, onnxruntime CUDA's resident cache) on the generate row's
+    model and artifact (converted here only when that row did not run). Parity: its tokens against
+    edgekit's plain greedy on the same device, which speculative decoding must reproduce. Speed:
+    transformers' prompt-lookup generate vs edgekit's, whole calls (prompt + new tokens)."""
+    import time
+
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    import edgekit
+
+    s, g = ctx.shapes["speculative"], ctx.shapes["generate"]
+    row["model"] = g["name"]
+    folder = _gpt2_folder(ctx)
+    path = ctx.artifacts.get(("generate", precision)) or _convert(ctx, folder, "generate", precision, row)
+    dev, dtype = torch.device(ctx.torch_device), torch.float16 if precision == "fp16" else torch.float32
+    hf = GPT2LMHeadModel.from_pretrained(folder).to(dev, dtype).eval()
+    hf.generation_config.eos_token_id = None  # no early stop: every call makes exactly `new` tokens
+    hf.generation_config.pad_token_id = 0
+    # Prompts that repeat themselves (a period of random tokens, three times), so that lookups find n-grams.
+    rng = np.random.default_rng(1)
+    prompts = np.tile(rng.integers(0, hf.config.vocab_size - 1, size=(s["prompts"], s["period"])), 3).astype(np.int64)
+    row["reference"] = f"edgekit plain greedy on the same device, {s['new']} new tokens; " \
+                       f"prompt_lookup_num_tokens={s['drafts']}"
+
+    def torch_lookup(ids: np.ndarray) -> list[int]:
+        t = torch.from_numpy(ids[None]).to(dev)
+        with torch.inference_mode():
+            out = hf.generate(input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=s["new"], do_sample=False,
+                              prompt_lookup_num_tokens=s["drafts"])
+        ctx.sync()
+        return out[0, ids.shape[0]:].cpu().tolist()
+
+    with TorchPeak(ctx) as peak:
+        torch_lookup(prompts[0])  # warm-up
+        t = time.perf_counter()
+        hf_tokens = [torch_lookup(p) for p in prompts]
+        pt_s = time.perf_counter() - t
+    del hf
+    _free_torch(ctx)
+    mem = EdgekitMemory(ctx)
+    mem.start()
+    with edgekit.load(path, device=ctx.device) as m:
+        row["edgekit_device"] = m.device
+        ask = dict(max_new_tokens=s["new"], eos_token_id=[])
+        plain = [m.generate(input_ids=p[None], **ask)[0, p.shape[0]:].tolist() for p in prompts]
+        m.generate(input_ids=prompts[0][None], prompt_lookup_num_tokens=s["drafts"], **ask)  # warm-up
+        t = time.perf_counter()
+        outs = [m.generate(input_ids=p[None], prompt_lookup_num_tokens=s["drafts"], return_dict_in_generate=True, **ask)
+                for p in prompts]
+        ek_s = time.perf_counter() - t
+        mem.stop()
+    _memory(row, peak, mem)
+    got = [o.sequences[0, prompts.shape[1]:].tolist() for o in outs]
+    made = [o.speculation for o in outs]
+    steps, tokens = sum(x.steps for x in made), sum(x.tokens for x in made)
+    row["speculation"] = {"steps": steps, "tokens": tokens, "drafted": sum(x.drafted for x in made),
+                          "accepted": sum(x.accepted for x in made), "tokens_per_step": tokens / max(steps, 1)}
+    n = len(prompts) * s["new"]
+    row["speed"] = {"prompt_lookup_tok_s": {"pytorch": n / pt_s, "edgekit": n / ek_s, "speedup": pt_s / ek_s}}
+    row["parity"] = token_agreement(got, plain)
+    row["vs_pytorch_prompt_lookup"] = token_agreement(got, hf_tokens)
     _gate_tokens(row, precision)
 
 
@@ -373,6 +454,7 @@ def recognize(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
     _gate_tokens(row, precision)
 
 
+# speculative after generate: it runs on the artifacts that row converted.
 TASKS: dict[str, Callable[[Ctx, str, dict[str, Any]], None]] = {
-    "classify": classify, "generate": generate, "recognize": recognize,
+    "classify": classify, "generate": generate, "speculative": speculative, "recognize": recognize,
 }

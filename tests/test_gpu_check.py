@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
-ROWS = {(t, p) for t in ("classify", "generate", "recognize") for p in ("fp32", "fp16")}
+ROWS = {(t, p) for t in ("classify", "generate", "speculative", "recognize") for p in ("fp32", "fp16")}
 Small = tuple[subprocess.CompletedProcess[str], dict[str, Any], Path]  # the run, its JSON, the JSON's path
 
 
@@ -53,9 +53,12 @@ def test_every_row_ran_and_fp32_parity_passed(small: Small) -> None:
         assert row["edgekit_device"] == "onnxruntime-cpu" and row["torch_device"] == "cpu"
         if precision == "fp32":
             assert row["parity_passed"] is True, (task, row["parity"])
-        else:  # fp16 is reported against PyTorch .half(), not gated
-            assert row["parity_passed"] is None and "(.half())" in row["reference"]
+        else:  # fp16 is reported against PyTorch .half() (speculative: plain greedy of the same artifact), not gated
+            assert row["parity_passed"] is None and ("(.half())" in row["reference"] or task == "speculative")
     assert rows[("generate", "fp32")]["parity"]["agreement"] == 1.0
+    spec = rows[("speculative", "fp32")]  # prompt-lookup greedy: plain greedy's tokens, > 1 token per call
+    assert spec["parity"]["identical_sequences"] == 2 and spec["speculation"]["tokens_per_step"] > 1.0
+    assert "convert_s" not in spec  # it ran on the generate row's artifact
     assert rows[("recognize", "fp32")]["parity"]["identical_sequences"] == 2
     assert rows[("classify", "fp32")]["parity"]["max_rel"] < 1e-4  # same CPU, same fp32 math
     assert r.returncode == 0, r.stderr[-3000:]
@@ -67,12 +70,13 @@ def test_figures_are_positive_and_memory_is_na_on_the_cpu(small: Small) -> None:
     for row in data["rows"]:
         speed = _numbers(row["speed"])
         assert speed and all(math.isfinite(v) and v > 0 for v in speed), (row["task"], row["speed"])
-        assert row["convert_s"] > 0 and row["row_s"] >= row["convert_s"]
+        assert row["row_s"] >= row.get("convert_s", 0) and (row["task"] == "speculative" or row["convert_s"] > 0)
         assert all(0 <= v <= 1 for k, v in row["parity"].items() if k in ("agreement", "top1_agreement"))
         assert row["memory_mib"] == {"pytorch_peak_allocated": None, "edgekit_nvidia_smi_delta": None}
     keys = {row["task"]: set(row["speed"]) for row in data["rows"]}
     assert keys["classify"] == {"batch1", "batch32"}
     assert keys["generate"] == {"prompt_ms", "decode_tok_s_batch1", "decode_tok_s_batch4"}
+    assert keys["speculative"] == {"prompt_lookup_tok_s"}
     assert keys["recognize"] == {"real_time_factor"}
     env = data["environment"]
     assert env["torch"] and env["onnxruntime"] and env["transformers"]
@@ -86,7 +90,7 @@ def test_markdown_tables_are_written_and_printed(small: Small) -> None:
     assert md in r.stdout
     for heading in ("## Parity", "## Speed", "## GPU memory"):
         assert heading in md
-    assert md.count("| pass |") == 3 and md.count("| reported |") == 3 and "## Errors" not in md
+    assert md.count("| pass |") == 4 and md.count("| reported |") == 4 and "## Errors" not in md
 
 
 FAKE_TASKS = '''

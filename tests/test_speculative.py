@@ -2,7 +2,8 @@
 PromptLookupCandidateGenerator's, greedy tokens are plain greedy's on both decoder graphs (onnxruntime's fused
 attention and the portable slot graph), sampling keeps the target's distribution (prompt lookup and a tiny
 random Llama of the same vocabulary as the assistant), structured output and streaming work with both, more
-than one token comes per target call, and what it does not take is refused by name before the model runs."""
+than one token comes per target call, and what it does not take is refused by name before the model runs. The GPU step loops
+are checked with their real code on fake device memory (tests/trt_fakes.py, tests/test_steppers.py)."""
 from __future__ import annotations
 
 import json
@@ -249,3 +250,35 @@ def _parses(fmt: dict[str, Any], text: str) -> bool:
         return re.fullmatch(fmt["regex"], text) is not None
     jsonschema.validate(json.loads(text), fmt["response_format"]["json_schema"]["schema"])
     return True
+
+
+def test_verify_through_the_cuda_step_loop(gen: Any) -> None:
+    """onnxruntime's CUDA loop (DeviceMemory) with a cuda-python fake whose copies move host memory: the
+    verify call's keys/values go into the resident cache at the next slots device-side (the slot graph),
+    or the graph writes them itself (the fused-attention graph); the tokens are plain greedy's."""
+    import trt_fakes as F
+    from edgekit.runtimes.onnxruntime.runner import DeviceMemory, OrtStepper
+
+    prompt = PROMPTS[4]
+    plain = gen.generate(input_ids=prompt, max_new_tokens=40, return_dict_in_generate=True, output_scores=True)
+    calls = F.Calls()
+    cu, runner = F.make_cudart(calls), gen.decoder
+    runner._stepper_impl = lambda spec: OrtStepper(runner._session, spec, DeviceMemory(cu, "cpu"))
+    try:
+        spec = gen.generate(input_ids=prompt, max_new_tokens=40, return_dict_in_generate=True, output_scores=True,
+                            prompt_lookup_num_tokens=4)
+    finally:
+        del runner._stepper_impl  # the instance attribute; the module-scoped model goes back to its own loop
+    np.testing.assert_array_equal(spec.sequences, plain.sequences)
+    for a, b in zip(spec.scores, plain.scores):  # as in test_greedy_tokens_identical_and_more_per_step
+        np.testing.assert_allclose(a, b, rtol=0, atol=32 * np.finfo(np.float32).eps * float(np.abs(b).max()))
+    s = spec.speculation
+    assert 0 < s.accepted < s.drafted, s  # drafts kept and drafts rolled back
+    # Each slot-cache write is one strided copy of (tokens * head_dim) floats per row; a verify writes
+    # its 2..5 tokens (the token and up to 4 drafts) at once. The fused-attention graph copies nothing.
+    widths = {width for _, width, _ in calls.copies_2d}
+    if runner.kv_layout == "shared":
+        assert widths == set()
+    else:
+        row = min(widths)  # one token's keys (a decode step)
+        assert {w // row for w in widths} >= {1, prompt.shape[1]} and {w // row for w in widths} & {2, 3, 4, 5}

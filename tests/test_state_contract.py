@@ -9,7 +9,7 @@ import pytest
 from edgekit.contract import GraphSpec, TensorSpec
 from edgekit.contract.base import BATCH, PAST, SEQUENCE, TOTAL
 from edgekit.contract.codec import ContractError, decode, encode
-from edgekit.contract.generate import GenerateSection, decoder_phases
+from edgekit.contract.generate import EncoderPart, GenerateSection, decoder_phases
 from edgekit.contract.state import AttentionKV, ConvState, DecoderState, IndexerKeys, LSTMState, SSMState
 from edgekit.contract.state.base import PROMPT_FLAG, STEP_INPUTS
 from edgekit.runtimes.base import Runner
@@ -57,6 +57,19 @@ def test_tensorrt_profiles_come_from_the_entries_dims() -> None:
     assert decoder_phases(64, (1, 1, 8), pure) == [("decode", {BATCH: (1, 1, 8), SEQUENCE: (1, 1, 1)})]
     assert [p for p, _ in decoder_phases(64, (1, 1, 8), DecoderState((AttentionKV(0, 1, 4, 4),)))] == ["prompt", "decode"]
     assert TOTAL in decoder_phases(64, (1, 1, 8), HYBRID)[0][1]
+
+
+def test_a_verify_profile_only_where_speculative_decoding_calls_one() -> None:
+    kv = DecoderState((AttentionKV(0, 1, 4, 4),))
+    names = lambda section, graph="model": [p for p, _ in section.call_shapes(graph)]  # noqa: E731
+    assert names(GenerateSection(None, True, (), None, 0, 64, kv)) == ["prompt", "verify", "decode"]
+    verify = dict(GenerateSection(None, True, (), None, 0, 3, kv).call_shapes("model"))["verify"]
+    assert verify[SEQUENCE] == (2, 2, 2) and verify[TOTAL] == (3, 3, 4)  # a 3-token context: 2 slots, 2 tokens
+    assert names(GenerateSection(None, True, (), None, 0, 2, kv)) == ["prompt", "decode"]  # no room for 2 tokens
+    flagged = DecoderState((AttentionKV(0, 1, 4, 4),), inputs=(*STEP_INPUTS, PROMPT_FLAG))
+    assert names(GenerateSection(None, True, (), None, 0, 64, flagged)) == ["prompt", "decode"]
+    seq2seq = GenerateSection(None, True, (), None, 0, 64, kv, encoder=EncoderPart(0, 32))
+    assert names(seq2seq, "decoder") == ["prompt", "decode"]  # drafts are not wired for encoder-decoders
 
 
 class HybridRunner(Runner):

@@ -167,6 +167,68 @@ def test_cuda_graphs_can_be_turned_off(trt_art: tuple[Path, F.Calls], prompts: t
     assert calls.graph_launches == 0 and not calls.captured
 
 
+# A prompt whose greedy text the tiny GPT-2 partly repeats: prompt lookup's drafts are kept and rejected.
+SPEC_PROMPT = np.tile(np.array([[118, 257, 166, 10, 229, 218]], np.int64), 3)
+
+
+def test_tensorrt_verifies_drafts_on_their_profile_between_graph_replays(
+        trt_art: tuple[Path, F.Calls], gpt2_art: Path) -> None:
+    """Speculative decoding on the TensorRT loop: each verify call is a plain launch on the "verify"
+    profile, with its keys/values written at the next cache slots device-side, and the decode steps
+    after it replay the CUDA graph captured at the first step (the bindings restored as captured)."""
+    art, calls = trt_art
+    ask = dict(input_ids=SPEC_PROMPT, max_new_tokens=40, return_dict_in_generate=True, output_scores=True)
+    with edgekit.load(gpt2_art, device="cpu") as m:
+        plain = m.generate(**ask)
+    with edgekit.load(art, device="tensorrt") as m:
+        calls.runs.clear()
+        got = m.generate(**ask, prompt_lookup_num_tokens=4)
+        names = [p.name for p in m.decoder.record.fingerprint.profiles]
+    np.testing.assert_array_equal(got.sequences, plain.sequences)
+    for a, b in zip(got.scores, plain.scores):  # tests/test_speculative.py's bound: 32 ulps of the largest logit
+        np.testing.assert_allclose(a, b, rtol=0, atol=32 * np.finfo(np.float32).eps * float(np.abs(b).max()))
+    s = got.speculation
+    assert 0 < s.accepted < s.drafted, s  # drafts kept and drafts rolled back
+    assert names == ["prompt", "verify", "decode"]
+    prompt, verify, decode = range(3)  # the loop's context holds the first copy of the profiles
+    runs = calls.runs  # (profile, input_ids shape, replayed)
+    assert runs[0] == (prompt, SPEC_PROMPT.shape, False) and len(runs) == 1 + s.steps
+    checks = [r for r in runs[1:] if r[1][1] > 1]
+    steps = [r for r in runs[1:] if r[1][1] == 1]
+    assert len(checks) == s.steps - len(steps) > 0 and all(r[0] == verify and not r[2] for r in checks)
+    assert all(r[0] == decode for r in steps) and [r[2] for r in steps] == [False] + [True] * (len(steps) - 1)
+    assert any(a[1][1] > 1 and b[2] for a, b in zip(runs[1:], runs[2:]))  # a replay right after a verify
+    assert calls.stale_replays == 0 and calls.shape_refusals == 0 and calls.profile_clashes == 0
+
+
+def test_an_engine_built_without_the_verify_profile_asks_for_a_build(trt_art: tuple[Path, F.Calls]) -> None:
+    """A plan from before the verify phase: refused at load with the build fix; `edgekit build` makes the
+    new one and removes the old (no edgekit can load it again)."""
+    from dataclasses import replace
+
+    from edgekit.errors import EngineError
+    from edgekit.manifest import Manifest
+    from edgekit.runtimes.tensorrt import build as T
+
+    art, _ = trt_art
+    m = Manifest.load(art)
+    [new] = m.engines.values()
+    old = replace(new.fingerprint, profiles=tuple(p for p in new.fingerprint.profiles if p.name != "verify"))
+    (art / new.file).rename(art / "engines" / f"{old.id}.plan")
+    m.engines.clear()
+    m.engines[old.id] = replace(new, file=f"engines/{old.id}.plan", fingerprint=old)
+    m.save(art)
+    with pytest.raises(EngineError, match=r"profiles \['prompt', 'decode'\] \(built\) vs "
+                                          r"\['prompt', 'verify', 'decode'\]") as e:
+        edgekit.load(art, device="tensorrt")
+    assert "edgekit build" in str(e.value)
+    T.build_engines(art, Manifest.load(art), T.BuildOptions())
+    with edgekit.load(art, device="tensorrt") as loaded:
+        assert loaded.decoder.record.fingerprint == new.fingerprint
+    assert list(Manifest.load(art).engines) == [new.fingerprint.id] and sorted(art.glob("engines/*.plan")) == [
+        art / new.file]
+
+
 def test_cuda_session_keeps_fp32_matmuls_in_fp32(gpt2_art: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # onnxruntime's CUDA provider defaults to TF32; an fp32 artifact must not run below fp32.
     import onnxruntime as ort

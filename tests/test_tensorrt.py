@@ -95,18 +95,21 @@ def test_classify_profile_is_one_batch_range() -> None:
     assert shapes == {"pixel_values": ([1, 3, 16, 16], [8, 3, 16, 16], [32, 3, 16, 16])}
 
 
-def test_generation_gets_prompt_and_decode_profiles() -> None:
+def test_generation_gets_prompt_verify_and_decode_profiles() -> None:
     g = _graph([
         TensorSpec("input_ids", "int64", ("batch", "sequence")),
         TensorSpec("attention_mask", "int64", ("batch", "past_sequence + sequence")),
         TensorSpec("past_key_0", "float16", ("batch", 2, "past_sequence", 16)),
     ])
-    (p_name, prompt), (d_name, decode) = P.choose_profiles(_generate(256), "model", g)
-    assert (p_name, d_name) == ("prompt", "decode")
+    (p_name, prompt), (v_name, verify), (d_name, decode) = P.choose_profiles(_generate(256), "model", g)
+    assert (p_name, v_name, d_name) == ("prompt", "verify", "decode")
     assert prompt["sequence"] == (1, 128, 256) and prompt["past_sequence"] == (0, 0, 255)
     assert decode["sequence"] == (1, 1, 1) and decode["past_sequence"] == (1, 128, 255)
     assert decode["past_sequence + sequence"] == (2, 129, 256)  # derived dims add up
     assert prompt["batch"] == decode["batch"] == (1, 1, 4)
+    # Speculative decoding's verify: one row, its token and up to 31 drafts after the whole resident cache.
+    assert verify == {"batch": (1, 1, 1), "sequence": (2, 16, 32), "past_sequence": (1, 128, 255),
+                      "past_sequence + sequence": (3, 144, 287)}
     shapes = P.input_shapes(g, decode)
     assert shapes["past_key_0"] == ([1, 2, 1, 16], [1, 2, 128, 16], [4, 2, 255, 16])
     assert "input_ids" in shapes and shapes["input_ids"][2] == [4, 1]
@@ -119,8 +122,9 @@ def test_generator_and_whisper_dims_as_exported() -> None:
                 TensorSpec("attention_mask", "int64", ("batch", "total_sequence")),
                 TensorSpec("position_ids", "int64", ("batch", "sequence")),
                 TensorSpec("past_key_values.0.key", "float32", kv)])
-    (_, prompt), (_, decode) = P.choose_profiles(_generate(1024), "model", g)
+    (_, prompt), (_, verify), (_, decode) = P.choose_profiles(_generate(1024), "model", g)
     assert prompt["total_sequence"] == (1, 128, 1024) and decode["total_sequence"] == (2, 513, 1024)
+    assert verify["total_sequence"] == (3, 528, 1055)  # past + tokens: 1023 slots and 32 tokens at most
     # Whisper's decoder has the same dims; its context is the position table (max_target_positions),
     # which max_new_tokens may use past max_length.
     w = _graph([TensorSpec("input_ids", "int64", ("batch", "sequence")),
@@ -155,15 +159,19 @@ def test_recognize_frames_and_overrides_and_unknown_dims() -> None:
     assert P.choose_profiles(_classify(), "model", static) == []
 
 
-def test_runner_picks_decode_profile_for_one_token() -> None:
+def test_runner_picks_the_profile_of_each_call() -> None:
     from edgekit.runtimes.tensorrt.runner import pick_profile
 
     inputs = [TensorSpec("ids", "int64", ["batch", "sequence"]), TensorSpec("past", "float32", ["batch", "past_sequence"])]
     profiles = [{"batch": [1, 1, 4], "sequence": [1, 128, 256], "past_sequence": [0, 0, 255]},
+                {"batch": [1, 1, 1], "sequence": [2, 16, 32], "past_sequence": [1, 128, 255]},
                 {"batch": [1, 1, 4], "sequence": [1, 1, 1], "past_sequence": [1, 128, 255]}]
-    feeds = lambda s, p: {"ids": np.zeros((1, s), np.int64), "past": np.zeros((1, p), np.float32)}  # noqa: E731
+    feeds = lambda s, p, b=1: {"ids": np.zeros((b, s), np.int64), "past": np.zeros((b, p), np.float32)}  # noqa: E731
     assert pick_profile(inputs, profiles, feeds(7, 0)) == 0
-    assert pick_profile(inputs, profiles, feeds(1, 7)) == 1
+    assert pick_profile(inputs, profiles, feeds(1, 7)) == 2
+    assert pick_profile(inputs, profiles, feeds(5, 7)) == 1  # drafts checked over the cache: verify
+    assert pick_profile(inputs, profiles, feeds(33, 7)) == 0  # more than verify takes: the prompt's
+    assert pick_profile(inputs, profiles, feeds(5, 7, 2)) == 0  # verify is one row
     assert pick_profile(inputs, profiles, feeds(1, 0)) == 0  # first token of an empty cache: prompt
     with pytest.raises(InputError, match="outside the TensorRT engine's profiles"):
         pick_profile(inputs, profiles, feeds(300, 0))

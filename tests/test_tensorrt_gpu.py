@@ -131,3 +131,35 @@ def test_tensorrt_generate_is_token_exact(gpt2: tuple[Path, Path], tmp_path: Pat
     shutil.copytree(gpt2[1], art)
     build_engines(art, Manifest.load(art))
     _generate_matches_transformers(gpt2[0], art, device="tensorrt")
+
+
+def _speculative_is_plain_greedy(art: Path, device: str, portable: bool = False) -> None:
+    """Prompt-lookup drafts, each batch checked in one verify call over the resident GPU cache (on
+    TensorRT: the "verify" profile, between decode steps replayed as a CUDA graph): plain greedy's tokens."""
+    import edgekit
+
+    prompt = np.tile(np.array([[118, 257, 166, 10, 229, 218]], np.int64), 3)  # tests/test_steppers.py's SPEC_PROMPT
+    with edgekit.load(art, device=device, portable=portable) as m:
+        plain = m.generate(input_ids=prompt, max_new_tokens=40)
+        spec = m.generate(input_ids=prompt, max_new_tokens=40, prompt_lookup_num_tokens=4, return_dict_in_generate=True)
+    np.testing.assert_array_equal(spec.sequences, plain)
+    assert 0 < spec.speculation.accepted < spec.speculation.drafted, spec.speculation  # kept and rolled back
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("portable", [False, True], ids=["fused-attention", "portable-slots"])
+def test_onnxruntime_cuda_speculative_greedy_is_plain_greedy(gpt2: tuple[Path, Path], portable: bool) -> None:
+    _speculative_is_plain_greedy(gpt2[1], "cuda", portable)
+
+
+@pytest.mark.gpu
+@needs_trt
+def test_tensorrt_speculative_greedy_is_plain_greedy(gpt2: tuple[Path, Path], tmp_path: Path) -> None:
+    from edgekit.runtimes.tensorrt.build import build_engines
+    from edgekit.manifest import Manifest
+
+    art = tmp_path / "gpt2"
+    shutil.copytree(gpt2[1], art)
+    build_engines(art, Manifest.load(art))
+    _speculative_is_plain_greedy(art, "tensorrt")

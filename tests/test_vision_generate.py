@@ -133,8 +133,8 @@ def test_gpu_loops_send_the_image_rows_once(llava: tuple[Path, Path], tmp_path: 
     for name, graph in manifest.graphs.items():
         for _, dims in choose_profiles(manifest.contract, name, graph):
             assert set(dims) == graph.dims() and all(lo <= opt <= hi for lo, opt, hi in dims.values())
-    prompt, decode = (dict(p) for _, p in choose_profiles(manifest.contract, "model", manifest.graph("model")))
-    assert decode["image_rows"] == (0, 0, 0) and prompt["image_rows"][0] == 0
+    prompt, verify, decode = (dict(p) for _, p in choose_profiles(manifest.contract, "model", manifest.graph("model")))
+    assert decode["image_rows"] == verify["image_rows"] == (0, 0, 0) and prompt["image_rows"][0] == 0
     assert prompt["image_rows"][2] == min(vision.max_images * image_rows[0], manifest.contract.max_context)
     with edgekit.load(art, device="tensorrt") as m:
         assert m.generate("<image> the cat", images=[a], max_new_tokens=6, eos_token_id=[]) == want

@@ -44,6 +44,9 @@ class Calls:
     copies: list[tuple[str, int]] = field(default_factory=list)  # cudaMemcpyAsync: (kind, bytes)
     capture_fails: bool = False
     profile_clashes: int = 0  # profile requests TensorRT would refuse (held by another context)
+    shape_refusals: int = 0  # set_input_shape outside the context's profile (TensorRT returns False)
+    runs: list[tuple[int, tuple, bool]] = field(default_factory=list)  # per engine run: (profile, input_ids shape, replayed)
+    stale_replays: int = 0  # graph launches while the context's profile, shapes or addresses differ from the capture's
 
 
 class _Enum:
@@ -238,6 +241,12 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
             return True
 
         def set_input_shape(self, name: str, shape: tuple) -> bool:
+            # TensorRT refuses a shape outside the ranges of the profile the context holds (a static plan has none).
+            held = self.engine.profiles[self.profile] if 0 <= self.profile < len(self.engine.profiles) else {}
+            ranges = held.get(name)
+            if ranges is not None and not all(lo <= d <= hi for lo, d, hi in zip(ranges[0], shape, ranges[2])):
+                calls.shape_refusals += 1
+                return False
             self.shapes[name] = tuple(shape)
             return True
 
@@ -265,13 +274,21 @@ def make_trt(calls: Calls, version: str = "10.3.0", parse_errors: list[tuple] | 
             if int(stream) in calls.capturing:  # capture records the launch; nothing runs
                 if calls.capture_fails:
                     return False
-                calls.captured.append(lambda: self._run(addresses, zeros))
+                bound = (self.profile, dict(self.shapes), addresses)
+                calls.captured.append(lambda: self._replay(bound, zeros))
                 return True
-            self._run(addresses, zeros)
+            self._run(addresses, zeros, self.profile, False)
             return True
 
-        def _run(self, addresses: dict[str, int], zeros: dict[str, np.ndarray]) -> None:
+        def _replay(self, bound: tuple[int, dict[str, tuple], dict[str, int]], zeros: dict[str, np.ndarray]) -> None:
+            # What a replay runs is fixed at capture; it is only valid while the context is bound as it was.
+            if (self.profile, self.shapes, self.addresses) != bound:
+                calls.stale_replays += 1
+            self._run(bound[2], zeros, bound[0], True)
+
+        def _run(self, addresses: dict[str, int], zeros: dict[str, np.ndarray], profile: int, replayed: bool) -> None:
             calls.executes += 1
+            calls.runs.append((profile, zeros["input_ids"].shape if "input_ids" in zeros else (), replayed))
             feeds = {}
             for name, zero in zeros.items():
                 buf = (ctypes.c_char * zero.nbytes).from_address(addresses[name])

@@ -26,7 +26,7 @@ FLOAT = ("float32", "float16")
 INT64 = ("int64",)
 
 Range = tuple[int, int, int]  # (min, opt, max)
-Phase = tuple[str, dict[str, Range]]  # ("all" | "prompt" | "decode", {dim: range})
+Phase = tuple[str, dict[str, Range]]  # ("all" | "prompt" | "verify" | "decode", {dim: range})
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from edgekit.contract.base import BATCH, FLOAT, INT64, PAST, SEQUENCE, SOURCE, TOTAL, GraphNeeds, Need, Phase, Section
-from edgekit.contract.state import AttentionKV, DecoderState
-from edgekit.contract.state.base import STEP_INPUTS
+from edgekit.contract.state import REPLACE, AttentionKV, DecoderState
+from edgekit.contract.state.base import PROMPT_FLAG, STEP_INPUTS
 from edgekit.contract.vision import ROWS, VisionPart
 
 
@@ -128,13 +128,41 @@ def shared_decoder_needs(state: DecoderState) -> GraphNeeds:
     return GraphNeeds(tuple(ins), tuple(outs))
 
 
-def decoder_phases(max_context: int, batch: tuple[int, int, int], state: DecoderState | None = None) -> list[Phase]:
-    """The prompt (any length, empty cache) and decode steps (one token, up to max_context - 1 slots).
+# Speculative decoding's check of its drafts (`StateLoop.verify`) feeds the last token and up to k drafts in
+# one call: (min, typical, max) tokens. transformers' assisted generation drafts num_assistant_tokens = 20 by
+# default (a 21-token call), prompt lookup's prompt_lookup_num_tokens is commonly 10 (11); 16 lies between,
+# 32 takes up to 31 drafts. A longer call (a conversation turn's new tokens) takes the prompt profile, whose
+# mask spans at most max_context columns.
+VERIFY_TOKENS = (2, 16, 32)
 
-    Two phases, not one static max-context shape: the cache is sized per call (prompt +
+
+def verify_refusal(cache: DecoderState | FullSequence) -> str | None:
+    """Why this decoder graph cannot verify several drafted tokens in one call, or None if it can."""
+    if isinstance(cache, FullSequence):
+        return "the graph recomputes the whole sequence each step (no cache to verify drafts through)"
+    if cache.compact:
+        return "the past must stay compact (rolling back would copy it)"
+    if any(t.update == REPLACE for t in cache.tensors()):
+        return "a recurrent state (conv/SSM/LSTM) is overwritten each call and cannot be rolled back"
+    if PROMPT_FLAG in cache.inputs:
+        return "the graph's prompt and steps are different programs (prompt_flag)"
+    if cache.prompt == "stepwise":
+        return "the graph takes one token per call"
+    return None
+
+
+def decoder_phases(max_context: int, batch: tuple[int, int, int], state: DecoderState | None = None,
+                   verify: bool = False) -> list[Phase]:
+    """The prompt (any length, empty cache) and decode steps (one token, up to max_context - 1 slots);
+    with `verify` (a decoder-only slot cache that speculative decoding drives) between them, the
+    verify calls: 2 to 32 tokens, one row, over the resident cache.
+
+    Phases, not one static max-context shape: the cache is sized per call (prompt +
     max_new_tokens), so a short answer does not attend over the whole context every step. A
     stepwise state feeds its prompt through the decode step, so that is its one phase. Only the
-    dims the graph has are kept (a state-space model has no past sequence).
+    dims the graph has are kept (a state-space model has no past sequence). TensorRT runs a call on
+    the last profile that holds its shapes (runtimes/tensorrt/runner.py `pick_profile`), so the
+    order prompt, verify, decode gives each call its own profile's tactics.
     """
     n, opt = max_context, min(128, max_context)
     decode = {BATCH: batch, SEQUENCE: (1, 1, 1), PAST: (1, n // 2, n - 1), TOTAL: (2, n // 2 + 1, n)}
@@ -142,8 +170,14 @@ def decoder_phases(max_context: int, batch: tuple[int, int, int], state: Decoder
         decode = {BATCH: batch, SEQUENCE: (1, 1, 1)}
     if state is not None and state.prompt == "stepwise":
         return [("decode", decode)]
-    return [("prompt", {BATCH: batch, SEQUENCE: (1, opt, n), PAST: (0, 0, n - 1), TOTAL: (1, opt, n)}),
-            ("decode", decode)]
+    phases = [("prompt", {BATCH: batch, SEQUENCE: (1, opt, n), PAST: (0, 0, n - 1), TOTAL: (1, opt, n)})]
+    lo, mid, hi = (min(v, n - 1) for v in VERIFY_TOKENS)
+    if verify and state is not None and state.slotted and lo == VERIFY_TOKENS[0]:  # 2+ tokens fit n - 1 slots
+        # The past is the cache's slots (prompt + max_new_tokens - 1), all of them fed every call, masked
+        # past the tokens so far: a verify near the end of the context attends to up to n - 1 + 32 columns.
+        phases.append(("verify", {BATCH: (1, 1, 1), SEQUENCE: (lo, mid, hi), PAST: (1, n // 2, n - 1),
+                                  TOTAL: (1 + lo, n // 2 + mid, n - 1 + hi)}))
+    return [*phases, ("decode", decode)]
 
 
 @dataclass(frozen=True)
@@ -198,11 +232,12 @@ class GenerateSection(Section):
             return [("all", self.vision.steps.dim_ranges())]  # one image per call
         if isinstance(self.cache, FullSequence):
             return [("all", {BATCH: self.batch, SEQUENCE: (1, min(128, self.max_context), self.max_context)})]
-        phases = decoder_phases(self.max_context, self.batch, self.cache)
-        if self.vision is not None:  # the prompt takes its images' rows (each has its tokens), a decode step none
+        phases = decoder_phases(self.max_context, self.batch, self.cache, verify=verify_refusal(self.cache) is None)
+        if self.vision is not None:  # the prompt takes its images' rows (each has its tokens), other calls none
             _, one, most = self.vision.steps.rows()
             n = self.max_context
-            rows = {"prompt": (0, min(one, n), min(most * self.vision.max_images, n)), "decode": (0, 0, 0)}
+            rows = {"prompt": (0, min(one, n), min(most * self.vision.max_images, n)), "verify": (0, 0, 0),
+                    "decode": (0, 0, 0)}
             phases = [(name, {**dims, ROWS: rows[name]}) for name, dims in phases]
         return phases
 

@@ -22,9 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from edgekit.contract.generate import FullSequence
-from edgekit.contract.state import REPLACE, DecoderState
-from edgekit.contract.state.base import PROMPT_FLAG
+# Whether a decoder can verify drafts is the contract's to say: its call shapes give those a verify profile.
+from edgekit.contract.generate import verify_refusal as refusal  # noqa: F401 (used by generator, state_loop, ...)
 from edgekit.errors import ConfigError
 from edgekit.results import Speculation
 from edgekit.tasks.options import GenerateOptions
@@ -186,19 +185,6 @@ class Speculate:
                                                       f"num_return_sequences={opts.num_return_sequences}",
                               fix=f"leave {self.name} out for these, or decode one prompt with num_beams=1 "
                                   "(transformers' assisted generation is batch-1 greedy search or sampling too)")
-
-
-def refusal(cache: DecoderState | FullSequence) -> str | None:
-    """Why this decoder graph cannot verify several drafted tokens in one call, or None if it can."""
-    if isinstance(cache, FullSequence):
-        return "the graph recomputes the whole sequence each step (no cache to verify drafts through)"
-    if cache.compact:
-        return "the past must stay compact (rolling back would copy it)"
-    if any(t.update == REPLACE for t in cache.tensors()):
-        return "a recurrent state (conv/SSM/LSTM) is overwritten each call and cannot be rolled back"
-    if PROMPT_FLAG in cache.inputs:
-        return "the graph's prompt and steps are different programs (prompt_flag)"
-    return None
 
 
 class AssistantDraft:

@@ -6,11 +6,13 @@
 - `OnnxParser.parse_from_file` (external data resolved beside the file); every parser error is
   reported with its node, not only the first.
 - Optimization profiles come from the contract's call shapes (profiles.py): one per phase, so a
-  cached decoder gets "prompt" (GEMM tactics) and "decode" (one token, GEMV tactics) profiles.
+  cached decoder gets "prompt" (GEMM tactics) and "decode" (one token, GEMV tactics) profiles, and
+  one that speculative decoding drives a "verify" profile (2 to 32 tokens) between them.
 - A timing cache is kept beside the engines (`engines/timing.cache`), loaded before and written
   after every build, so rebuilds (new profile, new precision) take seconds, not minutes.
 - Plans are written as plain TensorRT plans (readable by trtexec), `engines/<fingerprint>.plan`,
-  with the record (fingerprint fields, sha256, options, build time) in `manifest.engines`.
+  with the record (fingerprint fields, sha256, options, build time) in `manifest.engines`; plans of
+  the graph that can no longer load (another ONNX, other phases) are removed.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from edgekit.artifact import sha256_file
 from edgekit.contract import GraphSpec
-from edgekit.engines import ENGINE_DIR, EngineOptions, EngineRecord, Machine
+from edgekit.engines import ENGINE_DIR, EngineOptions, EngineRecord, Fingerprint, Machine
 from edgekit.errors import ConfigError, EngineError
 from edgekit.manifest import Manifest
 from edgekit.runtimes.tensorrt import import_trt
@@ -141,7 +143,7 @@ def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, 
     fp = make_fingerprint(name, sha256_file(onnx_path), machine, manifest.produced_precision, profiles,
                           opts.dla_core, opts.hardware_compatible, opts.version_compatible, opts.contexts)
     plan_path = folder / ENGINE_DIR / f"{fp.id}.plan"
-    _prune_stale(folder, manifest, name, fp.onnx_sha256)
+    _prune_stale(folder, manifest, name, fp)
     old = manifest.engines.get(fp.id)
     if not opts.rebuild and old is not None and plan_path.is_file() and sha256_file(plan_path) == old.sha256:
         log.info("edgekit: reusing TensorRT engine %s", plan_path.name)
@@ -159,13 +161,19 @@ def build_engine(folder: Path, manifest: Manifest, name: str, machine: Machine, 
     return record
 
 
-def _prune_stale(folder: Path, manifest: Manifest, graph: str, onnx_sha256: str) -> None:
-    """Drop plans of this graph built from another ONNX: no machine can ever use them again."""
+def _prune_stale(folder: Path, manifest: Manifest, graph: str, fp: Fingerprint) -> None:
+    """Drop plans of this graph built from another ONNX, or for other call phases (before speculative
+    decoding's "verify" profile): no machine can ever load them again (runner.select_engine)."""
+    phases = [p.name for p in fp.profiles]
     for key, record in list(manifest.engines.items()):  # checked at load: its file stays inside engines/
-        if record.graph == graph and record.fingerprint.onnx_sha256 != onnx_sha256:
+        old = record.fingerprint
+        why = ("built from an older ONNX graph" if old.onnx_sha256 != fp.onnx_sha256 else
+               f"built with profiles {[p.name for p in old.profiles]}, not {phases}"
+               if [p.name for p in old.profiles] != phases else None)
+        if record.graph == graph and why is not None:
             (folder / record.file).unlink(missing_ok=True)
             del manifest.engines[key]
-            log.info("edgekit: removed %s (built from an older ONNX graph)", record.file)
+            log.info("edgekit: removed %s (%s)", record.file, why)
 
 
 def _build_plan(onnx_path: Path, graph: GraphSpec, profiles: list[Profile], opts: BuildOptions, trt: Any,

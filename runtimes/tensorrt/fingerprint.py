@@ -36,13 +36,20 @@ def make_fingerprint(
     return Fingerprint(graph, onnx_sha256, gpu, cc, trt, precision, dla_core, frozen, contexts)
 
 
-def mismatches(fp: Fingerprint, machine: Machine, onnx_sha256: str, precision: str) -> list[str]:
+def mismatches(fp: Fingerprint, machine: Machine, onnx_sha256: str, precision: str,
+               phases: list[str] | None = None) -> list[str]:
     """Why a plan with fingerprint `fp` cannot run here; empty when it can.
 
-    Profiles are not compared: any profile set is valid on the machine it was built for; shapes
-    outside them are reported at run time with the profile's range.
+    Profile ranges are not compared: any ranges are valid on the machine they were built for (the
+    user's --max-batch and --shape choose them); shapes outside them are reported at run time. Their
+    names are, when `phases` (the phases the contract calls the graph in) are given: a plan built
+    before a phase existed (speculative decoding's "verify") would run its calls on another phase's
+    tactics, or refuse them near the end of the context.
     """
     out = []
+    built = [p.name for p in fp.profiles]
+    if phases is not None and built != phases:
+        out.append(f"profiles {built} (built) vs {phases} (the calls this edgekit makes)")
     if fp.onnx_sha256 != onnx_sha256:
         out.append(f"ONNX graph {fp.onnx_sha256[:12]} (built) vs {onnx_sha256[:12]} (artifact now)")
     if fp.precision != precision:

@@ -28,6 +28,11 @@ def choose_profiles(contract: Section, name: str, graph: GraphSpec, max_batch: i
             for phase, ranges in contract.call_shapes(name)]
 
 
+def phase_names(contract: Section, name: str, graph: GraphSpec) -> list[str]:
+    """The names of the profiles `choose_profiles` makes for graph `name` (overrides change ranges only)."""
+    return [phase for phase, _ in contract.call_shapes(name)] if graph.dims() else []
+
+
 def _range(name: str, ranges: dict[str, Range], max_batch: int | None, shapes: dict[str, Range]) -> Range:
     if name in shapes:
         return tuple(shapes[name])  # type: ignore[return-value]

@@ -13,13 +13,15 @@
 - Jetson: an artifact can hold a GPU plan and DLA plans for the same graph; the GPU plan is
   used unless `EDGEKIT_DLA_CORE=N` names a core that a plan was built for.
 - Per call: pick the optimization profile whose ranges hold the input shapes (generation
-  engines have "prompt" and "decode"), `set_input_shape`, copy in, `set_tensor_address`,
-  `execute_async_v3` on the thread's stream, copy out, synchronize.
+  engines have "prompt", "verify" where speculative decoding runs, and "decode"),
+  `set_input_shape`, copy in, `set_tensor_address`, `execute_async_v3` on the thread's stream,
+  copy out, synchronize.
 
 - Decode loops (`stepper`): a context of their own, the KV cache in device memory for the whole
   generate call (only the token, position and mask go up, only the logits come down), and after
   the first step the `execute_async_v3` call is captured into a CUDA graph and replayed: every
-  decode step has the same shapes and addresses, which is what a graph needs.
+  decode step has the same shapes and addresses, which is what a graph needs. Calls of other
+  shapes on the loop (the prompt, speculative decoding's verify) are plain launches.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, copy_whole, cuda_cal
 from edgekit.runtimes.tensorrt import import_trt
 from edgekit.runtimes.tensorrt.fingerprint import mismatches
 from edgekit.runtimes.tensorrt.logger import logged_errors, make_logger
+from edgekit.runtimes.tensorrt.profiles import phase_names
 
 log = logging.getLogger("edgekit")
 BUILD_FIX = "run `edgekit build {path} --device tensorrt` on this machine (or load with device='cuda' or 'cpu')"
@@ -74,9 +77,10 @@ def select_engine(art: Artifact, graph: str, machine: Machine) -> EngineRecord:
     want_dla = os.environ.get("EDGEKIT_DLA_CORE")
     dla = int(want_dla) if want_dla and want_dla.isdigit() else None
     candidates = sorted((r for r in m.engines.values() if r.graph == graph), key=lambda r: r.fingerprint.dla_core != dla)
+    phases = phase_names(m.contract, graph, m.graph(graph))
     reasons = []
     for record in candidates:
-        why = mismatches(record.fingerprint, machine, onnx_sha, m.produced_precision)
+        why = mismatches(record.fingerprint, machine, onnx_sha, m.produced_precision, phases)
         if not why:
             return record
         reasons.append(f"{record.file}: " + ", ".join(why))
@@ -91,8 +95,9 @@ def select_engine(art: Artifact, graph: str, machine: Machine) -> EngineRecord:
 def pick_profile(inputs: list[Any], profiles: list[dict[str, Any]], feeds: dict[str, np.ndarray]) -> int:
     """The last (most specialized) profile whose ranges hold every named dim of the feeds.
 
-    Generation engines list "prompt" (any length) then "decode" (one new token): a decode step
-    fits both and gets the decode profile's tactics.
+    Generation engines list "prompt" (any length), "verify" (2 to 32 tokens after a past, where
+    speculative decoding drives the decoder) then "decode" (one new token): a decode step fits the
+    prompt's and the decode profile and gets the decode one's tactics, a verify call the verify one's.
     """
     sizes = {d: feeds[t.name].shape[i] for t in inputs for i, d in enumerate(t.shape) if isinstance(d, str)}
     if not profiles:
@@ -307,11 +312,14 @@ class TrtStepper(Stepper):
             lane.context.set_tensor_address(out.name, lane.buffers.get(out.name, nbytes))
 
     def _run_impl(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, np.ndarray]:
-        """The prompt on the lane: its keys/values copied into the resident caches device-side, only
-        the spec's outputs (the logits) come down; then the context points at the step's buffers again."""
+        """The prompt, or speculative decoding's verify call between steps, on the lane: a plain
+        launch on the profile that holds its shapes, its keys/values copied into the resident caches
+        device-side, only the spec's outputs (the logits) come down, into buffers of their own; then
+        the context is back on the step's profile, shapes and buffers. Those buffers keep their
+        addresses, so the decode step's CUDA graph, which replays what it captured, stays valid:
+        NVIDIA's TensorRT-Edge-LLM (EngineExecutor::execute) replays its captured graphs across
+        profile switches in the same way, whenever the bindings equal those at capture."""
         r, lane, s, cu = self.runner, self.lane, self.spec, self.cu
-        if self.graph_exec is not None:
-            raise EngineError("a prompt run after decode steps began", fix="run the prompt first (report a bug)")
         bound = {**s.caches, **feeds}
         r.use_profile(lane, bound)
         for name, value in bound.items():
