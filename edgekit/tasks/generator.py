@@ -11,7 +11,9 @@ tasks/processors.py, the keywords tasks/options.py, chat prompts tasks/chat.py.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -94,6 +96,9 @@ class Generator(Model):
     """
 
     contract: GenerateSection
+    # Where this model's next call as an assistant starts drafting: the length a "heuristic"
+    # num_assistant_tokens_schedule left (transformers keeps it in the assistant's generation_config).
+    num_assistant_tokens: int | None = None
 
     @property
     def max_context(self) -> int:
@@ -187,8 +192,10 @@ class Generator(Model):
                  stop_strings: str | Sequence[str] | None = None, tgt_lang: str | None = None,
                  images: Any = None, response_format: Any = None, grammar: str | None = None,
                  regex: str | None = None, prompt_lookup_num_tokens: int | None = None,
-                 max_matching_ngram_size: int | None = None, assistant_model: Generator | None = None,
-                 num_assistant_tokens: int | None = None, **options: Any) -> Any:
+                 max_matching_ngram_size: int | None = None,
+                 assistant_model: Generator | str | os.PathLike[str] | None = None,
+                 num_assistant_tokens: int | None = None, num_assistant_tokens_schedule: str | None = None,
+                 assistant_confidence_threshold: float | None = None, **options: Any) -> Any:
         """Generate, as `transformers.generate` does, token for token in fp32.
 
         Prompts: str -> str (the new text), list[str] -> list[str], `messages=[{"role": "user",
@@ -215,12 +222,20 @@ class Generator(Model):
         2) drafts up to N tokens by n-gram lookup in the text so far and checks them in one target
         call (tasks/speculative.py): greedy, one prompt, plain greedy's tokens; what the drafts did
         is `GenerateOutput.speculation` (return_dict_in_generate=True). `assistant_model=` (a loaded
-        smaller Generator of the same tokenizer) drafts `num_assistant_tokens` (default 20) greedily
-        with its own cache instead.
+        smaller Generator of the same tokenizer, or its artifact's path: loaded on this model's device
+        for the call, closed after) drafts `num_assistant_tokens` (default 20) greedily with its own
+        cache instead, their number changed after each target call by `num_assistant_tokens_schedule`
+        ("constant" (default); "heuristic": +2 after a call that accepted every draft, else -1, down
+        to 1, the length kept on the assistant for its next call; "heuristic_transient": the same,
+        from `num_assistant_tokens` each call), drafting stopped early after a draft of probability
+        below `assistant_confidence_threshold` (default 0.4, re-fitted as drafts are judged; 0: off).
         """
         self._check_keywords(options)
         fmt = OutputFormat.make(response_format, grammar, regex)
-        spec = Speculate.make(prompt_lookup_num_tokens, max_matching_ngram_size, assistant_model, num_assistant_tokens)
+        if num_assistant_tokens is None and isinstance(assistant_model, Generator):
+            num_assistant_tokens = assistant_model.num_assistant_tokens  # a heuristic schedule's, if one ran
+        spec = Speculate.make(prompt_lookup_num_tokens, max_matching_ngram_size, assistant_model, num_assistant_tokens,
+                              num_assistant_tokens_schedule, assistant_confidence_threshold)
         c = self.contract
         given = {**options, **({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens})}
         if tgt_lang is not None:
@@ -237,10 +252,11 @@ class Generator(Model):
         if stream:
             self._check_stream(prompt, opts)
         if spec is not None:
-            self._check_speculation(spec, opts, prompt, fmt is not None, stream)
+            spec.check(opts, prompt.ids.shape[0], fmt is not None, stream)
+            with self._assistant(spec, opts.total_length(prompt.ids.shape[1], self.max_context)) as spec:
+                self._check_speculation(spec, opts, prompt)
+                return self._speculate(self._start(prompt, opts, pad, eos, stops, seed, fmt), prompt, eos, spec)
         run = self._start(prompt, opts, pad, eos, stops, seed, fmt)
-        if spec is not None:
-            return self._speculate(run, prompt, eos, spec)
         if stream:
             return self._stream(run)
         try:
@@ -439,9 +455,27 @@ class Generator(Model):
             return seqs
         return texts[0] if p.form == "text" and len(texts) == 1 else texts
 
-    def _check_speculation(self, spec: Speculate, o: GenerateOptions, p: Prompt, structured: bool,
-                           stream: bool) -> None:
-        spec.check(o, p.ids.shape[0], structured, stream)
+    @contextmanager
+    def _assistant(self, spec: Speculate, total: int) -> Iterator[Speculate]:
+        """`spec` with its assistant loaded where it is an artifact's path (on this model's device,
+        sized for this call's `total` tokens), closed when the call ends; any other assistant as given."""
+        a = spec.assistant
+        if not isinstance(a, (str, os.PathLike)):
+            yield spec
+            return
+        from edgekit.api import load  # the package's entry point, imported when used (it imports this module)
+        from edgekit.artifact import open_artifact
+
+        contract = open_artifact(a, verify=False).manifest.contract  # its task and context (load verifies files)
+        own = getattr(contract, "max_context", None)
+        if own is None:
+            raise ConfigError("assistant_model must be a text-generation artifact",
+                              found=f"a {type(contract).__name__} at '{a}'", fix="pass a converted causal LM's folder")
+        device = self.device.removeprefix("onnxruntime-")  # a runner's name: onnxruntime-cpu/-cuda, tensorrt
+        with load(a, device=device, max_context=min(total, own)) as loaded:
+            yield replace(spec, assistant=loaded)
+
+    def _check_speculation(self, spec: Speculate, o: GenerateOptions, p: Prompt) -> None:
         if spec.assistant is not None:
             self._check_assistant(spec.assistant, o.total_length(p.ids.shape[1], self.max_context), p)
         for model, role in ((self, "the model"), (spec.assistant, "the assistant")):
@@ -455,8 +489,9 @@ class Generator(Model):
     def _check_assistant(self, a: Any, total: int, p: Prompt) -> None:
         """transformers' assisted generation takes an assistant of the same tokenizer (or a universal one)."""
         if not isinstance(a, Generator):
-            raise ConfigError("assistant_model takes a loaded edgekit text-generation artifact",
-                              found=type(a).__name__, fix="pass assistant_model=edgekit.load(DRAFT_ARTIFACT)")
+            raise ConfigError("assistant_model takes a loaded edgekit text-generation artifact or its path",
+                              found=repr(a) if isinstance(a, Model) else type(a).__name__,
+                              fix="pass assistant_model=edgekit.load(DRAFT_ARTIFACT), or the artifact's folder")
         mine, its = (None if m.tokenizer is None else m.tokenizer.to_str() for m in (self, a))
         vocab = (int(m.decoder.outputs[0].shape[-1]) for m in (self, a))
         if mine != its or len(set(vocab)) > 1:
@@ -477,12 +512,16 @@ class Generator(Model):
         if spec.assistant is not None:
             a, length = spec.assistant, run.seqs.shape[1]
             drafter = AssistantDraft(cache_for(a.decoder, a.contract.cache, 1, length, run.stop.max_length - length),
-                                     spec.tokens, eos)
+                                     spec.tokens, eos, spec.schedule, spec.confidence)
         try:
             assert isinstance(run.state, (StateLoop, SharedKVCache))  # refusal() let only these through
             for _ in speculative_greedy(run.state, run.logits, run.seqs, run.pipeline, run.stop, drafter, out, stats,
                                         (run.opts.output_scores, run.opts.output_logits)):
                 pass
+            if isinstance(drafter, AssistantDraft):
+                drafter.finish(out.sequences[0])  # the last target call's accepted drafts
+                if spec.schedule == "heuristic":  # transformers keeps the length for the assistant's next call
+                    spec.assistant.num_assistant_tokens = drafter.tokens
         finally:
             run.state.close()
             if isinstance(drafter, AssistantDraft):

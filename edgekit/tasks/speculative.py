@@ -132,11 +132,14 @@ def _emit(out: Searched, token: int, stop: Stopper) -> bool:
 @dataclass(frozen=True)
 class Speculate:
     """What drafts: `prompt_lookup_num_tokens` (with `max_matching_ngram_size`) or `assistant_model`
-    (with `num_assistant_tokens`), checked, with transformers' defaults (2 and 20)."""
+    (with `num_assistant_tokens`, `num_assistant_tokens_schedule`, `assistant_confidence_threshold`),
+    checked, with transformers' defaults (2; 20, "constant", 0.4: GenerationConfig's global defaults)."""
 
     tokens: int
     max_ngram: int
-    assistant: Any = None  # a loaded edgekit Generator of the target's tokenizer
+    assistant: Any = None  # a loaded edgekit Generator of the target's tokenizer, or its artifact's path
+    schedule: str = "constant"
+    confidence: float | None = None
 
     @property
     def name(self) -> str:
@@ -144,12 +147,15 @@ class Speculate:
 
     @staticmethod
     def make(tokens: int | None, max_ngram: int | None, assistant: Any = None,
-             assistant_tokens: int | None = None) -> Speculate | None:
+             assistant_tokens: int | None = None, schedule: str | None = None,
+             confidence: float | None = None) -> Speculate | None:
         if tokens is not None and assistant is not None:
             raise ConfigError("pass one kind of draft: prompt_lookup_num_tokens or assistant_model",
                               found=f"prompt_lookup_num_tokens={tokens!r} and an assistant_model")
         lone = (("max_matching_ngram_size", max_ngram, tokens, "prompt_lookup_num_tokens"),
-                ("num_assistant_tokens", assistant_tokens, assistant, "assistant_model"))
+                ("num_assistant_tokens", assistant_tokens, assistant, "assistant_model"),
+                ("num_assistant_tokens_schedule", schedule, assistant, "assistant_model"),
+                ("assistant_confidence_threshold", confidence, assistant, "assistant_model"))
         for name, v, needs, needed in lone:
             if v is not None and needs is None:
                 raise ConfigError(f"{name} goes with {needed}", found=f"{name}={v!r} alone",
@@ -164,7 +170,17 @@ class Speculate:
         for label, v in ((name, n), ("max_matching_ngram_size", ngram)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"{label} must be an integer >= 1", found=repr(v))
-        return Speculate(int(n), int(ngram), assistant)
+        if schedule is not None and schedule not in SCHEDULES:
+            raise ConfigError("num_assistant_tokens_schedule is one of transformers' schedules",
+                              found=repr(schedule), fix=f"pass one of {list(SCHEDULES)}")
+        given = isinstance(confidence, (int, float, np.floating)) and not isinstance(confidence, bool)
+        if confidence is not None and not (given and 0 <= confidence <= 1):
+            raise ConfigError("assistant_confidence_threshold is a probability in [0, 1] (0 turns it off)",
+                              found=repr(confidence))
+        if assistant is None:
+            return Speculate(int(n), int(ngram))
+        return Speculate(int(n), int(ngram), assistant, schedule or "constant",
+                         0.4 if confidence is None else float(confidence))
 
     def check(self, opts: GenerateOptions, rows: int, structured: bool, stream: bool) -> None:
         """Refuse by name what speculative decoding does not do here (before any model time)."""
@@ -193,6 +209,34 @@ def refusal(cache: DecoderState | FullSequence) -> str | None:
     return None
 
 
+SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+
+
+def next_draft_length(schedule: str, n: int, drafted: int, matched: int) -> int:
+    """AssistedCandidateGenerator.update_candidate_strategy's draft length after one target step:
+    the heuristic schedules add 2 when every draft was accepted (`matched` is transformers'
+    num_matches: the step's new tokens less one, so an eos among them counts as the target's own)
+    and take 1 away otherwise, down to 1; "constant" keeps `n`."""
+    if schedule == "constant":
+        return n
+    return n + 2 if matched == drafted else max(1, n - 1)
+
+
+def roc_threshold(probs: list[float], matches: list[int]) -> float:
+    """update_candidate_strategy's confidence threshold: the one of sklearn's `roc_curve(matches,
+    probs)` (its thresholds: +inf, then each distinct probability, high to low) at which
+    fpr + 3 * fnr is least, the first such. sklearn drops collinear points from the curve; the cost
+    is linear along such a run, so its least value is at a kept end and the choice is the same."""
+    p, y = np.asarray(probs, np.float64), np.asarray(matches, np.int64)
+    order = np.argsort(-p, kind="stable")
+    p, y = p[order], y[order]
+    last = np.append(np.flatnonzero(np.diff(p)), len(p) - 1)  # each distinct probability's last row
+    tps = np.cumsum(y)[last]
+    fps = last + 1 - tps
+    costs = np.append(0, fps) / fps[-1] + 3 * (1 - np.append(0, tps) / tps[-1])
+    return float(np.append(np.inf, p[last])[int(np.argmin(costs))])
+
+
 class AssistantDraft:
     """Drafts from a smaller model of the same tokenizer (transformers' AssistedCandidateGenerator with
     greedy drafting): its own greedy tokens through its own cache, kept in step with the target's text.
@@ -201,13 +245,26 @@ class AssistantDraft:
     drafts), rolls its cache back to there, feeds the target's tokens since in one call and drafts
     from its logits; the last draft is never fed (the next call may reject it). Drafts are the raw
     argmax: the target's processors decide what is kept, so they change acceptance, never tokens.
+
+    Draft length and early stop as transformers: `tokens` drafts at most, changed after every target
+    step by `schedule` (next_draft_length); drafting stops after a draft whose softmax probability
+    is below `confidence` (ConfidenceCriteria), the threshold re-fitted after every step to the
+    probabilities of the drafts judged so far (roc_threshold; transformers does so where scikit-learn
+    is installed). What a step accepted is read from the target's text at the next call (or
+    `finish`): the accepted drafts are the ones it starts with.
     """
 
-    def __init__(self, state: Verifier, tokens: int, eos: tuple[int, ...]) -> None:
+    def __init__(self, state: Verifier, tokens: int, eos: tuple[int, ...], schedule: str = "constant",
+                 confidence: float | None = None) -> None:
         self.state, self.tokens, self.eos = state, tokens, eos
+        self.schedule, self.confidence = schedule, confidence
         self.fed: np.ndarray | None = None  # the tokens in the assistant's cache
+        self.last: tuple[int, np.ndarray] | None = None  # (text length, drafts) of the last draft not yet judged
+        self.probs: list[float] = []  # each judged draft's probability, and whether it was accepted
+        self.matches: list[int] = []
 
     def draft(self, seq: np.ndarray, room: int) -> np.ndarray:
+        self.finish(seq)
         if self.fed is None:
             logits = self.state.prefill(seq[None], np.ones((1, len(seq)), np.int64))
         else:
@@ -217,10 +274,52 @@ class AssistantDraft:
             logits = self.state.verify(new[None])[:, -1] if len(new) > 1 else self.state.step(new)
         self.fed = seq.copy()
         out: list[int] = []
-        while len(out) < min(self.tokens, room):
+        limit = min(self.tokens, room)
+        while len(out) < limit:
             out.append(int(np.argmax(logits[0])))
-            if out[-1] in self.eos or len(out) == min(self.tokens, room):
+            unsure = self._probability(logits[0], out[-1]) < (self.confidence or 0.0)
+            if out[-1] in self.eos or len(out) == limit or unsure:
                 break
             logits = self.state.step(np.array(out[-1:], np.int64))
             self.fed = np.append(self.fed, out[-1])
-        return np.asarray(out, np.int64)
+        drafts = np.asarray(out, np.int64)
+        self.last = (len(seq), drafts)
+        return drafts
+
+    def _probability(self, logits: np.ndarray, token: int) -> float:
+        """The draft's softmax probability, recorded while a threshold is on (as transformers does)."""
+        if not self.confidence:
+            return 1.0
+        x = logits.astype(np.float64)
+        p = float(1.0 / np.exp(x - x[token]).sum())
+        self.probs.append(p)
+        return p
+
+    def finish(self, seq: np.ndarray) -> None:
+        """Judge the last drafts against the target's text `seq`: the schedule's and the threshold's
+        updates for the target steps since (that step, and a last one without drafts when no room
+        was left for any: transformers counts it as 0 of 0 matched)."""
+        if self.last is None:
+            return
+        start, drafts = self.last
+        self.last = None
+        new = seq[start:]
+        n = min(len(new), len(drafts))
+        agree = int(np.argmin(np.append(new[:n] == drafts[:n], False)))
+        tokens = min(agree + 1, len(new))  # the accepted drafts and the target's own token, if it came
+        self._update(len(drafts), tokens - 1)
+        if len(new) > tokens:
+            self._update(0, 0)
+
+    def _update(self, drafted: int, matched: int) -> None:
+        self.tokens = next_draft_length(self.schedule, self.tokens, drafted, matched)
+        if not self.confidence:
+            return
+        # update_candidate_strategy's bookkeeping: the matched drafts and the first rejected one are
+        # judged; the probabilities of the drafts after it are dropped.
+        self.matches.extend([1] * matched)
+        if len(self.probs) > len(self.matches):
+            self.matches.append(0)
+        del self.probs[len(self.matches):]
+        if len(self.probs) > 5 and {0, 1} <= set(self.matches):
+            self.confidence = roc_threshold(self.probs, self.matches)
