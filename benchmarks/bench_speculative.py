@@ -1,8 +1,11 @@
-"""Speculative decoding with prompt-lookup drafts on a real chat model: tokens per target call and decode speed.
+"""Speculative decoding on a real chat model: tokens per target call and decode speed.
 
-SmolLM2-135M-Instruct int8 (tests/conftest.py's real_smollm2_int8, cached; or --artifact), one chat turn
+SmolLM2-135M-Instruct int8 (scripts/real_models.py's smollm2_artifact, cached; or --artifact), one chat turn
 per case, greedy, max_new_tokens --new: plain decoding against `prompt_lookup_num_tokens=N`, alternated
 --repeats times, on the loaded graph (onnxruntime's fused attention) and with --portable the slot graph.
+--assistant: instead, the int4 artifact of the same model drafting (`assistant_model=`, transformers'
+defaults or --schedule/--threshold/--draft-tokens) for the int8 and the fp32 artifacts; the drafter's
+own plain decode speed is printed beside (what one draft token costs).
 Whether the tokens are plain greedy's is reported: exact at fp32 (tests/test_speculative.py), but
 this int8 artifact's multi-token calls and one-token steps give logits up to 0.48 apart (of |x| <= 30:
 Generator.logits of a 17-token prompt, prompt call vs decode steps; fp32 GPT-2: 1.2e-6), so a near tie
@@ -12,10 +15,12 @@ Cases: editing a given text (the answer copies most of it: lookups hit), summari
 phrases copied) and an open question (nothing to look up: where it does not pay).
 
     python benchmarks/bench_speculative.py [--artifact DIR] [--tokens 10] [--new 96] [--repeats 2]
+    python benchmarks/bench_speculative.py --assistant [--schedule heuristic] [--threshold 0] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -42,12 +47,13 @@ def timed(gen: Any, prompt: str, new: int, **kw: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def case(gen: Any, prompt: str, new: int, tokens: int, repeats: int) -> dict[str, Any]:
-    plain_s, spec_s, per_step, calls = [], [], [], []
+def case(gen: Any, prompt: str, new: int, repeats: int, **drafts: Any) -> dict[str, Any]:
+    """Plain greedy against greedy with `drafts` (generate's speculative keywords), alternated."""
+    plain_s, spec_s, per_step, calls, accepted = [], [], [], [], []
     for _ in range(repeats):
         first, one = timed(gen, prompt, 1)
         t_plain, plain = timed(gen, prompt, new)
-        t_spec, spec = timed(gen, prompt, new, prompt_lookup_num_tokens=tokens)
+        t_spec, spec = timed(gen, prompt, new, **drafts)
         prompt_len = one.sequences.shape[1] - 1
         a, b = plain.sequences[0, prompt_len:], spec.sequences[0, prompt_len:]
         n = min(len(a), len(b))
@@ -57,8 +63,54 @@ def case(gen: Any, prompt: str, new: int, tokens: int, repeats: int) -> dict[str
         plain_s.append((len(a) - 1) / max(t_plain - first, 1e-9))
         spec_s.append((len(b) - 1) / max(t_spec - first, 1e-9))
         per_step.append(spec.speculation.tokens_per_step)
-    return {"call": [statistics.median(c) for c in zip(*calls)], "new": len(a), "plain": statistics.median(plain_s), "spec": statistics.median(spec_s), "same": same,
-            "per_step": statistics.median(per_step), "text": spec.texts[0][:60].replace("\n", " ")}
+        s = spec.speculation
+        accepted.append(f"{s.accepted}/{s.drafted}")
+    return {"call": [statistics.median(c) for c in zip(*calls)], "new": len(a), "plain": statistics.median(plain_s),
+            "spec": statistics.median(spec_s), "same": same, "per_step": statistics.median(per_step),
+            "accepted": accepted[-1], "text": spec.texts[0][:60].replace("\n", " ")}
+
+
+def table(gen: Any, a: argparse.Namespace, kind: str, **drafts: Any) -> None:
+    print(f"{gen!r}, {drafts if kind == 'lookup' else 'assistant ' + repr(drafts)}, max_new_tokens={a.new}, "
+          f"median of {a.repeats}")
+    print(f"| case | new tokens | same tokens | drafts accepted (last run) | tokens / target call | call s: plain / "
+          f"{kind} | decode tok/s: plain / {kind} | decode speed-up | answer |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, prompt in CASES.items():
+        r = case(gen, prompt, a.new, a.repeats, **drafts)
+        print(f"| {name} | {r['new']} | {r['same']} | {r['accepted']} | {r['per_step']:.2f} | {r['call'][0]:.2f} / "
+              f"{r['call'][1]:.2f} | {r['plain']:.1f} / {r['spec']:.1f} | {r['spec'] / r['plain']:.2f}x | {r['text']} |",
+              flush=True)
+
+
+def decode_speeds(models: dict[str, Any], prompt: str, new: int, repeats: int) -> dict[str, float]:
+    """Median plain decode tok/s of each model on `prompt`, the models timed in turn each round."""
+    speeds: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(repeats):
+        for k, m in models.items():
+            first, one = timed(m, prompt, 1)
+            whole, out = timed(m, prompt, new)
+            speeds[k].append((out.sequences.shape[1] - one.sequences.shape[1]) / (whole - first))
+    return {k: statistics.median(v) for k, v in speeds.items()}
+
+
+def assisted(a: argparse.Namespace) -> None:
+    """The int4 artifact drafting for the int8 and the fp32 ones (each converted once and cached)."""
+    import edgekit
+    from real_models import smollm2_artifact
+
+    keys = {"num_assistant_tokens": a.draft_tokens, "num_assistant_tokens_schedule": a.schedule,
+            "assistant_confidence_threshold": a.threshold}
+    models = {p: edgekit.load(smollm2_artifact(p), device="cpu", portable=a.portable, max_context=1024)
+              for p in ("int4", *a.targets.split(","))}
+    speeds = decode_speeds(models, CASES["open"], a.new, a.repeats)
+    print("plain decode tok/s, open case: " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items()) + "\n")
+    for precision in a.targets.split(","):
+        table(models[precision], a, "assisted", assistant_model=models["int4"],
+              **{k: v for k, v in keys.items() if v is not None})
+        print(f"uptime: {os.getloadavg()}\n")
+    for m in models.values():
+        m.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,23 +120,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new", type=int, default=96)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--portable", action="store_true", help="the portable slot graph instead of fused attention")
+    p.add_argument("--assistant", action="store_true", help="int4 drafting for int8 and fp32, not prompt lookup")
+    p.add_argument("--targets", default="int8,fp32", help="--assistant: the artifacts int4 drafts for")
+    p.add_argument("--draft-tokens", type=int, help="num_assistant_tokens (transformers' default 20)")
+    p.add_argument("--schedule", help="num_assistant_tokens_schedule (default constant)")
+    p.add_argument("--threshold", type=float, help="assistant_confidence_threshold (default 0.4; 0: off)")
     a = p.parse_args(argv)
     import edgekit
 
+    sys.path.insert(0, str(ROOT / "scripts"))
+    print(f"uptime: {os.getloadavg()} (load averages 1/5/15 min)")
+    if a.assistant:
+        assisted(a)
+        return 0
     if a.artifact is None:
-        sys.path.insert(0, str(ROOT / "scripts"))
         from real_models import smollm2_int8
 
         a.artifact = smollm2_int8()
-    gen = edgekit.load(a.artifact, device="cpu", portable=a.portable, max_context=1024)
-    print(f"{gen!r}, prompt_lookup_num_tokens={a.tokens}, max_new_tokens={a.new}, median of {a.repeats}")
-    print("| case | new tokens | same tokens | tokens / target call | call s: plain / lookup | decode tok/s: plain / "
-          "lookup | decode speed-up | answer |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, prompt in CASES.items():
-        r = case(gen, prompt, a.new, a.tokens, a.repeats)
-        print(f"| {name} | {r['new']} | {r['same']} | {r['per_step']:.2f} | {r['call'][0]:.2f} / {r['call'][1]:.2f} | "
-              f"{r['plain']:.1f} / {r['spec']:.1f} | {r['spec'] / r['plain']:.2f}x | {r['text']} |", flush=True)
+    table(edgekit.load(a.artifact, device="cpu", portable=a.portable, max_context=1024), a, "lookup",
+          prompt_lookup_num_tokens=a.tokens)
+    print(f"uptime: {os.getloadavg()}")
     return 0
 
 
