@@ -237,6 +237,12 @@ def roc_threshold(probs: list[float], matches: list[int]) -> float:
     return float(np.append(np.inf, p[last])[int(np.argmin(costs))])
 
 
+def _probability(logits: np.ndarray, token: int) -> float:
+    """softmax(logits)[token], in float64."""
+    x = logits.astype(np.float64)
+    return float(1.0 / np.exp(x - x[token]).sum())
+
+
 class AssistantDraft:
     """Drafts from a smaller model of the same tokenizer (transformers' AssistedCandidateGenerator with
     greedy drafting): its own greedy tokens through its own cache, kept in step with the target's text.
@@ -277,7 +283,10 @@ class AssistantDraft:
         limit = min(self.tokens, room)
         while len(out) < limit:
             out.append(int(np.argmax(logits[0])))
-            unsure = self._probability(logits[0], out[-1]) < (self.confidence or 0.0)
+            unsure = False
+            if self.confidence:  # ConfidenceCriteria; the probability kept for the threshold's re-fit
+                self.probs.append(_probability(logits[0], out[-1]))
+                unsure = self.probs[-1] < self.confidence
             if out[-1] in self.eos or len(out) == limit or unsure:
                 break
             logits = self.state.step(np.array(out[-1:], np.int64))
@@ -285,15 +294,6 @@ class AssistantDraft:
         drafts = np.asarray(out, np.int64)
         self.last = (len(seq), drafts)
         return drafts
-
-    def _probability(self, logits: np.ndarray, token: int) -> float:
-        """The draft's softmax probability, recorded while a threshold is on (as transformers does)."""
-        if not self.confidence:
-            return 1.0
-        x = logits.astype(np.float64)
-        p = float(1.0 / np.exp(x - x[token]).sum())
-        self.probs.append(p)
-        return p
 
     def finish(self, seq: np.ndarray) -> None:
         """Judge the last drafts against the target's text `seq`: the schedule's and the threshold's
