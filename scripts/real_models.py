@@ -280,20 +280,25 @@ def real_model(name: str = SMOLLM2, cache: Path | None = None) -> Path:
 BUILDERS = {"whisper-base": build_whisper_base, SMOLLM2: build_smollm2}
 
 
-def smollm2_int8(cache: Path | None = None) -> Path:
-    """SmolLM2-135M-Instruct converted to int8 once and kept in the cache (real/artifacts/): the convert
-    takes minutes and its source never changes. Built beside its place and moved there whole, so an
+def smollm2_artifact(precision: str = "int8", cache: Path | None = None) -> Path:
+    """SmolLM2-135M-Instruct converted at `precision` once and kept in the cache (real/artifacts/): the
+    convert takes minutes and its source never changes. Built beside its place and moved there whole, so an
     interrupted convert leaves no half artifact."""
     import edgekit
 
-    out = (cache or real_cache()) / "artifacts" / f"{SMOLLM2}-int8"
+    out = (cache or real_cache()) / "artifacts" / f"{SMOLLM2}-{precision}"
     if not (out / "edgekit.json").is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-        edgekit.convert(real_model(cache=cache), staging / "art", precision="int8")
+        edgekit.convert(real_model(cache=cache), staging / "art", precision=precision)
         shutil.move(str(staging / "art"), out)
         shutil.rmtree(staging)
     return out
+
+
+def smollm2_int8(cache: Path | None = None) -> Path:
+    """The cached int8 artifact (smollm2_artifact), the form the real-weight benches load."""
+    return smollm2_artifact("int8", cache)
 
 
 def main(argv: list[str] | None = None) -> int:

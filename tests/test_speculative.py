@@ -20,11 +20,12 @@ import edgekit
 from edgekit.contract.state import DecoderState
 from edgekit.contract.state.kinds_attention import AttentionKV
 from edgekit.contract.state.kinds_recurrent import ConvState
-from edgekit.errors import ConfigError
+from edgekit.errors import ArtifactError, ConfigError
 from edgekit.results import Speculation
 from edgekit.tasks.sampling import softmax
-from edgekit.tasks.speculative import PromptLookup, refusal
-from reliability_models import converted_gpt2, converted_llama
+from edgekit.contract.generate import verify_refusal as refusal
+from edgekit.tasks.speculative import AssistantDraft, PromptLookup
+from reliability_models import converted, converted_gpt2, converted_llama
 
 # Texts that repeat themselves, so that lookups find n-grams: six random tokens three times.
 _RNG = np.random.default_rng(0)
@@ -128,10 +129,12 @@ def test_assistant_drafts_keep_greedy_tokens(gen: Any, tmp_path_factory: pytest.
         assert (s.accepted < s.drafted) == rejected, s
     with pytest.raises(ConfigError, match="one kind of draft"):
         gen.generate("the cat", max_new_tokens=4, assistant_model=other, prompt_lookup_num_tokens=3)
-    with pytest.raises(ConfigError, match="loaded edgekit text-generation artifact"):
-        gen.generate("the cat", max_new_tokens=4, assistant_model="draft-folder")
-    with pytest.raises(ConfigError, match="num_assistant_tokens goes with"):
-        gen.generate("the cat", max_new_tokens=4, num_assistant_tokens=3)
+    for lone in ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold"):
+        with pytest.raises(ConfigError, match=f"{lone} goes with"):
+            gen.generate("the cat", max_new_tokens=4, **{lone: 3})
+    for bad in ({"num_assistant_tokens_schedule": "linear"}, {"assistant_confidence_threshold": 1.5}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            gen.generate("the cat", max_new_tokens=4, assistant_model=other, **bad)
 
 
 # Sampling: suppress_tokens bans all but S in p and q alike (a logits processor before the warpers), so
@@ -282,3 +285,112 @@ def test_verify_through_the_cuda_step_loop(gen: Any) -> None:
     else:
         row = min(widths)  # one token's keys (a decode step)
         assert {w // row for w in widths} >= {1, prompt.shape[1]} and {w // row for w in widths} & {2, 3, 4, 5}
+
+
+def test_assistant_from_its_path(gen: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The artifact's folder, as str or Path: loaded for the call on the target's device, tokens plain greedy's.
+    path = converted_gpt2(tmp_path_factory)
+    plain = gen.generate(input_ids=PROMPTS[1], max_new_tokens=24)
+    for given in (str(path), path):
+        spec = gen.generate(input_ids=PROMPTS[1], max_new_tokens=24, assistant_model=given, return_dict_in_generate=True)
+        np.testing.assert_array_equal(spec.sequences, plain)
+        assert spec.speculation.accepted > 0, spec.speculation
+    with pytest.raises(ConfigError, match=r"assistant_model takes .* or its path.*Found: int"):
+        gen.generate("the cat", max_new_tokens=4, assistant_model=3)
+    with pytest.raises(ArtifactError, match="no artifact folder"):
+        gen.generate("the cat", max_new_tokens=4, assistant_model=path.parent / "no-such-draft")
+    with pytest.raises(ConfigError, match="must be a text-generation artifact"):
+        gen.generate("the cat", max_new_tokens=4, assistant_model=converted(tmp_path_factory, "tensor"))
+
+
+class _Scripted:
+    """A stand-in assistant cache whose every call returns fresh random logits (a spread of draft
+    probabilities), each row kept so the test can compute what transformers would see."""
+
+    def __init__(self, seed: int, vocab: int = 12) -> None:
+        self.rng, self.vocab, self.rows = np.random.default_rng(seed), vocab, []
+
+    def _rows(self, n: int) -> np.ndarray:
+        x = (3 * self.rng.standard_normal((n, self.vocab))).astype(np.float32)
+        self.rows.append(x[-1])
+        return x
+
+    def prefill(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._rows(1)
+
+    def step(self, tokens: np.ndarray) -> np.ndarray:
+        return self._rows(1)
+
+    def verify(self, tokens: np.ndarray) -> np.ndarray:
+        return self._rows(tokens.shape[1])[None]
+
+    def rollback(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("schedule", "threshold"), [("constant", 0.4), ("heuristic", 0.0), ("heuristic", 0.4),
+                                                     ("heuristic_transient", 0.4)])
+def test_draft_length_and_threshold_are_transformers(schedule: str, threshold: float) -> None:
+    # AssistantDraft against AssistedCandidateGenerator.update_candidate_strategy on a scripted accept
+    # pattern: the same drafts and accepted counts in, the same draft length and confidence threshold out
+    # after every target step (the threshold re-fitted by scikit-learn's roc_curve there).
+    torch = pytest.importorskip("torch")
+    from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel
+    from transformers.generation.candidate_generator import AssistedCandidateGenerator
+
+    assistant = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=12, n_positions=64))
+    assistant.generation_config.update(num_assistant_tokens=5, num_assistant_tokens_schedule=schedule,
+                                       assistant_confidence_threshold=threshold)
+    ids = torch.tensor([[1, 2, 3]])
+    ref = AssistedCandidateGenerator(ids, assistant, GenerationConfig(max_length=1000), {})
+    state, rng = _Scripted(int(threshold * 10) + len(schedule)), np.random.default_rng(1)
+    drafter = AssistantDraft(state, 5, eos=(), schedule=schedule, confidence=threshold)
+    seq, judged = np.array([1, 2, 3]), 0
+    for _ in range(30):
+        drafts = drafter.draft(seq, room=1000)
+        assert drafter.tokens == ref.num_assistant_tokens
+        assert drafter.confidence == pytest.approx(ref.assistant_generation_config.assistant_confidence_threshold)
+        probs = torch.softmax(torch.from_numpy(np.stack(state.rows[-len(drafts):])), -1)[range(len(drafts)), drafts]
+        # ConfidenceCriteria: drafting stops after the first draft below the threshold, or at the length
+        below = np.flatnonzero(probs.numpy() < (drafter.confidence or 0.0))
+        assert len(drafts) == (below[0] + 1 if len(below) else drafter.tokens), (drafts, probs)
+        if threshold:
+            ref.probs.extend(probs.tolist())  # what its _generate_candidates records
+        matched = int(rng.integers(0, len(drafts) + 1))
+        judged += matched < len(drafts)
+        seq = np.concatenate([seq, drafts[:matched], [(drafts[matched] + 1) % 12 if matched < len(drafts) else 0]])
+        ref.update_candidate_strategy(ids, torch.zeros(1, len(drafts) + 1, 12), matched)
+    drafter.finish(seq)
+    assert drafter.tokens == ref.num_assistant_tokens
+    assert judged > 5 and (schedule == "constant") == (ref.num_assistant_tokens == 5)
+    if threshold:  # the threshold was re-fitted: it is one of the judged drafts' probabilities
+        assert drafter.confidence != threshold and drafter.confidence in drafter.probs
+
+
+def test_heuristic_schedule_in_generate(gen: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The same weights draft (every draft accepted): each step drafts 2 more than the last, "heuristic"
+    # keeps the last length on the assistant for its next call, "heuristic_transient" does not.
+    other = edgekit.load(converted_gpt2(tmp_path_factory), device="cpu", portable=gen.decoder.kv_layout == "shared")
+    plain = gen.generate(input_ids=PROMPTS[2], max_new_tokens=40)
+
+    def expected(n: int) -> tuple[int, int]:  # (drafted, length after): the prompt call makes the first token
+        made, drafted = 1, 0
+        while made < 40:
+            k = min(n, 40 - made - 1)
+            drafted, made, n = drafted + k, made + k + 1, n + 2  # a step with no room drafts 0 of 0: +2 too
+        return drafted, n
+
+    # transient from 3; heuristic from the default 20 (nothing kept yet); heuristic from what that kept
+    starts = {"heuristic_transient": 3, "heuristic": 20}
+    for schedule, given in (("heuristic_transient", 3), ("heuristic", None), ("heuristic", None)):
+        spec = gen.generate(input_ids=PROMPTS[2], max_new_tokens=40, assistant_model=other, return_dict_in_generate=True,
+                            num_assistant_tokens=given, num_assistant_tokens_schedule=schedule,
+                            assistant_confidence_threshold=0)
+        np.testing.assert_array_equal(spec.sequences, plain)
+        drafted, after = expected(starts[schedule])
+        assert (spec.speculation.drafted, spec.speculation.accepted) == (drafted, drafted), spec.speculation
+        assert other.num_assistant_tokens == (None if schedule == "heuristic_transient" else after)
+        starts["heuristic"] = after if schedule == "heuristic" else 20

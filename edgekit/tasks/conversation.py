@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekit.contract.generate import verify_refusal
 from edgekit.errors import ConfigError
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.search import DecodeState, Searched, sample
-from edgekit.tasks.speculative import Verifier, refusal
+from edgekit.tasks.speculative import Verifier
 from edgekit.tasks.structured import OutputFormat
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class Conversation:
     def __init__(self, gen: Generator, system: str | None = None, context: int | None = None) -> None:
         why = ("an encoder-decoder's decoder prompt is its start token alone" if gen.is_encoder_decoder else
                "a vision-language prompt's image rows are not kept between turns" if gen.vision is not None else
-               refusal(gen.contract.cache))
+               verify_refusal(gen.contract.cache))
         if why is not None:
             raise ConfigError(f"a conversation keeps the decoder's cache between turns, which this model cannot roll "
                               f"back: {why}", found=repr(gen),

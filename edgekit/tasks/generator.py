@@ -11,6 +11,7 @@ tasks/processors.py, the keywords tasks/options.py, chat prompts tasks/chat.py.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Generator as Gen, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekit.contract.generate import ENCODER_MASK, FullSequence, GenerateSection
+from edgekit.contract.generate import ENCODER_MASK, FullSequence, GenerateSection, verify_refusal
 from edgekit.contract.state import DecoderState
 from edgekit.errors import ArtifactError, ConfigError, InputError
 from edgekit.preprocess.text import check_texts, read_tokenizer
@@ -36,7 +37,7 @@ from edgekit.tasks.options import DEFAULTS, NO_EFFECT, NOT_IMPLEMENTED, Generate
 from edgekit.tasks.processors import LogitsPipeline
 from edgekit.tasks.prompts import Prompt, check_rows, from_ids, language_code, left_pad, right_pad
 from edgekit.tasks.search import DecodeState, Searched, Stopper, beam_search, sample
-from edgekit.tasks.speculative import AssistantDraft, PromptLookup, Speculate, refusal, speculative_decode
+from edgekit.tasks.speculative import AssistantDraft, PromptLookup, Speculate, speculative_decode
 from edgekit.tasks.structured import GrammarRows, OutputFormat, llg_tokenizer
 
 log = logging.getLogger("edgekit")
@@ -94,6 +95,9 @@ class Generator(Model):
     """
 
     contract: GenerateSection
+    # Where this model's next call as an assistant starts drafting: the length a "heuristic"
+    # num_assistant_tokens_schedule left (transformers keeps it in the assistant's generation_config).
+    num_assistant_tokens: int | None = None
 
     @property
     def max_context(self) -> int:
@@ -187,8 +191,10 @@ class Generator(Model):
                  stop_strings: str | Sequence[str] | None = None, tgt_lang: str | None = None,
                  images: Any = None, response_format: Any = None, grammar: str | None = None,
                  regex: str | None = None, prompt_lookup_num_tokens: int | None = None,
-                 max_matching_ngram_size: int | None = None, assistant_model: Generator | None = None,
-                 num_assistant_tokens: int | None = None, **options: Any) -> Any:
+                 max_matching_ngram_size: int | None = None,
+                 assistant_model: Generator | str | os.PathLike[str] | None = None,
+                 num_assistant_tokens: int | None = None, num_assistant_tokens_schedule: str | None = None,
+                 assistant_confidence_threshold: float | None = None, **options: Any) -> Any:
         """Generate, as `transformers.generate` does, token for token in fp32.
 
         Prompts: str -> str (the new text), list[str] -> list[str], `messages=[{"role": "user",
@@ -214,15 +220,24 @@ class Generator(Model):
         Speculative decoding: `prompt_lookup_num_tokens=N` (and `max_matching_ngram_size`, default
         2) drafts up to N tokens by n-gram lookup in the text so far and checks them in one target
         call (tasks/speculative.py); `assistant_model=` (a loaded smaller Generator of the same
-        tokenizer) drafts `num_assistant_tokens` (default 20) with its own cache instead. One prompt,
-        one sequence: greedy gives plain greedy's tokens, do_sample=True plain sampling's distribution
-        (the target's own draws; an assistant's sampled drafts by speculative sampling), with
-        structured output, seed= and stream=True alike; what the drafts did is
+        tokenizer, or its artifact's path: loaded on this model's device for the call, closed after)
+        drafts `num_assistant_tokens` (default 20) with its own cache instead, their number changed
+        after each target call by `num_assistant_tokens_schedule` ("constant" (default); "heuristic":
+        +2 after a call that accepted every draft, else -1, down to 1, the length kept on the
+        assistant for its next call; "heuristic_transient": the same, from `num_assistant_tokens` each
+        call), drafting stopped early after a draft of probability below
+        `assistant_confidence_threshold` (default 0.4, re-fitted as drafts are judged; 0: off). One
+        prompt, one sequence: greedy gives plain greedy's tokens, do_sample=True plain sampling's
+        distribution (the target's own draws; an assistant's sampled drafts by speculative sampling),
+        with structured output, seed= and stream=True alike; what the drafts did is
         `GenerateOutput.speculation` (return_dict_in_generate=True).
         """
         self._check_keywords(options)
         fmt = OutputFormat.make(response_format, grammar, regex)
-        spec = Speculate.make(prompt_lookup_num_tokens, max_matching_ngram_size, assistant_model, num_assistant_tokens)
+        if num_assistant_tokens is None and isinstance(assistant_model, Generator):
+            num_assistant_tokens = assistant_model.num_assistant_tokens  # a heuristic schedule's, if one ran
+        spec = Speculate.make(prompt_lookup_num_tokens, max_matching_ngram_size, assistant_model, num_assistant_tokens,
+                              num_assistant_tokens_schedule, assistant_confidence_threshold)
         c = self.contract
         given = {**options, **({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens})}
         if tgt_lang is not None:
@@ -239,10 +254,17 @@ class Generator(Model):
         if stream:
             self._check_stream(prompt, opts)
         if spec is not None:
-            self._check_speculation(spec, opts, prompt)
+            spec.check(opts, prompt.ids.shape[0])
+            spec, owned = self._assistant(spec, opts.total_length(prompt.ids.shape[1], self.max_context))
+            try:
+                self._check_speculation(spec, opts, prompt)
+                run = self._start(prompt, opts, pad, eos, stops, seed, fmt)
+            except BaseException:
+                if owned:
+                    spec.assistant.close()
+                raise
+            return self._speculate(run, prompt, eos, spec, stream, owned)
         run = self._start(prompt, opts, pad, eos, stops, seed, fmt)
-        if spec is not None:
-            return self._speculate(run, prompt, eos, spec, stream)
         if stream:
             return self._stream(run, self._sampled(run))
         try:
@@ -441,14 +463,32 @@ class Generator(Model):
             return seqs
         return texts[0] if p.form == "text" and len(texts) == 1 else texts
 
+    def _assistant(self, spec: Speculate, total: int) -> tuple[Speculate, bool]:
+        """`spec` with its assistant loaded where it is an artifact's path (on this model's device,
+        sized for this call's `total` tokens), and whether this call owns it (closes it when the
+        decode ends); any other assistant as given."""
+        a = spec.assistant
+        if not isinstance(a, (str, os.PathLike)):
+            return spec, False
+        from edgekit.api import load  # the package's entry point, imported when used (it imports this module)
+        from edgekit.artifact import open_artifact
+
+        contract = open_artifact(a, verify=False).manifest.contract  # its task and context (load verifies files)
+        own = getattr(contract, "max_context", None)
+        if own is None:
+            raise ConfigError("assistant_model must be a text-generation artifact",
+                              found=f"a {type(contract).__name__} at '{a}'", fix="pass a converted causal LM's folder")
+        device = self.device.removeprefix("onnxruntime-")  # a runner's name: onnxruntime-cpu/-cuda, tensorrt
+        return replace(spec, assistant=load(a, device=device, max_context=min(total, own))), True
+
     def _check_speculation(self, spec: Speculate, o: GenerateOptions, p: Prompt) -> None:
-        spec.check(o, p.ids.shape[0])
         if spec.assistant is not None:
             self._check_assistant(spec.assistant, o.total_length(p.ids.shape[1], self.max_context), p)
         for model, role in ((self, "the model"), (spec.assistant, "the assistant")):
             if model is None:
                 continue
-            why = "an encoder-decoder's drafts are not wired" if model.is_encoder_decoder else refusal(model.contract.cache)
+            why = ("an encoder-decoder's drafts are not wired" if model.is_encoder_decoder
+                   else verify_refusal(model.contract.cache))
             if why is not None:
                 raise ConfigError(f"{spec.name} needs decoders that check several tokens in one call: {why}",
                                   found=f"{role}: {model!r}", fix=f"leave {spec.name} out for this model")
@@ -456,8 +496,9 @@ class Generator(Model):
     def _check_assistant(self, a: Any, total: int, p: Prompt) -> None:
         """transformers' assisted generation takes an assistant of the same tokenizer (or a universal one)."""
         if not isinstance(a, Generator):
-            raise ConfigError("assistant_model takes a loaded edgekit text-generation artifact",
-                              found=type(a).__name__, fix="pass assistant_model=edgekit.load(DRAFT_ARTIFACT)")
+            raise ConfigError("assistant_model takes a loaded edgekit text-generation artifact or its path",
+                              found=repr(a) if isinstance(a, Model) else type(a).__name__,
+                              fix="pass assistant_model=edgekit.load(DRAFT_ARTIFACT), or the artifact's folder")
         mine, its = (None if m.tokenizer is None else m.tokenizer.to_str() for m in (self, a))
         vocab = (int(m.decoder.outputs[0].shape[-1]) for m in (self, a))
         if mine != its or len(set(vocab)) > 1:
@@ -471,10 +512,12 @@ class Generator(Model):
             raise ConfigError(f"the assistant's context ({a.max_context}) is shorter than this call's {total} tokens",
                               fix=f"use max_new_tokens so that prompt + new <= {a.max_context}")
 
-    def _speculate(self, run: _Run, p: Prompt, eos: tuple[int, ...], spec: Speculate, stream: bool) -> Any:
-        """Greedy search or sampling with drafts checked by the model; the result as `generate` returns it."""
+    def _speculate(self, run: _Run, p: Prompt, eos: tuple[int, ...], spec: Speculate, stream: bool,
+                   owned: bool) -> Any:
+        """Greedy search or sampling with drafts checked by the model; the result as `generate` returns it.
+        `owned`: the assistant was loaded for this call, and is closed with it."""
         stats, out = Speculation(), Searched(run.seqs)
-        tokens = self._speculated(run, eos, spec, out, stats)
+        tokens = self._speculated(run, eos, spec, out, stats, owned)
         if stream:
             return self._stream(run, tokens)
         for _ in tokens:
@@ -484,22 +527,29 @@ class Generator(Model):
         result = self._result(out, p, run, eos)
         return replace(result, speculation=stats) if isinstance(result, GenerateOutput) else result
 
-    def _speculated(self, run: _Run, eos: tuple[int, ...], spec: Speculate, out: Searched,
-                    stats: Speculation) -> Gen[int, None, None]:
-        """The new tokens of a speculative decode, as they are kept; both caches are freed when it ends."""
+    def _speculated(self, run: _Run, eos: tuple[int, ...], spec: Speculate, out: Searched, stats: Speculation,
+                    owned: bool) -> Gen[int, None, None]:
+        """The new tokens of a speculative decode, as they are kept; both caches (and an owned
+        assistant) are freed when it ends."""
         drafter: PromptLookup | AssistantDraft = PromptLookup(spec.tokens, spec.max_ngram, eos)
         if spec.assistant is not None:
             a, length = spec.assistant, run.seqs.shape[1]
             drafter = AssistantDraft(cache_for(a.decoder, a.contract.cache, 1, length, run.stop.max_length - length),
-                                     spec.tokens, eos, run.pipeline)
+                                     spec.tokens, eos, run.pipeline, spec.schedule, spec.confidence)
         try:
-            assert isinstance(run.state, (StateLoop, SharedKVCache))  # refusal() let only these through
+            assert isinstance(run.state, (StateLoop, SharedKVCache))  # verify_refusal() let only these through
             yield from speculative_decode(run.state, run.logits, run.seqs, run.pipeline, run.stop, drafter, out,
                                           stats, (run.opts.output_scores, run.opts.output_logits))
+            if isinstance(drafter, AssistantDraft):
+                drafter.finish(out.sequences[0])  # the last target call's accepted drafts
+                if spec.schedule == "heuristic":  # transformers keeps the length for the assistant's next call
+                    spec.assistant.num_assistant_tokens = drafter.tokens
         finally:
             run.state.close()
             if isinstance(drafter, AssistantDraft):
                 drafter.state.close()
+            if owned:
+                spec.assistant.close()
         log.info("%s: %d tokens in %d target steps after the prompt (%.2f per step), %d of %d drafts "
                  "accepted", spec.name, stats.tokens, stats.steps, stats.tokens_per_step, stats.accepted, stats.drafted)
 

@@ -43,7 +43,6 @@ NOT_IMPLEMENTED: dict[str, tuple[Any, ...]] = {
 # Settings of how transformers computes, not of what: they change no token, so any value is accepted.
 NO_EFFECT = ("use_cache", "cache_implementation", "cache_config", "max_cache_len", "compile_config",
              "disable_compile", "prefill_chunk_size", "continuous_batching_config", "is_assistant",
-             "num_assistant_tokens_schedule", "assistant_confidence_threshold",
              "assistant_lookbehind", "target_lookbehind")
 
 

@@ -23,7 +23,6 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 # Whether a decoder can verify drafts is the contract's to say: its call shapes give those a verify profile.
-from edgekit.contract.generate import verify_refusal as refusal  # noqa: F401 (used by generator, state_loop, ...)
 from edgekit.errors import ConfigError
 from edgekit.results import Speculation
 from edgekit.tasks.options import GenerateOptions
@@ -138,11 +137,14 @@ def _emit(out: Searched, token: int, stop: Stopper, grammar: GrammarRows | None)
 @dataclass(frozen=True)
 class Speculate:
     """What drafts: `prompt_lookup_num_tokens` (with `max_matching_ngram_size`) or `assistant_model`
-    (with `num_assistant_tokens`), checked, with transformers' defaults (2 and 20)."""
+    (with `num_assistant_tokens`, `num_assistant_tokens_schedule`, `assistant_confidence_threshold`),
+    checked, with transformers' defaults (2; 20, "constant", 0.4: GenerationConfig's global defaults)."""
 
     tokens: int
     max_ngram: int
-    assistant: Any = None  # a loaded edgekit Generator of the target's tokenizer
+    assistant: Any = None  # a loaded edgekit Generator of the target's tokenizer, or its artifact's path
+    schedule: str = "constant"
+    confidence: float | None = None
 
     @property
     def name(self) -> str:
@@ -150,12 +152,15 @@ class Speculate:
 
     @staticmethod
     def make(tokens: int | None, max_ngram: int | None, assistant: Any = None,
-             assistant_tokens: int | None = None) -> Speculate | None:
+             assistant_tokens: int | None = None, schedule: str | None = None,
+             confidence: float | None = None) -> Speculate | None:
         if tokens is not None and assistant is not None:
             raise ConfigError("pass one kind of draft: prompt_lookup_num_tokens or assistant_model",
                               found=f"prompt_lookup_num_tokens={tokens!r} and an assistant_model")
         lone = (("max_matching_ngram_size", max_ngram, tokens, "prompt_lookup_num_tokens"),
-                ("num_assistant_tokens", assistant_tokens, assistant, "assistant_model"))
+                ("num_assistant_tokens", assistant_tokens, assistant, "assistant_model"),
+                ("num_assistant_tokens_schedule", schedule, assistant, "assistant_model"),
+                ("assistant_confidence_threshold", confidence, assistant, "assistant_model"))
         for name, v, needs, needed in lone:
             if v is not None and needs is None:
                 raise ConfigError(f"{name} goes with {needed}", found=f"{name}={v!r} alone",
@@ -170,7 +175,17 @@ class Speculate:
         for label, v in ((name, n), ("max_matching_ngram_size", ngram)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ConfigError(f"{label} must be an integer >= 1", found=repr(v))
-        return Speculate(int(n), int(ngram), assistant)
+        if schedule is not None and schedule not in SCHEDULES:
+            raise ConfigError("num_assistant_tokens_schedule is one of transformers' schedules",
+                              found=repr(schedule), fix=f"pass one of {list(SCHEDULES)}")
+        given = isinstance(confidence, (int, float, np.floating)) and not isinstance(confidence, bool)
+        if confidence is not None and not (given and 0 <= confidence <= 1):
+            raise ConfigError("assistant_confidence_threshold is a probability in [0, 1] (0 turns it off)",
+                              found=repr(confidence))
+        if assistant is None:
+            return Speculate(int(n), int(ngram))
+        return Speculate(int(n), int(ngram), assistant, schedule or "constant",
+                         0.4 if confidence is None else float(confidence))
 
     def check(self, opts: GenerateOptions, rows: int) -> None:
         """Refuse by name what speculative decoding does not do (before any model time): transformers'
@@ -187,6 +202,40 @@ class Speculate:
                                   "(transformers' assisted generation is batch-1 greedy search or sampling too)")
 
 
+SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+
+
+def next_draft_length(schedule: str, n: int, drafted: int, matched: int) -> int:
+    """AssistedCandidateGenerator.update_candidate_strategy's draft length after one target step:
+    the heuristic schedules add 2 when every draft was accepted (`matched` is transformers'
+    num_matches: the step's new tokens less one, so an eos among them counts as the target's own)
+    and take 1 away otherwise, down to 1; "constant" keeps `n`."""
+    if schedule == "constant":
+        return n
+    return n + 2 if matched == drafted else max(1, n - 1)
+
+
+def roc_threshold(probs: list[float], matches: list[int]) -> float:
+    """update_candidate_strategy's confidence threshold: the one of sklearn's `roc_curve(matches,
+    probs)` (its thresholds: +inf, then each distinct probability, high to low) at which
+    fpr + 3 * fnr is least, the first such. sklearn drops collinear points from the curve; the cost
+    is linear along such a run, so its least value is at a kept end and the choice is the same."""
+    p, y = np.asarray(probs, np.float64), np.asarray(matches, np.int64)
+    order = np.argsort(-p, kind="stable")
+    p, y = p[order], y[order]
+    last = np.append(np.flatnonzero(np.diff(p)), len(p) - 1)  # each distinct probability's last row
+    tps = np.cumsum(y)[last]
+    fps = last + 1 - tps
+    costs = np.append(0, fps) / fps[-1] + 3 * (1 - np.append(0, tps) / tps[-1])
+    return float(np.append(np.inf, p[last])[int(np.argmin(costs))])
+
+
+def _probability(logits: np.ndarray, token: int) -> float:
+    """softmax(logits)[token], in float64."""
+    x = logits.astype(np.float64)
+    return float(1.0 / np.exp(x - x[token]).sum())
+
+
 class AssistantDraft:
     """Drafts from a smaller model of the same tokenizer (transformers' AssistedCandidateGenerator):
     its own tokens through its own cache, kept in step with the target's text.
@@ -198,14 +247,30 @@ class AssistantDraft:
     tokens); sampled drafts are draws from q, the target's pipeline on the assistant's logits, kept
     with them for the accept test. Under a grammar both go through its mask, the matcher advanced
     through the drafts and rolled back after, so every draft is one the grammar takes.
+
+    Draft length and early stop as transformers: `tokens` drafts at most, changed after every target
+    step by `schedule` (next_draft_length); drafting stops after a draft whose probability (softmax
+    of the raw logits; q when sampling) is below `confidence` (ConfidenceCriteria), the threshold
+    re-fitted after every step to the probabilities of the drafts judged so far (roc_threshold;
+    transformers does so where scikit-learn is installed). What a step accepted is read from the
+    target's text at the next call (or `finish`): the accepted drafts are the ones it starts with.
     """
 
-    def __init__(self, state: Verifier, tokens: int, eos: tuple[int, ...], pipeline: LogitsPipeline) -> None:
+    def __init__(self, state: Verifier, tokens: int, eos: tuple[int, ...], pipeline: LogitsPipeline | None = None,
+                 schedule: str = "constant", confidence: float | None = None) -> None:
+        """`pipeline`: the target's processors (sampling draws from them, a grammar masks); None drafts
+        the raw argmax."""
         self.state, self.tokens, self.eos, self.pipeline = state, tokens, eos, pipeline
-        self.sample = pipeline.chooser.cfg.do_sample
+        self.sample = pipeline is not None and pipeline.chooser.cfg.do_sample
+        self.grammar = None if pipeline is None else pipeline.grammar
+        self.schedule, self.confidence = schedule, confidence
         self.fed: np.ndarray | None = None  # the tokens in the assistant's cache
+        self.last: tuple[int, np.ndarray] | None = None  # (text length, drafts) of the last draft not yet judged
+        self.probs: list[float] = []  # each judged draft's probability, and whether it was accepted
+        self.matches: list[int] = []
 
     def draft(self, seq: np.ndarray, room: int) -> Drafts:
+        self.finish(seq)
         if self.fed is None:
             logits = self.state.prefill(seq[None], np.ones((1, len(seq)), np.int64))
         else:
@@ -215,17 +280,22 @@ class AssistantDraft:
             new = seq[same:]
             logits = self.state.verify(new[None])[:, -1] if len(new) > 1 else self.state.step(new)
         self.fed = seq.copy()
-        grammar, n = self.pipeline.grammar, min(self.tokens, room)
+        grammar, n = self.grammar, min(self.tokens, room)
         out: list[int] = []
         q: list[np.ndarray] = []
         while len(out) < n:
-            picked = self._pick(np.append(seq, out), _check(logits, np.ones(1, bool)))
+            x = _check(logits, np.ones(1, bool))
+            picked = self._pick(np.append(seq, out), x)
             if picked is None:
                 break
             out.append(picked[0])
             if picked[1] is not None:
                 q.append(picked[1])
-            if out[-1] in self.eos or len(out) == n:
+            unsure = False
+            if self.confidence:  # ConfidenceCriteria; the probability kept for the threshold's re-fit
+                self.probs.append(float(picked[1][out[-1]]) if picked[1] is not None else _probability(x[0], out[-1]))
+                unsure = self.probs[-1] < self.confidence
+            if out[-1] in self.eos or len(out) == n or unsure:
                 break
             if grammar is not None:
                 grammar.advance(np.array(out[-1:]), np.ones(1, bool))
@@ -233,17 +303,48 @@ class AssistantDraft:
             self.fed = np.append(self.fed, out[-1])
         if grammar is not None:
             grammar.rollback(len(self.fed) - len(seq))  # the drafts it took, all fed but the last
-        return Drafts(np.asarray(out, np.int64), np.stack(q) if q else None)
+        drafts = Drafts(np.asarray(out, np.int64), np.stack(q) if q else None)
+        self.last = (len(seq), drafts.tokens)
+        return drafts
 
     def _pick(self, seq: np.ndarray, logits: np.ndarray) -> tuple[int, np.ndarray | None] | None:
         """The next draft after `seq` and its probabilities (sampling), or None where the processors
         leave no token (the target would find none there either: it refuses that by name)."""
-        grammar = self.pipeline.grammar
         if not self.sample:
-            scores = logits if grammar is None else grammar.mask(logits)
+            scores = logits if self.grammar is None else self.grammar.mask(logits)
             return (int(np.argmax(scores[0])), None) if np.isfinite(scores).any() else None
+        assert self.pipeline is not None  # sampling needs the target's processors
         scores = self.pipeline(seq[None], logits)
         if not np.isfinite(scores).any():
             return None
         probs = softmax(scores[0].astype(np.float64))
         return int(self.pipeline.chooser.draw(probs[None])[0]), probs
+
+    def finish(self, seq: np.ndarray) -> None:
+        """Judge the last drafts against the target's text `seq`: the schedule's and the threshold's
+        updates for the target steps since (that step, and a last one without drafts when no room
+        was left for any: transformers counts it as 0 of 0 matched)."""
+        if self.last is None:
+            return
+        start, drafts = self.last
+        self.last = None
+        new = seq[start:]
+        n = min(len(new), len(drafts))
+        agree = int(np.argmin(np.append(new[:n] == drafts[:n], False)))
+        tokens = min(agree + 1, len(new))  # the accepted drafts and the target's own token, if it came
+        self._update(len(drafts), tokens - 1)
+        if len(new) > tokens:
+            self._update(0, 0)
+
+    def _update(self, drafted: int, matched: int) -> None:
+        self.tokens = next_draft_length(self.schedule, self.tokens, drafted, matched)
+        if not self.confidence:
+            return
+        # update_candidate_strategy's bookkeeping: the matched drafts and the first rejected one are
+        # judged; the probabilities of the drafts after it are dropped.
+        self.matches.extend([1] * matched)
+        if len(self.probs) > len(self.matches):
+            self.matches.append(0)
+        del self.probs[len(self.matches):]
+        if len(self.probs) > 5 and {0, 1} <= set(self.matches):
+            self.confidence = roc_threshold(self.probs, self.matches)

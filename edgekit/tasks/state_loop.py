@@ -26,7 +26,7 @@ from edgekit.contract.audio_lm import AUDIO_FEATURES
 from edgekit.contract.vision import IMAGE_FEATURES
 from edgekit.errors import ArtifactError, ConfigError, InputError
 from edgekit.runtimes.base import HostStepper, Runner, StepSpec, Stepper
-from edgekit.tasks.speculative import refusal
+from edgekit.contract.generate import verify_refusal
 
 
 def vocab_of(runner: Runner) -> int:
@@ -166,7 +166,7 @@ class StateLoop:
         drafted tokens so); returns their logits (batch, n, vocab). The graph masks causally within
         the call (it is exported for n new tokens after a past: converters/specs/causal_lm.py)."""
         b, n = tokens.shape
-        why = refusal(self.state) or ("its media rows are added one per position, fed with each step"
+        why = verify_refusal(self.state) or ("its media rows are added one per position, fed with each step"
                                       if self.added else None)
         if why is not None:
             raise ConfigError("this decoder cannot check several tokens in one call", found=why,
