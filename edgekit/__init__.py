@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "convert", "load", "parity", "serve", "Prediction", "Transcript", "Segment", "Word", "VadOptions",
-    "LongForm",
+    "LongForm", "TensorRTOptions",
     "__version__",
     "EdgekitError", "InputError", "ConfigError", "SourceError", "ExportError", "UnsupportedError",
     "ArtifactError", "ChecksumError", "ArtifactVersionError", "OutputExistsError",
@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from edgekit.tasks.whisper_longform import LongForm
     from edgekit.results import Prediction, Segment, Transcript, Word
     from edgekit.serving import serve
+    from edgekit.runtimes.options import TensorRTOptions
 
 _LAZY = {
     "convert": "edgekit.api", "load": "edgekit.api", "parity": "edgekit.api",
@@ -51,6 +52,7 @@ _LAZY = {
     "Segment": "edgekit.results", "Word": "edgekit.results",
     "VadOptions": "edgekit.preprocess.vad",
     "LongForm": "edgekit.tasks.whisper_longform",
+    "TensorRTOptions": "edgekit.runtimes.options",
     "serve": "edgekit.serving",  # Triton: needs the [serve] extra, imported only when called
 }
 

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekit.artifact import Artifact, open_artifact
-from edgekit.errors import ConfigError
 from edgekit.tasks import resolve
 from edgekit.tasks.model import Model
 
 if TYPE_CHECKING:
     from edgekit.memory import MemoryProbe
     from edgekit.parity_report import ParityReport
+    from edgekit.runtimes.options import TensorRTOptions
     from edgekit.runtimes.base import Runner
 
 
@@ -29,6 +29,7 @@ def convert(source: Any, out: str | os.PathLike[str], **kwargs: Any) -> Artifact
     import inspect
 
     from edgekit.converters.pipeline import convert as _convert
+    from edgekit.errors import ConfigError
 
     known = list(inspect.signature(_convert).parameters)[2:]
     unknown = sorted(set(kwargs) - set(known))
@@ -39,7 +40,7 @@ def convert(source: Any, out: str | os.PathLike[str], **kwargs: Any) -> Artifact
 
 def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True, portable: bool = False, *,
          max_context: int | None = None, batch: int = 1, memory: MemoryProbe | None = None,
-         threads: int | None = None) -> Model:
+         threads: int | None = None, tensorrt: TensorRTOptions | None = None) -> Model:
     """Load an artifact folder for inference on `device` ("auto" | "cpu" | "cuda" | "tensorrt").
 
     The manifest is checked (format, types, graphs against the contract) and every file's sha256
@@ -53,7 +54,8 @@ def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True
     free (default: this machine's, `SystemMemory`); `MemoryFitError` when it does not fit. The check
     bounds nothing: generate still takes any length up to the model's context.
 
-    `threads`: onnxruntime's CPU threads per session (default: all cores); TensorRT takes none.
+    `threads`: onnxruntime's CPU threads per session (default: all cores). `tensorrt`:
+    `edgekit.TensorRTOptions(dla_core=, cuda_graphs=, context_wait_s=)` for the TensorRT runners.
 
     >>> import tempfile, edgekit, torch
     >>> out = tempfile.mkdtemp() + "/tiny"
@@ -65,12 +67,13 @@ def load(path: str | os.PathLike[str], device: str = "auto", verify: bool = True
     from edgekit.memory import SystemMemory, call_size, check_fits, estimate
     from edgekit.runtimes.select import open_runners, resolve_device
 
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ConfigError("threads must be an integer >= 1", found=repr(threads), fix="leave it out for all cores")
+    from edgekit.runtimes.options import RunOptions, TensorRTOptions
+
+    options = RunOptions(threads, tensorrt or TensorRTOptions())  # checked before any file is read
     art = open_artifact(path, verify=verify)
     context, rows = call_size(art, max_context, batch)
     check_fits(estimate(art, resolve_device(device), context, rows, portable), memory or SystemMemory())
-    return open_model(art, open_runners(art, device, portable, threads))
+    return open_model(art, open_runners(art, device, portable, options))
 
 
 def open_model(art: Artifact, runners: dict[str, Runner]) -> Model:

@@ -278,16 +278,18 @@ def _chat(model: Any, prompts: list[str], kw: dict[str, Any], as_json: bool) -> 
 @click.option("--stream", is_flag=True, help="recognize (CTC): feed each file in 320 ms pieces to recognize_stream, "
                                              "printing tentative (~) and final (=) text as it settles.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="onnxruntime CPU threads per session [all cores].")
+@click.option("--dla-core", type=click.IntRange(min=0), help="TensorRT on a Jetson: the plan built for this DLA core.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as one JSON document.")
 def run(artifact: Path, inputs: tuple[str, ...], prompt: str | None, max_new_tokens: int | None, top_k: int,
         num_beams: int | None, tgt_lang: str | None, json_schema: Path | None, chat: bool, vad: bool,
         long_form: bool, word_timestamps: bool, fmt: str | None, out: Path | None, overwrite: bool, stream: bool,
-        device: str, as_json: bool) -> None:
+        device: str, threads: int | None, dla_core: int | None, as_json: bool) -> None:
     """Run an artifact on INPUTS (image/audio files or texts) or a --prompt."""
     import edgekit
     from edgekit.tasks import TASKS, resolve
 
-    model = edgekit.load(artifact, device=device)
+    model = edgekit.load(artifact, device=device, threads=threads, tensorrt=edgekit.TensorRTOptions(dla_core=dla_core))
     speech = {"--vad": vad, "--long-form": long_form, "--word-timestamps": word_timestamps, "--format": fmt,
               "-o/--out": out, "--overwrite": overwrite}
     if json_schema is not None and model.manifest.task != "generate":

@@ -14,6 +14,7 @@ from edgekit.artifact import Artifact
 from edgekit.errors import BackendUnavailableError, ConfigError, EngineError
 from edgekit.runtimes.base import Runner
 from edgekit.runtimes.onnxruntime import ORT_FIX
+from edgekit.runtimes.options import RunOptions
 
 log = logging.getLogger("edgekit")
 
@@ -36,9 +37,9 @@ class Backend:
         except ImportError as e:
             return False, f"not importable ({e})"
 
-    def open(self, art: Artifact, portable: bool = False, threads: int | None = None) -> dict[str, Runner]:
+    def open(self, art: Artifact, portable: bool, options: RunOptions) -> dict[str, Runner]:
         return importlib.import_module(self.package).open_runners(art, *self.args,  # type: ignore[no-any-return]
-                                                                  portable=portable, threads=threads)
+                                                                  portable=portable, options=options)
 
 
 BACKENDS: dict[str, Backend] = {
@@ -80,20 +81,20 @@ def resolve_device(device: str) -> str:
 
 
 def open_runners(art: Artifact, device: str = "auto", portable: bool = False,
-                 threads: int | None = None) -> dict[str, Runner]:
+                 options: RunOptions | None = None) -> dict[str, Runner]:
     """One runner per graph on `device`; `portable` runs the portable graphs even where the artifact has
-    faster backend-specific stand-ins (Manifest.runtime_graphs); `threads`: onnxruntime's CPU threads
-    per session (None: all cores)."""
+    faster backend-specific stand-ins (Manifest.runtime_graphs); `options`: what each backend runs with."""
+    options = options or RunOptions()
     concrete = resolve_device(device)
     try:
-        runners = BACKENDS[concrete].open(art, portable, threads)
+        runners = BACKENDS[concrete].open(art, portable, options)
     except EngineError as e:
         if device != "auto" or concrete != "tensorrt":
             raise
         # auto: TensorRT works here but this artifact has no engine for this GPU; say so, take the next.
         log.warning("edgekit: device auto: not using TensorRT (%s); `edgekit build` makes an engine", e.found or e.what)
         concrete = next(d for d in AUTO_ORDER[1:] if probe(d)[0])
-        runners = BACKENDS[concrete].open(art, portable, threads)
+        runners = BACKENDS[concrete].open(art, portable, options)
     first = next(iter(runners.values()))
     log.info("edgekit: running %s on %s", art.path.name, first.name)
     return runners

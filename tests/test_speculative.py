@@ -350,7 +350,7 @@ def test_draft_length_and_threshold_are_transformers(schedule: str, threshold: f
     drafter = AssistantDraft(state, 5, eos=(), schedule=schedule, confidence=threshold)
     seq, judged = np.array([1, 2, 3]), 0
     for _ in range(30):
-        drafts = drafter.draft(seq, room=1000)
+        drafts = drafter.draft(seq, room=1000).tokens
         assert drafter.tokens == ref.num_assistant_tokens
         assert drafter.confidence == pytest.approx(ref.assistant_generation_config.assistant_confidence_threshold)
         probs = torch.softmax(torch.from_numpy(np.stack(state.rows[-len(drafts):])), -1)[range(len(drafts)), drafts]

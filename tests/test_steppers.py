@@ -128,8 +128,8 @@ def trt_art(gpt2_art: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return art, calls
 
 
-def _generate_on_tensorrt(art: Path, prompts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    with edgekit.load(art, device="tensorrt") as m:
+def _generate_on_tensorrt(art: Path, prompts: tuple[np.ndarray, np.ndarray], graphs: bool = True) -> np.ndarray:
+    with edgekit.load(art, device="tensorrt", tensorrt=edgekit.TensorRTOptions(cuda_graphs=graphs)) as m:
         assert m.device == "tensorrt"
         first = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
         again = m.generate(input_ids=prompts[0], attention_mask=prompts[1], max_new_tokens=NEW)
@@ -160,10 +160,9 @@ def test_tensorrt_decode_without_a_graph_says_so(trt_art: tuple[Path, F.Calls], 
 
 
 def test_cuda_graphs_can_be_turned_off(trt_art: tuple[Path, F.Calls], prompts: tuple[np.ndarray, np.ndarray],
-                                       host_tokens: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+                                       host_tokens: np.ndarray) -> None:
     art, calls = trt_art
-    monkeypatch.setenv("EDGEKIT_CUDA_GRAPHS", "0")
-    np.testing.assert_array_equal(_generate_on_tensorrt(art, prompts), host_tokens)
+    np.testing.assert_array_equal(_generate_on_tensorrt(art, prompts, graphs=False), host_tokens)
     assert calls.graph_launches == 0 and not calls.captured
 
 

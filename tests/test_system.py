@@ -199,7 +199,8 @@ def test_cuda_device_needs_cuda_python(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_load_sets_onnxruntime_threads_per_session(tiny_artifact: Path) -> None:
-    """`threads=` reaches every session as its intra-op pool (an argument, not an environment variable)."""
+    """`threads=` reaches every session as its intra-op pool; load's backend options are arguments, checked
+    (they were environment variables)."""
     import edgekit
     from edgekit.errors import ConfigError
 
@@ -208,3 +209,8 @@ def test_load_sets_onnxruntime_threads_per_session(tiny_artifact: Path) -> None:
         assert runner._session.get_session_options().intra_op_num_threads == 1  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="threads"):
         edgekit.load(tiny_artifact, device="cpu", threads=0)
+    for bad in ({"dla_core": -1}, {"cuda_graphs": "no"}, {"context_wait_s": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            edgekit.TensorRTOptions(**bad)
+    with pytest.raises(ConfigError, match="TensorRTOptions"):
+        edgekit.load(tiny_artifact, device="cpu", tensorrt={"dla_core": 0})

@@ -313,13 +313,11 @@ def test_concurrent_callers_share_contexts_each_with_its_own_profile(art: Path, 
     assert cudart.live == {}  # every device buffer freed
 
 
-def test_busy_contexts_are_waited_for_then_reported(art: Path, calls: F.Calls,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_busy_contexts_are_waited_for_then_reported(art: Path, calls: F.Calls) -> None:
     import edgekit
 
     _build(art, contexts=1)
-    monkeypatch.setenv("EDGEKIT_TRT_WAIT_S", "0.2")
-    with edgekit.load(art, device="tensorrt") as model:
+    with edgekit.load(art, device="tensorrt", tensorrt=edgekit.TensorRTOptions(context_wait_s=0.2)) as model:
         runner = model.runners["model"]
         held = runner.lease()  # e.g. an open generate stream in this thread
         with pytest.raises(EngineError, match="1 TensorRT execution contexts stayed busy") as err:
@@ -450,7 +448,7 @@ def test_fingerprint_roundtrip() -> None:
         "hardware-compatible plan needs compute capability 8.0+, this GPU is 7.5"]
 
 
-def test_dla_or_gpu_plan_chosen_at_load(art: Path, calls: F.Calls, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dla_or_gpu_plan_chosen_at_load(art: Path, calls: F.Calls) -> None:
     from edgekit.artifact import open_artifact
     from edgekit.runtimes.tensorrt.runner import current_machine, select_engine
 
@@ -459,8 +457,12 @@ def test_dla_or_gpu_plan_chosen_at_load(art: Path, calls: F.Calls, monkeypatch: 
     a = open_artifact(art)
     machine = current_machine(__import__("sys").modules["tensorrt"])
     assert select_engine(a, "model", machine).file == gpu.file
-    monkeypatch.setenv("EDGEKIT_DLA_CORE", "1")
-    assert select_engine(a, "model", machine).file == dla.file
+    assert select_engine(a, "model", machine, dla=1).file == dla.file
+    import edgekit  # the same choice through load's options, and `edgekit run --dla-core`
+
+    for options, plan in ((edgekit.TensorRTOptions(), gpu), (edgekit.TensorRTOptions(dla_core=1), dla)):
+        with edgekit.load(art, device="tensorrt", tensorrt=options) as model:
+            assert model.runners["model"].record.file == plan.file  # type: ignore[attr-defined]
 
 
 def test_convert_with_tensorrt_target_builds_engines(tmp_path: Path, calls: F.Calls) -> None:

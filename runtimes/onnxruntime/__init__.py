@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from edgekit.errors import BackendUnavailableError
+from edgekit.runtimes.options import RunOptions
 
 if TYPE_CHECKING:
     from edgekit.artifact import Artifact
@@ -112,13 +113,14 @@ def probe(device: str) -> tuple[bool, str]:
 
 
 def open_runners(art: Artifact, device: str, portable: bool = False, unproven: bool = False,
-                 threads: int | None = None) -> dict[str, Runner]:
+                 options: RunOptions | None = None) -> dict[str, Runner]:
     """One runner per graph: the artifact's onnxruntime stand-in for it where one fits this device and
     onnxruntime version (unless `portable`), else the portable graph. `unproven`: for the convert's
-    own proof, a stand-in is taken before it has passed it. `threads`: each session's intra-op
+    own proof, a stand-in is taken before it has passed it. `options.threads`: each session's intra-op
     threads (None: onnxruntime's default, all cores)."""
     from edgekit.runtimes.onnxruntime.runner import OrtRunner
 
+    threads = None if options is None else options.threads
     runners: dict[str, Runner] = {}
     for name, g in art.manifest.graphs.items():
         rg = None if portable else runtime_graph(art, name, device, unproven)

@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from edgekit.errors import BackendUnavailableError, EngineError
+from edgekit.runtimes.options import RunOptions
 
 if TYPE_CHECKING:
     from edgekit.artifact import Artifact
@@ -50,9 +51,9 @@ def probe() -> tuple[bool, str]:
     return True, f"TensorRT {trt.__version__}, {count} GPU(s)"
 
 
-def open_runners(art: Artifact, portable: bool = False, threads: int | None = None) -> dict[str, Runner]:
-    """Runners over the artifact's engines (always built from the portable graphs). `threads` is
-    onnxruntime's CPU thread count: TensorRT computes on the GPU and has no such pool."""
+def open_runners(art: Artifact, portable: bool = False, options: RunOptions | None = None) -> dict[str, Runner]:
+    """Runners over the artifact's engines (always built from the portable graphs), with
+    `options.tensorrt` (options.threads is onnxruntime's CPU pool: TensorRT computes on the GPU)."""
     from edgekit.runtimes.tensorrt.runner import open_artifact_runners
 
-    return open_artifact_runners(art)
+    return open_artifact_runners(art, (options or RunOptions()).tensorrt)

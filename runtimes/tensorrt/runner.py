@@ -11,7 +11,7 @@
   k uses copy k: at most N callers run at once, the others wait for a lane. Buffers grow when a
   larger shape arrives and are reused.
 - Jetson: an artifact can hold a GPU plan and DLA plans for the same graph; the GPU plan is
-  used unless `EDGEKIT_DLA_CORE=N` names a core that a plan was built for.
+  used unless `TensorRTOptions(dla_core=N)` names a core that a plan was built for.
 - Per call: pick the optimization profile whose ranges hold the input shapes (generation
   engines have "prompt", "verify" where speculative decoding runs, and "decode"),
   `set_input_shape`, copy in, `set_tensor_address`, `execute_async_v3` on the thread's stream,
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from typing import Any
 
@@ -38,6 +37,7 @@ from edgekit.contract import GraphSpec
 from edgekit.engines import EngineRecord, Machine
 from edgekit.errors import EngineError, InputError
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
+from edgekit.runtimes.options import TensorRTOptions
 from edgekit.runtimes.cuda import DeviceBuffers, copy_slot, copy_whole, cuda_call, gather_rows, import_cudart
 from edgekit.runtimes.tensorrt import import_trt
 from edgekit.runtimes.tensorrt.fingerprint import mismatches
@@ -55,13 +55,13 @@ def current_machine(trt: Any, device: int = 0) -> Machine:
     return Machine(gpu=name.rstrip("\x00").strip(), cc=f"{props.major}.{props.minor}", trt=str(trt.__version__))
 
 
-def open_artifact_runners(art: Artifact) -> dict[str, Runner]:
+def open_artifact_runners(art: Artifact, options: TensorRTOptions) -> dict[str, Runner]:
     trt = import_trt()
     machine = current_machine(trt)
     runners: dict[str, Runner] = {}
     try:
         for name, g in art.manifest.graphs.items():
-            runners[name] = TrtRunner(art, name, g, select_engine(art, name, machine), trt)
+            runners[name] = TrtRunner(art, name, g, select_engine(art, name, machine, options.dla_core), trt, options)
     except BaseException:
         for r in runners.values():  # a later graph failed: free what the earlier ones hold
             r.close()
@@ -69,13 +69,11 @@ def open_artifact_runners(art: Artifact) -> dict[str, Runner]:
     return runners
 
 
-def select_engine(art: Artifact, graph: str, machine: Machine) -> EngineRecord:
-    """The engine record of `graph` that can run on `machine`, or an EngineError saying why none can."""
+def select_engine(art: Artifact, graph: str, machine: Machine, dla: int | None = None) -> EngineRecord:
+    """The engine record of `graph` that can run on `machine`, or an EngineError saying why none can.
+    Jetson: an artifact may hold a GPU plan and DLA plans; `dla` picks core N's, else the GPU's."""
     m = art.manifest
     onnx_sha = m.files.get(m.graph(graph).file) or sha256_file(art.file(m.graph(graph).file))
-    # Jetson: an artifact may hold a GPU plan and DLA plans; EDGEKIT_DLA_CORE=N picks core N, else the GPU.
-    want_dla = os.environ.get("EDGEKIT_DLA_CORE")
-    dla = int(want_dla) if want_dla and want_dla.isdigit() else None
     candidates = sorted((r for r in m.engines.values() if r.graph == graph), key=lambda r: r.fingerprint.dla_core != dla)
     phases = phase_names(m.contract, graph, m.graph(graph))
     reasons = []
@@ -128,8 +126,11 @@ class TrtRunner(Runner):
 
     name = "tensorrt"
 
-    def __init__(self, art: Artifact, graph_name: str, graph: GraphSpec, record: EngineRecord, trt: Any) -> None:
+    def __init__(self, art: Artifact, graph_name: str, graph: GraphSpec, record: EngineRecord, trt: Any,
+                 options: TensorRTOptions | None = None) -> None:
         super().__init__(graph)
+        opts = options or TensorRTOptions()
+        self.context_wait_s, self.cuda_graphs = opts.context_wait_s, opts.cuda_graphs
         self.trt = trt
         self.cudart = import_cudart()
         self.record = record
@@ -178,7 +179,7 @@ class TrtRunner(Runner):
 
     def lease(self) -> _Lane:
         """A lane no one else uses until `give_back`; waits while all `contexts` lanes are leased."""
-        wait = float(os.environ.get("EDGEKIT_TRT_WAIT_S", "300"))
+        wait = self.context_wait_s
         with self._free:
             ready = self._free.wait_for(lambda: self._idle or len(self._lanes) < self.contexts, timeout=wait)
             if not ready:
@@ -269,7 +270,7 @@ class TrtStepper(Stepper):
 
     Per step: token/position/mask up (a few hundred bytes), the engine (a graph launch from the
     second step on), each layer's new key/value written into its cache slot device-side, the
-    logits down, one synchronize. EDGEKIT_CUDA_GRAPHS=0 turns the graph off (for profiling).
+    logits down, one synchronize. TensorRTOptions(cuda_graphs=False) turns the graph off (for profiling).
     """
 
     def __init__(self, runner: TrtRunner, spec: StepSpec) -> None:
@@ -278,7 +279,7 @@ class TrtStepper(Stepper):
         self.lane = runner.lease()
         self.graph: Any = None
         self.graph_exec: Any = None
-        self.capture_pending = os.environ.get("EDGEKIT_CUDA_GRAPHS", "1") != "0"
+        self.capture_pending = runner.cuda_graphs
         try:
             self._bind()
         except BaseException:
