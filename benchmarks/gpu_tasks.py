@@ -13,7 +13,8 @@ import copy
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,23 @@ def _free_torch(ctx: Ctx) -> None:
         torch.cuda.empty_cache()
 
 
+@contextmanager
+def edgekit_side(ctx: Ctx, path: Path, row: dict[str, Any]) -> Iterator[tuple[Any, EdgekitMemory]]:
+    """A row's edgekit half, after PyTorch's: PyTorch's cached GPU memory freed, the artifact loaded on
+    the device (its runner's name in the row), and the memory it takes measured from before the load
+    to the end of the block, while it is still loaded."""
+    import edgekit
+
+    _free_torch(ctx)
+    mem = EdgekitMemory(ctx)
+    mem.start()
+    with edgekit.load(path, device=ctx.device) as m:
+        row["edgekit_device"] = m.device
+        yield m, mem
+        mem.stop()
+
+
+
 def _convert(ctx: Ctx, source: Any, task: str, precision: str, row: dict[str, Any], **kwargs: Any) -> Path:
     import time
 
@@ -211,15 +229,10 @@ def classify(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
         for b in s["batches"]:
             speed[f"batch{b}"] = {"pytorch_ms": median_ms(lambda b=b: run_torch(x[:b]), s["repeat"])}
     del net, fp32, run_torch
-    _free_torch(ctx)
-    mem = EdgekitMemory(ctx)
-    mem.start()
-    with edgekit.load(path, device=ctx.device) as m:
-        row["edgekit_device"] = m.device
+    with edgekit_side(ctx, path, row) as (m, mem):
         got = m(pixel_values=x)["logits"].astype(np.float32)
         for b in s["batches"]:
             speed[f"batch{b}"]["edgekit_ms"] = median_ms(lambda b=b: m(pixel_values=x[:b]), s["repeat"])
-        mem.stop()
     for v in speed.values():
         v["speedup"] = v["pytorch_ms"] / v["edgekit_ms"]
     row["speed"] = speed
@@ -296,18 +309,12 @@ def generate(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
         ref = [torch_gen(p[None])(s["new"])[0, s["prompt"]:].tolist() for p in prompts]
         t1, tb = timed(torch_gen(prompts[:1]), s["runs"], s["new"]), timed(torch_gen(batch), s["runs"], s["new"])
     del hf
-    _free_torch(ctx)
-    mem = EdgekitMemory(ctx)
-    mem.start()
-    with edgekit.load(path, device=ctx.device) as m:
-        row["edgekit_device"] = m.device
-
+    with edgekit_side(ctx, path, row) as (m, mem):
         def ek_gen(ids: np.ndarray) -> Callable[[int], np.ndarray]:
             return lambda n: m.generate(input_ids=ids, max_new_tokens=n, eos_token_id=[])
 
         got = [ek_gen(p[None])(s["new"])[0, s["prompt"]:].tolist() for p in prompts]
         e1, eb = timed(ek_gen(prompts[:1]), s["runs"], s["new"]), timed(ek_gen(batch), s["runs"], s["new"])
-        mem.stop()
     row["speed"] = {
         "prompt_ms": {"pytorch": t1["prompt_ms"], "edgekit": e1["prompt_ms"], "prompt_tokens": s["prompt"]},
         "decode_tok_s_batch1": {"pytorch": t1["decode_tok_s"], "edgekit": e1["decode_tok_s"]},
@@ -372,11 +379,7 @@ def speculative(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
         hf_tokens = [torch_lookup(p) for p in prompts]
         pt_s = time.perf_counter() - t
     del hf
-    _free_torch(ctx)
-    mem = EdgekitMemory(ctx)
-    mem.start()
-    with edgekit.load(path, device=ctx.device) as m:
-        row["edgekit_device"] = m.device
+    with edgekit_side(ctx, path, row) as (m, mem):
         ask = dict(max_new_tokens=s["new"], eos_token_id=[])
         plain = [m.generate(input_ids=p[None], **ask)[0, p.shape[0]:].tolist() for p in prompts]
         m.generate(input_ids=prompts[0][None], prompt_lookup_num_tokens=s["drafts"], **ask)  # warm-up
@@ -384,7 +387,6 @@ def speculative(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
         outs = [m.generate(input_ids=p[None], prompt_lookup_num_tokens=s["drafts"], return_dict_in_generate=True, **ask)
                 for p in prompts]
         ek_s = time.perf_counter() - t
-        mem.stop()
     _memory(row, peak, mem)
     got = [o.sequences[0, prompts.shape[1]:].tolist() for o in outs]
     made = [o.speculation for o in outs]
@@ -439,14 +441,9 @@ def recognize(ctx: Ctx, precision: str, row: dict[str, Any]) -> None:
         ref = [hf_tokens(torch.from_numpy(f)[None]) for f in feats]
         pt_ms = median_ms(hf_run, s["runs"])
     del hf
-    _free_torch(ctx)
-    mem = EdgekitMemory(ctx)
-    mem.start()
-    with edgekit.load(path, device=ctx.device) as m:
-        row["edgekit_device"] = m.device
+    with edgekit_side(ctx, path, row) as (m, mem):
         got = [m.greedy_tokens(f, language="en", max_new_tokens=s["tokens"]) for f in feats]
         ek_ms = median_ms(lambda: m.recognize(waves[0], language="en", max_new_tokens=s["tokens"]), s["runs"])
-        mem.stop()
     row["speed"] = {"real_time_factor": {"pytorch": pt_ms / 1e3 / s["seconds"], "edgekit": ek_ms / 1e3 / s["seconds"],
                                          "audio_seconds": s["seconds"], "speedup": pt_ms / ek_ms}}
     _memory(row, peak, mem)

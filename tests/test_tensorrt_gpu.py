@@ -124,13 +124,18 @@ def test_onnxruntime_cuda_generate_is_token_exact(gpt2: tuple[Path, Path]) -> No
 @pytest.mark.gpu
 @needs_trt
 def test_tensorrt_generate_is_token_exact(gpt2: tuple[Path, Path], tmp_path: Path) -> None:
+    _generate_matches_transformers(gpt2[0], _with_engines(gpt2[1], tmp_path), device="tensorrt")
+
+
+def _with_engines(artifact: Path, tmp_path: Path) -> Path:
+    """A copy of the artifact with TensorRT engines built for this machine."""
     from edgekit.runtimes.tensorrt.build import build_engines
     from edgekit.manifest import Manifest
 
-    art = tmp_path / "gpt2"
-    shutil.copytree(gpt2[1], art)
+    art = tmp_path / artifact.name
+    shutil.copytree(artifact, art)
     build_engines(art, Manifest.load(art))
-    _generate_matches_transformers(gpt2[0], art, device="tensorrt")
+    return art
 
 
 def _speculative_is_plain_greedy(art: Path, device: str, portable: bool = False) -> None:
@@ -156,10 +161,4 @@ def test_onnxruntime_cuda_speculative_greedy_is_plain_greedy(gpt2: tuple[Path, P
 @pytest.mark.gpu
 @needs_trt
 def test_tensorrt_speculative_greedy_is_plain_greedy(gpt2: tuple[Path, Path], tmp_path: Path) -> None:
-    from edgekit.runtimes.tensorrt.build import build_engines
-    from edgekit.manifest import Manifest
-
-    art = tmp_path / "gpt2"
-    shutil.copytree(gpt2[1], art)
-    build_engines(art, Manifest.load(art))
-    _speculative_is_plain_greedy(art, "tensorrt")
+    _speculative_is_plain_greedy(_with_engines(gpt2[1], tmp_path), "tensorrt")
