@@ -104,18 +104,26 @@ def build(key: str, src: Path, work: Path, sdist: Path | None) -> Path:
             return smollm2_gguf()
         return gguf_peer.gguf_file(src, work / "gguf", precision, sdist)
     out = work / key
-    if out.is_dir():
+    if peer == "edgekit" or out.is_dir():  # edgekit's are convert_edgekit's, made before from one export
         return out
-    if peer == "edgekit":
-        import edgekit
-
-        # Random weights are no test of int4's answer (strict=False there); real weights take the defaults.
-        edgekit.convert(src, out, precision=precision, **({} if src.name in REAL.values() else {"strict": False}))
-    else:
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
-                        "-p", precision, "-e", "cpu", "-c", str(work / "genai-cache")], check=True,
-                       capture_output=True, text=True)
+    subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out),
+                    "-p", precision, "-e", "cpu", "-c", str(work / "genai-cache")], check=True,
+                   capture_output=True, text=True)
     return out
+
+
+def convert_edgekit(keys: list[str], src: Path, work: Path) -> None:
+    """The edgekit contenders among `keys` not yet under `work`, each `edgekit.convert(src, precision=...)`
+    less the export: `src` is exported once for all of them (no precision reads the export)."""
+    from edgekit.converters.pipeline import exported
+
+    todo = [k for k in keys if k.startswith("edgekit-") and not (work / k).is_dir()]
+    if not todo:
+        return
+    with exported(src) as ex:
+        for k in todo:
+            # Random weights are no test of int4's answer (strict=False there); real weights take the defaults.
+            ex.convert(work / k, precision=k.partition("-")[2], strict=src.name in REAL.values())
 
 
 def on_disk(path: Path) -> int:
@@ -262,6 +270,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     ids = prompt_ids(src, args.prompt)
     (work / "prompt.json").write_text(json.dumps(ids))
+    convert_edgekit(keys, src, work)
     paths = {k: build(k, src, work, args.llama_sdist) for k in keys}
     files = {k: {"path": str(p), "on_disk_bytes": on_disk(p), "weights_read_bytes": weights_read(k, p, work,
                                                                                                   args.llama_sdist)}

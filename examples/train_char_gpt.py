@@ -140,9 +140,18 @@ def evaluate(name: str, reference: np.ndarray, artifacts: dict[str, Path], windo
     return rows
 
 
-def main(steps: int, out: Path, eval_windows: int = 64) -> dict[str, Any]:
-    import edgekit
+def convert_each(source: Any, stem: Path, precisions: tuple[str, ...], held: list[str],
+                 **source_kwargs: Any) -> dict[str, Path]:
+    """`source` converted at each precision into `<stem>-<precision>`, exported once: each convert is
+    `edgekit.convert`'s (parity gate included) less the export, which no precision reads."""
+    from edgekit.converters.pipeline import exported
 
+    with exported(source, **source_kwargs) as ex:
+        return {p: ex.convert(f"{stem}-{p}", precision=p, calibration=held, overwrite=True, strict=False).path
+                for p in precisions}
+
+
+def main(steps: int, out: Path, eval_windows: int = 64) -> dict[str, Any]:
     torch.set_num_threads(int(os.environ.get("EDGEKIT_THREADS", "0")) or torch.get_num_threads())
     tok = char_tokenizer()
     train_text, test_text = corpus()
@@ -162,8 +171,7 @@ def main(steps: int, out: Path, eval_windows: int = 64) -> dict[str, Any]:
     gpt.save_pretrained(folder)
     tok.save(str(folder / "tokenizer.json"))
     held = [test_text[i : i + WINDOW] for i in range(0, 8 * WINDOW, WINDOW)]
-    arts = {p: edgekit.convert(folder, out / f"char-gpt-{p}", precision=p, calibration=held, overwrite=True,
-                               strict=False).path for p in ("fp32", "int8", "int4")}
+    arts = convert_each(folder, out / "char-gpt", ("fp32", "int8", "int4"), held)
     with torch.no_grad():
         ref = torch_logits(gpt, torch.from_numpy(windows)).numpy()
     results["gpt"] = evaluate("char GPT", ref, arts, windows, prompt)
@@ -173,8 +181,7 @@ def main(steps: int, out: Path, eval_windows: int = 64) -> dict[str, Any]:
     lstm = CharLSTM(vocab)
     train(lstm, train_ids, steps, lr=1e-2)
     print(f"trained the char LSTM in {time.time() - t:.0f} s")
-    arts = {p: edgekit.convert(lstm, out / f"char-lstm-{p}", task="generate", tokenizer=tok, precision=p,
-                               calibration=held, overwrite=True, strict=False).path for p in ("fp32", "int8")}
+    arts = convert_each(lstm, out / "char-lstm", ("fp32", "int8"), held, task="generate", tokenizer=tok)
     with torch.no_grad():
         ref = torch_logits(lstm, torch.from_numpy(windows)).numpy()
     results["lstm"] = evaluate("char LSTM", ref, arts, windows, prompt)

@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8-method", choices=["dynamic", "static"], default=None)
     args = ap.parse_args(argv)
     import edgekit
+    from edgekit.converters.pipeline import exported
 
     t0 = time.time()
     train_set, held_out = split()
@@ -171,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     tok.save(str(folder / "tokenizer.json"))
     trained = time.time() - t0
     calibration = [english(n) for n in train_set[:64]]  # held-out parity texts; static int8 calibrates on them
-    fp32 = edgekit.convert(folder, args.out / "numbers-en-zh", overwrite=True, calibration=calibration)
-    int8 = edgekit.convert(folder, args.out / "numbers-en-zh-int8", precision="int8", overwrite=True,
-                           calibration=calibration, int8_method=args.int8_method)
+    with exported(folder) as ex:  # one export, each precision's convert (and parity gate) from it
+        fp32 = ex.convert(args.out / "numbers-en-zh", overwrite=True, calibration=calibration)
+        int8 = ex.convert(args.out / "numbers-en-zh-int8", precision="int8", overwrite=True,
+                          calibration=calibration, int8_method=args.int8_method)
     rows = [("PyTorch (transformers generate)", accuracy(torch_translations(model, tok, held_out), held_out)),
             ("edgekit fp32", accuracy(edgekit_translations(fp32.path, held_out), held_out)),
             (f"edgekit int8 ({int8.manifest.precision.method})",

@@ -13,9 +13,14 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from shared_exports import exported_once
+
+if TYPE_CHECKING:
+    from edgekit.converters.pipeline import ExportedSource
 
 LABELS = [str(i) for i in range(10)]
 
@@ -84,12 +89,14 @@ def held_out(name: str, n: int = 96) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.cache
-def cnn_artifact(base: Path, name: str, precision: str) -> Path:
-    import edgekit
+def cnn_exported(name: str) -> ExportedSource:
+    return exported_once(trained_cnn(name), example_inputs=example_input(name), labels=LABELS)
 
+
+@functools.cache
+def cnn_artifact(base: Path, name: str, precision: str) -> Path:
     out = base / f"{name}-{precision}"
-    edgekit.convert(trained_cnn(name), out, example_inputs=example_input(name), labels=LABELS, precision=precision,
-                    calibration=calibration(name) if precision == "int8" else None)
+    cnn_exported(name).convert(out, precision=precision, calibration=calibration(name) if precision == "int8" else None)
     return out
 
 

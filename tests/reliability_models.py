@@ -5,10 +5,16 @@ session's base temp folder, later ones (in any module) reuse the folder.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from shared_exports import exported_once
+
+if TYPE_CHECKING:
+    from edgekit.converters.pipeline import ExportedSource
 
 WORDS = ("the a cat dog owl sat ran on mat log tree fast slow red blue green big small happy sad "
          "über naïve 東京 ☃ 🙂").split()
@@ -82,6 +88,11 @@ def converted(factory: pytest.TempPathFactory, kind: str, precision: str = "fp32
     return out
 
 
+@functools.cache
+def _exported(folder: Path) -> ExportedSource:
+    return exported_once(folder)  # a session's folders have their own paths: one export per folder
+
+
 def gpt2_folder(factory: pytest.TempPathFactory) -> Path:
     """A tiny random GPT-2 Hugging Face folder with a BPE tokenizer (tests/generate_models.py)."""
     from generate_models import save_tiny, train_tokenizer
@@ -92,12 +103,22 @@ def gpt2_folder(factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+def gpt2_exported(factory: pytest.TempPathFactory) -> ExportedSource:
+    """gpt2_folder exported once per session, for its converts at every precision."""
+    return _exported(gpt2_folder(factory))
+
+
 def converted_gpt2(factory: pytest.TempPathFactory, precision: str = "fp32") -> Path:
+    """gpt2_folder converted once per session; fp32 by edgekit.convert itself (test_generate checks that a
+    convert from gpt2_exported writes the same files), other precisions from gpt2_exported."""
     import edgekit
 
     out = factory.getbasetemp() / "reliability-models" / f"gpt2-{precision}"
     if not (out / "edgekit.json").is_file():
-        edgekit.convert(gpt2_folder(factory), out, precision=precision)
+        if precision == "fp32":
+            edgekit.convert(gpt2_folder(factory), out)
+        else:
+            gpt2_exported(factory).convert(out, precision=precision)
     return out
 
 
@@ -147,12 +168,15 @@ def w2v_folder(factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def converted_w2v(factory: pytest.TempPathFactory) -> Path:
-    import edgekit
+def w2v_exported(factory: pytest.TempPathFactory) -> ExportedSource:
+    """w2v_folder exported once per session, for its converts at every precision."""
+    return _exported(w2v_folder(factory))
 
+
+def converted_w2v(factory: pytest.TempPathFactory) -> Path:
     out = factory.getbasetemp() / "reliability-models" / "w2v-fp32"
     if not (out / "edgekit.json").is_file():
-        edgekit.convert(w2v_folder(factory), out)
+        w2v_exported(factory).convert(out)
     return out
 
 
@@ -169,12 +193,15 @@ def whisper_folder(factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def converted_whisper(factory: pytest.TempPathFactory) -> Path:
-    import edgekit
+def whisper_exported(factory: pytest.TempPathFactory) -> ExportedSource:
+    """whisper_folder exported once per session, for its converts at every precision."""
+    return _exported(whisper_folder(factory))
 
+
+def converted_whisper(factory: pytest.TempPathFactory) -> Path:
     out = factory.getbasetemp() / "reliability-models" / "whisper-fp32"
     if not (out / "edgekit.json").is_file():
-        edgekit.convert(whisper_folder(factory), out)
+        whisper_exported(factory).convert(out)
     return out
 
 

@@ -11,6 +11,7 @@ import pytest
 import edgekit
 import generate_models as gm
 from edgekit.errors import ConfigError, InputError
+from reliability_models import converted_gpt2
 
 # ChatML with a default system turn, the special-token variable, a loop control and a check.
 TEMPLATE = (
@@ -75,7 +76,8 @@ def test_generation_matches_transformers_on_the_chat_prompt(chat_model: tuple[Pa
     assert got == hf_tok.decode(ref[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def test_template_errors_and_the_sandbox(chat_model: tuple[Path, Path, Any], tmp_path: Path) -> None:
+def test_template_errors_and_the_sandbox(chat_model: tuple[Path, Path, Any],
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
     from edgekit.tasks import chat
 
     model = edgekit.load(chat_model[1], device="cpu")
@@ -87,7 +89,7 @@ def test_template_errors_and_the_sandbox(chat_model: tuple[Path, Path, Any], tmp
         chat.render("{{ ''.__class__.__mro__[1].__subclasses__() }}", [{"role": "user", "content": "x"}], {})
     with pytest.raises(InputError, match="could not render"):
         chat.render("{% set ns = namespace(_x=1) %}", [{"role": "user", "content": "x"}], {})
-    gpt = edgekit.convert(gm.save_tiny("gpt2", tmp_path / "hf", gm.train_tokenizer()), tmp_path / "art").path
+    gpt = converted_gpt2(tmp_path_factory)  # no chat template in its tokenizer folder
     with pytest.raises(ConfigError, match="no chat template"):
         edgekit.load(gpt, device="cpu").generate(messages=CHATS[0])
 

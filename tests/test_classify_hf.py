@@ -3,24 +3,31 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from classify_models import SENTENCES, bert_folder, outlier_bert_folder, pictures, vit_folder
+from shared_exports import exported_once
 from tolerances import fp32_atol, transformer_stages
+
+if TYPE_CHECKING:
+    from edgekit.converters.pipeline import ExportedSource
 
 FOLDERS = {"vit": vit_folder, "bert": bert_folder}
 
 
 @functools.cache
-def hf_artifact(base: Path, name: str, precision: str) -> Path:
-    import edgekit
+def hf_exported(base: Path, name: str) -> ExportedSource:
+    return exported_once(str(FOLDERS[name](base)))
 
+
+@functools.cache
+def hf_artifact(base: Path, name: str, precision: str) -> Path:
     calibration = {"vit": pictures(24, seed=1), "bert": SENTENCES}[name]
     out = base / f"{name}-{precision}"
-    edgekit.convert(str(FOLDERS[name](base)), out, precision=precision,
-                    calibration=calibration if precision == "int8" else None)
+    hf_exported(base, name).convert(out, precision=precision, calibration=calibration if precision == "int8" else None)
     return out
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,12 +47,11 @@ def built(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> dict[str,
 
 
 @pytest.fixture(scope="module")
-def gpt2_exported(built: dict[str, tuple[Path, Path]]) -> Iterator[ExportedSource]:
-    """The tiny GPT-2 exported once, for its converts at other precisions."""
-    from edgekit.converters.pipeline import exported
+def gpt2_exported(tmp_path_factory: pytest.TempPathFactory) -> ExportedSource:
+    """The tiny GPT-2 (built["gpt2"]'s folder) exported once per session, for its converts at other precisions."""
+    from reliability_models import gpt2_exported
 
-    with exported(built["gpt2"][0]) as ex:
-        yield ex
+    return gpt2_exported(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -34,10 +34,11 @@ def tok() -> Any:
 def gpt(tmp_path_factory: pytest.TempPathFactory, tok: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
-    root = tmp_path_factory.mktemp("genopts")
-    src = gm.save_tiny("gpt2", root / "hf", tok)
-    art = edgekit.convert(src, root / "fp32")
-    return AutoModelForCausalLM.from_pretrained(src).eval(), edgekit.load(art.path, device="cpu")
+    from reliability_models import converted_gpt2, gpt2_folder
+
+    # The reliability tests' GPT-2 (gm.save_tiny with gm.train_tokenizer(), as `tok`), converted once per session.
+    src = gpt2_folder(tmp_path_factory)
+    return AutoModelForCausalLM.from_pretrained(src).eval(), edgekit.load(converted_gpt2(tmp_path_factory), device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ generate, target-language control, streaming, return_dict and the lower precisio
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 
 from edgekit.converters.kv_geometry import KVGeometry
+from edgekit.converters.pipeline import ExportedSource, exported
 import edgekit
 import seq2seq_models as sm
 from edgekit.errors import ConfigError, InputError
@@ -33,17 +36,20 @@ def tok() -> Any:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, tok: Any) -> dict[str, tuple[Path, Path]]:
-    return _Built(tmp_path_factory, tok)
+def built(tmp_path_factory: pytest.TempPathFactory, tok: Any) -> Iterator[_Built]:
+    with ExitStack() as exports:
+        yield _Built(tmp_path_factory, tok, exports)
 
 
 class _Built(dict):  # type: ignore[type-arg]
     """family -> (Hugging Face folder, fp32 artifact), each converted when a test first asks for it
-    (a targeted run converts only the families it uses)."""
+    (a targeted run converts only the families it uses). `exports[family]`: its export, kept for the
+    module, which a convert at another precision starts from (as edgekit.convert does after its own)."""
 
-    def __init__(self, factory: pytest.TempPathFactory, tok: Any) -> None:
+    def __init__(self, factory: pytest.TempPathFactory, tok: Any, exports: ExitStack) -> None:
         super().__init__()
         self.factory, self.root, self.tok = factory, factory.mktemp("seq2seq"), tok
+        self.stack, self.exports = exports, {}
 
     def __missing__(self, fam: str) -> tuple[Path, Path]:
         if fam == "t5":  # the reliability tests' T5 (the same save_tiny, same tokenizer), converted once per session
@@ -53,8 +59,15 @@ class _Built(dict):  # type: ignore[type-arg]
             return self[fam]
         extra = MARIAN_DEFAULTS if fam == "marian" else {}
         src = sm.save_tiny(fam, self.root / f"{fam}-hf", self.tok, **extra)
-        self[fam] = (src, edgekit.convert(src, self.root / f"{fam}-fp32").path)
+        self.exports[fam] = self.stack.enter_context(exported(src))
+        self[fam] = (src, self.exports[fam].convert(self.root / f"{fam}-fp32").path)
         return self[fam]
+
+    def export_of(self, fam: str) -> ExportedSource:
+        """The family's export, made by its fp32 convert."""
+        if fam not in self:
+            self.__missing__(fam)
+        return self.exports[fam]
 
 
 def _hf(folder: Path) -> Any:
@@ -259,10 +272,9 @@ def test_bad_inputs_are_edgekit_errors(built: dict[str, tuple[Path, Path]]) -> N
         model.logits(np.array([[5, 6]]))
 
 
-def test_fp16(built: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+def test_fp16(built: _Built, tmp_path: Path) -> None:
     """fp16 through its gate (int8 is measured by the translation example, on a trained model)."""
-    src, _ = built["marian"]
-    art = edgekit.convert(src, tmp_path / "fp16", precision="fp16")
+    art = built.export_of("marian").convert(tmp_path / "fp16", precision="fp16")
     p = art.manifest.parity
     assert art.manifest.precision.produced == "fp16" and p.passed and p.measures["top1_agreement"] >= 0.9, p
     out = edgekit.load(art.path, device="cpu").generate(TEXTS, max_new_tokens=6, num_beams=2)

@@ -19,7 +19,6 @@ import torch
 
 from edgekit.converters.kv_geometry import KVGeometry
 import edgekit
-import generate_models as gm
 import trt_fakes as F
 from edgekit.contract.base import BATCH
 from edgekit.contract.generate import GenerateSection
@@ -35,9 +34,9 @@ NEW = 12
 
 @pytest.fixture(scope="module")
 def gpt2_art(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("steppers")
-    src = gm.save_tiny("gpt2", root / "hf", gm.train_tokenizer())
-    return edgekit.convert(src, root / "fp32").path
+    from reliability_models import converted_gpt2
+
+    return converted_gpt2(tmp_path_factory)  # the tiny GPT-2 (gm.save_tiny), converted once per session
 
 
 @pytest.fixture(scope="module")
