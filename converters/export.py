@@ -91,9 +91,14 @@ def optimize_exactly(model: Any) -> None:
     import onnx_ir.passes.common as common
     from onnxscript import rewriter
     from onnxscript.optimizer import _constant_folding
-    from onnxscript.rewriter.rules.common import _no_op
+    from onnxscript.rewriter.rules.common import _basic_rules, _no_op
 
-    exact = [r for r in rewriter._DEFAULT_REWRITE_RULES if r not in set(_no_op.rules.rules)]
+    # SlicesSplit (two Slices of one input -> Split) is a two-output pattern that onnxscript matches by
+    # rescanning the graph per candidate: on a 30-layer Llama (5682 nodes before) the optimizer takes
+    # 9.9 s with it and 2.1 s without, and the optimized graph is the same (1929 nodes, no Split made).
+    # Where it would fire, two Slices compute what the Split does.
+    exact = [r for r in rewriter._DEFAULT_REWRITE_RULES
+             if r not in set(_no_op.rules.rules) and r is not _basic_rules.slice_split_rule]
     ir.passes.PassManager([
         ir.passes.PassManager([_constant_folding.FoldConstantsPass(shape_inference=True,
                                                                    input_size_limit=_constant_folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
