@@ -52,6 +52,11 @@ class Runner(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free backend resources (device buffers, sessions). Safe to call twice."""
 
+    def tokens_per_call(self, past: int) -> int | None:
+        """The most new tokens (a decoder graph's sequence dim) one call takes after a cache of `past`
+        slots; None: any number (onnxruntime takes any shape). A TensorRT engine's profiles bound it."""
+        return None
+
     def stepper(self, spec: StepSpec) -> Stepper:
         """A fixed-shape step loop over this graph whose caches stay where the backend computes.
 

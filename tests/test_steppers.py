@@ -199,6 +199,26 @@ def test_tensorrt_verifies_drafts_on_their_profile_between_graph_replays(
     assert calls.stale_replays == 0 and calls.shape_refusals == 0 and calls.profile_clashes == 0
 
 
+def test_tensorrt_feeds_more_tokens_than_its_verify_profile_in_calls_that_fit(
+        trt_art: tuple[Path, F.Calls], gpt2_art: Path) -> None:
+    """Drafts longer than the verify profile's 32 tokens (a conversation's new turn goes through the
+    same call): consecutive verify calls of at most 32 tokens, and the CPU's tokens. The drafter is
+    the same weights on the CPU, so its 40 drafts are all kept and each check is 41 tokens. The
+    cache spans the whole context (as a conversation's does): then only the verify profile takes
+    more than one token after it."""
+    art, calls = trt_art
+    with edgekit.load(gpt2_art, device="cpu") as cpu, edgekit.load(art, device="tensorrt") as m:
+        ask = dict(input_ids=SPEC_PROMPT, max_new_tokens=m.max_context - SPEC_PROMPT.shape[1], return_dict_in_generate=True)
+        plain = cpu.generate(**ask)
+        assert m.decoder.tokens_per_call(m.max_context - 1) == 32  # the verify profile's end
+        calls.runs.clear()
+        got = m.generate(**ask, assistant_model=cpu, num_assistant_tokens=40, assistant_confidence_threshold=0)
+    np.testing.assert_array_equal(got.sequences, plain.sequences)
+    sizes = [r[1][1] for r in calls.runs[1:]]
+    assert sizes[:2] == [32, 9] and got.speculation.drafted >= 40, (sizes, got.speculation)
+    assert calls.shape_refusals == 0 and calls.stale_replays == 0
+
+
 def test_an_engine_built_without_the_verify_profile_asks_for_a_build(trt_art: tuple[Path, F.Calls]) -> None:
     """A plan from before the verify phase: refused at load with the build fix; `edgekit build` makes the
     new one and removes the old (no edgekit can load it again)."""

@@ -163,8 +163,10 @@ class StateLoop:
 
     def verify(self, tokens: np.ndarray) -> np.ndarray:
         """Feed n tokens per row at the next n slots in one call (speculative decoding checks its
-        drafted tokens so); returns their logits (batch, n, vocab). The graph masks causally within
-        the call (it is exported for n new tokens after a past: converters/specs/causal_lm.py)."""
+        drafted tokens so, a conversation its new turn); returns their logits (batch, n, vocab). The
+        graph masks causally within the call (it is exported for n new tokens after a past:
+        converters/specs/causal_lm.py). Where the runner takes fewer tokens per call (a TensorRT
+        engine's verify profile), they go in consecutive calls of at most that many."""
         b, n = tokens.shape
         why = verify_refusal(self.state) or ("its media rows are added one per position, fed with each step"
                                       if self.added else None)
@@ -173,6 +175,12 @@ class StateLoop:
                               fix="leave prompt_lookup_num_tokens and assistant_model out for this model")
         if self.filled + n > self.slots:
             raise InputError(f"{n} tokens do not fit the cache", found=f"{self.filled} of {self.slots} slots used")
+        most = self.runner.tokens_per_call(self.slots)  # a TensorRT engine's profiles bound a call's tokens
+        if most is not None and n > most:
+            if most < 1:
+                raise ArtifactError("the engine takes no call of several tokens after a cache",
+                                    found=f"{self.slots} cache slots", fix="rebuild it: `edgekit build --rebuild`")
+            return np.concatenate([self.verify(tokens[:, i:i + most]).copy() for i in range(0, n, most)], axis=1)
         mask = np.concatenate([self.mask[:, : self.slots], np.ones((b, n), np.int64)], axis=1)
         small = {"input_ids": np.asarray(tokens, np.int64), "attention_mask": mask,
                  "position_ids": self.position + np.arange(n)}

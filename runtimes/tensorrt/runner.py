@@ -34,6 +34,7 @@ import numpy as np
 
 from edgekit.artifact import Artifact, sha256_file
 from edgekit.contract import GraphSpec
+from edgekit.contract.base import PAST, SEQUENCE, TOTAL
 from edgekit.engines import EngineRecord, Machine
 from edgekit.errors import EngineError, InputError
 from edgekit.runtimes.base import Runner, StepSpec, Stepper
@@ -176,6 +177,15 @@ class TrtRunner(Runner):
         if wrong:
             raise EngineError("the engine's tensor types differ from the manifest", found="; ".join(wrong),
                               fix="run `edgekit build --rebuild` (the plan predates the current ONNX)")
+
+    def tokens_per_call(self, past: int) -> int | None:
+        """The longest sequence a profile takes after `past` cache slots: its own range's end, and the
+        attention mask's (past + sequence: TOTAL) end less `past`."""
+        if not self.profiles or not all(SEQUENCE in p for p in self.profiles):
+            return None  # a static graph or one without a sequence dim: its shapes are its own
+        fits = [min(p[SEQUENCE][2], p[TOTAL][2] - past if TOTAL in p else p[SEQUENCE][2]) for p in self.profiles
+                if PAST not in p or p[PAST][0] <= past <= p[PAST][2]]
+        return max([0, *fits])
 
     def lease(self) -> _Lane:
         """A lane no one else uses until `give_back`; waits while all `contexts` lanes are leased."""
