@@ -131,8 +131,8 @@ def shared_decoder_needs(state: DecoderState) -> GraphNeeds:
 # Speculative decoding's check of its drafts (`StateLoop.verify`) feeds the last token and up to k drafts in
 # one call: (min, typical, max) tokens. transformers' assisted generation drafts num_assistant_tokens = 20 by
 # default (a 21-token call), prompt lookup's prompt_lookup_num_tokens is commonly 10 (11); 16 lies between,
-# 32 takes up to 31 drafts. A longer call (a conversation turn's new tokens) takes the prompt profile, whose
-# mask spans at most max_context columns.
+# 32 takes up to 31 drafts. More tokens after a cache that spans the context (a conversation turn's new
+# tokens) go in consecutive calls of at most 32 (StateLoop.verify, Runner.tokens_per_call).
 VERIFY_TOKENS = (2, 16, 32)
 
 
