@@ -20,7 +20,7 @@ from edgekit.contract.generate import verify_refusal
 from edgekit.errors import ConfigError
 from edgekit.tasks.options import GenerateOptions
 from edgekit.tasks.search import DecodeState, Searched, sample
-from edgekit.tasks.speculative import Verifier
+from edgekit.tasks.speculative import Verifier, catch_up
 from edgekit.tasks.structured import OutputFormat
 
 if TYPE_CHECKING:
@@ -104,19 +104,9 @@ class Conversation:
         """Roll the cache back to its longest common prefix with `ids` and feed the rest; at least
         the last token is fed, for its logits. Returns the state and those logits (1, vocab)."""
         start = time.perf_counter()
-        n = min(len(ids), len(self.fed))
-        same = int(np.argmin(np.append(self.fed[:n] == ids[:n], False)))
-        same = min(same, len(ids) - 1)
-        self.state.rollback(len(self.fed) - same)
+        logits, same = catch_up(self.state, self.fed, ids)
         self.fed = self.fed[:same]
-        new = ids[same:]
-        self.reused_tokens, self.last_prefill_tokens = same, len(new)
-        if same == 0:  # nothing kept: the prompt runs as generate runs it
-            logits = self.state.prefill(new[None], np.ones((1, len(new)), np.int64))
-        elif len(new) == 1:
-            logits = self.state.step(new)
-        else:
-            logits = self.state.verify(new[None])[:, -1]
+        self.reused_tokens, self.last_prefill_tokens = same, len(ids) - same
         self.last_prefill_s = time.perf_counter() - start
         return self.state, logits  # type: ignore[return-value]
 

@@ -22,7 +22,6 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-# Whether a decoder can verify drafts is the contract's to say: its call shapes give those a verify profile.
 from edgekit.errors import ConfigError
 from edgekit.results import Speculation
 from edgekit.tasks.options import GenerateOptions
@@ -45,6 +44,29 @@ class Verifier(Protocol):
     def rollback(self, n: int) -> None: ...
 
     def close(self) -> None: ...
+
+
+def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = min(len(a), len(b))
+    return int(np.argmin(np.append(a[:n] == b[:n], False)))
+
+
+def catch_up(state: Verifier, fed: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Make a cache that holds `fed` hold `ids`: roll it back to their longest common prefix and feed
+    the rest in one call, at least the last token (its logits come next). Returns those logits
+    (1, vocab) and how many tokens were kept. A conversation's new turn and an assistant's view of the
+    target's text both come this way."""
+    same = min(common_prefix(fed, ids), len(ids) - 1)
+    state.rollback(len(fed) - same)
+    new = ids[same:]
+    if same == 0:  # nothing kept: the prompt runs as generate runs it
+        logits = state.prefill(new[None], np.ones((1, len(new)), np.int64))
+    elif len(new) == 1:
+        logits = state.step(new)
+    else:
+        logits = state.verify(new[None])[:, -1]
+    return logits, same
 
 
 class Drafter(Protocol):
@@ -230,12 +252,6 @@ def roc_threshold(probs: list[float], matches: list[int]) -> float:
     return float(np.append(np.inf, p[last])[int(np.argmin(costs))])
 
 
-def _probability(logits: np.ndarray, token: int) -> float:
-    """softmax(logits)[token], in float64."""
-    x = logits.astype(np.float64)
-    return float(1.0 / np.exp(x - x[token]).sum())
-
-
 class AssistantDraft:
     """Drafts from a smaller model of the same tokenizer (transformers' AssistedCandidateGenerator):
     its own tokens through its own cache, kept in step with the target's text.
@@ -264,21 +280,14 @@ class AssistantDraft:
         self.sample = pipeline is not None and pipeline.chooser.cfg.do_sample
         self.grammar = None if pipeline is None else pipeline.grammar
         self.schedule, self.confidence = schedule, confidence
-        self.fed: np.ndarray | None = None  # the tokens in the assistant's cache
+        self.fed = np.zeros(0, np.int64)  # the tokens in the assistant's cache
         self.last: tuple[int, np.ndarray] | None = None  # (text length, drafts) of the last draft not yet judged
         self.probs: list[float] = []  # each judged draft's probability, and whether it was accepted
         self.matches: list[int] = []
 
     def draft(self, seq: np.ndarray, room: int) -> Drafts:
         self.finish(seq)
-        if self.fed is None:
-            logits = self.state.prefill(seq[None], np.ones((1, len(seq)), np.int64))
-        else:
-            same = int(np.argmin(np.append(self.fed[: len(seq)] == seq[: len(self.fed)], False)))
-            same = min(same, len(seq) - 1)  # the last token is fed again where the text is all fed: its logits draft
-            self.state.rollback(len(self.fed) - same)
-            new = seq[same:]
-            logits = self.state.verify(new[None])[:, -1] if len(new) > 1 else self.state.step(new)
+        logits, _ = catch_up(self.state, self.fed, seq)
         self.fed = seq.copy()
         grammar, n = self.grammar, min(self.tokens, room)
         out: list[int] = []
@@ -293,7 +302,8 @@ class AssistantDraft:
                 q.append(picked[1])
             unsure = False
             if self.confidence:  # ConfidenceCriteria; the probability kept for the threshold's re-fit
-                self.probs.append(float(picked[1][out[-1]]) if picked[1] is not None else _probability(x[0], out[-1]))
+                probs = picked[1] if picked[1] is not None else softmax(x[0].astype(np.float64))
+                self.probs.append(float(probs[out[-1]]))
                 unsure = self.probs[-1] < self.confidence
             if out[-1] in self.eos or len(out) == n or unsure:
                 break
@@ -329,9 +339,7 @@ class AssistantDraft:
         start, drafts = self.last
         self.last = None
         new = seq[start:]
-        n = min(len(new), len(drafts))
-        agree = int(np.argmin(np.append(new[:n] == drafts[:n], False)))
-        tokens = min(agree + 1, len(new))  # the accepted drafts and the target's own token, if it came
+        tokens = min(common_prefix(new, drafts) + 1, len(new))  # the accepted drafts and the target's own token, if it came
         self._update(len(drafts), tokens - 1)
         if len(new) > tokens:
             self._update(0, 0)
